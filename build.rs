@@ -1,0 +1,10 @@
+//! Compiles `proto/gatehouse/v1/*.proto` with protox (pure Rust), so building needs no `protoc`.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/gatehouse/v1/uplink.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    prost_build::Config::new().compile_fds(fds)?;
+    Ok(())
+}

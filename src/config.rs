@@ -1,0 +1,543 @@
+//! The daemon's configuration: serde structs with defaults, then an explicit [`Config::validate`]
+//! that reports *every* problem with its path, so an installer fixes a file in one pass.
+use crate::profiles::{Profiles, Role};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// One thing wrong with the configuration, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub device_broker: DeviceBroker,
+    pub uplink: Uplink,
+    #[serde(default)]
+    pub store: Store,
+    #[serde(default)]
+    pub rules: Rules,
+    #[serde(default)]
+    pub registry: Registry,
+    #[serde(default)]
+    pub profiles: ProfilesConfig,
+    #[serde(default)]
+    pub lanes: Vec<Lane>,
+}
+
+/// Where this gateway sits in the administrative tree (DESIGN.md §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub id: String,
+    /// 4 digits, e.g. 3301.
+    pub city: String,
+    /// 6 digits, e.g. 330106.
+    pub district: String,
+    /// 9 digits, e.g. 330106001.
+    pub street: String,
+    /// 12 digits, e.g. 330106001001.
+    pub community: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    /// rumqttd inside the daemon.
+    Embedded,
+    /// A broker on the box or the LAN (e.g. mosquitto), given by `url`.
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBroker {
+    #[serde(default = "default_broker_mode")]
+    pub mode: BrokerMode,
+    /// Embedded: where the broker listens for devices.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// External: `mqtt://host:port`.
+    pub url: Option<String>,
+    /// Our client id on the device-side broker; stable, so the broker keeps our session and
+    /// redelivers events we had not acknowledged before a crash.
+    #[serde(default = "default_device_client_id")]
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Default for DeviceBroker {
+    fn default() -> Self {
+        Self {
+            mode: default_broker_mode(),
+            listen: default_listen(),
+            url: None,
+            client_id: default_device_client_id(),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+fn default_broker_mode() -> BrokerMode {
+    BrokerMode::Embedded
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_device_client_id() -> String {
+    "gatehouse-devices".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS with rustls).
+    pub url: String,
+    /// Defaults to the gateway id.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Read the password from this file instead (first line), so the config can be world-readable.
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the CA(s) to trust for mqtts; without it, the system's roots.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Most events in one published `EventBatch`.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// How many batches may await their PUBACK at once.
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+fn default_keep_alive_s() -> u64 {
+    30
+}
+fn default_batch_max() -> usize {
+    256
+}
+fn default_window() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    #[serde(default = "default_store_dir")]
+    pub dir: PathBuf,
+    /// A group commit closes this long after its first record (or when full).
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// A group commit closes at this many records.
+    #[serde(default = "default_commit_max")]
+    pub commit_max: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            dir: default_store_dir(),
+            commit_interval_ms: default_commit_interval_ms(),
+            commit_max: default_commit_max(),
+        }
+    }
+}
+
+fn default_store_dir() -> PathBuf {
+    PathBuf::from("/var/lib/gatehouse")
+}
+fn default_commit_interval_ms() -> u64 {
+    10
+}
+fn default_commit_max() -> usize {
+    1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// A reading at or above this (°C, after calibration) is a fever.
+    #[serde(default = "default_fever_threshold")]
+    pub fever_threshold_c: f64,
+    /// Readings outside [min, max] are implausible: measure again, not fever.
+    #[serde(default = "default_plausible_min")]
+    pub plausible_min_c: f64,
+    #[serde(default = "default_plausible_max")]
+    pub plausible_max_c: f64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            fever_threshold_c: default_fever_threshold(),
+            plausible_min_c: default_plausible_min(),
+            plausible_max_c: default_plausible_max(),
+        }
+    }
+}
+
+fn default_fever_threshold() -> f64 {
+    37.3
+}
+fn default_plausible_min() -> f64 {
+    30.0
+}
+fn default_plausible_max() -> f64 {
+    43.0
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// Residents to import at start (`.csv` or `.jsonl`); re-imported only when the file changes.
+    pub import: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilesConfig {
+    /// Extra device profiles (`*.toml`, searched recursively). They add to the built-in ones and
+    /// replace a built-in profile of the same name.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lane {
+    pub id: String,
+    /// Overrides `rules.fever_threshold_c` for this lane.
+    pub fever_threshold_c: Option<f64>,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub id: String,
+    pub role: Role,
+    pub profile: String,
+    /// Added to every temperature this device reports, °C.
+    #[serde(default)]
+    pub calibration_offset_c: f64,
+    /// Overrides the profile's event topic (MQTT devices).
+    pub event_topic: Option<String>,
+    /// Overrides the profile's command topic (MQTT devices).
+    pub command_topic: Option<String>,
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]`, the only URL shapes the config takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(s: &str) -> Result<BrokerUrl, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("{s:?} is not a URL (expected mqtt://host:port)"))?;
+        let tls = match scheme {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => return Err(format!("unknown scheme {other:?} (expected mqtt or mqtts)")),
+        };
+        let hostport = rest.trim_end_matches('/');
+        if hostport.contains('@') || hostport.contains('/') {
+            return Err(format!(
+                "{s:?}: give only scheme://host:port (credentials go in username/password)"
+            ));
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port {p:?} in {s:?}"))?,
+            ),
+            None => (hostport, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("no host in {s:?}"));
+        }
+        Ok(BrokerUrl {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl Config {
+    /// Reads and parses a config file; does not validate (see [`Config::validate`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // Relative paths in a config file are relative to that file, not to the working directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.store.dir);
+        if let Some(p) = self.registry.import.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.profiles.dir.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.uplink.ca_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.uplink.password_file.as_mut() {
+            fix(p);
+        }
+    }
+
+    /// Every problem in the config, each with its path. Empty means valid.
+    pub fn problems(&self, profiles: &Profiles) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |path: String, message: String| out.push(Problem { path, message });
+
+        let g = &self.gateway;
+        if !is_topic_safe(&g.id) {
+            bad(
+                "gateway.id".into(),
+                format!("{:?} must be non-empty letters, digits, '-' or '_'", g.id),
+            );
+        }
+        let codes = [
+            ("gateway.city", &g.city, 4, None),
+            ("gateway.district", &g.district, 6, Some(&g.city)),
+            ("gateway.street", &g.street, 9, Some(&g.district)),
+            ("gateway.community", &g.community, 12, Some(&g.street)),
+        ];
+        for (path, code, len, parent) in codes {
+            if code.len() != len || !code.bytes().all(|b| b.is_ascii_digit()) {
+                bad(path.into(), format!("{code:?} must be {len} digits"));
+            } else if let Some(parent) = parent {
+                if !code.starts_with(parent.as_str()) {
+                    bad(
+                        path.into(),
+                        format!("{code:?} does not lie under {parent:?}"),
+                    );
+                }
+            }
+        }
+
+        let b = &self.device_broker;
+        match (b.mode, &b.url) {
+            (BrokerMode::External, None) => bad(
+                "device_broker.url".into(),
+                "required when mode = \"external\"".into(),
+            ),
+            (_, Some(url)) => {
+                if let Err(e) = BrokerUrl::parse(url) {
+                    bad("device_broker.url".into(), e);
+                }
+            }
+            _ => {}
+        }
+
+        match BrokerUrl::parse(&self.uplink.url) {
+            Err(e) => bad("uplink.url".into(), e),
+            Ok(u) if !u.tls && self.uplink.ca_file.is_some() => bad(
+                "uplink.ca_file".into(),
+                "given, but uplink.url is not mqtts://".into(),
+            ),
+            Ok(_) => {}
+        }
+        for (path, file) in [
+            ("uplink.ca_file", &self.uplink.ca_file),
+            ("uplink.password_file", &self.uplink.password_file),
+            ("registry.import", &self.registry.import),
+        ] {
+            if let Some(f) = file {
+                if !f.is_file() {
+                    bad(path.into(), format!("{} does not exist", f.display()));
+                }
+            }
+        }
+        if self.uplink.batch_max == 0 || self.uplink.window == 0 {
+            bad(
+                "uplink".into(),
+                "batch_max and window must be at least 1".into(),
+            );
+        }
+        if self.store.commit_max == 0 {
+            bad("store.commit_max".into(), "must be at least 1".into());
+        }
+
+        let r = &self.rules;
+        if r.plausible_min_c >= r.plausible_max_c {
+            bad(
+                "rules.plausible_min_c".into(),
+                format!(
+                    "{} must be below plausible_max_c ({})",
+                    r.plausible_min_c, r.plausible_max_c
+                ),
+            );
+        }
+        let threshold_ok =
+            |t: f64| t.is_finite() && t > r.plausible_min_c && t <= r.plausible_max_c;
+        if !threshold_ok(r.fever_threshold_c) {
+            bad(
+                "rules.fever_threshold_c".into(),
+                format!(
+                    "{} lies outside the plausible range {}–{} °C",
+                    r.fever_threshold_c, r.plausible_min_c, r.plausible_max_c
+                ),
+            );
+        }
+
+        let mut lane_ids = HashSet::new();
+        let mut device_ids = HashSet::new();
+        for (li, lane) in self.lanes.iter().enumerate() {
+            let lp = format!("lanes[{li}]");
+            if !is_topic_safe(&lane.id) {
+                bad(format!("{lp}.id"), format!("{:?} must be non-empty letters, digits, '-' or '_'", lane.id));
+            } else if !lane_ids.insert(lane.id.as_str()) {
+                bad(format!("{lp}.id"), format!("duplicate lane id {:?}", lane.id));
+            }
+            if let Some(t) = lane.fever_threshold_c {
+                if !threshold_ok(t) {
+                    bad(
+                        format!("{lp}.fever_threshold_c"),
+                        format!("{t} lies outside the plausible range"),
+                    );
+                }
+            }
+            let mut gates = 0;
+            let mut identifies = false;
+            for (di, d) in lane.devices.iter().enumerate() {
+                let dp = format!("{lp}.devices[{di}]");
+                if !is_topic_safe(&d.id) {
+                    bad(format!("{dp}.id"), format!("{:?} must be non-empty letters, digits, '-' or '_'", d.id));
+                } else if !device_ids.insert(d.id.as_str()) {
+                    bad(format!("{dp}.id"), format!("duplicate device id {:?}", d.id));
+                }
+                match profiles.get(&d.profile) {
+                    None => bad(
+                        format!("{dp}.profile"),
+                        format!(
+                            "unknown profile {:?} (known: {})",
+                            d.profile,
+                            profiles.names().join(", ")
+                        ),
+                    ),
+                    Some(p) if !p.roles.contains(&d.role) => bad(
+                        format!("{dp}.role"),
+                        format!(
+                            "profile {:?} cannot act as {:?} (it can be: {})",
+                            d.profile,
+                            d.role,
+                            p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+                if !(d.calibration_offset_c.is_finite() && d.calibration_offset_c.abs() <= 3.0) {
+                    bad(
+                        format!("{dp}.calibration_offset_c"),
+                        format!("{} is not within ±3 °C", d.calibration_offset_c),
+                    );
+                }
+                gates += usize::from(d.role.is_gate());
+                identifies |= matches!(d.role, Role::Identifier | Role::Thermal);
+            }
+            if identifies && gates != 1 {
+                bad(
+                    format!("{lp}.devices"),
+                    format!("a lane that identifies people needs exactly one gate (turnstile or barrier), found {gates}"),
+                );
+            }
+        }
+        out
+    }
+
+    /// [`Config::problems`] as a `Result`.
+    pub fn validate(&self, profiles: &Profiles) -> Result<(), ConfigError> {
+        let problems = self.problems(profiles);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// `gh/v1/{city}/{district}/{street}/{community}/{gateway}`; channels hang below it.
+    pub fn topic_base(&self) -> String {
+        let g = &self.gateway;
+        format!(
+            "gh/v1/{}/{}/{}/{}/{}",
+            g.city, g.district, g.street, g.community, g.id
+        )
+    }
+}
+
+/// Safe inside an MQTT topic level and a file name.
+fn is_topic_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_with_default_ports_and_credentials() {
+        assert_eq!(
+            BrokerUrl::parse("mqtts://iot.example.com").unwrap(),
+            BrokerUrl { tls: true, host: "iot.example.com".into(), port: 8883 }
+        );
+        assert_eq!(BrokerUrl::parse("mqtt://127.0.0.1:2883").unwrap().port, 2883);
+        assert!(BrokerUrl::parse("http://x:1").is_err());
+        assert!(BrokerUrl::parse("mqtt://:1883").is_err());
+        assert!(BrokerUrl::parse("localhost:1883").is_err());
+        assert!(BrokerUrl::parse("mqtt://u:p@h:1").is_err());
+    }
+}

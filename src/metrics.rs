@@ -1,0 +1,59 @@
+//! Counters every part of the pipeline bumps, shared read-only with status, tests and the log.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Device messages received on an event topic.
+    pub events_received: AtomicU64,
+    /// Device messages that did not decode (bad JSON, wrong types, too large).
+    pub decode_errors: AtomicU64,
+    pub decisions: AtomicU64,
+    pub commands_sent: AtomicU64,
+    /// Gate commands not handed to the broker (connection down): the passage is denied locally.
+    pub command_errors: AtomicU64,
+    pub outbox_appended: AtomicU64,
+    pub outbox_commits: AtomicU64,
+    pub outbox_commit_errors: AtomicU64,
+    pub outbox_depth: AtomicU64,
+    pub uplink_published: AtomicU64,
+    pub uplink_acked: AtomicU64,
+    pub uplink_connected: AtomicBool,
+    pub device_broker_connected: AtomicBool,
+    /// Bumped by the decision loop on every turn, for the watchdog.
+    pub core_ticks: AtomicU64,
+}
+
+impl Metrics {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// True for the 1st, 10th, 100th, … occurrence: log a recurring problem with falling frequency
+/// instead of once per message (a device spewing garbage must not flood the journal).
+pub fn worth_logging(count: u64) -> bool {
+    count > 0 && {
+        let mut n = count;
+        while n % 10 == 0 {
+            n /= 10;
+        }
+        n == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recurring_problems_are_logged_at_powers_of_ten() {
+        let logged: Vec<u64> = (1..=2000).filter(|&n| super::worth_logging(n)).collect();
+        assert_eq!(logged, vec![1, 10, 100, 1000]);
+    }
+}

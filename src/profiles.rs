@@ -1,0 +1,540 @@
+//! Device profiles: one TOML file per vendor model (in `devices/`, grouped by kind) that says how
+//! that model's messages decode into normalised observations and how commands encode for it.
+//! A new model of a known kind is a new file, not new code.
+//!
+//! The shipped profiles are compiled into the binary, so a box runs with nothing installed; a
+//! directory given in the config adds profiles and replaces a shipped one of the same name.
+use crate::config::Problem;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+/// The profiles that ship with gatehouse (path for messages, file text).
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "devices/terminal/hikvision-acs-event.toml",
+        include_str!("../devices/terminal/hikvision-acs-event.toml"),
+    ),
+    (
+        "devices/gate/generic-gate-mqtt.toml",
+        include_str!("../devices/gate/generic-gate-mqtt.toml"),
+    ),
+];
+
+/// Payloads larger than this are refused before parsing (a terminal that inlines pictures).
+pub const MAX_PAYLOAD: usize = 256 * 1024;
+
+/// What a device does at its lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Thermal,
+    Identifier,
+    Turnstile,
+    PlateCamera,
+    Barrier,
+    Loop,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Thermal => "thermal",
+            Role::Identifier => "identifier",
+            Role::Turnstile => "turnstile",
+            Role::PlateCamera => "plate_camera",
+            Role::Barrier => "barrier",
+            Role::Loop => "loop",
+        }
+    }
+
+    /// Devices that let someone through and so receive the lane's commands.
+    pub fn is_gate(self) -> bool {
+        matches!(self, Role::Turnstile | Role::Barrier)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Mqtt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Celsius,
+    Fahrenheit,
+    Kelvin,
+}
+
+impl Unit {
+    pub fn to_celsius(self, v: f64) -> f64 {
+        match self {
+            Unit::Celsius => v,
+            Unit::Fahrenheit => (v - 32.0) * 5.0 / 9.0,
+            Unit::Kelvin => v - 273.15,
+        }
+    }
+}
+
+/// One device model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    /// The roles a device of this model can take at a lane.
+    pub roles: Vec<Role>,
+    pub transport: Transport,
+    /// MQTT topic the device publishes on; `{device_id}` is replaced.
+    pub event_topic: Option<String>,
+    /// MQTT topic the device takes commands on; `{device_id}` is replaced.
+    pub command_topic: Option<String>,
+    pub decode: Option<Decode>,
+    pub command: Option<Command>,
+}
+
+/// How an event payload maps to an observation: JSON pointers (RFC 6901) into the payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decode {
+    pub format: Format,
+    /// The device's id for this event (string or number).
+    pub event_id: Option<String>,
+    /// Who was identified (string or number); absent or empty means nobody was recognised.
+    pub subject: Option<String>,
+    /// The device's own "abnormal temperature" flag (bool).
+    pub device_abnormal: Option<String>,
+    pub temperature: Option<TemperatureField>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemperatureField {
+    pub pointer: String,
+    /// Where the device names the unit; without it, `default_unit`.
+    pub unit_pointer: Option<String>,
+    #[serde(default = "default_unit")]
+    pub default_unit: Unit,
+    /// The device's unit names → units.
+    #[serde(default)]
+    pub units: BTreeMap<String, Unit>,
+    /// Multiply the raw number by this first (a device that sends tenths of a degree: 0.1).
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+}
+
+fn default_unit() -> Unit {
+    Unit::Celsius
+}
+fn default_scale() -> f64 {
+    1.0
+}
+
+/// How a gate command encodes for this model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    pub format: Format,
+    /// The value of the `action` variable for an open and for a deny.
+    pub open: String,
+    pub deny: String,
+    /// Output field name → the variable that fills it.
+    pub fields: BTreeMap<String, Var>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Var {
+    Action,
+    Reason,
+    Cause,
+    Lane,
+    Device,
+    Ts,
+}
+
+/// A device message in normalised form: what the decision core needs, nothing more.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decoded {
+    pub event_id: String,
+    pub subject: Option<String>,
+    /// As the device reported it, converted to °C; not yet calibrated.
+    pub temperature_c: Option<f64>,
+    pub device_abnormal: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("payload of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
+    TooLarge(usize),
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("{pointer}: expected {expected}, got {got}")]
+    WrongType {
+        pointer: String,
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("{pointer}: unknown unit {unit:?}")]
+    UnknownUnit { pointer: String, unit: String },
+    #[error("this profile decodes no events")]
+    NoDecoder,
+}
+
+impl Profile {
+    /// Decodes one event payload. Fields the profile does not name are never looked at.
+    pub fn decode(&self, payload: &[u8]) -> Result<Decoded, DecodeError> {
+        let spec = self.decode.as_ref().ok_or(DecodeError::NoDecoder)?;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(DecodeError::TooLarge(payload.len()));
+        }
+        let v: Value =
+            serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let mut out = Decoded::default();
+        if let Some(p) = &spec.event_id {
+            out.event_id = id_at(&v, p)?.unwrap_or_default();
+        }
+        if let Some(p) = &spec.subject {
+            out.subject = id_at(&v, p)?.filter(|s| !s.is_empty());
+        }
+        if let Some(p) = &spec.device_abnormal {
+            out.device_abnormal = match v.pointer(p) {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(other) => return Err(wrong(p, "a boolean", other)),
+            };
+        }
+        if let Some(t) = &spec.temperature {
+            out.temperature_c = match v.pointer(&t.pointer) {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => {
+                    let raw = n.as_f64().unwrap_or(f64::NAN) * t.scale;
+                    let unit = match t.unit_pointer.as_deref().and_then(|p| v.pointer(p)) {
+                        None | Some(Value::Null) => t.default_unit,
+                        Some(Value::String(name)) => *t.units.get(name.as_str()).ok_or_else(|| {
+                            DecodeError::UnknownUnit {
+                                pointer: t.unit_pointer.clone().unwrap_or_default(),
+                                unit: name.clone(),
+                            }
+                        })?,
+                        Some(other) => {
+                            return Err(wrong(
+                                t.unit_pointer.as_deref().unwrap_or_default(),
+                                "a string",
+                                other,
+                            ))
+                        }
+                    };
+                    Some(unit.to_celsius(raw))
+                }
+                Some(other) => return Err(wrong(&t.pointer, "a number", other)),
+            };
+        }
+        Ok(out)
+    }
+
+    /// Encodes a gate command for this model; `None` if the profile takes no commands.
+    pub fn encode_command(&self, c: &CommandArgs<'_>) -> Option<Vec<u8>> {
+        let spec = self.command.as_ref()?;
+        let mut out = Vec::with_capacity(128);
+        out.push(b'{');
+        for (i, (field, var)) in spec.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(&mut out, field);
+            out.push(b':');
+            match var {
+                Var::Action => {
+                    write_json_str(&mut out, if c.open { &spec.open } else { &spec.deny })
+                }
+                Var::Reason => write_json_str(&mut out, c.reason),
+                Var::Cause => write_json_str(&mut out, c.cause),
+                Var::Lane => write_json_str(&mut out, c.lane),
+                Var::Device => write_json_str(&mut out, c.device),
+                Var::Ts => out.extend_from_slice(c.ts_ms.to_string().as_bytes()),
+            }
+        }
+        out.push(b'}');
+        Some(out)
+    }
+
+    /// The event topic of a device of this model, unless its config overrides it.
+    pub fn event_topic_for(&self, device_id: &str) -> Option<String> {
+        self.event_topic
+            .as_ref()
+            .map(|t| t.replace("{device_id}", device_id))
+    }
+
+    pub fn command_topic_for(&self, device_id: &str) -> Option<String> {
+        self.command_topic
+            .as_ref()
+            .map(|t| t.replace("{device_id}", device_id))
+    }
+
+    /// Checks what serde cannot: pointers well-formed, the pieces a role needs present.
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.roles.is_empty() {
+            out.push("roles: must name at least one role".to_string());
+        }
+        let mut pointers = Vec::new();
+        if let Some(d) = &self.decode {
+            pointers.extend([
+                ("decode.event_id", d.event_id.as_deref()),
+                ("decode.subject", d.subject.as_deref()),
+                ("decode.device_abnormal", d.device_abnormal.as_deref()),
+            ]);
+            if let Some(t) = &d.temperature {
+                pointers.push(("decode.temperature.pointer", Some(&t.pointer)));
+                pointers.push(("decode.temperature.unit_pointer", t.unit_pointer.as_deref()));
+                if !(t.scale.is_finite() && t.scale > 0.0) {
+                    out.push(format!("decode.temperature.scale: {} must be positive", t.scale));
+                }
+            }
+            if self.event_topic.is_none() {
+                out.push("event_topic: required when the profile decodes events".into());
+            }
+        }
+        for (path, p) in pointers {
+            if let Some(p) = p {
+                if !p.is_empty() && !p.starts_with('/') {
+                    out.push(format!("{path}: {p:?} is not a JSON pointer (must start with '/')"));
+                }
+            }
+        }
+        let senses = self.roles.iter().any(|r| !r.is_gate());
+        let gates = self.roles.iter().any(|r| r.is_gate());
+        if senses && self.decode.is_none() {
+            out.push("decode: required for a profile with a sensing role".into());
+        }
+        if gates && (self.command.is_none() || self.command_topic.is_none()) {
+            out.push("command, command_topic: required for a turnstile or barrier profile".into());
+        }
+        out
+    }
+}
+
+/// What goes into a gate command.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandArgs<'a> {
+    pub open: bool,
+    pub reason: &'a str,
+    pub cause: &'a str,
+    pub lane: &'a str,
+    pub device: &'a str,
+    pub ts_ms: i64,
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping; writing into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, s).expect("writing JSON into a Vec cannot fail");
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong(pointer: &str, expected: &'static str, got: &Value) -> DecodeError {
+    DecodeError::WrongType {
+        pointer: pointer.to_string(),
+        expected,
+        got: kind(got),
+    }
+}
+
+/// An identifier: a string, or an integer that some firmware sends instead.
+fn id_at(v: &Value, pointer: &str) -> Result<Option<String>, DecodeError> {
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(Some(n.to_string())),
+        Some(other) => Err(wrong(pointer, "a string or an integer", other)),
+    }
+}
+
+/// All known profiles, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Profiles {
+    by_name: BTreeMap<String, Profile>,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Profiles {
+    /// The built-in profiles, plus those under `dir`. Every malformed file is a problem with its
+    /// path; the good ones still load so the caller can report everything at once.
+    pub fn load(dir: Option<&Path>) -> (Profiles, Vec<Problem>) {
+        let mut profiles = Profiles::default();
+        let mut problems = Vec::new();
+        for (path, text) in BUILTIN {
+            profiles.add(path, text, &mut problems);
+        }
+        if let Some(dir) = dir {
+            let mut files = Vec::new();
+            if let Err(e) = toml_files(dir, &mut files) {
+                problems.push(Problem {
+                    path: dir.display().to_string(),
+                    message: format!("cannot read profile directory: {e}"),
+                });
+            }
+            files.sort();
+            for f in files {
+                match std::fs::read_to_string(&f) {
+                    Ok(text) => profiles.add(&f.display().to_string(), &text, &mut problems),
+                    Err(e) => problems.push(Problem {
+                        path: f.display().to_string(),
+                        message: format!("cannot read: {e}"),
+                    }),
+                }
+            }
+        }
+        (profiles, problems)
+    }
+
+    /// Only the built-in profiles (which are tested to be valid).
+    pub fn builtin() -> Profiles {
+        Profiles::load(None).0
+    }
+
+    fn add(&mut self, path: &str, text: &str, problems: &mut Vec<Problem>) {
+        match toml::from_str::<Profile>(text) {
+            Err(e) => problems.push(Problem {
+                path: path.to_string(),
+                message: e.to_string().trim_end().replace('\n', " "),
+            }),
+            Ok(p) => {
+                let bad = p.problems();
+                if bad.is_empty() {
+                    self.by_name.insert(p.name.clone(), p);
+                }
+                problems.extend(bad.into_iter().map(|message| Problem {
+                    path: path.to_string(),
+                    message,
+                }));
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Profile> {
+        self.by_name.get(name)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.by_name.keys().map(String::as_str).collect()
+    }
+}
+
+fn toml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            toml_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hik() -> Profile {
+        Profiles::builtin().get("hikvision-acs-event").unwrap().clone()
+    }
+
+    #[test]
+    fn builtin_profiles_load_without_problems() {
+        let (p, problems) = Profiles::load(None);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(p.names(), vec!["generic-gate-mqtt", "hikvision-acs-event"]);
+    }
+
+    #[test]
+    fn hikvision_fahrenheit_and_kelvin_become_celsius_and_names_are_dropped() {
+        let f = br#"{"AccessControllerEvent":{"serialNo":12,"employeeNoString":"R000001","name":"Zhang San",
+            "pictureURL":"http://x/y.jpg","currTemperature":99.5,"thermometryUnit":"fahrenheit","isAbnomalTemperature":true}}"#;
+        let d = hik().decode(f).unwrap();
+        assert_eq!(d.event_id, "12");
+        assert_eq!(d.subject.as_deref(), Some("R000001"));
+        assert!((d.temperature_c.unwrap() - 37.5).abs() < 1e-9);
+        assert_eq!(d.device_abnormal, Some(true));
+        let k = br#"{"AccessControllerEvent":{"serialNo":"a","currTemperature":310.15,"thermometryUnit":"kelvin"}}"#;
+        let d = hik().decode(k).unwrap();
+        assert!((d.temperature_c.unwrap() - 37.0).abs() < 1e-9);
+        assert_eq!(d.subject, None);
+    }
+
+    #[test]
+    fn wrong_types_and_garbage_are_clear_errors() {
+        let e = hik()
+            .decode(br#"{"AccessControllerEvent":{"currTemperature":"hot"}}"#)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/AccessControllerEvent/currTemperature: expected a number, got a string"
+        );
+        assert!(matches!(hik().decode(b"\x00\xff{").unwrap_err(), DecodeError::NotJson(_)));
+        let e = hik()
+            .decode(br#"{"AccessControllerEvent":{"currTemperature":36.5,"thermometryUnit":"rankine"}}"#)
+            .unwrap_err();
+        assert!(matches!(e, DecodeError::UnknownUnit { .. }));
+        assert!(matches!(hik().decode(&vec![b' '; MAX_PAYLOAD + 1]).unwrap_err(), DecodeError::TooLarge(_)));
+    }
+
+    #[test]
+    fn gate_command_encodes_as_the_documented_json() {
+        let p = Profiles::builtin().get("generic-gate-mqtt").unwrap().clone();
+        let out = p
+            .encode_command(&CommandArgs {
+                open: false,
+                reason: "fever",
+                cause: "12\"x",
+                lane: "east-1",
+                device: "gate-1",
+                ts_ms: 1700000000000,
+            })
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"action":"deny","reason":"fever","cause":"12\"x","lane":"east-1","ts":1700000000000i64})
+        );
+    }
+
+    #[test]
+    fn a_malformed_profile_file_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("terminal")).unwrap();
+        let f = dir.path().join("terminal/bad.toml");
+        std::fs::write(&f, "name = \"bad\"\nroles = [\"thermal\"]\ntransport = \"mqtt\"\nevent_topic = \"x\"\n[decode]\nformat = \"json\"\nsubject = \"no-slash\"\n").unwrap();
+        std::fs::write(dir.path().join("broken.toml"), "name = ").unwrap();
+        let (p, problems) = Profiles::load(Some(dir.path()));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|x| x.path.ends_with("terminal/bad.toml") && x.message.contains("decode.subject")));
+        assert!(problems.iter().any(|x| x.path.ends_with("broken.toml")));
+        assert!(p.get("bad").is_none());
+    }
+}

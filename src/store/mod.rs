@@ -1,0 +1,260 @@
+//! Durable state on redb: one file, `{store.dir}/gatehouse.redb`.
+//!
+//! Tables:
+//! - `meta` (&str → u64): `next_seq` (the next outbox sequence number; never reused, written in the
+//!   same transaction as the records that consume it), `registry_version`, `import_hash`.
+//! - `outbox` (u64 seq → bytes): records waiting for the uplink's PUBACK. A value is one kind byte
+//!   ([`KIND_EVENT`] or [`KIND_ALARM`]) followed by the protobuf `Event` or `Alarm`, already
+//!   carrying its `{gateway}:{seq}` id. A record is deleted only after the uplink broker acked it.
+//! - `residents` (&str person id → bytes): status (1 byte), valid-until unix ms (i64 LE), household.
+//!
+//! Crash behaviour: redb commits are atomic and checksummed; a commit with `Durability::Immediate`
+//! has been fsynced when it returns. After a crash the file holds the last such commit, so every
+//! record whose device event was acknowledged is there (acks go out only after that commit).
+//! Deletions are committed without fsync: a crash may bring acked records back, which the uplink
+//! sends again with the same event ids (at-least-once).
+pub mod outbox;
+pub mod residents;
+
+use crate::core::{Registry, RegistryBuilder, ResidentStatus};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const KIND_EVENT: u8 = 1;
+pub const KIND_ALARM: u8 = 2;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const RESIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("residents");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: Box<redb::DatabaseError>,
+    },
+    #[error("store directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    #[error("{path}: {}", problems.join("; "))]
+    Import { path: PathBuf, problems: Vec<String> },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A handle on the store; cheap to clone. Reads may happen from any thread; all writes of the
+/// outbox go through the single [`outbox::Writer`].
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+/// What an import did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Imported {
+    /// The file is the one imported last time; nothing written.
+    Unchanged,
+    Replaced { residents: usize },
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("gatehouse.redb");
+        let db = Database::builder()
+            // The hot set is the outbox tail; the registry lives in memory. A small cache keeps
+            // the box's RSS small.
+            .set_cache_size(8 << 20)
+            .create(&path)
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?;
+            txn.open_table(OUTBOX)?;
+            txn.open_table(RESIDENTS)?;
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(META)?;
+        Ok(t.get(key)?.map_or(0, |v| v.value()))
+    }
+
+    /// The next sequence number to hand out.
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let stored = meta.get("next_seq")?.map_or(1, |v| v.value());
+        let outbox = txn.open_table(OUTBOX)?;
+        let after_last = outbox.last()?.map_or(1, |(k, _)| k.value() + 1);
+        Ok(stored.max(after_last))
+    }
+
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(OUTBOX)?.len()?)
+    }
+
+    /// Up to `max` outbox records with seq ≥ `from`, in order, stopping early past `max_bytes`.
+    pub fn outbox_from(
+        &self,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in t.range(from..)? {
+            let (k, v) = item?;
+            bytes += v.value().len();
+            out.push((k.value(), v.value().to_vec()));
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Imports residents from a file, replacing the list, unless it is the file imported last time.
+    /// A file with any bad line is refused whole and the stored list is kept.
+    pub fn import_residents(&self, path: &Path) -> Result<Imported, StoreError> {
+        let text = std::fs::read_to_string(path).map_err(|e| StoreError::Import {
+            path: path.to_path_buf(),
+            problems: vec![format!("cannot read: {e}")],
+        })?;
+        let hash = residents::content_hash(&text);
+        if self.meta("import_hash")? == hash {
+            return Ok(Imported::Unchanged);
+        }
+        let rows = residents::parse(path, &text).map_err(|problems| StoreError::Import {
+            path: path.to_path_buf(),
+            problems,
+        })?;
+        let txn = self.db.begin_write()?;
+        txn.delete_table(RESIDENTS)?;
+        {
+            let mut t = txn.open_table(RESIDENTS)?;
+            let mut buf = Vec::with_capacity(64);
+            for r in &rows {
+                buf.clear();
+                buf.push(status_byte(r.status));
+                buf.extend_from_slice(&r.valid_until_ms.to_le_bytes());
+                buf.extend_from_slice(r.household.as_bytes());
+                t.insert(r.person_id.as_str(), buf.as_slice())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert("import_hash", hash)?;
+        }
+        txn.commit()?;
+        Ok(Imported::Replaced {
+            residents: rows.len(),
+        })
+    }
+
+    /// The registry as stored, for the decision core.
+    pub fn load_registry(&self) -> Result<Registry, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RESIDENTS)?;
+        let mut b = RegistryBuilder::with_capacity(t.len()? as usize);
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let v = v.value();
+            // Rows are written only by `import_residents`; a short one means a damaged file.
+            if v.len() < 9 {
+                continue;
+            }
+            let status = match v[0] {
+                1 => ResidentStatus::Quarantined,
+                2 => ResidentStatus::Suspended,
+                _ => ResidentStatus::Active,
+            };
+            let until = i64::from_le_bytes(v[1..9].try_into().expect("slice of 8 bytes"));
+            let household = std::str::from_utf8(&v[9..]).unwrap_or("");
+            b.insert(k.value(), household, status, until);
+        }
+        let version = txn.open_table(META)?.get("registry_version")?.map_or(0, |v| v.value());
+        Ok(b.build(version))
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+}
+
+fn status_byte(s: ResidentStatus) -> u8 {
+    match s {
+        ResidentStatus::Active => 0,
+        ResidentStatus::Quarantined => 1,
+        ResidentStatus::Suspended => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residents_import_once_and_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("residents.csv");
+        std::fs::write(
+            &csv,
+            "person_id,household,status,valid_until\nR1,H1,active,\nR2,H1,quarantined,2030-01-01\n",
+        )
+        .unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        assert_eq!(store.import_residents(&csv).unwrap(), Imported::Replaced { residents: 2 });
+        assert_eq!(store.import_residents(&csv).unwrap(), Imported::Unchanged);
+        let reg = store.load_registry().unwrap();
+        assert_eq!(reg.len(), 2);
+        let r2 = reg.get("R2").unwrap();
+        assert_eq!(r2.status, ResidentStatus::Quarantined);
+        assert_eq!(reg.household_id(r2), "H1");
+        assert_eq!(reg.get("R1").unwrap().valid_until_ms, i64::MAX);
+    }
+
+    #[test]
+    fn a_file_with_a_bad_line_is_refused_whole_and_the_old_list_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("a.jsonl");
+        std::fs::write(&good, "{\"person_id\":\"R1\",\"household\":\"H1\"}\n").unwrap();
+        let bad = dir.path().join("b.jsonl");
+        std::fs::write(&bad, "{\"person_id\":\"R9\",\"household\":\"H1\"}\n{\"person_id\":5}\nnot json\n").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.import_residents(&good).unwrap();
+        let err = store.import_residents(&bad).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("line 3"), "{err}");
+        assert!(store.load_registry().unwrap().get("R1").is_some());
+    }
+}

@@ -1,0 +1,248 @@
+//! Resident list files, as the property company exports them.
+//!
+//! - CSV (`.csv`) with a header naming the columns `person_id,household,status,valid_until`
+//!   (any order; `status` and `valid_until` optional).
+//! - JSON lines (`.jsonl`, `.ndjson`): one object per line with the same keys.
+//!
+//! `status` is `active` (default), `quarantined` or `suspended`. `valid_until` is empty (no end),
+//! a unix time in seconds or milliseconds, `YYYY-MM-DD` (through the end of that day, China
+//! Standard Time, UTC+8), or RFC 3339 with an offset (`2027-01-01T00:00:00+08:00`).
+use crate::core::ResidentStatus;
+use serde::Deserialize;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub person_id: String,
+    pub household: String,
+    pub status: ResidentStatus,
+    pub valid_until_ms: i64,
+}
+
+/// At most this many problems are listed; the count of the rest is given.
+const MAX_LISTED: usize = 20;
+
+pub fn content_hash(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    // 0 means "nothing imported yet" in the store.
+    h.finish().max(1)
+}
+
+/// Parses a whole file; every bad line is a problem with its line number.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Row>, Vec<String>> {
+    let jsonl = path
+        .extension()
+        .is_some_and(|e| e == "jsonl" || e == "ndjson");
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
+    let header: Option<Vec<String>> = if jsonl {
+        None
+    } else {
+        match lines.find(|(_, l)| !l.is_empty()) {
+            Some((_, l)) => Some(l.split(',').map(|c| c.trim().to_string()).collect()),
+            None => return Ok(rows),
+        }
+    };
+    if let Some(h) = &header {
+        for need in ["person_id", "household"] {
+            if !h.iter().any(|c| c == need) {
+                return Err(vec![format!("line 1: header lacks the {need} column")]);
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (n, line) in lines {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = match &header {
+            None => parse_json_line(line),
+            Some(h) => parse_csv_line(h, line),
+        };
+        match parsed {
+            Ok(row) if !seen.insert(row.person_id.clone()) => {
+                problems.push(format!("line {n}: person_id {:?} listed twice", row.person_id))
+            }
+            Ok(row) => rows.push(row),
+            Err(e) => problems.push(format!("line {n}: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(rows)
+    } else {
+        let more = problems.len().saturating_sub(MAX_LISTED);
+        problems.truncate(MAX_LISTED);
+        if more > 0 {
+            problems.push(format!("and {more} more bad lines"));
+        }
+        Err(problems)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRow {
+    person_id: String,
+    household: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    valid_until: Option<serde_json::Value>,
+}
+
+fn parse_json_line(line: &str) -> Result<Row, String> {
+    let r: JsonRow = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let until = match r.valid_until {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(_) => return Err("valid_until: expected a string or a number".into()),
+    };
+    row(&r.person_id, &r.household, r.status.as_deref().unwrap_or(""), &until)
+}
+
+fn parse_csv_line(header: &[String], line: &str) -> Result<Row, String> {
+    let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+    if cells.len() != header.len() {
+        return Err(format!(
+            "{} fields, the header has {}",
+            cells.len(),
+            header.len()
+        ));
+    }
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|c| c == name)
+            .map_or("", |i| cells[i])
+    };
+    row(
+        col("person_id"),
+        col("household"),
+        col("status"),
+        col("valid_until"),
+    )
+}
+
+fn row(person_id: &str, household: &str, status: &str, until: &str) -> Result<Row, String> {
+    if person_id.is_empty() || person_id.len() > 64 {
+        return Err("person_id: must be 1–64 characters".into());
+    }
+    if household.is_empty() || household.len() > 64 {
+        return Err("household: must be 1–64 characters".into());
+    }
+    let status = if status.is_empty() {
+        ResidentStatus::Active
+    } else {
+        ResidentStatus::parse(status).ok_or_else(|| {
+            format!("status: {status:?} is not active, quarantined or suspended")
+        })?
+    };
+    let valid_until_ms = if until.is_empty() {
+        i64::MAX
+    } else {
+        parse_time_ms(until).ok_or_else(|| format!("valid_until: cannot read {until:?}"))?
+    };
+    Ok(Row {
+        person_id: person_id.to_string(),
+        household: household.to_string(),
+        status,
+        valid_until_ms,
+    })
+}
+
+/// Unix seconds or ms, `YYYY-MM-DD` (end of day, UTC+8), or RFC 3339 with `Z` or an offset.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        // Ten-digit numbers are seconds until the year 2286; milliseconds have thirteen.
+        return Some(if n.abs() < 100_000_000_000 { n * 1000 } else { n });
+    }
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let day_ms = days_from_civil(y, mo, d) * 86_400_000;
+    const CST: i64 = 8 * 3_600_000;
+    if b.len() == 10 {
+        return Some(day_ms + 86_400_000 - 1 - CST);
+    }
+    if b.len() < 20 || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut frac_ms = 0;
+    if let Some(f) = rest.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
+        let ms: String = f[..digits].chars().chain("000".chars()).take(3).collect();
+        frac_ms = ms.parse().ok()?;
+        rest = &f[digits..];
+    }
+    let offset_ms = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 3_600_000 + o[4..6].parse::<i64>().ok()? * 60_000)
+        }
+        _ => return None,
+    };
+    Some(day_ms + h * 3_600_000 + mi * 60_000 + sec * 1000 + frac_ms - offset_ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_every_accepted_form() {
+        assert_eq!(parse_time_ms("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_time_ms("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(parse_time_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_time_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(parse_time_ms("2023-11-15T06:13:20.5+08:00"), Some(1_700_000_000_500));
+        // The end of 1 Jan 1970 in UTC+8 is 16:00 UTC that day.
+        assert_eq!(parse_time_ms("1970-01-01"), Some(16 * 3_600_000 - 1));
+        assert_eq!(parse_time_ms("2024-13-01"), None);
+        assert_eq!(parse_time_ms("tomorrow"), None);
+    }
+
+    #[test]
+    fn csv_columns_may_come_in_any_order() {
+        let rows = parse(
+            Path::new("x.csv"),
+            "household,person_id\nH1,R1\n\n# comment\nH2,R2\n",
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].household, "H2");
+        let err = parse(Path::new("x.csv"), "person_id,household\nR1,H1\nR1,H1\nR3\n").unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+    }
+}
