@@ -9,4 +9,21 @@ pub mod core;
 pub mod metrics;
 pub mod profiles;
 pub mod proto;
+pub mod run;
+pub mod sim;
 pub mod store;
+pub mod systemd;
+pub mod bench;
+pub mod broker;
+pub mod daemon;
+pub mod demo;
+pub mod mqtt;
+pub mod sources;
+pub mod uplink;
+
+/// Wall-clock time, unix milliseconds. Only the wiring reads the clock; the core is given it.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,1 +1,210 @@
-fn main() {}
+//! The `gatehouse` command: parses the command line, sets up logging, runs, maps errors to exit
+//! codes. Everything else lives in the library.
+use clap::{Parser, Subcommand, ValueEnum};
+use gatehouse::config::BrokerUrl;
+use gatehouse::profiles::Unit;
+use gatehouse::run::RunError;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus names it.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Gate-side screening and access daemon for residential estates")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+        /// Use the external device broker on 127.0.0.1:PORT (and move a loopback uplink there too).
+        #[arg(long)]
+        broker_port: Option<u16>,
+    },
+    /// Validate a config file: print every problem with its place; exit 78 if there is any.
+    CheckConfig { file: PathBuf },
+    /// A whole gate on this machine: embedded broker, simulated terminal and turnstile, uplink.
+    Demo {
+        /// Identifications per second.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1000)]
+        residents: u64,
+    },
+    /// Run a device simulator against a broker.
+    Simulate {
+        #[command(subcommand)]
+        profile: SimProfile,
+    },
+    /// Open-loop load over MQTT; event → gate-command latency, losses, wrong decisions, memory.
+    Bench {
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100_000)]
+        residents: u64,
+        /// Device broker of a running gatehouse (mqtt://host:port); without it, start one.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Pid of that gatehouse, to report its memory.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long, default_value = "devices/thermal-1/event")]
+        event_topic: String,
+        #[arg(long, default_value = "devices/+/cmd")]
+        command_filter: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimProfile {
+    /// Hikvision face + temperature terminal: publishes AccessControllerEvent JSON.
+    #[command(name = "hikvision-acs-event")]
+    Hikvision {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[arg(long, default_value = "thermal-1")]
+        device: String,
+        /// Events per second.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Stop after this many (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        #[arg(long, default_value_t = 0.05)]
+        fever_share: f64,
+        #[arg(long, default_value_t = 0.1)]
+        stranger_share: f64,
+        #[arg(long, default_value_t = 1000)]
+        residents: u64,
+        #[arg(long, value_enum, default_value_t = UnitArg::Celsius)]
+        unit: UnitArg,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Gate controller: subscribes to its command topic and prints every command.
+    #[command(name = "generic-gate-mqtt")]
+    Gate {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[arg(long, default_value = "gate-1")]
+        device: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UnitArg {
+    Celsius,
+    Fahrenheit,
+    Kelvin,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=off,rumqttc=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(RunError::Config(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(RunError::Runtime(e)) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn url(s: &str) -> Result<BrokerUrl, RunError> {
+    BrokerUrl::parse(s).map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))
+}
+
+async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
+    match cmd {
+        Cmd::Run { config, broker_port } => gatehouse::run::run(&config, broker_port).await?,
+        Cmd::CheckConfig { file } => {
+            let (config, _) = gatehouse::run::load_checked(&file, None)?;
+            let devices: usize = config.lanes.iter().map(|l| l.devices.len()).sum();
+            println!("{}: ok ({} lanes, {devices} devices)", file.display(), config.lanes.len());
+        }
+        Cmd::Demo { rate, residents } => {
+            gatehouse::demo::run(gatehouse::demo::DemoOptions { rate, residents }).await?
+        }
+        Cmd::Simulate { profile } => simulate(profile).await?,
+        Cmd::Bench { rate, seconds, residents, broker, pid, event_topic, command_filter } => {
+            let r = gatehouse::bench::run(gatehouse::bench::BenchOptions {
+                rate, seconds, residents, broker, pid, event_topic, command_filter,
+            })
+            .await?;
+            let kb = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+            println!("{:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                "rate", "sent", "received", "missing", "wrong", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "rss_kb", "peak_kb");
+            println!("{:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                r.rate, r.sent, r.received, r.missing, r.wrong, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, kb(r.rss_kb), kb(r.peak_rss_kb));
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn simulate(profile: SimProfile) -> Result<(), RunError> {
+    use gatehouse::sim;
+    match profile {
+        SimProfile::Hikvision { broker, device, rate, count, fever_share, stranger_share, residents, unit, seed } => {
+            let unit = match unit {
+                UnitArg::Celsius => Unit::Celsius,
+                UnitArg::Fahrenheit => Unit::Fahrenheit,
+                UnitArg::Kelvin => Unit::Kelvin,
+            };
+            let o = sim::hikvision::TerminalOptions {
+                broker: url(&broker)?,
+                topic: format!("devices/{device}/event"),
+                rate, count, fever_share, stranger_share, residents, unit, seed,
+            };
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                gatehouse::run::wait_for_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let n = sim::hikvision::run_terminal(o, |s| {
+                println!("sent serialNo={} subject={} temperature={:.1}", s.serial, s.subject.as_deref().unwrap_or("(stranger)"), s.temperature_c);
+            }, stop_rx).await;
+            println!("{n} events sent");
+        }
+        SimProfile::Gate { broker, device } => {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(sim::gate::run_gate(url(&broker)?, format!("devices/{device}/cmd"), tx));
+            loop {
+                tokio::select! {
+                    _ = gatehouse::run::wait_for_signal() => break,
+                    cmd = rx.recv() => match cmd {
+                        Some(Ok(c)) => println!("{} reason={} cause={} lane={} ts={}", c.action, c.reason, c.cause, c.lane, c.ts),
+                        Some(Err(e)) => println!("malformed command: {e}"),
+                        None => break,
+                    },
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! The embedded device-side MQTT broker (rumqttd), for a box with no broker of its own and for
+//! the demo and tests. Devices connect to it; so does gatehouse itself, like any other client.
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("embedded broker did not start listening on {addr} within {waited:?} (port taken?)")]
+    NotListening { addr: SocketAddr, waited: Duration },
+    #[error("embedded broker thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Largest MQTT packet the embedded broker accepts: a device payload at the decoder's limit plus
+/// room for the header.
+const MAX_PACKET: usize = crate::profiles::MAX_PAYLOAD + 4096;
+
+/// Starts rumqttd on `listen` in its own threads and returns once it accepts connections.
+/// The broker lives as long as the process: rumqttd has no shutdown.
+pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: MAX_PACKET,
+        // QoS 1 messages in flight to one client before the broker waits for its PUBACKs. Our
+        // event client acks after a group commit (~10 ms), so at 5,000 events/s about 50–100
+        // are in flight.
+        max_inflight_count: 1000,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "devices".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 1000,
+            max_outgoing_packet_count: 200,
+            // The router keeps each topic's recent messages in memory in segments; a few small
+            // segments bound the broker's RSS (a subscriber more than ~3 MB behind loses data,
+            // which our own clients never are).
+            max_segment_size: 1 << 20,
+            max_segment_count: 3,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("devices".to_string(), server)])),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            // Returns only if every listener died.
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "Embedded broker stopped.");
+            } else {
+                tracing::error!("Embedded broker stopped: its listener failed.");
+            }
+        })?;
+    let waited = Duration::from_secs(3);
+    let deadline = Instant::now() + waited;
+    let probe = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&probe, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(BrokerError::NotListening {
+        addr: listen,
+        waited,
+    })
+}
+
+/// A loopback port that was free a moment ago (for tests and the demo).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,213 @@
+//! `gatehouse demo`: a whole gate on one machine with nothing installed — the embedded broker, a
+//! simulated face + temperature terminal and turnstile, and the uplink pointed back at the same
+//! broker — with each decision printed as it reaches the uplink.
+use crate::broker;
+use crate::config::{BrokerUrl, Config};
+use crate::daemon::Daemon;
+use crate::metrics::Metrics;
+use crate::profiles::{Profiles, Unit};
+use crate::proto::v1;
+use crate::sim::hikvision::{run_terminal, TerminalOptions};
+use crate::{mqtt, sim};
+use prost::Message;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+pub struct DemoOptions {
+    pub rate: f64,
+    pub residents: u64,
+}
+
+/// The demo's config: one pedestrian lane, uplink to the embedded broker itself.
+pub fn config(dir: &Path, port: u16) -> String {
+    format!(
+        r#"
+[gateway]
+id = "demo-gw"
+city = "3301"
+district = "330106"
+street = "330106001"
+community = "330106001001"
+
+[device_broker]
+mode = "embedded"
+listen = "127.0.0.1:{port}"
+
+[uplink]
+url = "mqtt://127.0.0.1:{port}"
+
+[store]
+dir = "{store}"
+
+[registry]
+import = "{residents}"
+
+[[lanes]]
+id = "east-gate"
+
+[[lanes.devices]]
+id = "thermal-1"
+role = "thermal"
+profile = "hikvision-acs-event"
+
+[[lanes.devices]]
+id = "gate-1"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+"#,
+        store = dir.join("store").display(),
+        residents = dir.join("residents.csv").display(),
+    )
+}
+
+/// Writes `R000000` … as residents; every 50th is quarantined and every 70th suspended, so the
+/// demo shows those reasons too.
+pub fn write_residents(path: &Path, n: u64) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(f, "person_id,household,status,valid_until")?;
+    for i in 0..n {
+        let status = match i {
+            _ if i % 50 == 49 => "quarantined",
+            _ if i % 70 == 69 => "suspended",
+            _ => "active",
+        };
+        writeln!(f, "R{i:06},H{:05},{status},", i / 3)?;
+    }
+    f.flush()
+}
+
+pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(&dir, o).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
+    write_residents(&dir.join("residents.csv"), o.residents)?;
+    let port = broker::free_port()?;
+    let path = dir.join("gatehouse.toml");
+    std::fs::write(&path, config(dir, port))?;
+    let config = Config::load(&path)?;
+    let base = config.topic_base();
+    let daemon = Daemon::start(config, Profiles::builtin()).await?;
+    let url = daemon.device_broker.clone();
+    println!("gatehouse demo — embedded broker on 127.0.0.1:{port}, {} residents, lane east-gate", o.residents);
+    println!("uplink topics: {base}/{{events,alarms,status}}    Ctrl-C stops.\n");
+    println!("{:<8} {:<10} {:<9} {:>8}  {:<6} {:<16} {:>9}  gate", "time", "lane", "who", "temp", "", "reason", "latency");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // What the simulated turnstile received, by cause, shown beside the uplink's record of it.
+    let (gate_tx, mut gate_rx) = mpsc::channel(1024);
+    tokio::spawn(sim::gate::run_gate(url.clone(), "devices/gate-1/cmd".into(), gate_tx));
+    let gate_seen: GateSeen = Default::default();
+    let watcher = tokio::spawn(watch_uplink(url.clone(), base, gate_seen.clone(), stop_rx.clone()));
+    let terminal = tokio::spawn(run_terminal(
+        TerminalOptions {
+            broker: url,
+            topic: "devices/thermal-1/event".into(),
+            rate: o.rate,
+            count: 0,
+            fever_share: 0.08,
+            stranger_share: 0.1,
+            // Some ids past the list: unknown to the gate.
+            residents: o.residents + o.residents / 10,
+            unit: Unit::Celsius,
+            seed: crate::now_ms() as u64,
+        },
+        |_| {},
+        stop_rx,
+    ));
+    let mut gate_commands = 0u64;
+    tokio::select! {
+        _ = crate::run::wait_for_signal() => {}
+        _ = async {
+            while let Some(cmd) = gate_rx.recv().await {
+                gate_commands += 1;
+                if let Ok(cmd) = cmd {
+                    gate_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(cmd.cause, cmd.action);
+                }
+            }
+        } => {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = terminal.await;
+    let m = daemon.metrics.clone();
+    daemon.stop().await;
+    let tally = watcher.await.unwrap_or_default();
+    println!("\nstopped: {} decisions, {} gate commands sent ({gate_commands} seen by the turnstile), {} events acknowledged upstream, {} still in the outbox",
+        Metrics::get(&m.decisions), Metrics::get(&m.commands_sent), Metrics::get(&m.uplink_acked), Metrics::get(&m.outbox_depth));
+    for (reason, n) in tally {
+        println!("  {reason:<16} {n}");
+    }
+    Ok(())
+}
+
+type GateSeen = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
+
+/// Subscribes to the uplink like the property company would and prints each decision.
+async fn watch_uplink(url: BrokerUrl, base: String, gate: GateSeen, mut stop: watch::Receiver<bool>) -> BTreeMap<String, u64> {
+    let (client, mut el) = AsyncClient::new(mqtt::options(&url, "demo-watcher", Duration::from_secs(15)), 64);
+    el.set_network_options(mqtt::network_options());
+    let mut tally = BTreeMap::new();
+    loop {
+        let ev = tokio::select! {
+            ev = el.poll() => ev,
+            _ = stop.changed() => break,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                let _ = client.try_subscribe(format!("{base}/events"), QoS::AtLeastOnce);
+                let _ = client.try_subscribe(format!("{base}/alarms"), QoS::AtLeastOnce);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/events") => {
+                let Ok(batch) = v1::EventBatch::decode(p.payload.as_ref()) else { continue };
+                for e in batch.events {
+                    if let Some(v1::event::Body::Passage(d)) = e.body {
+                        *tally.entry(d.reason.clone()).or_insert(0) += 1;
+                        let cause = d.cause.first().cloned().unwrap_or_default();
+                        let got = gate.lock().unwrap_or_else(|e| e.into_inner()).remove(&cause);
+                        println!("{}", line(&e.gateway_time_ms, &e.lane, &d, got.as_deref().unwrap_or("—")));
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/alarms") => {
+                let Ok(batch) = v1::AlarmBatch::decode(p.payload.as_ref()) else { continue };
+                for a in batch.alarms {
+                    println!("{:<8} {:<10} ALARM {:?}: {}", clock(a.gateway_time_ms), a.lane, a.kind(), a.detail);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    tally
+}
+
+fn clock(ms: i64) -> String {
+    // China Standard Time, where the gates are.
+    let s = (ms / 1000 + 8 * 3600).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn line(ms: &i64, lane: &str, d: &v1::PassageDecision, gate: &str) -> String {
+    let who = if d.subject_id.is_empty() { "stranger" } else { d.subject_id.as_str() };
+    let temp = d.temperature_c.map_or("—".to_string(), |t| format!("{t:.1} °C"));
+    let verdict = if d.verdict() == v1::Verdict::Allow { "ALLOW" } else { "DENY" };
+    format!(
+        "{:<8} {:<10} {:<9} {:>8}  {:<6} {:<16} {:>6.2} ms  {}",
+        clock(*ms),
+        lane,
+        who,
+        temp,
+        verdict,
+        d.reason,
+        f64::from(d.decision_latency_us) / 1000.0,
+        gate
+    )
+}

@@ -1,0 +1,114 @@
+//! `gatehouse run` and `gatehouse check-config`: the daemon's life under systemd.
+use crate::config::{Config, ConfigError, Problem};
+use crate::daemon::Daemon;
+use crate::metrics::Metrics;
+use crate::profiles::Profiles;
+use crate::store::residents;
+use crate::systemd;
+use std::path::Path;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Why `run` ended badly; config errors get their own exit code so systemd does not restart.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+/// Loads a config and the profiles it names, and returns every problem found in either (and
+/// in the resident file it imports).
+pub fn load_checked(path: &Path, broker_port: Option<u16>) -> Result<(Config, Profiles), ConfigError> {
+    let mut config = Config::load(path)?;
+    if let Some(port) = broker_port {
+        override_port(&mut config, port);
+    }
+    let (profiles, mut problems) = Profiles::load(config.profiles.dir.as_deref());
+    problems.extend(config.problems(&profiles));
+    if let Some(file) = config.registry.import.as_ref().filter(|f| f.is_file()) {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                if let Err(bad) = residents::parse(file, &text) {
+                    problems.extend(bad.into_iter().map(|message| Problem {
+                        path: format!("registry.import ({})", file.display()),
+                        message,
+                    }));
+                }
+            }
+            Err(e) => problems.push(Problem {
+                path: "registry.import".into(),
+                message: format!("cannot read {}: {e}", file.display()),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok((config, profiles))
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// `--broker-port P`: the device side becomes the external broker on 127.0.0.1:P, and an uplink on
+/// loopback moves to P too (how the shared benchmark points an engine at its broker).
+fn override_port(config: &mut Config, port: u16) {
+    config.device_broker.mode = crate::config::BrokerMode::External;
+    config.device_broker.url = Some(format!("mqtt://127.0.0.1:{port}"));
+    if let Ok(u) = crate::config::BrokerUrl::parse(&config.uplink.url) {
+        if u.host == "127.0.0.1" || u.host == "localhost" {
+            let scheme = if u.tls { "mqtts" } else { "mqtt" };
+            config.uplink.url = format!("{scheme}://{}:{port}", u.host);
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path, broker_port: Option<u16>) -> Result<(), RunError> {
+    let (config, profiles) = load_checked(config_path, broker_port)?;
+    info!(gateway = %config.gateway.id, lanes = config.lanes.len(), config = %config_path.display(), "Starting.");
+    let daemon = Daemon::start(config, profiles).await?;
+    systemd::notify("READY=1");
+    info!("Ready.");
+    let watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(watchdog(every, daemon.metrics.clone())));
+    wait_for_signal().await;
+    info!("Stopping: intake closed, flushing the outbox.");
+    systemd::notify("STOPPING=1");
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    daemon.stop().await;
+    info!("Stopped.");
+    Ok(())
+}
+
+/// Pings the watchdog only while the decision loop turns: a hung loop gets the process restarted.
+async fn watchdog(every: std::time::Duration, metrics: Arc<Metrics>) {
+    let mut last = u64::MAX;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = Metrics::get(&metrics.core_ticks);
+        if now != last {
+            systemd::notify("WATCHDOG=1");
+        } else {
+            warn!("Decision loop made no progress; withholding the watchdog ping.");
+        }
+        last = now;
+    }
+}
+
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

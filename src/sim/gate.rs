@@ -1,0 +1,51 @@
+//! Simulated gate controller (`generic-gate-mqtt`): subscribes to its command topic and reports
+//! every command it receives.
+use crate::config::BrokerUrl;
+use crate::mqtt;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A command as the gate received it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct GateCommand {
+    pub action: String,
+    pub reason: String,
+    pub cause: String,
+    pub lane: String,
+    pub ts: i64,
+}
+
+/// Runs until the receiver of `out` is dropped. A payload that is not a valid command is
+/// reported as `Err` with its text.
+pub async fn run_gate(
+    broker: BrokerUrl,
+    topic: String,
+    out: mpsc::Sender<Result<GateCommand, String>>,
+) {
+    let opts = mqtt::options(&broker, &format!("sim-gate-{}-{}", topic.replace('/', "_"), std::process::id()), Duration::from_secs(15));
+    let (client, mut el) = AsyncClient::new(opts, 64);
+    el.set_network_options(mqtt::network_options());
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                let _ = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let cmd = serde_json::from_slice::<GateCommand>(&p.payload)
+                    .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&p.payload)));
+                if out.send(cmd).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if out.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

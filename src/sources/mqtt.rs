@@ -1,0 +1,221 @@
+//! MQTT devices. Two connections to the device-side broker, each with its event loop polled in a
+//! task of its own:
+//! - **events**: subscribes (QoS 1, manual acks) to every MQTT device's event topic, decodes each
+//!   message with the device's profile and hands it to the decision loop. A message is acked only
+//!   when the writer has made its decision durable, so a crash makes the broker redeliver it.
+//!   Our session is persistent (fixed client id, clean session off) for the same reason.
+//! - **commands**: publishes gate commands. Kept apart so a backlog of events waiting for the
+//!   decision loop can never hold up a command.
+use crate::config::BrokerUrl;
+use crate::metrics::{worth_logging, Metrics};
+use crate::mqtt;
+use crate::profiles::{Decoded, Profile};
+use crate::store::outbox::{Ack, APPEND_CAPACITY};
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+/// One decoded device message on its way to the decision loop.
+pub struct Input {
+    pub device: usize,
+    pub decoded: Decoded,
+    /// When the message came off the socket: decision latency is measured from here.
+    pub received: Instant,
+    pub ack: Ack,
+}
+
+/// Capacity of the decision loop's input. Full → the events task waits, and the broker holds
+/// the unacknowledged events (backpressure; nothing dropped).
+pub const INPUT_CAPACITY: usize = 4096;
+
+/// Requests queued on the events connection are almost all acks; sized above everything the
+/// pipeline can hold at once, so an ack never finds it full.
+const EVENTS_REQUEST_CAPACITY: usize = 2 * (INPUT_CAPACITY + APPEND_CAPACITY);
+
+/// A device whose events arrive on `topic`.
+pub struct Route {
+    pub device: usize,
+    pub device_id: String,
+    pub profile: Arc<Profile>,
+}
+
+pub struct Connection {
+    pub url: BrokerUrl,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Connection {
+    fn options(&self, suffix: &str, clean: bool) -> rumqttc::MqttOptions {
+        let mut o = mqtt::options(
+            &self.url,
+            &format!("{}{suffix}", self.client_id),
+            Duration::from_secs(15),
+        );
+        o.set_clean_session(clean);
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            o.set_credentials(u, p);
+        }
+        o
+    }
+}
+
+/// Runs the events connection until `shutdown`, then stops taking new events and keeps the
+/// connection up (so acks still go out) until `release` fires, then disconnects.
+pub async fn run_events(
+    conn: Connection,
+    routes: HashMap<String, Route>,
+    core: mpsc::Sender<Input>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+    mut release: oneshot::Receiver<()>,
+) {
+    let mut opts = conn.options("-events", false);
+    opts.set_manual_acks(true);
+    let (client, mut el) = AsyncClient::new(opts, EVENTS_REQUEST_CAPACITY);
+    el.set_network_options(mqtt::network_options());
+    let filters: Vec<SubscribeFilter> = routes
+        .keys()
+        .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
+        .collect();
+    let mut core = Some(core);
+    let mut backoff = mqtt::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut errors = 0u64;
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.changed(), if core.is_some() => {
+                // Intake stops here; events already handed on are still acked when durable.
+                core = None;
+                continue;
+            }
+            _ = &mut release, if core.is_none() => break,
+            ev = el.poll() => ev,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                info!(broker = %format!("{}:{}", conn.url.host, conn.url.port), topics = filters.len(), "Device broker connected.");
+                metrics.device_broker_connected.store(true, Ordering::Relaxed);
+                backoff.reset();
+                if !filters.is_empty() {
+                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                        warn!(error = %e, "Could not queue the device subscriptions.");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let received = Instant::now();
+                // After shutdown began: not acked, so the broker redelivers it to the next run.
+                let Some(tx) = &core else { continue };
+                Metrics::inc(&metrics.events_received);
+                let Some(route) = routes.get(p.topic.as_str()) else {
+                    let _ = client.try_ack(&p);
+                    continue;
+                };
+                match route.profile.decode(&p.payload) {
+                    Ok(decoded) => {
+                        let c = client.clone();
+                        let ack: Ack = Box::new(move || {
+                            let _ = c.try_ack(&p);
+                        });
+                        let input = Input {
+                            device: route.device,
+                            decoded,
+                            received,
+                            ack,
+                        };
+                        if tx.send(input).await.is_err() {
+                            break; // the decision loop is gone: nothing left to do
+                        }
+                    }
+                    Err(e) => {
+                        // Garbage is acked at once: redelivering it would only repeat the error.
+                        let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        if worth_logging(n) {
+                            warn!(device = %route.device_id, profile = %route.profile.name, topic = %p.topic, error = %e, bad_messages = n, "Device message does not decode; dropped.");
+                        }
+                        let _ = client.try_ack(&p);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.device_broker_connected.store(false, Ordering::Relaxed);
+                errors += 1;
+                if worth_logging(errors) {
+                    warn!(error = %e, failures = errors, "Device broker connection failed; reconnecting.");
+                }
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut release, if core.is_none() => break,
+                }
+            }
+        }
+    }
+    disconnect(&client, &mut el).await;
+}
+
+/// The commands connection: its client publishes, this task only polls. Returns the client and
+/// a flag that is true while connected (a command is never queued for a later connection: a
+/// stale "open" must not lift a barrier minutes later).
+pub fn spawn_commands(
+    conn: &Connection,
+    mut shutdown: watch::Receiver<bool>,
+) -> (AsyncClient, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let (client, mut el) = AsyncClient::new(conn.options("-commands", true), 4096);
+    el.set_network_options(mqtt::network_options());
+    let connected = Arc::new(AtomicBool::new(false));
+    let flag = connected.clone();
+    let c = client.clone();
+    let join = tokio::spawn(async move {
+        let mut backoff = mqtt::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut errors = 0u64;
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.changed() => break,
+                ev = el.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    flag.store(true, Ordering::Relaxed);
+                    backoff.reset();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    flag.store(false, Ordering::Relaxed);
+                    errors += 1;
+                    if worth_logging(errors) {
+                        warn!(error = %e, failures = errors, "Command connection failed; reconnecting.");
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+        disconnect(&c, &mut el).await;
+    });
+    (client, connected, join)
+}
+
+/// Sends DISCONNECT and polls until it is out (or a short deadline passes).
+pub async fn disconnect(client: &AsyncClient, el: &mut rumqttc::EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
