@@ -66,7 +66,10 @@ fn workload(seq: u64, residents: u64) -> (String, bool) {
     } else {
         format!("R{:06}", seq % residents.max(1))
     };
-    (acs_event(seq, Some(&who), temp, Unit::Celsius), !fever && !stranger)
+    (
+        acs_event(seq, Some(&who), temp, Unit::Celsius),
+        !fever && !stranger,
+    )
 }
 
 /// A daemon started for the run; stopped (SIGTERM) and its files removed on drop.
@@ -77,7 +80,10 @@ struct Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -111,7 +117,8 @@ fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, BrokerUrl)> {
 }
 
 fn rss_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
     status
         .lines()
         .find(|l| l.starts_with(field))?
@@ -138,10 +145,18 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
     let counters = Arc::new(Mutex::new((0u64, 0u64))); // (wrong, duplicates)
 
     let tag = std::process::id();
-    let (sub, mut sub_el) = AsyncClient::new(mqtt::options(&url, &format!("bench-sub-{tag}"), Duration::from_secs(30)), 1024);
+    let (sub, mut sub_el) = AsyncClient::new(
+        mqtt::options(&url, &format!("bench-sub-{tag}"), Duration::from_secs(30)),
+        1024,
+    );
     sub_el.set_network_options(mqtt::network_options());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (s2, h2, c2, filter) = (sent.clone(), hist.clone(), counters.clone(), o.command_filter.clone());
+    let (s2, h2, c2, filter) = (
+        sent.clone(),
+        hist.clone(),
+        counters.clone(),
+        o.command_filter.clone(),
+    );
     let subscriber = tokio::spawn(async move {
         let mut ready = Some(ready_tx);
         loop {
@@ -156,15 +171,20 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let now = Instant::now();
-                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&p.payload).unwrap_or_default();
                     let seq = v["cause"].as_str().and_then(|c| c.parse::<u64>().ok());
                     let open = v["action"].as_str() == Some("open");
-                    let entry = seq.and_then(|s| s2.lock().unwrap_or_else(|e| e.into_inner()).remove(&s));
+                    let entry =
+                        seq.and_then(|s| s2.lock().unwrap_or_else(|e| e.into_inner()).remove(&s));
                     let mut c = c2.lock().unwrap_or_else(|e| e.into_inner());
                     match entry {
                         Some(e) => {
                             let us = now.duration_since(e.at).as_micros() as u64;
-                            let _ = h2.lock().unwrap_or_else(|e| e.into_inner()).record(us.max(1));
+                            let _ = h2
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .record(us.max(1));
                             if open != e.expect_open {
                                 c.0 += 1;
                             }
@@ -178,8 +198,16 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
             }
         }
     });
-    if tokio::time::timeout(Duration::from_secs(10), ready_rx).await.is_err() {
-        bail!("could not subscribe to {} on {}:{}", o.command_filter, url.host, url.port);
+    if tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .is_err()
+    {
+        bail!(
+            "could not subscribe to {} on {}:{}",
+            o.command_filter,
+            url.host,
+            url.port
+        );
     }
 
     let mut po = mqtt::options(&url, &format!("bench-pub-{tag}"), Duration::from_secs(30));
@@ -199,8 +227,16 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
     let mut answered = false;
     for k in 0..300 {
         let (body, expect_open) = workload(PROBE + k, o.residents);
-        sent.lock().unwrap_or_else(|e| e.into_inner()).insert(PROBE + k, Pending { at: Instant::now(), expect_open });
-        publisher.publish(o.event_topic.as_str(), QoS::AtLeastOnce, false, body).await?;
+        sent.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            PROBE + k,
+            Pending {
+                at: Instant::now(),
+                expect_open,
+            },
+        );
+        publisher
+            .publish(o.event_topic.as_str(), QoS::AtLeastOnce, false, body)
+            .await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
         if hist.lock().unwrap_or_else(|e| e.into_inner()).len() > 0 {
             answered = true;
@@ -227,8 +263,12 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
         } else {
             due
         };
-        sent.lock().unwrap_or_else(|e| e.into_inner()).insert(seq, Pending { at, expect_open });
-        publisher.publish(o.event_topic.as_str(), QoS::AtLeastOnce, false, body).await?;
+        sent.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, Pending { at, expect_open });
+        publisher
+            .publish(o.event_topic.as_str(), QoS::AtLeastOnce, false, body)
+            .await?;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = pid.and_then(|p| rss_kb(p, "VmRSS:"));

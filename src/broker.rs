@@ -86,5 +86,7 @@ pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
 
 /// A loopback port that was free a moment ago (for tests and the demo).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

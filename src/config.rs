@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
@@ -436,9 +439,18 @@ impl Config {
         for (li, lane) in self.lanes.iter().enumerate() {
             let lp = format!("lanes[{li}]");
             if !is_topic_safe(&lane.id) {
-                bad(format!("{lp}.id"), format!("{:?} must be non-empty letters, digits, '-' or '_'", lane.id));
+                bad(
+                    format!("{lp}.id"),
+                    format!(
+                        "{:?} must be non-empty letters, digits, '-' or '_'",
+                        lane.id
+                    ),
+                );
             } else if !lane_ids.insert(lane.id.as_str()) {
-                bad(format!("{lp}.id"), format!("duplicate lane id {:?}", lane.id));
+                bad(
+                    format!("{lp}.id"),
+                    format!("duplicate lane id {:?}", lane.id),
+                );
             }
             if let Some(t) = lane.fever_threshold_c {
                 if !threshold_ok(t) {
@@ -453,9 +465,15 @@ impl Config {
             for (di, d) in lane.devices.iter().enumerate() {
                 let dp = format!("{lp}.devices[{di}]");
                 if !is_topic_safe(&d.id) {
-                    bad(format!("{dp}.id"), format!("{:?} must be non-empty letters, digits, '-' or '_'", d.id));
+                    bad(
+                        format!("{dp}.id"),
+                        format!("{:?} must be non-empty letters, digits, '-' or '_'", d.id),
+                    );
                 } else if !device_ids.insert(d.id.as_str()) {
-                    bad(format!("{dp}.id"), format!("duplicate device id {:?}", d.id));
+                    bad(
+                        format!("{dp}.id"),
+                        format!("duplicate device id {:?}", d.id),
+                    );
                 }
                 match profiles.get(&d.profile) {
                     None => bad(
@@ -472,7 +490,11 @@ impl Config {
                             "profile {:?} cannot act as {:?} (it can be: {})",
                             d.profile,
                             d.role,
-                            p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                            p.roles
+                                .iter()
+                                .map(|r| r.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ),
                     Some(_) => {}
@@ -532,9 +554,16 @@ mod tests {
     fn broker_urls_parse_with_default_ports_and_credentials() {
         assert_eq!(
             BrokerUrl::parse("mqtts://iot.example.com").unwrap(),
-            BrokerUrl { tls: true, host: "iot.example.com".into(), port: 8883 }
+            BrokerUrl {
+                tls: true,
+                host: "iot.example.com".into(),
+                port: 8883
+            }
         );
-        assert_eq!(BrokerUrl::parse("mqtt://127.0.0.1:2883").unwrap().port, 2883);
+        assert_eq!(
+            BrokerUrl::parse("mqtt://127.0.0.1:2883").unwrap().port,
+            2883
+        );
         assert!(BrokerUrl::parse("http://x:1").is_err());
         assert!(BrokerUrl::parse("mqtt://:1883").is_err());
         assert!(BrokerUrl::parse("localhost:1883").is_err());

@@ -84,9 +84,11 @@ impl Daemon {
                     port: listen.port(),
                 }
             }
-            BrokerMode::External => BrokerUrl::parse(config.device_broker.url.as_deref().unwrap_or(""))
-                .map_err(anyhow::Error::msg)
-                .context("device_broker.url")?,
+            BrokerMode::External => {
+                BrokerUrl::parse(config.device_broker.url.as_deref().unwrap_or(""))
+                    .map_err(anyhow::Error::msg)
+                    .context("device_broker.url")?
+            }
         };
 
         let metrics = Arc::new(Metrics::default());
@@ -146,7 +148,10 @@ impl Daemon {
         let uplink = Uplink::new(
             UplinkConfig {
                 url: BrokerUrl::parse(&u.url).map_err(anyhow::Error::msg)?,
-                client_id: u.client_id.clone().unwrap_or_else(|| config.gateway.id.clone()),
+                client_id: u
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| config.gateway.id.clone()),
                 username: u.username.clone(),
                 password,
                 ca_file: u.ca_file.clone(),
@@ -261,7 +266,11 @@ fn build_lanes(
                 calibration_offset_c: d.calibration_offset_c,
             });
             if profile.decode.is_some() {
-                if let Some(topic) = d.event_topic.clone().or_else(|| profile.event_topic_for(&d.id)) {
+                if let Some(topic) = d
+                    .event_topic
+                    .clone()
+                    .or_else(|| profile.event_topic_for(&d.id))
+                {
                     routes.insert(
                         topic,
                         Route {
@@ -275,7 +284,11 @@ fn build_lanes(
             let mut actuator = None;
             if d.role.is_gate() {
                 gate = Some(index);
-                if let Some(topic) = d.command_topic.clone().or_else(|| profile.command_topic_for(&d.id)) {
+                if let Some(topic) = d
+                    .command_topic
+                    .clone()
+                    .or_else(|| profile.command_topic_for(&d.id))
+                {
                     actuator = Some(Actuator {
                         device_id: d.id.clone(),
                         topic,
@@ -293,7 +306,9 @@ fn build_lanes(
         }
         policy.lanes.push(LanePolicy {
             id: lane.id.clone(),
-            fever_threshold_c: lane.fever_threshold_c.unwrap_or(config.rules.fever_threshold_c),
+            fever_threshold_c: lane
+                .fever_threshold_c
+                .unwrap_or(config.rules.fever_threshold_c),
             gate,
         });
     }
@@ -340,15 +355,22 @@ impl DecisionLoop {
         let lane = &self.policy.lanes[d.lane];
         let device = &self.policy.devices[d.device];
         let cause = i.decoded.event_id.as_str();
-        if let Some(act) = d.gate.and_then(|g| self.actuators.get(g)).and_then(Option::as_ref) {
-            self.command(act, &CommandArgs {
-                open: d.allow,
-                reason: d.reason.as_str(),
-                cause,
-                lane: &lane.id,
-                device: &act.device_id,
-                ts_ms: now_ms,
-            });
+        if let Some(act) = d
+            .gate
+            .and_then(|g| self.actuators.get(g))
+            .and_then(Option::as_ref)
+        {
+            self.command(
+                act,
+                &CommandArgs {
+                    open: d.allow,
+                    reason: d.reason.as_str(),
+                    cause,
+                    lane: &lane.id,
+                    device: &act.device_id,
+                    ts_ms: now_ms,
+                },
+            );
         }
         let latency_us = u32::try_from(i.received.elapsed().as_micros()).unwrap_or(u32::MAX);
         let temperature_c = d.temperature_c.map(|t| t as f32);
@@ -363,7 +385,11 @@ impl DecisionLoop {
                 } as i32,
                 subject_id: d.subject_id.clone(),
                 temperature_c,
-                verdict: if d.allow { v1::Verdict::Allow } else { v1::Verdict::Deny } as i32,
+                verdict: if d.allow {
+                    v1::Verdict::Allow
+                } else {
+                    v1::Verdict::Deny
+                } as i32,
                 reason: d.reason.as_str().to_string(),
                 decision_latency_us: latency_us,
                 cause: vec![cause.to_string()],
@@ -378,7 +404,11 @@ impl DecisionLoop {
                 lane: lane.id.clone(),
                 device: device.id.clone(),
                 kind: v1::AlarmKind::Fever as i32,
-                detail: format!("{:.1} °C at or above {:.1} °C", d.temperature_c.unwrap_or(0.0), lane.fever_threshold_c),
+                detail: format!(
+                    "{:.1} °C at or above {:.1} °C",
+                    d.temperature_c.unwrap_or(0.0),
+                    lane.fever_threshold_c
+                ),
                 temperature_c,
                 subject_id: d.subject_id,
                 cause: vec![cause.to_string()],
@@ -387,7 +417,10 @@ impl DecisionLoop {
         }
         if self
             .appends
-            .send(Append { records, ack: Some(i.ack) })
+            .send(Append {
+                records,
+                ack: Some(i.ack),
+            })
             .await
             .is_err()
         {

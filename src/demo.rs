@@ -97,16 +97,31 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     let base = config.topic_base();
     let daemon = Daemon::start(config, Profiles::builtin()).await?;
     let url = daemon.device_broker.clone();
-    println!("gatehouse demo — embedded broker on 127.0.0.1:{port}, {} residents, lane east-gate", o.residents);
+    println!(
+        "gatehouse demo — embedded broker on 127.0.0.1:{port}, {} residents, lane east-gate",
+        o.residents
+    );
     println!("uplink topics: {base}/{{events,alarms,status}}    Ctrl-C stops.\n");
-    println!("{:<8} {:<10} {:<9} {:>8}  {:<6} {:<16} {:>9}  gate", "time", "lane", "who", "temp", "", "reason", "latency");
+    println!(
+        "{:<8} {:<10} {:<9} {:>8}  {:<6} {:<16} {:>9}  gate",
+        "time", "lane", "who", "temp", "", "reason", "latency"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // What the simulated turnstile received, by cause, shown beside the uplink's record of it.
     let (gate_tx, mut gate_rx) = mpsc::channel(1024);
-    tokio::spawn(sim::gate::run_gate(url.clone(), "devices/gate-1/cmd".into(), gate_tx));
+    tokio::spawn(sim::gate::run_gate(
+        url.clone(),
+        "devices/gate-1/cmd".into(),
+        gate_tx,
+    ));
     let gate_seen: GateSeen = Default::default();
-    let watcher = tokio::spawn(watch_uplink(url.clone(), base, gate_seen.clone(), stop_rx.clone()));
+    let watcher = tokio::spawn(watch_uplink(
+        url.clone(),
+        base,
+        gate_seen.clone(),
+        stop_rx.clone(),
+    ));
     let terminal = tokio::spawn(run_terminal(
         TerminalOptions {
             broker: url,
@@ -151,8 +166,16 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
 type GateSeen = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
 
 /// Subscribes to the uplink like the property company would and prints each decision.
-async fn watch_uplink(url: BrokerUrl, base: String, gate: GateSeen, mut stop: watch::Receiver<bool>) -> BTreeMap<String, u64> {
-    let (client, mut el) = AsyncClient::new(mqtt::options(&url, "demo-watcher", Duration::from_secs(15)), 64);
+async fn watch_uplink(
+    url: BrokerUrl,
+    base: String,
+    gate: GateSeen,
+    mut stop: watch::Receiver<bool>,
+) -> BTreeMap<String, u64> {
+    let (client, mut el) = AsyncClient::new(
+        mqtt::options(&url, "demo-watcher", Duration::from_secs(15)),
+        64,
+    );
     el.set_network_options(mqtt::network_options());
     let mut tally = BTreeMap::new();
     loop {
@@ -166,20 +189,41 @@ async fn watch_uplink(url: BrokerUrl, base: String, gate: GateSeen, mut stop: wa
                 let _ = client.try_subscribe(format!("{base}/alarms"), QoS::AtLeastOnce);
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/events") => {
-                let Ok(batch) = v1::EventBatch::decode(p.payload.as_ref()) else { continue };
+                let Ok(batch) = v1::EventBatch::decode(p.payload.as_ref()) else {
+                    continue;
+                };
                 for e in batch.events {
                     if let Some(v1::event::Body::Passage(d)) = e.body {
                         *tally.entry(d.reason.clone()).or_insert(0) += 1;
                         let cause = d.cause.first().cloned().unwrap_or_default();
-                        let got = gate.lock().unwrap_or_else(|e| e.into_inner()).remove(&cause);
-                        println!("{}", line(&e.gateway_time_ms, &e.lane, &d, got.as_deref().unwrap_or("—")));
+                        let got = gate
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&cause);
+                        println!(
+                            "{}",
+                            line(
+                                &e.gateway_time_ms,
+                                &e.lane,
+                                &d,
+                                got.as_deref().unwrap_or("—")
+                            )
+                        );
                     }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/alarms") => {
-                let Ok(batch) = v1::AlarmBatch::decode(p.payload.as_ref()) else { continue };
+                let Ok(batch) = v1::AlarmBatch::decode(p.payload.as_ref()) else {
+                    continue;
+                };
                 for a in batch.alarms {
-                    println!("{:<8} {:<10} ALARM {:?}: {}", clock(a.gateway_time_ms), a.lane, a.kind(), a.detail);
+                    println!(
+                        "{:<8} {:<10} ALARM {:?}: {}",
+                        clock(a.gateway_time_ms),
+                        a.lane,
+                        a.kind(),
+                        a.detail
+                    );
                 }
             }
             Ok(_) => {}
@@ -196,9 +240,19 @@ fn clock(ms: i64) -> String {
 }
 
 fn line(ms: &i64, lane: &str, d: &v1::PassageDecision, gate: &str) -> String {
-    let who = if d.subject_id.is_empty() { "stranger" } else { d.subject_id.as_str() };
-    let temp = d.temperature_c.map_or("—".to_string(), |t| format!("{t:.1} °C"));
-    let verdict = if d.verdict() == v1::Verdict::Allow { "ALLOW" } else { "DENY" };
+    let who = if d.subject_id.is_empty() {
+        "stranger"
+    } else {
+        d.subject_id.as_str()
+    };
+    let temp = d
+        .temperature_c
+        .map_or("—".to_string(), |t| format!("{t:.1} °C"));
+    let verdict = if d.verdict() == v1::Verdict::Allow {
+        "ALLOW"
+    } else {
+        "DENY"
+    };
     format!(
         "{:<8} {:<10} {:<9} {:>8}  {:<6} {:<16} {:>6.2} ms  {}",
         clock(*ms),

@@ -4,21 +4,21 @@
 //! `sources` (device transports) → `core` (pure decisions) → actuator commands (first, fast) and
 //! `store` (durable outbox, group commit) → `uplink` (protobuf over MQTT to the property company).
 //! `daemon` wires them together; `sim` holds the device simulators used by tests and the demo.
+pub mod bench;
+pub mod broker;
 pub mod config;
 pub mod core;
+pub mod daemon;
+pub mod demo;
 pub mod metrics;
+pub mod mqtt;
 pub mod profiles;
 pub mod proto;
 pub mod run;
 pub mod sim;
+pub mod sources;
 pub mod store;
 pub mod systemd;
-pub mod bench;
-pub mod broker;
-pub mod daemon;
-pub mod demo;
-pub mod mqtt;
-pub mod sources;
 pub mod uplink;
 
 /// Wall-clock time, unix milliseconds. Only the wiring reads the clock; the core is given it.

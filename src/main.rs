@@ -11,7 +11,11 @@ use std::process::ExitCode;
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "gatehouse", version, about = "Gate-side screening and access daemon for residential estates")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Gate-side screening and access daemon for residential estates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -115,7 +119,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gatehouse: cannot start the runtime: {e}");
@@ -141,26 +149,73 @@ fn url(s: &str) -> Result<BrokerUrl, RunError> {
 
 async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
     match cmd {
-        Cmd::Run { config, broker_port } => gatehouse::run::run(&config, broker_port).await?,
+        Cmd::Run {
+            config,
+            broker_port,
+        } => gatehouse::run::run(&config, broker_port).await?,
         Cmd::CheckConfig { file } => {
             let (config, _) = gatehouse::run::load_checked(&file, None)?;
             let devices: usize = config.lanes.iter().map(|l| l.devices.len()).sum();
-            println!("{}: ok ({} lanes, {devices} devices)", file.display(), config.lanes.len());
+            println!(
+                "{}: ok ({} lanes, {devices} devices)",
+                file.display(),
+                config.lanes.len()
+            );
         }
         Cmd::Demo { rate, residents } => {
             gatehouse::demo::run(gatehouse::demo::DemoOptions { rate, residents }).await?
         }
         Cmd::Simulate { profile } => simulate(profile).await?,
-        Cmd::Bench { rate, seconds, residents, broker, pid, event_topic, command_filter } => {
+        Cmd::Bench {
+            rate,
+            seconds,
+            residents,
+            broker,
+            pid,
+            event_topic,
+            command_filter,
+        } => {
             let r = gatehouse::bench::run(gatehouse::bench::BenchOptions {
-                rate, seconds, residents, broker, pid, event_topic, command_filter,
+                rate,
+                seconds,
+                residents,
+                broker,
+                pid,
+                event_topic,
+                command_filter,
             })
             .await?;
             let kb = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-            println!("{:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-                "rate", "sent", "received", "missing", "wrong", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "rss_kb", "peak_kb");
-            println!("{:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-                r.rate, r.sent, r.received, r.missing, r.wrong, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, kb(r.rss_kb), kb(r.peak_rss_kb));
+            println!(
+                "{:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                "rate",
+                "sent",
+                "received",
+                "missing",
+                "wrong",
+                "p50_us",
+                "p90_us",
+                "p99_us",
+                "p999_us",
+                "max_us",
+                "rss_kb",
+                "peak_kb"
+            );
+            println!(
+                "{:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                r.rate,
+                r.sent,
+                r.received,
+                r.missing,
+                r.wrong,
+                r.p50_us,
+                r.p90_us,
+                r.p99_us,
+                r.p999_us,
+                r.max_us,
+                kb(r.rss_kb),
+                kb(r.peak_rss_kb)
+            );
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }
     }
@@ -170,7 +225,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
 async fn simulate(profile: SimProfile) -> Result<(), RunError> {
     use gatehouse::sim;
     match profile {
-        SimProfile::Hikvision { broker, device, rate, count, fever_share, stranger_share, residents, unit, seed } => {
+        SimProfile::Hikvision {
+            broker,
+            device,
+            rate,
+            count,
+            fever_share,
+            stranger_share,
+            residents,
+            unit,
+            seed,
+        } => {
             let unit = match unit {
                 UnitArg::Celsius => Unit::Celsius,
                 UnitArg::Fahrenheit => Unit::Fahrenheit,
@@ -179,21 +244,41 @@ async fn simulate(profile: SimProfile) -> Result<(), RunError> {
             let o = sim::hikvision::TerminalOptions {
                 broker: url(&broker)?,
                 topic: format!("devices/{device}/event"),
-                rate, count, fever_share, stranger_share, residents, unit, seed,
+                rate,
+                count,
+                fever_share,
+                stranger_share,
+                residents,
+                unit,
+                seed,
             };
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 gatehouse::run::wait_for_signal().await;
                 let _ = stop_tx.send(true);
             });
-            let n = sim::hikvision::run_terminal(o, |s| {
-                println!("sent serialNo={} subject={} temperature={:.1}", s.serial, s.subject.as_deref().unwrap_or("(stranger)"), s.temperature_c);
-            }, stop_rx).await;
+            let n = sim::hikvision::run_terminal(
+                o,
+                |s| {
+                    println!(
+                        "sent serialNo={} subject={} temperature={:.1}",
+                        s.serial,
+                        s.subject.as_deref().unwrap_or("(stranger)"),
+                        s.temperature_c
+                    );
+                },
+                stop_rx,
+            )
+            .await;
             println!("{n} events sent");
         }
         SimProfile::Gate { broker, device } => {
             let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-            tokio::spawn(sim::gate::run_gate(url(&broker)?, format!("devices/{device}/cmd"), tx));
+            tokio::spawn(sim::gate::run_gate(
+                url(&broker)?,
+                format!("devices/{device}/cmd"),
+                tx,
+            ));
             loop {
                 tokio::select! {
                     _ = gatehouse::run::wait_for_signal() => break,

@@ -220,12 +220,14 @@ impl Profile {
                     let raw = n.as_f64().unwrap_or(f64::NAN) * t.scale;
                     let unit = match t.unit_pointer.as_deref().and_then(|p| v.pointer(p)) {
                         None | Some(Value::Null) => t.default_unit,
-                        Some(Value::String(name)) => *t.units.get(name.as_str()).ok_or_else(|| {
-                            DecodeError::UnknownUnit {
-                                pointer: t.unit_pointer.clone().unwrap_or_default(),
-                                unit: name.clone(),
-                            }
-                        })?,
+                        Some(Value::String(name)) => {
+                            *t.units
+                                .get(name.as_str())
+                                .ok_or_else(|| DecodeError::UnknownUnit {
+                                    pointer: t.unit_pointer.clone().unwrap_or_default(),
+                                    unit: name.clone(),
+                                })?
+                        }
                         Some(other) => {
                             return Err(wrong(
                                 t.unit_pointer.as_deref().unwrap_or_default(),
@@ -298,7 +300,10 @@ impl Profile {
                 pointers.push(("decode.temperature.pointer", Some(&t.pointer)));
                 pointers.push(("decode.temperature.unit_pointer", t.unit_pointer.as_deref()));
                 if !(t.scale.is_finite() && t.scale > 0.0) {
-                    out.push(format!("decode.temperature.scale: {} must be positive", t.scale));
+                    out.push(format!(
+                        "decode.temperature.scale: {} must be positive",
+                        t.scale
+                    ));
                 }
             }
             if self.event_topic.is_none() {
@@ -308,7 +313,9 @@ impl Profile {
         for (path, p) in pointers {
             if let Some(p) = p {
                 if !p.is_empty() && !p.starts_with('/') {
-                    out.push(format!("{path}: {p:?} is not a JSON pointer (must start with '/')"));
+                    out.push(format!(
+                        "{path}: {p:?} is not a JSON pointer (must start with '/')"
+                    ));
                 }
             }
         }
@@ -462,7 +469,10 @@ mod tests {
     use super::*;
 
     fn hik() -> Profile {
-        Profiles::builtin().get("hikvision-acs-event").unwrap().clone()
+        Profiles::builtin()
+            .get("hikvision-acs-event")
+            .unwrap()
+            .clone()
     }
 
     #[test]
@@ -496,17 +506,26 @@ mod tests {
             e.to_string(),
             "/AccessControllerEvent/currTemperature: expected a number, got a string"
         );
-        assert!(matches!(hik().decode(b"\x00\xff{").unwrap_err(), DecodeError::NotJson(_)));
+        assert!(matches!(
+            hik().decode(b"\x00\xff{").unwrap_err(),
+            DecodeError::NotJson(_)
+        ));
         let e = hik()
             .decode(br#"{"AccessControllerEvent":{"currTemperature":36.5,"thermometryUnit":"rankine"}}"#)
             .unwrap_err();
         assert!(matches!(e, DecodeError::UnknownUnit { .. }));
-        assert!(matches!(hik().decode(&vec![b' '; MAX_PAYLOAD + 1]).unwrap_err(), DecodeError::TooLarge(_)));
+        assert!(matches!(
+            hik().decode(&vec![b' '; MAX_PAYLOAD + 1]).unwrap_err(),
+            DecodeError::TooLarge(_)
+        ));
     }
 
     #[test]
     fn gate_command_encodes_as_the_documented_json() {
-        let p = Profiles::builtin().get("generic-gate-mqtt").unwrap().clone();
+        let p = Profiles::builtin()
+            .get("generic-gate-mqtt")
+            .unwrap()
+            .clone();
         let out = p
             .encode_command(&CommandArgs {
                 open: false,
@@ -533,7 +552,12 @@ mod tests {
         std::fs::write(dir.path().join("broken.toml"), "name = ").unwrap();
         let (p, problems) = Profiles::load(Some(dir.path()));
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems.iter().any(|x| x.path.ends_with("terminal/bad.toml") && x.message.contains("decode.subject")));
+        assert!(
+            problems
+                .iter()
+                .any(|x| x.path.ends_with("terminal/bad.toml")
+                    && x.message.contains("decode.subject"))
+        );
         assert!(problems.iter().any(|x| x.path.ends_with("broken.toml")));
         assert!(p.get("bad").is_none());
     }

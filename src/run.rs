@@ -20,7 +20,10 @@ pub enum RunError {
 
 /// Loads a config and the profiles it names, and returns every problem found in either (and
 /// in the resident file it imports).
-pub fn load_checked(path: &Path, broker_port: Option<u16>) -> Result<(Config, Profiles), ConfigError> {
+pub fn load_checked(
+    path: &Path,
+    broker_port: Option<u16>,
+) -> Result<(Config, Profiles), ConfigError> {
     let mut config = Config::load(path)?;
     if let Some(port) = broker_port {
         override_port(&mut config, port);
@@ -65,13 +68,16 @@ fn override_port(config: &mut Config, port: u16) {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path, broker_port: Option<u16>) -> Result<(), RunError> {
+    // Handlers first: a SIGTERM during start-up must still end in an orderly stop.
+    let signal = wait_for_signal();
     let (config, profiles) = load_checked(config_path, broker_port)?;
     info!(gateway = %config.gateway.id, lanes = config.lanes.len(), config = %config_path.display(), "Starting.");
     let daemon = Daemon::start(config, profiles).await?;
     systemd::notify("READY=1");
     info!("Ready.");
-    let watchdog = systemd::watchdog_interval().map(|every| tokio::spawn(watchdog(every, daemon.metrics.clone())));
-    wait_for_signal().await;
+    let watchdog = systemd::watchdog_interval()
+        .map(|every| tokio::spawn(watchdog(every, daemon.metrics.clone())));
+    let _ = signal.await;
     info!("Stopping: intake closed, flushing the outbox.");
     systemd::notify("STOPPING=1");
     if let Some(w) = watchdog {
@@ -98,17 +104,23 @@ async fn watchdog(every: std::time::Duration, metrics: Arc<Metrics>) {
     }
 }
 
-pub async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled, so no signal slips through between the two.
+pub fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

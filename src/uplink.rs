@@ -116,7 +116,10 @@ impl Uplink {
         if let Some(u) = &self.cfg.username {
             opts.set_credentials(u, self.cfg.password.as_deref().unwrap_or(""));
         }
-        let offline = self.status.status(v1::GatewayState::Offline).encode_to_vec();
+        let offline = self
+            .status
+            .status(v1::GatewayState::Offline)
+            .encode_to_vec();
         opts.set_last_will(LastWill::new(
             self.topic("status"),
             offline.clone(),
@@ -208,7 +211,9 @@ impl Uplink {
                         warn!(error = %e, "Uplink lost; events wait in the outbox.");
                     }
                     connected = false;
-                    self.metrics.uplink_connected.store(false, Ordering::Relaxed);
+                    self.metrics
+                        .uplink_connected
+                        .store(false, Ordering::Relaxed);
                     fifo.clear();
                     inflight.clear();
                     parked = None;
@@ -233,7 +238,11 @@ impl Uplink {
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
                 loop {
                     match el.poll().await {
-                        Ok(Event::Incoming(Packet::PubAck(ack))) if !inflight.contains_key(&ack.pkid) => break,
+                        Ok(Event::Incoming(Packet::PubAck(ack)))
+                            if !inflight.contains_key(&ack.pkid) =>
+                        {
+                            break
+                        }
                         Err(_) => break,
                         _ => {}
                     }
@@ -270,7 +279,10 @@ impl Uplink {
         inflight: usize,
     ) -> bool {
         while fifo.len() + inflight < self.cfg.window {
-            let rows = match self.store.outbox_from(*cursor, self.cfg.batch_max, MAX_BATCH_BYTES) {
+            let rows = match self
+                .store
+                .outbox_from(*cursor, self.cfg.batch_max, MAX_BATCH_BYTES)
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     error!(error = %e, "Cannot read the outbox.");
@@ -300,7 +312,11 @@ impl Uplink {
             let mut payload = Vec::with_capacity(run.iter().map(|(_, v)| v.len() + 4).sum());
             for (_, v) in &run {
                 let msg = &v[1..];
-                prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut payload);
+                prost::encoding::encode_key(
+                    1,
+                    prost::encoding::WireType::LengthDelimited,
+                    &mut payload,
+                );
                 prost::encoding::encode_varint(msg.len() as u64, &mut payload);
                 payload.extend_from_slice(msg);
             }

@@ -1,1 +1,7 @@
+//! The one integration-test binary (one link step): real sockets, an in-process broker on a free
+//! port, simulated devices. Shared helpers live in `common/`.
+mod common;
 
+mod cli;
+mod pedestrian_lane;
+mod uplink;

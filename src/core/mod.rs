@@ -241,10 +241,22 @@ mod tests {
         assert_eq!(reason(Some("R1"), Some(36.5)), (true, Reason::Ok));
         assert_eq!(reason(Some("R1"), None), (true, Reason::Ok));
         assert_eq!(reason(Some("R1"), Some(37.3)), (false, Reason::Fever));
-        assert_eq!(reason(Some("R1"), Some(29.9)), (false, Reason::InvalidReading));
-        assert_eq!(reason(Some("R1"), Some(43.1)), (false, Reason::InvalidReading));
-        assert_eq!(reason(Some("R1"), Some(f64::NAN)), (false, Reason::InvalidReading));
-        assert_eq!(reason(Some("X9"), Some(36.5)), (false, Reason::UnknownSubject));
+        assert_eq!(
+            reason(Some("R1"), Some(29.9)),
+            (false, Reason::InvalidReading)
+        );
+        assert_eq!(
+            reason(Some("R1"), Some(43.1)),
+            (false, Reason::InvalidReading)
+        );
+        assert_eq!(
+            reason(Some("R1"), Some(f64::NAN)),
+            (false, Reason::InvalidReading)
+        );
+        assert_eq!(
+            reason(Some("X9"), Some(36.5)),
+            (false, Reason::UnknownSubject)
+        );
         assert_eq!(reason(None, Some(36.5)), (false, Reason::UnknownSubject));
         assert_eq!(reason(Some("R2"), Some(36.5)), (false, Reason::Expired));
         assert_eq!(reason(Some("R3"), Some(36.5)), (false, Reason::Expired));
@@ -276,7 +288,10 @@ mod tests {
     #[test]
     fn strangers_leave_no_id() {
         let d = decide(&policy(), &registry(), 0, &ev(Some("V123"), Some(36.5)), 0).unwrap();
-        assert_eq!((d.subject_kind, d.subject_id.as_str()), (SubjectKind::Unknown, ""));
+        assert_eq!(
+            (d.subject_kind, d.subject_id.as_str()),
+            (SubjectKind::Unknown, "")
+        );
     }
 
     proptest! {

@@ -52,9 +52,7 @@ impl Registry {
     }
 
     pub fn household_id(&self, r: &Resident) -> &str {
-        self.households
-            .get(r.household as usize)
-            .map_or("", |h| h)
+        self.households.get(r.household as usize).map_or("", |h| h)
     }
 
     pub fn len(&self) -> usize {

@@ -24,7 +24,15 @@ pub async fn run_gate(
     topic: String,
     out: mpsc::Sender<Result<GateCommand, String>>,
 ) {
-    let opts = mqtt::options(&broker, &format!("sim-gate-{}-{}", topic.replace('/', "_"), std::process::id()), Duration::from_secs(15));
+    let opts = mqtt::options(
+        &broker,
+        &format!(
+            "sim-gate-{}-{}",
+            topic.replace('/', "_"),
+            std::process::id()
+        ),
+        Duration::from_secs(15),
+    );
     let (client, mut el) = AsyncClient::new(opts, 64);
     el.set_network_options(mqtt::network_options());
     loop {

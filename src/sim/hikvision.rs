@@ -93,7 +93,11 @@ pub async fn run_terminal(
     mut on_sent: impl FnMut(&Sent),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> u64 {
-    let opts = mqtt::options(&o.broker, &format!("sim-terminal-{}", std::process::id() ^ o.seed as u32), Duration::from_secs(15));
+    let opts = mqtt::options(
+        &o.broker,
+        &format!("sim-terminal-{}", std::process::id() ^ o.seed as u32),
+        Duration::from_secs(15),
+    );
     let (client, mut el) = AsyncClient::new(opts, 1024);
     el.set_network_options(mqtt::network_options());
     let poller = tokio::spawn(async move {
@@ -114,7 +118,11 @@ pub async fn run_terminal(
         serial += 1;
         let s = generate(&mut rng, &o, serial);
         let body = acs_event(serial, s.subject.as_deref(), s.temperature_c, o.unit);
-        if client.publish(o.topic.as_str(), QoS::AtLeastOnce, false, body).await.is_err() {
+        if client
+            .publish(o.topic.as_str(), QoS::AtLeastOnce, false, body)
+            .await
+            .is_err()
+        {
             break;
         }
         on_sent(&s);

@@ -99,7 +99,9 @@ pub async fn run_events(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 info!(broker = %format!("{}:{}", conn.url.host, conn.url.port), topics = filters.len(), "Device broker connected.");
-                metrics.device_broker_connected.store(true, Ordering::Relaxed);
+                metrics
+                    .device_broker_connected
+                    .store(true, Ordering::Relaxed);
                 backoff.reset();
                 if !filters.is_empty() {
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
@@ -144,7 +146,9 @@ pub async fn run_events(
             }
             Ok(_) => {}
             Err(e) => {
-                metrics.device_broker_connected.store(false, Ordering::Relaxed);
+                metrics
+                    .device_broker_connected
+                    .store(false, Ordering::Relaxed);
                 errors += 1;
                 if worth_logging(errors) {
                     warn!(error = %e, failures = errors, "Device broker connection failed; reconnecting.");

@@ -43,7 +43,10 @@ pub enum StoreError {
     #[error("store: {0}")]
     Db(#[from] redb::Error),
     #[error("{path}: {}", problems.join("; "))]
-    Import { path: PathBuf, problems: Vec<String> },
+    Import {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 macro_rules! from_redb {
@@ -74,7 +77,9 @@ pub struct Store {
 pub enum Imported {
     /// The file is the one imported last time; nothing written.
     Unchanged,
-    Replaced { residents: usize },
+    Replaced {
+        residents: usize,
+    },
 }
 
 impl Store {
@@ -203,7 +208,10 @@ impl Store {
             let household = std::str::from_utf8(&v[9..]).unwrap_or("");
             b.insert(k.value(), household, status, until);
         }
-        let version = txn.open_table(META)?.get("registry_version")?.map_or(0, |v| v.value());
+        let version = txn
+            .open_table(META)?
+            .get("registry_version")?
+            .map_or(0, |v| v.value());
         Ok(b.build(version))
     }
 
@@ -234,7 +242,10 @@ mod tests {
         )
         .unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        assert_eq!(store.import_residents(&csv).unwrap(), Imported::Replaced { residents: 2 });
+        assert_eq!(
+            store.import_residents(&csv).unwrap(),
+            Imported::Replaced { residents: 2 }
+        );
         assert_eq!(store.import_residents(&csv).unwrap(), Imported::Unchanged);
         let reg = store.load_registry().unwrap();
         assert_eq!(reg.len(), 2);
@@ -250,7 +261,11 @@ mod tests {
         let good = dir.path().join("a.jsonl");
         std::fs::write(&good, "{\"person_id\":\"R1\",\"household\":\"H1\"}\n").unwrap();
         let bad = dir.path().join("b.jsonl");
-        std::fs::write(&bad, "{\"person_id\":\"R9\",\"household\":\"H1\"}\n{\"person_id\":5}\nnot json\n").unwrap();
+        std::fs::write(
+            &bad,
+            "{\"person_id\":\"R9\",\"household\":\"H1\"}\n{\"person_id\":5}\nnot json\n",
+        )
+        .unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.import_residents(&good).unwrap();
         let err = store.import_residents(&bad).unwrap_err().to_string();

@@ -179,7 +179,10 @@ impl Writer {
                     Metrics::inc(&m.outbox_commits);
                     Metrics::add(&m.outbox_appended, appended);
                     m.outbox_depth.fetch_add(appended, Ordering::Relaxed);
-                    m.outbox_depth.fetch_sub(removed.min(Metrics::get(&m.outbox_depth)), Ordering::Relaxed);
+                    m.outbox_depth.fetch_sub(
+                        removed.min(Metrics::get(&m.outbox_depth)),
+                        Ordering::Relaxed,
+                    );
                     for a in taken {
                         if let Some(ack) = a.ack {
                             ack();
@@ -191,7 +194,11 @@ impl Writer {
                     return;
                 }
                 Err(e) => {
-                    let n = self.metrics.outbox_commit_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    let n = self
+                        .metrics
+                        .outbox_commit_errors
+                        .fetch_add(1, Ordering::Relaxed)
+                        + 1;
                     if crate::metrics::worth_logging(n) {
                         error!(error = %e, failures = n, retry_in_ms = backoff.as_millis() as u64, "Outbox commit failed; retrying. Device events stay unacknowledged.");
                     }
@@ -296,7 +303,10 @@ mod tests {
                 acked.fetch_add(1, Ordering::SeqCst);
             });
             h.appends
-                .send(Append { records: vec![event(&format!("l{i}"))], ack: Some(ack) })
+                .send(Append {
+                    records: vec![event(&format!("l{i}"))],
+                    ack: Some(ack),
+                })
                 .await
                 .unwrap();
         }
@@ -307,7 +317,10 @@ mod tests {
         let rows = store.outbox_from(1, 1000, usize::MAX).unwrap();
         assert_eq!(rows.len(), 250);
         let first = v1::Event::decode(&rows[0].1[1..]).unwrap();
-        assert_eq!((first.event_id.as_str(), first.lane.as_str()), ("gw1:1", "l0"));
+        assert_eq!(
+            (first.event_id.as_str(), first.lane.as_str()),
+            ("gw1:1", "l0")
+        );
         h.deletes.send((1..=200).collect()).await.unwrap();
         drop(h.deletes);
         h.join.await.unwrap();

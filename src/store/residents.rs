@@ -63,9 +63,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Row>, Vec<String>> {
             Some(h) => parse_csv_line(h, line),
         };
         match parsed {
-            Ok(row) if !seen.insert(row.person_id.clone()) => {
-                problems.push(format!("line {n}: person_id {:?} listed twice", row.person_id))
-            }
+            Ok(row) if !seen.insert(row.person_id.clone()) => problems.push(format!(
+                "line {n}: person_id {:?} listed twice",
+                row.person_id
+            )),
             Ok(row) => rows.push(row),
             Err(e) => problems.push(format!("line {n}: {e}")),
         }
@@ -101,7 +102,12 @@ fn parse_json_line(line: &str) -> Result<Row, String> {
         Some(serde_json::Value::Number(n)) => n.to_string(),
         Some(_) => return Err("valid_until: expected a string or a number".into()),
     };
-    row(&r.person_id, &r.household, r.status.as_deref().unwrap_or(""), &until)
+    row(
+        &r.person_id,
+        &r.household,
+        r.status.as_deref().unwrap_or(""),
+        &until,
+    )
 }
 
 fn parse_csv_line(header: &[String], line: &str) -> Result<Row, String> {
@@ -137,9 +143,8 @@ fn row(person_id: &str, household: &str, status: &str, until: &str) -> Result<Ro
     let status = if status.is_empty() {
         ResidentStatus::Active
     } else {
-        ResidentStatus::parse(status).ok_or_else(|| {
-            format!("status: {status:?} is not active, quarantined or suspended")
-        })?
+        ResidentStatus::parse(status)
+            .ok_or_else(|| format!("status: {status:?} is not active, quarantined or suspended"))?
     };
     let valid_until_ms = if until.is_empty() {
         i64::MAX
@@ -158,7 +163,11 @@ fn row(person_id: &str, household: &str, status: &str, until: &str) -> Result<Ro
 pub fn parse_time_ms(s: &str) -> Option<i64> {
     if let Ok(n) = s.parse::<i64>() {
         // Ten-digit numbers are seconds until the year 2286; milliseconds have thirteen.
-        return Some(if n.abs() < 100_000_000_000 { n * 1000 } else { n });
+        return Some(if n.abs() < 100_000_000_000 {
+            n * 1000
+        } else {
+            n
+        });
     }
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -198,7 +207,8 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (o[1..3].parse::<i64>().ok()? * 3_600_000 + o[4..6].parse::<i64>().ok()? * 60_000)
+            sign * (o[1..3].parse::<i64>().ok()? * 3_600_000
+                + o[4..6].parse::<i64>().ok()? * 60_000)
         }
         _ => return None,
     };
@@ -225,8 +235,14 @@ mod tests {
         assert_eq!(parse_time_ms("1700000000"), Some(1_700_000_000_000));
         assert_eq!(parse_time_ms("1700000000123"), Some(1_700_000_000_123));
         assert_eq!(parse_time_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
-        assert_eq!(parse_time_ms("2023-11-15T06:13:20.5+08:00"), Some(1_700_000_000_500));
+        assert_eq!(
+            parse_time_ms("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_time_ms("2023-11-15T06:13:20.5+08:00"),
+            Some(1_700_000_000_500)
+        );
         // The end of 1 Jan 1970 in UTC+8 is 16:00 UTC that day.
         assert_eq!(parse_time_ms("1970-01-01"), Some(16 * 3_600_000 - 1));
         assert_eq!(parse_time_ms("2024-13-01"), None);
@@ -242,7 +258,11 @@ mod tests {
         .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].household, "H2");
-        let err = parse(Path::new("x.csv"), "person_id,household\nR1,H1\nR1,H1\nR3\n").unwrap_err();
+        let err = parse(
+            Path::new("x.csv"),
+            "person_id,household\nR1,H1\nR1,H1\nR3\n",
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
     }
 }

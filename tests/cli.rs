@@ -1,0 +1,148 @@
+//! The `gatehouse` binary as systemd and an installer use it.
+use crate::common::*;
+use gatehouse::proto::v1;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn gatehouse() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+}
+
+#[test]
+fn a_config_with_five_mistakes_gets_five_messages_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[gateway]
+id = "gw/1"                  # 1: not topic-safe
+city = "3301"
+district = "330106"
+street = "330106001"
+community = "330107001001"   # 2: not under its street
+
+[uplink]
+url = "http://company:1883"  # 3: not mqtt
+
+[rules]
+fever_threshold_c = 45.0     # 4: outside the plausible range
+
+[[lanes]]
+id = "east-1"
+
+[[lanes.devices]]
+id = "thermal-1"
+role = "thermal"
+profile = "hikvsion-acs-event"   # 5: misspelt; and so the lane has no gate:
+
+[[lanes.devices]]
+id = "gate-1"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+"#,
+    )
+    .unwrap();
+    let out = gatehouse().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 5, "{stderr}");
+    for expected in [
+        "gateway.id:",
+        "gateway.community:",
+        "uplink.url:",
+        "rules.fever_threshold_c:",
+        "lanes[0].devices[0].profile: unknown profile \"hikvsion-acs-event\"",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "missing {expected}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let out = gatehouse()
+        .arg("check-config")
+        .arg("systemd/gatehouse.toml")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_offline_status_retained_and_exits_zero() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &broker, &broker);
+    let mut watcher = Uplink::connect(&broker).await;
+    let mut child = gatehouse()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let online = watcher.status(v1::GatewayState::Online).await;
+    assert_eq!(
+        (online.gateway.as_str(), online.mode.as_str()),
+        (GATEWAY, "normal")
+    );
+    assert_eq!(online.devices.len(), 2);
+
+    let term = Instant::now();
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let status = within("exit after SIGTERM", Duration::from_secs(6), async {
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        term.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        term.elapsed()
+    );
+
+    // A newcomer sees the retained status: offline.
+    let mut late = Uplink::connect(&broker).await;
+    let s = late.retained_status().await;
+    assert_eq!(s.state(), v1::GatewayState::Offline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_is_marked_offline_by_its_will() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &broker, &broker);
+    let mut watcher = Uplink::connect(&broker).await;
+    let mut child = gatehouse()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    watcher.status(v1::GatewayState::Online).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let s = watcher.status(v1::GatewayState::Offline).await;
+    assert_eq!(s.gateway, GATEWAY);
+}

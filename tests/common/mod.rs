@@ -1,0 +1,427 @@
+//! Shared helpers: an in-process broker on a free port, a gateway under test, watchers that
+//! play the gate and the property company, and a TCP proxy that can cut the uplink.
+#![allow(dead_code)]
+
+use gatehouse::config::{BrokerUrl, Config};
+use gatehouse::daemon::Daemon;
+use gatehouse::profiles::{Profiles, Unit};
+use gatehouse::proto::v1;
+use gatehouse::sim::gate::GateCommand;
+use gatehouse::{broker, mqtt, sim};
+use prost::Message;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+pub const GATEWAY: &str = "gw-test";
+pub const BASE: &str = "gh/v1/3301/330106/330106001/330106001001/gw-test";
+pub const LONG: Duration = Duration::from_secs(10);
+
+/// Every await in a test has a deadline.
+pub async fn within<T>(what: &str, d: Duration, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(d, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {d:?} waiting for {what}"),
+    }
+}
+
+/// A fresh embedded broker on a free loopback port.
+pub fn start_broker() -> BrokerUrl {
+    let port = broker::free_port().expect("a free port");
+    broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port))).expect("broker starts");
+    BrokerUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port,
+    }
+}
+
+/// The test gateway's config: one lane (Hikvision terminal + MQTT gate), residents R000000–R000099
+/// (R000050 suspended, R000060 quarantined), device side on `devices`, uplink to `uplink`.
+pub fn config_text(dir: &Path, devices: &BrokerUrl, uplink: &BrokerUrl) -> String {
+    let mut csv = String::from("person_id,household,status,valid_until\n");
+    for i in 0..100 {
+        let status = match i {
+            50 => "suspended",
+            60 => "quarantined",
+            _ => "active",
+        };
+        csv.push_str(&format!("R{i:06},H{:03},{status},\n", i / 4));
+    }
+    std::fs::write(dir.join("residents.csv"), csv).unwrap();
+    format!(
+        r#"
+[gateway]
+id = "{GATEWAY}"
+city = "3301"
+district = "330106"
+street = "330106001"
+community = "330106001001"
+
+[device_broker]
+mode = "external"
+url = "mqtt://127.0.0.1:{dport}"
+
+[uplink]
+url = "mqtt://127.0.0.1:{uport}"
+batch_max = 16
+
+[store]
+dir = "store"
+
+[registry]
+import = "residents.csv"
+
+[[lanes]]
+id = "east-1"
+
+[[lanes.devices]]
+id = "thermal-1"
+role = "thermal"
+profile = "hikvision-acs-event"
+
+[[lanes.devices]]
+id = "gate-1"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+"#,
+        dport = devices.port,
+        uport = uplink.port,
+    )
+}
+
+pub fn write_config(dir: &Path, devices: &BrokerUrl, uplink: &BrokerUrl) -> std::path::PathBuf {
+    let path = dir.join("gatehouse.toml");
+    std::fs::write(&path, config_text(dir, devices, uplink)).unwrap();
+    path
+}
+
+/// A gateway running in this process, with its own broker, gate and uplink watcher.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub broker: BrokerUrl,
+    pub daemon: Daemon,
+    pub gate: mpsc::Receiver<Result<GateCommand, String>>,
+    pub uplink: Uplink,
+    pub terminal: Client,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        let broker = start_broker();
+        Self::start_with_uplink(broker.clone(), broker).await
+    }
+
+    pub async fn start_with_uplink(broker: BrokerUrl, uplink_url: BrokerUrl) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &broker, &uplink_url);
+        let uplink = Uplink::connect(&broker).await;
+        let (tx, gate) = mpsc::channel(1024);
+        tokio::spawn(sim::gate::run_gate(
+            broker.clone(),
+            "devices/gate-1/cmd".into(),
+            tx,
+        ));
+        let config = Config::load(&path).unwrap();
+        let daemon = within(
+            "daemon start",
+            LONG,
+            Daemon::start(config, Profiles::builtin()),
+        )
+        .await
+        .unwrap();
+        let terminal = Client::connect(&broker, "test-terminal").await;
+        // Let the simulated gate's subscription land.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Harness {
+            dir,
+            broker,
+            daemon,
+            gate,
+            uplink,
+            terminal,
+        }
+    }
+
+    /// Publishes a terminal event on thermal-1.
+    pub async fn identify(&self, serial: u64, who: Option<&str>, temperature_c: f64, unit: Unit) {
+        let body = sim::hikvision::acs_event(serial, who, temperature_c, unit);
+        self.terminal
+            .publish("devices/thermal-1/event", body.into_bytes())
+            .await;
+    }
+
+    pub async fn next_command(&mut self) -> GateCommand {
+        within("a gate command", LONG, self.gate.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// A plain MQTT client that publishes with QoS 1.
+pub struct Client {
+    pub client: AsyncClient,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    pub async fn connect(url: &BrokerUrl, id: &str) -> Client {
+        let (client, mut el) =
+            AsyncClient::new(mqtt::options(url, id, Duration::from_secs(15)), 1024);
+        el.set_network_options(mqtt::network_options());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let poller = tokio::spawn(async move {
+            let mut tx = Some(tx);
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(t) = tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        within("client connect", LONG, rx).await.unwrap();
+        Client { client, poller }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+/// What the property company sees: everything published under the gateway's topic base.
+pub enum Upstream {
+    Events(Vec<v1::Event>),
+    Alarms(Vec<v1::Alarm>),
+    Status { status: v1::Status, retained: bool },
+}
+
+pub struct Uplink {
+    pub rx: mpsc::Receiver<Upstream>,
+    /// Messages passed over while waiting for another kind, in arrival order.
+    stash: std::collections::VecDeque<Upstream>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Uplink {
+    pub async fn connect(url: &BrokerUrl) -> Uplink {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = format!("company-{}", N.fetch_add(1, Ordering::Relaxed));
+        let (client, mut el) =
+            AsyncClient::new(mqtt::options(url, &id, Duration::from_secs(15)), 64);
+        el.set_network_options(mqtt::network_options());
+        let (tx, rx) = mpsc::channel(100_000);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let poller = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_subscribe(format!("{BASE}/#"), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let msg = if p.topic.ends_with("/events") {
+                            Upstream::Events(
+                                v1::EventBatch::decode(p.payload.as_ref())
+                                    .expect("events decode")
+                                    .events,
+                            )
+                        } else if p.topic.ends_with("/alarms") {
+                            Upstream::Alarms(
+                                v1::AlarmBatch::decode(p.payload.as_ref())
+                                    .expect("alarms decode")
+                                    .alarms,
+                            )
+                        } else if p.topic.ends_with("/status") {
+                            Upstream::Status {
+                                status: v1::Status::decode(p.payload.as_ref())
+                                    .expect("status decode"),
+                                retained: p.retain,
+                            }
+                        } else {
+                            continue;
+                        };
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        within("uplink watcher subscribe", LONG, ready_rx)
+            .await
+            .unwrap();
+        Uplink {
+            rx,
+            stash: Default::default(),
+            poller,
+        }
+    }
+
+    /// The next message that `pick` takes; the others are stashed for later calls.
+    async fn next<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(Upstream) -> Result<T, Upstream>,
+    ) -> T {
+        for i in 0..self.stash.len() {
+            let m = self.stash.remove(i).expect("index in range");
+            match pick(m) {
+                Ok(t) => return t,
+                Err(m) => self.stash.insert(i, m),
+            }
+        }
+        within(what, LONG, async {
+            loop {
+                let m = self.rx.recv().await.expect("watcher running");
+                match pick(m) {
+                    Ok(t) => return t,
+                    Err(m) => self.stash.push_back(m),
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn batch(&mut self) -> Vec<v1::Event> {
+        self.next("an event batch", |m| match m {
+            Upstream::Events(b) => Ok(b),
+            m => Err(m),
+        })
+        .await
+    }
+
+    /// Collects passage events until `n` distinct seqs arrived (duplicates are kept, in order).
+    pub async fn events(&mut self, n: usize) -> Vec<v1::Event> {
+        let mut out: Vec<v1::Event> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < n {
+            for e in self.batch().await {
+                seen.insert(e.seq);
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    pub async fn alarm(&mut self) -> v1::Alarm {
+        self.next("an alarm", |m| match m {
+            Upstream::Alarms(mut a) if !a.is_empty() => Ok(a.remove(0)),
+            m => Err(m),
+        })
+        .await
+    }
+
+    pub async fn status(&mut self, state: v1::GatewayState) -> v1::Status {
+        self.next(&format!("status {state:?}"), |m| match m {
+            Upstream::Status { status, .. } if status.state() == state => Ok(status),
+            m => Err(m),
+        })
+        .await
+    }
+
+    pub async fn retained_status(&mut self) -> v1::Status {
+        self.next("a retained status", |m| match m {
+            Upstream::Status {
+                status,
+                retained: true,
+            } => Ok(status),
+            m => Err(m),
+        })
+        .await
+    }
+}
+
+impl Drop for Uplink {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+/// A TCP proxy in front of a broker whose link the test can cut (connections dropped, new
+/// ones refused) and restore.
+pub struct Proxy {
+    pub url: BrokerUrl,
+    up: Arc<AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    pub async fn start(target: BrokerUrl) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (u, g) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !u.load(Ordering::SeqCst) {
+                    let _ = inbound.shutdown().await;
+                    continue;
+                }
+                let _ = inbound.set_nodelay(true);
+                let target = format!("{}:{}", target.host, target.port);
+                let mut cut = g.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = outbound.set_nodelay(true);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            url: BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port,
+            },
+            up,
+            generation,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,190 @@
+//! A pedestrian lane screened end to end: terminal → decision → gate command → uplink.
+use crate::common::*;
+use gatehouse::metrics::Metrics;
+use gatehouse::profiles::Unit;
+use gatehouse::proto::v1;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_identification_gets_one_command_with_the_right_reason() {
+    let mut h = Harness::start().await;
+    let cases: [(u64, Option<&str>, f64, Unit, &str, &str); 8] = [
+        (1, Some("R000001"), 36.5, Unit::Celsius, "open", "ok"),
+        (2, Some("R000002"), 37.5, Unit::Fahrenheit, "deny", "fever"),
+        (3, Some("R000003"), 37.3, Unit::Celsius, "deny", "fever"),
+        (4, None, 36.5, Unit::Celsius, "deny", "unknown_subject"),
+        (
+            5,
+            Some("X000005"),
+            36.4,
+            Unit::Kelvin,
+            "deny",
+            "unknown_subject",
+        ),
+        (
+            6,
+            Some("R000006"),
+            45.0,
+            Unit::Celsius,
+            "deny",
+            "invalid_reading",
+        ),
+        (7, Some("R000050"), 36.6, Unit::Celsius, "deny", "expired"),
+        (
+            8,
+            Some("R000060"),
+            36.6,
+            Unit::Celsius,
+            "deny",
+            "quarantined",
+        ),
+    ];
+    for (serial, who, t, unit, _, _) in cases {
+        h.identify(serial, who, t, unit).await;
+    }
+    let mut got = HashMap::new();
+    for _ in cases {
+        let c = h.next_command().await;
+        assert_eq!(c.lane, "east-1");
+        assert!(
+            got.insert(c.cause.clone(), c).is_none(),
+            "one command per identification"
+        );
+    }
+    for (serial, _, _, _, action, reason) in cases {
+        let c = &got[&serial.to_string()];
+        assert_eq!(
+            (c.action.as_str(), c.reason.as_str()),
+            (action, reason),
+            "serial {serial}"
+        );
+    }
+    // No second command for anything.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), h.gate.recv())
+            .await
+            .is_err()
+    );
+    h.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_decision_reaches_the_uplink_as_protobuf_with_its_event_id() {
+    let mut h = Harness::start().await;
+    h.identify(11, Some("R000011"), 36.6, Unit::Celsius).await;
+    h.identify(12, Some("R000012"), 38.2, Unit::Celsius).await;
+    h.identify(13, None, 36.9, Unit::Celsius).await;
+    let events = h.uplink.events(3).await;
+    let by_cause: HashMap<String, &v1::Event> = events
+        .iter()
+        .map(|e| {
+            let Some(v1::event::Body::Passage(p)) = &e.body else {
+                panic!("passage expected")
+            };
+            (p.cause[0].clone(), e)
+        })
+        .collect();
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    seqs.dedup();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs in order: {seqs:?}"
+    );
+    for e in &events {
+        assert_eq!(e.event_id, format!("{GATEWAY}:{}", e.seq));
+        assert_eq!(
+            (e.lane.as_str(), e.device.as_str()),
+            ("east-1", "thermal-1")
+        );
+        assert!(e.gateway_time_ms > 1_700_000_000_000);
+    }
+    let passage = |cause: &str| match &by_cause[cause].body {
+        Some(v1::event::Body::Passage(p)) => p.clone(),
+        _ => unreachable!(),
+    };
+    let ok = passage("11");
+    assert_eq!(
+        (ok.verdict(), ok.reason.as_str(), ok.rule.as_str()),
+        (v1::Verdict::Allow, "ok", "resident")
+    );
+    assert_eq!(
+        (ok.subject_kind(), ok.subject_id.as_str()),
+        (v1::SubjectKind::Resident, "R000011")
+    );
+    assert_eq!(ok.temperature_c, Some(36.6));
+    assert!(ok.decision_latency_us > 0);
+    let fever = passage("12");
+    assert_eq!(
+        (fever.verdict(), fever.reason.as_str()),
+        (v1::Verdict::Deny, "fever")
+    );
+    let stranger = passage("13");
+    assert_eq!(
+        (stranger.subject_kind(), stranger.subject_id.as_str()),
+        (v1::SubjectKind::Unknown, "")
+    );
+
+    let alarm = h.uplink.alarm().await;
+    assert_eq!(alarm.kind(), v1::AlarmKind::Fever);
+    assert_eq!(
+        (
+            alarm.cause[0].as_str(),
+            alarm.subject_id.as_str(),
+            alarm.temperature_c
+        ),
+        ("12", "R000012", Some(38.2))
+    );
+    assert_eq!(alarm.alarm_id, format!("{GATEWAY}:{}", alarm.seq));
+    h.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_pictures_never_leave_the_gateway() {
+    let mut h = Harness::start().await;
+    // The simulated terminal puts a name and a picture URL in every event, as the real one does.
+    h.identify(21, Some("R000021"), 36.6, Unit::Celsius).await;
+    let events = h.uplink.events(1).await;
+    let bytes = prost::Message::encode_to_vec(&v1::EventBatch { events });
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains("张三") && !text.contains("picture") && !text.contains("http"),
+        "{text}"
+    );
+    h.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_are_counted_and_the_lane_keeps_deciding() {
+    let mut h = Harness::start().await;
+    let topic = "devices/thermal-1/event";
+    h.terminal.publish(topic, b"{not json".to_vec()).await;
+    h.terminal
+        .publish(
+            topic,
+            br#"{"AccessControllerEvent":{"serialNo":1,"currTemperature":"hot"}}"#.to_vec(),
+        )
+        .await;
+    h.terminal
+        .publish(
+            topic,
+            br#"{"AccessControllerEvent":{"serialNo":{"x":1},"currTemperature":36.5}}"#.to_vec(),
+        )
+        .await;
+    h.terminal.publish(topic, br#"{"AccessControllerEvent":{"serialNo":2,"currTemperature":36.5,"thermometryUnit":"rankine"}}"#.to_vec()).await;
+    // Past the decoder's limit, within the broker's.
+    h.terminal
+        .publish(topic, vec![b' '; gatehouse::profiles::MAX_PAYLOAD + 1000])
+        .await;
+    h.identify(31, Some("R000031"), 36.5, Unit::Celsius).await;
+    let c = h.next_command().await;
+    assert_eq!((c.cause.as_str(), c.action.as_str()), ("31", "open"));
+    within("decode errors counted", LONG, async {
+        while Metrics::get(&h.daemon.metrics.decode_errors) < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(Metrics::get(&h.daemon.metrics.decisions), 1);
+    h.daemon.stop().await;
+}
