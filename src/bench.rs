@@ -238,7 +238,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
             .publish(o.event_topic.as_str(), QoS::AtLeastOnce, false, body)
             .await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if hist.lock().unwrap_or_else(|e| e.into_inner()).len() > 0 {
+        if !hist.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
             answered = true;
             break;
         }

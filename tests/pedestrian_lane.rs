@@ -6,10 +6,20 @@ use gatehouse::proto::v1;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// serial, who, temperature (°C), unit the terminal reports in, expected action and reason.
+type Case = (
+    u64,
+    Option<&'static str>,
+    f64,
+    Unit,
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_identification_gets_one_command_with_the_right_reason() {
     let mut h = Harness::start().await;
-    let cases: [(u64, Option<&str>, f64, Unit, &str, &str); 8] = [
+    let cases: [Case; 8] = [
         (1, Some("R000001"), 36.5, Unit::Celsius, "open", "ok"),
         (2, Some("R000002"), 37.5, Unit::Fahrenheit, "deny", "fever"),
         (3, Some("R000003"), 37.3, Unit::Celsius, "deny", "fever"),

@@ -3,5 +3,6 @@
 mod common;
 
 mod cli;
+mod interop;
 mod pedestrian_lane;
 mod uplink;

@@ -213,7 +213,10 @@ impl Drop for Client {
 pub enum Upstream {
     Events(Vec<v1::Event>),
     Alarms(Vec<v1::Alarm>),
-    Status { status: v1::Status, retained: bool },
+    Status {
+        status: Box<v1::Status>,
+        retained: bool,
+    },
 }
 
 pub struct Uplink {
@@ -259,8 +262,9 @@ impl Uplink {
                             )
                         } else if p.topic.ends_with("/status") {
                             Upstream::Status {
-                                status: v1::Status::decode(p.payload.as_ref())
-                                    .expect("status decode"),
+                                status: Box::new(
+                                    v1::Status::decode(p.payload.as_ref()).expect("status decode"),
+                                ),
                                 retained: p.retain,
                             }
                         } else {
@@ -341,7 +345,7 @@ impl Uplink {
 
     pub async fn status(&mut self, state: v1::GatewayState) -> v1::Status {
         self.next(&format!("status {state:?}"), |m| match m {
-            Upstream::Status { status, .. } if status.state() == state => Ok(status),
+            Upstream::Status { status, .. } if status.state() == state => Ok(*status),
             m => Err(m),
         })
         .await
@@ -352,7 +356,7 @@ impl Uplink {
             Upstream::Status {
                 status,
                 retained: true,
-            } => Ok(status),
+            } => Ok(*status),
             m => Err(m),
         })
         .await
