@@ -67,6 +67,9 @@ impl Daemon {
         }
         let registry = store.load_registry()?;
         info!(residents = registry.len(), "Registry loaded.");
+        // Importing and loading a large list churns the heap; hand the freed pages back so the
+        // box's memory reflects what is actually held.
+        release_free_memory();
 
         let device_broker = match config.device_broker.mode {
             BrokerMode::Embedded => {
@@ -109,6 +112,7 @@ impl Daemon {
             client_id: config.device_broker.client_id.clone(),
             username: config.device_broker.username.clone(),
             password: config.device_broker.password.clone(),
+            ack_on_receipt: config.device_broker.mode == BrokerMode::Embedded,
         };
         let (cmd_client, cmd_connected, cmd_join) =
             mqtt_source::spawn_commands(&conn, shutdown_rx.clone());
@@ -231,6 +235,21 @@ impl Daemon {
         self.shutdown.clone()
     }
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+    }
+    // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel; it takes no
+    // pointers of ours and is thread-safe.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 /// Indexes lanes and devices for the core, and finds each device's transport.
 fn build_lanes(

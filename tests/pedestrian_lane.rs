@@ -198,3 +198,68 @@ async fn malformed_payloads_are_counted_and_the_lane_keeps_deciding() {
     assert_eq!(Metrics::get(&h.daemon.metrics.decisions), 1);
     h.daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_gate_decides_on_the_embedded_broker() {
+    use gatehouse::sim::hikvision::{run_terminal, TerminalOptions};
+    let dir = tempfile::tempdir().unwrap();
+    gatehouse::demo::write_residents(&dir.path().join("residents.csv"), 100).unwrap();
+    let port = gatehouse::broker::free_port().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, gatehouse::demo::config(dir.path(), port)).unwrap();
+    let config = gatehouse::config::Config::load(&path).unwrap();
+    let base = config.topic_base();
+    let daemon = within(
+        "start",
+        LONG,
+        gatehouse::daemon::Daemon::start(config, gatehouse::profiles::Profiles::builtin()),
+    )
+    .await
+    .unwrap();
+    let url = daemon.device_broker.clone();
+    assert_eq!(url.port, port);
+    let mut company = Uplink::connect_to(&url, &base).await;
+    let (tx, mut gate) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(gatehouse::sim::gate::run_gate(
+        url.clone(),
+        "devices/gate-1/cmd".into(),
+        tx,
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let o = TerminalOptions {
+        broker: url,
+        topic: "devices/thermal-1/event".into(),
+        rate: 200.0,
+        count: 20,
+        fever_share: 0.2,
+        stranger_share: 0.2,
+        residents: 120,
+        unit: Unit::Fahrenheit,
+        seed: 7,
+    };
+    assert_eq!(
+        within("terminal", LONG, run_terminal(o, |_| {}, stop_rx)).await,
+        20
+    );
+    let mut actions = HashMap::new();
+    for _ in 0..20 {
+        let c = within("command", LONG, gate.recv()).await.unwrap().unwrap();
+        actions.insert(c.cause, c.action);
+    }
+    for e in company.events(20).await {
+        let Some(v1::event::Body::Passage(p)) = e.body else {
+            continue;
+        };
+        let expected = if p.verdict() == v1::Verdict::Allow {
+            "open"
+        } else {
+            "deny"
+        };
+        assert_eq!(
+            actions[&p.cause[0]], expected,
+            "the gate did what the record says"
+        );
+    }
+    daemon.stop().await;
+}

@@ -48,6 +48,11 @@ pub struct Connection {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Acknowledge each event as it arrives instead of after its commit. Only for the embedded
+    /// broker: it lives and dies with this process, so a late ack protects nothing (a crash loses
+    /// its queue either way), while rumqttd holds back further deliveries until the acks come,
+    /// which would put the group-commit interval into every gate's latency.
+    pub ack_on_receipt: bool,
 }
 
 impl Connection {
@@ -120,10 +125,15 @@ pub async fn run_events(
                 };
                 match route.profile.decode(&p.payload) {
                     Ok(decoded) => {
-                        let c = client.clone();
-                        let ack: Ack = Box::new(move || {
-                            let _ = c.try_ack(&p);
-                        });
+                        let ack: Ack = if conn.ack_on_receipt {
+                            let _ = client.try_ack(&p);
+                            Box::new(|| {})
+                        } else {
+                            let c = client.clone();
+                            Box::new(move || {
+                                let _ = c.try_ack(&p);
+                            })
+                        };
                         let input = Input {
                             device: route.device,
                             decoded,

@@ -92,7 +92,7 @@ impl Store {
         let db = Database::builder()
             // The hot set is the outbox tail; the registry lives in memory. A small cache keeps
             // the box's RSS small.
-            .set_cache_size(8 << 20)
+            .set_cache_size(1 << 20)
             .create(&path)
             .map_err(|e| StoreError::Open {
                 path: path.clone(),

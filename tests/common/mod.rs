@@ -228,19 +228,25 @@ pub struct Uplink {
 
 impl Uplink {
     pub async fn connect(url: &BrokerUrl) -> Uplink {
+        Self::connect_to(url, BASE).await
+    }
+
+    /// Watches the uplink of the gateway whose topic base is `base`.
+    pub async fn connect_to(url: &BrokerUrl, base: &str) -> Uplink {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let id = format!("company-{}", N.fetch_add(1, Ordering::Relaxed));
         let (client, mut el) =
             AsyncClient::new(mqtt::options(url, &id, Duration::from_secs(15)), 64);
         el.set_network_options(mqtt::network_options());
         let (tx, rx) = mpsc::channel(100_000);
+        let filter = format!("{base}/#");
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let poller = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_subscribe(format!("{BASE}/#"), QoS::AtLeastOnce);
+                        let _ = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(r) = ready.take() {
