@@ -213,15 +213,13 @@ impl Daemon {
 
     async fn wait_subscribed(&self, patience: Duration) {
         let until = Instant::now() + patience;
-        while !self.metrics.device_broker_connected.load(Ordering::Relaxed) {
+        while !self.metrics.device_subscribed.load(Ordering::Relaxed) {
             if Instant::now() > until {
                 warn!("Device broker not reachable yet; starting anyway and retrying.");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // The subscription request follows the CONNACK; give it a moment to land.
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     /// Stops intake, flushes the outbox, says "offline" upstream, disconnects.

@@ -144,8 +144,9 @@ impl Uplink {
         status_tick.tick().await;
 
         loop {
-            let mut exhausted = false;
-            if connected {
+            // Nothing past the cursor has been committed: no need to look.
+            let mut exhausted = cursor > *self.committed.borrow();
+            if connected && !exhausted {
                 exhausted = self.fill(&client, &mut cursor, &mut fifo, inflight.len());
             }
             if let Some(d) = deadline {

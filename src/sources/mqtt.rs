@@ -108,11 +108,14 @@ pub async fn run_events(
                     .device_broker_connected
                     .store(true, Ordering::Relaxed);
                 backoff.reset();
-                if !filters.is_empty() {
-                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
-                        warn!(error = %e, "Could not queue the device subscriptions.");
-                    }
+                if filters.is_empty() {
+                    metrics.device_subscribed.store(true, Ordering::Relaxed);
+                } else if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                    warn!(error = %e, "Could not queue the device subscriptions.");
                 }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                metrics.device_subscribed.store(true, Ordering::Relaxed);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let received = Instant::now();
@@ -159,6 +162,7 @@ pub async fn run_events(
                 metrics
                     .device_broker_connected
                     .store(false, Ordering::Relaxed);
+                metrics.device_subscribed.store(false, Ordering::Relaxed);
                 errors += 1;
                 if worth_logging(errors) {
                     warn!(error = %e, failures = errors, "Device broker connection failed; reconnecting.");
