@@ -106,37 +106,8 @@ impl Daemon {
             metrics.clone(),
         )?;
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let conn = Connection {
-            url: device_broker.clone(),
-            client_id: config.device_broker.client_id.clone(),
-            username: config.device_broker.username.clone(),
-            password: config.device_broker.password.clone(),
-            ack_on_receipt: config.device_broker.mode == BrokerMode::Embedded,
-        };
-        let (cmd_client, cmd_connected, cmd_join) =
-            mqtt_source::spawn_commands(&conn, shutdown_rx.clone());
-        let (input_tx, input_rx) = mpsc::channel(mqtt_source::INPUT_CAPACITY);
-        let (release_tx, release_rx) = oneshot::channel();
-        let events_join = tokio::spawn(mqtt_source::run_events(
-            conn,
-            routes,
-            input_tx,
-            metrics.clone(),
-            shutdown_rx.clone(),
-            release_rx,
-        ));
-        let decisions = DecisionLoop {
-            policy,
-            registry,
-            actuators,
-            commands: cmd_client,
-            commands_connected: cmd_connected,
-            appends: writer.appends,
-            metrics: metrics.clone(),
-        };
-        let core_join = tokio::spawn(decisions.run(input_rx));
-
+        // The uplink is built before anything is spawned: a bad CA file or password file stops
+        // the start here.
         let u = &config.uplink;
         let password = match &u.password_file {
             Some(f) => Some(
@@ -171,11 +142,43 @@ impl Daemon {
             StatusSource {
                 gateway: config.gateway.id.clone(),
                 mode: "normal".into(),
-                registry_version: 0,
+                registry_version: registry.version,
                 devices,
                 metrics: metrics.clone(),
             },
-        );
+        )?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let conn = Connection {
+            url: device_broker.clone(),
+            client_id: config.device_broker.client_id.clone(),
+            username: config.device_broker.username.clone(),
+            password: config.device_broker.password.clone(),
+            ack_on_receipt: config.device_broker.mode == BrokerMode::Embedded,
+        };
+        let (cmd_client, cmd_connected, cmd_join) =
+            mqtt_source::spawn_commands(&conn, shutdown_rx.clone());
+        let (input_tx, input_rx) = mpsc::channel(mqtt_source::INPUT_CAPACITY);
+        let (release_tx, release_rx) = oneshot::channel();
+        let events_join = tokio::spawn(mqtt_source::run_events(
+            conn,
+            routes,
+            input_tx,
+            metrics.clone(),
+            shutdown_rx.clone(),
+            release_rx,
+        ));
+        let decisions = DecisionLoop {
+            policy,
+            registry,
+            actuators,
+            commands: cmd_client,
+            commands_connected: cmd_connected,
+            appends: writer.appends,
+            metrics: metrics.clone(),
+        };
+        let core_join = tokio::spawn(decisions.run(input_rx));
+
         let (finish_tx, finish_rx) = oneshot::channel();
         let uplink_join = tokio::spawn(uplink.run(finish_rx));
 
@@ -191,10 +194,11 @@ impl Daemon {
             let _ = release_tx.send(());
             // Leave the uplink time to say "offline" before the deadline.
             let _ = finish_tx.send(deadline - Duration::from_millis(700));
-            match tokio::time::timeout_at(deadline, uplink_join).await {
-                Ok(Ok(Err(e))) => error!(error = %e, "Uplink could not start."),
-                Err(_) => warn!("Uplink did not finish before the stop deadline."),
-                _ => {}
+            if tokio::time::timeout_at(deadline, uplink_join)
+                .await
+                .is_err()
+            {
+                warn!("Uplink did not finish before the stop deadline.");
             }
             let _ = tokio::time::timeout_at(deadline, events_join).await;
             let _ = tokio::time::timeout_at(deadline, writer_join).await;

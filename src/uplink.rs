@@ -74,6 +74,8 @@ enum Tag {
 
 pub struct Uplink {
     cfg: UplinkConfig,
+    opts: rumqttc::MqttOptions,
+    offline: Vec<u8>,
     store: Store,
     committed: watch::Receiver<u64>,
     deletes: mpsc::Sender<Vec<u64>>,
@@ -88,16 +90,35 @@ impl Uplink {
         committed: watch::Receiver<u64>,
         deletes: mpsc::Sender<Vec<u64>>,
         status: StatusSource,
-    ) -> Self {
+    ) -> Result<Self, mqtt::TlsError> {
         let metrics = status.metrics.clone();
-        Self {
+        let mut opts = mqtt::options(&cfg.url, &cfg.client_id, cfg.keep_alive);
+        opts.set_clean_session(true);
+        opts.set_inflight(100);
+        if let Some(u) = &cfg.username {
+            opts.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
+        }
+        let offline = status.status(v1::GatewayState::Offline).encode_to_vec();
+        opts.set_last_will(LastWill::new(
+            format!("{}/status", cfg.topic_base),
+            offline.clone(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        // TLS is set up here, so a bad CA file stops the start instead of the uplink.
+        if cfg.url.tls {
+            opts.set_transport(mqtt::tls_transport(cfg.ca_file.as_deref())?);
+        }
+        Ok(Self {
             cfg,
+            opts,
+            offline,
             store,
             committed,
             deletes,
             status,
             metrics,
-        }
+        })
     }
 
     fn topic(&self, channel: &str) -> String {
@@ -106,30 +127,8 @@ impl Uplink {
 
     /// Runs until `finish` delivers a deadline; then drains what it can before it, publishes the
     /// offline status and disconnects.
-    pub async fn run(
-        mut self,
-        mut finish: oneshot::Receiver<Instant>,
-    ) -> Result<(), mqtt::TlsError> {
-        let mut opts = mqtt::options(&self.cfg.url, &self.cfg.client_id, self.cfg.keep_alive);
-        opts.set_clean_session(true);
-        opts.set_inflight(100);
-        if let Some(u) = &self.cfg.username {
-            opts.set_credentials(u, self.cfg.password.as_deref().unwrap_or(""));
-        }
-        let offline = self
-            .status
-            .status(v1::GatewayState::Offline)
-            .encode_to_vec();
-        opts.set_last_will(LastWill::new(
-            self.topic("status"),
-            offline.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
-        if self.cfg.url.tls {
-            opts.set_transport(mqtt::tls_transport(self.cfg.ca_file.as_deref())?);
-        }
-        let (client, mut el) = AsyncClient::new(opts, 64 + self.cfg.window);
+    pub async fn run(mut self, mut finish: oneshot::Receiver<Instant>) {
+        let (client, mut el) = AsyncClient::new(self.opts.clone(), 64 + self.cfg.window);
         el.set_network_options(mqtt::network_options());
 
         let mut fifo: VecDeque<Tag> = VecDeque::new();
@@ -141,7 +140,9 @@ impl Uplink {
         let mut backoff = mqtt::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut failures = 0u64;
         let mut status_tick = tokio::time::interval(self.cfg.status_interval);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status_tick.tick().await;
+        let mut writer_gone = false;
 
         loop {
             // Nothing past the cursor has been committed: no need to look.
@@ -157,9 +158,10 @@ impl Uplink {
             }
             let ev = tokio::select! {
                 ev = el.poll() => ev,
-                r = self.committed.changed() => {
+                r = self.committed.changed(), if !writer_gone => {
                     if r.is_err() {
                         // The writer is gone; nothing new will come.
+                        writer_gone = true;
                         deadline.get_or_insert_with(Instant::now);
                     }
                     continue;
@@ -235,6 +237,7 @@ impl Uplink {
 
         if connected {
             // The will only fires on an unclean end; a clean stop says "offline" itself.
+            let offline = std::mem::take(&mut self.offline);
             let _ = client.try_publish(self.topic("status"), QoS::AtLeastOnce, true, offline);
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
                 loop {
@@ -252,7 +255,6 @@ impl Uplink {
             .await;
             crate::sources::mqtt::disconnect(&client, &mut el).await;
         }
-        Ok(())
     }
 
     fn publish_status(
