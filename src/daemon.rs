@@ -366,16 +366,19 @@ impl DecisionLoop {
 
     async fn handle(&self, i: Input) {
         let now_ms = crate::now_ms();
-        let Some(d) = core::decide(&self.policy, &self.registry, i.device, &i.decoded, now_ms)
-        else {
-            // Not an identification (a heartbeat, a door event): nothing to keep.
-            (i.ack)();
+        let decision = i.decoded.as_ref().and_then(|ev| {
+            core::decide(&self.policy, &self.registry, i.device, ev, now_ms).map(|d| (ev, d))
+        });
+        let Some((ev, d)) = decision else {
+            // Garbage, or no identification (a heartbeat, a door event): nothing to keep, but
+            // the ack waits its turn behind the records before it.
+            self.append(Vec::new(), i.ack).await;
             return;
         };
         Metrics::inc(&self.metrics.decisions);
         let lane = &self.policy.lanes[d.lane];
         let device = &self.policy.devices[d.device];
-        let cause = i.decoded.event_id.as_str();
+        let cause = ev.event_id.as_str();
         if let Some(act) = d
             .gate
             .and_then(|g| self.actuators.get(g))
@@ -436,15 +439,15 @@ impl DecisionLoop {
                 ..Default::default()
             }));
         }
-        if self
-            .appends
-            .send(Append {
-                records,
-                ack: Some(i.ack),
-            })
-            .await
-            .is_err()
-        {
+        self.append(records, i.ack).await;
+    }
+
+    async fn append(&self, records: Vec<Record>, ack: outbox::Ack) {
+        let append = Append {
+            records,
+            ack: Some(ack),
+        };
+        if self.appends.send(append).await.is_err() {
             error!("Outbox writer gone; decision not recorded (its device event stays unacknowledged).");
         }
     }

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub uplink_acked: AtomicU64,
     pub uplink_connected: AtomicBool,
     pub device_broker_connected: AtomicBool,
+    /// Connections made to the device broker (1 when it never dropped).
+    pub device_connects: AtomicU64,
     /// The device broker confirmed our event subscriptions.
     pub device_subscribed: AtomicBool,
     /// Bumped by the decision loop on every turn, for the watchdog.

@@ -168,6 +168,10 @@ async fn names_and_pictures_never_leave_the_gateway() {
 async fn malformed_payloads_are_counted_and_the_lane_keeps_deciding() {
     let mut h = Harness::start().await;
     let topic = "devices/thermal-1/event";
+    // A decision waiting for its commit, then garbage behind it: both are handled and the
+    // connection stays up (the garbage's ack queues behind the decision's: MQTT wants acks in
+    // the order the messages came).
+    h.identify(30, Some("R000030"), 36.5, Unit::Celsius).await;
     h.terminal.publish(topic, b"{not json".to_vec()).await;
     h.terminal
         .publish(
@@ -186,16 +190,27 @@ async fn malformed_payloads_are_counted_and_the_lane_keeps_deciding() {
     h.terminal
         .publish(topic, vec![b' '; gatehouse::profiles::MAX_PAYLOAD + 1000])
         .await;
+    // A heartbeat-like event: nothing to decide.
+    h.terminal
+        .publish(topic, br#"{"eventType":"heartBeat"}"#.to_vec())
+        .await;
     h.identify(31, Some("R000031"), 36.5, Unit::Celsius).await;
-    let c = h.next_command().await;
-    assert_eq!((c.cause.as_str(), c.action.as_str()), ("31", "open"));
+    for cause in ["30", "31"] {
+        let c = h.next_command().await;
+        assert_eq!((c.cause.as_str(), c.action.as_str()), (cause, "open"));
+    }
     within("decode errors counted", LONG, async {
         while Metrics::get(&h.daemon.metrics.decode_errors) < 5 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    assert_eq!(Metrics::get(&h.daemon.metrics.decisions), 1);
+    assert_eq!(Metrics::get(&h.daemon.metrics.decisions), 2);
+    assert_eq!(
+        Metrics::get(&h.daemon.metrics.device_connects),
+        1,
+        "never dropped by the broker"
+    );
     h.daemon.stop().await;
 }
 

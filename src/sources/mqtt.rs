@@ -22,7 +22,8 @@ use tracing::{info, warn};
 /// One decoded device message on its way to the decision loop.
 pub struct Input {
     pub device: usize,
-    pub decoded: Decoded,
+    /// `None`: the message did not decode (already counted and logged); only its ack is left.
+    pub decoded: Option<Decoded>,
     /// When the message came off the socket: decision latency is measured from here.
     pub received: Instant,
     pub ack: Ack,
@@ -107,6 +108,7 @@ pub async fn run_events(
                 metrics
                     .device_broker_connected
                     .store(true, Ordering::Relaxed);
+                Metrics::inc(&metrics.device_connects);
                 backoff.reset();
                 if filters.is_empty() {
                     metrics.device_subscribed.store(true, Ordering::Relaxed);
@@ -122,39 +124,37 @@ pub async fn run_events(
                 // After shutdown began: not acked, so the broker redelivers it to the next run.
                 let Some(tx) = &core else { continue };
                 Metrics::inc(&metrics.events_received);
-                let Some(route) = routes.get(p.topic.as_str()) else {
-                    let _ = client.try_ack(&p);
-                    continue;
-                };
-                match route.profile.decode(&p.payload) {
-                    Ok(decoded) => {
-                        let ack: Ack = if conn.ack_on_receipt {
-                            let _ = client.try_ack(&p);
-                            Box::new(|| {})
-                        } else {
-                            let c = client.clone();
-                            Box::new(move || {
-                                let _ = c.try_ack(&p);
-                            })
-                        };
-                        let input = Input {
-                            device: route.device,
-                            decoded,
-                            received,
-                            ack,
-                        };
-                        if tx.send(input).await.is_err() {
-                            break; // the decision loop is gone: nothing left to do
-                        }
-                    }
-                    Err(e) => {
-                        // Garbage is acked at once: redelivering it would only repeat the error.
+                let route = routes.get(p.topic.as_str());
+                let decoded = match route.map(|r| (r, r.profile.decode(&p.payload))) {
+                    Some((_, Ok(decoded))) => Some(decoded),
+                    Some((r, Err(e))) => {
                         let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
                         if worth_logging(n) {
-                            warn!(device = %route.device_id, profile = %route.profile.name, topic = %p.topic, error = %e, bad_messages = n, "Device message does not decode; dropped.");
+                            warn!(device = %r.device_id, profile = %r.profile.name, topic = %p.topic, error = %e, bad_messages = n, "Device message does not decode; dropped.");
                         }
-                        let _ = client.try_ack(&p);
+                        None
                     }
+                    None => None,
+                };
+                // Undecodable messages are acked too (redelivering garbage only repeats the
+                // error), but through the same queue as the rest: MQTT wants acks in order.
+                let ack: Ack = if conn.ack_on_receipt {
+                    let _ = client.try_ack(&p);
+                    Box::new(|| {})
+                } else {
+                    let c = client.clone();
+                    Box::new(move || {
+                        let _ = c.try_ack(&p);
+                    })
+                };
+                let input = Input {
+                    device: route.map_or(usize::MAX, |r| r.device),
+                    decoded,
+                    received,
+                    ack,
+                };
+                if tx.send(input).await.is_err() {
+                    break; // the decision loop is gone: nothing left to do
                 }
             }
             Ok(_) => {}
