@@ -3,6 +3,7 @@
 mod common;
 
 mod cli;
+mod crash;
 mod interop;
 mod pedestrian_lane;
 mod uplink;

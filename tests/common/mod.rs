@@ -320,6 +320,26 @@ impl Uplink {
         .await
     }
 
+    /// The next event batch, waiting as long as it takes (the caller bounds it).
+    pub async fn batch_or_none(&mut self) -> Vec<v1::Event> {
+        loop {
+            if let Some(i) = self
+                .stash
+                .iter()
+                .position(|m| matches!(m, Upstream::Events(_)))
+            {
+                if let Some(Upstream::Events(b)) = self.stash.remove(i) {
+                    return b;
+                }
+            }
+            match self.rx.recv().await {
+                Some(Upstream::Events(b)) => return b,
+                Some(other) => self.stash.push_back(other),
+                None => return Vec::new(),
+            }
+        }
+    }
+
     pub async fn batch(&mut self) -> Vec<v1::Event> {
         self.next("an event batch", |m| match m {
             Upstream::Events(b) => Ok(b),
