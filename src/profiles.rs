@@ -543,6 +543,30 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        // The plain-test side of `fuzz/fuzz_targets/device_json.rs`: bounded, no nightly needed.
+        #[test]
+        fn decoders_never_panic_on_arbitrary_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = hik().decode(&data);
+        }
+
+        #[test]
+        fn decoders_never_panic_on_json_of_any_shape(
+            serial in proptest::prelude::any::<i64>(),
+            t in proptest::prelude::any::<f64>(),
+            unit in "[a-z]{0,12}",
+            who in proptest::option::of("\\PC{0,40}"),
+            flag in proptest::prelude::any::<bool>(),
+        ) {
+            let v = serde_json::json!({"AccessControllerEvent": {
+                "serialNo": serial, "currTemperature": t, "thermometryUnit": unit,
+                "employeeNoString": who, "isAbnomalTemperature": flag }});
+            if let Ok(d) = hik().decode(v.to_string().as_bytes()) {
+                proptest::prop_assert_eq!(d.event_id, serial.to_string());
+            }
+        }
+    }
+
     #[test]
     fn a_malformed_profile_file_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
