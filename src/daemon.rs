@@ -25,7 +25,7 @@ use crate::uplink::{StatusSource, Uplink, UplinkConfig};
 use anyhow::Context;
 use rumqttc::{AsyncClient, QoS};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -95,7 +95,12 @@ impl Daemon {
         };
 
         let metrics = Arc::new(Metrics::default());
-        let (policy, routes, actuators, devices) = build_lanes(&config, &profiles);
+        let Lanes {
+            policy,
+            routes,
+            actuators,
+            status: devices,
+        } = build_lanes(&config, &profiles);
         let writer = outbox::spawn(
             store.clone(),
             WriterConfig {
@@ -253,16 +258,18 @@ fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
 
-/// Indexes lanes and devices for the core, and finds each device's transport.
-fn build_lanes(
-    config: &Config,
-    profiles: &Profiles,
-) -> (
-    Policy,
-    HashMap<String, Route>,
-    Vec<Option<Actuator>>,
-    Vec<v1::DeviceStatus>,
-) {
+/// Lanes and devices indexed for the core, with each device's transport.
+struct Lanes {
+    policy: Policy,
+    /// Event topic → device.
+    routes: HashMap<String, Route>,
+    /// By device index: where its commands go, if it takes any.
+    actuators: Vec<Option<Actuator>>,
+    /// By device index: its status, and its last-seen time.
+    status: Vec<(v1::DeviceStatus, Arc<AtomicI64>)>,
+}
+
+fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
     let mut policy = Policy {
         plausible_min_c: config.rules.plausible_min_c,
         plausible_max_c: config.rules.plausible_max_c,
@@ -281,6 +288,7 @@ fn build_lanes(
                 continue;
             };
             let profile = Arc::new(profile.clone());
+            let last_seen = Arc::new(AtomicI64::new(0));
             policy.devices.push(DevicePolicy {
                 id: d.id.clone(),
                 lane: li,
@@ -298,6 +306,7 @@ fn build_lanes(
                             device: index,
                             device_id: d.id.clone(),
                             profile: profile.clone(),
+                            last_seen: last_seen.clone(),
                         },
                     );
                 }
@@ -318,12 +327,15 @@ fn build_lanes(
                 }
             }
             actuators.push(actuator);
-            status.push(v1::DeviceStatus {
-                id: d.id.clone(),
-                lane: lane.id.clone(),
-                profile: d.profile.clone(),
-                online: false,
-            });
+            status.push((
+                v1::DeviceStatus {
+                    id: d.id.clone(),
+                    lane: lane.id.clone(),
+                    profile: d.profile.clone(),
+                    last_seen_ms: 0,
+                },
+                last_seen,
+            ));
         }
         policy.lanes.push(LanePolicy {
             id: lane.id.clone(),
@@ -333,7 +345,12 @@ fn build_lanes(
             gate,
         });
     }
-    (policy, routes, actuators, status)
+    Lanes {
+        policy,
+        routes,
+        actuators,
+        status,
+    }
 }
 
 /// The task that owns the decision state: decides, commands the gate, hands the record to the

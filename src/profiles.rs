@@ -568,6 +568,42 @@ mod tests {
     }
 
     #[test]
+    fn another_json_terminal_is_a_new_file_not_new_code() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("acme.toml"),
+            r#"
+name = "acme-thermal-face"
+roles = ["thermal", "identifier"]
+transport = "mqtt"
+event_topic = "acme/{device_id}/events"
+[decode]
+format = "json"
+event_id = "/data/recordId"
+subject = "/data/personCode"
+[decode.temperature]
+pointer = "/data/temp"
+unit_pointer = "/data/unit"
+units = { C = "celsius", F = "fahrenheit" }
+scale = 0.1
+"#,
+        )
+        .unwrap();
+        let (profiles, problems) = Profiles::load(Some(dir.path()));
+        assert!(problems.is_empty(), "{problems:?}");
+        let p = profiles.get("acme-thermal-face").unwrap();
+        assert_eq!(p.event_topic_for("t9").as_deref(), Some("acme/t9/events"));
+        let d = p
+            .decode(br#"{"data":{"recordId":"a-1","personCode":"R7","temp":995,"unit":"F"}}"#)
+            .unwrap();
+        assert_eq!(
+            (d.event_id.as_str(), d.subject.as_deref()),
+            ("a-1", Some("R7"))
+        );
+        assert!((d.temperature_c.unwrap() - 37.5).abs() < 1e-9);
+    }
+
+    #[test]
     fn a_malformed_profile_file_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("terminal")).unwrap();

@@ -48,7 +48,8 @@ pub struct StatusSource {
     pub gateway: String,
     pub mode: String,
     pub registry_version: u64,
-    pub devices: Vec<v1::DeviceStatus>,
+    /// Each device's status, with its last-seen time filled in when a status is made.
+    pub devices: Vec<(v1::DeviceStatus, Arc<std::sync::atomic::AtomicI64>)>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -61,7 +62,14 @@ impl StatusSource {
             mode: self.mode.clone(),
             registry_version: self.registry_version,
             outbox_depth: Metrics::get(&self.metrics.outbox_depth),
-            devices: self.devices.clone(),
+            devices: self
+                .devices
+                .iter()
+                .map(|(d, seen)| v1::DeviceStatus {
+                    last_seen_ms: seen.load(Ordering::Relaxed),
+                    ..d.clone()
+                })
+                .collect(),
             gateway_time_ms: crate::now_ms(),
         }
     }

@@ -13,7 +13,7 @@ use crate::profiles::{Decoded, Profile};
 use crate::store::outbox::{Ack, APPEND_CAPACITY};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,6 +42,8 @@ pub struct Route {
     pub device: usize,
     pub device_id: String,
     pub profile: Arc<Profile>,
+    /// Unix ms of the device's last message, for the status.
+    pub last_seen: Arc<AtomicI64>,
 }
 
 pub struct Connection {
@@ -125,6 +127,9 @@ pub async fn run_events(
                 let Some(tx) = &core else { continue };
                 Metrics::inc(&metrics.events_received);
                 let route = routes.get(p.topic.as_str());
+                if let Some(r) = route {
+                    r.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+                }
                 let decoded = match route.map(|r| (r, r.profile.decode(&p.payload))) {
                     Some((_, Ok(decoded))) => Some(decoded),
                     Some((r, Err(e))) => {
