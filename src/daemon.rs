@@ -55,7 +55,7 @@ impl Daemon {
     /// the device broker is unreachable: the gate keeps trying and decides as soon as it can).
     pub async fn start(config: Config, profiles: Profiles) -> anyhow::Result<Daemon> {
         config.validate(&profiles)?;
-        let store = Store::open(&config.store.dir)?;
+        let (store, moved_aside) = Store::open_or_recover(&config.store.dir)?;
         if let Some(file) = &config.registry.import {
             match store.import_residents(file) {
                 Ok(Imported::Replaced { residents }) => {
@@ -110,6 +110,26 @@ impl Daemon {
             },
             metrics.clone(),
         )?;
+        if let Some(m) = moved_aside {
+            // The first record of the fresh store says what was lost.
+            let alarm = Record::Alarm(v1::Alarm {
+                gateway_time_ms: crate::now_ms(),
+                kind: v1::AlarmKind::StorageLoss as i32,
+                detail: format!(
+                    "store was damaged ({}); moved to {}; records not yet sent upstream are lost",
+                    m.error,
+                    m.to.display()
+                ),
+                ..Default::default()
+            });
+            let _ = writer
+                .appends
+                .send(Append {
+                    records: vec![alarm],
+                    ack: None,
+                })
+                .await;
+        }
 
         // The uplink is built before anything is spawned: a bad CA file or password file stops
         // the start here.

@@ -79,3 +79,53 @@ async fn events_wait_in_the_outbox_while_the_uplink_is_down_and_drain_in_order()
     .await;
     h.daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_store_is_moved_aside_with_an_alarm_and_the_gate_keeps_working() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &broker, &broker);
+    std::fs::create_dir_all(dir.path().join("store")).unwrap();
+    std::fs::write(dir.path().join("store/gatehouse.redb"), vec![0xa5; 100_000]).unwrap();
+    let mut company = Uplink::connect(&broker).await;
+    let (tx, mut gate) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(gatehouse::sim::gate::run_gate(
+        broker.clone(),
+        "devices/gate-1/cmd".into(),
+        tx,
+    ));
+    let config = gatehouse::config::Config::load(&path).unwrap();
+    let daemon = within(
+        "start",
+        LONG,
+        gatehouse::daemon::Daemon::start(config, gatehouse::profiles::Profiles::builtin()),
+    )
+    .await
+    .unwrap();
+    let alarm = company.alarm().await;
+    assert_eq!(alarm.kind(), v1::AlarmKind::StorageLoss);
+    assert!(alarm.detail.contains("moved to"), "{}", alarm.detail);
+    let kept = std::fs::read_dir(dir.path().join("store"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("gatehouse.redb.corrupt-")
+        });
+    assert!(kept, "the damaged file is kept for inspection");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let terminal = Client::connect(&broker, "t").await;
+    let body = gatehouse::sim::hikvision::acs_event(5, Some("R000005"), 36.4, Unit::Celsius);
+    terminal
+        .publish("devices/thermal-1/event", body.into_bytes())
+        .await;
+    let c = within("command", LONG, gate.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (c.action.as_str(), c.cause.as_str()),
+        ("open", "5"),
+        "residents re-imported into the fresh store"
+    );
+    daemon.stop().await;
+}

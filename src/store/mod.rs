@@ -82,6 +82,13 @@ pub enum Imported {
     },
 }
 
+/// A store file that could not be used and was moved aside.
+#[derive(Debug, Clone)]
+pub struct MovedAside {
+    pub to: PathBuf,
+    pub error: String,
+}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -106,6 +113,27 @@ impl Store {
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Opens the store; a corrupt or unreadable file is moved aside (kept for inspection) and a
+    /// fresh one created, so a damaged SD card never turns into a crash loop. The caller raises
+    /// the storage-loss alarm. Errors that a fresh file would not fix (permissions, the store
+    /// held by another process) are returned.
+    pub fn open_or_recover(dir: &Path) -> Result<(Store, Option<MovedAside>), StoreError> {
+        let error = match Store::open(dir) {
+            Ok(store) => return Ok((store, None)),
+            Err(e) if !is_damage(&e) => return Err(e),
+            Err(e) => e.to_string(),
+        };
+        let path = dir.join("gatehouse.redb");
+        let to = dir.join(format!("gatehouse.redb.corrupt-{}", crate::now_ms()));
+        std::fs::rename(&path, &to).map_err(|source| StoreError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::error!(error = %error, moved_to = %to.display(), "Store file damaged; moved aside, starting a fresh one.");
+        let store = Store::open(dir)?;
+        Ok((store, Some(MovedAside { to, error })))
     }
 
     fn meta(&self, key: &str) -> Result<u64, StoreError> {
@@ -220,6 +248,32 @@ impl Store {
     }
 }
 
+/// Damage to the file itself, which a fresh file cures; not a permission or locking problem.
+fn is_damage(e: &StoreError) -> bool {
+    use redb::{DatabaseError as D, StorageError as S};
+    let storage = |s: &S| match s {
+        S::Corrupted(_) => true,
+        S::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    };
+    match e {
+        StoreError::Open { source, .. } => match source.as_ref() {
+            D::Storage(s) => storage(s),
+            D::UpgradeRequired(_) | D::RepairAborted => true,
+            _ => false,
+        },
+        StoreError::Db(redb::Error::Corrupted(_)) => true,
+        StoreError::Db(redb::Error::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 fn status_byte(s: ResidentStatus) -> u8 {
     match s {
         ResidentStatus::Active => 0,
@@ -231,6 +285,29 @@ fn status_byte(s: ResidentStatus) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_garbled_or_truncated_store_is_moved_aside_and_replaced() {
+        for damage in ["garbage", "truncated"] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("gatehouse.redb");
+            if damage == "garbage" {
+                std::fs::write(&file, vec![0x5a; 64 * 1024]).unwrap();
+            } else {
+                drop(Store::open(dir.path()).unwrap());
+                let len = std::fs::metadata(&file).unwrap().len();
+                let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+                f.set_len(len / 3).unwrap();
+            }
+            let (store, moved) = Store::open_or_recover(dir.path()).unwrap();
+            if damage == "garbage" {
+                let moved = moved.expect("garbage is moved aside");
+                assert!(moved.to.exists(), "{damage}: kept for inspection");
+            }
+            // Either way the store works.
+            assert_eq!(store.outbox_len().unwrap(), 0, "{damage}");
+        }
+    }
 
     #[test]
     fn residents_import_once_and_load_back() {
