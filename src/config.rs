@@ -138,6 +138,10 @@ pub struct Uplink {
     /// How many batches may await their PUBACK at once.
     #[serde(default = "default_window")]
     pub window: usize,
+    /// Most events per second sent upstream: after an outage the backlog drains at this rate
+    /// (alarms are never held back).
+    #[serde(default = "default_replay_rate")]
+    pub replay_rate: u64,
 }
 
 fn default_keep_alive_s() -> u64 {
@@ -148,6 +152,9 @@ fn default_batch_max() -> usize {
 }
 fn default_window() -> usize {
     8
+}
+fn default_replay_rate() -> u64 {
+    5000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +168,17 @@ pub struct Store {
     /// A group commit closes at this many records.
     #[serde(default = "default_commit_max")]
     pub commit_max: usize,
+    /// The outbox never holds more than this (MiB); past it the oldest records are evicted,
+    /// routine first, then passage decisions, alarms last.
+    #[serde(default = "default_max_mib")]
+    pub max_mib: u64,
+    /// Hours a record may wait for the uplink, by class.
+    #[serde(default = "default_ttl_routine_h")]
+    pub ttl_routine_h: u64,
+    #[serde(default = "default_ttl_h")]
+    pub ttl_passage_h: u64,
+    #[serde(default = "default_ttl_h")]
+    pub ttl_alarm_h: u64,
 }
 
 impl Default for Store {
@@ -169,8 +187,23 @@ impl Default for Store {
             dir: default_store_dir(),
             commit_interval_ms: default_commit_interval_ms(),
             commit_max: default_commit_max(),
+            max_mib: default_max_mib(),
+            ttl_routine_h: default_ttl_routine_h(),
+            ttl_passage_h: default_ttl_h(),
+            ttl_alarm_h: default_ttl_h(),
         }
     }
+}
+
+fn default_max_mib() -> u64 {
+    256
+}
+fn default_ttl_routine_h() -> u64 {
+    24
+}
+/// Local journals are kept 30 days (DESIGN.md §6); so is what waits for the uplink.
+fn default_ttl_h() -> u64 {
+    30 * 24
 }
 
 fn default_store_dir() -> PathBuf {
@@ -402,14 +435,17 @@ impl Config {
                 }
             }
         }
-        if self.uplink.batch_max == 0 || self.uplink.window == 0 {
+        if self.uplink.batch_max == 0 || self.uplink.window == 0 || self.uplink.replay_rate == 0 {
             bad(
                 "uplink".into(),
-                "batch_max and window must be at least 1".into(),
+                "batch_max, window and replay_rate must be at least 1".into(),
             );
         }
         if self.store.commit_max == 0 {
             bad("store.commit_max".into(), "must be at least 1".into());
+        }
+        if self.store.max_mib == 0 {
+            bad("store.max_mib".into(), "must be at least 1".into());
         }
 
         let r = &self.rules;

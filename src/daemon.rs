@@ -107,6 +107,13 @@ impl Daemon {
                 gateway: config.gateway.id.clone(),
                 commit_interval: Duration::from_millis(config.store.commit_interval_ms),
                 commit_max: config.store.commit_max,
+                max_bytes: config.store.max_mib << 20,
+                ttl: [
+                    config.store.ttl_routine_h,
+                    config.store.ttl_passage_h,
+                    config.store.ttl_alarm_h,
+                ]
+                .map(|h| Duration::from_secs(h * 3600)),
             },
             metrics.clone(),
         )?;
@@ -158,6 +165,7 @@ impl Daemon {
                 keep_alive: Duration::from_secs(u.keep_alive_s),
                 batch_max: u.batch_max,
                 window: u.window,
+                replay_rate: u.replay_rate,
                 topic_base: config.topic_base(),
                 status_interval: Duration::from_secs(60),
             },

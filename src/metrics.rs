@@ -15,6 +15,11 @@ pub struct Metrics {
     pub outbox_commits: AtomicU64,
     pub outbox_commit_errors: AtomicU64,
     pub outbox_depth: AtomicU64,
+    pub outbox_bytes: AtomicU64,
+    /// Records the outbox dropped for room or age, since the store was created.
+    pub outbox_evicted: AtomicU64,
+    /// Bumped by the outbox writer on every turn (at least once a second), for the watchdog.
+    pub writer_ticks: AtomicU64,
     pub uplink_published: AtomicU64,
     pub uplink_acked: AtomicU64,
     pub uplink_connected: AtomicBool,

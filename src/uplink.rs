@@ -12,7 +12,8 @@ use crate::config::BrokerUrl;
 use crate::metrics::{worth_logging, Metrics};
 use crate::mqtt;
 use crate::proto::v1;
-use crate::store::{Store, KIND_ALARM, KIND_EVENT};
+use crate::store::outbox::Delete;
+use crate::store::{Class, Store};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
@@ -37,6 +38,8 @@ pub struct UplinkConfig {
     pub keep_alive: Duration,
     pub batch_max: usize,
     pub window: usize,
+    /// Most events per second published (how fast a backlog drains).
+    pub replay_rate: u64,
     /// `gh/v1/…/{gateway}`.
     pub topic_base: String,
     pub status_interval: Duration,
@@ -62,6 +65,8 @@ impl StatusSource {
             mode: self.mode.clone(),
             registry_version: self.registry_version,
             outbox_depth: Metrics::get(&self.metrics.outbox_depth),
+            outbox_bytes: Metrics::get(&self.metrics.outbox_bytes),
+            outbox_evicted: Metrics::get(&self.metrics.outbox_evicted),
             devices: self
                 .devices
                 .iter()
@@ -76,7 +81,7 @@ impl StatusSource {
 }
 
 enum Tag {
-    Batch(Vec<u64>),
+    Batch(Delete),
     Status,
 }
 
@@ -86,7 +91,7 @@ pub struct Uplink {
     offline: Vec<u8>,
     store: Store,
     committed: watch::Receiver<u64>,
-    deletes: mpsc::Sender<Vec<u64>>,
+    deletes: mpsc::Sender<Delete>,
     status: StatusSource,
     metrics: Arc<Metrics>,
 }
@@ -96,7 +101,7 @@ impl Uplink {
         cfg: UplinkConfig,
         store: Store,
         committed: watch::Receiver<u64>,
-        deletes: mpsc::Sender<Vec<u64>>,
+        deletes: mpsc::Sender<Delete>,
         status: StatusSource,
     ) -> Result<Self, mqtt::TlsError> {
         let metrics = status.metrics.clone();
@@ -142,7 +147,8 @@ impl Uplink {
         let mut fifo: VecDeque<Tag> = VecDeque::new();
         let mut inflight: HashMap<u16, Tag> = HashMap::new();
         let mut parked: Option<(u16, Tag)> = None;
-        let mut cursor = 0u64;
+        let mut cursors = Cursors::default();
+        let mut bucket = Bucket::new(self.cfg.replay_rate);
         let mut connected = false;
         let mut deadline: Option<Instant> = None;
         let mut backoff = mqtt::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -153,10 +159,20 @@ impl Uplink {
         let mut writer_gone = false;
 
         loop {
-            // Nothing past the cursor has been committed: no need to look.
-            let mut exhausted = cursor > *self.committed.borrow();
-            if connected && !exhausted {
-                exhausted = self.fill(&client, &mut cursor, &mut fifo, inflight.len());
+            let mut exhausted = false;
+            let mut throttled = None;
+            if connected {
+                match self.fill(
+                    &client,
+                    &mut cursors,
+                    &mut fifo,
+                    inflight.len(),
+                    &mut bucket,
+                ) {
+                    Fill::Drained => exhausted = true,
+                    Fill::Throttled(d) => throttled = Some(d),
+                    Fill::WindowFull | Fill::Stuck => {}
+                }
             }
             if let Some(d) = deadline {
                 let drained = exhausted && fifo.is_empty() && inflight.is_empty();
@@ -183,6 +199,7 @@ impl Uplink {
                     continue;
                 }
                 _ = sleep_until_opt(deadline) => continue,
+                _ = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => continue,
             };
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -190,7 +207,7 @@ impl Uplink {
                     connected = true;
                     self.metrics.uplink_connected.store(true, Ordering::Relaxed);
                     backoff.reset();
-                    cursor = 0;
+                    cursors = Cursors::default();
                     self.publish_status(&client, &mut fifo, v1::GatewayState::Online, true);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -280,72 +297,159 @@ impl Uplink {
         }
     }
 
-    /// Publishes batches from `cursor` until the window is full. True when the outbox has
-    /// nothing more past the cursor.
+    /// Publishes batches until the window is full: alarms first (they jump the queue and are
+    /// never throttled), then events at no more than the replay rate.
     fn fill(
         &self,
         client: &AsyncClient,
-        cursor: &mut u64,
+        cur: &mut Cursors,
         fifo: &mut VecDeque<Tag>,
         inflight: usize,
-    ) -> bool {
+        bucket: &mut Bucket,
+    ) -> Fill {
         while fifo.len() + inflight < self.cfg.window {
-            let rows = match self
-                .store
-                .outbox_from(*cursor, self.cfg.batch_max, MAX_BATCH_BYTES)
-            {
-                Ok(rows) => rows,
-                Err(e) => {
-                    error!(error = %e, "Cannot read the outbox.");
-                    return false;
+            let committed = *self.committed.borrow();
+            if cur.alarms <= committed {
+                match self.publish_batch(
+                    client,
+                    &[Class::Alarm],
+                    &mut cur.alarms,
+                    self.cfg.batch_max,
+                    fifo,
+                ) {
+                    Ok(0) => cur.alarms = committed + 1,
+                    Ok(_) => continue,
+                    Err(()) => return Fill::Stuck,
                 }
-            };
-            let Some(kind) = rows.first().and_then(|(_, v)| v.first().copied()) else {
-                return true;
-            };
-            let run: Vec<&(u64, Vec<u8>)> = rows
-                .iter()
-                .take_while(|(_, v)| v.first() == Some(&kind))
-                .collect();
-            let seqs: Vec<u64> = run.iter().map(|(s, _)| *s).collect();
-            *cursor = seqs[seqs.len() - 1] + 1;
-            let channel = match kind {
-                KIND_EVENT => "events",
-                KIND_ALARM => "alarms",
-                other => {
-                    error!(kind = other, seqs = ?seqs, "Outbox record of unknown kind; dropping it.");
-                    let _ = self.deletes.try_send(seqs);
-                    continue;
-                }
-            };
-            // EventBatch and AlarmBatch are both `repeated <msg> = 1`: a batch is the stored
-            // messages, each behind its field key and length. No decode, no re-encode.
-            let mut payload = Vec::with_capacity(run.iter().map(|(_, v)| v.len() + 4).sum());
-            for (_, v) in &run {
-                let msg = &v[1..];
-                prost::encoding::encode_key(
-                    1,
-                    prost::encoding::WireType::LengthDelimited,
-                    &mut payload,
-                );
-                prost::encoding::encode_varint(msg.len() as u64, &mut payload);
-                payload.extend_from_slice(msg);
             }
-            match client.try_publish(self.topic(channel), QoS::AtLeastOnce, false, payload) {
-                Ok(()) => {
-                    Metrics::add(&self.metrics.uplink_published, seqs.len() as u64);
-                    fifo.push_back(Tag::Batch(seqs));
+            if cur.events > committed {
+                return Fill::Drained;
+            }
+            let allowed = bucket.available().min(self.cfg.batch_max);
+            if allowed == 0 {
+                return Fill::Throttled(bucket.wait());
+            }
+            match self.publish_batch(
+                client,
+                &[Class::Passage, Class::Routine],
+                &mut cur.events,
+                allowed,
+                fifo,
+            ) {
+                Ok(0) => {
+                    cur.events = committed + 1;
+                    return Fill::Drained;
                 }
-                Err(e) => {
-                    // Cannot happen while the window is below the channel's capacity; if it
-                    // does, the batch goes again on the next turn.
-                    warn!(error = %e, "Could not queue an uplink batch.");
-                    *cursor = run[0].0;
-                    return false;
-                }
+                Ok(n) => bucket.take(n),
+                Err(()) => return Fill::Stuck,
             }
         }
-        false
+        Fill::WindowFull
+    }
+
+    /// Reads up to `max` records of `classes` from `cursor` and publishes them as one batch;
+    /// returns how many.
+    fn publish_batch(
+        &self,
+        client: &AsyncClient,
+        classes: &[Class],
+        cursor: &mut u64,
+        max: usize,
+        fifo: &mut VecDeque<Tag>,
+    ) -> Result<usize, ()> {
+        let rows = self
+            .store
+            .outbox_from(classes, *cursor, max, MAX_BATCH_BYTES)
+            .map_err(|e| error!(error = %e, "Cannot read the outbox."))?;
+        let Some(last) = rows.last() else {
+            return Ok(0);
+        };
+        let next = last.seq + 1;
+        // EventBatch and AlarmBatch are both `repeated <msg> = 1`: a batch is the stored
+        // messages, each behind its field key and length. No decode, no re-encode.
+        let mut payload = Vec::with_capacity(rows.iter().map(|r| r.message.len() + 4).sum());
+        for r in &rows {
+            prost::encoding::encode_key(
+                1,
+                prost::encoding::WireType::LengthDelimited,
+                &mut payload,
+            );
+            prost::encoding::encode_varint(r.message.len() as u64, &mut payload);
+            payload.extend_from_slice(&r.message);
+        }
+        let channel = if classes.contains(&Class::Alarm) {
+            "alarms"
+        } else {
+            "events"
+        };
+        match client.try_publish(self.topic(channel), QoS::AtLeastOnce, false, payload) {
+            Ok(()) => {
+                Metrics::add(&self.metrics.uplink_published, rows.len() as u64);
+                *cursor = next;
+                fifo.push_back(Tag::Batch(rows.iter().map(|r| (r.class, r.seq)).collect()));
+                Ok(rows.len())
+            }
+            Err(e) => {
+                // Cannot happen while the window is below the channel's capacity; if it does,
+                // the batch goes again on the next turn.
+                warn!(error = %e, "Could not queue an uplink batch.");
+                Err(())
+            }
+        }
+    }
+}
+
+/// Where the uplink is in the outbox. Alarms and events are read apart so alarms jump the queue;
+/// both go back to the oldest record after a reconnect.
+#[derive(Debug, Default)]
+struct Cursors {
+    alarms: u64,
+    events: u64,
+}
+
+enum Fill {
+    /// Nothing more committed past the cursors.
+    Drained,
+    WindowFull,
+    /// Over the replay rate: try again after this long.
+    Throttled(Duration),
+    /// The outbox could not be read or the batch not queued: try on the next turn.
+    Stuck,
+}
+
+/// Events per second the uplink may publish (a backlog replays at this rate): a token bucket
+/// holding one second's worth.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u64) -> Self {
+        let rate = rate.max(1) as f64;
+        Self {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    fn available(&mut self) -> usize {
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        self.tokens as usize
+    }
+
+    fn take(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+
+    /// Until one more token.
+    fn wait(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.001))
     }
 }
 

@@ -2,10 +2,14 @@
 //!
 //! Tables:
 //! - `meta` (&str → u64): `next_seq` (the next outbox sequence number; never reused, written in the
-//!   same transaction as the records that consume it), `registry_version`, `import_hash`.
-//! - `outbox` (u64 seq → bytes): records waiting for the uplink's PUBACK. A value is one kind byte
-//!   ([`KIND_EVENT`] or [`KIND_ALARM`]) followed by the protobuf `Event` or `Alarm`, already
-//!   carrying its `{gateway}:{seq}` id. A record is deleted only after the uplink broker acked it.
+//!   same transaction as the records that consume it), the outbox's bytes and evictions per class,
+//!   `registry_version`, `import_hash`.
+//! - `outbox_routine`, `outbox_passage`, `outbox_alarm` (u64 seq → bytes): records waiting for the
+//!   uplink's PUBACK, one table per [`Class`] so the oldest of a class is evicted first without a
+//!   scan. A value is the record's creation time (unix ms, i64 LE) followed by the protobuf `Event`
+//!   (routine, passage) or `Alarm`, already carrying its `{gateway}:{seq}` id. One seq space runs
+//!   across the three tables. A record is deleted only after the uplink broker acked it, or when
+//!   the outbox's byte bound or its class's time-to-live evicts it (counted and reported).
 //! - `residents` (&str person id → bytes): status (1 byte), valid-until unix ms (i64 LE), household.
 //!
 //! Crash behaviour: redb commits are atomic and checksummed; a commit with `Durability::Immediate`
@@ -21,12 +25,56 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub const KIND_EVENT: u8 = 1;
-pub const KIND_ALARM: u8 = 2;
-
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const RESIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("residents");
+
+/// What an outbox record is: decides the uplink channel and the eviction order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Readings, device states: evicted first.
+    Routine,
+    /// Passage decisions: the entry forms.
+    Passage,
+    /// Alarms: evicted last, sent first.
+    Alarm,
+}
+
+impl Class {
+    /// In eviction order.
+    pub const ALL: [Class; 3] = [Class::Routine, Class::Passage, Class::Alarm];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Routine => "routine",
+            Class::Passage => "passage",
+            Class::Alarm => "alarm",
+        }
+    }
+
+    fn table(self) -> TableDefinition<'static, u64, &'static [u8]> {
+        match self {
+            Class::Routine => TableDefinition::new("outbox_routine"),
+            Class::Passage => TableDefinition::new("outbox_passage"),
+            Class::Alarm => TableDefinition::new("outbox_alarm"),
+        }
+    }
+}
+
+/// One outbox record as read back for the uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub seq: u64,
+    pub class: Class,
+    /// The protobuf `Event` or `Alarm`.
+    pub message: Vec<u8>,
+}
+
+/// Bytes of header before the message in an outbox value.
+const HEADER: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -108,7 +156,9 @@ impl Store {
         let txn = db.begin_write()?;
         {
             txn.open_table(META)?;
-            txn.open_table(OUTBOX)?;
+            for c in Class::ALL {
+                txn.open_table(c.table())?;
+            }
             txn.open_table(RESIDENTS)?;
         }
         txn.commit()?;
@@ -136,7 +186,7 @@ impl Store {
         Ok((store, Some(MovedAside { to, error })))
     }
 
-    fn meta(&self, key: &str) -> Result<u64, StoreError> {
+    pub(crate) fn meta(&self, key: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(META)?;
         Ok(t.get(key)?.map_or(0, |v| v.value()))
@@ -146,36 +196,63 @@ impl Store {
     pub fn next_seq(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let stored = meta.get("next_seq")?.map_or(1, |v| v.value());
-        let outbox = txn.open_table(OUTBOX)?;
-        let after_last = outbox.last()?.map_or(1, |(k, _)| k.value() + 1);
-        Ok(stored.max(after_last))
+        let mut next = meta.get("next_seq")?.map_or(1, |v| v.value());
+        for c in Class::ALL {
+            let t = txn.open_table(c.table())?;
+            next = next.max(t.last()?.map_or(1, |(k, _)| k.value() + 1));
+        }
+        Ok(next)
     }
 
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(OUTBOX)?.len()?)
+        let mut n = 0;
+        for c in Class::ALL {
+            n += txn.open_table(c.table())?.len()?;
+        }
+        Ok(n)
     }
 
-    /// Up to `max` outbox records with seq ≥ `from`, in order, stopping early past `max_bytes`.
+    /// Up to `max` records of the given classes with seq ≥ `from`, merged in seq order, stopping
+    /// early past `max_bytes`.
     pub fn outbox_from(
         &self,
+        classes: &[Class],
         from: u64,
         max: usize,
         max_bytes: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Row>, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(OUTBOX)?;
         let mut out = Vec::new();
-        let mut bytes = 0;
-        for item in t.range(from..)? {
-            let (k, v) = item?;
-            bytes += v.value().len();
-            out.push((k.value(), v.value().to_vec()));
-            if out.len() >= max || bytes >= max_bytes {
-                break;
+        for &class in classes {
+            let t = txn.open_table(class.table())?;
+            let mut bytes = 0;
+            for item in t.range(from..)?.take(max) {
+                let (k, v) = item?;
+                let v = v.value();
+                bytes += v.len();
+                out.push(Row {
+                    seq: k.value(),
+                    class,
+                    message: v.get(HEADER..).unwrap_or_default().to_vec(),
+                });
+                if bytes >= max_bytes {
+                    break;
+                }
             }
         }
+        out.sort_unstable_by_key(|r| r.seq);
+        let mut bytes = 0;
+        let keep = out
+            .iter()
+            .take_while(|r| {
+                let under = bytes < max_bytes;
+                bytes += r.message.len();
+                under
+            })
+            .count()
+            .min(max);
+        out.truncate(keep);
         Ok(out)
     }
 

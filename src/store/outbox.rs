@@ -6,25 +6,44 @@
 //! Sequence numbers are handed out here, in commit order, and persisted (`meta.next_seq`) in the
 //! same transaction as the records, so a seq is never reused, even across a crash.
 //!
+//! Bounded in bytes: before a batch goes in, records past their class's time-to-live go, and if
+//! the outbox would pass `max_bytes` the oldest records go, routine first, then passage decisions,
+//! alarms last. Every eviction is counted (metrics, and `meta` so restarts keep the totals), and
+//! an `outbox_evicted` alarm tells upstream what was lost, at most once a minute. A full disk is
+//! met the same way: the bound shrinks below what the disk took and the commit is tried again.
+//!
 //! Deletions (records the uplink broker acked) arrive on their own channel and ride along with
-//! the next commit; a delete-only commit skips the fsync (losing it in a crash only means the
-//! records are sent again, with the same ids).
-use super::{Store, StoreError, KIND_ALARM, KIND_EVENT, OUTBOX};
+//! the next commit; a commit that adds no record skips the fsync (losing it in a crash only means
+//! the records are sent again, with the same ids).
+use super::{Class, Store, StoreError, HEADER, META};
 use crate::metrics::Metrics;
 use crate::proto::v1;
 use prost::Message;
-use redb::Durability;
+use redb::{Durability, ReadableTable};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Something to keep until the uplink broker has it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Event(v1::Event),
     Alarm(v1::Alarm),
+}
+
+impl Record {
+    pub fn class(&self) -> Class {
+        match self {
+            Record::Event(v1::Event {
+                body: Some(v1::event::Body::Passage(_)),
+                ..
+            }) => Class::Passage,
+            Record::Event(_) => Class::Routine,
+            Record::Alarm(_) => Class::Alarm,
+        }
+    }
 }
 
 /// Run once the records it came with are durable: acknowledges the device's message.
@@ -35,11 +54,18 @@ pub struct Append {
     pub ack: Option<Ack>,
 }
 
+/// Records the uplink broker acknowledged.
+pub type Delete = Vec<(Class, u64)>;
+
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub gateway: String,
     pub commit_interval: Duration,
     pub commit_max: usize,
+    /// The outbox never holds more than this many bytes of records.
+    pub max_bytes: u64,
+    /// Time-to-live by class ([`Class::index`]).
+    pub ttl: [Duration; 3],
 }
 
 /// Channel capacities. Full appends channel → the sender waits (backpressure up to the device
@@ -48,9 +74,12 @@ pub struct WriterConfig {
 pub const APPEND_CAPACITY: usize = 8192;
 pub const DELETE_CAPACITY: usize = 1024;
 
+/// Eviction reports go upstream at most this often.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
 pub struct WriterHandle {
     pub appends: mpsc::Sender<Append>,
-    pub deletes: mpsc::Sender<Vec<u64>>,
+    pub deletes: mpsc::Sender<Delete>,
     /// The highest seq made durable so far.
     pub committed: watch::Receiver<u64>,
     /// Fires when the appends channel has closed and everything in it is durable.
@@ -58,24 +87,68 @@ pub struct WriterHandle {
     pub join: tokio::task::JoinHandle<()>,
 }
 
+/// What the outbox holds and has lost, per class; persisted in `meta` with every commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Ledger {
+    next_seq: u64,
+    bytes: [u64; 3],
+    /// Evicted for room, by class.
+    evicted: [u64; 3],
+    /// Past their time-to-live, by class.
+    expired: [u64; 3],
+}
+
+impl Ledger {
+    fn load(store: &Store) -> Result<Ledger, StoreError> {
+        let mut l = Ledger {
+            next_seq: store.next_seq()?,
+            ..Default::default()
+        };
+        for c in Class::ALL {
+            let i = c.index();
+            l.bytes[i] = store.meta(&format!("bytes_{}", c.as_str()))?;
+            l.evicted[i] = store.meta(&format!("evicted_{}", c.as_str()))?;
+            l.expired[i] = store.meta(&format!("expired_{}", c.as_str()))?;
+        }
+        Ok(l)
+    }
+
+    fn total(&self) -> u64 {
+        self.bytes.iter().sum()
+    }
+
+    fn lost(&self) -> u64 {
+        self.evicted.iter().chain(&self.expired).sum()
+    }
+}
+
 pub fn spawn(
     store: Store,
     cfg: WriterConfig,
     metrics: Arc<Metrics>,
 ) -> Result<WriterHandle, StoreError> {
-    let next_seq = store.next_seq()?;
+    let ledger = Ledger::load(&store)?;
     metrics
         .outbox_depth
         .store(store.outbox_len()?, Ordering::Relaxed);
+    metrics
+        .outbox_bytes
+        .store(ledger.total(), Ordering::Relaxed);
+    metrics
+        .outbox_evicted
+        .store(ledger.lost(), Ordering::Relaxed);
     let (append_tx, append_rx) = mpsc::channel(APPEND_CAPACITY);
     let (delete_tx, delete_rx) = mpsc::channel(DELETE_CAPACITY);
-    let (committed_tx, committed_rx) = watch::channel(next_seq - 1);
+    let (committed_tx, committed_rx) = watch::channel(ledger.next_seq - 1);
     let (done_tx, done_rx) = oneshot::channel();
     let w = Writer {
         store,
+        max_bytes: cfg.max_bytes,
         cfg,
         metrics,
-        next_seq,
+        reported: ledger.clone(),
+        last_report: None,
+        ledger,
         append_rx,
         delete_rx,
         committed: committed_tx,
@@ -93,10 +166,15 @@ pub fn spawn(
 struct Writer {
     store: Store,
     cfg: WriterConfig,
+    /// The bound in force: `cfg.max_bytes`, or less once the disk said it was full.
+    max_bytes: u64,
     metrics: Arc<Metrics>,
-    next_seq: u64,
+    ledger: Ledger,
+    /// The ledger as last reported upstream.
+    reported: Ledger,
+    last_report: Option<tokio::time::Instant>,
     append_rx: mpsc::Receiver<Append>,
-    delete_rx: mpsc::Receiver<Vec<u64>>,
+    delete_rx: mpsc::Receiver<Delete>,
     committed: watch::Sender<u64>,
 }
 
@@ -106,7 +184,7 @@ impl Writer {
         let mut appends_open = true;
         let mut deletes_open = true;
         let mut batch: Vec<Append> = Vec::new();
-        let mut deletes: Vec<u64> = Vec::new();
+        let mut deletes: Delete = Vec::new();
         while appends_open || deletes_open || !deletes.is_empty() {
             if batch.is_empty() && deletes.is_empty() {
                 tokio::select! {
@@ -118,8 +196,12 @@ impl Writer {
                         Some(d) => deletes.extend(d),
                         None => deletes_open = false,
                     },
+                    // Idle: still sweep expired records now and then, and count a turn for
+                    // the watchdog.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
+            Metrics::inc(&self.metrics.writer_ticks);
             // Linger for more records, up to the interval or the size limit.
             if !batch.is_empty() {
                 let deadline = tokio::time::Instant::now() + self.cfg.commit_interval;
@@ -136,7 +218,15 @@ impl Writer {
             while let Ok(d) = self.delete_rx.try_recv() {
                 deletes.extend(d);
             }
-            if !batch.is_empty() || !deletes.is_empty() {
+            if !batch.is_empty() || !deletes.is_empty() || self.ttl_due() {
+                self.commit(&mut batch, &mut deletes).await;
+            }
+            let last_turn = !appends_open && !deletes_open && deletes.is_empty();
+            if let Some(report) = self.eviction_report(last_turn) {
+                batch.push(Append {
+                    records: vec![report],
+                    ack: None,
+                });
                 self.commit(&mut batch, &mut deletes).await;
             }
             if !appends_open && batch.is_empty() {
@@ -147,18 +237,62 @@ impl Writer {
         }
     }
 
+    /// Whether the oldest record may have outlived its class's time-to-live (checked once a
+    /// second at most, by the idle tick).
+    fn ttl_due(&self) -> bool {
+        self.ledger.total() > 0
+    }
+
+    /// An alarm saying what was evicted since the last report, if anything was and the last
+    /// report is old enough (or this is the last chance before a stop).
+    fn eviction_report(&mut self, last_chance: bool) -> Option<Record> {
+        if self.ledger.lost() == self.reported.lost() {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        if !last_chance && self.last_report.is_some_and(|t| now - t < REPORT_EVERY) {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for c in Class::ALL {
+            let i = c.index();
+            let evicted = self.ledger.evicted[i] - self.reported.evicted[i];
+            let expired = self.ledger.expired[i] - self.reported.expired[i];
+            if evicted + expired > 0 {
+                parts.push(format!(
+                    "{} {}: {evicted} for room, {expired} past their time-to-live",
+                    evicted + expired,
+                    c.as_str()
+                ));
+            }
+        }
+        self.reported = self.ledger.clone();
+        self.last_report = Some(now);
+        warn!(lost = %parts.join("; "), "Outbox evicted records.");
+        Some(Record::Alarm(v1::Alarm {
+            gateway_time_ms: crate::now_ms(),
+            kind: v1::AlarmKind::OutboxEvicted as i32,
+            detail: format!(
+                "outbox full or records expired before the uplink took them: {}",
+                parts.join("; ")
+            ),
+            ..Default::default()
+        }))
+    }
+
     /// Commits until it succeeds: acknowledged device events are only ever those on disk, so a
     /// failing disk holds the pipeline back rather than dropping anything.
-    async fn commit(&mut self, batch: &mut Vec<Append>, deletes: &mut Vec<u64>) {
+    async fn commit(&mut self, batch: &mut Vec<Append>, deletes: &mut Delete) {
         let mut backoff = Duration::from_millis(50);
         loop {
             let store = self.store.clone();
             let gateway = self.cfg.gateway.clone();
-            let next = self.next_seq;
+            let ledger = self.ledger.clone();
+            let limits = (self.max_bytes, self.cfg.ttl);
             let mut taken = std::mem::take(batch);
             let dels = std::mem::take(deletes);
             let result = tokio::task::spawn_blocking(move || {
-                let r = write(&store, &gateway, next, &mut taken, &dels);
+                let r = write(&store, &gateway, ledger, limits, &mut taken, &dels);
                 (r, taken, dels)
             })
             .await;
@@ -172,28 +306,37 @@ impl Writer {
                 }
             };
             match r {
-                Ok((next_seq, removed)) => {
-                    let appended = next_seq - self.next_seq;
-                    self.next_seq = next_seq;
+                Ok((ledger, depth_change)) => {
+                    let appended = ledger.next_seq - self.ledger.next_seq;
                     let m = &self.metrics;
                     Metrics::inc(&m.outbox_commits);
                     Metrics::add(&m.outbox_appended, appended);
-                    m.outbox_depth.fetch_add(appended, Ordering::Relaxed);
-                    m.outbox_depth.fetch_sub(
-                        removed.min(Metrics::get(&m.outbox_depth)),
-                        Ordering::Relaxed,
-                    );
+                    m.outbox_bytes.store(ledger.total(), Ordering::Relaxed);
+                    m.outbox_evicted.store(ledger.lost(), Ordering::Relaxed);
+                    let depth = Metrics::get(&m.outbox_depth).saturating_add_signed(depth_change);
+                    m.outbox_depth.store(depth, Ordering::Relaxed);
+                    self.ledger = ledger;
                     for a in taken {
                         if let Some(ack) = a.ack {
                             ack();
                         }
                     }
                     if appended > 0 {
-                        self.committed.send_replace(next_seq - 1);
+                        self.committed.send_replace(self.ledger.next_seq - 1);
                     }
                     return;
                 }
                 Err(e) => {
+                    if is_disk_full(&e) {
+                        // The disk is smaller than the configured bound: learn the real one.
+                        let shrunk = (self.ledger.total() * 9 / 10).min(self.max_bytes * 9 / 10);
+                        warn!(
+                            bound = self.max_bytes,
+                            now = shrunk,
+                            "Disk full: lowering the outbox bound and evicting."
+                        );
+                        self.max_bytes = shrunk;
+                    }
                     let n = self
                         .metrics
                         .outbox_commit_errors
@@ -221,58 +364,137 @@ fn records(batch: &[Append]) -> usize {
     batch.iter().map(|a| a.records.len()).sum()
 }
 
-/// One transaction: the batch's records get their seqs and ids and go in; the deletes come out.
-/// Returns the next free seq and how many records were removed.
+fn is_disk_full(e: &StoreError) -> bool {
+    let io = match e {
+        StoreError::Db(redb::Error::Io(io)) => io,
+        _ => return false,
+    };
+    io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+}
+
+/// One transaction: expired records out, room made, the batch's records in with their seqs and
+/// ids, acked records out. Returns the new ledger and how the record count changed.
 fn write(
     store: &Store,
     gateway: &str,
-    mut next: u64,
+    mut ledger: Ledger,
+    (max_bytes, ttl): (u64, [Duration; 3]),
     batch: &mut [Append],
-    deletes: &[u64],
-) -> Result<(u64, u64), StoreError> {
+    deletes: &[(Class, u64)],
+) -> Result<(Ledger, i64), StoreError> {
+    let now = crate::now_ms();
     let mut txn = store.db().begin_write()?;
-    // Nothing new to keep (only deletes, or acks of messages with nothing to record): skip the
-    // fsync; losing this commit in a crash loses nothing.
+    // Nothing new to keep (only deletes, expiries, or acks of messages with nothing to record):
+    // skip the fsync; losing this commit in a crash loses nothing.
     if records(batch) == 0 {
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError::Db(e.into()))?;
     }
-    let mut removed = 0;
+    let mut depth: i64 = 0;
     {
-        let mut table = txn.open_table(OUTBOX)?;
-        let mut buf = Vec::with_capacity(256);
+        let mut tables = [
+            txn.open_table(Class::Routine.table())?,
+            txn.open_table(Class::Passage.table())?,
+            txn.open_table(Class::Alarm.table())?,
+        ];
+        for &(class, seq) in deletes {
+            if let Some(v) = tables[class.index()].remove(seq)? {
+                ledger.bytes[class.index()] -= v.value().len() as u64;
+                depth -= 1;
+            }
+        }
+        for c in Class::ALL {
+            let i = c.index();
+            let cutoff = now.saturating_sub(ttl[i].as_millis() as i64);
+            while let Some(len) = pop_oldest_if(&mut tables[i], |created| created < cutoff)? {
+                ledger.bytes[i] -= len;
+                ledger.expired[i] += 1;
+                depth -= 1;
+            }
+        }
+
+        let mut encoded = Vec::with_capacity(records(batch));
         for a in batch.iter_mut() {
             for r in a.records.iter_mut() {
-                let id = format!("{gateway}:{next}");
-                buf.clear();
+                let seq = ledger.next_seq;
+                ledger.next_seq += 1;
+                let id = format!("{gateway}:{seq}");
+                let mut buf = Vec::with_capacity(256);
+                buf.extend_from_slice(&now.to_le_bytes());
                 match r {
                     Record::Event(e) => {
-                        e.seq = next;
+                        e.seq = seq;
                         e.event_id = id;
-                        buf.push(KIND_EVENT);
                         e.encode(&mut buf).expect("a Vec grows as needed");
                     }
                     Record::Alarm(al) => {
-                        al.seq = next;
+                        al.seq = seq;
                         al.alarm_id = id;
-                        buf.push(KIND_ALARM);
                         al.encode(&mut buf).expect("a Vec grows as needed");
                     }
                 }
-                table.insert(next, buf.as_slice())?;
-                next += 1;
+                encoded.push((r.class(), seq, buf));
             }
         }
-        for &seq in deletes {
-            if table.remove(seq)?.is_some() {
-                removed += 1;
+        for (class, seq, buf) in encoded {
+            ledger.bytes[class.index()] += buf.len() as u64;
+            tables[class.index()].insert(seq, buf.as_slice())?;
+            depth += 1;
+        }
+        // Over the bound: the oldest go, routine first, alarms last (the batch's own records
+        // too, if it alone is larger than the room).
+        'room: for c in Class::ALL {
+            while ledger.total() > max_bytes {
+                match pop_oldest_if(&mut tables[c.index()], |_| true)? {
+                    Some(len) => {
+                        ledger.bytes[c.index()] -= len;
+                        ledger.evicted[c.index()] += 1;
+                        depth -= 1;
+                    }
+                    None => continue 'room,
+                }
             }
         }
-        let mut meta = txn.open_table(super::META)?;
-        meta.insert("next_seq", next)?;
+
+        let mut meta = txn.open_table(META)?;
+        meta.insert("next_seq", ledger.next_seq)?;
+        for c in Class::ALL {
+            let i = c.index();
+            meta.insert(format!("bytes_{}", c.as_str()).as_str(), ledger.bytes[i])?;
+            meta.insert(
+                format!("evicted_{}", c.as_str()).as_str(),
+                ledger.evicted[i],
+            )?;
+            meta.insert(
+                format!("expired_{}", c.as_str()).as_str(),
+                ledger.expired[i],
+            )?;
+        }
     }
     txn.commit()?;
-    Ok((next, removed))
+    Ok((ledger, depth))
+}
+
+/// Removes the oldest record of a table if `doomed(created_ms)`; returns its size.
+fn pop_oldest_if(
+    table: &mut redb::Table<u64, &[u8]>,
+    doomed: impl Fn(i64) -> bool,
+) -> Result<Option<u64>, StoreError> {
+    let created = match table.first()? {
+        None => return Ok(None),
+        Some((_, v)) => {
+            let v = v.value();
+            let header: [u8; HEADER] = v
+                .get(..HEADER)
+                .and_then(|h| h.try_into().ok())
+                .unwrap_or_default();
+            i64::from_le_bytes(header)
+        }
+    };
+    if !doomed(created) {
+        return Ok(None);
+    }
+    Ok(table.pop_first()?.map(|(_, v)| v.value().len() as u64))
 }
 
 #[cfg(test)]
@@ -280,11 +502,43 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    fn event(lane: &str) -> Record {
+    fn cfg(max_bytes: u64) -> WriterConfig {
+        WriterConfig {
+            gateway: "gw1".into(),
+            commit_interval: Duration::from_millis(5),
+            commit_max: 100,
+            max_bytes,
+            ttl: [Duration::from_secs(3600); 3],
+        }
+    }
+
+    fn passage(lane: &str) -> Record {
         Record::Event(v1::Event {
             lane: lane.into(),
+            body: Some(v1::event::Body::Passage(Default::default())),
             ..Default::default()
         })
+    }
+
+    fn reading() -> Record {
+        Record::Event(v1::Event {
+            body: Some(v1::event::Body::Reading(v1::Reading {
+                temperature_c: 36.5,
+                cause: "x".repeat(50),
+            })),
+            ..Default::default()
+        })
+    }
+
+    fn alarm() -> Record {
+        Record::Alarm(v1::Alarm {
+            detail: "x".repeat(50),
+            ..Default::default()
+        })
+    }
+
+    async fn append(h: &WriterHandle, records: Vec<Record>) {
+        h.appends.send(Append { records, ack: None }).await.unwrap();
     }
 
     #[tokio::test]
@@ -292,12 +546,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let cfg = WriterConfig {
-            gateway: "gw1".into(),
-            commit_interval: Duration::from_millis(5),
-            commit_max: 100,
-        };
-        let h = spawn(store.clone(), cfg.clone(), metrics.clone()).unwrap();
+        let h = spawn(store.clone(), cfg(u64::MAX), metrics.clone()).unwrap();
         let acked = Arc::new(AtomicUsize::new(0));
         for i in 0..250 {
             let acked = acked.clone();
@@ -306,7 +555,7 @@ mod tests {
             });
             h.appends
                 .send(Append {
-                    records: vec![event(&format!("l{i}"))],
+                    records: vec![passage(&format!("l{i}"))],
                     ack: Some(ack),
                 })
                 .await
@@ -316,14 +565,19 @@ mod tests {
         h.appends_done.await.unwrap();
         assert_eq!(acked.load(Ordering::SeqCst), 250);
         assert_eq!(*h.committed.borrow(), 250);
-        let rows = store.outbox_from(1, 1000, usize::MAX).unwrap();
+        let rows = store
+            .outbox_from(&[Class::Passage, Class::Routine], 1, 1000, usize::MAX)
+            .unwrap();
         assert_eq!(rows.len(), 250);
-        let first = v1::Event::decode(&rows[0].1[1..]).unwrap();
+        let first = v1::Event::decode(rows[0].message.as_slice()).unwrap();
         assert_eq!(
             (first.event_id.as_str(), first.lane.as_str()),
             ("gw1:1", "l0")
         );
-        h.deletes.send((1..=200).collect()).await.unwrap();
+        h.deletes
+            .send((1..=200).map(|s| (Class::Passage, s)).collect())
+            .await
+            .unwrap();
         drop(h.deletes);
         h.join.await.unwrap();
         assert_eq!(store.outbox_len().unwrap(), 50);
@@ -333,5 +587,96 @@ mod tests {
         // Reopen: numbering continues after the highest seq ever handed out.
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.next_seq().unwrap(), 251);
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_evicts_routine_first_then_oldest_passages_and_alarms_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        // Room for about 20 records of ~70 bytes.
+        let h = spawn(store.clone(), cfg(1500), metrics.clone()).unwrap();
+        append(&h, vec![alarm(), alarm()]).await;
+        append(&h, (0..5).map(|_| reading()).collect()).await;
+        append(&h, (0..10).map(|i| passage(&format!("{i:0>50}"))).collect()).await;
+        // Nearly full. Twelve more passages push out the readings, then the oldest passages.
+        for i in 10..22 {
+            append(&h, vec![passage(&format!("{i:0>50}"))]).await;
+        }
+        drop(h.appends);
+        h.appends_done.await.unwrap();
+        drop(h.deletes);
+        h.join.await.unwrap();
+        let left = |c| store.outbox_from(&[c], 0, 1000, usize::MAX).unwrap();
+        assert!(left(Class::Routine).is_empty(), "routine goes first");
+        let alarms: Vec<v1::Alarm> = left(Class::Alarm)
+            .iter()
+            .map(|r| v1::Alarm::decode(r.message.as_slice()).unwrap())
+            .collect();
+        let kept = alarms
+            .iter()
+            .filter(|a| a.kind() == v1::AlarmKind::Unspecified)
+            .count();
+        assert_eq!(kept, 2, "alarms stay");
+        assert!(alarms.len() > 2, "and the eviction reports join them");
+        let lanes: Vec<String> = left(Class::Passage)
+            .iter()
+            .map(|r| v1::Event::decode(r.message.as_slice()).unwrap().lane)
+            .collect();
+        assert_eq!(
+            lanes.last().unwrap(),
+            &format!("{:0>50}", 21),
+            "the newest passage is kept"
+        );
+        assert!(
+            !lanes.contains(&format!("{:0>50}", 0)),
+            "the oldest passage went"
+        );
+        let reports: Vec<&v1::Alarm> = alarms
+            .iter()
+            .filter(|a| a.kind() == v1::AlarmKind::OutboxEvicted)
+            .collect();
+        assert!(
+            reports.iter().any(|a| a.detail.contains("routine")),
+            "{reports:?}"
+        );
+        assert!(
+            reports.iter().any(|a| a.detail.contains("passage")),
+            "{reports:?}"
+        );
+        assert_eq!(store.meta("evicted_routine").unwrap(), 5);
+        assert!(store.meta("evicted_passage").unwrap() > 0);
+        assert_eq!(store.meta("evicted_alarm").unwrap(), 0);
+        assert!(Metrics::get(&metrics.outbox_evicted) >= 5);
+        assert!(Metrics::get(&metrics.outbox_bytes) <= 1500);
+    }
+
+    #[tokio::test]
+    async fn records_past_their_time_to_live_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let mut c = cfg(u64::MAX);
+        c.ttl[Class::Routine.index()] = Duration::from_millis(1);
+        let h = spawn(store.clone(), c, metrics.clone()).unwrap();
+        append(&h, vec![reading(), passage("a")]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&h, vec![passage("b")]).await;
+        drop(h.appends);
+        h.appends_done.await.unwrap();
+        drop(h.deletes);
+        h.join.await.unwrap();
+        assert!(store
+            .outbox_from(&[Class::Routine], 0, 10, usize::MAX)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store
+                .outbox_from(&[Class::Passage], 0, 10, usize::MAX)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(store.meta("expired_routine").unwrap(), 1);
     }
 }
