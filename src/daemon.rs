@@ -396,7 +396,16 @@ struct DecisionLoop {
 impl DecisionLoop {
     async fn run(self, mut input: mpsc::Receiver<Input>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Test hook for the watchdog: the loop stops turning after this long, as a hung one would.
+        let stall_at = std::env::var("GATEHOUSE_TEST_STALL_DECISIONS_AFTER_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
         loop {
+            if stall_at.is_some_and(|t| Instant::now() >= t) {
+                warn!("Test hook: the decision loop stalls now.");
+                std::future::pending::<()>().await;
+            }
             tokio::select! {
                 biased;
                 i = input.recv() => match i {

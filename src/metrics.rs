@@ -30,6 +30,8 @@ pub struct Metrics {
     pub device_subscribed: AtomicBool,
     /// Bumped by the decision loop on every turn, for the watchdog.
     pub core_ticks: AtomicU64,
+    /// Bumped by the device events task on every turn (at least once a second).
+    pub source_ticks: AtomicU64,
 }
 
 impl Metrics {

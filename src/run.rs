@@ -88,17 +88,36 @@ pub async fn run(config_path: &Path, broker_port: Option<u16>) -> Result<(), Run
     Ok(())
 }
 
-/// Pings the watchdog only while the decision loop turns: a hung loop gets the process restarted.
+/// The loops that must keep turning for the watchdog to be fed; each turns at least once a
+/// second even when idle.
+fn progress(m: &Metrics) -> [(&'static str, u64); 3] {
+    [
+        ("decision loop", Metrics::get(&m.core_ticks)),
+        ("device source", Metrics::get(&m.source_ticks)),
+        ("outbox writer", Metrics::get(&m.writer_ticks)),
+    ]
+}
+
+/// Pings the watchdog only while every loop that matters turns: a hung one gets the process
+/// restarted by systemd. Checks at half the watchdog timeout, but never more often than the
+/// loops' one-second idle turn (so `WatchdogSec` must be at least 3 s).
 async fn watchdog(every: std::time::Duration, metrics: Arc<Metrics>) {
-    let mut last = u64::MAX;
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(1100)));
+    tick.tick().await;
+    let mut last = progress(&metrics);
     loop {
         tick.tick().await;
-        let now = Metrics::get(&metrics.core_ticks);
-        if now != last {
+        let now = progress(&metrics);
+        let stalled: Vec<&str> = now
+            .iter()
+            .zip(&last)
+            .filter(|(n, l)| n.1 == l.1)
+            .map(|(n, _)| n.0)
+            .collect();
+        if stalled.is_empty() {
             systemd::notify("WATCHDOG=1");
         } else {
-            warn!("Decision loop made no progress; withholding the watchdog ping.");
+            warn!(stalled = ?stalled, "No progress; withholding the watchdog ping.");
         }
         last = now;
     }

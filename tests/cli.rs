@@ -146,3 +146,52 @@ async fn a_killed_gateway_is_marked_offline_by_its_will() {
     let s = watcher.status(v1::GatewayState::Offline).await;
     assert_eq!(s.gateway, GATEWAY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_fed_only_while_the_decision_loop_turns() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &broker, &broker);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut child = gatehouse()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2400000")
+        .env("GATEHOUSE_TEST_STALL_DECISIONS_AFTER_MS", "3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut pings = Vec::new();
+    let mut ready = false;
+    let mut buf = [0u8; 256];
+    while start.elapsed() < Duration::from_secs(8) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            match &buf[..n] {
+                b"READY=1" => ready = true,
+                b"WATCHDOG=1" => pings.push(start.elapsed()),
+                _ => {}
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ready, "READY=1 sent");
+    assert!(
+        pings.iter().any(|t| *t < Duration::from_secs(3)),
+        "fed while turning: {pings:?}"
+    );
+    // The loop stalls at 3 s; the check after it still sees its last turns (≤ 1.2 s later),
+    // none after that.
+    assert!(
+        pings.iter().all(|t| *t < Duration::from_millis(5000)),
+        "no ping after the stall: {pings:?}"
+    );
+}

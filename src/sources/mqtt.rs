@@ -94,8 +94,11 @@ pub async fn run_events(
     let mut core = Some(core);
     let mut backoff = mqtt::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut errors = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        Metrics::inc(&metrics.source_ticks);
         let ev = tokio::select! {
+            _ = tick.tick() => continue,
             _ = shutdown.changed(), if core.is_some() => {
                 // Intake stops here; events already handed on are still acked when durable.
                 core = None;
@@ -158,8 +161,16 @@ pub async fn run_events(
                     received,
                     ack,
                 };
-                if tx.send(input).await.is_err() {
-                    break; // the decision loop is gone: nothing left to do
+                // Waiting for room (backpressure) is not a hang: keep turning for the watchdog.
+                let permit = loop {
+                    tokio::select! {
+                        p = tx.reserve() => break p,
+                        _ = tick.tick() => Metrics::inc(&metrics.source_ticks),
+                    }
+                };
+                match permit {
+                    Ok(permit) => permit.send(input),
+                    Err(_) => break, // the decision loop is gone: nothing left to do
                 }
             }
             Ok(_) => {}

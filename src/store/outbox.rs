@@ -348,6 +348,8 @@ impl Writer {
                     *batch = taken;
                     *deletes = dels;
                     tokio::time::sleep(backoff).await;
+                    // A failing disk is not a hung writer: the watchdog must not restart us for it.
+                    Metrics::inc(&self.metrics.writer_ticks);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     if batch.is_empty() && self.append_rx.is_closed() {
                         info!("Outbox: giving up a delete-only commit at shutdown.");
