@@ -2,6 +2,7 @@
 //! port, simulated devices. Shared helpers live in `common/`.
 mod common;
 
+mod chaos;
 mod cli;
 mod crash;
 mod interop;

@@ -12,8 +12,7 @@ use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -119,8 +118,21 @@ impl Harness {
     }
 
     pub async fn start_with_uplink(broker: BrokerUrl, uplink_url: BrokerUrl) -> Harness {
+        Self::start_with(broker.clone(), broker, uplink_url, |t| t).await
+    }
+
+    /// The gateway reaches the device broker at `devices` and the uplink at `uplink_url` (either
+    /// may be a proxy); the simulated devices and the company watcher use `broker` directly.
+    /// `edit` may change the config text first.
+    pub async fn start_with(
+        broker: BrokerUrl,
+        devices: BrokerUrl,
+        uplink_url: BrokerUrl,
+        edit: impl FnOnce(String) -> String,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_config(dir.path(), &broker, &uplink_url);
+        let path = dir.path().join("gatehouse.toml");
+        std::fs::write(&path, edit(config_text(dir.path(), &devices, &uplink_url))).unwrap();
         let uplink = Uplink::connect(&broker).await;
         let (tx, gate) = mpsc::channel(1024);
         tokio::spawn(sim::gate::run_gate(
@@ -395,41 +407,54 @@ impl Drop for Uplink {
     }
 }
 
-/// A TCP proxy in front of a broker whose link the test can cut (connections dropped, new
-/// ones refused) and restore.
+/// What the proxy does to the link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Link {
+    Up,
+    /// Every open connection dropped, new ones refused (a broker killed and not yet back).
+    Cut,
+    /// Bytes stop flowing, connections stay open, no RST (a pulled cable, a stateful firewall).
+    Blackhole,
+    /// Every chunk held this long before it goes on (a congested 4G uplink).
+    Slow(Duration),
+}
+
+/// A TCP proxy in front of a broker whose link the test can cut, blackhole, slow and restore.
 pub struct Proxy {
     pub url: BrokerUrl,
-    up: Arc<AtomicBool>,
-    generation: tokio::sync::watch::Sender<u64>,
+    link: tokio::sync::watch::Sender<(Link, u64)>,
 }
 
 impl Proxy {
     pub async fn start(target: BrokerUrl) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (generation, _) = tokio::sync::watch::channel(0u64);
-        let (u, g) = (up.clone(), generation.clone());
+        // (mode, how many cuts so far): a cut is seen by every connection, even a later restore.
+        let (link, _) = tokio::sync::watch::channel((Link::Up, 0u64));
+        let l = link.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     continue;
                 };
-                if !u.load(Ordering::SeqCst) {
+                let (mode, cuts) = *l.borrow();
+                if mode == Link::Cut {
                     let _ = inbound.shutdown().await;
                     continue;
                 }
                 let _ = inbound.set_nodelay(true);
                 let target = format!("{}:{}", target.host, target.port);
-                let mut cut = g.subscribe();
+                let rx = l.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    let Ok(outbound) = TcpStream::connect(target).await else {
                         return;
                     };
                     let _ = outbound.set_nodelay(true);
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
+                        _ = pump(ri, wo, rx.clone(), cuts) => {}
+                        _ = pump(ro, wi, rx, cuts) => {}
                     }
                 });
             }
@@ -440,18 +465,72 @@ impl Proxy {
                 host: "127.0.0.1".into(),
                 port,
             },
-            up,
-            generation,
+            link,
         }
+    }
+
+    pub fn set(&self, mode: Link) {
+        self.link.send_modify(|(m, cuts)| {
+            *m = mode;
+            if mode == Link::Cut {
+                *cuts += 1;
+            }
+        });
     }
 
     /// Drops every open connection and refuses new ones.
     pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
+        self.set(Link::Cut);
     }
 
     pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.set(Link::Up);
+    }
+}
+
+/// Copies one direction, obeying the link's mode; ends on EOF, an error or a cut.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut link: tokio::sync::watch::Receiver<(Link, u64)>,
+    cuts_at_start: u64,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = link.changed() => {
+                if link.borrow().1 != cuts_at_start {
+                    return;
+                }
+                continue;
+            }
+        };
+        // Hold the bytes while blackholed; drop the connection if it is cut meanwhile.
+        loop {
+            let (mode, cuts) = *link.borrow_and_update();
+            if cuts != cuts_at_start {
+                return;
+            }
+            match mode {
+                Link::Blackhole => {
+                    if link.changed().await.is_err() {
+                        return;
+                    }
+                }
+                Link::Slow(d) => {
+                    tokio::time::sleep(d).await;
+                    break;
+                }
+                Link::Up | Link::Cut => break,
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
