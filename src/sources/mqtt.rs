@@ -12,7 +12,7 @@ use crate::mqtt;
 use crate::profiles::{Decoded, Profile};
 use crate::store::outbox::{Ack, APPEND_CAPACITY};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,9 +33,14 @@ pub struct Input {
 /// the unacknowledged events (backpressure; nothing dropped).
 pub const INPUT_CAPACITY: usize = 4096;
 
+/// Decoded events held in the events task while the decision loop's input is full. Full too →
+/// the task stops reading from the broker until there is room (named policy: backpressure to the
+/// broker, which keeps unacknowledged events).
+const WAITING_MAX: usize = 4096;
+
 /// Requests queued on the events connection are almost all acks; sized above everything the
 /// pipeline can hold at once, so an ack never finds it full.
-const EVENTS_REQUEST_CAPACITY: usize = 2 * (INPUT_CAPACITY + APPEND_CAPACITY);
+const EVENTS_REQUEST_CAPACITY: usize = 2 * (INPUT_CAPACITY + WAITING_MAX + APPEND_CAPACITY);
 
 /// A device whose events arrive on `topic`.
 pub struct Route {
@@ -92,20 +97,43 @@ pub async fn run_events(
         .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
         .collect();
     let mut core = Some(core);
+    // Events waiting for room in the decision loop's input. The event loop keeps being polled
+    // meanwhile (keep-alive, acks); only when this is full too does reading stop, and the broker
+    // holds the rest (it sends no more than its in-flight window without our acks anyway).
+    let mut waiting: VecDeque<Input> = VecDeque::new();
     let mut backoff = mqtt::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut errors = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         Metrics::inc(&metrics.source_ticks);
+        if let Some(tx) = &core {
+            while !waiting.is_empty() {
+                match tx.try_reserve() {
+                    Ok(permit) => permit.send(waiting.pop_front().expect("not empty")),
+                    Err(mpsc::error::TrySendError::Full(())) => break,
+                    Err(mpsc::error::TrySendError::Closed(())) => return, // the decision loop is gone
+                }
+            }
+        }
+        let room = core.clone().filter(|_| !waiting.is_empty());
         let ev = tokio::select! {
             _ = tick.tick() => continue,
             _ = shutdown.changed(), if core.is_some() => {
                 // Intake stops here; events already handed on are still acked when durable.
+                // Those still waiting are dropped unacked: the broker redelivers them.
                 core = None;
+                waiting.clear();
                 continue;
             }
             _ = &mut release, if core.is_none() => break,
-            ev = el.poll() => ev,
+            permit = async { room.as_ref().expect("guarded").reserve().await }, if room.is_some() => {
+                match permit {
+                    Ok(permit) => permit.send(waiting.pop_front().expect("not empty")),
+                    Err(_) => return,
+                }
+                continue;
+            }
+            ev = el.poll(), if waiting.len() < WAITING_MAX => ev,
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -127,7 +155,9 @@ pub async fn run_events(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let received = Instant::now();
                 // After shutdown began: not acked, so the broker redelivers it to the next run.
-                let Some(tx) = &core else { continue };
+                if core.is_none() {
+                    continue;
+                }
                 Metrics::inc(&metrics.events_received);
                 let route = routes.get(p.topic.as_str());
                 if let Some(r) = route {
@@ -161,17 +191,7 @@ pub async fn run_events(
                     received,
                     ack,
                 };
-                // Waiting for room (backpressure) is not a hang: keep turning for the watchdog.
-                let permit = loop {
-                    tokio::select! {
-                        p = tx.reserve() => break p,
-                        _ = tick.tick() => Metrics::inc(&metrics.source_ticks),
-                    }
-                };
-                match permit {
-                    Ok(permit) => permit.send(input),
-                    Err(_) => break, // the decision loop is gone: nothing left to do
-                }
+                waiting.push_back(input);
             }
             Ok(_) => {}
             Err(e) => {
