@@ -249,11 +249,28 @@ fn default_plausible_max() -> f64 {
     43.0
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
     /// Residents to import at start (`.csv` or `.jsonl`); re-imported only when the file changes.
     pub import: Option<PathBuf>,
+    /// A list with more residents than this is refused (and the stored one kept): it is a list
+    /// meant for somewhere bigger than one estate, and would take the box's memory.
+    #[serde(default = "default_max_residents")]
+    pub max_residents: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            import: None,
+            max_residents: default_max_residents(),
+        }
+    }
+}
+
+fn default_max_residents() -> usize {
+    300_000
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

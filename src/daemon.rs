@@ -57,7 +57,7 @@ impl Daemon {
         config.validate(&profiles)?;
         let (store, moved_aside) = Store::open_or_recover(&config.store.dir)?;
         if let Some(file) = &config.registry.import {
-            match store.import_residents(file) {
+            match store.import_residents(file, config.registry.max_residents) {
                 Ok(Imported::Replaced { residents }) => {
                     info!(file = %file.display(), residents, "Resident list imported.")
                 }

@@ -31,19 +31,14 @@ pub fn load_checked(
     let (profiles, mut problems) = Profiles::load(config.profiles.dir.as_deref());
     problems.extend(config.problems(&profiles));
     if let Some(file) = config.registry.import.as_ref().filter(|f| f.is_file()) {
-        match std::fs::read_to_string(file) {
-            Ok(text) => {
-                if let Err(bad) = residents::parse(file, &text) {
-                    problems.extend(bad.into_iter().map(|message| Problem {
-                        path: format!("registry.import ({})", file.display()),
-                        message,
-                    }));
-                }
-            }
-            Err(e) => problems.push(Problem {
-                path: "registry.import".into(),
-                message: format!("cannot read {}: {e}", file.display()),
-            }),
+        let max = config.registry.max_residents;
+        let checked =
+            residents::read(file, max).and_then(|text| residents::parse(file, &text, max));
+        if let Err(bad) = checked {
+            problems.extend(bad.into_iter().map(|message| Problem {
+                path: format!("registry.import ({})", file.display()),
+                message,
+            }));
         }
     }
     if problems.is_empty() {

@@ -120,3 +120,87 @@ async fn after_the_device_broker_link_drops_the_gateway_resubscribes_and_decides
     assert!(Metrics::get(&m.device_connects) >= 2);
     h.daemon.stop().await;
 }
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_garbage_is_shed_and_real_identifications_still_decide() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &broker, &broker);
+    let mut company = Uplink::connect(&broker).await;
+    let (tx, mut gate) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(gatehouse::sim::gate::run_gate(
+        broker.clone(),
+        "devices/gate-1/cmd".into(),
+        tx,
+    ));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    company.status(v1::GatewayState::Online).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 2 s of 10,000 garbage messages a second on the terminal's own topic, with 40 real
+    // identifications among them.
+    let flooder = Client::connect(&broker, "flooder").await;
+    let terminal = Client::connect(&broker, "terminal").await;
+    let start = std::time::Instant::now();
+    let mut real = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for i in 0..2000u64 {
+        tick.tick().await;
+        for k in 0..10 {
+            let junk = match k % 3 {
+                0 => b"\x00\xff garbage".to_vec(),
+                1 => br#"{"AccessControllerEvent":{"currTemperature":"NaN"}}"#.to_vec(),
+                _ => vec![b'{'; 2000],
+            };
+            flooder.publish("devices/thermal-1/event", junk).await;
+        }
+        if i % 50 == 0 {
+            let serial = 1_000 + i / 50;
+            let body =
+                gatehouse::sim::hikvision::acs_event(serial, Some("R000007"), 36.5, Unit::Celsius);
+            terminal
+                .publish("devices/thermal-1/event", body.into_bytes())
+                .await;
+            real.push(serial);
+        }
+    }
+    let flood_secs = start.elapsed().as_secs_f64();
+    let mut answered = Vec::new();
+    within(
+        "every real identification answered",
+        Duration::from_secs(30),
+        async {
+            while answered.len() < real.len() {
+                let c = gate.recv().await.unwrap().unwrap();
+                assert_eq!(c.action, "open");
+                answered.push(c.cause.parse::<u64>().unwrap());
+            }
+        },
+    )
+    .await;
+    answered.sort_unstable();
+    assert_eq!(answered, real);
+    let peak = peak_rss_kb(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!("flood: 20,000 garbage messages in {flood_secs:.1} s, {} real identifications all answered, gatehouse peak RSS {peak} kB", real.len());
+    assert!(peak < 96 * 1024, "memory stays bounded: peak {peak} kB");
+}

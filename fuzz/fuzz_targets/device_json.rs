@@ -1,15 +1,25 @@
 //! Device payloads as they come off the broker, through every shipped profile's decoder.
 #![no_main]
-use gatehouse::profiles::Profiles;
+use gatehouse::profiles::{Profile, Profiles};
 use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+
+fn decoders() -> &'static [Profile] {
+    static DECODERS: OnceLock<Vec<Profile>> = OnceLock::new();
+    DECODERS.get_or_init(|| {
+        let profiles = Profiles::builtin();
+        profiles
+            .names()
+            .iter()
+            .filter_map(|n| profiles.get(n))
+            .filter(|p| p.decode.is_some())
+            .cloned()
+            .collect()
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
-    let profiles = Profiles::builtin();
-    for name in profiles.names() {
-        if let Some(p) = profiles.get(name) {
-            if p.decode.is_some() {
-                let _ = p.decode(data);
-            }
-        }
+    for p in decoders() {
+        let _ = p.decode(data);
     }
 });

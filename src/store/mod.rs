@@ -258,16 +258,16 @@ impl Store {
 
     /// Imports residents from a file, replacing the list, unless it is the file imported last time.
     /// A file with any bad line is refused whole and the stored list is kept.
-    pub fn import_residents(&self, path: &Path) -> Result<Imported, StoreError> {
-        let text = std::fs::read_to_string(path).map_err(|e| StoreError::Import {
+    pub fn import_residents(&self, path: &Path, max: usize) -> Result<Imported, StoreError> {
+        let text = residents::read(path, max).map_err(|problems| StoreError::Import {
             path: path.to_path_buf(),
-            problems: vec![format!("cannot read: {e}")],
+            problems,
         })?;
         let hash = residents::content_hash(&text);
         if self.meta("import_hash")? == hash {
             return Ok(Imported::Unchanged);
         }
-        let rows = residents::parse(path, &text).map_err(|problems| StoreError::Import {
+        let rows = residents::parse(path, &text, max).map_err(|problems| StoreError::Import {
             path: path.to_path_buf(),
             problems,
         })?;
@@ -397,16 +397,49 @@ mod tests {
         .unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         assert_eq!(
-            store.import_residents(&csv).unwrap(),
+            store.import_residents(&csv, 100).unwrap(),
             Imported::Replaced { residents: 2 }
         );
-        assert_eq!(store.import_residents(&csv).unwrap(), Imported::Unchanged);
+        assert_eq!(
+            store.import_residents(&csv, 100).unwrap(),
+            Imported::Unchanged
+        );
         let reg = store.load_registry().unwrap();
         assert_eq!(reg.len(), 2);
         let r2 = reg.get("R2").unwrap();
         assert_eq!(r2.status, ResidentStatus::Quarantined);
         assert_eq!(reg.household_id(r2), "H1");
         assert_eq!(reg.get("R1").unwrap().valid_until_ms, i64::MAX);
+    }
+
+    #[test]
+    fn a_million_entry_list_is_refused_and_the_old_list_kept() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let small = dir.path().join("small.csv");
+        std::fs::write(&small, "person_id,household\nR1,H1\n").unwrap();
+        store.import_residents(&small, 300_000).unwrap();
+        let big = dir.path().join("district.csv");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        writeln!(f, "person_id,household").unwrap();
+        for i in 0..1_000_000 {
+            writeln!(f, "P{i:07},H{:06}", i / 3).unwrap();
+        }
+        drop(f);
+        let err = store
+            .import_residents(&big, 300_000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 300000 residents"), "{err}");
+        // A file far past the limit is refused before it is read at all.
+        let err = store.import_residents(&big, 1000).unwrap_err().to_string();
+        assert!(err.contains("bytes is more than 1000 residents"), "{err}");
+        assert_eq!(
+            store.load_registry().unwrap().len(),
+            1,
+            "the old list stays"
+        );
     }
 
     #[test]
@@ -421,8 +454,8 @@ mod tests {
         )
         .unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.import_residents(&good).unwrap();
-        let err = store.import_residents(&bad).unwrap_err().to_string();
+        store.import_residents(&good, 100).unwrap();
+        let err = store.import_residents(&bad, 100).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("line 3"), "{err}");
         assert!(store.load_registry().unwrap().get("R1").is_some());
     }

@@ -148,6 +148,7 @@ pub fn spawn(
         metrics,
         reported: ledger.clone(),
         last_report: None,
+        last_sweep: tokio::time::Instant::now(),
         ledger,
         append_rx,
         delete_rx,
@@ -173,6 +174,8 @@ struct Writer {
     /// The ledger as last reported upstream.
     reported: Ledger,
     last_report: Option<tokio::time::Instant>,
+    /// When a commit last swept expired records (every commit does).
+    last_sweep: tokio::time::Instant,
     append_rx: mpsc::Receiver<Append>,
     delete_rx: mpsc::Receiver<Delete>,
     committed: watch::Sender<u64>,
@@ -202,8 +205,17 @@ impl Writer {
                 }
             }
             Metrics::inc(&self.metrics.writer_ticks);
-            // Linger for more records, up to the interval or the size limit.
-            if !batch.is_empty() {
+            // Take what is already queued.
+            while appends_open && records(&batch) < self.cfg.commit_max {
+                match self.append_rx.try_recv() {
+                    Ok(a) => batch.push(a),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => appends_open = false,
+                }
+            }
+            // Linger for more records, up to the interval or the size limit — only when there is
+            // something to make durable: acks of messages with nothing to keep must not wait.
+            if records(&batch) > 0 {
                 let deadline = tokio::time::Instant::now() + self.cfg.commit_interval;
                 while appends_open && records(&batch) < self.cfg.commit_max {
                     tokio::select! {
@@ -218,7 +230,15 @@ impl Writer {
             while let Ok(d) = self.delete_rx.try_recv() {
                 deletes.extend(d);
             }
-            if !batch.is_empty() || !deletes.is_empty() || self.ttl_due() {
+            if records(&batch) == 0 && deletes.is_empty() && !self.ttl_due() {
+                // Only acks (garbage, heartbeats): nothing to write, and every record before
+                // them is already durable, so they go now, still in order.
+                for a in batch.drain(..) {
+                    if let Some(ack) = a.ack {
+                        ack();
+                    }
+                }
+            } else if !batch.is_empty() || !deletes.is_empty() || self.ttl_due() {
                 self.commit(&mut batch, &mut deletes).await;
             }
             let last_turn = !appends_open && !deletes_open && deletes.is_empty();
@@ -237,10 +257,9 @@ impl Writer {
         }
     }
 
-    /// Whether the oldest record may have outlived its class's time-to-live (checked once a
-    /// second at most, by the idle tick).
+    /// Whether to sweep for records past their time-to-live: once a second while any are held.
     fn ttl_due(&self) -> bool {
-        self.ledger.total() > 0
+        self.ledger.total() > 0 && self.last_sweep.elapsed() >= Duration::from_secs(1)
     }
 
     /// An alarm saying what was evicted since the last report, if anything was and the last
@@ -316,6 +335,7 @@ impl Writer {
                     let depth = Metrics::get(&m.outbox_depth).saturating_add_signed(depth_change);
                     m.outbox_depth.store(depth, Ordering::Relaxed);
                     self.ledger = ledger;
+                    self.last_sweep = tokio::time::Instant::now();
                     for a in taken {
                         if let Some(ack) = a.ack {
                             ack();

@@ -23,6 +23,24 @@ pub struct Row {
 /// At most this many problems are listed; the count of the rest is given.
 const MAX_LISTED: usize = 20;
 
+/// A line longer than this cannot be a resident: it bounds the file size we read for a limit.
+const MAX_LINE: u64 = 256;
+
+/// Reads a resident file, refusing one too large to hold at most `max` residents before
+/// reading it (a district-wide list sent to one gate must not take the box's memory).
+pub fn read(path: &Path, max: usize) -> Result<String, Vec<String>> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| vec![format!("cannot read: {e}")])?
+        .len();
+    let limit = (max as u64 + 1) * MAX_LINE;
+    if size > limit {
+        return Err(vec![format!(
+            "{size} bytes is more than {max} residents can take (registry.max_residents); refused"
+        )]);
+    }
+    std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read: {e}")])
+}
+
 pub fn content_hash(text: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
@@ -30,8 +48,9 @@ pub fn content_hash(text: &str) -> u64 {
     h.finish().max(1)
 }
 
-/// Parses a whole file; every bad line is a problem with its line number.
-pub fn parse(path: &Path, text: &str) -> Result<Vec<Row>, Vec<String>> {
+/// Parses a whole file; every bad line is a problem with its line number. More than `max`
+/// residents is refused.
+pub fn parse(path: &Path, text: &str, max: usize) -> Result<Vec<Row>, Vec<String>> {
     let jsonl = path
         .extension()
         .is_some_and(|e| e == "jsonl" || e == "ndjson");
@@ -69,6 +88,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Row>, Vec<String>> {
             )),
             Ok(row) => rows.push(row),
             Err(e) => problems.push(format!("line {n}: {e}")),
+        }
+        if rows.len() > max {
+            return Err(vec![format!(
+                "more than {max} residents (registry.max_residents); refused"
+            )]);
         }
     }
     if problems.is_empty() {
@@ -254,6 +278,7 @@ mod tests {
         let rows = parse(
             Path::new("x.csv"),
             "household,person_id\nH1,R1\n\n# comment\nH2,R2\n",
+            10,
         )
         .unwrap();
         assert_eq!(rows.len(), 2);
@@ -261,8 +286,16 @@ mod tests {
         let err = parse(
             Path::new("x.csv"),
             "person_id,household\nR1,H1\nR1,H1\nR3\n",
+            10,
         )
         .unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
+        let err = parse(
+            Path::new("x.csv"),
+            "person_id,household\nR1,H1\nR2,H1\nR3,H1\n",
+            2,
+        )
+        .unwrap_err();
+        assert!(err[0].contains("more than 2 residents"), "{err:?}");
     }
 }
