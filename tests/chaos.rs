@@ -204,3 +204,103 @@ async fn a_flood_of_garbage_is_shed_and_real_identifications_still_decide() {
     println!("flood: 20,000 garbage messages in {flood_secs:.1} s, {} real identifications all answered, gatehouse peak RSS {peak} kB", real.len());
     assert!(peak < 96 * 1024, "memory stays bounded: peak {peak} kB");
 }
+
+/// A small filesystem of its own (tmpfs), unmounted on drop. Needs root (CI is); `None` when the
+/// mount is not allowed here.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going() {
+    use gatehouse::store::outbox::{self, Append, Record, WriterConfig};
+    use gatehouse::store::Store;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    let Some(disk) = SmallDisk::mount("4m") else {
+        println!("SKIPPED a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let store = Store::open(disk.0.path()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let w = outbox::spawn(
+        store.clone(),
+        WriterConfig {
+            gateway: "gw".into(),
+            commit_interval: Duration::from_millis(2),
+            commit_max: 64,
+            // Far more than the disk holds: the disk is what says "full".
+            max_bytes: 1 << 30,
+            ttl: [Duration::from_secs(3600); 3],
+        },
+        metrics.clone(),
+    )
+    .unwrap();
+    let acked = Arc::new(AtomicU64::new(0));
+    const N: u64 = 12_000;
+    for i in 0..N {
+        let record = Record::Event(v1::Event {
+            lane: format!("{i:0>600}"),
+            body: Some(v1::event::Body::Passage(Default::default())),
+            ..Default::default()
+        });
+        let a = acked.clone();
+        let ack: outbox::Ack = Box::new(move || {
+            a.fetch_add(1, Ordering::Relaxed);
+        });
+        within(
+            "append",
+            Duration::from_secs(30),
+            w.appends.send(Append {
+                records: vec![record],
+                ack: Some(ack),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    drop(w.appends);
+    within("all durable", Duration::from_secs(60), w.appends_done)
+        .await
+        .unwrap();
+    drop(w.deletes);
+    within("writer ends", Duration::from_secs(60), w.join)
+        .await
+        .unwrap();
+    let evicted = Metrics::get(&metrics.outbox_evicted);
+    println!(
+        "full disk: {N} records of ~650 B into a 4 MiB disk: all acknowledged, {evicted} evicted oldest-first, {} kept ({} kB), {} commit errors met",
+        Metrics::get(&metrics.outbox_depth),
+        Metrics::get(&metrics.outbox_bytes) / 1024,
+        Metrics::get(&metrics.outbox_commit_errors)
+    );
+    assert_eq!(
+        acked.load(Ordering::Relaxed),
+        N,
+        "every device event acknowledged"
+    );
+    assert!(
+        evicted > 0 && Metrics::get(&metrics.outbox_commit_errors) > 0,
+        "the disk did fill"
+    );
+    assert!(Metrics::get(&metrics.outbox_depth) > 0);
+}

@@ -95,6 +95,8 @@ pub enum StoreError {
         path: PathBuf,
         problems: Vec<String>,
     },
+    #[error("store: being reopened after an I/O error")]
+    Reopening,
 }
 
 macro_rules! from_redb {
@@ -117,7 +119,14 @@ from_redb!(
 /// outbox go through the single [`outbox::Writer`].
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// `None` only while [`Store::reopen`] swaps it: after an I/O error (a full disk) redb
+    /// refuses every further transaction until the file is opened again.
+    db: std::sync::RwLock<Option<Arc<Database>>>,
 }
 
 /// What an import did.
@@ -144,25 +153,33 @@ impl Store {
             source,
         })?;
         let path = dir.join("gatehouse.redb");
-        let db = Database::builder()
-            // The hot set is the outbox tail; the registry lives in memory. A small cache keeps
-            // the box's RSS small.
-            .set_cache_size(1 << 20)
-            .create(&path)
-            .map_err(|e| StoreError::Open {
-                path: path.clone(),
-                source: Box::new(e),
-            })?;
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(META)?;
-            for c in Class::ALL {
-                txn.open_table(c.table())?;
-            }
-            txn.open_table(RESIDENTS)?;
-        }
-        txn.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        let db = open_db(&path)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                db: std::sync::RwLock::new(Some(Arc::new(db))),
+            }),
+        })
+    }
+
+    /// The database, unless a reopen is under way.
+    pub(crate) fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.inner
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Reopening)
+    }
+
+    /// Opens the file again (after an I/O error redb refuses every transaction until then).
+    /// Fails while another handle still holds the old one; the caller tries again later.
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
+        // Dropping ours lets the file be opened again once no reader holds the old one.
+        db.take();
+        *db = Some(Arc::new(open_db(&self.inner.path)?));
+        Ok(())
     }
 
     /// Opens the store; a corrupt or unreadable file is moved aside (kept for inspection) and a
@@ -187,14 +204,14 @@ impl Store {
     }
 
     pub(crate) fn meta(&self, key: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(META)?;
         Ok(t.get(key)?.map_or(0, |v| v.value()))
     }
 
     /// The next sequence number to hand out.
     pub fn next_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         let mut next = meta.get("next_seq")?.map_or(1, |v| v.value());
         for c in Class::ALL {
@@ -205,7 +222,7 @@ impl Store {
     }
 
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let mut n = 0;
         for c in Class::ALL {
             n += txn.open_table(c.table())?.len()?;
@@ -222,7 +239,7 @@ impl Store {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Row>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let mut out = Vec::new();
         for &class in classes {
             let t = txn.open_table(class.table())?;
@@ -271,7 +288,7 @@ impl Store {
             path: path.to_path_buf(),
             problems,
         })?;
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.delete_table(RESIDENTS)?;
         {
             let mut t = txn.open_table(RESIDENTS)?;
@@ -294,7 +311,7 @@ impl Store {
 
     /// The registry as stored, for the decision core.
     pub fn load_registry(&self) -> Result<Registry, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(RESIDENTS)?;
         let mut b = RegistryBuilder::with_capacity(t.len()? as usize);
         for item in t.iter()? {
@@ -319,10 +336,28 @@ impl Store {
             .map_or(0, |v| v.value());
         Ok(b.build(version))
     }
+}
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        // The hot set is the outbox tail; the registry lives in memory. A small cache keeps
+        // the box's RSS small.
+        .set_cache_size(1 << 20)
+        .create(path)
+        .map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(META)?;
+        for c in Class::ALL {
+            txn.open_table(c.table())?;
+        }
+        txn.open_table(RESIDENTS)?;
     }
+    txn.commit()?;
+    Ok(db)
 }
 
 /// Damage to the file itself, which a fresh file cures; not a permission or locking problem.

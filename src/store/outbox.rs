@@ -304,81 +304,114 @@ impl Writer {
     async fn commit(&mut self, batch: &mut Vec<Append>, deletes: &mut Delete) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let store = self.store.clone();
-            let gateway = self.cfg.gateway.clone();
-            let ledger = self.ledger.clone();
-            let limits = (self.max_bytes, self.cfg.ttl);
-            let mut taken = std::mem::take(batch);
-            let dels = std::mem::take(deletes);
-            let result = tokio::task::spawn_blocking(move || {
-                let r = write(&store, &gateway, ledger, limits, &mut taken, &dels);
-                (r, taken, dels)
-            })
-            .await;
-            let (r, taken, dels) = match result {
-                Ok(x) => x,
-                Err(e) => {
-                    // The write panicked (a bug in redb or here); the batch is gone with it.
-                    error!(error = %e, "Outbox commit task failed.");
-                    Metrics::inc(&self.metrics.outbox_commit_errors);
-                    return;
-                }
+            let e = match self.try_write(batch, deletes, false).await {
+                Ok(()) => return,
+                Err(e) => e,
             };
-            match r {
-                Ok((ledger, depth_change)) => {
-                    let appended = ledger.next_seq - self.ledger.next_seq;
-                    let m = &self.metrics;
-                    Metrics::inc(&m.outbox_commits);
-                    Metrics::add(&m.outbox_appended, appended);
-                    m.outbox_bytes.store(ledger.total(), Ordering::Relaxed);
-                    m.outbox_evicted.store(ledger.lost(), Ordering::Relaxed);
-                    let depth = Metrics::get(&m.outbox_depth).saturating_add_signed(depth_change);
-                    m.outbox_depth.store(depth, Ordering::Relaxed);
-                    self.ledger = ledger;
-                    self.last_sweep = tokio::time::Instant::now();
-                    for a in taken {
-                        if let Some(ack) = a.ack {
-                            ack();
-                        }
-                    }
-                    if appended > 0 {
-                        self.committed.send_replace(self.ledger.next_seq - 1);
-                    }
-                    return;
+            let disk_full = is_disk_full(&e);
+            if disk_full {
+                // The disk is smaller than the configured bound: learn the real one.
+                let shrunk = (self.ledger.total() * 9 / 10).min(self.max_bytes * 9 / 10);
+                warn!(
+                    bound = self.max_bytes,
+                    now = shrunk,
+                    "Disk full: lowering the outbox bound and evicting."
+                );
+                self.max_bytes = shrunk;
+            }
+            let n = self
+                .metrics
+                .outbox_commit_errors
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if crate::metrics::worth_logging(n) {
+                error!(error = %e, failures = n, retry_in_ms = backoff.as_millis() as u64, "Outbox commit failed; retrying. Device events stay unacknowledged.");
+            }
+            tokio::time::sleep(backoff).await;
+            // A failing disk is not a hung writer: the watchdog must not restart us for it.
+            Metrics::inc(&self.metrics.writer_ticks);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            // After an I/O error redb refuses every transaction until the file is opened again.
+            let broken = disk_full
+                || matches!(
+                    e,
+                    StoreError::Db(redb::Error::PreviousIo) | StoreError::Reopening
+                );
+            if broken {
+                if let Err(e) = self.store.reopen() {
+                    warn!(error = %e, "Store could not be reopened yet.");
+                    continue;
                 }
-                Err(e) => {
-                    if is_disk_full(&e) {
-                        // The disk is smaller than the configured bound: learn the real one.
-                        let shrunk = (self.ledger.total() * 9 / 10).min(self.max_bytes * 9 / 10);
-                        warn!(
-                            bound = self.max_bytes,
-                            now = shrunk,
-                            "Disk full: lowering the outbox bound and evicting."
-                        );
-                        self.max_bytes = shrunk;
-                    }
-                    let n = self
-                        .metrics
-                        .outbox_commit_errors
-                        .fetch_add(1, Ordering::Relaxed)
-                        + 1;
-                    if crate::metrics::worth_logging(n) {
-                        error!(error = %e, failures = n, retry_in_ms = backoff.as_millis() as u64, "Outbox commit failed; retrying. Device events stay unacknowledged.");
-                    }
-                    *batch = taken;
-                    *deletes = dels;
-                    tokio::time::sleep(backoff).await;
-                    // A failing disk is not a hung writer: the watchdog must not restart us for it.
-                    Metrics::inc(&self.metrics.writer_ticks);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    if batch.is_empty() && self.append_rx.is_closed() {
-                        info!("Outbox: giving up a delete-only commit at shutdown.");
-                        deletes.clear();
-                        return;
-                    }
+                if disk_full {
+                    // Make room in a commit of its own: the pages it frees serve the batch next.
+                    let _ = self.try_write(&mut Vec::new(), &mut Vec::new(), true).await;
                 }
             }
+            if batch.is_empty() && self.append_rx.is_closed() {
+                info!("Outbox: giving up a delete-only commit at shutdown.");
+                deletes.clear();
+                return;
+            }
         }
+    }
+
+    /// One attempt. On success the batch's acks have run and both inputs are emptied; on failure
+    /// they are left as they were.
+    async fn try_write(
+        &mut self,
+        batch: &mut Vec<Append>,
+        deletes: &mut Delete,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let gateway = self.cfg.gateway.clone();
+        let ledger = self.ledger.clone();
+        let limits = (self.max_bytes, self.cfg.ttl);
+        let mut taken = std::mem::take(batch);
+        let dels = std::mem::take(deletes);
+        let durable = durable || records(&taken) > 0;
+        let result = tokio::task::spawn_blocking(move || {
+            let r = write(&store, &gateway, ledger, limits, durable, &mut taken, &dels);
+            (r, taken, dels)
+        })
+        .await;
+        let (r, taken, dels) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                // The write panicked (a bug in redb or here). Its device events stay
+                // unacknowledged, so a broker that outlives us sends them again.
+                error!(error = %e, "Outbox commit task failed.");
+                Metrics::inc(&self.metrics.outbox_commit_errors);
+                return Ok(());
+            }
+        };
+        let (ledger, depth_change) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                *batch = taken;
+                *deletes = dels;
+                return Err(e);
+            }
+        };
+        let appended = ledger.next_seq - self.ledger.next_seq;
+        let m = &self.metrics;
+        Metrics::inc(&m.outbox_commits);
+        Metrics::add(&m.outbox_appended, appended);
+        m.outbox_bytes.store(ledger.total(), Ordering::Relaxed);
+        m.outbox_evicted.store(ledger.lost(), Ordering::Relaxed);
+        let depth = Metrics::get(&m.outbox_depth).saturating_add_signed(depth_change);
+        m.outbox_depth.store(depth, Ordering::Relaxed);
+        self.ledger = ledger;
+        self.last_sweep = tokio::time::Instant::now();
+        for a in taken {
+            if let Some(ack) = a.ack {
+                ack();
+            }
+        }
+        if appended > 0 {
+            self.committed.send_replace(self.ledger.next_seq - 1);
+        }
+        Ok(())
     }
 }
 
@@ -401,14 +434,15 @@ fn write(
     gateway: &str,
     mut ledger: Ledger,
     (max_bytes, ttl): (u64, [Duration; 3]),
+    durable: bool,
     batch: &mut [Append],
     deletes: &[(Class, u64)],
 ) -> Result<(Ledger, i64), StoreError> {
     let now = crate::now_ms();
-    let mut txn = store.db().begin_write()?;
+    let mut txn = store.db()?.begin_write()?;
     // Nothing new to keep (only deletes, expiries, or acks of messages with nothing to record):
     // skip the fsync; losing this commit in a crash loses nothing.
-    if records(batch) == 0 {
+    if !durable {
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError::Db(e.into()))?;
     }
