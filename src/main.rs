@@ -46,6 +46,20 @@ enum Cmd {
         #[command(subcommand)]
         profile: SimProfile,
     },
+    /// The durable outbox: events/s with an fsync per group commit, the batch-interval trade-off,
+    /// and the time to drain a backlog upstream.
+    BenchOutbox {
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Backlog to drain (a 1-hour outage at 500 events/s: 1,800,000).
+        #[arg(long, default_value_t = 1_800_000)]
+        backlog: u64,
+        #[arg(long, default_value_t = 5000)]
+        replay_rate: u64,
+        /// Directory for the store (its disk is what is measured).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+    },
     /// Open-loop load over MQTT; event → gate-command latency, losses, wrong decisions, memory.
     Bench {
         #[arg(long, default_value_t = 5000)]
@@ -166,6 +180,20 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             gatehouse::demo::run(gatehouse::demo::DemoOptions { rate, residents }).await?
         }
         Cmd::Simulate { profile } => simulate(profile).await?,
+        Cmd::BenchOutbox {
+            events,
+            backlog,
+            replay_rate,
+            dir,
+        } => {
+            gatehouse::bench::outbox(gatehouse::bench::OutboxBenchOptions {
+                events,
+                backlog,
+                replay_rate,
+                dir,
+            })
+            .await?
+        }
         Cmd::Bench {
             rate,
             seconds,

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub writer_ticks: AtomicU64,
     pub uplink_published: AtomicU64,
     pub uplink_acked: AtomicU64,
+    pub uplink_read_errors: AtomicU64,
     pub uplink_connected: AtomicBool,
     pub device_broker_connected: AtomicBool,
     /// Connections made to the device broker (1 when it never dropped).

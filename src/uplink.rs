@@ -360,7 +360,16 @@ impl Uplink {
         let rows = self
             .store
             .outbox_from(classes, *cursor, max, MAX_BATCH_BYTES)
-            .map_err(|e| error!(error = %e, "Cannot read the outbox."))?;
+            .map_err(|e| {
+                let n = self
+                    .metrics
+                    .uplink_read_errors
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if worth_logging(n) {
+                    error!(error = %e, failures = n, "Cannot read the outbox; retrying.");
+                }
+            })?;
         let Some(last) = rows.last() else {
             return Ok(0);
         };
