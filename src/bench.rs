@@ -466,12 +466,11 @@ async fn outbox_in(base: &Path, o: &OutboxBenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts an embedded broker, a subscriber, and an uplink over the store; returns the seconds
-/// from uplink start until the subscriber has every record and the outbox is empty.
+/// Starts an embedded broker and an uplink over the store; returns the seconds from uplink
+/// start until the broker has acknowledged every record and the outbox is empty (drained, as the
+/// gateway sees it).
 async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow::Result<f64> {
-    use crate::proto::v1;
     use crate::uplink::{StatusSource, Uplink, UplinkConfig};
-    use prost::Message;
     let port = crate::broker::free_port()?;
     crate::broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
     let url = BrokerUrl {
@@ -479,38 +478,6 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
         host: "127.0.0.1".into(),
         port,
     };
-    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (sub, mut el) = AsyncClient::new(
-        mqtt::options(&url, "bench-company", Duration::from_secs(30)),
-        64,
-    );
-    el.set_network_options(mqtt::network_options());
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let r = received.clone();
-    let subscriber = tokio::spawn(async move {
-        let mut ready = Some(ready_tx);
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = sub.try_subscribe("gh/v1/+/+/+/+/+/events", QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(t) = ready.take() {
-                        let _ = t.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Ok(b) = v1::EventBatch::decode(p.payload.as_ref()) {
-                        r.fetch_add(b.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx).await??;
-
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let w = crate::store::outbox::spawn(
         store.clone(),
@@ -553,18 +520,17 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
     let up = tokio::spawn(uplink.run(finish_rx));
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let got = received.load(std::sync::atomic::Ordering::Relaxed);
-        if got >= n && crate::metrics::Metrics::get(&metrics.outbox_depth) == 0 {
+        let acked = crate::metrics::Metrics::get(&metrics.uplink_acked);
+        if acked >= n && crate::metrics::Metrics::get(&metrics.outbox_depth) == 0 {
             break;
         }
         if start.elapsed() > Duration::from_secs(3600) {
-            bail!("drain did not finish within an hour ({got} of {n})");
+            bail!("drain did not finish within an hour ({acked} of {n} acknowledged)");
         }
     }
     let secs = start.elapsed().as_secs_f64();
     let _ = finish_tx.send(tokio::time::Instant::now());
     let _ = up.await;
-    subscriber.abort();
     drop(w.appends);
     drop(w.deletes);
     Ok(secs)

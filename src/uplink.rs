@@ -157,11 +157,22 @@ impl Uplink {
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status_tick.tick().await;
         let mut writer_gone = false;
+        // Records the broker acked whose delete the writer has not taken yet. While there are
+        // many, nothing new is published: the uplink never runs ahead of the writer's deletes
+        // (dropping deletes would only mean sending those records again later).
+        let mut acked: Delete = Vec::new();
 
         loop {
+            if !acked.is_empty() {
+                match self.deletes.try_send(std::mem::take(&mut acked)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(back)) => acked = back,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
             let mut exhausted = false;
             let mut throttled = None;
-            if connected {
+            if connected && acked.len() < 4 * self.cfg.batch_max {
                 match self.fill(
                     &client,
                     &mut cursors,
@@ -182,6 +193,12 @@ impl Uplink {
             }
             let ev = tokio::select! {
                 ev = el.poll() => ev,
+                permit = self.deletes.reserve(), if !acked.is_empty() => {
+                    if let Ok(permit) = permit {
+                        permit.send(std::mem::take(&mut acked));
+                    }
+                    continue;
+                }
                 r = self.committed.changed(), if !writer_gone => {
                     if r.is_err() {
                         // The writer is gone; nothing new will come.
@@ -229,8 +246,7 @@ impl Uplink {
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if let Some(Tag::Batch(seqs)) = inflight.remove(&ack.pkid) {
                         Metrics::add(&self.metrics.uplink_acked, seqs.len() as u64);
-                        // Full: the records stay and go again later (a duplicate, not a loss).
-                        let _ = self.deletes.try_send(seqs);
+                        acked.extend(seqs);
                     }
                 }
                 Ok(_) => {}
@@ -260,6 +276,9 @@ impl Uplink {
             }
         }
 
+        if !acked.is_empty() {
+            let _ = self.deletes.try_send(acked);
+        }
         if connected {
             // The will only fires on an unclean end; a clean stop says "offline" itself.
             let offline = std::mem::take(&mut self.offline);

@@ -304,3 +304,59 @@ async fn a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going() {
     );
     assert!(Metrics::get(&metrics.outbox_depth) > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_backlog_replays_live_decisions_stay_fast_and_alarms_jump_the_queue() {
+    let broker = start_broker();
+    let proxy = Proxy::start(broker.clone()).await;
+    // Slow replay, so the backlog is still draining when the fever comes.
+    let mut h = Harness::start_with(broker.clone(), broker, proxy.url.clone(), |t| {
+        t.replace("batch_max = 16", "batch_max = 16\nreplay_rate = 400")
+    })
+    .await;
+    h.uplink.status(v1::GatewayState::Online).await;
+    proxy.cut();
+    let m = h.daemon.metrics.clone();
+    until("the uplink noticed", || {
+        !m.uplink_connected.load(Ordering::Relaxed)
+    })
+    .await;
+    const BACKLOG: u64 = 1200;
+    for c in 1..=BACKLOG {
+        h.identify(c, Some(&format!("R{:06}", c % 100)), 36.5, Unit::Celsius)
+            .await;
+    }
+    for _ in 1..=BACKLOG {
+        h.next_command().await;
+    }
+    until("backlog durable", || {
+        Metrics::get(&m.outbox_depth) >= BACKLOG
+    })
+    .await;
+
+    proxy.restore();
+    until("the uplink is back", || {
+        m.uplink_connected.load(Ordering::Relaxed)
+    })
+    .await;
+    // A fever during the replay: the gate answers at once, and its alarm overtakes the backlog.
+    let t = std::time::Instant::now();
+    h.identify(9_999, Some("R000009"), 38.4, Unit::Celsius)
+        .await;
+    let c = h.next_command().await;
+    let answered = t.elapsed();
+    assert_eq!((c.cause.as_str(), c.reason.as_str()), ("9999", "fever"));
+    assert!(
+        answered < Duration::from_millis(500),
+        "live decision took {answered:?} during the replay"
+    );
+    let alarm = h.uplink.alarm().await;
+    assert_eq!(alarm.cause, vec!["9999".to_string()]);
+    let depth_at_alarm = Metrics::get(&m.outbox_depth);
+    println!("replay: fever answered in {answered:?} during the replay; its alarm arrived with {depth_at_alarm} records still waiting");
+    assert!(
+        depth_at_alarm > BACKLOG / 4,
+        "the alarm did not wait for the backlog ({depth_at_alarm} left)"
+    );
+    h.daemon.stop().await;
+}
