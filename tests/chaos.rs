@@ -143,15 +143,7 @@ async fn a_flood_of_garbage_is_shed_and_real_identifications_still_decide() {
         "devices/gate-1/cmd".into(),
         tx,
     ));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = gatehouse_run(&config).spawn().unwrap();
     company.status(v1::GatewayState::Online).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 

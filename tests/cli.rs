@@ -1,7 +1,7 @@
 //! The `gatehouse` binary as systemd and an installer use it.
 use crate::common::*;
 use gatehouse::proto::v1;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn gatehouse() -> Command {
@@ -82,14 +82,7 @@ async fn sigterm_leaves_offline_status_retained_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &broker, &broker);
     let mut watcher = Uplink::connect(&broker).await;
-    let mut child = gatehouse()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = gatehouse_run(&config).spawn().unwrap();
     let online = watcher.status(v1::GatewayState::Online).await;
     assert_eq!(
         (online.gateway.as_str(), online.mode.as_str()),
@@ -97,28 +90,9 @@ async fn sigterm_leaves_offline_status_retained_and_exits_zero() {
     );
     assert_eq!(online.devices.len(), 2);
 
-    let term = Instant::now();
-    assert!(Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
-    let status = within("exit after SIGTERM", Duration::from_secs(6), async {
-        loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let (status, took) = terminate(&mut child).await;
     assert_eq!(status.code(), Some(0));
-    assert!(
-        term.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        term.elapsed()
-    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 
     // A newcomer sees the retained status: offline.
     let mut late = Uplink::connect(&broker).await;
@@ -132,14 +106,7 @@ async fn a_killed_gateway_is_marked_offline_by_its_will() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &broker, &broker);
     let mut watcher = Uplink::connect(&broker).await;
-    let mut child = gatehouse()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = gatehouse_run(&config).spawn().unwrap();
     watcher.status(v1::GatewayState::Online).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -157,15 +124,10 @@ async fn the_watchdog_is_fed_only_while_the_decision_loop_turns() {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut child = gatehouse()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
+    let mut child = gatehouse_run(&config)
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "2400000")
         .env("GATEHOUSE_TEST_STALL_DECISIONS_AFTER_MS", "3000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();

@@ -8,7 +8,6 @@ use gatehouse::profiles::Unit;
 use gatehouse::proto::v1;
 use gatehouse::sim::{self, Rng};
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,17 +29,7 @@ async fn killed_or_stopped_under_load_it_loses_no_acknowledged_event() {
     let config = write_config(dir.path(), &broker, &broker);
     let mut company = Uplink::connect(&broker).await;
 
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || gatehouse_run(&config).spawn().unwrap();
     // The first run creates our session on the broker; events published before any session
     // existed would have nobody to go to.
     let mut first = Some(spawn());
@@ -81,22 +70,8 @@ async fn killed_or_stopped_under_load_it_loses_no_acknowledged_event() {
         let alive = 150 + rng.next_u64() % 900;
         tokio::time::sleep(Duration::from_millis(alive)).await;
         if cycle % 4 == 3 {
-            let t = std::time::Instant::now();
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status()
-                .unwrap();
-            let status = within("exit after SIGTERM", Duration::from_secs(6), async {
-                loop {
-                    if let Some(s) = child.try_wait().unwrap() {
-                        return s;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-            .await;
-            slowest_term = slowest_term.max(t.elapsed());
+            let (status, took) = terminate(&mut child).await;
+            slowest_term = slowest_term.max(took);
             assert_eq!(status.code(), Some(0), "clean exit under load");
         } else {
             child.kill().unwrap();
@@ -127,12 +102,7 @@ async fn killed_or_stopped_under_load_it_loses_no_acknowledged_event() {
         }
     })
     .await;
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(last.id().to_string())
-        .status()
-        .unwrap();
-    last.wait().unwrap();
+    assert_eq!(terminate(&mut last).await.0.code(), Some(0));
     let missing: Vec<u64> = (1..=total).filter(|s| !seen.contains_key(s)).collect();
     let duplicated = seen.values().filter(|&&n| n > 1).count();
     println!(

@@ -534,3 +534,38 @@ async fn pump(
         }
     }
 }
+
+/// `gatehouse run --config FILE` as systemd would start it (logs off unless asked).
+pub fn gatehouse_run(config: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    c.arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
+/// Sends SIGTERM and waits (at most 6 s) for the exit; returns its status and how long it took.
+pub async fn terminate(
+    child: &mut std::process::Child,
+) -> (std::process::ExitStatus, std::time::Duration) {
+    let t = std::time::Instant::now();
+    let sent = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM");
+    let status = within("exit after SIGTERM", Duration::from_secs(6), async {
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    (status, t.elapsed())
+}
