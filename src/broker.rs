@@ -19,6 +19,19 @@ const MAX_PACKET: usize = crate::profiles::MAX_PAYLOAD + 4096;
 /// Starts rumqttd on `listen` in its own threads and returns once it accepts connections.
 /// The broker lives as long as the process: rumqttd has no shutdown.
 pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
+    // The router keeps each topic's recent messages in memory; three 1 MiB segments bound the
+    // broker's RSS (a subscriber more than ~3 MB behind loses data, which our own clients, reading
+    // as fast as messages come, never are).
+    start_with_memory(listen, 1 << 20, 3)
+}
+
+/// [`start`] with another in-memory log size per topic filter (tests that flood a broker give it
+/// more, so what they measure is gatehouse, not the broker's log).
+pub fn start_with_memory(
+    listen: SocketAddr,
+    segment_bytes: usize,
+    segments: usize,
+) -> Result<(), BrokerError> {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: MAX_PACKET,
@@ -42,11 +55,8 @@ pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
         router: rumqttd::RouterConfig {
             max_connections: 1000,
             max_outgoing_packet_count: 200,
-            // The router keeps each topic's recent messages in memory in segments; a few small
-            // segments bound the broker's RSS (a subscriber more than ~3 MB behind loses data,
-            // which our own clients never are).
-            max_segment_size: 1 << 20,
-            max_segment_count: 3,
+            max_segment_size: segment_bytes,
+            max_segment_count: segments,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),

@@ -133,6 +133,7 @@ fn peak_rss_kb(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_garbage_is_shed_and_real_identifications_still_decide() {
+    let _heavy = HEAVY.lock().await;
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &broker, &broker);

@@ -18,6 +18,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_or_stopped_under_load_it_loses_no_acknowledged_event() {
+    let _heavy = HEAVY.lock().await;
     let cycles = env_u64("GATEHOUSE_CRASH_CYCLES").unwrap_or(20);
     let seed = env_u64("GATEHOUSE_CRASH_SEED").unwrap_or_else(|| gatehouse::now_ms() as u64);
     println!("crash test: {cycles} cycles, seed {seed}");

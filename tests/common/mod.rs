@@ -22,6 +22,10 @@ pub const GATEWAY: &str = "gw-test";
 pub const BASE: &str = "gh/v1/3301/330106/330106001/330106001001/gw-test";
 pub const LONG: Duration = Duration::from_secs(10);
 
+/// Held by the tests that load the machine (crash cycles, floods), so they do not run at the
+/// same time on CI's two cores.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Every await in a test has a deadline.
 pub async fn within<T>(what: &str, d: Duration, f: impl Future<Output = T>) -> T {
     match tokio::time::timeout(d, f).await {
@@ -30,10 +34,12 @@ pub async fn within<T>(what: &str, d: Duration, f: impl Future<Output = T>) -> T
     }
 }
 
-/// A fresh embedded broker on a free loopback port.
+/// A fresh embedded broker on a free loopback port, with room in its log for the load tests
+/// (64 MiB per topic filter) so a test measures gatehouse, not the broker's log.
 pub fn start_broker() -> BrokerUrl {
     let port = broker::free_port().expect("a free port");
-    broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port))).expect("broker starts");
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    broker::start_with_memory(listen, 8 << 20, 8).expect("broker starts");
     BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
