@@ -56,13 +56,39 @@ impl Daemon {
     pub async fn start(config: Config, profiles: Profiles) -> anyhow::Result<Daemon> {
         config.validate(&profiles)?;
         let (store, moved_aside) = Store::open_or_recover(&config.store.dir)?;
+        // What went wrong at start, told upstream as the first records.
+        let mut start_alarms = Vec::new();
+        let alarm = |kind: v1::AlarmKind, detail: String| {
+            Record::Alarm(v1::Alarm {
+                gateway_time_ms: crate::now_ms(),
+                kind: kind as i32,
+                detail,
+                ..Default::default()
+            })
+        };
+        if let Some(m) = moved_aside {
+            start_alarms.push(alarm(
+                v1::AlarmKind::StorageLoss,
+                format!(
+                    "store was damaged ({}); moved to {}; records not yet sent upstream are lost",
+                    m.error,
+                    m.to.display()
+                ),
+            ));
+        }
         if let Some(file) = &config.registry.import {
             match store.import_residents(file, config.registry.max_residents) {
                 Ok(Imported::Replaced { residents }) => {
                     info!(file = %file.display(), residents, "Resident list imported.")
                 }
                 Ok(Imported::Unchanged) => {}
-                Err(e) => error!(error = %e, "Resident list refused; keeping the stored list."),
+                Err(e) => {
+                    error!(error = %e, "Resident list refused; keeping the stored list.");
+                    start_alarms.push(alarm(
+                        v1::AlarmKind::RegistryRefused,
+                        format!("resident list refused, the stored list is kept: {e}"),
+                    ));
+                }
             }
         }
         let registry = store.load_registry()?;
@@ -117,22 +143,11 @@ impl Daemon {
             },
             metrics.clone(),
         )?;
-        if let Some(m) = moved_aside {
-            // The first record of the fresh store says what was lost.
-            let alarm = Record::Alarm(v1::Alarm {
-                gateway_time_ms: crate::now_ms(),
-                kind: v1::AlarmKind::StorageLoss as i32,
-                detail: format!(
-                    "store was damaged ({}); moved to {}; records not yet sent upstream are lost",
-                    m.error,
-                    m.to.display()
-                ),
-                ..Default::default()
-            });
+        if !start_alarms.is_empty() {
             let _ = writer
                 .appends
                 .send(Append {
-                    records: vec![alarm],
+                    records: start_alarms,
                     ack: None,
                 })
                 .await;

@@ -129,3 +129,22 @@ async fn a_damaged_store_is_moved_aside_with_an_alarm_and_the_gate_keeps_working
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_resident_list_is_reported_upstream_with_its_bad_lines() {
+    let broker = start_broker();
+    let lists = tempfile::tempdir().unwrap();
+    let bad = lists.path().join("bad.csv");
+    std::fs::write(&bad, "person_id,household\nR1,H1\nR2\nR3,H1,extra\n").unwrap();
+    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker, |t| {
+        t.replace(
+            "import = \"residents.csv\"",
+            &format!("import = \"{}\"", bad.display()),
+        )
+    })
+    .await;
+    let alarm = h.uplink.alarm().await;
+    assert_eq!(alarm.kind(), v1::AlarmKind::RegistryRefused);
+    assert!(alarm.detail.contains("line 3"), "{}", alarm.detail);
+    h.daemon.stop().await;
+}
