@@ -1,12 +1,15 @@
 //! The uplink to the property company's broker: drains the outbox in seq order as protobuf
 //! batches (QoS 1) and deletes each record only after the broker's PUBACK for its batch.
+//! Alarms have a cursor of their own and go first, unthrottled; events (passage decisions and
+//! routine records, merged in seq order, so per-lane order holds) go at most `replay_rate` a
+//! second, and never faster than the writer takes the deletes.
 //!
 //! Topics: `gh/v1/{city}/{district}/{street}/{community}/{gateway}/{events|alarms|status}`.
 //!
 //! Matching PUBACKs to batches: rumqttc reports `Outgoing::Publish(pkid)` for our QoS 1 publishes
 //! in the order we made them, so each publish pushes a tag on a FIFO and that event moves the tag
 //! to a pkid map; the PUBACK for the pkid releases it. The session is clean: after a reconnect
-//! rumqttc drops what it had in flight, and so do we — the cursor goes back to the oldest record
+//! rumqttc drops what it had in flight, and so do we — the cursors go back to the oldest records
 //! still in the outbox and everything unacked is sent again, in order, with the same ids.
 use crate::config::BrokerUrl;
 use crate::metrics::{worth_logging, Metrics};
