@@ -22,17 +22,38 @@ pub struct DemoOptions {
     pub residents: u64,
 }
 
-/// The demo's config: one pedestrian lane, uplink to the embedded broker itself.
-pub fn config(dir: &Path, port: u16) -> String {
+/// The gate the demo, `gatehouse bench` and the tests run: its place in the tree and one lane
+/// (a Hikvision face + temperature terminal `thermal-1`, an MQTT turnstile `gate-1`).
+pub fn gate_config(gateway: &str, lane: &str) -> String {
     format!(
         r#"
 [gateway]
-id = "demo-gw"
+id = "{gateway}"
 city = "3301"
 district = "330106"
 street = "330106001"
 community = "330106001001"
 
+[[lanes]]
+id = "{lane}"
+
+[[lanes.devices]]
+id = "thermal-1"
+role = "thermal"
+profile = "hikvision-acs-event"
+
+[[lanes.devices]]
+id = "gate-1"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+"#
+    )
+}
+
+/// The demo's config: that gate on the embedded broker, with the uplink pointed at it too.
+pub fn config(dir: &Path, port: u16) -> String {
+    format!(
+        r#"
 [device_broker]
 mode = "embedded"
 listen = "127.0.0.1:{port}"
@@ -45,22 +66,10 @@ dir = "{store}"
 
 [registry]
 import = "{residents}"
-
-[[lanes]]
-id = "east-gate"
-
-[[lanes.devices]]
-id = "thermal-1"
-role = "thermal"
-profile = "hikvision-acs-event"
-
-[[lanes.devices]]
-id = "gate-1"
-role = "turnstile"
-profile = "generic-gate-mqtt"
-"#,
+{gate}"#,
         store = dir.join("store").display(),
         residents = dir.join("residents.csv").display(),
+        gate = gate_config("demo-gw", "east-gate"),
     )
 }
 

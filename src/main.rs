@@ -214,36 +214,28 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             })
             .await?;
             let kb = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-            println!(
-                "{:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-                "rate",
-                "sent",
-                "received",
-                "missing",
-                "wrong",
-                "p50_us",
-                "p90_us",
-                "p99_us",
-                "p999_us",
-                "max_us",
-                "rss_kb",
-                "peak_kb"
-            );
-            println!(
-                "{:>6} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-                r.rate,
-                r.sent,
-                r.received,
-                r.missing,
-                r.wrong,
-                r.p50_us,
-                r.p90_us,
-                r.p99_us,
-                r.p999_us,
-                r.max_us,
-                kb(r.rss_kb),
-                kb(r.peak_rss_kb)
-            );
+            let header = [
+                "rate", "sent", "received", "missing", "wrong", "p50_us", "p90_us", "p99_us",
+                "p999_us", "max_us", "rss_kb", "peak_kb",
+            ];
+            let values = [
+                r.rate, r.sent, r.received, r.missing, r.wrong, r.p50_us, r.p90_us, r.p99_us,
+                r.p999_us, r.max_us,
+            ]
+            .map(|v| v.to_string());
+            let values: Vec<String> = values
+                .into_iter()
+                .chain([kb(r.rss_kb), kb(r.peak_rss_kb)])
+                .collect();
+            for row in [header.map(String::from).to_vec(), values] {
+                println!(
+                    "{}",
+                    row.iter()
+                        .map(|c| format!("{c:>9}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }
     }

@@ -138,12 +138,7 @@ async fn a_flood_of_garbage_is_shed_and_real_identifications_still_decide() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &broker, &broker);
     let mut company = Uplink::connect(&broker).await;
-    let (tx, mut gate) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(gatehouse::sim::gate::run_gate(
-        broker.clone(),
-        "devices/gate-1/cmd".into(),
-        tx,
-    ));
+    let mut gate = gate_sim(&broker);
     let mut child = gatehouse_run(&config).spawn().unwrap();
     company.status(v1::GatewayState::Online).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

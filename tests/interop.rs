@@ -163,12 +163,7 @@ async fn works_with_mosquitto_on_the_device_side_and_over_tls_upstream() {
     let config = Config::load(&dir.path().join("gatehouse.toml")).unwrap();
 
     let mut company = Uplink::connect(&devices).await;
-    let (tx, mut gate) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(sim::gate::run_gate(
-        devices.clone(),
-        "devices/gate-1/cmd".into(),
-        tx,
-    ));
+    let mut gate = gate_sim(&devices);
     let daemon = within("start", LONG, Daemon::start(config, Profiles::builtin()))
         .await
         .unwrap();

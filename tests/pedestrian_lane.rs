@@ -234,12 +234,7 @@ async fn the_demo_gate_decides_on_the_embedded_broker() {
     let url = daemon.device_broker.clone();
     assert_eq!(url.port, port);
     let mut company = Uplink::connect_to(&url, &base).await;
-    let (tx, mut gate) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(gatehouse::sim::gate::run_gate(
-        url.clone(),
-        "devices/gate-1/cmd".into(),
-        tx,
-    ));
+    let mut gate = gate_sim(&url);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let o = TerminalOptions {

@@ -88,12 +88,7 @@ async fn a_damaged_store_is_moved_aside_with_an_alarm_and_the_gate_keeps_working
     std::fs::create_dir_all(dir.path().join("store")).unwrap();
     std::fs::write(dir.path().join("store/gatehouse.redb"), vec![0xa5; 100_000]).unwrap();
     let mut company = Uplink::connect(&broker).await;
-    let (tx, mut gate) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(gatehouse::sim::gate::run_gate(
-        broker.clone(),
-        "devices/gate-1/cmd".into(),
-        tx,
-    ));
+    let mut gate = gate_sim(&broker);
     let config = gatehouse::config::Config::load(&path).unwrap();
     let daemon = within(
         "start",

@@ -62,13 +62,6 @@ pub fn config_text(dir: &Path, devices: &BrokerUrl, uplink: &BrokerUrl) -> Strin
     std::fs::write(dir.join("residents.csv"), csv).unwrap();
     format!(
         r#"
-[gateway]
-id = "{GATEWAY}"
-city = "3301"
-district = "330106"
-street = "330106001"
-community = "330106001001"
-
 [device_broker]
 mode = "external"
 url = "mqtt://127.0.0.1:{dport}"
@@ -82,22 +75,10 @@ dir = "store"
 
 [registry]
 import = "residents.csv"
-
-[[lanes]]
-id = "east-1"
-
-[[lanes.devices]]
-id = "thermal-1"
-role = "thermal"
-profile = "hikvision-acs-event"
-
-[[lanes.devices]]
-id = "gate-1"
-role = "turnstile"
-profile = "generic-gate-mqtt"
-"#,
+{gate}"#,
         dport = devices.port,
         uport = uplink.port,
+        gate = gatehouse::demo::gate_config(GATEWAY, "east-1"),
     )
 }
 
@@ -140,12 +121,7 @@ impl Harness {
         let path = dir.path().join("gatehouse.toml");
         std::fs::write(&path, edit(config_text(dir.path(), &devices, &uplink_url))).unwrap();
         let uplink = Uplink::connect(&broker).await;
-        let (tx, gate) = mpsc::channel(1024);
-        tokio::spawn(sim::gate::run_gate(
-            broker.clone(),
-            "devices/gate-1/cmd".into(),
-            tx,
-        ));
+        let gate = gate_sim(&broker);
         let config = Config::load(&path).unwrap();
         let daemon = within(
             "daemon start",
@@ -181,6 +157,17 @@ impl Harness {
             .unwrap()
             .unwrap()
     }
+}
+
+/// The lane's simulated turnstile (`gate-1`): every command it receives, as it received it.
+pub fn gate_sim(broker: &BrokerUrl) -> mpsc::Receiver<Result<GateCommand, String>> {
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(sim::gate::run_gate(
+        broker.clone(),
+        "devices/gate-1/cmd".into(),
+        tx,
+    ));
+    rx
 }
 
 /// A plain MQTT client that publishes with QoS 1.
