@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod frame;
 pub mod demo;
 pub mod metrics;
 pub mod mqtt;
