@@ -1,10 +1,13 @@
-//! The decision core alone, with the registry a large estate has (100,000 residents): one
-//! identification decoded and decided per iteration, on one core.
+//! The decision core alone, with the registry a large estate has (100,000 residents, 10,000
+//! visitor passes): one identification decoded and decided per iteration, on one core; and the
+//! serial frame decoder's throughput.
 //!   cargo bench --bench decision_core
 use gatehouse::core::{
-    self, DevicePolicy, LanePolicy, Policy, Registry, RegistryBuilder, ResidentStatus,
+    Core, DevicePolicy, Direction, LanePolicy, Mode, Observation, Policy, Quota, Registry,
+    RegistryBuilder, ResidentStatus,
 };
-use gatehouse::profiles::{Decoded, Profiles};
+use gatehouse::profiles::{Decoded, Profiles, Role};
+use std::time::Instant;
 
 fn main() {
     divan::main();
@@ -14,21 +17,33 @@ fn policy() -> Policy {
     Policy {
         plausible_min_c: 30.0,
         plausible_max_c: 43.0,
+        quota: Quota {
+            outings: 1,
+            days: 2,
+            overdue_h: 4,
+        },
         lanes: vec![LanePolicy {
             id: "east-1".into(),
             fever_threshold_c: 37.3,
             gate: Some(1),
+            join: None,
+            anti_passback: false,
+            direction: Direction::In,
         }],
         devices: vec![
             DevicePolicy {
                 id: "thermal-1".into(),
                 lane: 0,
+                role: Role::Thermal,
                 calibration_offset_c: 0.0,
+                direction: None,
             },
             DevicePolicy {
                 id: "gate-1".into(),
                 lane: 0,
+                role: Role::Turnstile,
                 calibration_offset_c: 0.0,
+                direction: None,
             },
         ],
     }
@@ -43,6 +58,16 @@ fn registry() -> Registry {
             ResidentStatus::Active,
             i64::MAX,
         );
+    }
+    for i in 0..10_000u32 {
+        b.insert_pass(gatehouse::core::PassRow {
+            id: &format!("P{i:05}"),
+            host_household: &format!("H{:05}", i * 3),
+            valid_from_ms: 0,
+            valid_until_ms: i64::MAX,
+            uses: 10,
+            credentials: &[format!("QR{i:08}")],
+        });
     }
     b.build(0)
 }
@@ -63,17 +88,35 @@ fn observations() -> Vec<Decoded> {
                 36.1 + (seq % 9) as f64 * 0.1
             }),
             device_abnormal: Some(false),
+            ..Default::default()
         })
         .collect()
 }
 
+fn observe(core: &mut Core, d: &Decoded, out: &mut Vec<gatehouse::core::Output>) {
+    out.clear();
+    core.observe(
+        Observation {
+            device: 0,
+            decoded: d.clone(),
+            received: Instant::now(),
+            now_ms: 1_700_000_000_000,
+        },
+        out,
+    );
+}
+
 #[divan::bench(sample_count = 200, sample_size = 2000)]
 fn decide(bencher: divan::Bencher) {
-    let (p, r, obs) = (policy(), registry(), observations());
+    let (mut core, obs) = (
+        Core::new(policy(), registry(), Mode::Normal),
+        observations(),
+    );
+    let mut out = Vec::with_capacity(4);
     let mut i = 0;
     bencher.bench_local(|| {
         i = (i + 1) & 1023;
-        core::decide(&p, &r, 0, divan::black_box(&obs[i]), 1_700_000_000_000)
+        observe(&mut core, divan::black_box(&obs[i]), &mut out);
     });
 }
 
@@ -81,7 +124,8 @@ fn decide(bencher: divan::Bencher) {
 /// identification before the command is encoded.
 #[divan::bench(sample_count = 200, sample_size = 2000)]
 fn decode_and_decide(bencher: divan::Bencher) {
-    let (p, r) = (policy(), registry());
+    let mut core = Core::new(policy(), registry(), Mode::Normal);
+    let mut out = Vec::with_capacity(4);
     let profiles = Profiles::builtin();
     let hik = profiles
         .get("hikvision-acs-event")
@@ -103,6 +147,33 @@ fn decode_and_decide(bencher: divan::Bencher) {
         let d = hik
             .decode(divan::black_box(payloads[i].as_bytes()))
             .expect("valid");
-        core::decide(&p, &r, 0, &d, 1_700_000_000_000)
+        observe(&mut core, &d, &mut out);
+    });
+}
+
+/// Serial frames decoded per second: Wiegand reader frames with 10% line noise between them.
+#[divan::bench(sample_count = 100, sample_size = 10)]
+fn frame_decoder_1000_frames(bencher: divan::Bencher) {
+    let profiles = Profiles::builtin();
+    let spec = profiles
+        .get("rs485-wiegand-reader")
+        .and_then(|p| p.frame.clone())
+        .expect("built in");
+    let mut line = Vec::new();
+    for i in 0..1000u32 {
+        let values = [("addr".to_string(), 1u64), ("bits".to_string(), 26)].into();
+        let data = gatehouse::frame::wiegand_encode(26, i % 256, i as u16, 5);
+        line.extend_from_slice(&spec.encode(&values, &data));
+        if i % 10 == 0 {
+            line.extend_from_slice(&[0x55, 0xFF, 0x00]);
+        }
+    }
+    bencher.bench_local(|| {
+        let mut d = gatehouse::frame::Decoder::new(&spec);
+        let mut n = 0;
+        for chunk in line.chunks(64) {
+            d.push(divan::black_box(chunk), |_| n += 1);
+        }
+        assert_eq!(n, 1000);
     });
 }

@@ -327,6 +327,8 @@ fn passage_record(i: u64) -> crate::store::outbox::Record {
             cause: vec![i.to_string()],
             rule: "resident".into(),
             device_flag_disagrees: false,
+            direction: v1::Direction::In as i32,
+            mode: "normal".into(),
         })),
         ..Default::default()
     })
@@ -374,6 +376,7 @@ async fn fill_outbox(
         w.appends
             .send(Append {
                 records: vec![passage_record(i)],
+                state: Vec::new(),
                 ack: Some(ack),
             })
             .await
@@ -509,7 +512,7 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
         w.deletes.clone(),
         StatusSource {
             gateway: "bench-gw".into(),
-            mode: "normal".into(),
+            mode: Default::default(),
             registry_version: 0,
             devices: Vec::new(),
             metrics: metrics.clone(),

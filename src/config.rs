@@ -1,6 +1,7 @@
 //! The daemon's configuration: serde structs with defaults, then an explicit [`Config::validate`]
 //! that reports *every* problem with its path, so an installer fixes a file in one pass.
-use crate::profiles::{Profiles, Role};
+use crate::core::{Direction, Mode};
+use crate::profiles::{Profiles, Role, Transport};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -227,6 +228,27 @@ pub struct Rules {
     pub plausible_min_c: f64,
     #[serde(default = "default_plausible_max")]
     pub plausible_max_c: f64,
+    /// The mode at first start: normal, epidemic, lockdown or fire. Once running, the mode is
+    /// kept in the store and changed with `gatehouse mode` (or from upstream); this value applies
+    /// again only when it changes in this file.
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// On lanes with a separate thermal station: a reading this long before an identification
+    /// joins it…
+    #[serde(default = "default_join_before_ms")]
+    pub join_before_ms: u64,
+    /// …and where a temperature is required, the decision waits this long after for one.
+    #[serde(default = "default_join_after_ms")]
+    pub join_after_ms: u64,
+    /// Lockdown: a household may go out this many times…
+    #[serde(default = "default_quota_outings")]
+    pub quota_outings: u32,
+    /// …per this many days (counted on exit).
+    #[serde(default = "default_quota_days")]
+    pub quota_days: u32,
+    /// Lockdown: an outing longer than this raises an alarm.
+    #[serde(default = "default_overdue_h")]
+    pub overdue_h: u32,
 }
 
 impl Default for Rules {
@@ -235,8 +257,34 @@ impl Default for Rules {
             fever_threshold_c: default_fever_threshold(),
             plausible_min_c: default_plausible_min(),
             plausible_max_c: default_plausible_max(),
+            mode: default_mode(),
+            join_before_ms: default_join_before_ms(),
+            join_after_ms: default_join_after_ms(),
+            quota_outings: default_quota_outings(),
+            quota_days: default_quota_days(),
+            overdue_h: default_overdue_h(),
         }
     }
+}
+
+fn default_mode() -> Mode {
+    Mode::Normal
+}
+fn default_join_before_ms() -> u64 {
+    3000
+}
+fn default_join_after_ms() -> u64 {
+    1500
+}
+/// One member of each household out every two days: the common lockdown rule.
+fn default_quota_outings() -> u32 {
+    1
+}
+fn default_quota_days() -> u32 {
+    2
+}
+fn default_overdue_h() -> u32 {
+    4
 }
 
 fn default_fever_threshold() -> f64 {
@@ -258,6 +306,12 @@ pub struct Registry {
     /// meant for somewhere bigger than one estate, and would take the box's memory.
     #[serde(default = "default_max_residents")]
     pub max_residents: usize,
+    /// Visitor passes to import at start (`.csv`: pass_id, host_household, credentials,
+    /// valid_from, valid_until, uses).
+    pub passes: Option<PathBuf>,
+    /// Household statuses to import at start (`.csv`: household, status), for quarantined
+    /// households.
+    pub households: Option<PathBuf>,
 }
 
 impl Default for Registry {
@@ -265,6 +319,8 @@ impl Default for Registry {
         Self {
             import: None,
             max_residents: default_max_residents(),
+            passes: None,
+            households: None,
         }
     }
 }
@@ -287,8 +343,18 @@ pub struct Lane {
     pub id: String,
     /// Overrides `rules.fever_threshold_c` for this lane.
     pub fever_threshold_c: Option<f64>,
+    /// Which way its identifiers let people through: in (default) or out.
+    #[serde(default = "default_direction")]
+    pub direction: Direction,
+    /// Refuse entry to a subject already inside until it has exited.
+    #[serde(default)]
+    pub anti_passback: bool,
     #[serde(default)]
     pub devices: Vec<Device>,
+}
+
+fn default_direction() -> Direction {
+    Direction::In
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +370,45 @@ pub struct Device {
     pub event_topic: Option<String>,
     /// Overrides the profile's command topic (MQTT devices).
     pub command_topic: Option<String>,
+    /// Overrides the lane's direction (an exit reader on a turnstile shared with the entry).
+    pub direction: Option<Direction>,
+    /// Serial devices: the port. Devices on one RS-485 line share it (same settings).
+    pub serial: Option<SerialSettings>,
+    /// Serial devices: the bus address (for profiles with an address field).
+    pub address: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSettings {
+    pub path: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_data_bits() -> u8 {
+    8
 }
 
 /// `mqtt://host[:port]` or `mqtts://host[:port]`, the only URL shapes the config takes.
@@ -374,7 +479,14 @@ impl Config {
             }
         };
         fix(&mut self.store.dir);
-        if let Some(p) = self.registry.import.as_mut() {
+        for p in [
+            &mut self.registry.import,
+            &mut self.registry.passes,
+            &mut self.registry.households,
+        ]
+        .into_iter()
+        .flatten()
+        {
             fix(p);
         }
         if let Some(p) = self.profiles.dir.as_mut() {
@@ -445,6 +557,8 @@ impl Config {
             ("uplink.ca_file", &self.uplink.ca_file),
             ("uplink.password_file", &self.uplink.password_file),
             ("registry.import", &self.registry.import),
+            ("registry.passes", &self.registry.passes),
+            ("registry.households", &self.registry.households),
         ] {
             if let Some(f) = file {
                 if !f.is_file() {
@@ -487,8 +601,22 @@ impl Config {
             );
         }
 
+        if r.quota_outings == 0 || r.quota_days == 0 || r.overdue_h == 0 {
+            bad(
+                "rules".into(),
+                "quota_outings, quota_days and overdue_h must be at least 1".into(),
+            );
+        }
+        if r.join_before_ms > 60_000 || r.join_after_ms > 10_000 {
+            bad(
+                "rules".into(),
+                "join_before_ms is at most 60000 and join_after_ms at most 10000 (a person waits at the gate)".into(),
+            );
+        }
+
         let mut lane_ids = HashSet::new();
         let mut device_ids = HashSet::new();
+        let mut ports: std::collections::HashMap<&Path, &SerialSettings> = Default::default();
         for (li, lane) in self.lanes.iter().enumerate() {
             let lp = format!("lanes[{li}]");
             if !is_topic_safe(&lane.id) {
@@ -550,7 +678,41 @@ impl Config {
                                 .join(", ")
                         ),
                     ),
-                    Some(_) => {}
+                    Some(p) => match (p.transport, &d.serial) {
+                        (Transport::Serial, None) => bad(
+                            format!("{dp}.serial"),
+                            format!(
+                                "profile {:?} is serial: give serial = {{ path = \"/dev/ttyS1\" }}",
+                                d.profile
+                            ),
+                        ),
+                        (Transport::Mqtt, Some(_)) => bad(
+                            format!("{dp}.serial"),
+                            format!("profile {:?} is an MQTT device, not serial", d.profile),
+                        ),
+                        _ => {}
+                    },
+                }
+                if let Some(sp) = &d.serial {
+                    if ![1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200].contains(&sp.baud)
+                        || !(7..=8).contains(&sp.data_bits)
+                        || !(1..=2).contains(&sp.stop_bits)
+                    {
+                        bad(
+                            format!("{dp}.serial"),
+                            "baud must be a standard rate (1200–115200), data_bits 7 or 8, stop_bits 1 or 2".into(),
+                        );
+                    }
+                    match ports.insert(&sp.path, sp) {
+                        Some(other) if other != sp => bad(
+                            format!("{dp}.serial"),
+                            format!(
+                                "{} is shared with another device under different settings",
+                                sp.path.display()
+                            ),
+                        ),
+                        _ => {}
+                    }
                 }
                 if !(d.calibration_offset_c.is_finite() && d.calibration_offset_c.abs() <= 3.0) {
                     bad(

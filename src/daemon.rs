@@ -14,18 +14,23 @@
 //! says "offline" and disconnects.
 use crate::broker;
 use crate::config::{BrokerMode, BrokerUrl, Config};
-use crate::core::{self, DevicePolicy, LanePolicy, Policy, Registry, SubjectKind};
+use crate::core::{
+    self, AlarmKind, Core, DevicePolicy, Direction, Hold, JoinWindow, LanePolicy, Mode,
+    Observation, Origin, Output, Policy, Quota, SubjectKind,
+};
 use crate::metrics::{worth_logging, Metrics};
-use crate::profiles::{CommandArgs, Profile, Profiles};
+use crate::profiles::{CommandArgs, GateCommandName, Profile, Profiles, Role, Transport};
 use crate::proto::v1;
 use crate::sources::mqtt::{self as mqtt_source, Connection, Input, Route};
+use crate::sources::serial::{self, LinkChange};
+use crate::sources::DeviceLive;
 use crate::store::outbox::{self, Append, Record, WriterConfig};
 use crate::store::{Imported, Store};
 use crate::uplink::{StatusSource, Uplink, UplinkConfig};
 use anyhow::Context;
 use rumqttc::{AsyncClient, QoS};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -41,13 +46,21 @@ pub struct Daemon {
     pub device_broker: BrokerUrl,
     shutdown: watch::Sender<bool>,
     supervisor: tokio::task::JoinHandle<()>,
+    control: mpsc::Sender<Control>,
 }
 
-/// Where a lane's commands go.
+/// Where a gate's commands go.
 struct Actuator {
     device_id: String,
-    topic: String,
+    sink: Sink,
+    address: Option<u64>,
     profile: Arc<Profile>,
+}
+
+enum Sink {
+    Mqtt(String),
+    /// Index into the serial ports.
+    Serial(usize),
 }
 
 impl Daemon {
@@ -91,8 +104,32 @@ impl Daemon {
                 }
             }
         }
+        for (name, file) in [
+            ("passes", &config.registry.passes),
+            ("households", &config.registry.households),
+        ] {
+            let Some(file) = file else { continue };
+            match store.import_list(name, file) {
+                Ok(Imported::Replaced { residents: rows }) => {
+                    info!(file = %file.display(), rows, "{name} list imported.")
+                }
+                Ok(Imported::Unchanged) => {}
+                Err(e) => {
+                    error!(error = %e, "{name} list refused; keeping the stored list.");
+                    start_alarms.push(alarm(
+                        v1::AlarmKind::RegistryRefused,
+                        format!("{name} list refused, the stored list is kept: {e}"),
+                    ));
+                }
+            }
+        }
         let registry = store.load_registry()?;
-        info!(residents = registry.len(), "Registry loaded.");
+        info!(
+            residents = registry.len(),
+            visitor_passes = registry.passes(),
+            "Registry loaded."
+        );
+        let core_state = store.load_state()?;
         // Importing and loading a large list churns the heap; hand the freed pages back so the
         // box's memory reflects what is actually held.
         release_free_memory();
@@ -124,9 +161,36 @@ impl Daemon {
         let Lanes {
             policy,
             routes,
+            ports,
             actuators,
             status: devices,
         } = build_lanes(&config, &profiles);
+        let mut core = Core::new(policy, registry, Mode::Normal);
+        // The mode lives in the store; the config's mode applies when it changed in the file.
+        let config_mode = core_state
+            .iter()
+            .find(|(k, _)| k == "config_mode/")
+            .and_then(|(_, v)| std::str::from_utf8(v).ok().and_then(Mode::parse));
+        core.restore(core_state);
+        let mut start_outputs = Vec::new();
+        if config_mode != Some(config.rules.mode) {
+            if let Err(e) = core.set_mode(config.rules.mode, Origin::Local, &mut start_outputs) {
+                warn!(
+                    mode = config.rules.mode.as_str(),
+                    reason = e.as_str(),
+                    "Config mode not applied: fire mode holds until `gatehouse fire-reset`."
+                );
+            }
+            start_outputs.push(Output::State(
+                "config_mode/".into(),
+                Some(config.rules.mode.as_str().into()),
+            ));
+        } else if core.mode() == Mode::Fire {
+            // Still in fire after a restart: open everything again at once.
+            start_outputs.push(Output::HoldAll(Hold::Open));
+        }
+        info!(mode = core.mode().as_str(), "Mode in force.");
+        let mode = Arc::new(std::sync::Mutex::new(core.mode().as_str()));
         let writer = outbox::spawn(
             store.clone(),
             WriterConfig {
@@ -148,6 +212,7 @@ impl Daemon {
                 .appends
                 .send(Append {
                     records: start_alarms,
+                    state: Vec::new(),
                     ack: None,
                 })
                 .await;
@@ -189,9 +254,9 @@ impl Daemon {
             writer.deletes,
             StatusSource {
                 gateway: config.gateway.id.clone(),
-                mode: "normal".into(),
-                registry_version: registry.version,
-                devices,
+                mode: mode.clone(),
+                registry_version: core.registry.version,
+                devices: devices.clone(),
                 metrics: metrics.clone(),
             },
         )?;
@@ -211,21 +276,42 @@ impl Daemon {
         let events_join = tokio::spawn(mqtt_source::run_events(
             conn,
             routes,
-            input_tx,
+            input_tx.clone(),
             metrics.clone(),
             shutdown_rx.clone(),
             release_rx,
         ));
+        let (links_tx, links_rx) = mpsc::channel(256);
+        let mut serial_writers = Vec::new();
+        let mut serial_joins = Vec::new();
+        for port in ports {
+            let (w, j) = serial::spawn(
+                port,
+                input_tx.clone(),
+                links_tx.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            );
+            serial_writers.push(w);
+            serial_joins.push(j);
+        }
+        drop(input_tx);
+        let (control_tx, control_rx) = mpsc::channel(16);
+        let control_join =
+            crate::control::serve(&config.store.dir, control_tx.clone(), shutdown_rx.clone())?;
         let decisions = DecisionLoop {
-            policy,
-            registry,
+            core,
             actuators,
             commands: cmd_client,
             commands_connected: cmd_connected,
+            serial_writers,
             appends: writer.appends,
             metrics: metrics.clone(),
+            mode,
+            devices,
+            last_fire_assert: Instant::now(),
         };
-        let core_join = tokio::spawn(decisions.run(input_rx));
+        let core_join = tokio::spawn(decisions.run(input_rx, control_rx, links_rx, start_outputs));
 
         let (finish_tx, finish_rx) = oneshot::channel();
         let uplink_join = tokio::spawn(uplink.run(finish_rx));
@@ -251,6 +337,10 @@ impl Daemon {
             let _ = tokio::time::timeout_at(deadline, events_join).await;
             let _ = tokio::time::timeout_at(deadline, writer_join).await;
             let _ = tokio::time::timeout_at(deadline, cmd_join).await;
+            for j in serial_joins {
+                let _ = tokio::time::timeout_at(deadline, j).await;
+            }
+            let _ = tokio::time::timeout_at(deadline, control_join).await;
         });
 
         let daemon = Daemon {
@@ -258,6 +348,7 @@ impl Daemon {
             device_broker,
             shutdown: shutdown_tx,
             supervisor,
+            control: control_tx,
         };
         daemon.wait_subscribed(Duration::from_secs(3)).await;
         Ok(daemon)
@@ -278,6 +369,11 @@ impl Daemon {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(STOP_DEADLINE + Duration::from_secs(1), self.supervisor).await;
+    }
+
+    /// Asks the decision loop, as the local CLI does (tests use this directly).
+    pub async fn control(&self, c: Control) {
+        let _ = self.control.send(c).await;
     }
 
     /// Signals shutdown without waiting (for a second Ctrl-C, a watchdog).
@@ -304,22 +400,31 @@ fn release_free_memory() {}
 /// Lanes and devices indexed for the core, with each device's transport.
 struct Lanes {
     policy: Policy,
-    /// Event topic → device.
+    /// Event topic → device (MQTT devices).
     routes: HashMap<String, Route>,
+    /// Serial ports with their devices.
+    ports: Vec<serial::Port>,
     /// By device index: where its commands go, if it takes any.
     actuators: Vec<Option<Actuator>>,
-    /// By device index: its status, and its last-seen time.
-    status: Vec<(v1::DeviceStatus, Arc<AtomicI64>)>,
+    /// By device index: its status.
+    status: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
 }
 
 fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
+    let r = &config.rules;
     let mut policy = Policy {
-        plausible_min_c: config.rules.plausible_min_c,
-        plausible_max_c: config.rules.plausible_max_c,
+        plausible_min_c: r.plausible_min_c,
+        plausible_max_c: r.plausible_max_c,
+        quota: Quota {
+            outings: r.quota_outings,
+            days: r.quota_days,
+            overdue_h: r.overdue_h,
+        },
         lanes: Vec::new(),
         devices: Vec::new(),
     };
     let mut routes = HashMap::new();
+    let mut ports: Vec<serial::Port> = Vec::new();
     let mut actuators = Vec::new();
     let mut status = Vec::new();
     for (li, lane) in config.lanes.iter().enumerate() {
@@ -331,43 +436,72 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
                 continue;
             };
             let profile = Arc::new(profile.clone());
-            let last_seen = Arc::new(AtomicI64::new(0));
+            let live = Arc::new(DeviceLive::default());
             policy.devices.push(DevicePolicy {
                 id: d.id.clone(),
                 lane: li,
+                role: d.role,
                 calibration_offset_c: d.calibration_offset_c,
+                direction: d.direction,
             });
-            if profile.decode.is_some() {
-                if let Some(topic) = d
-                    .event_topic
-                    .clone()
-                    .or_else(|| profile.event_topic_for(&d.id))
-                {
-                    routes.insert(
-                        topic,
-                        Route {
-                            device: index,
-                            device_id: d.id.clone(),
-                            profile: profile.clone(),
-                            last_seen: last_seen.clone(),
-                        },
-                    );
+            let mut sink = None;
+            match (&d.serial, profile.transport) {
+                (Some(settings), Transport::Serial) => {
+                    let i = match ports.iter().position(|p| p.settings.path == settings.path) {
+                        Some(i) => i,
+                        None => {
+                            ports.push(serial::Port {
+                                settings: settings.clone(),
+                                devices: Vec::new(),
+                            });
+                            ports.len() - 1
+                        }
+                    };
+                    ports[i].devices.push(serial::SerialDevice {
+                        device: index,
+                        device_id: d.id.clone(),
+                        profile: profile.clone(),
+                        address: d.address,
+                        live: live.clone(),
+                    });
+                    sink = Some(Sink::Serial(i));
+                }
+                _ => {
+                    if profile.decode.is_some() {
+                        if let Some(topic) = d
+                            .event_topic
+                            .clone()
+                            .or_else(|| profile.event_topic_for(&d.id))
+                        {
+                            routes.insert(
+                                topic,
+                                Route {
+                                    device: index,
+                                    device_id: d.id.clone(),
+                                    profile: profile.clone(),
+                                    live: live.clone(),
+                                },
+                            );
+                        }
+                    }
+                    if let Some(topic) = d
+                        .command_topic
+                        .clone()
+                        .or_else(|| profile.command_topic_for(&d.id))
+                    {
+                        sink = Some(Sink::Mqtt(topic));
+                    }
                 }
             }
             let mut actuator = None;
             if d.role.is_gate() {
                 gate = Some(index);
-                if let Some(topic) = d
-                    .command_topic
-                    .clone()
-                    .or_else(|| profile.command_topic_for(&d.id))
-                {
-                    actuator = Some(Actuator {
-                        device_id: d.id.clone(),
-                        topic,
-                        profile: profile.clone(),
-                    });
-                }
+                actuator = sink.map(|sink| Actuator {
+                    device_id: d.id.clone(),
+                    sink,
+                    address: d.address,
+                    profile: profile.clone(),
+                });
             }
             actuators.push(actuator);
             status.push((
@@ -375,41 +509,69 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
                     id: d.id.clone(),
                     lane: lane.id.clone(),
                     profile: d.profile.clone(),
-                    last_seen_ms: 0,
+                    ..Default::default()
                 },
-                last_seen,
+                live,
             ));
         }
+        // Temperature joins identity when the thermal station is a device of its own.
+        let has = |role| lane.devices.iter().any(|d| d.role == role);
+        let join = (has(Role::Thermal) && has(Role::Identifier)).then_some(JoinWindow {
+            before_ms: r.join_before_ms as i64,
+            after_ms: r.join_after_ms as i64,
+        });
         policy.lanes.push(LanePolicy {
             id: lane.id.clone(),
-            fever_threshold_c: lane
-                .fever_threshold_c
-                .unwrap_or(config.rules.fever_threshold_c),
+            fever_threshold_c: lane.fever_threshold_c.unwrap_or(r.fever_threshold_c),
             gate,
+            join,
+            anti_passback: lane.anti_passback,
+            direction: lane.direction,
         });
     }
     Lanes {
         policy,
         routes,
+        ports,
         actuators,
         status,
     }
 }
 
+/// A request from the box itself (`gatehouse mode`, `gatehouse fire-reset`).
+pub enum Control {
+    SetMode(Mode, Origin, oneshot::Sender<Result<(), String>>),
+    FireReset(oneshot::Sender<Result<(), String>>),
+}
+
+/// In fire mode the hold-open goes out again this often: a turnstile that rebooted must not stay
+/// locked while people leave a burning building.
+const FIRE_REASSERT: Duration = Duration::from_secs(5);
+
 /// The task that owns the decision state: decides, commands the gate, hands the record to the
-/// writer. No locks: nothing else touches the policy or the registry.
+/// writer. No locks: nothing else touches the core.
 struct DecisionLoop {
-    policy: Policy,
-    registry: Registry,
+    core: Core,
     actuators: Vec<Option<Actuator>>,
     commands: AsyncClient,
     commands_connected: Arc<AtomicBool>,
+    serial_writers: Vec<mpsc::Sender<Vec<u8>>>,
     appends: mpsc::Sender<Append>,
     metrics: Arc<Metrics>,
+    mode: Arc<std::sync::Mutex<&'static str>>,
+    devices: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
+    last_fire_assert: Instant,
 }
 
 impl DecisionLoop {
-    async fn run(self, mut input: mpsc::Receiver<Input>) {
+    async fn run(
+        mut self,
+        mut input: mpsc::Receiver<Input>,
+        mut control: mpsc::Receiver<Control>,
+        mut links: mpsc::Receiver<LinkChange>,
+        start: Vec<Output>,
+    ) {
+        self.emit(start, None).await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // Test hook for the watchdog: the loop stops turning after this long, as a hung one would.
         let stall_at = std::env::var("GATEHOUSE_TEST_STALL_DECISIONS_AFTER_MS")
@@ -421,63 +583,193 @@ impl DecisionLoop {
                 warn!("Test hook: the decision loop stalls now.");
                 std::future::pending::<()>().await;
             }
+            // A waiting identification is decided when its join window closes, not a tick later.
+            let deadline = self.core.next_deadline().map(|at| {
+                let wait = (at - crate::now_ms()).max(0) as u64;
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
+            let window = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 i = input.recv() => match i {
                     Some(i) => self.handle(i).await,
                     None => break,
                 },
-                _ = tick.tick() => {}
+                Some(c) = control.recv() => self.control(c).await,
+                Some(l) = links.recv() => self.link(l).await,
+                _ = window => self.tick().await,
+                _ = tick.tick() => self.tick().await,
             }
             Metrics::inc(&self.metrics.core_ticks);
         }
+        // Whoever still waits for a reading is decided now: the record must not be lost.
+        let mut out = Vec::new();
+        self.core.tick(i64::MAX, &mut out);
+        self.emit(out, None).await;
     }
 
-    async fn handle(&self, i: Input) {
-        let now_ms = crate::now_ms();
-        let decision = i.decoded.as_ref().and_then(|ev| {
-            core::decide(&self.policy, &self.registry, i.device, ev, now_ms).map(|d| (ev, d))
-        });
-        let Some((ev, d)) = decision else {
-            // Garbage, or no identification (a heartbeat, a door event): nothing to keep, but
-            // the ack waits its turn behind the records before it.
-            self.append(Vec::new(), i.ack).await;
+    async fn handle(&mut self, i: Input) {
+        let Some(decoded) = i.decoded else {
+            // Garbage: nothing to keep, but the ack waits its turn behind the records before it.
+            self.append(Vec::new(), Vec::new(), Some(i.ack)).await;
             return;
         };
-        Metrics::inc(&self.metrics.decisions);
-        let lane = &self.policy.lanes[d.lane];
-        let device = &self.policy.devices[d.device];
-        let cause = ev.event_id.as_str();
-        if let Some(act) = d
-            .gate
-            .and_then(|g| self.actuators.get(g))
-            .and_then(Option::as_ref)
-        {
-            self.command(
-                act,
-                &CommandArgs {
-                    open: d.allow,
-                    reason: d.reason.as_str(),
+        let mut out = Vec::new();
+        self.core.observe(
+            Observation {
+                device: i.device,
+                decoded,
+                received: i.received,
+                now_ms: crate::now_ms(),
+            },
+            &mut out,
+        );
+        self.emit(out, Some(i.ack)).await;
+    }
+
+    async fn tick(&mut self) {
+        let mut out = Vec::new();
+        self.core.tick(crate::now_ms(), &mut out);
+        if self.core.mode() == Mode::Fire && self.last_fire_assert.elapsed() >= FIRE_REASSERT {
+            out.push(Output::HoldAll(Hold::Open));
+        }
+        if !out.is_empty() {
+            self.emit(out, None).await;
+        }
+    }
+
+    async fn control(&mut self, c: Control) {
+        let mut out = Vec::new();
+        let reply = match c {
+            Control::SetMode(mode, origin, reply) => {
+                let r = self.core.set_mode(mode, origin, &mut out).map_err(|_| {
+                    "refused: fire mode holds until a local `gatehouse fire-reset`".to_string()
+                });
+                if r.is_ok() {
+                    info!(mode = mode.as_str(), ?origin, "Mode changed.");
+                }
+                (reply, r)
+            }
+            Control::FireReset(reply) => {
+                let r = if self.core.fire_reset(&mut out) {
+                    warn!("Fire mode reset locally; gates back to normal operation.");
+                    Ok(())
+                } else {
+                    Err("not in fire mode".to_string())
+                };
+                (reply, r)
+            }
+        };
+        if let Ok(mut m) = self.mode.lock() {
+            *m = self.core.mode().as_str();
+        }
+        self.emit(out, None).await;
+        let _ = reply.0.send(reply.1);
+    }
+
+    async fn link(&mut self, l: LinkChange) {
+        let now_ms = crate::now_ms();
+        let mut records = Vec::new();
+        for &d in &l.devices {
+            let Some((status, live)) = self.devices.get(d) else {
+                continue;
+            };
+            live.offline.store(!l.online, Ordering::Relaxed);
+            let kind = if l.online {
+                v1::AlarmKind::DeviceOnline
+            } else {
+                v1::AlarmKind::DeviceOffline
+            };
+            records.push(Record::Alarm(v1::Alarm {
+                gateway_time_ms: now_ms,
+                lane: status.lane.clone(),
+                device: status.id.clone(),
+                kind: kind as i32,
+                detail: l.detail.clone(),
+                ..Default::default()
+            }));
+        }
+        self.append(records, Vec::new(), None).await;
+    }
+
+    /// Carries out the core's outputs: commands first (the fast path), then one append with the
+    /// records and state changes, and the device's ack after them.
+    async fn emit(&mut self, out: Vec<Output>, ack: Option<outbox::Ack>) {
+        let now_ms = crate::now_ms();
+        let mut records = Vec::new();
+        let mut state = Vec::new();
+        for o in out {
+            match o {
+                Output::Decision(d) => {
+                    Metrics::inc(&self.metrics.decisions);
+                    self.decided(d, now_ms, &mut records);
+                }
+                Output::Reading {
+                    lane,
+                    device,
+                    temperature_c,
                     cause,
-                    lane: &lane.id,
-                    device: &act.device_id,
-                    ts_ms: now_ms,
-                },
+                } => records.push(Record::Event(v1::Event {
+                    gateway_time_ms: now_ms,
+                    lane: self.core.policy.lanes[lane].id.clone(),
+                    device: self.core.policy.devices[device].id.clone(),
+                    body: Some(v1::event::Body::Reading(v1::Reading {
+                        temperature_c: temperature_c as f32,
+                        cause,
+                    })),
+                    ..Default::default()
+                })),
+                Output::Alarm(a) => records.push(self.alarm(a, now_ms)),
+                Output::HoldAll(hold) => {
+                    self.last_fire_assert = Instant::now();
+                    for g in 0..self.actuators.len() {
+                        self.command(
+                            g,
+                            GateCommandName::of(None, Some(hold)),
+                            "",
+                            "fire_mode",
+                            now_ms,
+                        );
+                    }
+                }
+                Output::State(k, v) => state.push((k, v)),
+            }
+        }
+        self.append(records, state, ack).await;
+    }
+
+    fn decided(&mut self, d: core::Decision, now_ms: i64, records: &mut Vec<Record>) {
+        let cause = d.cause.first().cloned().unwrap_or_default();
+        if let Some(g) = d.gate {
+            let open = d.allow.then_some(d.direction);
+            self.command(
+                g,
+                GateCommandName::of(open, None),
+                &cause,
+                d.reason.as_str(),
+                now_ms,
             );
         }
-        let latency_us = u32::try_from(i.received.elapsed().as_micros()).unwrap_or(u32::MAX);
-        let temperature_c = d.temperature_c.map(|t| t as f32);
-        let mut records = vec![Record::Event(v1::Event {
+        let lane = &self.core.policy.lanes[d.lane];
+        let device = &self.core.policy.devices[d.device];
+        let latency_us = u32::try_from(d.received.elapsed().as_micros()).unwrap_or(u32::MAX);
+        records.push(Record::Event(v1::Event {
             gateway_time_ms: now_ms,
             lane: lane.id.clone(),
             device: device.id.clone(),
             body: Some(v1::event::Body::Passage(v1::PassageDecision {
                 subject_kind: match d.subject_kind {
                     SubjectKind::Resident => v1::SubjectKind::Resident,
+                    SubjectKind::Visitor => v1::SubjectKind::Visitor,
                     SubjectKind::Unknown => v1::SubjectKind::Unknown,
                 } as i32,
-                subject_id: d.subject_id.clone(),
-                temperature_c,
+                subject_id: d.subject_id,
+                temperature_c: d.temperature_c.map(|t| t as f32),
                 verdict: if d.allow {
                     v1::Verdict::Allow
                 } else {
@@ -485,56 +777,110 @@ impl DecisionLoop {
                 } as i32,
                 reason: d.reason.as_str().to_string(),
                 decision_latency_us: latency_us,
-                cause: vec![cause.to_string()],
+                cause: d.cause,
                 rule: d.rule.to_string(),
                 device_flag_disagrees: d.device_flag_disagrees,
+                direction: match d.direction {
+                    Direction::In => v1::Direction::In,
+                    Direction::Out => v1::Direction::Out,
+                } as i32,
+                mode: d.mode.as_str().to_string(),
             })),
             ..Default::default()
-        })];
-        if d.fever_alarm {
-            records.push(Record::Alarm(v1::Alarm {
-                gateway_time_ms: now_ms,
-                lane: lane.id.clone(),
-                device: device.id.clone(),
-                kind: v1::AlarmKind::Fever as i32,
-                detail: format!(
-                    "{:.1} °C at or above {:.1} °C",
-                    d.temperature_c.unwrap_or(0.0),
-                    lane.fever_threshold_c
-                ),
-                temperature_c,
-                subject_id: d.subject_id,
-                cause: vec![cause.to_string()],
-                ..Default::default()
-            }));
-        }
-        self.append(records, i.ack).await;
+        }));
     }
 
-    async fn append(&self, records: Vec<Record>, ack: outbox::Ack) {
+    fn alarm(&self, a: core::Alarm, now_ms: i64) -> Record {
+        let p = &self.core.policy;
+        Record::Alarm(v1::Alarm {
+            gateway_time_ms: now_ms,
+            lane: a.lane.map(|l| p.lanes[l].id.clone()).unwrap_or_default(),
+            device: a
+                .device
+                .map(|d| p.devices[d].id.clone())
+                .unwrap_or_default(),
+            kind: match a.kind {
+                AlarmKind::Fever => v1::AlarmKind::Fever,
+                AlarmKind::QuarantineExit => v1::AlarmKind::QuarantineExit,
+                AlarmKind::OutingOverdue => v1::AlarmKind::OutingOverdue,
+                AlarmKind::FireMode => v1::AlarmKind::FireMode,
+            } as i32,
+            detail: a.detail,
+            temperature_c: a.temperature_c.map(|t| t as f32),
+            subject_id: a.subject_id,
+            cause: a.cause,
+            ..Default::default()
+        })
+    }
+
+    async fn append(
+        &self,
+        records: Vec<Record>,
+        state: Vec<(String, Option<Vec<u8>>)>,
+        ack: Option<outbox::Ack>,
+    ) {
+        if records.is_empty() && state.is_empty() && ack.is_none() {
+            return;
+        }
         let append = Append {
             records,
-            ack: Some(ack),
+            state,
+            ack,
         };
         if self.appends.send(append).await.is_err() {
             error!("Outbox writer gone; decision not recorded (its device event stays unacknowledged).");
         }
     }
 
-    /// The fast path: the command leaves before the record is written.
-    fn command(&self, act: &Actuator, args: &CommandArgs<'_>) {
-        let sent = self.commands_connected.load(Ordering::Relaxed)
-            && act.profile.encode_command(args).is_some_and(|payload| {
-                self.commands
-                    .try_publish(act.topic.as_str(), QoS::AtLeastOnce, false, payload)
-                    .is_ok()
-            });
+    /// The fast path: the command leaves before the record is written. Never queued behind a
+    /// down link: a stale "open" must not arrive later.
+    fn command(
+        &self,
+        gate: usize,
+        command: GateCommandName,
+        cause: &str,
+        reason: &str,
+        ts_ms: i64,
+    ) {
+        let Some(act) = self.actuators.get(gate).and_then(Option::as_ref) else {
+            return;
+        };
+        let lane = &self.core.policy.lanes[self.core.policy.devices[gate].lane].id;
+        let payload = act.profile.encode_command(&CommandArgs {
+            command,
+            address: act.address,
+            reason,
+            cause,
+            lane,
+            device: &act.device_id,
+            ts_ms,
+        });
+        let Some(payload) = payload else {
+            // A gate without a hold-open command gets a plain open in fire mode.
+            if command == GateCommandName::HoldOpen {
+                self.command(gate, GateCommandName::OpenOut, cause, reason, ts_ms);
+            }
+            return;
+        };
+        let sent = match &act.sink {
+            Sink::Mqtt(topic) => {
+                self.commands_connected.load(Ordering::Relaxed)
+                    && self
+                        .commands
+                        .try_publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
+                        .is_ok()
+            }
+            Sink::Serial(port) => self
+                .serial_writers
+                .get(*port)
+                .is_some_and(|w| w.try_send(payload).is_ok()),
+        };
         if sent {
             Metrics::inc(&self.metrics.commands_sent);
         } else {
             let n = self.metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
             if worth_logging(n) {
-                warn!(device = %act.device_id, cause = args.cause, failures = n, "Gate command not sent: command connection down. The gate stays shut.");
+                warn!(device = %act.device_id, cause, failures = n, "Gate command not sent: link down or queue full. The gate stays shut.");
             }
         }
     }

@@ -116,6 +116,9 @@ pub struct FrameSpec {
     #[serde(default = "default_max_len")]
     pub max_len: usize,
     pub fields: Vec<Field>,
+    /// The field with the device's bus address: frames for other addresses on a shared line are
+    /// not this device's, and commands carry it.
+    pub address_field: Option<String>,
 }
 
 fn default_from() -> ChecksumFrom {
@@ -138,9 +141,7 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     }
     (0..digits.len())
         .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&digits[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex"))
-        })
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex")))
         .collect()
 }
 
@@ -224,6 +225,11 @@ impl FrameSpec {
                 out.push(format!("{}: a wiegand field needs bits_field", f.name));
             }
             earlier.push(&f.name);
+        }
+        if let Some(a) = &self.address_field {
+            if !earlier.contains(&a.as_str()) {
+                out.push(format!("address_field: no field {a:?}"));
+            }
         }
         out
     }
@@ -398,16 +404,16 @@ pub struct Discarded {
 }
 
 /// A streaming decoder for one line.
-pub struct Decoder<'a> {
-    spec: &'a FrameSpec,
+pub struct Decoder {
+    spec: FrameSpec,
     buf: Vec<u8>,
     pub discarded: Discarded,
 }
 
-impl<'a> Decoder<'a> {
-    pub fn new(spec: &'a FrameSpec) -> Self {
+impl Decoder {
+    pub fn new(spec: &FrameSpec) -> Self {
         Decoder {
-            spec,
+            spec: spec.clone(),
             buf: Vec::with_capacity(spec.max_len * 2),
             discarded: Discarded::default(),
         }
@@ -427,7 +433,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn drain(&mut self, on_frame: &mut impl FnMut(Frame)) {
-        let header = &self.spec.header;
+        let header = self.spec.header.clone();
         let mut start = 0;
         loop {
             let rest = &self.buf[start..];

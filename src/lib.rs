@@ -7,10 +7,11 @@
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod daemon;
-pub mod frame;
 pub mod demo;
+pub mod frame;
 pub mod metrics;
 pub mod mqtt;
 pub mod profiles;

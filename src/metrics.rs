@@ -33,6 +33,13 @@ pub struct Metrics {
     pub core_ticks: AtomicU64,
     /// Bumped by the device events task on every turn (at least once a second).
     pub source_ticks: AtomicU64,
+    /// Serial frames decoded, and what the frame decoders threw away.
+    pub frames: AtomicU64,
+    pub frame_checksum_errors: AtomicU64,
+    pub frame_malformed: AtomicU64,
+    pub frame_noise_bytes: AtomicU64,
+    /// Serial port opens that failed or links that broke.
+    pub serial_link_errors: AtomicU64,
 }
 
 impl Metrics {

@@ -5,6 +5,8 @@
 //! The shipped profiles are compiled into the binary, so a box runs with nothing installed; a
 //! directory given in the config adds profiles and replaces a shipped one of the same name.
 use crate::config::Problem;
+use crate::core::{Direction, Hold};
+use crate::frame::{self, FrameSpec};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -20,6 +22,18 @@ const BUILTIN: &[(&str, &str)] = &[
     (
         "devices/gate/generic-gate-mqtt.toml",
         include_str!("../devices/gate/generic-gate-mqtt.toml"),
+    ),
+    (
+        "devices/gate/rs485-turnstile-eb.toml",
+        include_str!("../devices/gate/rs485-turnstile-eb.toml"),
+    ),
+    (
+        "devices/reader/rs485-wiegand-reader.toml",
+        include_str!("../devices/reader/rs485-wiegand-reader.toml"),
+    ),
+    (
+        "devices/reader/rs485-face-id.toml",
+        include_str!("../devices/reader/rs485-face-id.toml"),
     ),
 ];
 
@@ -60,6 +74,8 @@ impl Role {
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     Mqtt,
+    /// RS-485 / RS-232, binary frames described by `[frame]`.
+    Serial,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -100,6 +116,54 @@ pub struct Profile {
     pub command_topic: Option<String>,
     pub decode: Option<Decode>,
     pub command: Option<Command>,
+    /// Serial profiles: the frame layout.
+    pub frame: Option<FrameSpec>,
+    /// Serial profiles: which frames are identifications or readings, and what they carry.
+    #[serde(default)]
+    pub frame_events: Vec<FrameEvent>,
+    /// Serial profiles: gate command → field values of its frame.
+    #[serde(default)]
+    pub frame_commands: BTreeMap<GateCommandName, BTreeMap<String, u64>>,
+}
+
+/// A frame that carries an observation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameEvent {
+    /// Field values the frame must have (e.g. `{ cmd = 0x21 }`).
+    #[serde(default)]
+    pub when: BTreeMap<String, u64>,
+    /// The field holding the subject.
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub credential: CredentialKind,
+    /// The field holding a temperature, an integer times `temperature_scale` °C.
+    pub temperature: Option<String>,
+    #[serde(default = "default_scale")]
+    pub temperature_scale: f64,
+}
+
+/// The commands a gate takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateCommandName {
+    OpenIn,
+    OpenOut,
+    Deny,
+    HoldOpen,
+    Release,
+}
+
+impl GateCommandName {
+    pub fn of(open: Option<Direction>, hold: Option<Hold>) -> GateCommandName {
+        match (hold, open) {
+            (Some(Hold::Open), _) => GateCommandName::HoldOpen,
+            (Some(Hold::Release), _) => GateCommandName::Release,
+            (None, Some(Direction::In)) => GateCommandName::OpenIn,
+            (None, Some(Direction::Out)) => GateCommandName::OpenOut,
+            (None, None) => GateCommandName::Deny,
+        }
+    }
 }
 
 /// How an event payload maps to an observation: JSON pointers (RFC 6901) into the payload.
@@ -111,6 +175,9 @@ pub struct Decode {
     pub event_id: Option<String>,
     /// Who was identified (string or number); absent or empty means nobody was recognised.
     pub subject: Option<String>,
+    /// What `subject` holds: a person id (default) or a card / QR number.
+    #[serde(default)]
+    pub credential: CredentialKind,
     /// The device's own "abnormal temperature" flag (bool).
     pub device_abnormal: Option<String>,
     pub temperature: Option<TemperatureField>,
@@ -147,6 +214,9 @@ pub struct Command {
     /// The value of the `action` variable for an open and for a deny.
     pub open: String,
     pub deny: String,
+    /// For fire mode: open and stay open; back to normal. A gate without them is opened once.
+    pub hold_open: Option<String>,
+    pub release: Option<String>,
     /// Output field name → the variable that fills it.
     pub fields: BTreeMap<String, Var>,
 }
@@ -162,11 +232,22 @@ pub enum Var {
     Ts,
 }
 
+/// What a device's subject id is: a face matched to a registry person id, or a card / QR
+/// number (a resident's or a visitor pass's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    #[default]
+    Person,
+    Card,
+}
+
 /// A device message in normalised form: what the decision core needs, nothing more.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decoded {
     pub event_id: String,
     pub subject: Option<String>,
+    pub credential: CredentialKind,
     /// As the device reported it, converted to °C; not yet calibrated.
     pub temperature_c: Option<f64>,
     pub device_abnormal: Option<bool>,
@@ -206,6 +287,7 @@ impl Profile {
         if let Some(p) = &spec.subject {
             out.subject = id_at(&v, p)?.filter(|s| !s.is_empty());
         }
+        out.credential = spec.credential;
         if let Some(p) = &spec.device_abnormal {
             out.device_abnormal = match v.pointer(p) {
                 None | Some(Value::Null) => None,
@@ -244,9 +326,51 @@ impl Profile {
         Ok(out)
     }
 
-    /// Encodes a gate command for this model; `None` if the profile takes no commands.
+    /// Decodes one serial frame (already checked by the frame decoder) into an observation;
+    /// `None` for a frame that carries none (a status reply, a heartbeat).
+    pub fn decode_frame(&self, f: &frame::Frame, event_id: String) -> Option<Decoded> {
+        let e = self.frame_events.iter().find(|e| {
+            e.when
+                .iter()
+                .all(|(k, v)| f.get(k).and_then(frame::Value::as_int) == Some(*v))
+        })?;
+        let subject = e
+            .subject
+            .as_ref()
+            .and_then(|k| f.get(k))
+            .map(frame::Value::to_id)
+            .filter(|s| !s.is_empty());
+        let temperature_c = e
+            .temperature
+            .as_ref()
+            .and_then(|k| f.get(k))
+            .and_then(frame::Value::as_int)
+            .map(|n| n as f64 * e.temperature_scale);
+        Some(Decoded {
+            event_id,
+            subject,
+            credential: e.credential,
+            temperature_c,
+            device_abnormal: None,
+        })
+    }
+
+    /// Encodes a gate command for this model; `None` if the profile takes no such command.
     pub fn encode_command(&self, c: &CommandArgs<'_>) -> Option<Vec<u8>> {
+        if let Some(spec) = &self.frame {
+            let mut values = self.frame_commands.get(&c.command)?.clone();
+            if let (Some(field), Some(addr)) = (&spec.address_field, c.address) {
+                values.insert(field.clone(), addr);
+            }
+            return Some(spec.encode(&values, &[]));
+        }
         let spec = self.command.as_ref()?;
+        let action = match c.command {
+            GateCommandName::OpenIn | GateCommandName::OpenOut => &spec.open,
+            GateCommandName::Deny => &spec.deny,
+            GateCommandName::HoldOpen => spec.hold_open.as_ref()?,
+            GateCommandName::Release => spec.release.as_ref()?,
+        };
         let mut out = Vec::with_capacity(128);
         out.push(b'{');
         for (i, (field, var)) in spec.fields.iter().enumerate() {
@@ -256,9 +380,7 @@ impl Profile {
             write_json_str(&mut out, field);
             out.push(b':');
             match var {
-                Var::Action => {
-                    write_json_str(&mut out, if c.open { &spec.open } else { &spec.deny })
-                }
+                Var::Action => write_json_str(&mut out, action),
                 Var::Reason => write_json_str(&mut out, c.reason),
                 Var::Cause => write_json_str(&mut out, c.cause),
                 Var::Lane => write_json_str(&mut out, c.lane),
@@ -321,11 +443,52 @@ impl Profile {
         }
         let senses = self.roles.iter().any(|r| !r.is_gate());
         let gates = self.roles.iter().any(|r| r.is_gate());
-        if senses && self.decode.is_none() {
-            out.push("decode: required for a profile with a sensing role".into());
-        }
-        if gates && (self.command.is_none() || self.command_topic.is_none()) {
-            out.push("command, command_topic: required for a turnstile or barrier profile".into());
+        match self.transport {
+            Transport::Mqtt => {
+                if senses && self.decode.is_none() {
+                    out.push("decode: required for a profile with a sensing role".into());
+                }
+                if gates && (self.command.is_none() || self.command_topic.is_none()) {
+                    out.push(
+                        "command, command_topic: required for a turnstile or barrier profile"
+                            .into(),
+                    );
+                }
+            }
+            Transport::Serial => {
+                let Some(f) = &self.frame else {
+                    out.push("frame: required for a serial profile".into());
+                    return out;
+                };
+                out.extend(f.problems().into_iter().map(|p| format!("frame.{p}")));
+                let known = |name: &str| f.fields.iter().any(|x| x.name == name);
+                for (i, e) in self.frame_events.iter().enumerate() {
+                    let named = e.when.keys().chain(&e.subject).chain(&e.temperature);
+                    for name in named {
+                        if !known(name) {
+                            out.push(format!("frame_events[{i}]: no field {name:?}"));
+                        }
+                    }
+                }
+                for (c, values) in &self.frame_commands {
+                    for name in values.keys() {
+                        if !known(name) {
+                            out.push(format!("frame_commands.{c:?}: no field {name:?}"));
+                        }
+                    }
+                }
+                if senses && self.frame_events.is_empty() {
+                    out.push("frame_events: required for a profile with a sensing role".into());
+                }
+                let needed = [
+                    GateCommandName::OpenIn,
+                    GateCommandName::OpenOut,
+                    GateCommandName::Deny,
+                ];
+                if gates && !needed.iter().all(|c| self.frame_commands.contains_key(c)) {
+                    out.push("frame_commands: a gate needs open_in, open_out and deny".into());
+                }
+            }
         }
         out
     }
@@ -334,7 +497,9 @@ impl Profile {
 /// What goes into a gate command.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandArgs<'a> {
-    pub open: bool,
+    pub command: GateCommandName,
+    /// The device's bus address (serial profiles with an address field).
+    pub address: Option<u64>,
     pub reason: &'a str,
     pub cause: &'a str,
     pub lane: &'a str,
@@ -479,7 +644,16 @@ mod tests {
     fn builtin_profiles_load_without_problems() {
         let (p, problems) = Profiles::load(None);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(p.names(), vec!["generic-gate-mqtt", "hikvision-acs-event"]);
+        assert_eq!(
+            p.names(),
+            vec![
+                "generic-gate-mqtt",
+                "hikvision-acs-event",
+                "rs485-face-id",
+                "rs485-turnstile-eb",
+                "rs485-wiegand-reader"
+            ]
+        );
     }
 
     #[test]
@@ -528,7 +702,8 @@ mod tests {
             .clone();
         let out = p
             .encode_command(&CommandArgs {
-                open: false,
+                command: GateCommandName::Deny,
+                address: None,
                 reason: "fever",
                 cause: "12\"x",
                 lane: "east-1",

@@ -52,10 +52,11 @@ pub struct UplinkConfig {
 #[derive(Debug, Clone)]
 pub struct StatusSource {
     pub gateway: String,
-    pub mode: String,
+    /// The mode in force; the decision loop changes it.
+    pub mode: Arc<std::sync::Mutex<&'static str>>,
     pub registry_version: u64,
-    /// Each device's status, with its last-seen time filled in when a status is made.
-    pub devices: Vec<(v1::DeviceStatus, Arc<std::sync::atomic::AtomicI64>)>,
+    /// Each device's status, with its last-seen time and link filled in when a status is made.
+    pub devices: Vec<(v1::DeviceStatus, Arc<crate::sources::DeviceLive>)>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -65,7 +66,7 @@ impl StatusSource {
             gateway: self.gateway.clone(),
             state: state as i32,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            mode: self.mode.clone(),
+            mode: self.mode.lock().map_or("", |m| *m).to_string(),
             registry_version: self.registry_version,
             outbox_depth: Metrics::get(&self.metrics.outbox_depth),
             outbox_bytes: Metrics::get(&self.metrics.outbox_bytes),
@@ -73,8 +74,9 @@ impl StatusSource {
             devices: self
                 .devices
                 .iter()
-                .map(|(d, seen)| v1::DeviceStatus {
-                    last_seen_ms: seen.load(Ordering::Relaxed),
+                .map(|(d, live)| v1::DeviceStatus {
+                    last_seen_ms: live.last_seen.load(Ordering::Relaxed),
+                    offline: live.offline.load(Ordering::Relaxed),
                     ..d.clone()
                 })
                 .collect(),

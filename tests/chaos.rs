@@ -260,6 +260,7 @@ async fn a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going() {
             Duration::from_secs(30),
             w.appends.send(Append {
                 records: vec![record],
+                state: Vec::new(),
                 ack: Some(ack),
             }),
         )

@@ -1,21 +1,36 @@
-//! The decision core: a pure, synchronous function of (policy, registry, observation, time) to a
-//! decision. No sockets, clocks or disks in here — time is passed in — so every rule is testable in
-//! microseconds and the hot path takes no locks.
+//! The decision core: a pure, synchronous state machine of (state, observation, time) → outputs.
+//! No sockets, clocks or disks in here — time is passed in — so every rule is testable in
+//! microseconds, a simulated week takes a millisecond, and the hot path takes no locks.
 //!
-//! The rules, in the order they apply (DESIGN.md §5):
-//! 1. a temperature outside the plausible range → deny `invalid_reading` (measure again);
-//! 2. a temperature at or above the lane's threshold → deny `fever`, and raise a fever alarm;
-//! 3. nobody recognised, or not in the registry → deny `unknown_subject`;
-//! 4. suspended, or past `valid_until` → deny `expired`;
-//! 5. quarantined → deny `quarantined`;
-//! 6. otherwise allow `ok`.
+//! The rules, in the order they apply to an identification (DESIGN.md §5). The first that
+//! decides gives the one reason code; `rule` names it in the passage event.
+//! 1. `fire` mode → allow `fire_mode` (every exit opens; a fever still raises its alarm);
+//! 2. a temperature outside the plausible range → deny `invalid_reading` (measure again);
+//! 3. a temperature at or above the lane's threshold → deny `fever`, and raise a fever alarm;
+//! 4. no temperature where the mode requires one (`epidemic`, `lockdown`) → deny `no_temperature`;
+//! 5. nobody recognised, an unknown face, card or QR → deny `unknown_subject`;
+//! 6. a resident who is suspended or past `valid_until` → deny `expired`;
+//!    a visitor pass outside its window or used up → deny `expired`;
+//! 7. a quarantined resident, or one of a quarantined household → deny `quarantined`
+//!    (an attempt to leave also raises an alarm);
+//! 8. `lockdown`: a visitor → deny `lockdown`; a resident leaving whose household has used its
+//!    outings (N per M days, counted on exit) → deny `quota_exceeded`;
+//! 9. anti-passback (lanes that ask for it): entering while already inside → deny `anti_passback`;
+//! 10. otherwise allow `ok`.
 //!
-//! The device's own "abnormal temperature" flag never decides; a disagreement is recorded.
+//! Temperature joins identity on lanes whose thermal station is a separate device: an
+//! identification takes the lane's latest unused reading from `join.before_ms` before it; when the
+//! mode requires a temperature and none is there yet, the decision waits for one until
+//! `join.after_ms` after, then denies `no_temperature`. A reading that joins nobody is recorded
+//! on its own when it ages out. The device's own "abnormal temperature" flag never decides; a
+//! disagreement is recorded.
 pub mod registry;
 
-pub use registry::{Registry, RegistryBuilder, Resident, ResidentStatus};
+pub use registry::{Holder, Pass, PassRow, Registry, RegistryBuilder, Resident, ResidentStatus};
 
-use crate::profiles::Decoded;
+use crate::profiles::{CredentialKind, Decoded, Role};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
 
 /// Why a decision went the way it did. The codes are stable: upstream statistics key on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +74,67 @@ impl Reason {
     }
 }
 
+/// The policy in force (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Normal,
+    /// Temperature required for everyone.
+    Epidemic,
+    /// Residents only, temperature required, household outing quotas, quarantine holds.
+    Lockdown,
+    /// Every turnstile and barrier open and held until a local reset.
+    Fire,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "normal" => Some(Mode::Normal),
+            "epidemic" => Some(Mode::Epidemic),
+            "lockdown" => Some(Mode::Lockdown),
+            "fire" => Some(Mode::Fire),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Epidemic => "epidemic",
+            Mode::Lockdown => "lockdown",
+            Mode::Fire => "fire",
+        }
+    }
+
+    fn requires_temperature(self) -> bool {
+        matches!(self, Mode::Epidemic | Mode::Lockdown)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// Where a mode change comes from. Fire mode is left only by a local reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The CLI on the box (the guard, the fire brigade).
+    Local,
+    /// A command from upstream.
+    Remote,
+}
+
+/// Reading ↔ identification join window on a lane with a separate thermal station.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinWindow {
+    pub before_ms: i64,
+    pub after_ms: i64,
+}
+
 /// What the core knows about a lane.
 #[derive(Debug, Clone)]
 pub struct LanePolicy {
@@ -66,6 +142,10 @@ pub struct LanePolicy {
     pub fever_threshold_c: f64,
     /// The device (index into [`Policy::devices`]) that receives this lane's commands.
     pub gate: Option<usize>,
+    /// Set when the lane's thermal station and identifier are different devices.
+    pub join: Option<JoinWindow>,
+    pub anti_passback: bool,
+    pub direction: Direction,
 }
 
 /// What the core knows about a device.
@@ -74,14 +154,27 @@ pub struct DevicePolicy {
     pub id: String,
     /// Index into [`Policy::lanes`].
     pub lane: usize,
+    pub role: Role,
     pub calibration_offset_c: f64,
+    /// Overrides the lane's direction (an exit reader on a shared turnstile).
+    pub direction: Option<Direction>,
 }
 
-/// The rules in force, fixed at start (modes and remote changes come later through here).
+/// Household outing quota in lockdown: `outings` exits per `days` days; an outing longer than
+/// `overdue_h` hours raises an alarm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    pub outings: u32,
+    pub days: u32,
+    pub overdue_h: u32,
+}
+
+/// The rules in force.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub plausible_min_c: f64,
     pub plausible_max_c: f64,
+    pub quota: Quota,
     pub lanes: Vec<LanePolicy>,
     pub devices: Vec<DevicePolicy>,
 }
@@ -89,6 +182,7 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubjectKind {
     Resident,
+    Visitor,
     Unknown,
 }
 
@@ -96,9 +190,12 @@ pub enum SubjectKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub lane: usize,
+    /// The device that identified (or measured, for a stranger).
     pub device: usize,
+    pub direction: Direction,
+    pub mode: Mode,
     pub subject_kind: SubjectKind,
-    /// Registry id; empty when the subject is unknown (strangers leave no id upstream).
+    /// Registry id (person id or pass id); empty when unknown (strangers leave no id upstream).
     pub subject_id: String,
     /// Calibrated, rounded to 0.01 °C.
     pub temperature_c: Option<f64>,
@@ -107,205 +204,634 @@ pub struct Decision {
     /// The rule that decided, for the audit trail.
     pub rule: &'static str,
     pub device_flag_disagrees: bool,
-    pub fever_alarm: bool,
+    /// Device event ids: the identification's, then the joined reading's.
+    pub cause: Vec<String>,
+    /// When the identification arrived (for the decision latency).
+    pub received: Instant,
     /// Where the command goes (device index), if the lane has a gate.
     pub gate: Option<usize>,
 }
 
-/// Decides one observation from `device`. `None` when the observation is no identification
-/// attempt at all (no subject and no temperature: a heartbeat, a door event).
-pub fn decide(
-    policy: &Policy,
-    registry: &Registry,
-    device: usize,
-    ev: &Decoded,
-    now_ms: i64,
-) -> Option<Decision> {
-    let dev = policy.devices.get(device)?;
-    let lane = policy.lanes.get(dev.lane)?;
-    if ev.subject.is_none() && ev.temperature_c.is_none() {
-        return None;
-    }
-    let temperature_c = ev
-        .temperature_c
-        .map(|t| ((t + dev.calibration_offset_c) * 100.0).round() / 100.0);
-    let mut d = Decision {
-        lane: dev.lane,
-        device,
-        subject_kind: SubjectKind::Unknown,
-        subject_id: String::new(),
-        temperature_c,
-        allow: false,
-        reason: Reason::Ok,
-        rule: "",
-        device_flag_disagrees: false,
-        fever_alarm: false,
-        gate: lane.gate,
-    };
-    let resident = ev
-        .subject
-        .as_deref()
-        .and_then(|id| registry.get(id).map(|r| (id, r)));
-    if let Some((id, _)) = resident {
-        d.subject_kind = SubjectKind::Resident;
-        d.subject_id = id.to_string();
-    }
-
-    let deny = |mut d: Decision, reason: Reason, rule: &'static str| {
-        d.reason = reason;
-        d.rule = rule;
-        Some(d)
-    };
-    if let Some(t) = temperature_c {
-        // NaN fails both comparisons below, so it must be caught here as implausible.
-        let plausible = t >= policy.plausible_min_c && t <= policy.plausible_max_c;
-        if !plausible {
-            return deny(d, Reason::InvalidReading, "plausible_range");
-        }
-        let fever = t >= lane.fever_threshold_c;
-        d.device_flag_disagrees = ev.device_abnormal.is_some_and(|flag| flag != fever);
-        if fever {
-            d.fever_alarm = true;
-            return deny(d, Reason::Fever, "fever_threshold");
-        }
-    }
-    let Some((_, r)) = resident else {
-        return deny(d, Reason::UnknownSubject, "registry");
-    };
-    if r.status == ResidentStatus::Suspended || now_ms > r.valid_until_ms {
-        return deny(d, Reason::Expired, "registry_validity");
-    }
-    if r.status == ResidentStatus::Quarantined {
-        return deny(d, Reason::Quarantined, "quarantine");
-    }
-    d.allow = true;
-    d.reason = Reason::Ok;
-    d.rule = "resident";
-    Some(d)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmKind {
+    Fever,
+    QuarantineExit,
+    OutingOverdue,
+    FireMode,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarm {
+    pub kind: AlarmKind,
+    pub lane: Option<usize>,
+    pub device: Option<usize>,
+    pub subject_id: String,
+    pub temperature_c: Option<f64>,
+    pub detail: String,
+    pub cause: Vec<String>,
+}
 
-    fn policy() -> Policy {
-        Policy {
-            plausible_min_c: 30.0,
-            plausible_max_c: 43.0,
-            lanes: vec![LanePolicy {
-                id: "east-1".into(),
-                fever_threshold_c: 37.3,
-                gate: Some(1),
-            }],
-            devices: vec![
-                DevicePolicy {
-                    id: "thermal-1".into(),
-                    lane: 0,
-                    calibration_offset_c: 0.0,
-                },
-                DevicePolicy {
-                    id: "gate-1".into(),
-                    lane: 0,
-                    calibration_offset_c: 0.0,
-                },
-            ],
+/// What a gate is told outside a single decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Open and stay open (fire).
+    Open,
+    /// Back to normal operation (after the fire reset).
+    Release,
+}
+
+/// What the core asks the world to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Decision(Decision),
+    /// A reading no identification took: recorded on its own.
+    Reading {
+        lane: usize,
+        device: usize,
+        temperature_c: f64,
+        cause: String,
+    },
+    Alarm(Alarm),
+    /// Every gate of every lane.
+    HoldAll(Hold),
+    /// Durable state to write with the records (key, value; `None` deletes).
+    State(String, Option<Vec<u8>>),
+}
+
+/// One device message, normalised, as it reaches the core.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub device: usize,
+    pub decoded: Decoded,
+    pub received: Instant,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Reading {
+    device: usize,
+    at_ms: i64,
+    temperature_c: f64,
+    device_abnormal: Option<bool>,
+    cause: String,
+}
+
+#[derive(Debug, Clone)]
+struct Waiting {
+    obs: Observation,
+    until_ms: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct LaneState {
+    /// Unused readings, oldest first; at most [`MAX_READINGS`].
+    readings: VecDeque<Reading>,
+    /// Identifications waiting for a reading, oldest first; at most [`MAX_WAITING`].
+    waiting: VecDeque<Waiting>,
+}
+
+/// A lane never holds more than this many unused readings or waiting people: a stuck or
+/// flooding device costs bounded memory, the oldest giving way.
+const MAX_READINGS: usize = 32;
+const MAX_WAITING: usize = 32;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// The decision state: policy, registry, mode, and what the gate has seen.
+pub struct Core {
+    pub policy: Policy,
+    pub registry: Registry,
+    mode: Mode,
+    lanes: Vec<LaneState>,
+    /// Subjects inside, by the gateway's count (`R:` resident, `V:` pass).
+    inside: HashSet<Box<str>>,
+    /// Entries used per pass id.
+    pass_used: HashMap<Box<str>, u32>,
+    /// Lockdown exits per household id (unix ms), the last `quota.days` days.
+    outings: HashMap<Box<str>, Vec<i64>>,
+    /// Residents out in lockdown: since when, and whether the overdue alarm went.
+    out_since: HashMap<Box<str>, (i64, bool)>,
+}
+
+impl Core {
+    pub fn new(policy: Policy, registry: Registry, mode: Mode) -> Core {
+        let lanes = vec![LaneState::default(); policy.lanes.len()];
+        Core {
+            policy,
+            registry,
+            mode,
+            lanes,
+            inside: HashSet::new(),
+            pass_used: HashMap::new(),
+            outings: HashMap::new(),
+            out_since: HashMap::new(),
         }
     }
 
-    fn registry() -> Registry {
-        let mut b = RegistryBuilder::default();
-        b.insert("R1", "H1", ResidentStatus::Active, i64::MAX);
-        b.insert("R2", "H1", ResidentStatus::Suspended, i64::MAX);
-        b.insert("R3", "H2", ResidentStatus::Active, 1_000);
-        b.insert("R4", "H3", ResidentStatus::Quarantined, i64::MAX);
-        b.build(0)
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
-    fn ev(subject: Option<&str>, t: Option<f64>) -> Decoded {
-        Decoded {
-            event_id: "1".into(),
-            subject: subject.map(str::to_string),
-            temperature_c: t,
-            device_abnormal: None,
-        }
+    pub fn inside(&self) -> usize {
+        self.inside.len()
     }
 
-    fn reason(subject: Option<&str>, t: Option<f64>) -> (bool, Reason) {
-        let d = decide(&policy(), &registry(), 0, &ev(subject, t), 2_000).unwrap();
-        (d.allow, d.reason)
-    }
-
-    #[test]
-    fn each_rule_gives_its_reason_code() {
-        assert_eq!(reason(Some("R1"), Some(36.5)), (true, Reason::Ok));
-        assert_eq!(reason(Some("R1"), None), (true, Reason::Ok));
-        assert_eq!(reason(Some("R1"), Some(37.3)), (false, Reason::Fever));
-        assert_eq!(
-            reason(Some("R1"), Some(29.9)),
-            (false, Reason::InvalidReading)
-        );
-        assert_eq!(
-            reason(Some("R1"), Some(43.1)),
-            (false, Reason::InvalidReading)
-        );
-        assert_eq!(
-            reason(Some("R1"), Some(f64::NAN)),
-            (false, Reason::InvalidReading)
-        );
-        assert_eq!(
-            reason(Some("X9"), Some(36.5)),
-            (false, Reason::UnknownSubject)
-        );
-        assert_eq!(reason(None, Some(36.5)), (false, Reason::UnknownSubject));
-        assert_eq!(reason(Some("R2"), Some(36.5)), (false, Reason::Expired));
-        assert_eq!(reason(Some("R3"), Some(36.5)), (false, Reason::Expired));
-        assert_eq!(reason(Some("R4"), Some(36.5)), (false, Reason::Quarantined));
-    }
-
-    #[test]
-    fn nothing_to_decide_without_subject_or_temperature() {
-        assert_eq!(decide(&policy(), &registry(), 0, &ev(None, None), 0), None);
-    }
-
-    #[test]
-    fn fever_denies_even_when_device_says_normal_and_the_disagreement_is_recorded() {
-        let mut e = ev(Some("R1"), Some(38.0));
-        e.device_abnormal = Some(false);
-        let d = decide(&policy(), &registry(), 0, &e, 0).unwrap();
-        assert!(!d.allow && d.fever_alarm && d.device_flag_disagrees);
-        assert_eq!(d.gate, Some(1));
-    }
-
-    #[test]
-    fn calibration_offset_applies_before_the_threshold() {
-        let mut p = policy();
-        p.devices[0].calibration_offset_c = 0.4;
-        let d = decide(&p, &registry(), 0, &ev(Some("R1"), Some(36.9)), 0).unwrap();
-        assert_eq!((d.reason, d.temperature_c), (Reason::Fever, Some(37.3)));
-    }
-
-    #[test]
-    fn strangers_leave_no_id() {
-        let d = decide(&policy(), &registry(), 0, &ev(Some("V123"), Some(36.5)), 0).unwrap();
-        assert_eq!(
-            (d.subject_kind, d.subject_id.as_str()),
-            (SubjectKind::Unknown, "")
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn a_reading_at_or_above_threshold_never_opens(t in 37.3f64..200.0, who in "R[0-9]") {
-            let d = decide(&policy(), &registry(), 0, &ev(Some(&who), Some(t)), 0).unwrap();
-            prop_assert!(!d.allow);
-        }
-
-        #[test]
-        fn an_allowed_decision_always_says_ok(t in proptest::option::of(-50f64..100.0), who in "[RX][0-9]", now in 0i64..5000) {
-            if let Some(d) = decide(&policy(), &registry(), 0, &ev(Some(&who), t), now) {
-                prop_assert_eq!(d.allow, d.reason == Reason::Ok);
+    /// Restores durable state written through [`Output::State`]. Unknown or damaged entries are
+    /// skipped: at worst a counter restarts.
+    pub fn restore(&mut self, entries: impl IntoIterator<Item = (String, Vec<u8>)>) {
+        for (k, v) in entries {
+            let Some((kind, id)) = k.split_once('/') else {
+                continue;
+            };
+            match kind {
+                "mode" => {
+                    if let Some(m) = std::str::from_utf8(&v).ok().and_then(Mode::parse) {
+                        self.mode = m;
+                    }
+                }
+                "in" => {
+                    self.inside.insert(id.into());
+                }
+                "pass" => {
+                    if let Ok(b) = <[u8; 4]>::try_from(v.as_slice()) {
+                        self.pass_used.insert(id.into(), u32::from_le_bytes(b));
+                    }
+                }
+                "quota" => {
+                    let times = v
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                        .collect();
+                    self.outings.insert(id.into(), times);
+                }
+                "out" => {
+                    if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                        self.out_since
+                            .insert(id.into(), (i64::from_le_bytes(b), false));
+                    }
+                }
+                _ => {}
             }
         }
     }
+
+    /// Changes the mode. Entering fire holds every gate open; nothing but a local
+    /// [`Core::fire_reset`] leaves it.
+    pub fn set_mode(
+        &mut self,
+        mode: Mode,
+        origin: Origin,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Reason> {
+        if self.mode == Mode::Fire && mode != Mode::Fire {
+            let _ = origin;
+            return Err(Reason::FireMode);
+        }
+        if mode == self.mode {
+            return Ok(());
+        }
+        self.mode = mode;
+        out.push(Output::State("mode/".into(), Some(mode.as_str().into())));
+        if mode == Mode::Fire {
+            out.push(Output::HoldAll(Hold::Open));
+            out.push(Output::Alarm(Alarm {
+                kind: AlarmKind::FireMode,
+                lane: None,
+                device: None,
+                subject_id: String::new(),
+                temperature_c: None,
+                detail: format!("fire mode ({origin:?}): every gate opened and held"),
+                cause: Vec::new(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// The local reset after a fire: gates go back to normal operation, the mode to `normal`.
+    pub fn fire_reset(&mut self, out: &mut Vec<Output>) -> bool {
+        if self.mode != Mode::Fire {
+            return false;
+        }
+        self.mode = Mode::Normal;
+        out.push(Output::State(
+            "mode/".into(),
+            Some(Mode::Normal.as_str().into()),
+        ));
+        out.push(Output::HoldAll(Hold::Release));
+        true
+    }
+
+    /// Takes one device message. Identifications decide (now, or when their join window closes);
+    /// readings from a separate thermal station wait to be joined.
+    pub fn observe(&mut self, obs: Observation, out: &mut Vec<Output>) {
+        self.expire(obs.now_ms, out);
+        let Some(dev) = self.policy.devices.get(obs.device) else {
+            return;
+        };
+        let Some(lane) = self.policy.lanes.get(dev.lane) else {
+            return;
+        };
+        let ev = &obs.decoded;
+        if ev.subject.is_none() && ev.temperature_c.is_none() {
+            return;
+        }
+        let li = dev.lane;
+        let separate_thermal = lane.join.is_some() && dev.role == Role::Thermal;
+        if separate_thermal {
+            let Some(raw) = ev.temperature_c else { return };
+            let reading = Reading {
+                device: obs.device,
+                at_ms: obs.now_ms,
+                temperature_c: calibrate(raw, dev.calibration_offset_c),
+                device_abnormal: ev.device_abnormal,
+                cause: ev.event_id.clone(),
+            };
+            // The oldest waiting identification takes it.
+            if let Some(w) = self.lanes[li].waiting.pop_front() {
+                let mut o = w.obs;
+                o.now_ms = obs.now_ms;
+                self.decide(o, Some(reading), out);
+                return;
+            }
+            let lane_state = &mut self.lanes[li];
+            if lane_state.readings.len() == MAX_READINGS {
+                if let Some(r) = lane_state.readings.pop_front() {
+                    self.unjoined(li, r, out);
+                }
+            }
+            self.lanes[li].readings.push_back(reading);
+            return;
+        }
+        if let (Some(join), None) = (lane.join, ev.temperature_c) {
+            // A newest reading inside the window joins; older ones were someone else's.
+            let lane_state = &mut self.lanes[li];
+            if let Some(r) = lane_state.readings.pop_back() {
+                if obs.now_ms - r.at_ms <= join.before_ms {
+                    self.decide(obs, Some(r), out);
+                    return;
+                }
+                lane_state.readings.push_back(r);
+            }
+            if self.mode.requires_temperature() {
+                let until_ms = obs.now_ms + join.after_ms;
+                let lane_state = &mut self.lanes[li];
+                if lane_state.waiting.len() == MAX_WAITING {
+                    if let Some(w) = lane_state.waiting.pop_front() {
+                        self.decide(w.obs, None, out);
+                    }
+                }
+                self.lanes[li].waiting.push_back(Waiting { obs, until_ms });
+                return;
+            }
+        }
+        self.decide(obs, None, out);
+    }
+
+    /// Closes join windows and checks overdue outings. Call at [`Core::next_deadline`] or sooner.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        self.expire(now_ms, out);
+        if self.mode != Mode::Lockdown {
+            return;
+        }
+        let overdue_ms = i64::from(self.policy.quota.overdue_h) * 3600 * 1000;
+        for (person, (since, alarmed)) in self.out_since.iter_mut() {
+            if !*alarmed && now_ms - *since > overdue_ms {
+                *alarmed = true;
+                out.push(Output::Alarm(Alarm {
+                    kind: AlarmKind::OutingOverdue,
+                    lane: None,
+                    device: None,
+                    subject_id: person.to_string(),
+                    temperature_c: None,
+                    detail: format!(
+                        "out for more than {} h (left at unix ms {since})",
+                        self.policy.quota.overdue_h
+                    ),
+                    cause: Vec::new(),
+                }));
+            }
+        }
+    }
+
+    /// The earliest time a waiting identification must be decided, if any.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.waiting.front().map(|w| w.until_ms))
+            .min()
+    }
+
+    fn expire(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        for li in 0..self.lanes.len() {
+            while self.lanes[li]
+                .waiting
+                .front()
+                .is_some_and(|w| w.until_ms <= now_ms)
+            {
+                if let Some(w) = self.lanes[li].waiting.pop_front() {
+                    let mut o = w.obs;
+                    o.now_ms = now_ms;
+                    self.decide(o, None, out);
+                }
+            }
+            let before = self.policy.lanes[li].join.map_or(0, |j| j.before_ms);
+            while self.lanes[li]
+                .readings
+                .front()
+                .is_some_and(|r| now_ms - r.at_ms > before)
+            {
+                if let Some(r) = self.lanes[li].readings.pop_front() {
+                    self.unjoined(li, r, out);
+                }
+            }
+        }
+    }
+
+    fn unjoined(&self, li: usize, r: Reading, out: &mut Vec<Output>) {
+        let fever = r.temperature_c >= self.policy.lanes[li].fever_threshold_c
+            && r.temperature_c <= self.policy.plausible_max_c;
+        if fever {
+            out.push(Output::Alarm(self.fever_alarm(
+                li,
+                r.device,
+                "",
+                r.temperature_c,
+                vec![r.cause.clone()],
+            )));
+        }
+        out.push(Output::Reading {
+            lane: li,
+            device: r.device,
+            temperature_c: r.temperature_c,
+            cause: r.cause,
+        });
+    }
+
+    fn fever_alarm(
+        &self,
+        li: usize,
+        device: usize,
+        subject: &str,
+        t: f64,
+        cause: Vec<String>,
+    ) -> Alarm {
+        Alarm {
+            kind: AlarmKind::Fever,
+            lane: Some(li),
+            device: Some(device),
+            subject_id: subject.to_string(),
+            temperature_c: Some(t),
+            detail: format!(
+                "{t:.1} °C at or above {:.1} °C",
+                self.policy.lanes[li].fever_threshold_c
+            ),
+            cause,
+        }
+    }
+
+    /// The rules, in order (module docs). Emits exactly one decision.
+    fn decide(&mut self, obs: Observation, joined: Option<Reading>, out: &mut Vec<Output>) {
+        let Some(dev) = self.policy.devices.get(obs.device) else {
+            return;
+        };
+        let li = dev.lane;
+        let lane = &self.policy.lanes[li];
+        let ev = &obs.decoded;
+        let now = obs.now_ms;
+        let own_t = ev
+            .temperature_c
+            .map(|t| calibrate(t, dev.calibration_offset_c));
+        let (temperature_c, abnormal) = match (&joined, own_t) {
+            (_, Some(t)) => (Some(t), ev.device_abnormal),
+            (Some(r), None) => (Some(r.temperature_c), r.device_abnormal),
+            (None, None) => (None, None),
+        };
+        let mut cause = vec![ev.event_id.clone()];
+        cause.extend(joined.map(|r| r.cause));
+        let direction = dev.direction.unwrap_or(lane.direction);
+        let mut d = Decision {
+            lane: li,
+            device: obs.device,
+            direction,
+            mode: self.mode,
+            subject_kind: SubjectKind::Unknown,
+            subject_id: String::new(),
+            temperature_c,
+            allow: false,
+            reason: Reason::Ok,
+            rule: "",
+            device_flag_disagrees: false,
+            cause,
+            received: obs.received,
+            gate: lane.gate,
+        };
+        let subject = ev
+            .subject
+            .as_deref()
+            .and_then(|id| resolve(&self.registry, ev.credential, id));
+        match &subject {
+            Some(Subject::Resident(id, _)) => {
+                d.subject_kind = SubjectKind::Resident;
+                d.subject_id = id.to_string();
+            }
+            Some(Subject::Visitor(p)) => {
+                d.subject_kind = SubjectKind::Visitor;
+                d.subject_id = p.id.to_string();
+            }
+            None => {}
+        }
+        let fever = temperature_c
+            .is_some_and(|t| t >= lane.fever_threshold_c && t <= self.policy.plausible_max_c);
+        d.device_flag_disagrees = temperature_c.is_some() && abnormal.is_some_and(|a| a != fever);
+        if fever {
+            let t = temperature_c.unwrap_or_default();
+            out.push(Output::Alarm(self.fever_alarm(
+                li,
+                obs.device,
+                &d.subject_id,
+                t,
+                d.cause.clone(),
+            )));
+        }
+
+        let verdict = self.rules(&d, subject.as_ref(), now);
+        let (allow, reason, rule) = verdict;
+        d.allow = allow;
+        d.reason = reason;
+        d.rule = rule;
+        if reason == Reason::Quarantined && direction == Direction::Out {
+            out.push(Output::Alarm(Alarm {
+                kind: AlarmKind::QuarantineExit,
+                lane: Some(li),
+                device: Some(obs.device),
+                subject_id: d.subject_id.clone(),
+                temperature_c: None,
+                detail: "a quarantined resident tried to leave".into(),
+                cause: d.cause.clone(),
+            }));
+        }
+        if allow {
+            self.passed(&d, subject.as_ref(), now, out);
+        }
+        out.push(Output::Decision(d));
+    }
+
+    fn rules(
+        &self,
+        d: &Decision,
+        subject: Option<&Subject>,
+        now: i64,
+    ) -> (bool, Reason, &'static str) {
+        let lane = &self.policy.lanes[d.lane];
+        let deny = |reason, rule| (false, reason, rule);
+        if self.mode == Mode::Fire {
+            return (true, Reason::FireMode, "fire_mode");
+        }
+        if let Some(t) = d.temperature_c {
+            // NaN fails both comparisons, so it must be caught here as implausible.
+            if !(t >= self.policy.plausible_min_c && t <= self.policy.plausible_max_c) {
+                return deny(Reason::InvalidReading, "plausible_range");
+            }
+            if t >= lane.fever_threshold_c {
+                return deny(Reason::Fever, "fever_threshold");
+            }
+        } else if self.mode.requires_temperature() {
+            return deny(Reason::NoTemperature, "temperature_required");
+        }
+        let Some(subject) = subject else {
+            return deny(Reason::UnknownSubject, "registry");
+        };
+        match subject {
+            Subject::Resident(_, r) => {
+                if r.status == ResidentStatus::Suspended || now > r.valid_until_ms {
+                    return deny(Reason::Expired, "registry_validity");
+                }
+                if r.status == ResidentStatus::Quarantined
+                    || self.registry.household_quarantined(r.household)
+                {
+                    return deny(Reason::Quarantined, "quarantine");
+                }
+                if self.mode == Mode::Lockdown && d.direction == Direction::Out {
+                    let household = self.registry.household_id(r);
+                    let q = self.policy.quota;
+                    let window = i64::from(q.days) * DAY_MS;
+                    let used = self
+                        .outings
+                        .get(household)
+                        .map_or(0, |t| t.iter().filter(|&&at| now - at < window).count());
+                    if used >= q.outings as usize {
+                        return deny(Reason::QuotaExceeded, "outing_quota");
+                    }
+                }
+            }
+            Subject::Visitor(p) => {
+                if self.mode == Mode::Lockdown {
+                    return deny(Reason::Lockdown, "lockdown_residents_only");
+                }
+                let used = self.pass_used.get(&p.id).copied().unwrap_or(0);
+                let entering = d.direction == Direction::In;
+                if now < p.valid_from_ms || now > p.valid_until_ms || (entering && used >= p.uses) {
+                    return deny(Reason::Expired, "visitor_pass");
+                }
+            }
+        }
+        if lane.anti_passback
+            && d.direction == Direction::In
+            && self.inside.contains(subject.key().as_str())
+        {
+            return deny(Reason::AntiPassback, "anti_passback");
+        }
+        (true, Reason::Ok, subject.rule())
+    }
+
+    /// Bookkeeping after an allowed passage: who is inside, pass uses, lockdown outings.
+    fn passed(&mut self, d: &Decision, subject: Option<&Subject>, now: i64, out: &mut Vec<Output>) {
+        let Some(subject) = subject else { return };
+        let key: Box<str> = subject.key().into();
+        match d.direction {
+            Direction::In => {
+                if self.inside.insert(key.clone()) {
+                    out.push(Output::State(format!("in/{key}"), Some(Vec::new())));
+                }
+            }
+            Direction::Out => {
+                if self.inside.remove(&key) {
+                    out.push(Output::State(format!("in/{key}"), None));
+                }
+            }
+        }
+        match subject {
+            Subject::Visitor(p) if d.direction == Direction::In => {
+                let used = self.pass_used.entry(p.id.clone()).or_insert(0);
+                *used += 1;
+                out.push(Output::State(
+                    format!("pass/{}", p.id),
+                    Some(used.to_le_bytes().to_vec()),
+                ));
+            }
+            Subject::Resident(id, r) => {
+                let person: Box<str> = id.as_str().into();
+                if d.direction == Direction::In {
+                    if self.out_since.remove(&person).is_some() {
+                        out.push(Output::State(format!("out/{person}"), None));
+                    }
+                } else if self.mode == Mode::Lockdown {
+                    let household = self.registry.household_id(r).to_string();
+                    let window = i64::from(self.policy.quota.days) * DAY_MS;
+                    let times = self.outings.entry(household.as_str().into()).or_default();
+                    times.retain(|&at| now - at < window);
+                    times.push(now);
+                    let bytes = times.iter().flat_map(|t| t.to_le_bytes()).collect();
+                    out.push(Output::State(format!("quota/{household}"), Some(bytes)));
+                    self.out_since.insert(person.clone(), (now, false));
+                    out.push(Output::State(
+                        format!("out/{person}"),
+                        Some(now.to_le_bytes().to_vec()),
+                    ));
+                }
+            }
+            Subject::Visitor(_) => {}
+        }
+    }
 }
+
+enum Subject {
+    Resident(String, Resident),
+    Visitor(Pass),
+}
+
+impl Subject {
+    fn key(&self) -> String {
+        match self {
+            Subject::Resident(id, _) => format!("R:{id}"),
+            Subject::Visitor(p) => format!("V:{}", p.id),
+        }
+    }
+
+    fn rule(&self) -> &'static str {
+        match self {
+            Subject::Resident(..) => "resident",
+            Subject::Visitor(..) => "visitor_pass",
+        }
+    }
+}
+
+/// A face gives a person id; a card or QR number may stand for a resident or a visitor pass.
+fn resolve(registry: &Registry, kind: CredentialKind, id: &str) -> Option<Subject> {
+    match kind {
+        CredentialKind::Person => registry.get(id).map(|r| Subject::Resident(id.into(), *r)),
+        CredentialKind::Card => match registry.card(id)? {
+            Holder::Resident(person) => registry
+                .get(person)
+                .map(|r| Subject::Resident(person.to_string(), *r)),
+            Holder::Pass(i) => registry.pass(*i).cloned().map(Subject::Visitor),
+        },
+    }
+}
+
+fn calibrate(t: f64, offset: f64) -> f64 {
+    ((t + offset) * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests;

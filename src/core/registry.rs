@@ -37,11 +37,34 @@ pub struct Resident {
     pub valid_until_ms: i64,
 }
 
-/// Person id → resident.
+/// A visitor pass: a host household lets a visitor in during a window, a number of times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub id: Box<str>,
+    /// Index into the registry's households.
+    pub host_household: u32,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    /// Entries allowed in all.
+    pub uses: u32,
+}
+
+/// Whom a card or QR number belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    Resident(Box<str>),
+    /// Index into the passes.
+    Pass(u32),
+}
+
+/// Person id → resident; card/QR number → resident or visitor pass; quarantined households.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     residents: HashMap<Box<str>, Resident>,
     households: Vec<Box<str>>,
+    quarantined_households: Vec<bool>,
+    cards: HashMap<Box<str>, Holder>,
+    passes: Vec<Pass>,
     /// Version of the list this came from (0 for a local file import).
     pub version: u64,
 }
@@ -51,8 +74,31 @@ impl Registry {
         self.residents.get(person_id)
     }
 
+    pub fn card(&self, number: &str) -> Option<&Holder> {
+        self.cards.get(number)
+    }
+
+    pub fn pass(&self, index: u32) -> Option<&Pass> {
+        self.passes.get(index as usize)
+    }
+
+    pub fn passes(&self) -> usize {
+        self.passes.len()
+    }
+
     pub fn household_id(&self, r: &Resident) -> &str {
-        self.households.get(r.household as usize).map_or("", |h| h)
+        self.household_name(r.household)
+    }
+
+    pub fn household_name(&self, index: u32) -> &str {
+        self.households.get(index as usize).map_or("", |h| h)
+    }
+
+    pub fn household_quarantined(&self, index: u32) -> bool {
+        self.quarantined_households
+            .get(index as usize)
+            .copied()
+            .unwrap_or(false)
     }
 
     pub fn len(&self) -> usize {
@@ -78,13 +124,7 @@ impl RegistryBuilder {
         b
     }
 
-    pub fn insert(
-        &mut self,
-        person_id: &str,
-        household: &str,
-        status: ResidentStatus,
-        valid_until_ms: i64,
-    ) {
+    fn household(&mut self, household: &str) -> u32 {
         let next = self.registry.households.len() as u32;
         let h = *self
             .household_index
@@ -92,7 +132,48 @@ impl RegistryBuilder {
             .or_insert_with(|| next);
         if h == next {
             self.registry.households.push(household.into());
+            self.registry.quarantined_households.push(false);
         }
+        h
+    }
+
+    pub fn quarantine_household(&mut self, household: &str) {
+        let h = self.household(household);
+        self.registry.quarantined_households[h as usize] = true;
+    }
+
+    /// A card or QR number that stands for a resident (the non-face way in).
+    pub fn insert_card(&mut self, number: &str, person_id: &str) {
+        self.registry
+            .cards
+            .insert(number.into(), Holder::Resident(person_id.into()));
+    }
+
+    pub fn insert_pass(&mut self, pass: PassRow<'_>) {
+        let host_household = self.household(pass.host_household);
+        let index = self.registry.passes.len() as u32;
+        self.registry.passes.push(Pass {
+            id: pass.id.into(),
+            host_household,
+            valid_from_ms: pass.valid_from_ms,
+            valid_until_ms: pass.valid_until_ms,
+            uses: pass.uses,
+        });
+        for c in pass.credentials {
+            self.registry
+                .cards
+                .insert(c.as_str().into(), Holder::Pass(index));
+        }
+    }
+
+    pub fn insert(
+        &mut self,
+        person_id: &str,
+        household: &str,
+        status: ResidentStatus,
+        valid_until_ms: i64,
+    ) {
+        let h = self.household(household);
         self.registry.residents.insert(
             person_id.into(),
             Resident {
@@ -107,6 +188,19 @@ impl RegistryBuilder {
         self.registry.version = version;
         self.registry.residents.shrink_to_fit();
         self.registry.households.shrink_to_fit();
+        self.registry.cards.shrink_to_fit();
+        self.registry.passes.shrink_to_fit();
         self.registry
     }
+}
+
+/// A visitor pass as a list file or a sync command gives it.
+pub struct PassRow<'a> {
+    pub id: &'a str,
+    pub host_household: &'a str,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub uses: u32,
+    /// Card or QR numbers that present this pass.
+    pub credentials: &'a [String],
 }

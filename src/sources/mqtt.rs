@@ -13,7 +13,7 @@ use crate::profiles::{Decoded, Profile};
 use crate::store::outbox::{Ack, APPEND_CAPACITY};
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -47,8 +47,7 @@ pub struct Route {
     pub device: usize,
     pub device_id: String,
     pub profile: Arc<Profile>,
-    /// Unix ms of the device's last message, for the status.
-    pub last_seen: Arc<AtomicI64>,
+    pub live: Arc<super::DeviceLive>,
 }
 
 pub struct Connection {
@@ -161,7 +160,7 @@ pub async fn run_events(
                 Metrics::inc(&metrics.events_received);
                 let route = routes.get(p.topic.as_str());
                 if let Some(r) = route {
-                    r.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+                    r.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
                 }
                 let decoded = match route.map(|r| (r, r.profile.decode(&p.payload))) {
                     Some((_, Ok(decoded))) => Some(decoded),

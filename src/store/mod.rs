@@ -10,7 +10,11 @@
 //!   (routine, passage) or `Alarm`, already carrying its `{gateway}:{seq}` id. One seq space runs
 //!   across the three tables. A record is deleted only after the uplink broker acked it, or when
 //!   the outbox's byte bound or its class's time-to-live evicts it (counted and reported).
-//! - `residents` (&str person id → bytes): status (1 byte), valid-until unix ms (i64 LE), household.
+//! - `residents` (&str person id → bytes): status (1 byte), valid-until unix ms (i64 LE), household,
+//!   then (after a `\n`) the resident's card/QR numbers joined by `;`.
+//! - `lists` (&str name → bytes): the last accepted `passes` and `households` files, verbatim.
+//! - `state` (&str key → bytes): the decision core's counters (who is inside, pass uses, lockdown
+//!   outings, the mode), written in the same transaction as the records that changed them.
 //!
 //! Crash behaviour: redb commits are atomic and checksummed; a commit with `Durability::Immediate`
 //! has been fsynced when it returns. After a crash the file holds the last such commit, so every
@@ -27,6 +31,11 @@ use std::sync::Arc;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RESIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("residents");
+const LISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lists");
+pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+
+/// Visitor passes and household statuses beyond this are refused (a district's list, not ours).
+const MAX_LIST_ROWS: usize = 200_000;
 
 /// What an outbox record is: decides the uplink channel and the eviction order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -298,6 +307,10 @@ impl Store {
                 buf.push(status_byte(r.status));
                 buf.extend_from_slice(&r.valid_until_ms.to_le_bytes());
                 buf.extend_from_slice(r.household.as_bytes());
+                if !r.cards.is_empty() {
+                    buf.push(b'\n');
+                    buf.extend_from_slice(r.cards.join(";").as_bytes());
+                }
                 t.insert(r.person_id.as_str(), buf.as_slice())?;
             }
             let mut meta = txn.open_table(META)?;
@@ -307,6 +320,45 @@ impl Store {
         Ok(Imported::Replaced {
             residents: rows.len(),
         })
+    }
+
+    /// Imports a `passes` or `households` list file, replacing the stored one, unless unchanged.
+    /// A file with any bad line is refused whole and the stored list kept.
+    pub fn import_list(&self, name: &'static str, path: &Path) -> Result<Imported, StoreError> {
+        let refused = |problems| StoreError::Import {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let text = residents::read(path, MAX_LIST_ROWS).map_err(refused)?;
+        let hash = residents::content_hash(&text);
+        let hash_key = format!("{name}_hash");
+        if self.meta(&hash_key)? == hash {
+            return Ok(Imported::Unchanged);
+        }
+        let rows = match name {
+            "passes" => residents::parse_passes(&text, MAX_LIST_ROWS).map(|r| r.len()),
+            _ => residents::parse_households(&text, MAX_LIST_ROWS).map(|r| r.len()),
+        }
+        .map_err(refused)?;
+        let txn = self.db()?.begin_write()?;
+        {
+            txn.open_table(LISTS)?.insert(name, text.as_bytes())?;
+            txn.open_table(META)?.insert(hash_key.as_str(), hash)?;
+        }
+        txn.commit()?;
+        Ok(Imported::Replaced { residents: rows })
+    }
+
+    /// The decision core's durable state (see [`crate::core::Core::restore`]).
+    pub fn load_state(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let t = txn.open_table(STATE)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// The registry as stored, for the decision core.
@@ -327,8 +379,36 @@ impl Store {
                 _ => ResidentStatus::Active,
             };
             let until = i64::from_le_bytes(v[1..9].try_into().expect("slice of 8 bytes"));
-            let household = std::str::from_utf8(&v[9..]).unwrap_or("");
+            let rest = std::str::from_utf8(&v[9..]).unwrap_or("");
+            let (household, cards) = rest.split_once('\n').unwrap_or((rest, ""));
             b.insert(k.value(), household, status, until);
+            for card in cards.split(';').filter(|c| !c.is_empty()) {
+                b.insert_card(card, k.value());
+            }
+        }
+        let lists = txn.open_table(LISTS)?;
+        if let Some(text) = lists.get("passes")? {
+            let text = String::from_utf8_lossy(text.value()).into_owned();
+            for p in residents::parse_passes(&text, MAX_LIST_ROWS).unwrap_or_default() {
+                b.insert_pass(crate::core::PassRow {
+                    id: &p.pass_id,
+                    host_household: &p.host_household,
+                    valid_from_ms: p.valid_from_ms,
+                    valid_until_ms: p.valid_until_ms,
+                    uses: p.uses,
+                    credentials: &p.credentials,
+                });
+            }
+        }
+        if let Some(text) = lists.get("households")? {
+            let text = String::from_utf8_lossy(text.value()).into_owned();
+            for (h, quarantined) in
+                residents::parse_households(&text, MAX_LIST_ROWS).unwrap_or_default()
+            {
+                if quarantined {
+                    b.quarantine_household(&h);
+                }
+            }
         }
         let version = txn
             .open_table(META)?
@@ -355,6 +435,8 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             txn.open_table(c.table())?;
         }
         txn.open_table(RESIDENTS)?;
+        txn.open_table(LISTS)?;
+        txn.open_table(STATE)?;
     }
     txn.commit()?;
     Ok(db)

@@ -51,6 +51,9 @@ pub type Ack = Box<dyn FnOnce() + Send>;
 
 pub struct Append {
     pub records: Vec<Record>,
+    /// Decision-core state changed with these records (key, value; `None` deletes), written in
+    /// the same transaction so counters and the records that explain them never disagree.
+    pub state: Vec<(String, Option<Vec<u8>>)>,
     pub ack: Option<Ack>,
 }
 
@@ -245,6 +248,7 @@ impl Writer {
             if let Some(report) = self.eviction_report(last_turn) {
                 batch.push(Append {
                     records: vec![report],
+                    state: Vec::new(),
                     ack: None,
                 });
                 self.commit(&mut batch, &mut deletes).await;
@@ -369,7 +373,7 @@ impl Writer {
         let limits = (self.max_bytes, self.cfg.ttl);
         let mut taken = std::mem::take(batch);
         let dels = std::mem::take(deletes);
-        let durable = durable || records(&taken) > 0;
+        let durable = durable || records(&taken) > 0 || taken.iter().any(|a| !a.state.is_empty());
         let result = tokio::task::spawn_blocking(move || {
             let r = write(&store, &gateway, ledger, limits, durable, &mut taken, &dels);
             (r, taken, dels)
@@ -512,6 +516,16 @@ fn write(
             }
         }
 
+        let mut state = txn.open_table(super::STATE)?;
+        for a in batch.iter() {
+            for (k, v) in &a.state {
+                match v {
+                    Some(v) => state.insert(k.as_str(), v.as_slice())?,
+                    None => state.remove(k.as_str())?,
+                };
+            }
+        }
+
         let mut meta = txn.open_table(META)?;
         meta.insert("next_seq", ledger.next_seq)?;
         for c in Class::ALL {
@@ -594,7 +608,14 @@ mod tests {
     }
 
     async fn append(h: &WriterHandle, records: Vec<Record>) {
-        h.appends.send(Append { records, ack: None }).await.unwrap();
+        h.appends
+            .send(Append {
+                records,
+                state: Vec::new(),
+                ack: None,
+            })
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -612,6 +633,7 @@ mod tests {
             h.appends
                 .send(Append {
                     records: vec![passage(&format!("l{i}"))],
+                    state: Vec::new(),
                     ack: Some(ack),
                 })
                 .await

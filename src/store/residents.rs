@@ -4,7 +4,9 @@
 //!   (any order; `status` and `valid_until` optional).
 //! - JSON lines (`.jsonl`, `.ndjson`): one object per line with the same keys.
 //!
-//! `status` is `active` (default), `quarantined` or `suspended`. `valid_until` is empty (no end),
+//! `status` is `active` (default), `quarantined` or `suspended`. `cards` (optional) lists the
+//! resident's card and QR numbers, separated by `;` in CSV or as an array in JSON lines: the
+//! non-face way in, which the law requires. `valid_until` is empty (no end),
 //! a unix time in seconds or milliseconds, `YYYY-MM-DD` (through the end of that day, China
 //! Standard Time, UTC+8), or RFC 3339 with an offset (`2027-01-01T00:00:00+08:00`).
 use crate::core::ResidentStatus;
@@ -18,6 +20,7 @@ pub struct Row {
     pub household: String,
     pub status: ResidentStatus,
     pub valid_until_ms: i64,
+    pub cards: Vec<String>,
 }
 
 /// At most this many problems are listed; the count of the rest is given.
@@ -116,6 +119,8 @@ struct JsonRow {
     status: Option<String>,
     #[serde(default)]
     valid_until: Option<serde_json::Value>,
+    #[serde(default)]
+    cards: Vec<String>,
 }
 
 fn parse_json_line(line: &str) -> Result<Row, String> {
@@ -131,6 +136,7 @@ fn parse_json_line(line: &str) -> Result<Row, String> {
         &r.household,
         r.status.as_deref().unwrap_or(""),
         &until,
+        &r.cards.join(";"),
     )
 }
 
@@ -154,10 +160,26 @@ fn parse_csv_line(header: &[String], line: &str) -> Result<Row, String> {
         col("household"),
         col("status"),
         col("valid_until"),
+        col("cards"),
     )
 }
 
-fn row(person_id: &str, household: &str, status: &str, until: &str) -> Result<Row, String> {
+fn row(
+    person_id: &str,
+    household: &str,
+    status: &str,
+    until: &str,
+    cards: &str,
+) -> Result<Row, String> {
+    let cards: Vec<String> = cards
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    if cards.iter().any(|c| c.len() > 64) || cards.len() > 8 {
+        return Err("cards: at most 8, each 1–64 characters".into());
+    }
     if person_id.is_empty() || person_id.len() > 64 {
         return Err("person_id: must be 1–64 characters".into());
     }
@@ -180,7 +202,170 @@ fn row(person_id: &str, household: &str, status: &str, until: &str) -> Result<Ro
         household: household.to_string(),
         status,
         valid_until_ms,
+        cards,
     })
+}
+
+/// A visitor pass row (`registry.passes`, CSV with a header naming
+/// `pass_id,host_household,credentials,valid_from,valid_until,uses`; credentials `;`-separated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassRow {
+    pub pass_id: String,
+    pub host_household: String,
+    pub credentials: Vec<String>,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub uses: u32,
+}
+
+pub fn parse_passes(text: &str, max: usize) -> Result<Vec<PassRow>, Vec<String>> {
+    csv(
+        text,
+        &["pass_id", "host_household", "credentials", "valid_until"],
+        max,
+        |col| {
+            let id = col.get("pass_id");
+            let host = col.get("host_household");
+            if id.is_empty() || id.len() > 64 || host.is_empty() || host.len() > 64 {
+                return Err("pass_id and host_household: 1–64 characters".into());
+            }
+            let credentials: Vec<String> = col
+                .get("credentials")
+                .split(';')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            if credentials.is_empty() || credentials.len() > 8 {
+                return Err("credentials: 1–8 card or QR numbers".into());
+            }
+            let from = col.get("valid_from");
+            let valid_from_ms = if from.is_empty() {
+                i64::MIN
+            } else {
+                // A date alone means from the start of that day.
+                let t = parse_time_ms(from)
+                    .ok_or_else(|| format!("valid_from: cannot read {from:?}"))?;
+                if from.len() == 10 && from.as_bytes().get(4) == Some(&b'-') {
+                    t - 86_400_000 + 1
+                } else {
+                    t
+                }
+            };
+            let until = col.get("valid_until");
+            let valid_until_ms = parse_time_ms(until)
+                .ok_or_else(|| format!("valid_until: cannot read {until:?}"))?;
+            let uses = match col.get("uses") {
+                "" => 1,
+                u => u
+                    .parse()
+                    .map_err(|_| format!("uses: {u:?} is not a count"))?,
+            };
+            Ok((
+                id.to_string(),
+                PassRow {
+                    pass_id: id.to_string(),
+                    host_household: host.to_string(),
+                    credentials,
+                    valid_from_ms,
+                    valid_until_ms,
+                    uses,
+                },
+            ))
+        },
+    )
+}
+
+/// Households with a status (`registry.households`, CSV `household,status`; status `active` or
+/// `quarantined`). Only quarantined ones matter to the core.
+pub fn parse_households(text: &str, max: usize) -> Result<Vec<(String, bool)>, Vec<String>> {
+    csv(text, &["household", "status"], max, |col| {
+        let h = col.get("household");
+        if h.is_empty() || h.len() > 64 {
+            return Err("household: 1–64 characters".into());
+        }
+        let quarantined = match col.get("status") {
+            "" | "active" => false,
+            "quarantined" => true,
+            other => return Err(format!("status: {other:?} is not active or quarantined")),
+        };
+        Ok((h.to_string(), (h.to_string(), quarantined)))
+    })
+}
+
+/// One CSV line, by column name.
+struct Cols<'a> {
+    header: &'a [&'a str],
+    cells: &'a [&'a str],
+}
+
+impl<'a> Cols<'a> {
+    /// The cell under `name`; empty when the file has no such column.
+    fn get(&self, name: &str) -> &'a str {
+        self.header
+            .iter()
+            .position(|c| *c == name)
+            .map_or("", |i| self.cells[i])
+    }
+}
+
+/// A CSV file with a header; `row` maps one line (by column name) to (unique key, value).
+/// Every bad line is listed (up to a limit); more than `max` rows is refused.
+fn csv<T>(
+    text: &str,
+    required: &[&str],
+    max: usize,
+    row: impl Fn(&Cols<'_>) -> Result<(String, T), String>,
+) -> Result<Vec<T>, Vec<String>> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
+    let Some((_, header)) = lines.find(|(_, l)| !l.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let header: Vec<&str> = header.split(',').map(str::trim).collect();
+    for need in required {
+        if !header.contains(need) {
+            return Err(vec![format!("line 1: header lacks the {need} column")]);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let (mut rows, mut problems) = (Vec::new(), Vec::new());
+    for (n, line) in lines {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cells.len() != header.len() {
+            problems.push(format!(
+                "line {n}: {} fields, the header has {}",
+                cells.len(),
+                header.len()
+            ));
+            continue;
+        }
+        match row(&Cols {
+            header: &header,
+            cells: &cells,
+        }) {
+            Ok((key, _)) if !seen.insert(key.clone()) => {
+                problems.push(format!("line {n}: {key:?} listed twice"))
+            }
+            Ok((_, v)) => rows.push(v),
+            Err(e) => problems.push(format!("line {n}: {e}")),
+        }
+        if rows.len() > max {
+            return Err(vec![format!("more than {max} rows; refused")]);
+        }
+    }
+    if problems.is_empty() {
+        Ok(rows)
+    } else {
+        let more = problems.len().saturating_sub(MAX_LISTED);
+        problems.truncate(MAX_LISTED);
+        if more > 0 {
+            problems.push(format!("and {more} more bad lines"));
+        }
+        Err(problems)
+    }
 }
 
 /// Unix seconds or ms, `YYYY-MM-DD` (end of day, UTC+8), or RFC 3339 with `Z` or an offset.

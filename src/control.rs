@@ -1,0 +1,103 @@
+//! The local control socket: how someone at the box (the guard, the fire brigade) changes the
+//! mode or resets fire mode with the CLI while the daemon runs. A Unix socket in the store
+//! directory, so only users who may touch the store (root, the gatehouse user) can use it.
+//!
+//! One request line, one reply line: `mode <normal|epidemic|lockdown|fire>`, `fire-reset`.
+//! Replies start with `ok` or `refused:`.
+use crate::core::{Mode, Origin};
+use crate::daemon::Control;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::warn;
+
+pub fn socket_path(store_dir: &Path) -> PathBuf {
+    store_dir.join("control.sock")
+}
+
+/// Listens on the control socket until shutdown.
+pub fn serve(
+    store_dir: &Path,
+    to_core: mpsc::Sender<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let path = socket_path(store_dir);
+    // A socket file left by a killed daemon; the store's lock already proved we are alone.
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("control socket {}", path.display()))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                a = listener.accept() => match a {
+                    Ok((stream, _)) => {
+                        let to_core = to_core.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = answer(stream, to_core).await {
+                                warn!(error = %e, "Control request failed.");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Control socket accept failed.");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }))
+}
+
+async fn answer(stream: UnixStream, to_core: mpsc::Sender<Control>) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = String::new();
+    // A request is one short line; more is not ours to read.
+    BufReader::new(rd.take(256)).read_line(&mut line).await?;
+    let reply = match request(line.trim()) {
+        Err(e) => Err(e),
+        Ok(make) => {
+            let (tx, rx) = oneshot::channel();
+            if to_core.send(make(tx)).await.is_err() {
+                Err("the daemon is stopping".to_string())
+            } else {
+                rx.await.unwrap_or(Err("the daemon is stopping".into()))
+            }
+        }
+    };
+    let text = match reply {
+        Ok(()) => "ok\n".to_string(),
+        Err(e) => format!("refused: {e}\n"),
+    };
+    wr.write_all(text.as_bytes()).await
+}
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+fn request(line: &str) -> Result<Box<dyn FnOnce(Reply) -> Control + Send>, String> {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("mode"), Some(m)) => {
+            let mode = Mode::parse(m)
+                .ok_or_else(|| format!("unknown mode {m:?} (normal, epidemic, lockdown, fire)"))?;
+            Ok(Box::new(move |r| Control::SetMode(mode, Origin::Local, r)))
+        }
+        (Some("fire-reset"), None) => Ok(Box::new(Control::FireReset)),
+        _ => Err(format!("unknown request {line:?}")),
+    }
+}
+
+/// The client side, for the CLI: sends one request, returns the reply line.
+pub async fn send(store_dir: &Path, request: &str) -> anyhow::Result<String> {
+    let path = socket_path(store_dir);
+    let mut stream = UnixStream::connect(&path)
+        .await
+        .with_context(|| format!("{} (is gatehouse running?)", path.display()))?;
+    stream.write_all(format!("{request}\n").as_bytes()).await?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).await?;
+    Ok(reply.trim().to_string())
+}
