@@ -141,6 +141,9 @@ pub struct FrameEvent {
     pub temperature: Option<String>,
     #[serde(default = "default_scale")]
     pub temperature_scale: f64,
+    /// The frame reports someone the device does not know.
+    #[serde(default)]
+    pub stranger: bool,
 }
 
 /// The commands a gate takes.
@@ -251,6 +254,9 @@ pub struct Decoded {
     /// As the device reported it, converted to °C; not yet calibrated.
     pub temperature_c: Option<f64>,
     pub device_abnormal: Option<bool>,
+    /// The device saw someone it does not know (a face with no match): an identification
+    /// attempt with no subject, to be denied, not ignored.
+    pub stranger: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -352,6 +358,7 @@ impl Profile {
             credential: e.credential,
             temperature_c,
             device_abnormal: None,
+            stranger: e.stranger,
         })
     }
 

@@ -7,4 +7,5 @@ mod cli;
 mod crash;
 mod interop;
 mod pedestrian_lane;
+mod serial_lane;
 mod uplink;

@@ -432,7 +432,7 @@ impl Core {
             return;
         };
         let ev = &obs.decoded;
-        if ev.subject.is_none() && ev.temperature_c.is_none() {
+        if ev.subject.is_none() && ev.temperature_c.is_none() && !ev.stranger {
             return;
         }
         let li = dev.lane;

@@ -97,6 +97,7 @@ fn obs(device: usize, subject: Option<&str>, t: Option<f64>, now_ms: i64) -> Obs
             },
             temperature_c: t,
             device_abnormal: None,
+            stranger: false,
         },
         received: Instant::now(),
         now_ms,

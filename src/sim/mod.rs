@@ -3,6 +3,7 @@
 //! broker; nothing in them reaches into the daemon.
 pub mod gate;
 pub mod hikvision;
+pub mod serial;
 
 /// A small deterministic generator (xorshift64*), so a simulated run can be replayed by seed.
 #[derive(Debug, Clone)]

@@ -366,6 +366,46 @@ impl Uplink {
         out
     }
 
+    /// The next passage decision made on `device`'s identification (other events are set aside).
+    pub async fn passage_from(&mut self, device: &str) -> (v1::Event, v1::PassageDecision) {
+        let mut aside = Vec::new();
+        let found = loop {
+            let mut found = None;
+            for e in self.batch().await {
+                match &e.body {
+                    Some(v1::event::Body::Passage(d)) if e.device == device && found.is_none() => {
+                        found = Some((e.clone(), d.clone()))
+                    }
+                    _ => aside.push(e),
+                }
+            }
+            if let Some(f) = found {
+                break f;
+            }
+        };
+        if !aside.is_empty() {
+            self.stash.push_front(Upstream::Events(aside));
+        }
+        found
+    }
+
+    /// The next alarm of `kind` (others are set aside).
+    pub async fn alarm_of(&mut self, kind: v1::AlarmKind) -> v1::Alarm {
+        self.next(&format!("a {kind:?} alarm"), |m| match m {
+            Upstream::Alarms(a) => {
+                let (mut hit, rest): (Vec<_>, Vec<_>) =
+                    a.into_iter().partition(|x| x.kind() == kind);
+                if hit.is_empty() {
+                    Err(Upstream::Alarms(rest))
+                } else {
+                    Ok(hit.remove(0))
+                }
+            }
+            m => Err(m),
+        })
+        .await
+    }
+
     pub async fn alarm(&mut self) -> v1::Alarm {
         self.next("an alarm", |m| match m {
             Upstream::Alarms(mut a) if !a.is_empty() => Ok(a.remove(0)),
