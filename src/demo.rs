@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::profiles::{Profiles, Unit};
 use crate::proto::v1;
 use crate::sim::hikvision::{run_terminal, TerminalOptions};
+use crate::sim::serial::{Line, Pty, Reader, TurnstileCommand};
 use crate::{mqtt, sim};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -47,6 +48,39 @@ id = "gate-1"
 role = "turnstile"
 profile = "generic-gate-mqtt"
 "#
+    )
+}
+
+/// The demo's second lane, on RS-485: a face-id reader and an EB turnstile on the given serial
+/// paths, beside a separate Hikvision thermal station whose readings join the faces.
+pub fn serial_lane_config(face: &Path, turnstile: &Path) -> String {
+    format!(
+        r#"
+[[lanes]]
+id = "north-gate"
+anti_passback = true
+
+[[lanes.devices]]
+id = "thermal-2"
+role = "thermal"
+profile = "hikvision-acs-event"
+
+[[lanes.devices]]
+id = "face-2"
+role = "identifier"
+profile = "rs485-face-id"
+address = 1
+serial = {{ path = "{}" }}
+
+[[lanes.devices]]
+id = "turnstile-2"
+role = "turnstile"
+profile = "rs485-turnstile-eb"
+address = 1
+serial = {{ path = "{}" }}
+"#,
+        face.display(),
+        turnstile.display()
     )
 }
 
@@ -101,14 +135,23 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     write_residents(&dir.join("residents.csv"), o.residents)?;
     let port = broker::free_port()?;
     let path = dir.join("gatehouse.toml");
-    std::fs::write(&path, config(dir, port))?;
+    let face_pty = Pty::new()?;
+    let turnstile_pty = Pty::new()?;
+    std::fs::write(
+        &path,
+        config(dir, port) + &serial_lane_config(&face_pty.path, &turnstile_pty.path),
+    )?;
     let config = Config::load(&path)?;
     let base = config.topic_base();
     let daemon = Daemon::start(config, Profiles::builtin()).await?;
     let url = daemon.device_broker.clone();
     println!(
-        "gatehouse demo — embedded broker on 127.0.0.1:{port}, {} residents, lane east-gate",
-        o.residents
+        "gatehouse demo — embedded broker on 127.0.0.1:{port}, {} residents; lane east-gate \
+         (Hikvision terminal, MQTT turnstile), lane north-gate (thermal station + RS-485 face \
+         reader {} + EB turnstile {})",
+        o.residents,
+        face_pty.path.display(),
+        turnstile_pty.path.display()
     );
     println!("uplink topics: {base}/{{events,alarms,status}}    Ctrl-C stops.\n");
     println!(
@@ -131,6 +174,8 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         gate_seen.clone(),
         stop_rx.clone(),
     ));
+    let url_for_lane2 = url.clone();
+    let stop_rx_lane2 = stop_rx.clone();
     let terminal = tokio::spawn(run_terminal(
         TerminalOptions {
             broker: url,
@@ -147,6 +192,14 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         |_| {},
         stop_rx,
     ));
+    let lane2 = tokio::spawn(serial_lane(
+        face_pty,
+        turnstile_pty,
+        url_for_lane2,
+        o.rate / 2.0,
+        o.residents,
+        stop_rx_lane2,
+    ));
     let mut gate_commands = 0u64;
     tokio::select! {
         _ = crate::run::wait_for_signal() => {}
@@ -161,6 +214,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = terminal.await;
+    lane2.abort();
     let m = daemon.metrics.clone();
     daemon.stop().await;
     let tally = watcher.await.unwrap_or_default();
@@ -170,6 +224,90 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         println!("  {reason:<16} {n}");
     }
     Ok(())
+}
+
+/// Lane north-gate: before each face, the thermal station measures (1 in 12 a fever); the face
+/// reader sends the id (1 in 10 a stranger); every frame the turnstile decodes is printed.
+async fn serial_lane(
+    face: Pty,
+    turnstile: Pty,
+    broker: BrokerUrl,
+    rate: f64,
+    residents: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (tx, mut frames) = mpsc::channel(256);
+    tokio::spawn(sim::serial::run_turnstile(turnstile, 0.0, 1, tx));
+    tokio::spawn(async move {
+        while let Some(c) = frames.recv().await {
+            let what = match c.cmd {
+                TurnstileCommand::OPEN_LEFT => "open in",
+                TurnstileCommand::OPEN_RIGHT => "open out",
+                TurnstileCommand::BAN => "ban",
+                TurnstileCommand::HOLD_OPEN => "hold open",
+                TurnstileCommand::RELEASE => "release",
+                _ => "?",
+            };
+            println!(
+                "{:<8} {:<10} turnstile-2 ← EB frame cmd {:#04x} ({what})",
+                clock(crate::now_ms()),
+                "north-gate",
+                c.cmd
+            );
+        }
+    });
+    let (thermal, mut el) = AsyncClient::new(
+        mqtt::options(&broker, "demo-thermal-2", Duration::from_secs(15)),
+        64,
+    );
+    el.set_network_options(mqtt::network_options());
+    let poller = tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let _stop_poller = AbortOnDrop(poller);
+    let mut line = Line::new(face, 0.0, 2);
+    let reader = Reader::new("rs485-face-id", 1);
+    let mut rng = sim::Rng::new(crate::now_ms() as u64 ^ 0x5eed);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.05)));
+    let mut serial = 1_000_000u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        serial += 1;
+        let t = if rng.next_u64() % 12 == 0 {
+            37.9
+        } else {
+            36.2 + (rng.next_u64() % 8) as f64 * 0.1
+        };
+        let body = sim::hikvision::acs_event(serial, None, t, Unit::Celsius);
+        let _ = thermal
+            .publish("devices/thermal-2/event", QoS::AtLeastOnce, false, body)
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let n = rng.next_u64() % (residents + residents / 10).max(1);
+        let frame = if n >= residents {
+            reader.id(0x20, "")
+        } else {
+            reader.id(0x21, &format!("R{n:06}"))
+        };
+        if line.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 type GateSeen = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;

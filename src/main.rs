@@ -33,6 +33,18 @@ enum Cmd {
     },
     /// Validate a config file: print every problem with its place; exit 78 if there is any.
     CheckConfig { file: PathBuf },
+    /// Change the mode of the running gateway on this box: normal, epidemic, lockdown or fire.
+    /// Fire opens and holds every gate; nothing but `fire-reset` ends it.
+    Mode {
+        mode: String,
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+    },
+    /// End fire mode (only from the box itself): gates back to normal operation, mode normal.
+    FireReset {
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+    },
     /// A whole gate on this machine: embedded broker, simulated terminal and turnstile, uplink.
     Demo {
         /// Identifications per second.
@@ -115,6 +127,31 @@ enum SimProfile {
         #[arg(long, default_value = "gate-1")]
         device: String,
     },
+    /// RS-485 turnstile on a new pseudo-terminal (its path is printed: give it as the device's
+    /// serial.path); prints every command frame it decodes.
+    #[command(name = "rs485-turnstile-eb")]
+    Turnstile {
+        /// Bit error rate on what it receives.
+        #[arg(long, default_value_t = 0.0)]
+        ber: f64,
+    },
+    /// RS-485 reader on a new pseudo-terminal: sends residents' ids (R000000…) and strangers.
+    #[command(name = "rs485-reader")]
+    Reader {
+        /// rs485-face-id or rs485-wiegand-reader (cards 10:1000…).
+        #[arg(long, default_value = "rs485-face-id", value_parser = ["rs485-face-id", "rs485-wiegand-reader"])]
+        profile: String,
+        #[arg(long, default_value_t = 1)]
+        address: u64,
+        /// Identifications per second.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1000)]
+        residents: u64,
+        /// Bit error rate on what it sends.
+        #[arg(long, default_value_t = 0.0)]
+        ber: f64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -157,6 +194,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Sends one request to the running daemon's control socket and prints its reply.
+async fn control(config: &std::path::Path, request: &str) -> Result<(), RunError> {
+    let c = gatehouse::config::Config::load(config).map_err(RunError::Config)?;
+    let reply = gatehouse::control::send(&c.store.dir, request).await?;
+    println!("{reply}");
+    if reply.starts_with("ok") {
+        Ok(())
+    } else {
+        Err(RunError::Runtime(anyhow::anyhow!("{reply}")))
+    }
+}
+
 fn url(s: &str) -> Result<BrokerUrl, RunError> {
     BrokerUrl::parse(s).map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))
 }
@@ -176,6 +225,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 config.lanes.len()
             );
         }
+        Cmd::Mode { mode, config } => control(&config, &format!("mode {mode}")).await?,
+        Cmd::FireReset { config } => control(&config, "fire-reset").await?,
         Cmd::Demo { rate, residents } => {
             gatehouse::demo::run(gatehouse::demo::DemoOptions { rate, residents }).await?
         }
@@ -307,6 +358,53 @@ async fn simulate(profile: SimProfile) -> Result<(), RunError> {
                         Some(Err(e)) => println!("malformed command: {e}"),
                         None => break,
                     },
+                }
+            }
+        }
+        SimProfile::Turnstile { ber } => {
+            let pty = sim::serial::Pty::new().map_err(anyhow::Error::from)?;
+            println!("turnstile on {} (rs485-turnstile-eb)", pty.path.display());
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let run = tokio::spawn(sim::serial::run_turnstile(pty, ber, 1, tx));
+            loop {
+                tokio::select! {
+                    _ = gatehouse::run::wait_for_signal() => break,
+                    c = rx.recv() => match c {
+                        Some(c) => println!("addr={} cmd={:#04x}{}", c.addr, c.cmd, if c.opens() { " (open)" } else { "" }),
+                        None => break,
+                    },
+                }
+            }
+            run.abort();
+        }
+        SimProfile::Reader {
+            profile,
+            address,
+            rate,
+            residents,
+            ber,
+        } => {
+            let pty = sim::serial::Pty::new().map_err(anyhow::Error::from)?;
+            println!("reader on {} ({profile})", pty.path.display());
+            let mut line = sim::serial::Line::new(pty, ber, 1);
+            let reader = sim::serial::Reader::new(&profile, address);
+            let mut rng = sim::Rng::new(gatehouse::now_ms() as u64);
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / rate.max(0.01)));
+            loop {
+                tokio::select! {
+                    _ = gatehouse::run::wait_for_signal() => break,
+                    _ = tick.tick() => {
+                        let n = rng.next_u64() % (residents + residents / 10).max(1);
+                        let frame = if profile == "rs485-wiegand-reader" {
+                            reader.wiegand(26, 10, 1000u16.wrapping_add(n as u16))
+                        } else if n >= residents {
+                            reader.id(0x20, "")
+                        } else {
+                            reader.id(0x21, &format!("R{n:06}"))
+                        };
+                        line.send(frame).await.map_err(anyhow::Error::from)?;
+                    }
                 }
             }
         }

@@ -749,6 +749,64 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        // The plain-test side of `fuzz/fuzz_targets/serial_frames.rs`: every serial profile's
+        // decoder and event mapping on arbitrary line bytes in arbitrary chunks.
+        #[test]
+        fn serial_decoders_never_panic_and_stay_bounded(
+            line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            chunk in 1usize..64,
+        ) {
+            let profiles = Profiles::builtin();
+            for name in profiles.names() {
+                let Some(p) = profiles.get(name) else { continue };
+                let Some(spec) = &p.frame else { continue };
+                let mut d = frame::Decoder::new(spec);
+                for piece in line.chunks(chunk) {
+                    d.push(piece, |f| {
+                        let _ = p.decode_frame(&f, String::new());
+                    });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_serial_profiles_frames_decode_to_observations() {
+        let profiles = Profiles::builtin();
+        let wiegand = profiles.get("rs485-wiegand-reader").unwrap();
+        let spec = wiegand.frame.as_ref().unwrap();
+        let values = [("addr".to_string(), 2u64), ("bits".to_string(), 34)].into();
+        let bytes = spec.encode(&values, &frame::wiegand_encode(34, 4321, 555, 5));
+        let mut got = Vec::new();
+        frame::Decoder::new(spec).push(&bytes, |f| got.push(wiegand.decode_frame(&f, "e".into())));
+        let d = got.remove(0).unwrap();
+        assert_eq!(
+            (d.subject.as_deref(), d.credential),
+            (Some("4321:555"), CredentialKind::Card)
+        );
+        let face = profiles.get("rs485-face-id").unwrap();
+        let spec = face.frame.as_ref().unwrap();
+        let bytes = spec.encode(&[("cmd".to_string(), 0x20u64)].into(), b"");
+        frame::Decoder::new(spec).push(&bytes, |f| got.push(face.decode_frame(&f, "e".into())));
+        let d = got.remove(0).unwrap();
+        assert!(d.stranger && d.subject.is_none());
+        // The turnstile's documented open-left frame.
+        let eb = profiles.get("rs485-turnstile-eb").unwrap();
+        let out = eb
+            .encode_command(&CommandArgs {
+                command: GateCommandName::OpenIn,
+                address: Some(1),
+                reason: "ok",
+                cause: "",
+                lane: "",
+                device: "",
+                ts_ms: 0,
+            })
+            .unwrap();
+        assert_eq!(out, frame::parse_hex("EB 01 40 00 AA").unwrap());
+    }
+
     #[test]
     fn another_json_terminal_is_a_new_file_not_new_code() {
         let dir = tempfile::tempdir().unwrap();
