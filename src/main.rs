@@ -72,6 +72,19 @@ enum Cmd {
         #[arg(long, default_value_os_t = std::env::temp_dir())]
         dir: PathBuf,
     },
+    /// A pedestrian lane on RS-485 ptys: face frame → turnstile frame latency, and memory with
+    /// the residents and visitor passes loaded.
+    BenchSerial {
+        #[arg(long, default_value_t = 5000)]
+        count: u64,
+        /// Identifications per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 100_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 10_000)]
+        passes: u64,
+    },
     /// Open-loop load over MQTT; event → gate-command latency, losses, wrong decisions, memory.
     Bench {
         #[arg(long, default_value_t = 5000)]
@@ -244,6 +257,32 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 dir,
             })
             .await?
+        }
+        Cmd::BenchSerial {
+            count,
+            rate,
+            residents,
+            passes,
+        } => {
+            let r = gatehouse::bench::serial(gatehouse::bench::SerialBenchOptions {
+                count,
+                rate,
+                residents,
+                passes,
+            })
+            .await?;
+            println!(
+                "serial lane: {} sent, {} turnstile frames; frame → frame p50 {} µs, p99 {} µs, max {} µs; RSS idle {} kB, loaded {} kB, peak {} kB",
+                r.sent,
+                r.received,
+                r.p50_us,
+                r.p99_us,
+                r.max_us,
+                r.idle_rss_kb.unwrap_or(0),
+                r.loaded_rss_kb.unwrap_or(0),
+                r.peak_rss_kb.unwrap_or(0)
+            );
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }
         Cmd::Bench {
             rate,
