@@ -596,7 +596,7 @@ impl Core {
         };
         let li = dev.lane;
         let lane = &self.policy.lanes[li];
-        let ev = &obs.decoded;
+        let mut ev = obs.decoded;
         let now = obs.now_ms;
         let own_t = ev
             .temperature_c
@@ -606,7 +606,8 @@ impl Core {
             (Some(r), None) => (Some(r.temperature_c), r.device_abnormal),
             (None, None) => (None, None),
         };
-        let mut cause = vec![ev.event_id.clone()];
+        let mut cause = Vec::with_capacity(1 + usize::from(joined.is_some()));
+        cause.push(std::mem::take(&mut ev.event_id));
         cause.extend(joined.map(|r| r.cause));
         let direction = dev.direction.unwrap_or(lane.direction);
         let mut d = Decision {
@@ -627,19 +628,16 @@ impl Core {
         };
         let subject = ev
             .subject
-            .as_deref()
+            .take()
             .and_then(|id| resolve(&self.registry, ev.credential, id));
-        match &subject {
-            Some(Subject::Resident(id, _)) => {
-                d.subject_kind = SubjectKind::Resident;
-                d.subject_id = id.to_string();
-            }
-            Some(Subject::Visitor(p)) => {
-                d.subject_kind = SubjectKind::Visitor;
-                d.subject_id = p.id.to_string();
-            }
-            None => {}
-        }
+        let subject = subject.map(|(id, s)| {
+            d.subject_kind = match s {
+                Subject::Resident(_) => SubjectKind::Resident,
+                Subject::Visitor(_) => SubjectKind::Visitor,
+            };
+            d.subject_id = id;
+            s
+        });
         let fever = temperature_c
             .is_some_and(|t| t >= lane.fever_threshold_c && t <= self.policy.plausible_max_c);
         d.device_flag_disagrees = temperature_c.is_some() && abnormal.is_some_and(|a| a != fever);
@@ -702,7 +700,7 @@ impl Core {
             return deny(Reason::UnknownSubject, "registry");
         };
         match subject {
-            Subject::Resident(_, r) => {
+            Subject::Resident(r) => {
                 if r.status == ResidentStatus::Suspended || now > r.valid_until_ms {
                     return deny(Reason::Expired, "registry_validity");
                 }
@@ -712,7 +710,7 @@ impl Core {
                     return deny(Reason::Quarantined, "quarantine");
                 }
                 if self.mode == Mode::Lockdown && d.direction == Direction::Out {
-                    let household = self.registry.household_id(r);
+                    let household = self.registry.household_id(&r);
                     let q = self.policy.quota;
                     let window = i64::from(q.days) * DAY_MS;
                     let used = self
@@ -724,10 +722,13 @@ impl Core {
                     }
                 }
             }
-            Subject::Visitor(p) => {
+            Subject::Visitor(i) => {
                 if self.mode == Mode::Lockdown {
                     return deny(Reason::Lockdown, "lockdown_residents_only");
                 }
+                let Some(p) = self.registry.pass(*i) else {
+                    return deny(Reason::UnknownSubject, "registry");
+                };
                 let used = self.pass_used.get(&p.id).copied().unwrap_or(0);
                 let entering = d.direction == Direction::In;
                 if now < p.valid_from_ms || now > p.valid_until_ms || (entering && used >= p.uses) {
@@ -737,7 +738,7 @@ impl Core {
         }
         if lane.anti_passback
             && d.direction == Direction::In
-            && self.inside.contains(subject.key().as_str())
+            && self.inside.contains(subject.key(&d.subject_id).as_str())
         {
             return deny(Reason::AntiPassback, "anti_passback");
         }
@@ -747,32 +748,36 @@ impl Core {
     /// Bookkeeping after an allowed passage: who is inside, pass uses, lockdown outings.
     fn passed(&mut self, d: &Decision, subject: Option<&Subject>, now: i64, out: &mut Vec<Output>) {
         let Some(subject) = subject else { return };
-        let key: Box<str> = subject.key().into();
+        let key = subject.key(&d.subject_id);
         match d.direction {
             Direction::In => {
-                if self.inside.insert(key.clone()) {
+                if !self.inside.contains(key.as_str()) {
                     out.push(Output::State(format!("in/{key}"), Some(Vec::new())));
+                    self.inside.insert(key.into());
                 }
             }
             Direction::Out => {
-                if self.inside.remove(&key) {
+                if self.inside.remove(key.as_str()) {
                     out.push(Output::State(format!("in/{key}"), None));
                 }
             }
         }
         match subject {
-            Subject::Visitor(p) if d.direction == Direction::In => {
-                let used = self.pass_used.entry(p.id.clone()).or_insert(0);
+            Subject::Visitor(_) if d.direction == Direction::In => {
+                let used = self
+                    .pass_used
+                    .entry(d.subject_id.as_str().into())
+                    .or_insert(0);
                 *used += 1;
                 out.push(Output::State(
-                    format!("pass/{}", p.id),
+                    format!("pass/{}", d.subject_id),
                     Some(used.to_le_bytes().to_vec()),
                 ));
             }
-            Subject::Resident(id, r) => {
-                let person: Box<str> = id.as_str().into();
+            Subject::Resident(r) => {
+                let person = d.subject_id.as_str();
                 if d.direction == Direction::In {
-                    if self.out_since.remove(&person).is_some() {
+                    if self.out_since.remove(person).is_some() {
                         out.push(Output::State(format!("out/{person}"), None));
                     }
                 } else if self.mode == Mode::Lockdown {
@@ -783,7 +788,7 @@ impl Core {
                     times.push(now);
                     let bytes = times.iter().flat_map(|t| t.to_le_bytes()).collect();
                     out.push(Output::State(format!("quota/{household}"), Some(bytes)));
-                    self.out_since.insert(person.clone(), (now, false));
+                    self.out_since.insert(person.into(), (now, false));
                     out.push(Output::State(
                         format!("out/{person}"),
                         Some(now.to_le_bytes().to_vec()),
@@ -795,16 +800,20 @@ impl Core {
     }
 }
 
+/// Whom a decision is about; the id is in [`Decision::subject_id`].
+#[derive(Clone, Copy)]
 enum Subject {
-    Resident(String, Resident),
-    Visitor(Pass),
+    Resident(Resident),
+    /// Index into the registry's passes.
+    Visitor(u32),
 }
 
 impl Subject {
-    fn key(&self) -> String {
+    /// Its key in the inside set and the durable state.
+    fn key(&self, id: &str) -> String {
         match self {
-            Subject::Resident(id, _) => format!("R:{id}"),
-            Subject::Visitor(p) => format!("V:{}", p.id),
+            Subject::Resident(_) => format!("R:{id}"),
+            Subject::Visitor(_) => format!("V:{id}"),
         }
     }
 
@@ -817,14 +826,20 @@ impl Subject {
 }
 
 /// A face gives a person id; a card or QR number may stand for a resident or a visitor pass.
-fn resolve(registry: &Registry, kind: CredentialKind, id: &str) -> Option<Subject> {
+/// The subject's registry id (person id or pass id) and what it is.
+fn resolve(registry: &Registry, kind: CredentialKind, id: String) -> Option<(String, Subject)> {
     match kind {
-        CredentialKind::Person => registry.get(id).map(|r| Subject::Resident(id.into(), *r)),
-        CredentialKind::Card => match registry.card(id)? {
+        CredentialKind::Person => {
+            let r = *registry.get(&id)?;
+            Some((id, Subject::Resident(r)))
+        }
+        CredentialKind::Card => match registry.card(&id)? {
             Holder::Resident(person) => registry
                 .get(person)
-                .map(|r| Subject::Resident(person.to_string(), *r)),
-            Holder::Pass(i) => registry.pass(*i).cloned().map(Subject::Visitor),
+                .map(|r| (person.to_string(), Subject::Resident(*r))),
+            Holder::Pass(i) => registry
+                .pass(*i)
+                .map(|p| (p.id.to_string(), Subject::Visitor(*i))),
         },
     }
 }
