@@ -766,6 +766,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn serial_devices_need_a_port_with_sane_settings_shared_alike() {
+        let text = r#"
+[gateway]
+id = "gw"
+city = "3301"
+district = "330106"
+street = "330106001"
+community = "330106001001"
+[uplink]
+url = "mqtt://127.0.0.1:1883"
+[[lanes]]
+id = "l1"
+[[lanes.devices]]
+id = "face"
+role = "identifier"
+profile = "rs485-face-id"
+[[lanes.devices]]
+id = "card"
+role = "identifier"
+profile = "rs485-wiegand-reader"
+serial = { path = "/dev/ttyS1", baud = 9601 }
+[[lanes.devices]]
+id = "card2"
+role = "identifier"
+profile = "rs485-wiegand-reader"
+serial = { path = "/dev/ttyS1", baud = 9600 }
+[[lanes.devices]]
+id = "gate"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+serial = { path = "/dev/ttyS2" }
+"#;
+        let c: Config = toml::from_str(text).unwrap();
+        let problems: Vec<String> = c
+            .problems(&Profiles::builtin())
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        let expect = [
+            "lanes[0].devices[0].serial: profile \"rs485-face-id\" is serial",
+            "lanes[0].devices[1].serial: baud must be a standard rate",
+            "lanes[0].devices[2].serial: /dev/ttyS1 is shared with another device under different settings",
+            "lanes[0].devices[3].serial: profile \"generic-gate-mqtt\" is an MQTT device",
+        ];
+        assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+        for (p, e) in problems.iter().zip(expect) {
+            assert!(p.starts_with(e), "{p:?} should start with {e:?}");
+        }
+    }
+
+    #[test]
     fn broker_urls_parse_with_default_ports_and_credentials() {
         assert_eq!(
             BrokerUrl::parse("mqtts://iot.example.com").unwrap(),

@@ -560,6 +560,62 @@ mod tests {
     }
 
     #[test]
+    fn cards_passes_and_household_statuses_import_and_load_back() {
+        use crate::core::Holder;
+        let dir = tempfile::tempdir().unwrap();
+        let residents = dir.path().join("r.jsonl");
+        std::fs::write(
+            &residents,
+            "{\"person_id\":\"R1\",\"household\":\"H1\",\"cards\":[\"10:1001\",\"QR-1\"]}\n",
+        )
+        .unwrap();
+        let passes = dir.path().join("p.csv");
+        std::fs::write(
+            &passes,
+            "pass_id,host_household,credentials,valid_from,valid_until,uses\nP1,H1,QR-9;10:77,2027-01-01,2027-01-02T12:00:00+08:00,3\n",
+        )
+        .unwrap();
+        let households = dir.path().join("h.csv");
+        std::fs::write(&households, "household,status\nH1,quarantined\nH2,active\n").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.import_residents(&residents, 10).unwrap();
+        store.import_list("passes", &passes).unwrap();
+        store.import_list("households", &households).unwrap();
+        assert!(matches!(
+            store.import_list("passes", &passes),
+            Ok(Imported::Unchanged)
+        ));
+        // A bad passes file is refused whole; the stored one stays.
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(
+            &bad,
+            "pass_id,host_household,credentials,valid_until\nP2,H1,,2027-01-01\nP3,H1,QR-3,soon\n",
+        )
+        .unwrap();
+        let err = store.import_list("passes", &bad).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("line 3"), "{err}");
+
+        let r = store.load_registry().unwrap();
+        assert_eq!(r.card("QR-1"), Some(&Holder::Resident("R1".into())));
+        let Some(Holder::Pass(i)) = r.card("10:77") else {
+            panic!("pass card missing")
+        };
+        let p = r.pass(*i).unwrap();
+        assert_eq!((p.id.as_ref(), p.uses), ("P1", 3));
+        // From the start of 1 Jan (UTC+8) to noon on 2 Jan.
+        assert_eq!(
+            p.valid_from_ms,
+            residents::parse_time_ms("2026-12-31T16:00:00Z").unwrap()
+        );
+        assert_eq!(
+            p.valid_until_ms,
+            residents::parse_time_ms("2027-01-02T04:00:00Z").unwrap()
+        );
+        let h1 = r.get("R1").unwrap().household;
+        assert!(r.household_quarantined(h1));
+    }
+
+    #[test]
     fn a_file_with_a_bad_line_is_refused_whole_and_the_old_list_kept() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("a.jsonl");

@@ -619,6 +619,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn core_state_commits_with_its_records_and_reads_back_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let h = spawn(store.clone(), cfg(u64::MAX), Arc::new(Metrics::default())).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ack: Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        let set = |k: &str, v: &[u8]| (k.to_string(), Some(v.to_vec()));
+        h.appends
+            .send(Append {
+                records: vec![passage("l0")],
+                state: vec![set("pass/P1", &[1, 0, 0, 0]), set("in/V:P1", &[])],
+                ack: None,
+            })
+            .await
+            .unwrap();
+        // A state change alone (no record) is still durable before its ack runs.
+        h.appends
+            .send(Append {
+                records: Vec::new(),
+                state: vec![("in/V:P1".into(), None), set("mode/", b"fire")],
+                ack: Some(ack),
+            })
+            .await
+            .unwrap();
+        rx.await.unwrap();
+        drop(h.appends);
+        h.appends_done.await.unwrap();
+        drop(h.deletes);
+        h.join.await.unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let mut state = store.load_state().unwrap();
+        state.sort();
+        assert_eq!(
+            state,
+            vec![
+                ("mode/".to_string(), b"fire".to_vec()),
+                ("pass/P1".to_string(), vec![1, 0, 0, 0]),
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn records_get_gapless_ids_acks_run_after_commit_and_seqs_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
