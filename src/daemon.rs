@@ -297,8 +297,18 @@ impl Daemon {
         }
         drop(input_tx);
         let (control_tx, control_rx) = mpsc::channel(16);
-        let control_join =
-            crate::control::serve(&config.store.dir, control_tx.clone(), shutdown_rx.clone())?;
+        // Without its control socket the gate still works; only the local mode commands do not.
+        let control_join = match crate::control::serve(
+            &config.store.dir,
+            control_tx.clone(),
+            shutdown_rx.clone(),
+        ) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                error!(error = %e, "Control socket unavailable: `gatehouse mode` and `gatehouse fire-reset` cannot reach this daemon.");
+                None
+            }
+        };
         let decisions = DecisionLoop {
             core,
             actuators,
@@ -340,7 +350,9 @@ impl Daemon {
             for j in serial_joins {
                 let _ = tokio::time::timeout_at(deadline, j).await;
             }
-            let _ = tokio::time::timeout_at(deadline, control_join).await;
+            if let Some(j) = control_join {
+                let _ = tokio::time::timeout_at(deadline, j).await;
+            }
         });
 
         let daemon = Daemon {

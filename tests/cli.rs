@@ -157,3 +157,73 @@ async fn the_watchdog_is_fed_only_while_the_decision_loop_turns() {
         "no ping after the stall: {pings:?}"
     );
 }
+
+/// `gatehouse mode` / `fire-reset` against a running daemon, and fire mode held across a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_mode_from_the_cli_holds_across_a_crash_until_the_local_reset() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &broker, &broker);
+    let mut watcher = Uplink::connect(&broker).await;
+    let mut gate = gate_sim(&broker);
+    let cli = |args: &[&str]| {
+        let out = gatehouse()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    let mut child = Reaped(gatehouse_run(&config).spawn().unwrap());
+    watcher.status(v1::GatewayState::Online).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cli(&["mode", "fire"]), (true, "ok".to_string()));
+    assert_eq!(next_action(&mut gate).await, "hold_open");
+    let (ok, reply) = cli(&["mode", "normal"]);
+    assert!(!ok && reply.starts_with("refused:"), "{reply}");
+
+    // A crash does not end fire mode: the restarted daemon opens the gates again at once.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let mut child = Reaped(gatehouse_run(&config).spawn().unwrap());
+    loop {
+        if next_action(&mut gate).await == "hold_open" {
+            break;
+        }
+    }
+    watcher.status(v1::GatewayState::Online).await;
+    assert_eq!(cli(&["fire-reset"]), (true, "ok".to_string()));
+    loop {
+        match next_action(&mut gate).await.as_str() {
+            "release" => break,
+            other => assert_eq!(other, "hold_open"),
+        }
+    }
+    assert!(!cli(&["fire-reset"]).0, "not in fire mode any more");
+    let (status, _) = terminate(&mut child.0).await;
+    assert_eq!(status.code(), Some(0));
+}
+
+async fn next_action(
+    gate: &mut tokio::sync::mpsc::Receiver<Result<gatehouse::sim::gate::GateCommand, String>>,
+) -> String {
+    within("a gate command", LONG, gate.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .action
+}
+
+/// A child daemon that is killed if the test fails before stopping it.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

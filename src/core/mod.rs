@@ -710,7 +710,7 @@ impl Core {
                     return deny(Reason::Quarantined, "quarantine");
                 }
                 if self.mode == Mode::Lockdown && d.direction == Direction::Out {
-                    let household = self.registry.household_id(&r);
+                    let household = self.registry.household_id(r);
                     let q = self.policy.quota;
                     let window = i64::from(q.days) * DAY_MS;
                     let used = self

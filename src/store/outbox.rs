@@ -373,7 +373,7 @@ impl Writer {
         let limits = (self.max_bytes, self.cfg.ttl);
         let mut taken = std::mem::take(batch);
         let dels = std::mem::take(deletes);
-        let durable = durable || records(&taken) > 0 || taken.iter().any(|a| !a.state.is_empty());
+        let durable = durable || records(&taken) > 0;
         let result = tokio::task::spawn_blocking(move || {
             let r = write(&store, &gateway, ledger, limits, durable, &mut taken, &dels);
             (r, taken, dels)
@@ -419,8 +419,9 @@ impl Writer {
     }
 }
 
+/// What a batch has to make durable: its records and its state changes.
 fn records(batch: &[Append]) -> usize {
-    batch.iter().map(|a| a.records.len()).sum()
+    batch.iter().map(|a| a.records.len() + a.state.len()).sum()
 }
 
 fn is_disk_full(e: &StoreError) -> bool {
@@ -636,7 +637,8 @@ mod tests {
             })
             .await
             .unwrap();
-        // A state change alone (no record) is still durable before its ack runs.
+        // A state change alone (no record, a batch of its own) is still made durable.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         h.appends
             .send(Append {
                 records: Vec::new(),
