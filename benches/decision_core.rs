@@ -22,6 +22,7 @@ fn policy() -> Policy {
             days: 2,
             overdue_h: 4,
         },
+        min_plate_confidence: 80,
         lanes: vec![LanePolicy {
             id: "east-1".into(),
             fever_threshold_c: 37.3,
@@ -67,6 +68,7 @@ fn registry() -> Registry {
             valid_until_ms: i64::MAX,
             uses: 10,
             credentials: &[format!("QR{i:08}")],
+            plates: &[],
         });
     }
     b.build(0)

@@ -249,6 +249,10 @@ pub struct Rules {
     /// Lockdown: an outing longer than this raises an alarm.
     #[serde(default = "default_overdue_h")]
     pub overdue_h: u32,
+    /// Plate reads below this confidence (1–100) are denied `low_confidence` and the guard is
+    /// alerted.
+    #[serde(default = "default_min_plate_confidence")]
+    pub min_plate_confidence: u8,
 }
 
 impl Default for Rules {
@@ -263,6 +267,7 @@ impl Default for Rules {
             quota_outings: default_quota_outings(),
             quota_days: default_quota_days(),
             overdue_h: default_overdue_h(),
+            min_plate_confidence: default_min_plate_confidence(),
         }
     }
 }
@@ -286,6 +291,10 @@ fn default_quota_days() -> u32 {
 fn default_overdue_h() -> u32 {
     4
 }
+/// Good reads score 90 and up on the cameras we know; below 80 a human should look.
+fn default_min_plate_confidence() -> u8 {
+    80
+}
 
 fn default_fever_threshold() -> f64 {
     37.3
@@ -306,9 +315,12 @@ pub struct Registry {
     /// meant for somewhere bigger than one estate, and would take the box's memory.
     #[serde(default = "default_max_residents")]
     pub max_residents: usize,
-    /// Visitor passes to import at start (`.csv`: pass_id, host_household, credentials,
+    /// Visitor passes to import at start (`.csv`: pass_id, host_household, credentials, plates,
     /// valid_from, valid_until, uses).
     pub passes: Option<PathBuf>,
+    /// Vehicle plates to import at start (`.csv`: plate, kind, household, valid_until,
+    /// lockdown_allowed).
+    pub plates: Option<PathBuf>,
     /// Household statuses to import at start (`.csv`: household, status), for quarantined
     /// households.
     pub households: Option<PathBuf>,
@@ -320,6 +332,7 @@ impl Default for Registry {
             import: None,
             max_residents: default_max_residents(),
             passes: None,
+            plates: None,
             households: None,
         }
     }
@@ -482,6 +495,7 @@ impl Config {
         for p in [
             &mut self.registry.import,
             &mut self.registry.passes,
+            &mut self.registry.plates,
             &mut self.registry.households,
         ]
         .into_iter()
@@ -558,6 +572,7 @@ impl Config {
             ("uplink.password_file", &self.uplink.password_file),
             ("registry.import", &self.registry.import),
             ("registry.passes", &self.registry.passes),
+            ("registry.plates", &self.registry.plates),
             ("registry.households", &self.registry.households),
         ] {
             if let Some(f) = file {

@@ -106,6 +106,7 @@ impl Daemon {
         }
         for (name, file) in [
             ("passes", &config.registry.passes),
+            ("plates", &config.registry.plates),
             ("households", &config.registry.households),
         ] {
             let Some(file) = file else { continue };
@@ -432,6 +433,7 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
             days: r.quota_days,
             overdue_h: r.overdue_h,
         },
+        min_plate_confidence: r.min_plate_confidence,
         lanes: Vec::new(),
         devices: Vec::new(),
     };
@@ -778,6 +780,7 @@ impl DecisionLoop {
                 subject_kind: match d.subject_kind {
                     SubjectKind::Resident => v1::SubjectKind::Resident,
                     SubjectKind::Visitor => v1::SubjectKind::Visitor,
+                    SubjectKind::Plate => v1::SubjectKind::Plate,
                     SubjectKind::Unknown => v1::SubjectKind::Unknown,
                 } as i32,
                 subject_id: d.subject_id,
@@ -813,6 +816,7 @@ impl DecisionLoop {
                 .unwrap_or_default(),
             kind: match a.kind {
                 AlarmKind::Fever => v1::AlarmKind::Fever,
+                AlarmKind::LowConfidence => v1::AlarmKind::LowConfidence,
                 AlarmKind::QuarantineExit => v1::AlarmKind::QuarantineExit,
                 AlarmKind::OutingOverdue => v1::AlarmKind::OutingOverdue,
                 AlarmKind::FireMode => v1::AlarmKind::FireMode,

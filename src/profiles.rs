@@ -243,6 +243,8 @@ pub enum CredentialKind {
     #[default]
     Person,
     Card,
+    /// A licence plate (vehicle lanes).
+    Plate,
 }
 
 /// A device message in normalised form: what the decision core needs, nothing more.
@@ -257,6 +259,12 @@ pub struct Decoded {
     /// The device saw someone it does not know (a face with no match): an identification
     /// attempt with no subject, to be denied, not ignored.
     pub stranger: bool,
+    /// A plate reader's confidence, 1–100.
+    pub confidence: Option<u8>,
+    /// The direction the device saw (a camera's approaching / leaving), over the lane's.
+    pub direction: Option<Direction>,
+    /// `event_id` is a dedupe key: the device replays records (same id twice = one read).
+    pub dedupe: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -357,8 +365,8 @@ impl Profile {
             subject,
             credential: e.credential,
             temperature_c,
-            device_abnormal: None,
             stranger: e.stranger,
+            ..Default::default()
         })
     }
 

@@ -18,6 +18,13 @@
 //! 9. anti-passback (lanes that ask for it): entering while already inside → deny `anti_passback`;
 //! 10. otherwise allow `ok`.
 //!
+//! Vehicles (plate reads) skip the temperature rules: fire → `fire_mode`; confidence below
+//! `min_plate_confidence` → `low_confidence` (and an alarm for the guard); unknown plate →
+//! `unknown_subject`; blacklisted → `blacklisted`; a resident plate past its date or a visitor
+//! vehicle pass outside its window or used up → `expired`; lockdown and not on the allow-list →
+//! `lockdown`; anti-passback; otherwise `ok`. A read a camera replays (same `plateid`) is decided
+//! once.
+//!
 //! Temperature joins identity on lanes whose thermal station is a separate device: an
 //! identification takes the lane's latest unused reading from `join.before_ms` before it; when the
 //! mode requires a temperature and none is there yet, the decision waits for one until
@@ -26,7 +33,10 @@
 //! disagreement is recorded.
 pub mod registry;
 
-pub use registry::{Holder, Pass, PassRow, Registry, RegistryBuilder, Resident, ResidentStatus};
+pub use registry::{
+    Holder, Pass, PassRow, Plate, PlateHolder, PlateKind, Registry, RegistryBuilder, Resident,
+    ResidentStatus,
+};
 
 use crate::profiles::{CredentialKind, Decoded, Role};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -107,6 +117,7 @@ impl Mode {
         }
     }
 
+    /// Of people; vehicles are screened by their plate.
     fn requires_temperature(self) -> bool {
         matches!(self, Mode::Epidemic | Mode::Lockdown)
     }
@@ -175,6 +186,8 @@ pub struct Policy {
     pub plausible_min_c: f64,
     pub plausible_max_c: f64,
     pub quota: Quota,
+    /// Plate reads below this confidence (1–100) are denied `low_confidence` and the guard called.
+    pub min_plate_confidence: u8,
     pub lanes: Vec<LanePolicy>,
     pub devices: Vec<DevicePolicy>,
 }
@@ -183,6 +196,7 @@ pub struct Policy {
 pub enum SubjectKind {
     Resident,
     Visitor,
+    Plate,
     Unknown,
 }
 
@@ -210,11 +224,17 @@ pub struct Decision {
     pub received: Instant,
     /// Where the command goes (device index), if the lane has a gate.
     pub gate: Option<usize>,
+    /// A vehicle (plate read) rather than a person.
+    pub vehicle: bool,
+    /// The plate reader's confidence, 1–100.
+    pub confidence: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlarmKind {
     Fever,
+    /// A plate read too uncertain to act on: the guard should look.
+    LowConfidence,
     QuarantineExit,
     OutingOverdue,
     FireMode,
@@ -311,7 +331,13 @@ pub struct Core {
     outings: HashMap<Box<str>, Vec<i64>>,
     /// Residents out in lockdown: since when, and whether the overdue alarm went.
     out_since: HashMap<Box<str>, (i64, bool)>,
+    /// Recent `{device}:{event id}` of devices whose ids are dedupe keys, oldest first.
+    recent: VecDeque<Box<str>>,
+    recent_set: HashSet<Box<str>>,
 }
+
+/// How many recent reads are remembered for de-duplication (a camera's offline replay).
+const MAX_RECENT: usize = 4096;
 
 impl Core {
     pub fn new(policy: Policy, registry: Registry, mode: Mode) -> Core {
@@ -325,6 +351,8 @@ impl Core {
             pass_used: HashMap::new(),
             outings: HashMap::new(),
             out_since: HashMap::new(),
+            recent: VecDeque::new(),
+            recent_set: HashSet::new(),
         }
     }
 
@@ -435,6 +463,19 @@ impl Core {
         if ev.subject.is_none() && ev.temperature_c.is_none() && !ev.stranger {
             return;
         }
+        // A device that replays its offline records sends the same read again: decided once.
+        if ev.dedupe && !ev.event_id.is_empty() {
+            let key: Box<str> = format!("{}:{}", obs.device, ev.event_id).into();
+            if !self.recent_set.insert(key.clone()) {
+                return;
+            }
+            self.recent.push_back(key);
+            if self.recent.len() > MAX_RECENT {
+                if let Some(old) = self.recent.pop_front() {
+                    self.recent_set.remove(&old);
+                }
+            }
+        }
         let li = dev.lane;
         let separate_thermal = lane.join.is_some() && dev.role == Role::Thermal;
         if separate_thermal {
@@ -462,7 +503,11 @@ impl Core {
             self.lanes[li].readings.push_back(reading);
             return;
         }
-        if let (Some(join), None) = (lane.join, ev.temperature_c) {
+        if let (Some(join), None, false) = (
+            lane.join,
+            ev.temperature_c,
+            ev.credential == CredentialKind::Plate,
+        ) {
             // A newest reading inside the window joins; older ones were someone else's.
             let lane_state = &mut self.lanes[li];
             if let Some(r) = lane_state.readings.pop_back() {
@@ -625,7 +670,14 @@ impl Core {
             cause,
             received: obs.received,
             gate: lane.gate,
+            vehicle: false,
+            confidence: None,
         };
+        d.vehicle = ev.credential == CredentialKind::Plate;
+        d.confidence = ev.confidence;
+        if let Some(dir) = ev.direction {
+            d.direction = dir;
+        }
         let subject = ev
             .subject
             .take()
@@ -634,6 +686,7 @@ impl Core {
             d.subject_kind = match s {
                 Subject::Resident(_) => SubjectKind::Resident,
                 Subject::Visitor(_) => SubjectKind::Visitor,
+                Subject::Vehicle(_) => SubjectKind::Plate,
             };
             d.subject_id = id;
             s
@@ -657,6 +710,21 @@ impl Core {
         d.allow = allow;
         d.reason = reason;
         d.rule = rule;
+        if reason == Reason::LowConfidence {
+            out.push(Output::Alarm(Alarm {
+                kind: AlarmKind::LowConfidence,
+                lane: Some(li),
+                device: Some(obs.device),
+                subject_id: String::new(),
+                temperature_c: None,
+                detail: format!(
+                    "plate read with confidence {} below {}: please check the vehicle",
+                    d.confidence.unwrap_or(0),
+                    self.policy.min_plate_confidence
+                ),
+                cause: d.cause.clone(),
+            }));
+        }
         if reason == Reason::Quarantined && direction == Direction::Out {
             out.push(Output::Alarm(Alarm {
                 kind: AlarmKind::QuarantineExit,
@@ -685,6 +753,9 @@ impl Core {
         if self.mode == Mode::Fire {
             return (true, Reason::FireMode, "fire_mode");
         }
+        if d.vehicle {
+            return self.vehicle_rules(d, subject, now);
+        }
         if let Some(t) = d.temperature_c {
             // NaN fails both comparisons, so it must be caught here as implausible.
             if !(t >= self.policy.plausible_min_c && t <= self.policy.plausible_max_c) {
@@ -700,6 +771,8 @@ impl Core {
             return deny(Reason::UnknownSubject, "registry");
         };
         match subject {
+            // A plate read decides by the vehicle rules; it never reaches here.
+            Subject::Vehicle(_) => return deny(Reason::UnknownSubject, "registry"),
             Subject::Resident(r) => {
                 if r.status == ResidentStatus::Suspended || now > r.valid_until_ms {
                     return deny(Reason::Expired, "registry_validity");
@@ -743,6 +816,63 @@ impl Core {
             return deny(Reason::AntiPassback, "anti_passback");
         }
         (true, Reason::Ok, subject.rule())
+    }
+
+    /// Vehicles: a read too uncertain to act on, unknown, blacklisted, expired, lockdown.
+    fn vehicle_rules(
+        &self,
+        d: &Decision,
+        subject: Option<&Subject>,
+        now: i64,
+    ) -> (bool, Reason, &'static str) {
+        let lane = &self.policy.lanes[d.lane];
+        let deny = |reason, rule| (false, reason, rule);
+        if d.confidence.unwrap_or(0) < self.policy.min_plate_confidence {
+            return deny(Reason::LowConfidence, "plate_confidence");
+        }
+        let lockdown = self.mode == Mode::Lockdown;
+        let rule = match subject {
+            None => return deny(Reason::UnknownSubject, "plate_registry"),
+            Some(Subject::Vehicle(p)) => {
+                match p.holder {
+                    PlateHolder::Blacklisted => return deny(Reason::Blacklisted, "blacklist"),
+                    PlateHolder::Resident { valid_until_ms, .. } if now > valid_until_ms => {
+                        return deny(Reason::Expired, "plate_validity")
+                    }
+                    _ => {}
+                }
+                if lockdown && !p.lockdown_allowed {
+                    return deny(Reason::Lockdown, "lockdown_allow_list");
+                }
+                match p.holder {
+                    PlateHolder::AllowListed => "lockdown_allow_list",
+                    _ => "resident_vehicle",
+                }
+            }
+            Some(Subject::Visitor(i)) => {
+                if lockdown {
+                    return deny(Reason::Lockdown, "lockdown_allow_list");
+                }
+                let Some(p) = self.registry.pass(*i) else {
+                    return deny(Reason::UnknownSubject, "plate_registry");
+                };
+                let used = self.pass_used.get(&p.id).copied().unwrap_or(0);
+                let entering = d.direction == Direction::In;
+                if now < p.valid_from_ms || now > p.valid_until_ms || (entering && used >= p.uses) {
+                    return deny(Reason::Expired, "visitor_vehicle_pass");
+                }
+                "visitor_vehicle_pass"
+            }
+            Some(Subject::Resident(_)) => "resident",
+        };
+        if lane.anti_passback && d.direction == Direction::In {
+            if let Some(s) = subject {
+                if self.inside.contains(s.key(&d.subject_id).as_str()) {
+                    return deny(Reason::AntiPassback, "anti_passback");
+                }
+            }
+        }
+        (true, Reason::Ok, rule)
     }
 
     /// Bookkeeping after an allowed passage: who is inside, pass uses, lockdown outings.
@@ -795,7 +925,7 @@ impl Core {
                     ));
                 }
             }
-            Subject::Visitor(_) => {}
+            Subject::Visitor(_) | Subject::Vehicle(_) => {}
         }
     }
 }
@@ -806,6 +936,8 @@ enum Subject {
     Resident(Resident),
     /// Index into the registry's passes.
     Visitor(u32),
+    /// A plate the registry knows (resident, blacklisted, allow-listed).
+    Vehicle(Plate),
 }
 
 impl Subject {
@@ -814,6 +946,7 @@ impl Subject {
         match self {
             Subject::Resident(_) => format!("R:{id}"),
             Subject::Visitor(_) => format!("V:{id}"),
+            Subject::Vehicle(_) => format!("C:{id}"),
         }
     }
 
@@ -821,6 +954,7 @@ impl Subject {
         match self {
             Subject::Resident(..) => "resident",
             Subject::Visitor(..) => "visitor_pass",
+            Subject::Vehicle(..) => "resident_vehicle",
         }
     }
 }
@@ -841,6 +975,15 @@ fn resolve(registry: &Registry, kind: CredentialKind, id: String) -> Option<(Str
                 .pass(*i)
                 .map(|p| (p.id.to_string(), Subject::Visitor(*i))),
         },
+        CredentialKind::Plate => {
+            let plate = *registry.plate(&id)?;
+            match plate.holder {
+                PlateHolder::Pass(i) => registry
+                    .pass(i)
+                    .map(|p| (p.id.to_string(), Subject::Visitor(i))),
+                _ => Some((id, Subject::Vehicle(plate))),
+            }
+        }
     }
 }
 

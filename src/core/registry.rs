@@ -57,7 +57,29 @@ pub enum Holder {
     Pass(u32),
 }
 
-/// Person id → resident; card/QR number → resident or visitor pass; quarantined households.
+/// What a licence plate is to the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlateHolder {
+    /// A resident household's vehicle.
+    Resident { household: u32, valid_until_ms: i64 },
+    /// A visitor vehicle pass (index into the passes).
+    Pass(u32),
+    /// Never admitted.
+    Blacklisted,
+    /// Admitted in lockdown only because it is on the allow-list (supplies, ambulance), not a
+    /// resident's.
+    AllowListed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plate {
+    pub holder: PlateHolder,
+    /// On the lockdown allow-list.
+    pub lockdown_allowed: bool,
+}
+
+/// Person id → resident; card/QR number → resident or visitor pass; plates; quarantined
+/// households.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     residents: HashMap<Box<str>, Resident>,
@@ -65,6 +87,7 @@ pub struct Registry {
     quarantined_households: Vec<bool>,
     cards: HashMap<Box<str>, Holder>,
     passes: Vec<Pass>,
+    plates: HashMap<Box<str>, Plate>,
     /// Version of the list this came from (0 for a local file import).
     pub version: u64,
 }
@@ -76,6 +99,14 @@ impl Registry {
 
     pub fn card(&self, number: &str) -> Option<&Holder> {
         self.cards.get(number)
+    }
+
+    pub fn plate(&self, plate: &str) -> Option<&Plate> {
+        self.plates.get(plate)
+    }
+
+    pub fn plates(&self) -> usize {
+        self.plates.len()
     }
 
     pub fn pass(&self, index: u32) -> Option<&Pass> {
@@ -149,6 +180,32 @@ impl RegistryBuilder {
             .insert(number.into(), Holder::Resident(person_id.into()));
     }
 
+    /// A resident vehicle, a blacklisted or an allow-listed plate.
+    pub fn insert_plate(
+        &mut self,
+        plate: &str,
+        kind: PlateKind,
+        household: &str,
+        valid_until_ms: i64,
+        lockdown_allowed: bool,
+    ) {
+        let holder = match kind {
+            PlateKind::Resident => PlateHolder::Resident {
+                household: self.household(household),
+                valid_until_ms,
+            },
+            PlateKind::Blacklist => PlateHolder::Blacklisted,
+            PlateKind::AllowList => PlateHolder::AllowListed,
+        };
+        self.registry.plates.insert(
+            plate.into(),
+            Plate {
+                holder,
+                lockdown_allowed: lockdown_allowed || kind == PlateKind::AllowList,
+            },
+        );
+    }
+
     pub fn insert_pass(&mut self, pass: PassRow<'_>) {
         let host_household = self.household(pass.host_household);
         let index = self.registry.passes.len() as u32;
@@ -163,6 +220,15 @@ impl RegistryBuilder {
             self.registry
                 .cards
                 .insert(c.as_str().into(), Holder::Pass(index));
+        }
+        for p in pass.plates {
+            self.registry.plates.insert(
+                p.as_str().into(),
+                Plate {
+                    holder: PlateHolder::Pass(index),
+                    lockdown_allowed: false,
+                },
+            );
         }
     }
 
@@ -189,6 +255,7 @@ impl RegistryBuilder {
         self.registry.residents.shrink_to_fit();
         self.registry.households.shrink_to_fit();
         self.registry.cards.shrink_to_fit();
+        self.registry.plates.shrink_to_fit();
         self.registry.passes.shrink_to_fit();
         self.registry
     }
@@ -203,4 +270,13 @@ pub struct PassRow<'a> {
     pub uses: u32,
     /// Card or QR numbers that present this pass.
     pub credentials: &'a [String],
+    /// Licence plates it admits (a visitor vehicle pass).
+    pub plates: &'a [String],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlateKind {
+    Resident,
+    Blacklist,
+    AllowList,
 }

@@ -12,7 +12,8 @@
 //!   the outbox's byte bound or its class's time-to-live evicts it (counted and reported).
 //! - `residents` (&str person id → bytes): status (1 byte), valid-until unix ms (i64 LE), household,
 //!   then (after a `\n`) the resident's card/QR numbers joined by `;`.
-//! - `lists` (&str name → bytes): the last accepted `passes` and `households` files, verbatim.
+//! - `lists` (&str name → bytes): the last accepted `passes`, `plates` and `households` files,
+//!   verbatim.
 //! - `state` (&str key → bytes): the decision core's counters (who is inside, pass uses, lockdown
 //!   outings, the mode), written in the same transaction as the records that changed them.
 //!
@@ -337,6 +338,7 @@ impl Store {
         }
         let rows = match name {
             "passes" => residents::parse_passes(&text, MAX_LIST_ROWS).map(|r| r.len()),
+            "plates" => residents::parse_plates(&text, MAX_LIST_ROWS).map(|r| r.len()),
             _ => residents::parse_households(&text, MAX_LIST_ROWS).map(|r| r.len()),
         }
         .map_err(refused)?;
@@ -397,7 +399,20 @@ impl Store {
                     valid_until_ms: p.valid_until_ms,
                     uses: p.uses,
                     credentials: &p.credentials,
+                    plates: &p.plates,
                 });
+            }
+        }
+        if let Some(text) = lists.get("plates")? {
+            let text = String::from_utf8_lossy(text.value()).into_owned();
+            for p in residents::parse_plates(&text, MAX_LIST_ROWS).unwrap_or_default() {
+                b.insert_plate(
+                    &p.plate,
+                    p.kind,
+                    &p.household,
+                    p.valid_until_ms,
+                    p.lockdown_allowed,
+                );
             }
         }
         if let Some(text) = lists.get("households")? {

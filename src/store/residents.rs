@@ -207,7 +207,8 @@ fn row(
 }
 
 /// A visitor pass row (`registry.passes`, CSV with a header naming
-/// `pass_id,host_household,credentials,valid_from,valid_until,uses`; credentials `;`-separated).
+/// `pass_id,host_household,credentials,plates,valid_from,valid_until,uses`; credentials (card or
+/// QR numbers) and plates (a visitor vehicle pass) `;`-separated, at least one of them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PassRow {
     pub pass_id: String,
@@ -216,12 +217,21 @@ pub struct PassRow {
     pub valid_from_ms: i64,
     pub valid_until_ms: i64,
     pub uses: u32,
+    pub plates: Vec<String>,
+}
+
+fn list(cell: &str) -> Vec<String> {
+    cell.split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 pub fn parse_passes(text: &str, max: usize) -> Result<Vec<PassRow>, Vec<String>> {
     csv(
         text,
-        &["pass_id", "host_household", "credentials", "valid_until"],
+        &["pass_id", "host_household", "valid_until"],
         max,
         |col| {
             let id = col.get("pass_id");
@@ -229,15 +239,10 @@ pub fn parse_passes(text: &str, max: usize) -> Result<Vec<PassRow>, Vec<String>>
             if id.is_empty() || id.len() > 64 || host.is_empty() || host.len() > 64 {
                 return Err("pass_id and host_household: 1–64 characters".into());
             }
-            let credentials: Vec<String> = col
-                .get("credentials")
-                .split(';')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .collect();
-            if credentials.is_empty() || credentials.len() > 8 {
-                return Err("credentials: 1–8 card or QR numbers".into());
+            let credentials = list(col.get("credentials"));
+            let plates = list(col.get("plates"));
+            if credentials.len() + plates.len() == 0 || credentials.len() > 8 || plates.len() > 8 {
+                return Err("credentials, plates: 1–8 card or QR numbers or plates".into());
             }
             let from = col.get("valid_from");
             let valid_from_ms = if from.is_empty() {
@@ -270,10 +275,69 @@ pub fn parse_passes(text: &str, max: usize) -> Result<Vec<PassRow>, Vec<String>>
                     valid_from_ms,
                     valid_until_ms,
                     uses,
+                    plates,
                 },
             ))
         },
     )
+}
+
+/// A plate row (`registry.plates`, CSV `plate,kind,household,valid_until,lockdown_allowed`):
+/// `kind` is `resident` (default; needs `household`), `blacklist` or `allowlist` (admitted in
+/// lockdown); `lockdown_allowed` (`yes`/`true`/`1`) puts a resident's vehicle on the lockdown
+/// allow-list too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlateRow {
+    pub plate: String,
+    pub kind: crate::core::PlateKind,
+    pub household: String,
+    pub valid_until_ms: i64,
+    pub lockdown_allowed: bool,
+}
+
+pub fn parse_plates(text: &str, max: usize) -> Result<Vec<PlateRow>, Vec<String>> {
+    use crate::core::PlateKind;
+    csv(text, &["plate"], max, |col| {
+        let plate = col.get("plate");
+        if plate.is_empty() || plate.len() > 32 {
+            return Err("plate: 1–32 bytes".into());
+        }
+        let kind = match col.get("kind") {
+            "" | "resident" => PlateKind::Resident,
+            "blacklist" => PlateKind::Blacklist,
+            "allowlist" => PlateKind::AllowList,
+            other => {
+                return Err(format!(
+                    "kind: {other:?} is not resident, blacklist or allowlist"
+                ))
+            }
+        };
+        let household = col.get("household");
+        if kind == PlateKind::Resident && (household.is_empty() || household.len() > 64) {
+            return Err("household: a resident plate needs one (1–64 characters)".into());
+        }
+        let until = col.get("valid_until");
+        let valid_until_ms = if until.is_empty() {
+            i64::MAX
+        } else {
+            parse_time_ms(until).ok_or_else(|| format!("valid_until: cannot read {until:?}"))?
+        };
+        let lockdown_allowed = match col.get("lockdown_allowed") {
+            "" | "no" | "false" | "0" => false,
+            "yes" | "true" | "1" => true,
+            other => return Err(format!("lockdown_allowed: {other:?} is not yes or no")),
+        };
+        Ok((
+            plate.to_string(),
+            PlateRow {
+                plate: plate.to_string(),
+                kind,
+                household: household.to_string(),
+                valid_until_ms,
+                lockdown_allowed,
+            },
+        ))
+    })
 }
 
 /// Households with a status (`registry.households`, CSV `household,status`; status `active` or
