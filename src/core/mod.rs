@@ -31,6 +31,7 @@
 //! `join.after_ms` after, then denies `no_temperature`. A reading that joins nobody is recorded
 //! on its own when it ages out. The device's own "abnormal temperature" flag never decides; a
 //! disagreement is recorded.
+pub mod barrier;
 pub mod registry;
 
 pub use registry::{

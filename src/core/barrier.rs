@@ -1,0 +1,438 @@
+//! The barrier interlock: one pure state machine per barrier that turns "let this vehicle
+//! through" and what the barrier's inputs say into OPEN and CLOSE commands — and refuses the
+//! unsafe ones. Safety over security (DESIGN.md §5):
+//!
+//! - CLOSE only while the arm is known to be up and the safety loop (under the arm) is known to
+//!   be clear. Unknown inputs (never read, unreadable, contradictory limit switches) refuse it.
+//! - An OPEN is never retried automatically. After one, the arm-up limit must be seen within
+//!   `confirm_ms`, or the outcome is `uncertain` (and the core raises an alarm): "accepted" is not
+//!   "opened".
+//! - Auto-close (if the lane wants it) only after the vehicle has been on the safety loop and has
+//!   left it.
+//! - A vehicle arriving on the safety loop while the arm comes down reopens it at once.
+//! - Held open (fire mode): nothing closes.
+
+/// The barrier's discrete inputs, as last read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BarrierInputs {
+    pub arm_up: bool,
+    pub arm_down: bool,
+    /// The loop under the arm: a vehicle is there.
+    pub safety_loop: bool,
+    /// The loop before the arm: a vehicle is waiting.
+    pub arming_loop: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    Up,
+    Down,
+    Moving,
+    /// Never read, unreadable, or both limit switches at once.
+    Unknown,
+}
+
+impl Arm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Up => "up",
+            Arm::Down => "down",
+            Arm::Moving => "moving",
+            Arm::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarrierCommand {
+    Open,
+    Close,
+}
+
+impl BarrierCommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BarrierCommand::Open => "open",
+            BarrierCommand::Close => "close",
+        }
+    }
+}
+
+/// What the interlock asks for or reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BarrierOutput {
+    /// Send this to the barrier now.
+    Command(BarrierCommand),
+    /// The limit switch confirmed the command.
+    Confirmed(BarrierCommand),
+    /// Not confirmed in time (never retried).
+    Uncertain(BarrierCommand),
+    /// A close was asked for and refused, with why.
+    Refused(BarrierCommand, &'static str),
+    /// What the barrier reports changed (arm, loops, readability).
+    Changed,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BarrierConfig {
+    /// Close on its own once the vehicle has cleared the safety loop.
+    pub auto_close: bool,
+    /// The arm must reach its limit this long after a command.
+    pub confirm_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Barrier {
+    pub config: BarrierConfig,
+    inputs: Option<BarrierInputs>,
+    /// The command sent and not yet confirmed, with its deadline.
+    awaiting: Option<(BarrierCommand, i64)>,
+    /// An open for a vehicle is in progress: auto-close may follow once it has passed.
+    passage: bool,
+    /// The vehicle has been on the safety loop since the open.
+    vehicle_on_loop: bool,
+    held_open: bool,
+}
+
+impl Barrier {
+    pub fn new(config: BarrierConfig) -> Barrier {
+        Barrier {
+            config,
+            inputs: None,
+            awaiting: None,
+            passage: false,
+            vehicle_on_loop: false,
+            held_open: false,
+        }
+    }
+
+    pub fn inputs(&self) -> Option<BarrierInputs> {
+        self.inputs
+    }
+
+    pub fn arm(&self) -> Arm {
+        match self.inputs {
+            None => Arm::Unknown,
+            Some(i) => match (i.arm_up, i.arm_down) {
+                (true, false) => Arm::Up,
+                (false, true) => Arm::Down,
+                (false, false) => Arm::Moving,
+                (true, true) => Arm::Unknown,
+            },
+        }
+    }
+
+    /// Whether a CLOSE may go out now, and if not, why.
+    pub fn may_close(&self) -> Result<(), &'static str> {
+        if self.held_open {
+            return Err("held open (fire mode)");
+        }
+        let Some(i) = self.inputs else {
+            return Err("barrier state unknown");
+        };
+        if i.safety_loop {
+            return Err("safety loop occupied");
+        }
+        if self.arm() != Arm::Up {
+            return Err("arm not known to be up");
+        }
+        Ok(())
+    }
+
+    /// A vehicle may pass: open (once), or keep open if the arm is already up.
+    pub fn open(&mut self, now_ms: i64, out: &mut Vec<BarrierOutput>) {
+        self.passage = true;
+        self.vehicle_on_loop = false;
+        if self.arm() == Arm::Up {
+            return;
+        }
+        // Already on its way up: a second vehicle's open is not sent again.
+        if matches!(self.awaiting, Some((BarrierCommand::Open, _))) {
+            return;
+        }
+        self.send(BarrierCommand::Open, now_ms, out);
+    }
+
+    /// A close asked for (auto-close, or an operator): sent only if safe.
+    pub fn close(&mut self, now_ms: i64, out: &mut Vec<BarrierOutput>) {
+        match self.may_close() {
+            Ok(()) => {
+                self.passage = false;
+                self.vehicle_on_loop = false;
+                self.send(BarrierCommand::Close, now_ms, out);
+            }
+            Err(why) => out.push(BarrierOutput::Refused(BarrierCommand::Close, why)),
+        }
+    }
+
+    /// Fire: open and never close until released.
+    pub fn hold_open(&mut self, now_ms: i64, out: &mut Vec<BarrierOutput>) {
+        self.held_open = true;
+        if self.arm() != Arm::Up {
+            self.send(BarrierCommand::Open, now_ms, out);
+        }
+    }
+
+    pub fn release(&mut self) {
+        self.held_open = false;
+    }
+
+    fn send(&mut self, c: BarrierCommand, now_ms: i64, out: &mut Vec<BarrierOutput>) {
+        self.awaiting = Some((c, now_ms + self.config.confirm_ms));
+        out.push(BarrierOutput::Command(c));
+    }
+
+    /// New inputs from the barrier (`None`: could not be read).
+    pub fn update(
+        &mut self,
+        inputs: Option<BarrierInputs>,
+        now_ms: i64,
+        out: &mut Vec<BarrierOutput>,
+    ) {
+        if inputs != self.inputs {
+            self.inputs = inputs;
+            out.push(BarrierOutput::Changed);
+        }
+        let arm = self.arm();
+        if let Some((c, _)) = self.awaiting {
+            let reached = match c {
+                BarrierCommand::Open => arm == Arm::Up,
+                BarrierCommand::Close => arm == Arm::Down,
+            };
+            if reached {
+                self.awaiting = None;
+                out.push(BarrierOutput::Confirmed(c));
+            }
+        }
+        let Some(i) = self.inputs else { return };
+        // The arm coming down onto a vehicle: up again at once (a reversal, not a retry).
+        if i.safety_loop && matches!(self.awaiting, Some((BarrierCommand::Close, _))) {
+            self.passage = true;
+            self.send(BarrierCommand::Open, now_ms, out);
+            return;
+        }
+        if self.passage && i.safety_loop {
+            self.vehicle_on_loop = true;
+        }
+        let passed = self.passage && self.vehicle_on_loop && !i.safety_loop;
+        if passed && self.config.auto_close && self.awaiting.is_none() && !self.held_open {
+            self.close(now_ms, out);
+        }
+    }
+
+    /// Deadlines: a command not confirmed in time is uncertain, and is not retried.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<BarrierOutput>) {
+        if let Some((c, deadline)) = self.awaiting {
+            if now_ms >= deadline {
+                self.awaiting = None;
+                out.push(BarrierOutput::Uncertain(c));
+            }
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.awaiting.map(|(_, d)| d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const UP: BarrierInputs = BarrierInputs {
+        arm_up: true,
+        arm_down: false,
+        safety_loop: false,
+        arming_loop: false,
+    };
+    const DOWN: BarrierInputs = BarrierInputs {
+        arm_up: false,
+        arm_down: true,
+        safety_loop: false,
+        arming_loop: false,
+    };
+
+    fn barrier(auto_close: bool) -> Barrier {
+        Barrier::new(BarrierConfig {
+            auto_close,
+            confirm_ms: 4000,
+        })
+    }
+
+    fn commands(out: &[BarrierOutput]) -> Vec<BarrierCommand> {
+        out.iter()
+            .filter_map(|o| match o {
+                BarrierOutput::Command(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_vehicle_passes_and_the_arm_closes_only_after_it_cleared_the_loop() {
+        let mut b = barrier(true);
+        let mut out = Vec::new();
+        b.update(Some(DOWN), 0, &mut out);
+        b.open(10, &mut out);
+        assert_eq!(commands(&out), vec![BarrierCommand::Open]);
+        out.clear();
+        b.update(
+            Some(BarrierInputs {
+                arm_down: false,
+                ..DOWN
+            }),
+            500,
+            &mut out,
+        );
+        b.update(Some(UP), 2000, &mut out);
+        assert!(out.contains(&BarrierOutput::Confirmed(BarrierCommand::Open)));
+        // Up, loop still empty: the car has not passed yet; nothing closes.
+        b.update(
+            Some(BarrierInputs {
+                arming_loop: true,
+                ..UP
+            }),
+            2500,
+            &mut out,
+        );
+        b.update(
+            Some(BarrierInputs {
+                safety_loop: true,
+                ..UP
+            }),
+            3000,
+            &mut out,
+        );
+        assert_eq!(commands(&out), vec![]);
+        b.update(Some(UP), 4000, &mut out);
+        assert_eq!(commands(&out), vec![BarrierCommand::Close]);
+    }
+
+    #[test]
+    fn an_open_not_confirmed_in_time_is_uncertain_and_never_retried() {
+        let mut b = barrier(true);
+        let mut out = Vec::new();
+        b.update(Some(DOWN), 0, &mut out);
+        b.open(0, &mut out);
+        b.tick(3999, &mut out);
+        b.tick(4000, &mut out);
+        b.tick(9000, &mut out);
+        assert_eq!(commands(&out), vec![BarrierCommand::Open]);
+        assert_eq!(
+            out.iter()
+                .filter(|o| **o == BarrierOutput::Uncertain(BarrierCommand::Open))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn close_is_refused_with_the_loop_occupied_or_the_state_unknown_and_a_car_under_a_falling_arm_reopens_it(
+    ) {
+        let mut b = barrier(false);
+        let mut out = Vec::new();
+        b.close(0, &mut out);
+        assert_eq!(
+            out,
+            vec![BarrierOutput::Refused(
+                BarrierCommand::Close,
+                "barrier state unknown"
+            )]
+        );
+        out.clear();
+        b.update(
+            Some(BarrierInputs {
+                safety_loop: true,
+                ..UP
+            }),
+            0,
+            &mut out,
+        );
+        b.close(0, &mut out);
+        assert!(commands(&out).is_empty());
+        out.clear();
+        b.update(Some(UP), 10, &mut out);
+        b.close(10, &mut out);
+        assert_eq!(commands(&out), vec![BarrierCommand::Close]);
+        out.clear();
+        b.update(
+            Some(BarrierInputs {
+                arm_up: false,
+                safety_loop: true,
+                ..UP
+            }),
+            500,
+            &mut out,
+        );
+        assert_eq!(commands(&out), vec![BarrierCommand::Open]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Inputs(Option<BarrierInputs>),
+        Open,
+        Close,
+        Hold,
+        Release,
+        Tick(i64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let inputs = proptest::option::weighted(
+            0.9,
+            (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+                |(arm_up, arm_down, safety_loop, arming_loop)| BarrierInputs {
+                    arm_up,
+                    arm_down,
+                    safety_loop,
+                    arming_loop,
+                },
+            ),
+        );
+        prop_oneof![
+            4 => inputs.prop_map(Step::Inputs),
+            2 => Just(Step::Open),
+            2 => Just(Step::Close),
+            1 => Just(Step::Hold),
+            1 => Just(Step::Release),
+            2 => (0i64..6000).prop_map(Step::Tick),
+        ]
+    }
+
+    proptest! {
+        /// A car parked on the safety loop, or an arm whose position is unknown, blocks every
+        /// close — over random sequences of inputs, decisions, operator closes, fire holds and time.
+        #[test]
+        fn close_never_goes_out_onto_an_occupied_loop_or_an_unknown_arm(
+            auto_close in any::<bool>(),
+            steps in proptest::collection::vec(step(), 1..200),
+        ) {
+            let mut b = barrier(auto_close);
+            let mut now = 0;
+            let mut last: Option<BarrierInputs> = None;
+            for s in steps {
+                let mut out = Vec::new();
+                match s {
+                    Step::Inputs(i) => { last = i; b.update(i, now, &mut out) }
+                    Step::Open => b.open(now, &mut out),
+                    Step::Close => b.close(now, &mut out),
+                    Step::Hold => b.hold_open(now, &mut out),
+                    Step::Release => b.release(),
+                    Step::Tick(dt) => { now += dt; b.tick(now, &mut out) }
+                }
+                for c in commands(&out) {
+                    if c == BarrierCommand::Close {
+                        let i = last.expect("a close only with known inputs");
+                        prop_assert!(!i.safety_loop, "close onto an occupied loop");
+                        prop_assert!(i.arm_up && !i.arm_down, "close with the arm not known up");
+                    }
+                }
+                // Time alone never produces a command: no automatic retry.
+                if matches!(s, Step::Tick(_)) {
+                    prop_assert!(commands(&out).is_empty());
+                }
+            }
+        }
+    }
+}
