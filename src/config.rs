@@ -253,6 +253,16 @@ pub struct Rules {
     /// alerted.
     #[serde(default = "default_min_plate_confidence")]
     pub min_plate_confidence: u8,
+    /// A barrier's arm must reach its limit switch this long after a command, or the outcome is
+    /// `uncertain` (an alarm; never retried).
+    #[serde(default = "default_barrier_confirm_ms")]
+    pub barrier_confirm_ms: u64,
+    /// Modbus devices are polled this often…
+    #[serde(default = "default_modbus_poll_ms")]
+    pub modbus_poll_ms: u64,
+    /// …and a request not answered in this long is a miss (three in a row: offline).
+    #[serde(default = "default_modbus_timeout_ms")]
+    pub modbus_timeout_ms: u64,
 }
 
 impl Default for Rules {
@@ -268,6 +278,9 @@ impl Default for Rules {
             quota_days: default_quota_days(),
             overdue_h: default_overdue_h(),
             min_plate_confidence: default_min_plate_confidence(),
+            barrier_confirm_ms: default_barrier_confirm_ms(),
+            modbus_poll_ms: default_modbus_poll_ms(),
+            modbus_timeout_ms: default_modbus_timeout_ms(),
         }
     }
 }
@@ -290,6 +303,16 @@ fn default_quota_days() -> u32 {
 }
 fn default_overdue_h() -> u32 {
     4
+}
+/// Arms take 1.5–3 s; a little more than that.
+fn default_barrier_confirm_ms() -> u64 {
+    4000
+}
+fn default_modbus_poll_ms() -> u64 {
+    100
+}
+fn default_modbus_timeout_ms() -> u64 {
+    150
 }
 /// Good reads score 90 and up on the cameras we know; below 80 a human should look.
 fn default_min_plate_confidence() -> u8 {
@@ -362,6 +385,9 @@ pub struct Lane {
     /// Refuse entry to a subject already inside until it has exited.
     #[serde(default)]
     pub anti_passback: bool,
+    /// Vehicle lanes: close the barrier once the vehicle has cleared the safety loop.
+    #[serde(default)]
+    pub auto_close: bool,
     #[serde(default)]
     pub devices: Vec<Device>,
 }
@@ -387,8 +413,19 @@ pub struct Device {
     pub direction: Option<Direction>,
     /// Serial devices: the port. Devices on one RS-485 line share it (same settings).
     pub serial: Option<SerialSettings>,
-    /// Serial devices: the bus address (for profiles with an address field).
+    /// Serial devices: the bus address (for profiles with an address field); Modbus devices:
+    /// the unit (slave) id.
     pub address: Option<u64>,
+    /// Modbus devices: `{ tcp = "host:port" }` or `{ serial = { path = … } }` (RTU; devices on one
+    /// line share it).
+    pub modbus: Option<ModbusConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    pub tcp: Option<String>,
+    pub serial: Option<SerialSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -701,11 +738,29 @@ impl Config {
                                 d.profile
                             ),
                         ),
-                        (Transport::Mqtt, Some(_)) => bad(
+                        (Transport::Mqtt | Transport::Modbus, Some(_)) => bad(
                             format!("{dp}.serial"),
-                            format!("profile {:?} is an MQTT device, not serial", d.profile),
+                            format!("profile {:?} is not a serial-frame device (modbus devices take modbus = {{ … }})", d.profile),
                         ),
-                        _ => {}
+                        _ => match (p.transport, &d.modbus) {
+                            (Transport::Modbus, None) => bad(
+                                format!("{dp}.modbus"),
+                                format!("profile {:?} is Modbus: give modbus = {{ tcp = \"host:502\" }} or {{ serial = {{ path = … }} }}", d.profile),
+                            ),
+                            (Transport::Modbus, Some(m)) if m.tcp.is_some() == m.serial.is_some() => bad(
+                                format!("{dp}.modbus"),
+                                "give exactly one of tcp or serial".into(),
+                            ),
+                            (Transport::Modbus, Some(_)) if !d.address.is_some_and(|a| (1..=247).contains(&a)) => bad(
+                                format!("{dp}.address"),
+                                "a Modbus device needs its unit id, 1–247".into(),
+                            ),
+                            (Transport::Mqtt | Transport::Serial, Some(_)) => bad(
+                                format!("{dp}.modbus"),
+                                format!("profile {:?} is not a Modbus device", d.profile),
+                            ),
+                            _ => {}
+                        },
                     },
                 }
                 if let Some(sp) = &d.serial {
@@ -736,7 +791,8 @@ impl Config {
                     );
                 }
                 gates += usize::from(d.role.is_gate());
-                identifies |= matches!(d.role, Role::Identifier | Role::Thermal);
+                identifies |=
+                    matches!(d.role, Role::Identifier | Role::Thermal | Role::PlateCamera);
             }
             if identifies && gates != 1 {
                 bad(

@@ -14,6 +14,7 @@
 //! says "offline" and disconnects.
 use crate::broker;
 use crate::config::{BrokerMode, BrokerUrl, Config};
+use crate::core::barrier::{BarrierCommand, BarrierConfig};
 use crate::core::{
     self, AlarmKind, Core, DevicePolicy, Direction, Hold, JoinWindow, LanePolicy, Mode,
     Observation, Origin, Output, Policy, Quota, SubjectKind,
@@ -21,6 +22,7 @@ use crate::core::{
 use crate::metrics::{worth_logging, Metrics};
 use crate::profiles::{CommandArgs, GateCommandName, Profile, Profiles, Role, Transport};
 use crate::proto::v1;
+use crate::sources::modbus::{self, BarrierReport, ModbusLink};
 use crate::sources::mqtt::{self as mqtt_source, Connection, Input, Route};
 use crate::sources::serial::{self, LinkChange};
 use crate::sources::DeviceLive;
@@ -61,6 +63,8 @@ enum Sink {
     Mqtt(String),
     /// Index into the serial ports.
     Serial(usize),
+    /// Index into the Modbus buses (commands go through the barrier interlock).
+    Modbus(usize),
 }
 
 impl Daemon {
@@ -163,10 +167,24 @@ impl Daemon {
             policy,
             routes,
             ports,
+            buses,
             actuators,
             status: devices,
         } = build_lanes(&config, &profiles);
         let mut core = Core::new(policy, registry, Mode::Normal);
+        // Every Modbus barrier is under the interlock.
+        for bus in &buses {
+            for d in &bus.devices {
+                let lane = core.policy.devices[d.device].lane;
+                core.add_barrier(
+                    d.device,
+                    BarrierConfig {
+                        auto_close: config.lanes.get(lane).is_some_and(|l| l.auto_close),
+                        confirm_ms: config.rules.barrier_confirm_ms as i64,
+                    },
+                );
+            }
+        }
         // The mode lives in the store; the config's mode applies when it changed in the file.
         let config_mode = core_state
             .iter()
@@ -188,6 +206,7 @@ impl Daemon {
             ));
         } else if core.mode() == Mode::Fire {
             // Still in fire after a restart: open everything again at once.
+            core.hold_barriers(Hold::Open, &mut start_outputs);
             start_outputs.push(Output::HoldAll(Hold::Open));
         }
         info!(mode = core.mode().as_str(), "Mode in force.");
@@ -297,6 +316,20 @@ impl Daemon {
             serial_joins.push(j);
         }
         drop(input_tx);
+        let (reports_tx, reports_rx) = mpsc::channel(1024);
+        let mut modbus_writers = Vec::new();
+        for bus in buses {
+            let (w, j) = modbus::spawn(
+                bus,
+                reports_tx.clone(),
+                links_tx.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            );
+            modbus_writers.push(w);
+            serial_joins.push(j);
+        }
+        drop(reports_tx);
         let (control_tx, control_rx) = mpsc::channel(16);
         // Without its control socket the gate still works; only the local mode commands do not.
         let control_join = match crate::control::serve(
@@ -316,13 +349,16 @@ impl Daemon {
             commands: cmd_client,
             commands_connected: cmd_connected,
             serial_writers,
+            modbus_writers,
+            faults: HashMap::new(),
             appends: writer.appends,
             metrics: metrics.clone(),
             mode,
             devices,
             last_fire_assert: Instant::now(),
         };
-        let core_join = tokio::spawn(decisions.run(input_rx, control_rx, links_rx, start_outputs));
+        let core_join =
+            tokio::spawn(decisions.run(input_rx, control_rx, links_rx, reports_rx, start_outputs));
 
         let (finish_tx, finish_rx) = oneshot::channel();
         let uplink_join = tokio::spawn(uplink.run(finish_rx));
@@ -417,6 +453,8 @@ struct Lanes {
     routes: HashMap<String, Route>,
     /// Serial ports with their devices.
     ports: Vec<serial::Port>,
+    /// Modbus buses with their barriers.
+    buses: Vec<modbus::Bus>,
     /// By device index: where its commands go, if it takes any.
     actuators: Vec<Option<Actuator>>,
     /// By device index: its status.
@@ -439,6 +477,7 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
     };
     let mut routes = HashMap::new();
     let mut ports: Vec<serial::Port> = Vec::new();
+    let mut buses: Vec<modbus::Bus> = Vec::new();
     let mut actuators = Vec::new();
     let mut status = Vec::new();
     for (li, lane) in config.lanes.iter().enumerate() {
@@ -459,6 +498,34 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
                 direction: d.direction,
             });
             let mut sink = None;
+            if let (Some(m), Some(spec)) = (&d.modbus, &profile.modbus) {
+                let link = match (&m.tcp, &m.serial) {
+                    (Some(addr), _) => ModbusLink::Tcp(addr.clone()),
+                    (None, Some(s)) => ModbusLink::Rtu(s.clone()),
+                    // Validation refuses this.
+                    (None, None) => ModbusLink::Tcp(String::new()),
+                };
+                let i = match buses.iter().position(|b| b.link == link) {
+                    Some(i) => i,
+                    None => {
+                        buses.push(modbus::Bus {
+                            link,
+                            devices: Vec::new(),
+                            poll: Duration::from_millis(r.modbus_poll_ms),
+                            timeout: Duration::from_millis(r.modbus_timeout_ms),
+                        });
+                        buses.len() - 1
+                    }
+                };
+                buses[i].devices.push(modbus::ModbusDevice {
+                    device: index,
+                    device_id: d.id.clone(),
+                    unit: d.address.unwrap_or(1) as u8,
+                    spec: spec.clone(),
+                    live: live.clone(),
+                });
+                sink = Some(Sink::Modbus(i));
+            }
             match (&d.serial, profile.transport) {
                 (Some(settings), Transport::Serial) => {
                     let i = match ports.iter().position(|p| p.settings.path == settings.path) {
@@ -480,6 +547,7 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
                     });
                     sink = Some(Sink::Serial(i));
                 }
+                (_, Transport::Modbus) => {}
                 _ => {
                     if profile.decode.is_some() {
                         if let Some(topic) = d
@@ -547,6 +615,7 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
         policy,
         routes,
         ports,
+        buses,
         actuators,
         status,
     }
@@ -570,6 +639,9 @@ struct DecisionLoop {
     commands: AsyncClient,
     commands_connected: Arc<AtomicBool>,
     serial_writers: Vec<mpsc::Sender<Vec<u8>>>,
+    modbus_writers: Vec<mpsc::Sender<(usize, BarrierCommand)>>,
+    /// Barriers' last fault codes (0: none).
+    faults: HashMap<usize, u16>,
     appends: mpsc::Sender<Append>,
     metrics: Arc<Metrics>,
     mode: Arc<std::sync::Mutex<&'static str>>,
@@ -583,6 +655,7 @@ impl DecisionLoop {
         mut input: mpsc::Receiver<Input>,
         mut control: mpsc::Receiver<Control>,
         mut links: mpsc::Receiver<LinkChange>,
+        mut reports: mpsc::Receiver<BarrierReport>,
         start: Vec<Output>,
     ) {
         self.emit(start, None).await;
@@ -616,6 +689,12 @@ impl DecisionLoop {
                 },
                 Some(c) = control.recv() => self.control(c).await,
                 Some(l) = links.recv() => self.link(l).await,
+                Some(r) = reports.recv() => {
+                    let mut out = Vec::new();
+                    self.core.barrier_update(r.device, r.inputs, crate::now_ms(), &mut out);
+                    self.faults(&r, &mut out);
+                    self.emit(out, None).await;
+                }
                 _ = window => self.tick().await,
                 _ = tick.tick() => self.tick().await,
             }
@@ -650,6 +729,7 @@ impl DecisionLoop {
         let mut out = Vec::new();
         self.core.tick(crate::now_ms(), &mut out);
         if self.core.mode() == Mode::Fire && self.last_fire_assert.elapsed() >= FIRE_REASSERT {
+            self.core.hold_barriers(Hold::Open, &mut out);
             out.push(Output::HoldAll(Hold::Open));
         }
         if !out.is_empty() {
@@ -752,9 +832,91 @@ impl DecisionLoop {
                     }
                 }
                 Output::State(k, v) => state.push((k, v)),
+                Output::Barrier { device, command } => self.barrier_command(device, command),
+                Output::Outcome {
+                    device,
+                    command,
+                    outcome,
+                    detail,
+                } => records.push(self.device_event(
+                    device,
+                    now_ms,
+                    v1::event::Body::CommandOutcome(v1::CommandOutcome {
+                        command: command.as_str().into(),
+                        outcome: outcome.into(),
+                        detail: detail.into(),
+                    }),
+                )),
+                Output::DeviceState {
+                    device,
+                    inputs,
+                    arm,
+                } => records.push(self.device_event(
+                    device,
+                    now_ms,
+                    v1::event::Body::DeviceState(v1::DeviceState {
+                        readable: inputs.is_some(),
+                        arm: arm.as_str().into(),
+                        safety_loop: inputs.is_some_and(|i| i.safety_loop),
+                        arming_loop: inputs.is_some_and(|i| i.arming_loop),
+                        fault_code: self.faults.get(&device).copied().unwrap_or(0).into(),
+                    }),
+                )),
             }
         }
         self.append(records, state, ack).await;
+    }
+
+    /// A new fault code from a barrier's fault register: kept for its device-state records, and
+    /// one is written now if the inputs did not change with it.
+    fn faults(&mut self, r: &BarrierReport, out: &mut Vec<Output>) {
+        let fault = r.fault.unwrap_or(0);
+        let before = self.faults.insert(r.device, fault).unwrap_or(0);
+        let reported = out
+            .iter()
+            .any(|o| matches!(o, Output::DeviceState { device, .. } if *device == r.device));
+        if fault != before && !reported {
+            if let Some(b) = self.core.barrier(r.device) {
+                out.push(Output::DeviceState {
+                    device: r.device,
+                    inputs: b.inputs(),
+                    arm: b.arm(),
+                });
+            }
+        }
+    }
+
+    fn device_event(&self, device: usize, now_ms: i64, body: v1::event::Body) -> Record {
+        let p = &self.core.policy;
+        let dev = &p.devices[device];
+        Record::Event(v1::Event {
+            gateway_time_ms: now_ms,
+            lane: p.lanes[dev.lane].id.clone(),
+            device: dev.id.clone(),
+            body: Some(body),
+            ..Default::default()
+        })
+    }
+
+    /// A barrier command from the interlock: straight to its bus, never queued behind a down
+    /// link (the interlock reports it uncertain when the arm does not follow).
+    fn barrier_command(&self, device: usize, command: BarrierCommand) {
+        let Some(act) = self.actuators.get(device).and_then(Option::as_ref) else {
+            return;
+        };
+        let Sink::Modbus(bus) = act.sink else {
+            return;
+        };
+        let sent = self
+            .modbus_writers
+            .get(bus)
+            .is_some_and(|w| w.try_send((device, command)).is_ok());
+        if !sent {
+            let n = self.metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                warn!(device = %act.device_id, ?command, failures = n, "Barrier command not handed to its bus (queue full or bus task gone).");
+            }
+        }
     }
 
     fn decided(&mut self, d: core::Decision, now_ms: i64, records: &mut Vec<Record>) {
@@ -817,6 +979,7 @@ impl DecisionLoop {
             kind: match a.kind {
                 AlarmKind::Fever => v1::AlarmKind::Fever,
                 AlarmKind::LowConfidence => v1::AlarmKind::LowConfidence,
+                AlarmKind::CommandUncertain => v1::AlarmKind::CommandOutcomeUncertain,
                 AlarmKind::QuarantineExit => v1::AlarmKind::QuarantineExit,
                 AlarmKind::OutingOverdue => v1::AlarmKind::OutingOverdue,
                 AlarmKind::FireMode => v1::AlarmKind::FireMode,
@@ -890,6 +1053,8 @@ impl DecisionLoop {
                 .serial_writers
                 .get(*port)
                 .is_some_and(|w| w.try_send(payload).is_ok()),
+            // Barriers on Modbus take their commands from the interlock only.
+            Sink::Modbus(_) => return,
         };
         if sent {
             Metrics::inc(&self.metrics.commands_sent);

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub frame_noise_bytes: AtomicU64,
     /// Serial port opens that failed or links that broke.
     pub serial_link_errors: AtomicU64,
+    /// Modbus requests answered with an exception, or not answered in time.
+    pub modbus_exceptions: AtomicU64,
+    pub modbus_timeouts: AtomicU64,
 }
 
 impl Metrics {

@@ -24,6 +24,14 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../devices/gate/generic-gate-mqtt.toml"),
     ),
     (
+        "devices/camera/zhenshi-ivs.toml",
+        include_str!("../devices/camera/zhenshi-ivs.toml"),
+    ),
+    (
+        "devices/gate/modbus-relay-barrier.toml",
+        include_str!("../devices/gate/modbus-relay-barrier.toml"),
+    ),
+    (
         "devices/gate/rs485-turnstile-eb.toml",
         include_str!("../devices/gate/rs485-turnstile-eb.toml"),
     ),
@@ -76,6 +84,8 @@ pub enum Transport {
     Mqtt,
     /// RS-485 / RS-232, binary frames described by `[frame]`.
     Serial,
+    /// Modbus TCP or RTU, registers described by `[modbus]`.
+    Modbus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -124,6 +134,8 @@ pub struct Profile {
     /// Serial profiles: gate command → field values of its frame.
     #[serde(default)]
     pub frame_commands: BTreeMap<GateCommandName, BTreeMap<String, u64>>,
+    /// Modbus profiles: where the coils and inputs are.
+    pub modbus: Option<crate::sources::modbus::ModbusSpec>,
 }
 
 /// A frame that carries an observation.
@@ -184,6 +196,34 @@ pub struct Decode {
     /// The device's own "abnormal temperature" flag (bool).
     pub device_abnormal: Option<String>,
     pub temperature: Option<TemperatureField>,
+    /// How `subject` is written: `plain` (default) or `base64` (of UTF-8, e.g. a plate 粤B12345).
+    #[serde(default)]
+    pub subject_encoding: Encoding,
+    /// A plate reader's confidence (integer, 1–100).
+    pub confidence: Option<String>,
+    /// The direction the device saw, as codes mapped to in / out (others: unknown).
+    pub direction: Option<DirectionField>,
+    /// `event_id` is a dedupe key: the device replays its records after being offline.
+    #[serde(default)]
+    pub dedupe: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    #[default]
+    Plain,
+    Base64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectionField {
+    pub pointer: String,
+    #[serde(rename = "in", default)]
+    pub inward: Vec<i64>,
+    #[serde(rename = "out", default)]
+    pub outward: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,9 +254,13 @@ fn default_scale() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct Command {
     pub format: Format,
-    /// The value of the `action` variable for an open and for a deny.
+    /// The value of the `action` variable for an open and for a deny. A gate without `deny` is
+    /// sent nothing on a denial (a barrier relay).
     pub open: String,
-    pub deny: String,
+    pub deny: Option<String>,
+    /// Fields with fixed values (e.g. a camera's `io = 0, value = 2, delay = 1500` pulse).
+    #[serde(default)]
+    pub constants: BTreeMap<String, serde_json::Value>,
     /// For fire mode: open and stay open; back to normal. A gate without them is opened once.
     pub hold_open: Option<String>,
     pub release: Option<String>,
@@ -283,6 +327,10 @@ pub enum DecodeError {
     UnknownUnit { pointer: String, unit: String },
     #[error("this profile decodes no events")]
     NoDecoder,
+    #[error("{pointer}: not base64 of UTF-8 text")]
+    BadEncoding { pointer: String },
+    #[error("{pointer}: confidence {value} outside 0–100")]
+    BadConfidence { pointer: String, value: i64 },
 }
 
 impl Profile {
@@ -300,8 +348,52 @@ impl Profile {
         }
         if let Some(p) = &spec.subject {
             out.subject = id_at(&v, p)?.filter(|s| !s.is_empty());
+            if spec.subject_encoding == Encoding::Base64 {
+                out.subject = match out.subject.take() {
+                    None => None,
+                    Some(s) => Some(
+                        decode_base64(&s)
+                            .ok_or_else(|| DecodeError::BadEncoding { pointer: p.clone() })?,
+                    ),
+                }
+                .filter(|s| !s.is_empty());
+            }
         }
         out.credential = spec.credential;
+        out.dedupe = spec.dedupe;
+        if let Some(p) = &spec.confidence {
+            out.confidence = match v.pointer(p) {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => {
+                    let value = n.as_i64().unwrap_or(-1);
+                    Some(
+                        u8::try_from(value)
+                            .ok()
+                            .filter(|c| *c <= 100)
+                            .ok_or_else(|| DecodeError::BadConfidence {
+                                pointer: p.clone(),
+                                value,
+                            })?,
+                    )
+                }
+                Some(other) => return Err(wrong(p, "a number", other)),
+            };
+        }
+        if let Some(d) = &spec.direction {
+            out.direction = match v.pointer(&d.pointer) {
+                Some(Value::Number(n)) => n.as_i64().and_then(|code| {
+                    if d.inward.contains(&code) {
+                        Some(Direction::In)
+                    } else if d.outward.contains(&code) {
+                        Some(Direction::Out)
+                    } else {
+                        // An unknown code: the lane's direction holds.
+                        None
+                    }
+                }),
+                _ => None,
+            };
+        }
         if let Some(p) = &spec.device_abnormal {
             out.device_abnormal = match v.pointer(p) {
                 None | Some(Value::Null) => None,
@@ -382,7 +474,7 @@ impl Profile {
         let spec = self.command.as_ref()?;
         let action = match c.command {
             GateCommandName::OpenIn | GateCommandName::OpenOut => &spec.open,
-            GateCommandName::Deny => &spec.deny,
+            GateCommandName::Deny => spec.deny.as_ref()?,
             GateCommandName::HoldOpen => spec.hold_open.as_ref()?,
             GateCommandName::Release => spec.release.as_ref()?,
         };
@@ -402,6 +494,14 @@ impl Profile {
                 Var::Device => write_json_str(&mut out, c.device),
                 Var::Ts => out.extend_from_slice(c.ts_ms.to_string().as_bytes()),
             }
+        }
+        for (field, value) in &spec.constants {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            write_json_str(&mut out, field);
+            out.push(b':');
+            serde_json::to_writer(&mut out, value).ok()?;
         }
         out.push(b'}');
         Some(out)
@@ -470,6 +570,11 @@ impl Profile {
                     );
                 }
             }
+            Transport::Modbus => {
+                if self.modbus.is_none() {
+                    out.push("modbus: required for a modbus profile".into());
+                }
+            }
             Transport::Serial => {
                 let Some(f) = &self.frame else {
                     out.push("frame: required for a serial profile".into());
@@ -507,6 +612,14 @@ impl Profile {
         }
         out
     }
+}
+
+fn decode_base64(s: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// What goes into a gate command.
@@ -664,9 +777,11 @@ mod tests {
             vec![
                 "generic-gate-mqtt",
                 "hikvision-acs-event",
+                "modbus-relay-barrier",
                 "rs485-face-id",
                 "rs485-turnstile-eb",
-                "rs485-wiegand-reader"
+                "rs485-wiegand-reader",
+                "zhenshi-ivs"
             ]
         );
     }

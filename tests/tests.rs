@@ -9,3 +9,4 @@ mod interop;
 mod pedestrian_lane;
 mod serial_lane;
 mod uplink;
+mod vehicle_lane;

@@ -40,6 +40,7 @@ pub use registry::{
 };
 
 use crate::profiles::{CredentialKind, Decoded, Role};
+use barrier::{Barrier, BarrierCommand, BarrierConfig, BarrierInputs, BarrierOutput};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
@@ -236,6 +237,8 @@ pub enum AlarmKind {
     Fever,
     /// A plate read too uncertain to act on: the guard should look.
     LowConfidence,
+    /// A barrier command not confirmed by its limit switch in time.
+    CommandUncertain,
     QuarantineExit,
     OutingOverdue,
     FireMode,
@@ -277,6 +280,24 @@ pub enum Output {
     HoldAll(Hold),
     /// Durable state to write with the records (key, value; `None` deletes).
     State(String, Option<Vec<u8>>),
+    /// Send this to an interlocked barrier now.
+    Barrier {
+        device: usize,
+        command: BarrierCommand,
+    },
+    /// What became of a barrier command: sent, confirmed, uncertain, refused (with why).
+    Outcome {
+        device: usize,
+        command: BarrierCommand,
+        outcome: &'static str,
+        detail: &'static str,
+    },
+    /// A barrier's inputs changed (`None`: unreadable).
+    DeviceState {
+        device: usize,
+        inputs: Option<BarrierInputs>,
+        arm: barrier::Arm,
+    },
 }
 
 /// One device message, normalised, as it reaches the core.
@@ -335,6 +356,10 @@ pub struct Core {
     /// Recent `{device}:{event id}` of devices whose ids are dedupe keys, oldest first.
     recent: VecDeque<Box<str>>,
     recent_set: HashSet<Box<str>>,
+    /// Interlocked barriers (with read-back), by device index.
+    barriers: HashMap<usize, Barrier>,
+    /// The latest time the core was given (for mode changes, which come without one).
+    now_ms: i64,
 }
 
 /// How many recent reads are remembered for de-duplication (a camera's offline replay).
@@ -354,11 +379,106 @@ impl Core {
             out_since: HashMap::new(),
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
+            barriers: HashMap::new(),
+            now_ms: 0,
         }
     }
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Puts a barrier with read-back under the interlock: the lane's decisions open it through
+    /// [`Barrier`], never directly.
+    pub fn add_barrier(&mut self, device: usize, config: BarrierConfig) {
+        self.barriers.insert(device, Barrier::new(config));
+    }
+
+    pub fn barrier(&self, device: usize) -> Option<&Barrier> {
+        self.barriers.get(&device)
+    }
+
+    /// New inputs read from a barrier (`None`: it could not be read).
+    pub fn barrier_update(
+        &mut self,
+        device: usize,
+        inputs: Option<BarrierInputs>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut b_out = Vec::new();
+        if let Some(b) = self.barriers.get_mut(&device) {
+            b.update(inputs, now_ms, &mut b_out);
+        }
+        self.barrier_outputs(device, b_out, out);
+    }
+
+    /// An operator's close (the guard's button, later a remote command): sent only if safe.
+    pub fn barrier_close(&mut self, device: usize, now_ms: i64, out: &mut Vec<Output>) {
+        let mut b_out = Vec::new();
+        if let Some(b) = self.barriers.get_mut(&device) {
+            b.close(now_ms, &mut b_out);
+        }
+        self.barrier_outputs(device, b_out, out);
+    }
+
+    fn barrier_outputs(&self, device: usize, b_out: Vec<BarrierOutput>, out: &mut Vec<Output>) {
+        for o in b_out {
+            match o {
+                BarrierOutput::Command(command) => {
+                    out.push(Output::Barrier { device, command });
+                    out.push(Output::Outcome {
+                        device,
+                        command,
+                        outcome: "sent",
+                        detail: "",
+                    });
+                }
+                BarrierOutput::Confirmed(command) => out.push(Output::Outcome {
+                    device,
+                    command,
+                    outcome: "confirmed",
+                    detail: "",
+                }),
+                BarrierOutput::Uncertain(command) => {
+                    out.push(Output::Outcome {
+                        device,
+                        command,
+                        outcome: "uncertain",
+                        detail: "limit switch not reached in time; not retried",
+                    });
+                    let lane = self.policy.devices.get(device).map(|d| d.lane);
+                    out.push(Output::Alarm(Alarm {
+                        kind: AlarmKind::CommandUncertain,
+                        lane,
+                        device: Some(device),
+                        subject_id: String::new(),
+                        temperature_c: None,
+                        detail: format!(
+                            "{} accepted but not confirmed by the limit switch; not retried — please check the barrier",
+                            command.as_str()
+                        ),
+                        cause: Vec::new(),
+                    }));
+                }
+                BarrierOutput::Refused(command, why) => out.push(Output::Outcome {
+                    device,
+                    command,
+                    outcome: "refused",
+                    detail: why,
+                }),
+                BarrierOutput::Changed => {
+                    if let Some(b) = self.barriers.get(&device) {
+                        out.push(Output::DeviceState {
+                            device,
+                            inputs: b.inputs(),
+                            arm: b.arm(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     pub fn inside(&self) -> usize {
@@ -422,6 +542,7 @@ impl Core {
         self.mode = mode;
         out.push(Output::State("mode/".into(), Some(mode.as_str().into())));
         if mode == Mode::Fire {
+            self.hold_barriers(Hold::Open, out);
             out.push(Output::HoldAll(Hold::Open));
             out.push(Output::Alarm(Alarm {
                 kind: AlarmKind::FireMode,
@@ -446,13 +567,33 @@ impl Core {
             "mode/".into(),
             Some(Mode::Normal.as_str().into()),
         ));
+        self.hold_barriers(Hold::Release, out);
         out.push(Output::HoldAll(Hold::Release));
         true
+    }
+
+    /// Fire: interlocked barriers open and hold (or are released after the reset). Called again
+    /// on the re-assert timer and after a restart in fire mode.
+    pub fn hold_barriers(&mut self, hold: Hold, out: &mut Vec<Output>) {
+        let now_ms = self.now_ms;
+        let mut all = Vec::new();
+        for (&device, b) in self.barriers.iter_mut() {
+            let mut b_out = Vec::new();
+            match hold {
+                Hold::Open => b.hold_open(now_ms, &mut b_out),
+                Hold::Release => b.release(),
+            }
+            all.push((device, b_out));
+        }
+        for (device, b_out) in all {
+            self.barrier_outputs(device, b_out, out);
+        }
     }
 
     /// Takes one device message. Identifications decide (now, or when their join window closes);
     /// readings from a separate thermal station wait to be joined.
     pub fn observe(&mut self, obs: Observation, out: &mut Vec<Output>) {
+        self.now_ms = self.now_ms.max(obs.now_ms);
         self.expire(obs.now_ms, out);
         let Some(dev) = self.policy.devices.get(obs.device) else {
             return;
@@ -535,7 +676,19 @@ impl Core {
 
     /// Closes join windows and checks overdue outings. Call at [`Core::next_deadline`] or sooner.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
+        self.now_ms = self.now_ms.max(now_ms);
         self.expire(now_ms, out);
+        let mut all = Vec::new();
+        for (&device, b) in self.barriers.iter_mut() {
+            let mut b_out = Vec::new();
+            b.tick(now_ms, &mut b_out);
+            if !b_out.is_empty() {
+                all.push((device, b_out));
+            }
+        }
+        for (device, b_out) in all {
+            self.barrier_outputs(device, b_out, out);
+        }
         if self.mode != Mode::Lockdown {
             return;
         }
@@ -561,10 +714,12 @@ impl Core {
 
     /// The earliest time a waiting identification must be decided, if any.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.lanes
+        let waiting = self
+            .lanes
             .iter()
-            .filter_map(|l| l.waiting.front().map(|w| w.until_ms))
-            .min()
+            .filter_map(|l| l.waiting.front().map(|w| w.until_ms));
+        let barriers = self.barriers.values().filter_map(Barrier::next_deadline);
+        waiting.chain(barriers).min()
     }
 
     fn expire(&mut self, now_ms: i64, out: &mut Vec<Output>) {
@@ -740,7 +895,22 @@ impl Core {
         if allow {
             self.passed(&d, subject.as_ref(), now, out);
         }
+        // An interlocked barrier opens through its interlock; a denial sends it nothing.
+        let mut barrier_out = None;
+        if let Some(g) = d.gate {
+            if let Some(b) = self.barriers.get_mut(&g) {
+                d.gate = None;
+                if allow {
+                    let mut b_out = Vec::new();
+                    b.open(now, &mut b_out);
+                    barrier_out = Some((g, b_out));
+                }
+            }
+        }
         out.push(Output::Decision(d));
+        if let Some((g, b_out)) = barrier_out {
+            self.barrier_outputs(g, b_out, out);
+        }
     }
 
     fn rules(

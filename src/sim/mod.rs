@@ -1,9 +1,11 @@
 //! Device simulators, one per supported profile, usable from tests, the demo, the benchmark and
 //! the command line (`gatehouse simulate <profile> …`). They speak the real protocol over a real
 //! broker; nothing in them reaches into the daemon.
+pub mod barrier;
 pub mod gate;
 pub mod hikvision;
 pub mod serial;
+pub mod zhenshi;
 
 /// A small deterministic generator (xorshift64*), so a simulated run can be replayed by seed.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ pub struct Pty {
     pub master: SerialStream,
     /// The daemon's side stays open here too, so the simulator's end never sees a hang-up while
     /// the daemon reopens the port.
-    _slave: SerialStream,
+    pub(crate) _slave: SerialStream,
 }
 
 impl Pty {

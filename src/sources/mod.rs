@@ -1,5 +1,6 @@
 //! Device transports, one file each. A source turns a device's bytes into normalised
 //! observations (with the device's profile) and hands them to the decision loop.
+pub mod modbus;
 pub mod mqtt;
 pub mod serial;
 

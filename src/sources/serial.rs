@@ -115,7 +115,7 @@ async fn run(
     }
 }
 
-fn open(s: &SerialSettings) -> tokio_serial::Result<tokio_serial::SerialStream> {
+pub(crate) fn open(s: &SerialSettings) -> tokio_serial::Result<tokio_serial::SerialStream> {
     tokio_serial::new(s.path.to_string_lossy(), s.baud)
         .data_bits(match s.data_bits {
             7 => tokio_serial::DataBits::Seven,

@@ -36,8 +36,9 @@ pub enum Record {
 impl Record {
     pub fn class(&self) -> Class {
         match self {
+            // What the gate did and what became of it: the audit trail, kept before readings.
             Record::Event(v1::Event {
-                body: Some(v1::event::Body::Passage(_)),
+                body: Some(v1::event::Body::Passage(_) | v1::event::Body::CommandOutcome(_)),
                 ..
             }) => Class::Passage,
             Record::Event(_) => Class::Routine,

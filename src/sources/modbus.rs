@@ -1,0 +1,380 @@
+//! Modbus barriers (`modbus-relay-barrier`): a relay module whose coils pulse OPEN / CLOSE /
+//! STOP and whose discrete inputs are the arm's limit switches and the two loops.
+//!
+//! One task per bus: a Modbus TCP connection, or an RTU line shared by several slaves. Each slave
+//! is polled in turn every `poll_ms`; a change of inputs goes to the decision loop (the barrier
+//! interlock decides what follows). A slave that stops answering is timed out, and after three
+//! misses reported offline (its state unknown, a `device_offline` alarm) and polled with growing
+//! backoff (up to 5 s), so a dead slave costs the others at most its own timeout now and then.
+//! It is back online at its first answer. Exception responses are counted and logged and make
+//! the state unknown, like silence.
+use crate::config::SerialSettings;
+use crate::core::barrier::{BarrierCommand, BarrierInputs};
+use crate::metrics::{worth_logging, Metrics};
+use crate::mqtt::Backoff;
+use crate::sources::serial::LinkChange;
+use crate::sources::DeviceLive;
+use serde::Deserialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_modbus::client::{Context, Reader, Writer};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::Slave;
+use tracing::{info, warn};
+
+/// Where a barrier profile's coils and inputs are (from the profile's `[modbus]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusSpec {
+    pub coils: Coils,
+    pub inputs: Inputs,
+    /// Holding register with the controller's fault code, if it has one.
+    pub fault_register: Option<u16>,
+    /// How long a coil is held on for one command.
+    #[serde(default = "default_pulse_ms")]
+    pub pulse_ms: u64,
+}
+
+fn default_pulse_ms() -> u64 {
+    500
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coils {
+    pub open: u16,
+    pub close: u16,
+    pub stop: u16,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {
+    pub arm_up: u16,
+    pub arm_down: u16,
+    pub safety_loop: u16,
+    pub arming_loop: u16,
+}
+
+impl Inputs {
+    fn span(&self) -> (u16, u16) {
+        let all = [
+            self.arm_up,
+            self.arm_down,
+            self.safety_loop,
+            self.arming_loop,
+        ];
+        let lo = all.iter().copied().min().unwrap_or(0);
+        let hi = all.iter().copied().max().unwrap_or(0);
+        (lo, hi - lo + 1)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModbusLink {
+    /// `host:port`.
+    Tcp(String),
+    /// RTU on a serial line.
+    Rtu(SerialSettings),
+}
+
+pub struct ModbusDevice {
+    /// Index into the core's devices.
+    pub device: usize,
+    pub device_id: String,
+    pub unit: u8,
+    pub spec: ModbusSpec,
+    pub live: Arc<DeviceLive>,
+}
+
+pub struct Bus {
+    pub link: ModbusLink,
+    pub devices: Vec<ModbusDevice>,
+    pub poll: Duration,
+    /// One request's patience.
+    pub timeout: Duration,
+}
+
+/// What a barrier said on a poll: its inputs (`None`: unreadable) and fault code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarrierReport {
+    pub device: usize,
+    pub inputs: Option<BarrierInputs>,
+    pub fault: Option<u16>,
+}
+
+/// Misses in a row before a slave is reported offline.
+const MISSES_OFFLINE: u32 = 3;
+
+/// Starts the bus task. Returns where barrier commands go (device index, command).
+pub fn spawn(
+    bus: Bus,
+    reports: mpsc::Sender<BarrierReport>,
+    links: mpsc::Sender<LinkChange>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> (
+    mpsc::Sender<(usize, BarrierCommand)>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(64);
+    let join = tokio::spawn(run(bus, reports, links, metrics, shutdown, rx));
+    (tx, join)
+}
+
+struct Slave_ {
+    failures: u32,
+    offline: bool,
+    skip_until: Instant,
+    last: Option<BarrierInputs>,
+    last_fault: Option<u16>,
+    /// A coil held on, and when to let it go.
+    release: Option<(u16, Instant)>,
+}
+
+async fn run(
+    bus: Bus,
+    reports: mpsc::Sender<BarrierReport>,
+    links: mpsc::Sender<LinkChange>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+    mut commands: mpsc::Receiver<(usize, BarrierCommand)>,
+) {
+    let name = match &bus.link {
+        ModbusLink::Tcp(a) => format!("modbus tcp {a}"),
+        ModbusLink::Rtu(s) => format!("modbus rtu {}", s.path.display()),
+    };
+    let now = Instant::now();
+    let mut slaves: Vec<Slave_> = bus
+        .devices
+        .iter()
+        .map(|_| Slave_ {
+            failures: 0,
+            offline: false,
+            skip_until: now,
+            last: None,
+            last_fault: None,
+            release: None,
+        })
+        .collect();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    while !*shutdown.borrow() {
+        let mut ctx = match connect(&bus.link, bus.timeout).await {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                let n = metrics.serial_link_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if worth_logging(n) {
+                    warn!(bus = %name, error = %e, failures = n, "Modbus bus unreachable; its barriers are unknown. Retrying.");
+                }
+                for (i, d) in bus.devices.iter().enumerate() {
+                    mark_offline(d, &mut slaves[i], &reports, &links, &format!("{name}: {e}"))
+                        .await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        let mut poll = tokio::time::interval(bus.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let broken = loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                c = commands.recv() => {
+                    let Some((device, command)) = c else { return };
+                    let Some(i) = bus.devices.iter().position(|d| d.device == device) else { continue };
+                    let d = &bus.devices[i];
+                    let coil = match command {
+                        BarrierCommand::Open => d.spec.coils.open,
+                        BarrierCommand::Close => d.spec.coils.close,
+                    };
+                    ctx.set_slave(Slave(d.unit));
+                    match tokio::time::timeout(bus.timeout, ctx.write_single_coil(coil, true)).await {
+                        Ok(Ok(Ok(()))) => {
+                            Metrics::inc(&metrics.commands_sent);
+                            slaves[i].release = Some((coil, Instant::now() + Duration::from_millis(d.spec.pulse_ms)));
+                        }
+                        other => {
+                            // The interlock reports the outcome as uncertain when the limit
+                            // switch does not follow; nothing is retried here.
+                            let n = metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                            if worth_logging(n) {
+                                warn!(device = %d.device_id, ?command, result = ?other.map(|r| r.map(|r| r.is_ok())), "Barrier command not accepted.");
+                            }
+                        }
+                    }
+                }
+                _ = poll.tick() => {
+                    if let Some(e) = poll_all(&bus, &mut ctx, &mut slaves, &reports, &links, &metrics, &name).await {
+                        break e;
+                    }
+                    Metrics::inc(&metrics.source_ticks);
+                }
+            }
+        };
+        warn!(bus = %name, error = %broken, "Modbus connection lost; reconnecting.");
+    }
+}
+
+async fn connect(link: &ModbusLink, timeout: Duration) -> std::io::Result<Context> {
+    match link {
+        ModbusLink::Tcp(addr) => {
+            let stream = tokio::time::timeout(timeout * 10, tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+            stream.set_nodelay(true)?;
+            Ok(tokio_modbus::client::tcp::attach(stream))
+        }
+        ModbusLink::Rtu(settings) => {
+            let stream = crate::sources::serial::open(settings).map_err(std::io::Error::other)?;
+            Ok(tokio_modbus::client::rtu::attach(stream))
+        }
+    }
+}
+
+/// One round: coil releases that are due, then every slave not backing off. Returns why the
+/// connection broke (TCP), if it did.
+async fn poll_all(
+    bus: &Bus,
+    ctx: &mut Context,
+    slaves: &mut [Slave_],
+    reports: &mpsc::Sender<BarrierReport>,
+    links: &mpsc::Sender<LinkChange>,
+    metrics: &Metrics,
+    name: &str,
+) -> Option<String> {
+    for (i, d) in bus.devices.iter().enumerate() {
+        let now = Instant::now();
+        if let Some((coil, at)) = slaves[i].release {
+            if now >= at {
+                ctx.set_slave(Slave(d.unit));
+                if let Ok(Ok(Ok(()))) =
+                    tokio::time::timeout(bus.timeout, ctx.write_single_coil(coil, false)).await
+                {
+                    slaves[i].release = None;
+                }
+            }
+        }
+        if now < slaves[i].skip_until {
+            continue;
+        }
+        ctx.set_slave(Slave(d.unit));
+        let (first, count) = d.spec.inputs.span();
+        let read = tokio::time::timeout(bus.timeout, ctx.read_discrete_inputs(first, count)).await;
+        let bits = match read {
+            Ok(Ok(Ok(bits))) => Some(bits),
+            Ok(Ok(Err(exception))) => {
+                let n = metrics.modbus_exceptions.fetch_add(1, Ordering::Relaxed) + 1;
+                if worth_logging(n) {
+                    warn!(device = %d.device_id, ?exception, exceptions = n, "Barrier answered with a Modbus exception; its state is unknown.");
+                }
+                None
+            }
+            Ok(Err(e)) => {
+                if matches!(bus.link, ModbusLink::Tcp(_)) {
+                    return Some(e.to_string());
+                }
+                None
+            }
+            Err(_) => {
+                Metrics::inc(&metrics.modbus_timeouts);
+                None
+            }
+        };
+        let s = &mut slaves[i];
+        let Some(bits) = bits else {
+            s.failures += 1;
+            if s.failures >= MISSES_OFFLINE {
+                // Degraded: try again after a growing pause, so it never stalls the others.
+                let exp = (s.failures - MISSES_OFFLINE).min(6);
+                let pause = (bus.poll * 2u32.pow(exp)).min(Duration::from_secs(5));
+                s.skip_until = Instant::now() + pause;
+                mark_offline(
+                    d,
+                    s,
+                    reports,
+                    links,
+                    &format!("{name}: slave {} not answering", d.unit),
+                )
+                .await;
+            }
+            continue;
+        };
+        let bit = |a: u16| bits.get(usize::from(a - first)).copied().unwrap_or(false);
+        let inputs = BarrierInputs {
+            arm_up: bit(d.spec.inputs.arm_up),
+            arm_down: bit(d.spec.inputs.arm_down),
+            safety_loop: bit(d.spec.inputs.safety_loop),
+            arming_loop: bit(d.spec.inputs.arming_loop),
+        };
+        let mut fault = s.last_fault;
+        if let Some(reg) = d.spec.fault_register {
+            if let Ok(Ok(Ok(words))) =
+                tokio::time::timeout(bus.timeout, ctx.read_holding_registers(reg, 1)).await
+            {
+                fault = words.first().copied().filter(|&f| f != 0);
+            }
+        }
+        d.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+        s.failures = 0;
+        s.skip_until = Instant::now();
+        if s.offline {
+            s.offline = false;
+            d.live.offline.store(false, Ordering::Relaxed);
+            info!(device = %d.device_id, "Barrier answering again.");
+            let _ = links.try_send(LinkChange {
+                devices: vec![d.device],
+                online: true,
+                detail: format!("{name}: slave {} answering again", d.unit),
+            });
+        }
+        if s.last != Some(inputs) || s.last_fault != fault {
+            s.last = Some(inputs);
+            s.last_fault = fault;
+            let _ = reports
+                .send(BarrierReport {
+                    device: d.device,
+                    inputs: Some(inputs),
+                    fault,
+                })
+                .await;
+        }
+    }
+    None
+}
+
+async fn mark_offline(
+    d: &ModbusDevice,
+    s: &mut Slave_,
+    reports: &mpsc::Sender<BarrierReport>,
+    links: &mpsc::Sender<LinkChange>,
+    detail: &str,
+) {
+    if s.offline {
+        return;
+    }
+    s.offline = true;
+    s.last = None;
+    d.live.offline.store(true, Ordering::Relaxed);
+    warn!(device = %d.device_id, detail, "Barrier offline; its state is unknown and nothing will close it.");
+    let _ = reports
+        .send(BarrierReport {
+            device: d.device,
+            inputs: None,
+            fault: None,
+        })
+        .await;
+    let _ = links.try_send(LinkChange {
+        devices: vec![d.device],
+        online: false,
+        detail: detail.to_string(),
+    });
+}

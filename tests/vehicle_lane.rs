@@ -1,0 +1,233 @@
+//! Vehicle lanes end to end: a Zhenshi plate camera over MQTT, a Modbus relay barrier over Modbus
+//! TCP (and three on one RTU line on a pty), with the interlock: open on a resident plate, read the
+//! arm back, close only after the car has cleared the safety loop.
+use crate::common::*;
+use gatehouse::metrics::Metrics;
+use gatehouse::proto::v1;
+use gatehouse::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
+use gatehouse::sim::serial::Pty;
+use gatehouse::sim::zhenshi::ivs_result;
+use std::time::{Duration, Instant};
+
+const TRAVEL: Duration = Duration::from_millis(700);
+
+struct VehicleGate {
+    h: Harness,
+    barriers: Vec<BarrierSim>,
+    _files: tempfile::TempDir,
+}
+
+/// `lanes` vehicle lanes `car-N` (camera `cam-N`, barrier `barrier-N` unit N), all barriers on
+/// one Modbus TCP server (`rtu = false`) or one RTU line on a pty (`rtu = true`).
+async fn start(lanes: u8, rtu: bool, mode: &str) -> VehicleGate {
+    let files = tempfile::tempdir().unwrap();
+    let plates = files.path().join("plates.csv");
+    std::fs::write(
+        &plates,
+        "plate,kind,household,valid_until,lockdown_allowed\n粤B12345,resident,H001,,\n粤B00000,blacklist,,,\n",
+    )
+    .unwrap();
+    let barriers: Vec<BarrierSim> = (0..lanes).map(|_| BarrierSim::new(TRAVEL)).collect();
+    let service = Service(
+        barriers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u8 + 1, b.clone()))
+            .collect(),
+    );
+    let link = if rtu {
+        let pty = Pty::new().unwrap();
+        let path = pty.path.display().to_string();
+        tokio::spawn(serve_rtu(pty, service));
+        format!("serial = {{ path = \"{path}\", baud = 19200 }}")
+    } else {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_tcp(listener, service));
+        format!("tcp = \"{addr}\"")
+    };
+    let plates_line = format!(
+        "import = \"residents.csv\"\nplates = \"{}\"",
+        plates.display()
+    );
+    let mut extra = format!("\n[rules]\nmode = \"{mode}\"\nbarrier_confirm_ms = 2500\n");
+    for n in 1..=lanes {
+        extra.push_str(&format!(
+            r#"
+[[lanes]]
+id = "car-{n}"
+auto_close = true
+
+[[lanes.devices]]
+id = "cam-{n}"
+role = "plate_camera"
+profile = "zhenshi-ivs"
+
+[[lanes.devices]]
+id = "barrier-{n}"
+role = "barrier"
+profile = "modbus-relay-barrier"
+address = {n}
+modbus = {{ {link} }}
+"#
+        ));
+    }
+    let broker = start_broker();
+    let h = Harness::start_with(broker.clone(), broker.clone(), broker, move |t| {
+        t.replace("import = \"residents.csv\"", &plates_line) + &extra
+    })
+    .await;
+    // Let the first polls land.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    VehicleGate {
+        h,
+        barriers,
+        _files: files,
+    }
+}
+
+impl VehicleGate {
+    async fn plate(&self, lane: u8, plateid: u64, plate: &str, confidence: u8) {
+        self.h
+            .terminal
+            .publish(
+                &format!("device/cam-{lane}/message/up/ivs_result"),
+                ivs_result(plateid, plate, confidence, 4).into_bytes(),
+            )
+            .await;
+    }
+
+    async fn decision(&mut self, lane: u8) -> v1::PassageDecision {
+        self.h.uplink.passage_from(&format!("cam-{lane}")).await.1
+    }
+
+    /// The next command outcome of `barrier-N`.
+    async fn outcome(&mut self, lane: u8) -> v1::CommandOutcome {
+        let device = format!("barrier-{lane}");
+        loop {
+            for e in self.h.uplink.batch().await {
+                if let (true, Some(v1::event::Body::CommandOutcome(o))) =
+                    (e.device == device, e.body)
+                {
+                    return o;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, LONG, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resident_plate_opens_the_barrier_and_it_closes_only_after_the_car_cleared_the_loop() {
+    let mut g = start(1, false, "normal").await;
+    let b = g.barriers[0].clone();
+    let asked = Instant::now();
+    g.plate(1, 1001, "粤B12345", 96).await;
+    let d = g.decision(1).await;
+    assert_eq!((d.reason.as_str(), d.verdict()), ("ok", v1::Verdict::Allow));
+    assert_eq!(
+        (d.subject_kind(), d.subject_id.as_str()),
+        (v1::SubjectKind::Plate, "粤B12345")
+    );
+    assert_eq!(g.outcome(1).await.outcome, "sent");
+    wait_for("the arm up", || b.is_up()).await;
+    assert_eq!(g.outcome(1).await.outcome, "confirmed");
+    println!("plate read → arm up: {:?}", asked.elapsed());
+    // Up and waiting: nothing closes until the car has been over the safety loop and left it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.counts(), (1, 0, 0));
+    assert!(b.car_passes(LONG).await);
+    wait_for("the arm down", || b.is_down()).await;
+    assert_eq!(b.counts(), (1, 1, 0));
+
+    // The camera replays the same read after a reconnect: decided once, no second open.
+    g.plate(1, 1001, "粤B12345", 96).await;
+    // Unknown, blacklisted, unsure, garbled: denied, and the barrier is not touched.
+    g.plate(1, 1002, "粤Z77777", 95).await;
+    assert_eq!(g.decision(1).await.reason, "unknown_subject");
+    g.plate(1, 1003, "粤B00000", 95).await;
+    assert_eq!(g.decision(1).await.reason, "blacklisted");
+    g.plate(1, 1004, "粤B12345", 40).await;
+    assert_eq!(g.decision(1).await.reason, "low_confidence");
+    let a = g.h.uplink.alarm_of(v1::AlarmKind::LowConfidence).await;
+    assert_eq!(a.device, "cam-1");
+    let garbled = ivs_result(1005, "x", 95, 4).replace("\"eA==\"", "\"%%not base64%%\"");
+    g.h.terminal
+        .publish("device/cam-1/message/up/ivs_result", garbled.into_bytes())
+        .await;
+    let m = g.h.daemon.metrics.clone();
+    wait_for("the garbled read counted", || {
+        Metrics::get(&m.decode_errors) >= 1
+    })
+    .await;
+    assert_eq!(
+        Metrics::get(&m.decisions),
+        4,
+        "the replayed read was not decided again"
+    );
+    assert_eq!(b.counts(), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_car_parked_on_the_safety_loop_blocks_every_close_and_an_unconfirmed_open_is_uncertain() {
+    let mut g = start(1, false, "normal").await;
+    let b = g.barriers[0].clone();
+    g.plate(1, 1, "粤B12345", 96).await;
+    wait_for("the arm up", || b.is_up()).await;
+    // The car drives onto the safety loop and stops there.
+    b.set_safety_loop(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.counts().1, 0, "no close while a car is under the arm");
+    b.set_safety_loop(false);
+    wait_for("the arm down after the car left", || b.is_down()).await;
+    assert_eq!(b.counts(), (1, 1, 0));
+
+    // A jammed arm: the open is accepted but the limit switch never comes.
+    b.set_jammed(true);
+    g.plate(1, 2, "粤B12345", 96).await;
+    let a =
+        g.h.uplink
+            .alarm_of(v1::AlarmKind::CommandOutcomeUncertain)
+            .await;
+    assert_eq!(a.device, "barrier-1");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.counts().0, 2, "the open is never retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_rtu_line_a_dead_slave_is_reported_and_never_stalls_the_others() {
+    let mut g = start(3, true, "normal").await;
+    let m = g.h.daemon.metrics.clone();
+    g.barriers[1].set_dead(true);
+    let a = g.h.uplink.alarm_of(v1::AlarmKind::DeviceOffline).await;
+    assert_eq!(a.device, "barrier-2");
+    // The others still open at once.
+    let asked = Instant::now();
+    g.plate(1, 1, "粤B12345", 96).await;
+    wait_for("barrier 1 up", || g.barriers[0].is_up()).await;
+    let took = asked.elapsed();
+    println!("with a dead slave on the line: plate → barrier 1 up in {took:?} (travel {TRAVEL:?})");
+    assert!(took < TRAVEL + Duration::from_millis(1500), "{took:?}");
+    // An exception answer is counted; the slave's state is unknown meanwhile.
+    g.barriers[2].set_exception(true);
+    wait_for("an exception counted", || {
+        Metrics::get(&m.modbus_exceptions) >= 1
+    })
+    .await;
+    g.barriers[2].set_exception(false);
+    // Back from the dead.
+    g.barriers[1].set_dead(false);
+    let a = g.h.uplink.alarm_of(v1::AlarmKind::DeviceOnline).await;
+    assert_eq!(a.device, "barrier-2");
+    g.plate(2, 2, "粤B12345", 96).await;
+    wait_for("barrier 2 up", || g.barriers[1].is_up()).await;
+    assert!(Metrics::get(&m.modbus_timeouts) >= 3);
+}
