@@ -879,7 +879,7 @@ serial = { path = "/dev/ttyS2" }
             "lanes[0].devices[0].serial: profile \"rs485-face-id\" is serial",
             "lanes[0].devices[1].serial: baud must be a standard rate",
             "lanes[0].devices[2].serial: /dev/ttyS1 is shared with another device under different settings",
-            "lanes[0].devices[3].serial: profile \"generic-gate-mqtt\" is an MQTT device",
+            "lanes[0].devices[3].serial: profile \"generic-gate-mqtt\" is not a serial-frame device",
         ];
         assert_eq!(problems.len(), expect.len(), "{problems:#?}");
         for (p, e) in problems.iter().zip(expect) {
