@@ -85,6 +85,15 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         passes: u64,
     },
+    /// A vehicle lane: plate read → OPEN coil write latency over Modbus TCP, poll-cycle jitter,
+    /// and how a dead slave on a shared RTU line delays the others.
+    BenchVehicle {
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// Plate reads per second (the simulated arm needs ~0.4 s to come down again).
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+    },
     /// Open-loop load over MQTT; event → gate-command latency, losses, wrong decisions, memory.
     Bench {
         #[arg(long, default_value_t = 5000)]
@@ -257,6 +266,12 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 dir,
             })
             .await?
+        }
+        Cmd::BenchVehicle { count, rate } => {
+            let r =
+                gatehouse::bench::vehicle(gatehouse::bench::VehicleBenchOptions { count, rate })
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
         }
         Cmd::BenchSerial {
             count,

@@ -24,10 +24,26 @@ struct State {
     exception: bool,
     /// Ignores commands (a jammed arm).
     jammed: bool,
+    /// Comes down on its own this long after reaching the top (a controller's own timer).
+    auto_fall: Option<Duration>,
+    up_since: Option<Instant>,
     fault: u16,
     opens: u32,
     closes: u32,
     closes_onto_vehicle: u32,
+    /// When each input read and each coil switched on arrived (for the benchmark), bounded.
+    reads: Vec<Instant>,
+    coils_on: Vec<Instant>,
+}
+
+/// The logs keep this many entries; older ones are dropped.
+const LOG_MAX: usize = 100_000;
+
+fn log(v: &mut Vec<Instant>) {
+    if v.len() == LOG_MAX {
+        v.drain(..LOG_MAX / 2);
+    }
+    v.push(Instant::now());
 }
 
 impl State {
@@ -39,6 +55,15 @@ impl State {
             self.direction = 0.0;
         }
         self.since = now;
+        if self.position >= 1.0 {
+            let up = *self.up_since.get_or_insert(now);
+            if self.auto_fall.is_some_and(|d| now.duration_since(up) >= d) {
+                self.direction = -1.0;
+                self.up_since = None;
+            }
+        } else {
+            self.up_since = None;
+        }
         self.position
     }
 }
@@ -60,10 +85,14 @@ impl BarrierSim {
             dead: false,
             exception: false,
             jammed: false,
+            auto_fall: None,
+            up_since: None,
             fault: 0,
             opens: 0,
             closes: 0,
             closes_onto_vehicle: 0,
+            reads: Vec::new(),
+            coils_on: Vec::new(),
         })))
     }
 
@@ -80,6 +109,10 @@ impl BarrierSim {
     pub fn set_jammed(&self, on: bool) {
         self.with(|s| s.jammed = on);
     }
+    /// The arm comes down by itself this long after it reached the top.
+    pub fn set_auto_fall(&self, after: Option<Duration>) {
+        self.with(|s| s.auto_fall = after);
+    }
     pub fn set_fault(&self, code: u16) {
         self.with(|s| s.fault = code);
     }
@@ -95,6 +128,16 @@ impl BarrierSim {
     pub fn is_down(&self) -> bool {
         self.with(|s| s.now_position() <= 0.0)
     }
+    /// When the input reads and the coil switch-ons arrived, and clears both logs.
+    pub fn take_logs(&self) -> (Vec<Instant>, Vec<Instant>) {
+        self.with(|s| {
+            (
+                std::mem::take(&mut s.reads),
+                std::mem::take(&mut s.coils_on),
+            )
+        })
+    }
+
     /// (opens, closes, closes while a vehicle was on the safety loop).
     pub fn counts(&self) -> (u32, u32, u32) {
         self.with(|s| (s.opens, s.closes, s.closes_onto_vehicle))
@@ -129,6 +172,7 @@ impl BarrierSim {
                     if s.exception {
                         return Some(Err(ExceptionCode::ServerDeviceFailure));
                     }
+                    log(&mut s.reads);
                     let p = s.now_position();
                     let bits = [p >= 1.0, p <= 0.0, s.safety_loop, s.arming_loop];
                     let out = (*addr..addr.saturating_add(*n))
@@ -141,6 +185,7 @@ impl BarrierSim {
                 }
                 Request::WriteSingleCoil(coil, on) => {
                     if *on {
+                        log(&mut s.coils_on);
                         s.now_position();
                         // A jammed arm accepts the command and does not move.
                         let moves = if s.jammed { 0.0 } else { 1.0 };
