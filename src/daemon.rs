@@ -24,7 +24,7 @@ use crate::profiles::{CommandArgs, GateCommandName, Profile, Profiles, Role, Tra
 use crate::proto::v1;
 use crate::sources::modbus::{self, BarrierReport, ModbusLink};
 use crate::sources::mqtt::{self as mqtt_source, Connection, Input, Route};
-use crate::sources::serial::{self, LinkChange};
+use crate::sources::serial::{self, LinkChange, Note};
 use crate::sources::DeviceLive;
 use crate::store::outbox::{self, Append, Record, WriterConfig};
 use crate::store::{Imported, Store};
@@ -351,6 +351,7 @@ impl Daemon {
             serial_writers,
             modbus_writers,
             faults: HashMap::new(),
+            last_command: HashMap::new(),
             appends: writer.appends,
             metrics: metrics.clone(),
             mode,
@@ -642,6 +643,8 @@ struct DecisionLoop {
     modbus_writers: Vec<mpsc::Sender<(usize, BarrierCommand)>>,
     /// Barriers' last fault codes (0: none).
     faults: HashMap<usize, u16>,
+    /// The last command sent to each serial gate, for its acknowledgement.
+    last_command: HashMap<usize, &'static str>,
     appends: mpsc::Sender<Append>,
     metrics: Arc<Metrics>,
     mode: Arc<std::sync::Mutex<&'static str>>,
@@ -654,7 +657,7 @@ impl DecisionLoop {
         mut self,
         mut input: mpsc::Receiver<Input>,
         mut control: mpsc::Receiver<Control>,
-        mut links: mpsc::Receiver<LinkChange>,
+        mut links: mpsc::Receiver<Note>,
         mut reports: mpsc::Receiver<BarrierReport>,
         start: Vec<Output>,
     ) {
@@ -688,7 +691,10 @@ impl DecisionLoop {
                     None => break,
                 },
                 Some(c) = control.recv() => self.control(c).await,
-                Some(l) = links.recv() => self.link(l).await,
+                Some(n) = links.recv() => match n {
+                    Note::Link(l) => self.link(l).await,
+                    Note::Ack { device, code } => self.ack(device, code).await,
+                },
                 Some(r) = reports.recv() => {
                     let mut out = Vec::new();
                     self.core.barrier_update(r.device, r.inputs, crate::now_ms(), &mut out);
@@ -764,6 +770,29 @@ impl DecisionLoop {
         }
         self.emit(out, None).await;
         let _ = reply.0.send(reply.1);
+    }
+
+    /// A serial gate acknowledged our last command to it. Accepted is not opened: a gate without
+    /// read-back cannot say more.
+    async fn ack(&mut self, device: usize, code: u64) {
+        let command = self.last_command.get(&device).copied().unwrap_or("unknown");
+        let (outcome, detail) = if code == 0 {
+            ("accepted", String::new())
+        } else {
+            ("rejected", format!("code {code}"))
+        };
+        if device < self.core.policy.devices.len() {
+            let r = self.device_event(
+                device,
+                crate::now_ms(),
+                v1::event::Body::CommandOutcome(v1::CommandOutcome {
+                    command: command.into(),
+                    outcome: outcome.into(),
+                    detail,
+                }),
+            );
+            self.append(vec![r], Vec::new(), None).await;
+        }
     }
 
     async fn link(&mut self, l: LinkChange) {
@@ -923,6 +952,8 @@ impl DecisionLoop {
         let cause = d.cause.first().cloned().unwrap_or_default();
         if let Some(g) = d.gate {
             let open = d.allow.then_some(d.direction);
+            self.last_command
+                .insert(g, GateCommandName::of(open, None).as_str());
             self.command(
                 g,
                 GateCommandName::of(open, None),

@@ -32,6 +32,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../devices/gate/modbus-relay-barrier.toml"),
     ),
     (
+        "devices/gate/rs485-barrier-5b.toml",
+        include_str!("../devices/gate/rs485-barrier-5b.toml"),
+    ),
+    (
         "devices/gate/rs485-turnstile-eb.toml",
         include_str!("../devices/gate/rs485-turnstile-eb.toml"),
     ),
@@ -136,6 +140,19 @@ pub struct Profile {
     pub frame_commands: BTreeMap<GateCommandName, BTreeMap<String, u64>>,
     /// Modbus profiles: where the coils and inputs are.
     pub modbus: Option<crate::sources::modbus::ModbusSpec>,
+    /// Serial profiles whose device answers in another layout than the commands (a barrier's
+    /// acknowledgements).
+    pub reply_frame: Option<FrameSpec>,
+    /// Which reply frames acknowledge a command, and the field with the result code (0 = ok).
+    pub frame_ack: Option<FrameAck>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameAck {
+    #[serde(default)]
+    pub when: BTreeMap<String, u64>,
+    pub code: String,
 }
 
 /// A frame that carries an observation.
@@ -170,6 +187,15 @@ pub enum GateCommandName {
 }
 
 impl GateCommandName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateCommandName::OpenIn | GateCommandName::OpenOut => "open",
+            GateCommandName::Deny => "deny",
+            GateCommandName::HoldOpen => "hold_open",
+            GateCommandName::Release => "release",
+        }
+    }
+
     pub fn of(open: Option<Direction>, hold: Option<Hold>) -> GateCommandName {
         match (hold, open) {
             (Some(Hold::Open), _) => GateCommandName::HoldOpen,
@@ -432,6 +458,19 @@ impl Profile {
         Ok(out)
     }
 
+    /// The result code if this frame acknowledges a command.
+    pub fn ack_code(&self, f: &frame::Frame) -> Option<u64> {
+        let a = self.frame_ack.as_ref()?;
+        let matches = a
+            .when
+            .iter()
+            .all(|(k, v)| f.get(k).and_then(frame::Value::as_int) == Some(*v));
+        if !matches {
+            return None;
+        }
+        f.get(&a.code).and_then(frame::Value::as_int)
+    }
+
     /// Decodes one serial frame (already checked by the frame decoder) into an observation;
     /// `None` for a frame that carries none (a status reply, a heartbeat).
     pub fn decode_frame(&self, f: &frame::Frame, event_id: String) -> Option<Decoded> {
@@ -600,13 +639,41 @@ impl Profile {
                 if senses && self.frame_events.is_empty() {
                     out.push("frame_events: required for a profile with a sensing role".into());
                 }
-                let needed = [
-                    GateCommandName::OpenIn,
-                    GateCommandName::OpenOut,
-                    GateCommandName::Deny,
-                ];
+                // A barrier is sent nothing on a denial; a turnstile shows it.
+                let turnstile = self.roles.contains(&Role::Turnstile);
+                let needed: &[GateCommandName] = if turnstile {
+                    &[
+                        GateCommandName::OpenIn,
+                        GateCommandName::OpenOut,
+                        GateCommandName::Deny,
+                    ]
+                } else {
+                    &[GateCommandName::OpenIn, GateCommandName::OpenOut]
+                };
                 if gates && !needed.iter().all(|c| self.frame_commands.contains_key(c)) {
-                    out.push("frame_commands: a gate needs open_in, open_out and deny".into());
+                    out.push(format!(
+                        "frame_commands: this gate needs {}",
+                        needed
+                            .iter()
+                            .map(|c| format!("{c:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if let Some(rf) = &self.reply_frame {
+                    out.extend(
+                        rf.problems()
+                            .into_iter()
+                            .map(|p| format!("reply_frame.{p}")),
+                    );
+                }
+                if let Some(a) = &self.frame_ack {
+                    let spec = self.reply_frame.as_ref().unwrap_or(f);
+                    for name in a.when.keys().chain(std::iter::once(&a.code)) {
+                        if !spec.fields.iter().any(|x| &x.name == name) {
+                            out.push(format!("frame_ack: no field {name:?}"));
+                        }
+                    }
                 }
             }
         }
@@ -778,6 +845,7 @@ mod tests {
                 "generic-gate-mqtt",
                 "hikvision-acs-event",
                 "modbus-relay-barrier",
+                "rs485-barrier-5b",
                 "rs485-face-id",
                 "rs485-turnstile-eb",
                 "rs485-wiegand-reader",
@@ -928,6 +996,27 @@ mod tests {
             })
             .unwrap();
         assert_eq!(out, frame::parse_hex("EB 01 40 00 AA").unwrap());
+        // The 5B barrier's documented open, and no command at all on a denial.
+        let b5 = profiles.get("rs485-barrier-5b").unwrap();
+        let args = |command| CommandArgs {
+            command,
+            address: None,
+            reason: "",
+            cause: "",
+            lane: "",
+            device: "",
+            ts_ms: 0,
+        };
+        assert_eq!(
+            b5.encode_command(&args(GateCommandName::OpenIn)).unwrap(),
+            frame::parse_hex("5B B2 01 00 00 B3 5D").unwrap()
+        );
+        assert_eq!(b5.encode_command(&args(GateCommandName::Deny)), None);
+        let ack = frame::parse_hex("5B AB 00 00 AB 5D").unwrap();
+        let mut codes = Vec::new();
+        frame::Decoder::new(b5.reply_frame.as_ref().unwrap())
+            .push(&ack, |f| codes.push(b5.ack_code(&f)));
+        assert_eq!(codes, vec![Some(0)]);
     }
 
     #[test]

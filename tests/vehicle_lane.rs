@@ -5,7 +5,7 @@ use crate::common::*;
 use gatehouse::metrics::Metrics;
 use gatehouse::proto::v1;
 use gatehouse::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
-use gatehouse::sim::serial::Pty;
+use gatehouse::sim::serial::{run_barrier_5b, BarrierFrame, Line, Pty};
 use gatehouse::sim::zhenshi::ivs_result;
 use std::time::{Duration, Instant};
 
@@ -230,4 +230,145 @@ async fn on_a_shared_rtu_line_a_dead_slave_is_reported_and_never_stalls_the_othe
     g.plate(2, 2, "粤B12345", 96).await;
     wait_for("barrier 2 up", || g.barriers[1].is_up()).await;
     assert!(Metrics::get(&m.modbus_timeouts) >= 3);
+}
+
+/// A lane whose barrier is an RS-485 "5B" controller on a pty, with `ber` noise both ways.
+async fn start_5b(
+    ber: f64,
+) -> (
+    Harness,
+    tokio::sync::mpsc::Receiver<BarrierFrame>,
+    Line,
+    tempfile::TempDir,
+) {
+    let files = tempfile::tempdir().unwrap();
+    let plates = files.path().join("plates.csv");
+    std::fs::write(&plates, "plate,household\n粤B12345,H001\n").unwrap();
+    let pty = Pty::new().unwrap();
+    let path = pty.path.clone();
+    // Garbage goes onto the same line through a second writer: the controller's own end.
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let noise_pty = Pty::new().unwrap();
+    let noise_path = noise_pty.path.clone();
+    tokio::spawn(run_barrier_5b(pty, ber, 5, tx));
+    let lane = format!(
+        r#"
+[[lanes]]
+id = "car-5"
+
+[[lanes.devices]]
+id = "cam-5"
+role = "plate_camera"
+profile = "zhenshi-ivs"
+
+[[lanes.devices]]
+id = "barrier-5"
+role = "barrier"
+profile = "rs485-barrier-5b"
+serial = {{ path = "{}" }}
+
+[[lanes]]
+id = "noise"
+
+[[lanes.devices]]
+id = "reader-noise"
+role = "identifier"
+profile = "rs485-wiegand-reader"
+serial = {{ path = "{}" }}
+
+[[lanes.devices]]
+id = "gate-noise"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+"#,
+        path.display(),
+        noise_path.display()
+    );
+    let plates_line = format!(
+        "import = \"residents.csv\"\nplates = \"{}\"",
+        plates.display()
+    );
+    let broker = start_broker();
+    let h = Harness::start_with(broker.clone(), broker.clone(), broker, move |t| {
+        t.replace("import = \"residents.csv\"", &plates_line) + &lane
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (h, rx, Line::new(noise_pty, 0.0, 9), files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5b_serial_barrier_opens_for_a_resident_and_its_ack_is_reported_as_accepted() {
+    let (mut h, mut frames, _noise, _files) = start_5b(0.0).await;
+    h.terminal
+        .publish(
+            "device/cam-5/message/up/ivs_result",
+            ivs_result(1, "粤B12345", 97, 4).into_bytes(),
+        )
+        .await;
+    let f = within("the open frame", LONG, frames.recv()).await.unwrap();
+    assert_eq!((f.cmd, f.param), (0xB2, 0x01));
+    loop {
+        let batch = h.uplink.batch().await;
+        if let Some(o) = batch.iter().find_map(|e| match &e.body {
+            Some(v1::event::Body::CommandOutcome(o)) if e.device == "barrier-5" => Some(o.clone()),
+            _ => None,
+        }) {
+            assert_eq!(
+                (o.command.as_str(), o.outcome.as_str()),
+                ("open", "accepted")
+            );
+            break;
+        }
+    }
+    // A denied plate sends the barrier nothing.
+    h.terminal
+        .publish(
+            "device/cam-5/message/up/ivs_result",
+            ivs_result(2, "粤Z00001", 97, 4).into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        h.uplink.passage_from("cam-5").await.1.reason,
+        "unknown_subject"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(frames.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xor_errors_and_random_noise_on_serial_lines_open_nothing_and_are_counted() {
+    let (h, mut frames, mut noise, _files) = start_5b(1e-3).await;
+    let m = h.daemon.metrics.clone();
+    // Random bytes on a reader's line, with the frames' header bytes in them now and then.
+    let mut rng = gatehouse::sim::Rng::new(42);
+    for _ in 0..200 {
+        let mut chunk: Vec<u8> = (0..32).map(|_| rng.next_u64() as u8).collect();
+        chunk[(rng.next_u64() % 32) as usize] = 0x02;
+        noise.send(chunk).await.unwrap();
+    }
+    // And resident plates through a noisy barrier line: every open that arrives is one we sent.
+    for i in 0..100 {
+        h.terminal
+            .publish(
+                "device/cam-5/message/up/ivs_result",
+                ivs_result(100 + i, "粤B12345", 97, 4).into_bytes(),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut opens = 0;
+    while let Ok(f) = frames.try_recv() {
+        assert_eq!((f.cmd, f.param), (0xB2, 0x01), "only opens, intact");
+        opens += 1;
+    }
+    let rejected = Metrics::get(&m.frame_checksum_errors) + Metrics::get(&m.frame_malformed);
+    println!(
+        "noise: {opens} opens decoded by the barrier of 100 sent, {rejected} frames rejected, {} noise bytes skipped, {} decisions",
+        Metrics::get(&m.frame_noise_bytes),
+        Metrics::get(&m.decisions)
+    );
+    assert!(opens <= 100);
+    assert_eq!(Metrics::get(&m.decisions), 100, "noise decided nothing");
+    assert!(Metrics::get(&m.frame_noise_bytes) > 1000);
 }

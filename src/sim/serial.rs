@@ -178,3 +178,52 @@ impl Reader {
         self.spec.encode(&values, id.as_bytes())
     }
 }
+
+/// A frame as the simulated 5B barrier controller decoded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarrierFrame {
+    pub cmd: u8,
+    pub param: u8,
+}
+
+/// Runs an `rs485-barrier-5b` controller on the pty: decodes command frames (through `ber` noise,
+/// as the line delivers them), answers each with `5B AB 00 00 AB 5D` (accepted), and reports it.
+pub async fn run_barrier_5b(
+    mut pty: Pty,
+    ber: f64,
+    seed: u64,
+    out: mpsc::Sender<BarrierFrame>,
+) -> u64 {
+    let spec = spec("rs485-barrier-5b");
+    let reply = Profiles::builtin()
+        .get("rs485-barrier-5b")
+        .and_then(|p| p.reply_frame.clone())
+        .expect("built-in profile");
+    let mut decoder = Decoder::new(&spec);
+    let mut rng = Rng::new(seed);
+    let mut buf = [0u8; 256];
+    loop {
+        let n = match pty.master.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        add_noise(&mut buf[..n], ber, &mut rng);
+        let mut got = Vec::new();
+        decoder.push(&buf[..n], |f| got.push(f));
+        for f in got {
+            let field = |k: &str| f.get(k).and_then(frame::Value::as_int).unwrap_or(0) as u8;
+            let ack = reply.encode(&BTreeMap::from([("cmd".into(), 0xAB)]), &[]);
+            if pty.master.write_all(&ack).await.is_err() {
+                return decoder.discarded.checksum_errors;
+            }
+            let c = BarrierFrame {
+                cmd: field("cmd"),
+                param: field("param"),
+            };
+            if out.send(c).await.is_err() {
+                return decoder.discarded.checksum_errors;
+            }
+        }
+    }
+    decoder.discarded.checksum_errors
+}

@@ -12,7 +12,7 @@ use crate::config::SerialSettings;
 use crate::core::barrier::{BarrierCommand, BarrierInputs};
 use crate::metrics::{worth_logging, Metrics};
 use crate::mqtt::Backoff;
-use crate::sources::serial::LinkChange;
+use crate::sources::serial::{LinkChange, Note};
 use crate::sources::DeviceLive;
 use serde::Deserialize;
 use std::sync::atomic::Ordering;
@@ -113,7 +113,7 @@ const MISSES_OFFLINE: u32 = 3;
 pub fn spawn(
     bus: Bus,
     reports: mpsc::Sender<BarrierReport>,
-    links: mpsc::Sender<LinkChange>,
+    links: mpsc::Sender<Note>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> (
@@ -138,7 +138,7 @@ struct Slave_ {
 async fn run(
     bus: Bus,
     reports: mpsc::Sender<BarrierReport>,
-    links: mpsc::Sender<LinkChange>,
+    links: mpsc::Sender<Note>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
     mut commands: mpsc::Receiver<(usize, BarrierCommand)>,
@@ -247,7 +247,7 @@ async fn poll_all(
     ctx: &mut Context,
     slaves: &mut [Slave_],
     reports: &mpsc::Sender<BarrierReport>,
-    links: &mpsc::Sender<LinkChange>,
+    links: &mpsc::Sender<Note>,
     metrics: &Metrics,
     name: &str,
 ) -> Option<String> {
@@ -330,11 +330,11 @@ async fn poll_all(
             s.offline = false;
             d.live.offline.store(false, Ordering::Relaxed);
             info!(device = %d.device_id, "Barrier answering again.");
-            let _ = links.try_send(LinkChange {
+            let _ = links.try_send(Note::Link(LinkChange {
                 devices: vec![d.device],
                 online: true,
                 detail: format!("{name}: slave {} answering again", d.unit),
-            });
+            }));
         }
         if s.last != Some(inputs) || s.last_fault != fault {
             s.last = Some(inputs);
@@ -355,7 +355,7 @@ async fn mark_offline(
     d: &ModbusDevice,
     s: &mut Slave_,
     reports: &mpsc::Sender<BarrierReport>,
-    links: &mpsc::Sender<LinkChange>,
+    links: &mpsc::Sender<Note>,
     detail: &str,
 ) {
     if s.offline {
@@ -372,9 +372,9 @@ async fn mark_offline(
             fault: None,
         })
         .await;
-    let _ = links.try_send(LinkChange {
+    let _ = links.try_send(Note::Link(LinkChange {
         devices: vec![d.device],
         online: false,
         detail: detail.to_string(),
-    });
+    }));
 }

@@ -42,6 +42,17 @@ pub struct LinkChange {
     pub detail: String,
 }
 
+/// What a source tells the decision loop besides observations.
+#[derive(Debug, Clone)]
+pub enum Note {
+    Link(LinkChange),
+    /// A gate acknowledged a command frame; `code` 0 is "accepted".
+    Ack {
+        device: usize,
+        code: u64,
+    },
+}
+
 /// Command frames waiting for the port; a full queue refuses new commands (the gate stays shut).
 pub const WRITE_QUEUE: usize = 64;
 
@@ -49,7 +60,7 @@ pub const WRITE_QUEUE: usize = 64;
 pub fn spawn(
     port: Port,
     input: mpsc::Sender<Input>,
-    links: mpsc::Sender<LinkChange>,
+    links: mpsc::Sender<Note>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
@@ -61,7 +72,7 @@ pub fn spawn(
 async fn run(
     port: Port,
     input: mpsc::Sender<Input>,
-    links: mpsc::Sender<LinkChange>,
+    links: mpsc::Sender<Note>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
     mut writes: mpsc::Receiver<Vec<u8>>,
@@ -72,11 +83,11 @@ async fn run(
     // None until the first open attempt: a port that works from the start is no news.
     let mut online: Option<bool> = None;
     let report = |online: bool, detail: String| {
-        let _ = links.try_send(LinkChange {
+        let _ = links.try_send(Note::Link(LinkChange {
             devices: devices.clone(),
             online,
             detail,
-        });
+        }));
     };
     let mut lines = Lines::new(&port, &path);
     while !*shutdown.borrow() {
@@ -89,7 +100,7 @@ async fn run(
                 online = Some(true);
                 backoff.reset();
                 let e = lines
-                    .serve(stream, &input, &metrics, &mut shutdown, &mut writes)
+                    .serve(stream, &input, &links, &metrics, &mut shutdown, &mut writes)
                     .await;
                 match e {
                     None => break,
@@ -147,7 +158,8 @@ impl<'a> Lines<'a> {
         let mut decoders: Vec<(Decoder, Vec<&SerialDevice>)> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for d in &port.devices {
-            let Some(spec) = &d.profile.frame else {
+            // What the device sends: its replies' layout if it has its own, else the frame's.
+            let Some(spec) = d.profile.reply_frame.as_ref().or(d.profile.frame.as_ref()) else {
                 continue;
             };
             match names.iter().position(|n| *n == d.profile.name) {
@@ -171,6 +183,7 @@ impl<'a> Lines<'a> {
         &mut self,
         stream: tokio_serial::SerialStream,
         input: &mpsc::Sender<Input>,
+        notes: &mpsc::Sender<Note>,
         metrics: &Metrics,
         shutdown: &mut watch::Receiver<bool>,
         writes: &mut mpsc::Receiver<Vec<u8>>,
@@ -183,7 +196,7 @@ impl<'a> Lines<'a> {
                     Ok(0) => return Some("end of file (device gone)".into()),
                     Ok(n) => {
                         let received = Instant::now();
-                        for input_item in self.feed(&buf[..n], received, metrics) {
+                        for input_item in self.feed(&buf[..n], received, notes, metrics) {
                             if input.send(input_item).await.is_err() {
                                 return None;
                             }
@@ -204,7 +217,13 @@ impl<'a> Lines<'a> {
         }
     }
 
-    fn feed(&mut self, bytes: &[u8], received: Instant, metrics: &Metrics) -> Vec<Input> {
+    fn feed(
+        &mut self,
+        bytes: &[u8],
+        received: Instant,
+        notes: &mpsc::Sender<Note>,
+        metrics: &Metrics,
+    ) -> Vec<Input> {
         let mut out = Vec::new();
         for (decoder, devices) in &mut self.decoders {
             let before = decoder.discarded;
@@ -232,10 +251,11 @@ impl<'a> Lines<'a> {
             }
             for f in frames {
                 Metrics::inc(&metrics.frames);
-                let addr = devices[0]
-                    .profile
-                    .frame
+                let profile = &devices[0].profile;
+                let addr = profile
+                    .reply_frame
                     .as_ref()
+                    .or(profile.frame.as_ref())
                     .and_then(|s| s.address_field.as_ref())
                     .and_then(|a| f.get(a))
                     .and_then(crate::frame::Value::as_int);
@@ -245,6 +265,14 @@ impl<'a> Lines<'a> {
                 else {
                     continue;
                 };
+                if let Some(code) = dev.profile.ack_code(&f) {
+                    dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+                    let _ = notes.try_send(Note::Ack {
+                        device: dev.device,
+                        code,
+                    });
+                    continue;
+                }
                 self.seq += 1;
                 let event_id = format!("{}.{}", self.epoch, self.seq);
                 let Some(decoded) = dev.profile.decode_frame(&f, event_id) else {
