@@ -794,6 +794,16 @@ impl Config {
                 identifies |=
                     matches!(d.role, Role::Identifier | Role::Thermal | Role::PlateCamera);
             }
+            // A plate camera that drives the barrier from its own output (no other gate given).
+            let camera_gate = lane.devices.iter().any(|d| {
+                d.role == Role::PlateCamera
+                    && profiles
+                        .get(&d.profile)
+                        .is_some_and(|p| p.roles.contains(&Role::Barrier) && p.command.is_some())
+            });
+            if gates == 0 && camera_gate {
+                gates = 1;
+            }
             if identifies && gates != 1 {
                 bad(
                     format!("{lp}.devices"),

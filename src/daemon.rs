@@ -14,13 +14,16 @@
 //! says "offline" and disconnects.
 use crate::broker;
 use crate::config::{BrokerMode, BrokerUrl, Config};
+use crate::core::barrier::Arm;
 use crate::core::barrier::{BarrierCommand, BarrierConfig};
 use crate::core::{
     self, AlarmKind, Core, DevicePolicy, Direction, Hold, JoinWindow, LanePolicy, Mode,
     Observation, Origin, Output, Policy, Quota, SubjectKind,
 };
 use crate::metrics::{worth_logging, Metrics};
-use crate::profiles::{CommandArgs, GateCommandName, Profile, Profiles, Role, Transport};
+use crate::profiles::{
+    CommandArgs, GateCommandName, Profile, Profiles, Role, StateReport, Transport,
+};
 use crate::proto::v1;
 use crate::sources::modbus::{self, BarrierReport, ModbusLink};
 use crate::sources::mqtt::{self as mqtt_source, Connection, Input, Route};
@@ -563,9 +566,22 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
                                     device_id: d.id.clone(),
                                     profile: profile.clone(),
                                     live: live.clone(),
+                                    status: None,
                                 },
                             );
                         }
+                    }
+                    for (topic, i) in profile.status_topics_for(&d.id) {
+                        routes.insert(
+                            topic,
+                            Route {
+                                device: index,
+                                device_id: d.id.clone(),
+                                profile: profile.clone(),
+                                live: live.clone(),
+                                status: Some(i),
+                            },
+                        );
                     }
                     if let Some(topic) = d
                         .command_topic
@@ -577,7 +593,11 @@ fn build_lanes(config: &Config, profiles: &Profiles) -> Lanes {
                 }
             }
             let mut actuator = None;
-            if d.role.is_gate() {
+            // A plate camera can drive the barrier from its own output (see validation).
+            let camera_gate = d.role == Role::PlateCamera
+                && profile.roles.contains(&Role::Barrier)
+                && !lane.devices.iter().any(|x| x.role.is_gate());
+            if d.role.is_gate() || camera_gate {
                 gate = Some(index);
                 actuator = sink.map(|sink| Actuator {
                     device_id: d.id.clone(),
@@ -713,6 +733,12 @@ impl DecisionLoop {
     }
 
     async fn handle(&mut self, i: Input) {
+        if let Some(state) = i.decoded.as_ref().and_then(|d| d.state) {
+            let record = self.state_report(i.device, state);
+            self.append(record.into_iter().collect(), Vec::new(), Some(i.ack))
+                .await;
+            return;
+        }
         let Some(decoded) = i.decoded else {
             // Garbage: nothing to keep, but the ack waits its turn behind the records before it.
             self.append(Vec::new(), Vec::new(), Some(i.ack)).await;
@@ -770,6 +796,42 @@ impl DecisionLoop {
         }
         self.emit(out, None).await;
         let _ = reply.0.send(reply.1);
+    }
+
+    /// A device's report about itself (an MQTT camera's barrier status, loop input, command
+    /// reply) becomes a device-state or command-outcome record.
+    fn state_report(&mut self, device: usize, state: StateReport) -> Option<Record> {
+        if device >= self.core.policy.devices.len() {
+            return None;
+        }
+        let body = match state {
+            StateReport::Arm(arm) => v1::event::Body::DeviceState(v1::DeviceState {
+                readable: arm != Arm::Unknown,
+                arm: arm.as_str().into(),
+                ..Default::default()
+            }),
+            StateReport::Loop(on) => v1::event::Body::DeviceState(v1::DeviceState {
+                readable: true,
+                arm: Arm::Unknown.as_str().into(),
+                arming_loop: on,
+                ..Default::default()
+            }),
+            StateReport::Ack(code) => v1::event::Body::CommandOutcome(v1::CommandOutcome {
+                command: self
+                    .last_command
+                    .get(&device)
+                    .copied()
+                    .unwrap_or("unknown")
+                    .into(),
+                outcome: if code == 0 { "accepted" } else { "rejected" }.into(),
+                detail: if code == 0 {
+                    String::new()
+                } else {
+                    format!("code {code}")
+                },
+            }),
+        };
+        Some(self.device_event(device, crate::now_ms(), body))
     }
 
     /// A serial gate acknowledged our last command to it. Accepted is not opened: a gate without

@@ -145,6 +145,42 @@ pub struct Profile {
     pub reply_frame: Option<FrameSpec>,
     /// Which reply frames acknowledge a command, and the field with the result code (0 = ok).
     pub frame_ack: Option<FrameAck>,
+    /// MQTT devices: further topics that report the device's state (an arm's position, a loop
+    /// input, the reply to a command), each with where its value is.
+    #[serde(default)]
+    pub status_topics: Vec<StatusTopic>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusTopic {
+    /// `{device_id}` is replaced.
+    pub topic: String,
+    pub kind: StatusKind,
+    /// JSON pointer to the value (an integer).
+    pub pointer: String,
+    /// For `arm`: the device's codes → `up`, `down`, `moving`.
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusKind {
+    /// The barrier arm's position.
+    Arm,
+    /// A loop detector wired to the device: non-zero = a vehicle is on it.
+    Loop,
+    /// The reply to a command: 0 = accepted.
+    Ack,
+}
+
+/// A device's report about itself (not an identification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateReport {
+    Arm(crate::core::barrier::Arm),
+    Loop(bool),
+    Ack(i64),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -335,6 +371,8 @@ pub struct Decoded {
     pub direction: Option<Direction>,
     /// `event_id` is a dedupe key: the device replays records (same id twice = one read).
     pub dedupe: bool,
+    /// Not an observation but the device's report about itself (status topics).
+    pub state: Option<StateReport>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -456,6 +494,51 @@ impl Profile {
             };
         }
         Ok(out)
+    }
+
+    /// Decodes a message on the profile's status topic `index`.
+    pub fn decode_status(&self, index: usize, payload: &[u8]) -> Result<Decoded, DecodeError> {
+        use crate::core::barrier::Arm;
+        let st = self
+            .status_topics
+            .get(index)
+            .ok_or(DecodeError::NoDecoder)?;
+        if payload.len() > MAX_PAYLOAD {
+            return Err(DecodeError::TooLarge(payload.len()));
+        }
+        let v: Value =
+            serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let n = match v.pointer(&st.pointer) {
+            Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0),
+            Some(other) => return Err(wrong(&st.pointer, "an integer", other)),
+            None => return Err(wrong(&st.pointer, "an integer", &Value::Null)),
+        };
+        let state = match st.kind {
+            StatusKind::Arm => {
+                StateReport::Arm(match st.values.get(&n.to_string()).map(String::as_str) {
+                    Some("up") => Arm::Up,
+                    Some("down") => Arm::Down,
+                    Some("moving") => Arm::Moving,
+                    // An unknown code: the arm's position is unknown, not guessed.
+                    _ => Arm::Unknown,
+                })
+            }
+            StatusKind::Loop => StateReport::Loop(n != 0),
+            StatusKind::Ack => StateReport::Ack(n),
+        };
+        Ok(Decoded {
+            state: Some(state),
+            ..Default::default()
+        })
+    }
+
+    /// The status topics of a device of this model: (topic, index).
+    pub fn status_topics_for(&self, device_id: &str) -> Vec<(String, usize)> {
+        self.status_topics
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.topic.replace("{device_id}", device_id), i))
+            .collect()
     }
 
     /// The result code if this frame acknowledges a command.

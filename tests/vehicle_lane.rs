@@ -372,3 +372,83 @@ async fn xor_errors_and_random_noise_on_serial_lines_open_nothing_and_are_counte
     assert_eq!(Metrics::get(&m.decisions), 100, "noise decided nothing");
     assert!(Metrics::get(&m.frame_noise_bytes) > 1000);
 }
+
+/// A camera that lifts the barrier from its own output: `gpio_out` pulse, its reply and the
+/// barrier status it reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_driven_barrier_gets_a_gpio_pulse_and_its_reply_and_status_are_recorded() {
+    let files = tempfile::tempdir().unwrap();
+    let plates = files.path().join("plates.csv");
+    std::fs::write(&plates, "plate,household\n粤B12345,H001\n").unwrap();
+    let plates_line = format!(
+        "import = \"residents.csv\"\nplates = \"{}\"",
+        plates.display()
+    );
+    let lane = "\n[[lanes]]\nid = \"car-9\"\n\n[[lanes.devices]]\nid = \"cam-9\"\nrole = \"plate_camera\"\nprofile = \"zhenshi-ivs\"\n";
+    let broker = start_broker();
+    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker.clone(), move |t| {
+        t.replace("import = \"residents.csv\"", &plates_line) + lane
+    })
+    .await;
+    let cam = Client::connect(&broker, "cam-9").await;
+    // What the camera's output receives.
+    let (client, mut el) = rumqttc::AsyncClient::new(
+        gatehouse::mqtt::options(&broker, "cam-9-out", Duration::from_secs(15)),
+        16,
+    );
+    let (otx, mut orx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(
+                        "device/cam-9/message/down/gpio_out",
+                        rumqttc::QoS::AtLeastOnce,
+                    );
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = otx.send(p.payload.to_vec()).await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cam.publish(
+        "device/cam-9/message/up/ivs_result",
+        ivs_result(7, "粤B12345", 95, 4).into_bytes(),
+    )
+    .await;
+    let pulse = within("the gpio pulse", LONG, orx.recv()).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&pulse).unwrap();
+    assert_eq!(v, serde_json::json!({"io": 0, "value": 2, "delay": 1500}));
+    cam.publish(
+        "device/cam-9/message/down/gpio_out/reply",
+        br#"{"payload":{"result":0}}"#.to_vec(),
+    )
+    .await;
+    cam.publish(
+        "device/cam-9/message/up/barr_gate_status",
+        br#"{"payload":{"gate_status":1}}"#.to_vec(),
+    )
+    .await;
+    cam.publish(
+        "device/cam-9/message/up/barr_gate_status",
+        br#"{"payload":{"gate_status":7}}"#.to_vec(),
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        for e in h.uplink.batch().await {
+            match e.body {
+                Some(v1::event::Body::CommandOutcome(o)) => {
+                    seen.push(format!("{} {}", o.command, o.outcome))
+                }
+                Some(v1::event::Body::DeviceState(s)) => seen.push(format!("arm {}", s.arm)),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(seen, vec!["open accepted", "arm up", "arm unknown"]);
+}

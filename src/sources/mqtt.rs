@@ -48,6 +48,8 @@ pub struct Route {
     pub device_id: String,
     pub profile: Arc<Profile>,
     pub live: Arc<super::DeviceLive>,
+    /// A status topic of the device (index into its profile's `status_topics`), not its events.
+    pub status: Option<usize>,
 }
 
 pub struct Connection {
@@ -162,7 +164,13 @@ pub async fn run_events(
                 if let Some(r) = route {
                     r.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
                 }
-                let decoded = match route.map(|r| (r, r.profile.decode(&p.payload))) {
+                let decoded = match route.map(|r| {
+                    let d = match r.status {
+                        None => r.profile.decode(&p.payload),
+                        Some(i) => r.profile.decode_status(i, &p.payload),
+                    };
+                    (r, d)
+                }) {
                     Some((_, Ok(decoded))) => Some(decoded),
                     Some((r, Err(e))) => {
                         let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
