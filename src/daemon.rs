@@ -774,7 +774,7 @@ impl DecisionLoop {
         let reply = match c {
             Control::SetMode(mode, origin, reply) => {
                 let r = self.core.set_mode(mode, origin, &mut out).map_err(|_| {
-                    "refused: fire mode holds until a local `gatehouse fire-reset`".to_string()
+                    "fire mode holds until a local `gatehouse fire-reset`".to_string()
                 });
                 if r.is_ok() {
                     info!(mode = mode.as_str(), ?origin, "Mode changed.");
@@ -794,8 +794,12 @@ impl DecisionLoop {
         if let Ok(mut m) = self.mode.lock() {
             *m = self.core.mode().as_str();
         }
-        self.emit(out, None).await;
-        let _ = reply.0.send(reply.1);
+        // The answer goes once the change is durable: an "ok" survives a crash right after it.
+        let (reply, result) = reply;
+        let answer: outbox::Ack = Box::new(move || {
+            let _ = reply.send(result);
+        });
+        self.emit(out, Some(answer)).await;
     }
 
     /// A device's report about itself (an MQTT camera's barrier status, loop input, command
