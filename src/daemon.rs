@@ -214,6 +214,25 @@ impl Daemon {
         }
         info!(mode = core.mode().as_str(), "Mode in force.");
         let mode = Arc::new(std::sync::Mutex::new(core.mode().as_str()));
+        let twins = Arc::new(crate::twins::Twins::default());
+        for (i, (s, live)) in devices.iter().enumerate() {
+            twins.add(
+                i,
+                v1::DeviceTwin {
+                    device: s.id.clone(),
+                    lane: s.lane.clone(),
+                    profile: s.profile.clone(),
+                    online: true,
+                    arm: if core.barrier(i).is_some() {
+                        Arm::Unknown.as_str().into()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                },
+                live.clone(),
+            );
+        }
         let writer = outbox::spawn(
             store.clone(),
             WriterConfig {
@@ -277,6 +296,7 @@ impl Daemon {
             writer.deletes,
             StatusSource {
                 gateway: config.gateway.id.clone(),
+                twins: twins.clone(),
                 mode: mode.clone(),
                 registry_version: core.registry.version,
                 devices: devices.clone(),
@@ -359,6 +379,7 @@ impl Daemon {
             metrics: metrics.clone(),
             mode,
             devices,
+            twins,
             last_fire_assert: Instant::now(),
         };
         let core_join =
@@ -669,6 +690,7 @@ struct DecisionLoop {
     metrics: Arc<Metrics>,
     mode: Arc<std::sync::Mutex<&'static str>>,
     devices: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
+    twins: Arc<crate::twins::Twins>,
     last_fire_assert: Instant,
 }
 
@@ -869,6 +891,7 @@ impl DecisionLoop {
                 continue;
             };
             live.offline.store(!l.online, Ordering::Relaxed);
+            self.twins.update(d, |t| t.online = l.online);
             let kind = if l.online {
                 v1::AlarmKind::DeviceOnline
             } else {
@@ -933,30 +956,44 @@ impl DecisionLoop {
                     command,
                     outcome,
                     detail,
-                } => records.push(self.device_event(
-                    device,
-                    now_ms,
-                    v1::event::Body::CommandOutcome(v1::CommandOutcome {
-                        command: command.as_str().into(),
-                        outcome: outcome.into(),
-                        detail: detail.into(),
-                    }),
-                )),
+                } => records.push({
+                    if outcome == "uncertain" {
+                        self.twins.update(device, |t| t.uncertain_commands += 1);
+                    }
+                    self.device_event(
+                        device,
+                        now_ms,
+                        v1::event::Body::CommandOutcome(v1::CommandOutcome {
+                            command: command.as_str().into(),
+                            outcome: outcome.into(),
+                            detail: detail.into(),
+                        }),
+                    )
+                }),
                 Output::DeviceState {
                     device,
                     inputs,
                     arm,
-                } => records.push(self.device_event(
-                    device,
-                    now_ms,
-                    v1::event::Body::DeviceState(v1::DeviceState {
-                        readable: inputs.is_some(),
-                        arm: arm.as_str().into(),
-                        safety_loop: inputs.is_some_and(|i| i.safety_loop),
-                        arming_loop: inputs.is_some_and(|i| i.arming_loop),
-                        fault_code: self.faults.get(&device).copied().unwrap_or(0).into(),
-                    }),
-                )),
+                } => records.push({
+                    let fault = self.faults.get(&device).copied().unwrap_or(0);
+                    self.twins.update(device, |t| {
+                        t.arm = arm.as_str().into();
+                        t.safety_loop = inputs.is_some_and(|i| i.safety_loop);
+                        t.arming_loop = inputs.is_some_and(|i| i.arming_loop);
+                        t.fault_code = fault.into();
+                    });
+                    self.device_event(
+                        device,
+                        now_ms,
+                        v1::event::Body::DeviceState(v1::DeviceState {
+                            readable: inputs.is_some(),
+                            arm: arm.as_str().into(),
+                            safety_loop: inputs.is_some_and(|i| i.safety_loop),
+                            arming_loop: inputs.is_some_and(|i| i.arming_loop),
+                            fault_code: self.faults.get(&device).copied().unwrap_or(0).into(),
+                        }),
+                    )
+                }),
             }
         }
         self.append(records, state, ack).await;

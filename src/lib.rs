@@ -21,6 +21,7 @@ pub mod sim;
 pub mod sources;
 pub mod store;
 pub mod systemd;
+pub mod twins;
 pub mod uplink;
 
 /// Wall-clock time, unix milliseconds. Only the wiring reads the clock; the core is given it.

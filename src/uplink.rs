@@ -58,6 +58,7 @@ pub struct StatusSource {
     /// Each device's status, with its last-seen time and link filled in when a status is made.
     pub devices: Vec<(v1::DeviceStatus, Arc<crate::sources::DeviceLive>)>,
     pub metrics: Arc<Metrics>,
+    pub twins: Arc<crate::twins::Twins>,
 }
 
 impl StatusSource {
@@ -214,6 +215,11 @@ impl Uplink {
                 }
                 _ = status_tick.tick(), if connected => {
                     self.publish_status(&client, &mut fifo, v1::GatewayState::Online, false);
+                    self.publish_twins(&client, &mut fifo, true);
+                    continue;
+                }
+                _ = self.status.twins.changed.notified(), if connected => {
+                    self.publish_twins(&client, &mut fifo, false);
                     continue;
                 }
                 d = &mut finish, if deadline.is_none() => {
@@ -231,6 +237,7 @@ impl Uplink {
                     backoff.reset();
                     cursors = Cursors::default();
                     self.publish_status(&client, &mut fifo, v1::GatewayState::Online, true);
+                    self.publish_twins(&client, &mut fifo, true);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     let tag = match parked.take() {
@@ -303,6 +310,18 @@ impl Uplink {
             })
             .await;
             crate::sources::mqtt::disconnect(&client, &mut el).await;
+        }
+    }
+
+    /// Retained twins: those that changed, or all of them.
+    fn publish_twins(&self, client: &AsyncClient, fifo: &mut VecDeque<Tag>, all: bool) {
+        for t in self.status.twins.take(all) {
+            let topic = self.topic(&format!("twin/{}", t.device));
+            match client.try_publish(topic, QoS::AtLeastOnce, true, t.encode_to_vec()) {
+                Ok(()) => fifo.push_back(Tag::Status),
+                // The request queue is full: the next status tick sends every twin again.
+                Err(_) => break,
+            }
         }
     }
 

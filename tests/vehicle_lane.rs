@@ -140,6 +140,8 @@ async fn a_resident_plate_opens_the_barrier_and_it_closes_only_after_the_car_cle
     assert_eq!(g.outcome(1).await.outcome, "sent");
     wait_for("the arm up", || b.is_up()).await;
     assert_eq!(g.outcome(1).await.outcome, "confirmed");
+    let t = g.h.uplink.twin("barrier-1", |t| t.arm == "up").await;
+    assert!(t.online && t.last_seen_ms > 0);
     println!("plate read → arm up: {:?}", asked.elapsed());
     // Up and waiting: nothing closes until the car has been over the safety loop and left it.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -209,6 +211,9 @@ async fn on_a_shared_rtu_line_a_dead_slave_is_reported_and_never_stalls_the_othe
     g.barriers[1].set_dead(true);
     let a = g.h.uplink.alarm_of(v1::AlarmKind::DeviceOffline).await;
     assert_eq!(a.device, "barrier-2");
+    // Its twin (retained) says so: offline, the arm's position unknown.
+    let t = g.h.uplink.twin("barrier-2", |t| !t.online).await;
+    assert_eq!(t.arm, "unknown");
     // The others still open at once.
     let asked = Instant::now();
     g.plate(1, 1, "粤B12345", 96).await;

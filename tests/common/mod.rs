@@ -222,6 +222,7 @@ pub enum Upstream {
         status: Box<v1::Status>,
         retained: bool,
     },
+    Twin(Box<v1::DeviceTwin>),
 }
 
 pub struct Uplink {
@@ -271,6 +272,10 @@ impl Uplink {
                                     .expect("alarms decode")
                                     .alarms,
                             )
+                        } else if p.topic.contains("/twin/") {
+                            Upstream::Twin(Box::new(
+                                v1::DeviceTwin::decode(p.payload.as_ref()).expect("twin decode"),
+                            ))
                         } else if p.topic.ends_with("/status") {
                             Upstream::Status {
                                 status: Box::new(
@@ -400,6 +405,23 @@ impl Uplink {
                 } else {
                     Ok(hit.remove(0))
                 }
+            }
+            m => Err(m),
+        })
+        .await
+    }
+
+    /// The next twin of `device` that `ok` accepts (earlier ones are dropped).
+    pub async fn twin(
+        &mut self,
+        device: &str,
+        mut ok: impl FnMut(&v1::DeviceTwin) -> bool,
+    ) -> v1::DeviceTwin {
+        self.next(&format!("a twin of {device}"), |m| match m {
+            Upstream::Twin(t) if t.device == device && ok(&t) => Ok(*t),
+            Upstream::Twin(t) if t.device == device => {
+                // An older state of that device: set aside as an empty twin nobody asks for.
+                Err(Upstream::Twin(Box::default()))
             }
             m => Err(m),
         })
