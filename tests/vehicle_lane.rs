@@ -212,8 +212,9 @@ async fn on_a_shared_rtu_line_a_dead_slave_is_reported_and_never_stalls_the_othe
     let a = g.h.uplink.alarm_of(v1::AlarmKind::DeviceOffline).await;
     assert_eq!(a.device, "barrier-2");
     // Its twin (retained) says so: offline, the arm's position unknown.
-    let t = g.h.uplink.twin("barrier-2", |t| !t.online).await;
-    assert_eq!(t.arm, "unknown");
+    g.h.uplink
+        .twin("barrier-2", |t| !t.online && t.arm == "unknown")
+        .await;
     // The others still open at once.
     let asked = Instant::now();
     g.plate(1, 1, "粤B12345", 96).await;
@@ -221,6 +222,10 @@ async fn on_a_shared_rtu_line_a_dead_slave_is_reported_and_never_stalls_the_othe
     let took = asked.elapsed();
     println!("with a dead slave on the line: plate → barrier 1 up in {took:?} (travel {TRAVEL:?})");
     assert!(took < TRAVEL + Duration::from_millis(1500), "{took:?}");
+    // The car crosses; the arm comes down only once it has left the safety loop.
+    assert!(g.barriers[0].car_passes(LONG).await);
+    wait_for("barrier 1 down", || g.barriers[0].is_down()).await;
+    assert_eq!(g.barriers[0].counts(), (1, 1, 0));
     // An exception answer is counted; the slave's state is unknown meanwhile.
     g.barriers[2].set_exception(true);
     wait_for("an exception counted", || {
