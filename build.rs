@@ -1,6 +1,9 @@
 //! Compiles `proto/gatehouse/v1/*.proto` with protox (pure Rust), so building needs no `protoc`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/gatehouse/v1/uplink.proto"];
+    let files = [
+        "proto/gatehouse/v1/uplink.proto",
+        "proto/gatehouse/v1/command.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -470,6 +470,7 @@ fn passage_record(i: u64) -> crate::store::outbox::Record {
             device_flag_disagrees: false,
             direction: v1::Direction::In as i32,
             mode: "normal".into(),
+            ..Default::default()
         })),
         ..Default::default()
     })

@@ -51,6 +51,44 @@ pub struct Config {
     pub profiles: ProfilesConfig,
     #[serde(default)]
     pub lanes: Vec<Lane>,
+    #[serde(default)]
+    pub commands: CommandsConfig,
+}
+
+/// Commands from above: the keys trusted to sign them, and what each may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// A command issued further ahead of this gateway's clock than this is refused.
+    #[serde(default = "default_max_skew_s")]
+    pub max_skew_s: u64,
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            max_skew_s: default_max_skew_s(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+fn default_max_skew_s() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub id: String,
+    /// Ed25519 public key, 64 hex digits (`gatehouse keygen` prints one).
+    pub public_key: String,
+    /// The levels of the tree it may address: gateway, community, street, district.
+    pub levels: Vec<crate::commands::Level>,
+    /// What it may send: set_mode, remote_open, ping.
+    pub kinds: Vec<crate::commands::Kind>,
 }
 
 /// Where this gateway sits in the administrative tree (DESIGN.md §6).
@@ -664,6 +702,18 @@ impl Config {
                 "rules".into(),
                 "join_before_ms is at most 60000 and join_after_ms at most 10000 (a person waits at the gate)".into(),
             );
+        }
+
+        for (i, k) in self.commands.keys.iter().enumerate() {
+            if let Err(e) = crate::commands::parse_public_key(&k.public_key) {
+                bad(format!("commands.keys[{i}].public_key"), e);
+            }
+            if k.levels.is_empty() || k.kinds.is_empty() {
+                bad(
+                    format!("commands.keys[{i}]"),
+                    "levels and kinds must name at least one each".into(),
+                );
+            }
         }
 
         let mut lane_ids = HashSet::new();

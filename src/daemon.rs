@@ -138,6 +138,15 @@ impl Daemon {
             "Registry loaded."
         );
         let core_state = store.load_state()?;
+        // Command ids applied and not yet expired (replay protection across restarts).
+        let applied: HashMap<String, i64> = core_state
+            .iter()
+            .filter_map(|(k, v)| {
+                let id = k.strip_prefix("cmd/")?;
+                let until = i64::from_le_bytes(v.as_slice().try_into().ok()?);
+                Some((id.to_string(), until))
+            })
+            .collect();
         // Importing and loading a large list churns the heap; hand the freed pages back so the
         // box's memory reflects what is actually held.
         release_free_memory();
@@ -274,6 +283,38 @@ impl Daemon {
             ),
             None => u.password.clone(),
         };
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (results_tx, results_rx) = mpsc::channel(64);
+        let g = &config.gateway;
+        let command_topics = vec![
+            format!("{}/cmd", config.topic_base()),
+            format!(
+                "gh/v1/{}/{}/{}/{}/_all/cmd",
+                g.city, g.district, g.street, g.community
+            ),
+            format!("gh/v1/{}/{}/{}/_all/cmd", g.city, g.district, g.street),
+            format!("gh/v1/{}/{}/_all/cmd", g.city, g.district),
+        ];
+        let trusted = config
+            .commands
+            .keys
+            .iter()
+            .filter_map(|k| {
+                // Validation has checked every key.
+                Some(crate::commands::TrustedKey {
+                    id: k.id.clone(),
+                    key: crate::commands::parse_public_key(&k.public_key).ok()?,
+                    levels: k.levels.clone(),
+                    kinds: k.kinds.clone(),
+                })
+            })
+            .collect();
+        let place = crate::commands::Place {
+            gateway: g.id.clone(),
+            community: g.community.clone(),
+            street: g.street.clone(),
+            district: g.district.clone(),
+        };
         let uplink = Uplink::new(
             UplinkConfig {
                 url: BrokerUrl::parse(&u.url).map_err(anyhow::Error::msg)?,
@@ -302,7 +343,12 @@ impl Daemon {
                 devices: devices.clone(),
                 metrics: metrics.clone(),
             },
-        )?;
+        )?
+        .with_commands(crate::uplink::Commands {
+            topics: command_topics,
+            to_core: cmd_tx,
+            results: results_rx,
+        });
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let conn = Connection {
@@ -381,9 +427,20 @@ impl Daemon {
             devices,
             twins,
             last_fire_assert: Instant::now(),
+            trusted,
+            place,
+            max_skew_ms: config.commands.max_skew_s as i64 * 1000,
+            applied,
+            results: results_tx,
         };
-        let core_join =
-            tokio::spawn(decisions.run(input_rx, control_rx, links_rx, reports_rx, start_outputs));
+        let core_join = tokio::spawn(decisions.run(
+            input_rx,
+            control_rx,
+            links_rx,
+            reports_rx,
+            cmd_rx,
+            start_outputs,
+        ));
 
         let (finish_tx, finish_rx) = oneshot::channel();
         let uplink_join = tokio::spawn(uplink.run(finish_rx));
@@ -691,6 +748,12 @@ struct DecisionLoop {
     mode: Arc<std::sync::Mutex<&'static str>>,
     devices: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
     twins: Arc<crate::twins::Twins>,
+    trusted: Vec<crate::commands::TrustedKey>,
+    place: crate::commands::Place,
+    max_skew_ms: i64,
+    /// Command ids applied, until when they stay refused as replays.
+    applied: HashMap<String, i64>,
+    results: mpsc::Sender<v1::CommandResult>,
     last_fire_assert: Instant,
 }
 
@@ -701,6 +764,7 @@ impl DecisionLoop {
         mut control: mpsc::Receiver<Control>,
         mut links: mpsc::Receiver<Note>,
         mut reports: mpsc::Receiver<BarrierReport>,
+        mut commands: mpsc::Receiver<Vec<u8>>,
         start: Vec<Output>,
     ) {
         self.emit(start, None).await;
@@ -733,6 +797,7 @@ impl DecisionLoop {
                     None => break,
                 },
                 Some(c) = control.recv() => self.control(c).await,
+                Some(c) = commands.recv() => self.command_from_above(c).await,
                 Some(n) = links.recv() => match n {
                     Note::Link(l) => self.link(l).await,
                     Note::Ack { device, code } => self.ack(device, code).await,
@@ -781,7 +846,19 @@ impl DecisionLoop {
 
     async fn tick(&mut self) {
         let mut out = Vec::new();
-        self.core.tick(crate::now_ms(), &mut out);
+        let now = crate::now_ms();
+        self.core.tick(now, &mut out);
+        // Expired command ids can no longer be replayed: forget them.
+        let expired: Vec<String> = self
+            .applied
+            .iter()
+            .filter(|(_, until)| **until < now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.applied.remove(&id);
+            out.push(Output::State(format!("cmd/{id}"), None));
+        }
         if self.core.mode() == Mode::Fire && self.last_fire_assert.elapsed() >= FIRE_REASSERT {
             self.core.hold_barriers(Hold::Open, &mut out);
             out.push(Output::HoldAll(Hold::Open));
@@ -789,6 +866,82 @@ impl DecisionLoop {
         if !out.is_empty() {
             self.emit(out, None).await;
         }
+    }
+
+    /// A `SignedCommand` from the uplink: checked (signature, key scope, time, replay), applied,
+    /// and answered on `cmd/result` once the change is durable.
+    async fn command_from_above(&mut self, bytes: Vec<u8>) {
+        let now = crate::now_ms();
+        let applied = &self.applied;
+        let verified = crate::commands::verify(
+            &bytes,
+            &self.trusted,
+            &self.place,
+            now,
+            self.max_skew_ms,
+            |id| applied.contains_key(id),
+        );
+        let gateway = self.place.gateway.clone();
+        let result = move |id: String, refused: &str, detail: String| v1::CommandResult {
+            gateway: gateway.clone(),
+            command_id: id,
+            applied: refused.is_empty(),
+            refused: refused.to_string(),
+            detail,
+            gateway_time_ms: now,
+        };
+        let v = match verified {
+            Ok(v) => v,
+            Err(r) => {
+                warn!(command = %r.id, reason = r.reason, detail = %r.detail, "Command refused.");
+                let _ = self.results.try_send(result(r.id, r.reason, r.detail));
+                return;
+            }
+        };
+        let id = v.command.id.clone();
+        let mut out = vec![Output::State(
+            format!("cmd/{id}"),
+            Some(v.command.expires_at_ms.to_le_bytes().to_vec()),
+        )];
+        self.applied.insert(id.clone(), v.command.expires_at_ms);
+        let (refused, detail) = match v.command.payload {
+            Some(v1::command::Payload::SetMode(m)) => match Mode::parse(&m.mode) {
+                None => ("malformed", format!("unknown mode {:?}", m.mode)),
+                Some(mode) => match self.core.set_mode(mode, Origin::Remote, &mut out) {
+                    Ok(()) => {
+                        info!(command = %id, mode = mode.as_str(), "Mode changed from above.");
+                        if let Ok(mut cur) = self.mode.lock() {
+                            *cur = self.core.mode().as_str();
+                        }
+                        ("", String::new())
+                    }
+                    Err(_) => ("fire_mode", "fire mode holds until a local reset".into()),
+                },
+            },
+            Some(v1::command::Payload::RemoteOpen(o)) => {
+                let opened = self.core.remote_open(
+                    &o.lane,
+                    (o.operator_id.clone(), o.reason.clone()),
+                    id.clone(),
+                    now,
+                    &mut out,
+                );
+                match opened {
+                    Some(()) => {
+                        info!(command = %id, lane = %o.lane, operator = %o.operator_id, "Remote open.");
+                        ("", String::new())
+                    }
+                    None => ("unknown_lane", format!("no lane {:?} with a gate", o.lane)),
+                }
+            }
+            Some(v1::command::Payload::Ping(_)) | None => ("", String::new()),
+        };
+        let r = result(id, refused, detail);
+        let results = self.results.clone();
+        let answer: outbox::Ack = Box::new(move || {
+            let _ = results.try_send(r);
+        });
+        self.emit(out, Some(answer)).await;
     }
 
     async fn control(&mut self, c: Control) {
@@ -1096,6 +1249,8 @@ impl DecisionLoop {
                     Direction::Out => v1::Direction::Out,
                 } as i32,
                 mode: d.mode.as_str().to_string(),
+                operator_id: d.operator.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
+                operator_reason: d.operator.map(|o| o.1).unwrap_or_default(),
             })),
             ..Default::default()
         }));

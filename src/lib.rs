@@ -6,6 +6,7 @@
 //! `daemon` wires them together; `sim` holds the device simulators used by tests and the demo.
 pub mod bench;
 pub mod broker;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod core;

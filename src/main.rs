@@ -40,6 +40,48 @@ enum Cmd {
         #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
         config: PathBuf,
     },
+    /// Make an Ed25519 key pair for signing commands: the private key goes to FILE (mode 0600),
+    /// the public key is printed (put it in the gateways' `[[commands.keys]]`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make and sign a command; print it as hex, or publish it to a broker.
+    Command {
+        /// The private key file from `gatehouse keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        key_id: String,
+        /// `gateway:<id>`, `community:<12 digits>`, `street:<9 digits>` or `district:<6 digits>`.
+        #[arg(long)]
+        target: String,
+        /// Set the mode: normal, epidemic, lockdown, fire.
+        #[arg(long, group = "what")]
+        mode: Option<String>,
+        /// Open this lane's gate once (with --operator and --reason).
+        #[arg(long, group = "what")]
+        open: Option<String>,
+        #[arg(long, default_value = "")]
+        operator: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Just ask for a result.
+        #[arg(long, group = "what")]
+        ping: bool,
+        /// Seconds the command stays valid.
+        #[arg(long, default_value_t = 60)]
+        valid_s: i64,
+        /// Command id (default: time-based).
+        #[arg(long)]
+        id: Option<String>,
+        /// Publish to this broker (mqtt://host:port) on `--topic` (e.g.
+        /// `gh/v1/3301/330106/330106001/_all/cmd` for a street) instead of printing hex.
+        #[arg(long, requires = "topic")]
+        publish: Option<String>,
+        #[arg(long)]
+        topic: Option<String>,
+    },
     /// End fire mode (only from the box itself): gates back to normal operation, mode normal.
     FireReset {
         #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
@@ -216,6 +258,70 @@ fn main() -> ExitCode {
     }
 }
 
+fn keygen(out: &std::path::Path) -> Result<(), RunError> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!("/dev/urandom: {e}")))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!("{}: {e}", out.display())))?;
+    writeln!(f, "{}", gatehouse::commands::to_hex(&seed))
+        .map_err(|e| RunError::Runtime(e.into()))?;
+    println!(
+        "private key written to {} (keep it secret)\npublic key: {}",
+        out.display(),
+        gatehouse::commands::to_hex(key.verifying_key().as_bytes())
+    );
+    Ok(())
+}
+
+fn read_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, RunError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
+    let bytes = gatehouse::frame::parse_hex(text.trim())
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| RunError::Runtime(anyhow::anyhow!("{}: not a 32-byte key", path.display())))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+async fn publish_once(broker: &BrokerUrl, topic: &str, payload: Vec<u8>) -> Result<(), RunError> {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let opts = gatehouse::mqtt::options(
+        broker,
+        &format!("gatehouse-cli-{}", std::process::id()),
+        std::time::Duration::from_secs(10),
+    );
+    let (client, mut el) = AsyncClient::new(opts, 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .map_err(|e| RunError::Runtime(e.into()))?;
+    let acked = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match acked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RunError::Runtime(anyhow::anyhow!("{e}"))),
+        Err(_) => Err(RunError::Runtime(anyhow::anyhow!("no PUBACK within 10 s"))),
+    }
+}
+
 /// Sends one request to the running daemon's control socket and prints its reply.
 async fn control(config: &std::path::Path, request: &str) -> Result<(), RunError> {
     let c = gatehouse::config::Config::load(config).map_err(RunError::Config)?;
@@ -246,6 +352,69 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 file.display(),
                 config.lanes.len()
             );
+        }
+        Cmd::Keygen { out } => keygen(&out)?,
+        Cmd::Command {
+            key,
+            key_id,
+            target,
+            mode,
+            open,
+            operator,
+            reason,
+            ping,
+            valid_s,
+            id,
+            publish,
+            topic,
+        } => {
+            use gatehouse::proto::v1;
+            let _ = ping;
+            let payload = match (mode, open) {
+                (Some(m), _) => v1::command::Payload::SetMode(v1::SetMode { mode: m }),
+                (None, Some(lane)) => v1::command::Payload::RemoteOpen(v1::RemoteOpen {
+                    lane,
+                    operator_id: operator,
+                    reason,
+                }),
+                (None, None) => v1::command::Payload::Ping(v1::Ping {}),
+            };
+            let (level, code) = target.split_once(':').ok_or_else(|| {
+                RunError::Runtime(anyhow::anyhow!(
+                    "--target is level:code, e.g. street:330106001"
+                ))
+            })?;
+            let level = match level {
+                "gateway" => v1::Level::Gateway,
+                "community" => v1::Level::Community,
+                "street" => v1::Level::Street,
+                "district" => v1::Level::District,
+                other => {
+                    return Err(RunError::Runtime(anyhow::anyhow!(
+                        "unknown level {other:?} (gateway, community, street, district)"
+                    )))
+                }
+            };
+            let now = gatehouse::now_ms();
+            let c = v1::Command {
+                id: id.unwrap_or_else(|| format!("cmd-{now}")),
+                issued_at_ms: now,
+                expires_at_ms: now + valid_s * 1000,
+                target: Some(v1::Scope {
+                    level: level as i32,
+                    code: code.to_string(),
+                }),
+                payload: Some(payload),
+            };
+            let signed = gatehouse::commands::sign(&c, &key_id, &read_key(&key)?);
+            let bytes = prost::Message::encode_to_vec(&signed);
+            match (publish, topic) {
+                (Some(broker), Some(topic)) => {
+                    publish_once(&url(&broker)?, &topic, bytes).await?;
+                    println!("published {} to {topic}", c.id);
+                }
+                _ => println!("{}", gatehouse::commands::to_hex(&bytes)),
+            }
         }
         Cmd::Mode { mode, config } => control(&config, &format!("mode {mode}")).await?,
         Cmd::FireReset { config } => control(&config, "fire-reset").await?,

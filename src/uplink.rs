@@ -100,6 +100,14 @@ pub struct Uplink {
     deletes: mpsc::Sender<Delete>,
     status: StatusSource,
     metrics: Arc<Metrics>,
+    commands: Option<Commands>,
+}
+
+/// The command side of the uplink: topics to subscribe, where commands go, results to publish.
+pub struct Commands {
+    pub topics: Vec<String>,
+    pub to_core: mpsc::Sender<Vec<u8>>,
+    pub results: mpsc::Receiver<v1::CommandResult>,
 }
 
 impl Uplink {
@@ -137,7 +145,14 @@ impl Uplink {
             deletes,
             status,
             metrics,
+            commands: None,
         })
+    }
+
+    /// Subscribe to commands from above and publish their results.
+    pub fn with_commands(mut self, c: Commands) -> Self {
+        self.commands = Some(c);
+        self
     }
 
     fn topic(&self, channel: &str) -> String {
@@ -222,6 +237,20 @@ impl Uplink {
                     self.publish_twins(&client, &mut fifo, false);
                     continue;
                 }
+                Some(result) = async {
+                    match self.commands.as_mut() {
+                        Some(c) => c.results.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }, if connected => {
+                    let topic = self.topic("cmd/result");
+                    if client.try_publish(topic, QoS::AtLeastOnce, false, result.encode_to_vec()).is_ok() {
+                        fifo.push_back(Tag::Status);
+                    } else {
+                        warn!(command = %result.command_id, "Command result not sent: the uplink's queue is full.");
+                    }
+                    continue;
+                }
                 d = &mut finish, if deadline.is_none() => {
                     deadline = Some(d.unwrap_or_else(|_| Instant::now()));
                     continue;
@@ -238,6 +267,26 @@ impl Uplink {
                     cursors = Cursors::default();
                     self.publish_status(&client, &mut fifo, v1::GatewayState::Online, true);
                     self.publish_twins(&client, &mut fifo, true);
+                    if let Some(c) = &self.commands {
+                        let filters = c
+                            .topics
+                            .iter()
+                            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+                        if let Err(e) = client.try_subscribe_many(filters) {
+                            warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some(c) = &self.commands {
+                        if c.topics.contains(&p.topic) {
+                            if p.payload.len() > 1 << 20 {
+                                warn!(topic = %p.topic, bytes = p.payload.len(), "Command over 1 MiB ignored.");
+                            } else if c.to_core.try_send(p.payload.to_vec()).is_err() {
+                                warn!(topic = %p.topic, "Command dropped: the decision loop is not taking commands.");
+                            }
+                        }
+                    }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     let tag = match parked.take() {

@@ -4,6 +4,7 @@ mod common;
 
 mod chaos;
 mod cli;
+mod commands;
 mod crash;
 mod interop;
 mod pedestrian_lane;

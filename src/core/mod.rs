@@ -230,6 +230,8 @@ pub struct Decision {
     pub vehicle: bool,
     /// The plate reader's confidence, 1–100.
     pub confidence: Option<u8>,
+    /// A remote open: the operator who ordered it and why.
+    pub operator: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -590,6 +592,49 @@ impl Core {
         }
     }
 
+    /// An operator's remote open of `lane` (already verified and permitted): the lane's gate opens
+    /// once, audited as a passage with reason `remote_open`. `None` if there is no such lane.
+    pub fn remote_open(
+        &mut self,
+        lane: &str,
+        operator: (String, String),
+        command_id: String,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Option<()> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let li = self.policy.lanes.iter().position(|l| l.id == lane)?;
+        let l = &self.policy.lanes[li];
+        let gate = l.gate?;
+        let mut d = Decision {
+            lane: li,
+            device: gate,
+            direction: l.direction,
+            mode: self.mode,
+            subject_kind: SubjectKind::Unknown,
+            subject_id: String::new(),
+            temperature_c: None,
+            allow: true,
+            reason: Reason::RemoteOpen,
+            rule: "remote_open",
+            device_flag_disagrees: false,
+            cause: vec![command_id],
+            received: Instant::now(),
+            gate: Some(gate),
+            vehicle: false,
+            confidence: None,
+            operator: Some(operator),
+        };
+        let mut b_out = Vec::new();
+        if let Some(b) = self.barriers.get_mut(&gate) {
+            d.gate = None;
+            b.open(now_ms, &mut b_out);
+        }
+        out.push(Output::Decision(d));
+        self.barrier_outputs(gate, b_out, out);
+        Some(())
+    }
+
     /// Takes one device message. Identifications decide (now, or when their join window closes);
     /// readings from a separate thermal station wait to be joined.
     pub fn observe(&mut self, obs: Observation, out: &mut Vec<Output>) {
@@ -828,6 +873,7 @@ impl Core {
             gate: lane.gate,
             vehicle: false,
             confidence: None,
+            operator: None,
         };
         d.vehicle = ev.credential == CredentialKind::Plate;
         d.confidence = ev.confidence;

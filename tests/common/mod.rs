@@ -223,6 +223,7 @@ pub enum Upstream {
         retained: bool,
     },
     Twin(Box<v1::DeviceTwin>),
+    Result(v1::CommandResult),
 }
 
 pub struct Uplink {
@@ -271,6 +272,11 @@ impl Uplink {
                                 v1::AlarmBatch::decode(p.payload.as_ref())
                                     .expect("alarms decode")
                                     .alarms,
+                            )
+                        } else if p.topic.ends_with("/cmd/result") {
+                            Upstream::Result(
+                                v1::CommandResult::decode(p.payload.as_ref())
+                                    .expect("result decode"),
                             )
                         } else if p.topic.contains("/twin/") {
                             Upstream::Twin(Box::new(
@@ -406,6 +412,15 @@ impl Uplink {
                     Ok(hit.remove(0))
                 }
             }
+            m => Err(m),
+        })
+        .await
+    }
+
+    /// The next command result.
+    pub async fn result(&mut self) -> v1::CommandResult {
+        self.next("a command result", |m| match m {
+            Upstream::Result(r) => Ok(r),
             m => Err(m),
         })
         .await

@@ -1,0 +1,351 @@
+//! Commands from above: who may send what, and the checks every `SignedCommand` passes before it
+//! is applied (DESIGN.md §6). Pure: keys, this gateway's place in the tree, the time and the ids
+//! already applied are given.
+//!
+//! Refused, each with its reason in the `cmd/result`: `malformed`, `unknown_key`,
+//! `bad_signature`, `expired`, `not_yet_valid` (issued further in the future than the allowed
+//! clock skew), `replayed` (an id already applied; ids are kept until the command expires, across
+//! restarts), `out_of_scope` (the target is not this gateway or a level above it that it belongs
+//! to), `not_permitted` (the key may not address that level or send that kind).
+use crate::proto::v1;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use prost::Message;
+use serde::Deserialize;
+
+/// What a command does, for key permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    SetMode,
+    RemoteOpen,
+    Ping,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Gateway,
+    Community,
+    Street,
+    District,
+}
+
+impl Level {
+    fn of(l: v1::Level) -> Option<Level> {
+        match l {
+            v1::Level::Gateway => Some(Level::Gateway),
+            v1::Level::Community => Some(Level::Community),
+            v1::Level::Street => Some(Level::Street),
+            v1::Level::District => Some(Level::District),
+            v1::Level::Unspecified => None,
+        }
+    }
+}
+
+/// A trusted public key and what it may do.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    pub id: String,
+    pub key: VerifyingKey,
+    pub levels: Vec<Level>,
+    pub kinds: Vec<Kind>,
+}
+
+/// This gateway's codes in the tree.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub gateway: String,
+    pub community: String,
+    pub street: String,
+    pub district: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The command id, when the command could be read that far.
+    pub id: String,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// A command that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub command: v1::Command,
+    pub kind: Kind,
+}
+
+/// Checks one `SignedCommand`. `applied(id)` says whether an id was applied before.
+pub fn verify(
+    bytes: &[u8],
+    keys: &[TrustedKey],
+    place: &Place,
+    now_ms: i64,
+    max_skew_ms: i64,
+    applied: impl Fn(&str) -> bool,
+) -> Result<Verified, Refused> {
+    let refuse = |id: &str, reason, detail: String| Refused {
+        id: id.to_string(),
+        reason,
+        detail,
+    };
+    let signed = v1::SignedCommand::decode(bytes)
+        .map_err(|e| refuse("", "malformed", format!("not a SignedCommand: {e}")))?;
+    let key = keys.iter().find(|k| k.id == signed.key_id).ok_or_else(|| {
+        refuse(
+            "",
+            "unknown_key",
+            format!("key {:?} is not trusted here", signed.key_id),
+        )
+    })?;
+    let sig = Signature::from_slice(&signed.signature).map_err(|_| {
+        refuse(
+            "",
+            "bad_signature",
+            "not a 64-byte Ed25519 signature".into(),
+        )
+    })?;
+    key.key.verify(&signed.command, &sig).map_err(|_| {
+        refuse(
+            "",
+            "bad_signature",
+            format!("does not verify with key {:?}", key.id),
+        )
+    })?;
+    // Only now is the content trusted enough to read.
+    let c = v1::Command::decode(signed.command.as_slice())
+        .map_err(|e| refuse("", "malformed", format!("not a Command: {e}")))?;
+    let id = c.id.as_str();
+    if id.is_empty() || id.len() > 128 {
+        return Err(refuse(id, "malformed", "the id must be 1–128 bytes".into()));
+    }
+    if now_ms > c.expires_at_ms {
+        return Err(refuse(
+            id,
+            "expired",
+            format!("expired at {}", c.expires_at_ms),
+        ));
+    }
+    if c.issued_at_ms > now_ms + max_skew_ms {
+        return Err(refuse(
+            id,
+            "not_yet_valid",
+            format!(
+                "issued {} ms ahead of this gateway's clock",
+                c.issued_at_ms - now_ms
+            ),
+        ));
+    }
+    let kind = match &c.payload {
+        Some(v1::command::Payload::SetMode(_)) => Kind::SetMode,
+        Some(v1::command::Payload::RemoteOpen(_)) => Kind::RemoteOpen,
+        Some(v1::command::Payload::Ping(_)) => Kind::Ping,
+        None => return Err(refuse(id, "malformed", "no payload".into())),
+    };
+    let target = c.target.clone().unwrap_or_default();
+    let level = Level::of(target.level())
+        .ok_or_else(|| refuse(id, "malformed", "no target level".into()))?;
+    let ours = match level {
+        Level::Gateway => &place.gateway,
+        Level::Community => &place.community,
+        Level::Street => &place.street,
+        Level::District => &place.district,
+    };
+    if &target.code != ours {
+        return Err(refuse(
+            id,
+            "out_of_scope",
+            format!(
+                "for {level:?} {:?}; this gateway is in {ours:?}",
+                target.code
+            ),
+        ));
+    }
+    if !key.levels.contains(&level) || !key.kinds.contains(&kind) {
+        return Err(refuse(
+            id,
+            "not_permitted",
+            format!("key {:?} may not send {kind:?} to a {level:?}", key.id),
+        ));
+    }
+    if applied(id) {
+        return Err(refuse(id, "replayed", "this id was applied before".into()));
+    }
+    Ok(Verified { command: c, kind })
+}
+
+/// Signs a command (the CLI and tests).
+pub fn sign(c: &v1::Command, key_id: &str, key: &ed25519_dalek::SigningKey) -> v1::SignedCommand {
+    use ed25519_dalek::Signer;
+    let command = c.encode_to_vec();
+    let signature = key.sign(&command).to_bytes().to_vec();
+    v1::SignedCommand {
+        command,
+        key_id: key_id.to_string(),
+        signature,
+    }
+}
+
+/// A key from 64 hex digits.
+pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, String> {
+    let bytes = crate::frame::parse_hex(hex)?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "an Ed25519 public key is 32 bytes (64 hex digits)".to_string())?;
+    VerifyingKey::from_bytes(&arr).map_err(|e| format!("not an Ed25519 public key: {e}"))
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn place() -> Place {
+        Place {
+            gateway: "gw-1".into(),
+            community: "330106001001".into(),
+            street: "330106001".into(),
+            district: "330106".into(),
+        }
+    }
+
+    fn keys() -> (SigningKey, SigningKey, Vec<TrustedKey>) {
+        let company = SigningKey::from_bytes(&[7; 32]);
+        let street = SigningKey::from_bytes(&[9; 32]);
+        let trusted = vec![
+            TrustedKey {
+                id: "company".into(),
+                key: company.verifying_key(),
+                levels: vec![
+                    Level::Gateway,
+                    Level::Community,
+                    Level::Street,
+                    Level::District,
+                ],
+                kinds: vec![Kind::SetMode, Kind::RemoteOpen, Kind::Ping],
+            },
+            TrustedKey {
+                id: "street-office".into(),
+                key: street.verifying_key(),
+                levels: vec![Level::Street],
+                kinds: vec![Kind::SetMode],
+            },
+        ];
+        (company, street, trusted)
+    }
+
+    fn command(
+        id: &str,
+        level: v1::Level,
+        code: &str,
+        payload: v1::command::Payload,
+    ) -> v1::Command {
+        v1::Command {
+            id: id.into(),
+            issued_at_ms: NOW - 1000,
+            expires_at_ms: NOW + 60_000,
+            target: Some(v1::Scope {
+                level: level as i32,
+                code: code.into(),
+            }),
+            payload: Some(payload),
+        }
+    }
+
+    fn mode(m: &str) -> v1::command::Payload {
+        v1::command::Payload::SetMode(v1::SetMode { mode: m.into() })
+    }
+
+    fn open() -> v1::command::Payload {
+        v1::command::Payload::RemoteOpen(v1::RemoteOpen {
+            lane: "east-1".into(),
+            operator_id: "op-7".into(),
+            reason: "ambulance".into(),
+        })
+    }
+
+    fn check(signed: &v1::SignedCommand, trusted: &[TrustedKey]) -> Result<Kind, &'static str> {
+        verify(
+            &signed.encode_to_vec(),
+            trusted,
+            &place(),
+            NOW,
+            30_000,
+            |id| id == "used",
+        )
+        .map(|v| v.kind)
+        .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn every_refusal_has_its_reason() {
+        let (company, street, trusted) = keys();
+        let ok = command("c1", v1::Level::Street, "330106001", mode("lockdown"));
+        assert_eq!(
+            check(&sign(&ok, "street-office", &street), &trusted),
+            Ok(Kind::SetMode)
+        );
+        // Signed by another key than it claims.
+        assert_eq!(
+            check(&sign(&ok, "company", &street), &trusted),
+            Err("bad_signature")
+        );
+        // Tampered after signing.
+        let mut t = sign(&ok, "street-office", &street);
+        t.command[3] ^= 1;
+        assert_eq!(check(&t, &trusted), Err("bad_signature"));
+        assert_eq!(
+            check(&sign(&ok, "nobody", &street), &trusted),
+            Err("unknown_key")
+        );
+        let mut late = ok.clone();
+        late.expires_at_ms = NOW - 1;
+        assert_eq!(
+            check(&sign(&late, "street-office", &street), &trusted),
+            Err("expired")
+        );
+        let mut early = ok.clone();
+        early.issued_at_ms = NOW + 31_000;
+        assert_eq!(
+            check(&sign(&early, "street-office", &street), &trusted),
+            Err("not_yet_valid")
+        );
+        let mut used = ok.clone();
+        used.id = "used".into();
+        assert_eq!(
+            check(&sign(&used, "street-office", &street), &trusted),
+            Err("replayed")
+        );
+        let other_street = command("c2", v1::Level::Street, "330106002", mode("lockdown"));
+        assert_eq!(
+            check(&sign(&other_street, "company", &company), &trusted),
+            Err("out_of_scope")
+        );
+        // A street office may not open a gate, nor address the district.
+        let open_cmd = command("c3", v1::Level::Gateway, "gw-1", open());
+        assert_eq!(
+            check(&sign(&open_cmd, "street-office", &street), &trusted),
+            Err("not_permitted")
+        );
+        assert_eq!(
+            check(&sign(&open_cmd, "company", &company), &trusted),
+            Ok(Kind::RemoteOpen)
+        );
+        let district = command("c4", v1::Level::District, "330106", mode("normal"));
+        assert_eq!(
+            check(&sign(&district, "street-office", &street), &trusted),
+            Err("not_permitted")
+        );
+        assert_eq!(
+            verify(b"\xff\xff garbage", &trusted, &place(), NOW, 0, |_| false)
+                .map_err(|r| r.reason),
+            Err("malformed")
+        );
+    }
+}

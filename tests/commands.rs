@@ -1,0 +1,342 @@
+//! Commands from above over the in-process broker: every refusal reason, replay across a restart,
+//! a remote open audited as a passage, and a street-wide mode change reaching exactly the
+//! gateways of that street.
+use crate::common::*;
+use ed25519_dalek::SigningKey;
+use gatehouse::commands::{sign, to_hex};
+use gatehouse::config::{BrokerUrl, Config};
+use gatehouse::daemon::Daemon;
+use gatehouse::profiles::{Profiles, Unit};
+use gatehouse::proto::v1;
+use prost::Message;
+use std::time::{Duration, Instant};
+
+fn company() -> SigningKey {
+    SigningKey::from_bytes(&[11; 32])
+}
+
+fn street_office() -> SigningKey {
+    SigningKey::from_bytes(&[22; 32])
+}
+
+/// The trusted keys: the property company may do everything; the street office may only set
+/// the mode of its street.
+fn keys_toml() -> String {
+    format!(
+        r#"
+[commands]
+max_skew_s = 30
+
+[[commands.keys]]
+id = "company"
+public_key = "{}"
+levels = ["gateway", "community", "street", "district"]
+kinds = ["set_mode", "remote_open", "ping"]
+
+[[commands.keys]]
+id = "street-office"
+public_key = "{}"
+levels = ["street"]
+kinds = ["set_mode"]
+"#,
+        to_hex(company().verifying_key().as_bytes()),
+        to_hex(street_office().verifying_key().as_bytes())
+    )
+}
+
+fn command(id: &str, level: v1::Level, code: &str, payload: v1::command::Payload) -> v1::Command {
+    let now = gatehouse::now_ms();
+    v1::Command {
+        id: id.into(),
+        issued_at_ms: now,
+        expires_at_ms: now + 60_000,
+        target: Some(v1::Scope {
+            level: level as i32,
+            code: code.into(),
+        }),
+        payload: Some(payload),
+    }
+}
+
+fn mode(m: &str) -> v1::command::Payload {
+    v1::command::Payload::SetMode(v1::SetMode { mode: m.into() })
+}
+
+async fn send(c: &Client, topic: &str, signed: &v1::SignedCommand) {
+    c.publish(topic, signed.encode_to_vec()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
+    let broker = start_broker();
+    let keys = keys_toml();
+    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker.clone(), |t| {
+        t + &keys
+    })
+    .await;
+    let admin = Client::connect(&broker, "company-admin").await;
+    let own = format!("{BASE}/cmd");
+    let gw = v1::Level::Gateway;
+    let ping = || v1::command::Payload::Ping(v1::Ping {});
+    let cases: Vec<(v1::SignedCommand, &str)> = vec![
+        (
+            sign(&command("p1", gw, GATEWAY, ping()), "company", &company()),
+            "",
+        ),
+        (
+            sign(
+                &command("p2", gw, GATEWAY, ping()),
+                "company",
+                &street_office(),
+            ),
+            "bad_signature",
+        ),
+        (
+            sign(
+                &command("p3", gw, GATEWAY, ping()),
+                "district-9",
+                &company(),
+            ),
+            "unknown_key",
+        ),
+        (
+            {
+                let mut c = command("p4", gw, GATEWAY, ping());
+                c.expires_at_ms = gatehouse::now_ms() - 1;
+                sign(&c, "company", &company())
+            },
+            "expired",
+        ),
+        (
+            {
+                let mut c = command("p5", gw, GATEWAY, ping());
+                c.issued_at_ms = gatehouse::now_ms() + 120_000;
+                c.expires_at_ms = c.issued_at_ms + 60_000;
+                sign(&c, "company", &company())
+            },
+            "not_yet_valid",
+        ),
+        (
+            sign(
+                &command("p6", gw, "gw-other", ping()),
+                "company",
+                &company(),
+            ),
+            "out_of_scope",
+        ),
+        (
+            sign(
+                &command(
+                    "p7",
+                    gw,
+                    GATEWAY,
+                    v1::command::Payload::RemoteOpen(v1::RemoteOpen {
+                        lane: "east-1".into(),
+                        operator_id: "op-1".into(),
+                        reason: "x".into(),
+                    }),
+                ),
+                "street-office",
+                &street_office(),
+            ),
+            "not_permitted",
+        ),
+        (
+            sign(&command("p1", gw, GATEWAY, ping()), "company", &company()),
+            "replayed",
+        ),
+    ];
+    for (signed, expect) in &cases {
+        send(&admin, &own, signed).await;
+        let r = h.uplink.result().await;
+        assert_eq!(
+            (r.refused.as_str(), r.applied),
+            (*expect, expect.is_empty()),
+            "{r:?}"
+        );
+        assert_eq!(r.gateway, GATEWAY);
+    }
+    admin.publish(&own, b"not a command".to_vec()).await;
+    assert_eq!(h.uplink.result().await.refused, "malformed");
+
+    // The property company opens the gate for an ambulance: once, audited.
+    let open = command(
+        "open-1",
+        gw,
+        GATEWAY,
+        v1::command::Payload::RemoteOpen(v1::RemoteOpen {
+            lane: "east-1".into(),
+            operator_id: "op-7".into(),
+            reason: "ambulance".into(),
+        }),
+    );
+    send(&admin, &own, &sign(&open, "company", &company())).await;
+    assert_eq!(h.next_command().await.action, "open");
+    let (_, d) = h.uplink.passage_from("gate-1").await;
+    assert_eq!(
+        (
+            d.reason.as_str(),
+            d.operator_id.as_str(),
+            d.operator_reason.as_str()
+        ),
+        ("remote_open", "op-7", "ambulance")
+    );
+    assert_eq!(d.cause, vec!["open-1".to_string()]);
+    assert!(h.uplink.result().await.applied);
+    send(&admin, &own, &sign(&open, "company", &company())).await;
+    assert_eq!(h.uplink.result().await.refused, "replayed", "single use");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_command_id_stays_refused_across_a_restart() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &path,
+        config_text(dir.path(), &broker, &broker) + &keys_toml(),
+    )
+    .unwrap();
+    let admin = Client::connect(&broker, "company-admin").await;
+    let mut up = Uplink::connect(&broker).await;
+    let c = sign(
+        &command("lock-1", v1::Level::Gateway, GATEWAY, mode("lockdown")),
+        "company",
+        &company(),
+    );
+    let own = format!("{BASE}/cmd");
+    for expect in ["", "replayed"] {
+        let daemon = within(
+            "daemon start",
+            LONG,
+            Daemon::start(Config::load(&path).unwrap(), Profiles::builtin()),
+        )
+        .await
+        .unwrap();
+        up.status(v1::GatewayState::Online).await;
+        send(&admin, &own, &c).await;
+        assert_eq!(up.result().await.refused, expect);
+        daemon.stop().await;
+    }
+}
+
+/// A config for gateway `id` in `community` of `street` (all under district 330106).
+fn gateway_config(
+    dir: &std::path::Path,
+    broker: &BrokerUrl,
+    id: &str,
+    street: &str,
+    community: &str,
+) -> String {
+    format!(
+        r#"
+[gateway]
+id = "{id}"
+city = "3301"
+district = "330106"
+street = "{street}"
+community = "{community}"
+
+[device_broker]
+mode = "external"
+url = "mqtt://127.0.0.1:{port}"
+client_id = "{id}-devices"
+
+[uplink]
+url = "mqtt://127.0.0.1:{port}"
+
+[store]
+dir = "{store}"
+
+[[lanes]]
+id = "east-1"
+
+[[lanes.devices]]
+id = "{id}-thermal"
+role = "thermal"
+profile = "hikvision-acs-event"
+
+[[lanes.devices]]
+id = "{id}-gate"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+{keys}"#,
+        port = broker.port,
+        store = dir.join(id).display(),
+        keys = keys_toml()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_other() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let gateways = [
+        ("gw-a", "330106001", "330106001001"),
+        ("gw-b", "330106001", "330106001002"),
+        ("gw-c", "330106001", "330106001003"),
+        ("gw-x", "330106002", "330106002001"),
+    ];
+    let mut daemons = Vec::new();
+    let mut watchers = Vec::new();
+    for (id, street, community) in gateways {
+        let path = dir.path().join(format!("{id}.toml"));
+        std::fs::write(
+            &path,
+            gateway_config(dir.path(), &broker, id, street, community),
+        )
+        .unwrap();
+        let base = format!("gh/v1/3301/330106/{street}/{community}/{id}");
+        let mut w = Uplink::connect_to(&broker, &base).await;
+        daemons.push(
+            within(
+                "daemon start",
+                LONG,
+                Daemon::start(Config::load(&path).unwrap(), Profiles::builtin()),
+            )
+            .await
+            .unwrap(),
+        );
+        w.status(v1::GatewayState::Online).await;
+        watchers.push(w);
+    }
+    let office = Client::connect(&broker, "street-office").await;
+    let c = sign(
+        &command(
+            "street-lockdown",
+            v1::Level::Street,
+            "330106001",
+            mode("epidemic"),
+        ),
+        "street-office",
+        &street_office(),
+    );
+    let sent = Instant::now();
+    send(&office, "gh/v1/3301/330106/330106001/_all/cmd", &c).await;
+    for w in &mut watchers[..3] {
+        let r = w.result().await;
+        assert!(r.applied, "{r:?}");
+    }
+    let took = sent.elapsed();
+    println!("street-wide mode change applied (durably) on three gateways in {took:?}");
+    // The first decision on one of them is under the new mode: no temperature, no entry.
+    let terminal = Client::connect(&broker, "gw-a-terminal").await;
+    let body = gatehouse::sim::hikvision::acs_event(1, Some("R1"), 36.5, Unit::Celsius);
+    terminal
+        .publish("devices/gw-a-thermal/event", body.into_bytes())
+        .await;
+    let e = watchers[0].batch().await;
+    let Some(v1::event::Body::Passage(d)) = &e[0].body else {
+        panic!("a passage")
+    };
+    assert_eq!(d.mode, "epidemic");
+    // The gateway in the other street heard nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(watchers[3]
+        .rx
+        .try_recv()
+        .map_or(true, |m| !matches!(m, Upstream::Result(_))));
+    for d in daemons {
+        d.stop().await;
+    }
+}
