@@ -179,3 +179,49 @@ fn frame_decoder_1000_frames(bencher: divan::Bencher) {
         assert_eq!(n, 1000);
     });
 }
+
+/// A signed command checked end to end: decode, key lookup, Ed25519 verification, scope, replay.
+#[divan::bench(sample_count = 100, sample_size = 100)]
+fn verify_signed_command(bencher: divan::Bencher) {
+    use gatehouse::commands::{sign, verify, Kind, Level, Place, TrustedKey};
+    use gatehouse::proto::v1;
+    use prost::Message;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let trusted = vec![TrustedKey {
+        id: "street".into(),
+        key: key.verifying_key(),
+        levels: vec![Level::Street],
+        kinds: vec![Kind::SetMode],
+    }];
+    let place = Place {
+        gateway: "gw".into(),
+        community: "330106001001".into(),
+        street: "330106001".into(),
+        district: "330106".into(),
+    };
+    let now = 1_800_000_000_000;
+    let c = v1::Command {
+        id: "c1".into(),
+        issued_at_ms: now,
+        expires_at_ms: now + 60_000,
+        target: Some(v1::Scope {
+            level: v1::Level::Street as i32,
+            code: "330106001".into(),
+        }),
+        payload: Some(v1::command::Payload::SetMode(v1::SetMode {
+            mode: "lockdown".into(),
+        })),
+    };
+    let bytes = sign(&c, "street", &key).encode_to_vec();
+    bencher.bench_local(|| {
+        verify(
+            divan::black_box(&bytes),
+            &trusted,
+            &place,
+            now,
+            30_000,
+            |_| false,
+        )
+        .is_ok()
+    });
+}

@@ -642,6 +642,7 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
             username: None,
             password: None,
             ca_file: None,
+            client_cert: None,
             keep_alive: Duration::from_secs(30),
             batch_max: 256,
             window: 8,

@@ -169,6 +169,13 @@ pub struct Uplink {
     pub password_file: Option<PathBuf>,
     /// PEM file of the CA(s) to trust for mqtts; without it, the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: this gateway's certificate (PEM, with its chain) and private key.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// `production` refuses to start on plain mqtt, an anonymous uplink, or a private key or
+    /// password file others can read; `development` (default) allows them, for the bench.
+    #[serde(default)]
+    pub security: Security,
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
     /// Most events in one published `EventBatch`.
@@ -181,6 +188,14 @@ pub struct Uplink {
     /// (alarms are never held back).
     #[serde(default = "default_replay_rate")]
     pub replay_rate: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    #[default]
+    Development,
+    Production,
 }
 
 fn default_keep_alive_s() -> u64 {
@@ -587,6 +602,12 @@ impl Config {
         if let Some(p) = self.uplink.password_file.as_mut() {
             fix(p);
         }
+        for p in [&mut self.uplink.client_cert, &mut self.uplink.client_key]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
     }
 
     /// Every problem in the config, each with its path. Empty means valid.
@@ -645,6 +666,8 @@ impl Config {
         for (path, file) in [
             ("uplink.ca_file", &self.uplink.ca_file),
             ("uplink.password_file", &self.uplink.password_file),
+            ("uplink.client_cert", &self.uplink.client_cert),
+            ("uplink.client_key", &self.uplink.client_key),
             ("registry.import", &self.registry.import),
             ("registry.passes", &self.registry.passes),
             ("registry.plates", &self.registry.plates),
@@ -653,6 +676,55 @@ impl Config {
             if let Some(f) = file {
                 if !f.is_file() {
                     bad(path.into(), format!("{} does not exist", f.display()));
+                }
+            }
+        }
+        let u = &self.uplink;
+        if u.client_cert.is_some() != u.client_key.is_some() {
+            bad(
+                "uplink.client_cert".into(),
+                "client_cert and client_key go together".into(),
+            );
+        }
+        if u.security == Security::Production {
+            if !u.url.starts_with("mqtts://") && !u.url.starts_with("ssl://") {
+                bad(
+                    "uplink.url".into(),
+                    "security = \"production\" needs mqtts:// (TLS): plain mqtt would carry the gate's records and commands in clear".into(),
+                );
+            }
+            let has_password = u.password.is_some() || u.password_file.is_some();
+            if u.username.is_none() && u.client_cert.is_none() {
+                bad(
+                    "uplink".into(),
+                    "security = \"production\" refuses an anonymous uplink: give username + password_file, or client_cert + client_key".into(),
+                );
+            } else if u.username.is_some() && !has_password && u.client_cert.is_none() {
+                bad(
+                    "uplink.password_file".into(),
+                    "a username without a password is anonymous in all but name".into(),
+                );
+            }
+            if u.password.is_some() {
+                bad(
+                    "uplink.password".into(),
+                    "security = \"production\": keep the password out of the config, in password_file (0600)".into(),
+                );
+            }
+            for (path, file) in [
+                ("uplink.client_key", &u.client_key),
+                ("uplink.password_file", &u.password_file),
+            ] {
+                if let Some(f) = file {
+                    if let Some(mode) = private_file_mode(f) {
+                        bad(
+                            path.into(),
+                            format!(
+                                "{} is readable by others (mode {mode:o}); chmod 600 it",
+                                f.display()
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -884,6 +956,13 @@ impl Config {
     }
 }
 
+/// The file's mode if group or others may read or write it (a secret that is not private).
+fn private_file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 /// Safe inside an MQTT topic level and a file name.
 fn is_topic_safe(s: &str) -> bool {
     !s.is_empty()
@@ -895,6 +974,42 @@ fn is_topic_safe(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn production_security_refuses_plain_mqtt_anonymity_and_readable_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("gw.key");
+        std::fs::write(&key, "k").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(dir.path().join("gw.pem"), "c").unwrap();
+        let text = |uplink: &str| {
+            format!(
+                "[gateway]\nid = \"gw\"\ncity = \"3301\"\ndistrict = \"330106\"\nstreet = \"330106001\"\ncommunity = \"330106001001\"\n[uplink]\nsecurity = \"production\"\n{uplink}\n"
+            )
+        };
+        let problems = |uplink: &str| -> Vec<String> {
+            let path = dir.path().join("g.toml");
+            std::fs::write(&path, text(uplink)).unwrap();
+            Config::load(&path)
+                .unwrap()
+                .problems(&Profiles::builtin())
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        };
+        let p = problems("url = \"mqtt://h:1883\"");
+        assert!(p.iter().any(|p| p.contains("needs mqtts://")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("anonymous uplink")), "{p:?}");
+        let p = problems("url = \"mqtts://h\"\nclient_cert = \"gw.pem\"\nclient_key = \"gw.key\"");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("readable by others (mode 644)"), "{p:?}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            problems("url = \"mqtts://h\"\nclient_cert = \"gw.pem\"\nclient_key = \"gw.key\""),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn serial_devices_need_a_port_with_sane_settings_shared_alike() {

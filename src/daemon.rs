@@ -325,6 +325,7 @@ impl Daemon {
                 username: u.username.clone(),
                 password,
                 ca_file: u.ca_file.clone(),
+                client_cert: u.client_cert.clone().zip(u.client_key.clone()),
                 keep_alive: Duration::from_secs(u.keep_alive_s),
                 batch_max: u.batch_max,
                 window: u.window,

@@ -32,8 +32,12 @@ pub fn network_options() -> NetworkOptions {
     n
 }
 
-/// rustls (ring) trusting the CAs in `ca_file`, or the system's roots without one.
-pub fn tls_transport(ca_file: Option<&Path>) -> Result<Transport, TlsError> {
+/// rustls (ring) trusting the CAs in `ca_file`, or the system's roots without one; with
+/// `client` (certificate chain, private key; PEM) it authenticates itself too (mutual TLS).
+pub fn tls_transport(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Transport, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -64,10 +68,30 @@ pub fn tls_transport(ca_file: Option<&Path>) -> Result<Transport, TlsError> {
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let err = |path: &Path, message: String| TlsError::Ca {
+                path: path.display().to_string(),
+                message,
+            };
+            let pem = std::fs::read(cert).map_err(|e| err(cert, e.to_string()))?;
+            let chain = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(cert, e.to_string()))?;
+            if chain.is_empty() {
+                return Err(err(cert, "no PEM certificate in the file".into()));
+            }
+            let pem = std::fs::read(key).map_err(|e| err(key, e.to_string()))?;
+            let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
+                .map_err(|e| err(key, e.to_string()))?
+                .ok_or_else(|| err(key, "no PEM private key in the file".into()))?;
+            builder.with_client_auth_cert(chain, key_der)?
+        }
+    };
     Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
         Arc::new(config),
     )))

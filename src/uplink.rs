@@ -38,6 +38,8 @@ pub struct UplinkConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: our certificate chain and its private key (PEM).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     pub keep_alive: Duration,
     pub batch_max: usize,
     pub window: usize,
@@ -134,7 +136,11 @@ impl Uplink {
         ));
         // TLS is set up here, so a bad CA file stops the start instead of the uplink.
         if cfg.url.tls {
-            opts.set_transport(mqtt::tls_transport(cfg.ca_file.as_deref())?);
+            let client = cfg
+                .client_cert
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path()));
+            opts.set_transport(mqtt::tls_transport(cfg.ca_file.as_deref(), client)?);
         }
         Ok(Self {
             cfg,

@@ -184,3 +184,175 @@ async fn works_with_mosquitto_on_the_device_side_and_over_tls_upstream() {
     assert_eq!(events[0].event_id, format!("{GATEWAY}:{}", events[0].seq));
     daemon.stop().await;
 }
+
+/// A client certificate for `cn`, signed by the test CA; its key is 0600.
+fn client_cert(dir: &Path, cn: &str) {
+    let d = |f: &str| dir.join(f);
+    std::fs::write(d("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(d(&format!("{cn}.key")))
+        .arg("-out")
+        .arg(d(&format!("{cn}.csr"))));
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .arg("-in")
+        .arg(d(&format!("{cn}.csr")))
+        .arg("-CA")
+        .arg(d("ca.pem"))
+        .arg("-CAkey")
+        .arg(d("ca.key"))
+        .arg("-out")
+        .arg(d(&format!("{cn}.pem")))
+        // Extensions make it an X.509 v3 certificate, which is all rustls accepts.
+        .arg("-extfile")
+        .arg(d("client.ext")));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        d(&format!("{cn}.key")),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+/// The company's broker as it should run: gateways authenticate with client certificates (mutual
+/// TLS, the certificate's CN is the gateway id) and a `pattern` ACL confines each to its own
+/// subtree. The company watches on a plain listener of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish_into_anothers_subtree(
+) {
+    for tool in ["mosquitto", "openssl"] {
+        if !have(tool) {
+            println!("SKIPPED with_client_certificates_…: {tool} is not installed (apt-get install {tool})");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
+    client_cert(d, GATEWAY);
+    client_cert(d, "gw-evil");
+    let (plain, mtls) = (broker::free_port().unwrap(), broker::free_port().unwrap());
+    std::fs::write(
+        d.join("acl"),
+        "# Each gateway: its own subtree, and the command topics above it.\n\
+         pattern readwrite gh/v1/+/+/+/+/%u/#\n\
+         pattern read gh/v1/+/+/+/+/_all/cmd\n\
+         pattern read gh/v1/+/+/+/_all/cmd\n\
+         pattern read gh/v1/+/+/_all/cmd\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("mosquitto.conf"),
+        format!(
+            "persistence false\nuser root\nper_listener_settings true\nset_tcp_nodelay true\n\
+             listener {plain} 127.0.0.1\nallow_anonymous true\n\
+             listener {mtls} 127.0.0.1\ncafile {p}/ca.pem\ncertfile {p}/server.pem\nkeyfile {p}/server.key\n\
+             require_certificate true\nuse_identity_as_username true\nacl_file {p}/acl\n",
+            p = d.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(d.join("mosquitto.log")).unwrap();
+    let bin = if have("mosquitto") {
+        "mosquitto"
+    } else {
+        "/usr/sbin/mosquitto"
+    };
+    let _mosquitto = Mosquitto(
+        Command::new(bin)
+            .arg("-c")
+            .arg(d.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto starts"),
+    );
+    for port in [plain, mtls] {
+        let up = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            up,
+            "{}",
+            std::fs::read_to_string(d.join("mosquitto.log")).unwrap_or_default()
+        );
+    }
+    let devices = BrokerUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: plain,
+    };
+    let text = config_text(d, &devices, &devices).replace(
+        &format!("url = \"mqtt://127.0.0.1:{plain}\"\nbatch_max"),
+        &format!(
+            "url = \"mqtts://localhost:{mtls}\"\nca_file = \"ca.pem\"\nclient_cert = \"{GATEWAY}.pem\"\nclient_key = \"{GATEWAY}.key\"\nsecurity = \"production\"\nbatch_max"
+        ),
+    );
+    assert!(
+        text.contains("client_cert"),
+        "uplink rewritten to mutual TLS"
+    );
+    std::fs::write(d.join("gatehouse.toml"), &text).unwrap();
+    let config = Config::load(&d.join("gatehouse.toml")).unwrap();
+    let mut company = Uplink::connect(&devices).await;
+    let daemon = within("start", LONG, Daemon::start(config, Profiles::builtin()))
+        .await
+        .unwrap();
+    company.status(v1::GatewayState::Online).await;
+
+    // Another gateway, properly authenticated, tries to publish into gw-test's subtree.
+    let evil = {
+        let url = BrokerUrl {
+            tls: true,
+            host: "localhost".into(),
+            port: mtls,
+        };
+        let mut o = gatehouse::mqtt::options(&url, "gw-evil", Duration::from_secs(15));
+        o.set_transport(
+            gatehouse::mqtt::tls_transport(
+                Some(&d.join("ca.pem")),
+                Some((&d.join("gw-evil.pem"), &d.join("gw-evil.key"))),
+            )
+            .unwrap(),
+        );
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 16);
+        tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        client
+    };
+    let forged = v1::EventBatch {
+        events: vec![v1::Event {
+            event_id: "forged".into(),
+            ..Default::default()
+        }],
+    };
+    evil.publish(
+        format!("{BASE}/events"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        prost::Message::encode_to_vec(&forged),
+    )
+    .await
+    .unwrap();
+    // And gw-test's own records still flow.
+    let terminal = Client::connect(&devices, "mtls-terminal").await;
+    let body = sim::hikvision::acs_event(8, Some("R000008"), 36.6, Unit::Celsius);
+    terminal
+        .publish("devices/thermal-1/event", body.into_bytes())
+        .await;
+    let events = company.events(1).await;
+    assert!(events.iter().all(|e| e.event_id != "forged"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(m) = company.rx.try_recv() {
+        if let Upstream::Events(b) = m {
+            assert!(
+                b.iter().all(|e| e.event_id != "forged"),
+                "the ACL let a forged event through"
+            );
+        }
+    }
+    daemon.stop().await;
+}
