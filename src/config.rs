@@ -188,6 +188,9 @@ pub struct Uplink {
     /// (alarms are never held back).
     #[serde(default = "default_replay_rate")]
     pub replay_rate: u64,
+    /// Statistics per lane are published on `stats` at the end of every period (an hour).
+    #[serde(default = "default_stats_period_s")]
+    pub stats_period_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -196,6 +199,10 @@ pub enum Security {
     #[default]
     Development,
     Production,
+}
+
+fn default_stats_period_s() -> u64 {
+    3600
 }
 
 fn default_keep_alive_s() -> u64 {

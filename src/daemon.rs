@@ -202,7 +202,7 @@ impl Daemon {
             .iter()
             .find(|(k, _)| k == "config_mode/")
             .and_then(|(_, v)| std::str::from_utf8(v).ok().and_then(Mode::parse));
-        core.restore(core_state);
+        core.restore(core_state.clone());
         let mut start_outputs = Vec::new();
         if config_mode != Some(config.rules.mode) {
             if let Err(e) = core.set_mode(config.rules.mode, Origin::Local, &mut start_outputs) {
@@ -283,6 +283,25 @@ impl Daemon {
             ),
             None => u.password.clone(),
         };
+        // Statistics: the period in progress and finished ones not yet acknowledged upstream.
+        let stats_pending = Arc::new(crate::stats::Pending::default());
+        let (stats_acked_tx, stats_acked_rx) = mpsc::channel(64);
+        let mut stats = crate::stats::Stats::new(
+            &config.gateway.id,
+            config.lanes.iter().map(|l| l.id.clone()).collect(),
+            config.uplink.stats_period_s.max(1) as i64 * 1000,
+            crate::now_ms(),
+        );
+        for (k, v) in &core_state {
+            let Ok(batch) = <v1::StatsBatch as prost::Message>::decode(v.as_slice()) else {
+                continue;
+            };
+            if k == "stats_now/" {
+                stats.restore(batch);
+            } else if let Some(start) = k.strip_prefix("stats/").and_then(|s| s.parse().ok()) {
+                stats_pending.add(start, batch);
+            }
+        }
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (results_tx, results_rx) = mpsc::channel(64);
         let g = &config.gateway;
@@ -349,6 +368,10 @@ impl Daemon {
             topics: command_topics,
             to_core: cmd_tx,
             results: results_rx,
+        })
+        .with_stats(crate::uplink::StatsOut {
+            pending: stats_pending.clone(),
+            acked: stats_acked_tx,
         });
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -433,15 +456,18 @@ impl Daemon {
             max_skew_ms: config.commands.max_skew_s as i64 * 1000,
             applied,
             results: results_tx,
+            stats,
+            stats_pending,
         };
-        let core_join = tokio::spawn(decisions.run(
-            input_rx,
-            control_rx,
-            links_rx,
-            reports_rx,
-            cmd_rx,
-            start_outputs,
-        ));
+        let inbox = Inbox {
+            input: input_rx,
+            control: control_rx,
+            notes: links_rx,
+            reports: reports_rx,
+            commands: cmd_rx,
+            stats_acked: stats_acked_rx,
+        };
+        let core_join = tokio::spawn(decisions.run(inbox, start_outputs));
 
         let (finish_tx, finish_rx) = oneshot::channel();
         let uplink_join = tokio::spawn(uplink.run(finish_rx));
@@ -755,19 +781,29 @@ struct DecisionLoop {
     /// Command ids applied, until when they stay refused as replays.
     applied: HashMap<String, i64>,
     results: mpsc::Sender<v1::CommandResult>,
+    stats: crate::stats::Stats,
+    stats_pending: Arc<crate::stats::Pending>,
     last_fire_assert: Instant,
 }
 
+/// Everything that reaches the decision loop, a channel per kind.
+struct Inbox {
+    /// Device observations (MQTT and serial sources).
+    input: mpsc::Receiver<Input>,
+    /// The local CLI.
+    control: mpsc::Receiver<Control>,
+    /// Links lost and found, gate acknowledgements.
+    notes: mpsc::Receiver<Note>,
+    /// Barrier inputs from the Modbus buses.
+    reports: mpsc::Receiver<BarrierReport>,
+    /// Signed commands from above.
+    commands: mpsc::Receiver<Vec<u8>>,
+    /// Statistics periods the uplink broker acknowledged.
+    stats_acked: mpsc::Receiver<i64>,
+}
+
 impl DecisionLoop {
-    async fn run(
-        mut self,
-        mut input: mpsc::Receiver<Input>,
-        mut control: mpsc::Receiver<Control>,
-        mut links: mpsc::Receiver<Note>,
-        mut reports: mpsc::Receiver<BarrierReport>,
-        mut commands: mpsc::Receiver<Vec<u8>>,
-        start: Vec<Output>,
-    ) {
+    async fn run(mut self, mut inbox: Inbox, start: Vec<Output>) {
         self.emit(start, None).await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // Test hook for the watchdog: the loop stops turning after this long, as a hung one would.
@@ -793,17 +829,21 @@ impl DecisionLoop {
             };
             tokio::select! {
                 biased;
-                i = input.recv() => match i {
+                i = inbox.input.recv() => match i {
                     Some(i) => self.handle(i).await,
                     None => break,
                 },
-                Some(c) = control.recv() => self.control(c).await,
-                Some(c) = commands.recv() => self.command_from_above(c).await,
-                Some(n) = links.recv() => match n {
+                Some(c) = inbox.control.recv() => self.control(c).await,
+                Some(c) = inbox.commands.recv() => self.command_from_above(c).await,
+                Some(start) = inbox.stats_acked.recv() => {
+                    // Upstream has it: the store need not keep it.
+                    self.append(Vec::new(), vec![(format!("stats/{start}"), None)], None).await;
+                }
+                Some(n) = inbox.notes.recv() => match n {
                     Note::Link(l) => self.link(l).await,
                     Note::Ack { device, code } => self.ack(device, code).await,
                 },
-                Some(r) = reports.recv() => {
+                Some(r) = inbox.reports.recv() => {
                     let mut out = Vec::new();
                     self.core.barrier_update(r.device, r.inputs, crate::now_ms(), &mut out);
                     self.faults(&r, &mut out);
@@ -859,6 +899,18 @@ impl DecisionLoop {
         for id in expired {
             self.applied.remove(&id);
             out.push(Output::State(format!("cmd/{id}"), None));
+        }
+        if let Some(done) = self.stats.roll(now, self.core.inside()) {
+            let start = done.stats.first().map_or(0, |s| s.period_start_ms);
+            out.push(Output::State(
+                format!("stats/{start}"),
+                Some(prost::Message::encode_to_vec(&done)),
+            ));
+            out.push(Output::State(
+                "stats_now/".into(),
+                Some(prost::Message::encode_to_vec(self.stats.snapshot())),
+            ));
+            self.stats_pending.add(start, done);
         }
         if self.core.mode() == Mode::Fire && self.last_fire_assert.elapsed() >= FIRE_REASSERT {
             self.core.hold_barriers(Hold::Open, &mut out);
@@ -1069,10 +1121,13 @@ impl DecisionLoop {
         let now_ms = crate::now_ms();
         let mut records = Vec::new();
         let mut state = Vec::new();
+        let mut counted = false;
         for o in out {
             match o {
                 Output::Decision(d) => {
                     Metrics::inc(&self.metrics.decisions);
+                    self.stats.record(&d);
+                    counted = true;
                     self.decided(d, now_ms, &mut records);
                 }
                 Output::Reading {
@@ -1080,16 +1135,24 @@ impl DecisionLoop {
                     device,
                     temperature_c,
                     cause,
-                } => records.push(Record::Event(v1::Event {
-                    gateway_time_ms: now_ms,
-                    lane: self.core.policy.lanes[lane].id.clone(),
-                    device: self.core.policy.devices[device].id.clone(),
-                    body: Some(v1::event::Body::Reading(v1::Reading {
-                        temperature_c: temperature_c as f32,
-                        cause,
-                    })),
-                    ..Default::default()
-                })),
+                } => records.push({
+                    if temperature_c >= self.core.policy.lanes[lane].fever_threshold_c
+                        && temperature_c <= self.core.policy.plausible_max_c
+                    {
+                        self.stats.fever(lane);
+                        counted = true;
+                    }
+                    Record::Event(v1::Event {
+                        gateway_time_ms: now_ms,
+                        lane: self.core.policy.lanes[lane].id.clone(),
+                        device: self.core.policy.devices[device].id.clone(),
+                        body: Some(v1::event::Body::Reading(v1::Reading {
+                            temperature_c: temperature_c as f32,
+                            cause,
+                        })),
+                        ..Default::default()
+                    })
+                }),
                 Output::Alarm(a) => records.push(self.alarm(a, now_ms)),
                 Output::HoldAll(hold) => {
                     self.last_fire_assert = Instant::now();
@@ -1149,6 +1212,14 @@ impl DecisionLoop {
                     )
                 }),
             }
+        }
+        if counted {
+            // The period's counts so far, with the records that changed them: a restart
+            // mid-hour loses nothing.
+            state.push((
+                "stats_now/".into(),
+                Some(prost::Message::encode_to_vec(self.stats.snapshot())),
+            ));
         }
         self.append(records, state, ack).await;
     }

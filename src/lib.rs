@@ -20,6 +20,7 @@ pub mod proto;
 pub mod run;
 pub mod sim;
 pub mod sources;
+pub mod stats;
 pub mod store;
 pub mod systemd;
 pub mod twins;

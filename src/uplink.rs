@@ -91,6 +91,8 @@ impl StatusSource {
 enum Tag {
     Batch(Delete),
     Status,
+    /// A period's statistics (its start).
+    Stats(i64),
 }
 
 pub struct Uplink {
@@ -103,6 +105,13 @@ pub struct Uplink {
     status: StatusSource,
     metrics: Arc<Metrics>,
     commands: Option<Commands>,
+    stats: Option<StatsOut>,
+}
+
+/// Statistics waiting to go up, and where their acknowledgements are reported.
+pub struct StatsOut {
+    pub pending: Arc<crate::stats::Pending>,
+    pub acked: mpsc::Sender<i64>,
 }
 
 /// The command side of the uplink: topics to subscribe, where commands go, results to publish.
@@ -152,7 +161,41 @@ impl Uplink {
             status,
             metrics,
             commands: None,
+            stats: None,
         })
+    }
+
+    /// Publish finished statistics periods on `stats`.
+    pub fn with_stats(mut self, s: StatsOut) -> Self {
+        self.stats = Some(s);
+        self
+    }
+
+    /// Pending statistics not yet handed to the client on this connection.
+    fn publish_stats(
+        &self,
+        client: &AsyncClient,
+        fifo: &mut VecDeque<Tag>,
+        sent: &mut std::collections::HashSet<i64>,
+    ) {
+        let Some(s) = &self.stats else { return };
+        for (start, batch) in s.pending.all() {
+            if sent.contains(&start) {
+                continue;
+            }
+            match client.try_publish(
+                self.topic("stats"),
+                QoS::AtLeastOnce,
+                false,
+                batch.encode_to_vec(),
+            ) {
+                Ok(()) => {
+                    sent.insert(start);
+                    fifo.push_back(Tag::Stats(start));
+                }
+                Err(_) => break,
+            }
+        }
     }
 
     /// Subscribe to commands from above and publish their results.
@@ -188,6 +231,8 @@ impl Uplink {
         // many, nothing new is published: the uplink never runs ahead of the writer's deletes
         // (dropping deletes would only mean sending those records again later).
         let mut acked: Delete = Vec::new();
+        // Statistics periods handed to the client on this connection.
+        let mut stats_sent = std::collections::HashSet::new();
 
         loop {
             if !acked.is_empty() {
@@ -239,6 +284,15 @@ impl Uplink {
                     self.publish_twins(&client, &mut fifo, true);
                     continue;
                 }
+                _ = async {
+                    match &self.stats {
+                        Some(s) => s.pending.changed.notified().await,
+                        None => std::future::pending().await,
+                    }
+                }, if connected => {
+                    self.publish_stats(&client, &mut fifo, &mut stats_sent);
+                    continue;
+                }
                 _ = self.status.twins.changed.notified(), if connected => {
                     self.publish_twins(&client, &mut fifo, false);
                     continue;
@@ -273,6 +327,8 @@ impl Uplink {
                     cursors = Cursors::default();
                     self.publish_status(&client, &mut fifo, v1::GatewayState::Online, true);
                     self.publish_twins(&client, &mut fifo, true);
+                    stats_sent.clear();
+                    self.publish_stats(&client, &mut fifo, &mut stats_sent);
                     if let Some(c) = &self.commands {
                         let filters = c
                             .topics
@@ -310,12 +366,20 @@ impl Uplink {
                     // The broker acked out of order and this publish waits for its pkid to free.
                     parked = fifo.pop_front().map(|t| (pkid, t));
                 }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(Tag::Batch(seqs)) = inflight.remove(&ack.pkid) {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => match inflight.remove(&ack.pkid) {
+                    Some(Tag::Batch(seqs)) => {
                         Metrics::add(&self.metrics.uplink_acked, seqs.len() as u64);
                         acked.extend(seqs);
                     }
-                }
+                    Some(Tag::Stats(start)) => {
+                        if let Some(s) = &self.stats {
+                            if s.pending.remove(start) {
+                                let _ = s.acked.try_send(start);
+                            }
+                        }
+                    }
+                    _ => {}
+                },
                 Ok(_) => {}
                 Err(e) => {
                     if connected {

@@ -143,3 +143,45 @@ async fn a_refused_resident_list_is_reported_upstream_with_its_bad_lines() {
     assert!(alarm.detail.contains("line 3"), "{}", alarm.detail);
     h.daemon.stop().await;
 }
+
+/// The hourly statistics, with the period shortened to a second: what was decided is counted
+/// per lane and goes up on `stats` when the period ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_per_lane_go_up_at_the_end_of_each_period() {
+    let broker = start_broker();
+    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker, |t| {
+        t.replace("batch_max = 16", "batch_max = 16\nstats_period_s = 1")
+    })
+    .await;
+    // Line the identifications up right after a period starts, so they fall into one.
+    let now = gatehouse::now_ms();
+    tokio::time::sleep(Duration::from_millis((1000 - now % 1000) as u64 + 50)).await;
+    h.identify(1, Some("R000001"), 36.5, Unit::Celsius).await;
+    h.identify(2, Some("R000002"), 38.0, Unit::Celsius).await;
+    h.identify(3, None, 36.5, Unit::Celsius).await;
+    for _ in 0..3 {
+        h.next_command().await;
+    }
+    let counted = loop {
+        let b = h.uplink.stats().await;
+        assert_eq!(b.gateway, GATEWAY);
+        let s = &b.stats[0];
+        assert_eq!(
+            (s.lane.as_str(), s.period_end_ms - s.period_start_ms),
+            ("east-1", 1000)
+        );
+        if s.entries + s.denials.values().sum::<u32>() > 0 {
+            break s.clone();
+        }
+    };
+    assert_eq!(
+        (
+            counted.entries,
+            counted.fevers,
+            counted.denials.get("fever"),
+            counted.denials.get("unknown_subject")
+        ),
+        (1, 1, Some(&1), Some(&1))
+    );
+    assert_eq!(counted.inside, 1);
+}

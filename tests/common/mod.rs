@@ -224,6 +224,7 @@ pub enum Upstream {
     },
     Twin(Box<v1::DeviceTwin>),
     Result(v1::CommandResult),
+    Stats(v1::StatsBatch),
 }
 
 pub struct Uplink {
@@ -272,6 +273,10 @@ impl Uplink {
                                 v1::AlarmBatch::decode(p.payload.as_ref())
                                     .expect("alarms decode")
                                     .alarms,
+                            )
+                        } else if p.topic.ends_with("/stats") {
+                            Upstream::Stats(
+                                v1::StatsBatch::decode(p.payload.as_ref()).expect("stats decode"),
                             )
                         } else if p.topic.ends_with("/cmd/result") {
                             Upstream::Result(
@@ -412,6 +417,15 @@ impl Uplink {
                     Ok(hit.remove(0))
                 }
             }
+            m => Err(m),
+        })
+        .await
+    }
+
+    /// The next statistics batch.
+    pub async fn stats(&mut self) -> v1::StatsBatch {
+        self.next("a stats batch", |m| match m {
+            Upstream::Stats(s) => Ok(s),
             m => Err(m),
         })
         .await
