@@ -283,6 +283,32 @@ mod tests {
         .map_err(|r| r.reason)
     }
 
+    proptest::proptest! {
+        // Ed25519 in a debug build is slow: fewer cases here, the fuzz target does the volume.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        // The plain-test side of `fuzz/fuzz_targets/commands.rs`: arbitrary bytes, and arbitrary
+        // bytes signed by a trusted key, never panic and never pass unless well-formed.
+        #[test]
+        fn arbitrary_command_bytes_are_refused_cleanly(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let (company, _, trusted) = keys();
+            let _ = verify(&data, &trusted, &place(), NOW, 30_000, |_| false);
+            let signed = v1::SignedCommand {
+                signature: {
+                    use ed25519_dalek::Signer;
+                    company.sign(&data).to_bytes().to_vec()
+                },
+                command: data,
+                key_id: "company".into(),
+            };
+            let r = verify(&signed.encode_to_vec(), &trusted, &place(), NOW, 30_000, |_| false);
+            if let Ok(v) = r {
+                proptest::prop_assert!(!v.command.id.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn every_refusal_has_its_reason() {
         let (company, street, trusted) = keys();

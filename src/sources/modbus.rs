@@ -378,3 +378,48 @@ async fn mark_offline(
         detail: detail.to_string(),
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_modbus::client::Reader;
+
+    /// What a discrete-input read makes of `answer` coming back from the slave.
+    fn read_with(answer: Vec<u8>, rtu: bool) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client_side, mut slave_side) = tokio::io::duplex(4096);
+            tokio::spawn(async move {
+                let mut req = [0u8; 64];
+                let _ = slave_side.read(&mut req).await;
+                let _ = slave_side.write_all(&answer).await;
+            });
+            let mut ctx = if rtu {
+                tokio_modbus::client::rtu::attach_slave(client_side, tokio_modbus::Slave(1))
+            } else {
+                tokio_modbus::client::tcp::attach_slave(client_side, tokio_modbus::Slave(1))
+            };
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(20),
+                ctx.read_discrete_inputs(0, 4),
+            )
+            .await;
+        });
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        // The plain-test side of `fuzz/fuzz_targets/modbus_responses.rs`: whatever a slave
+        // answers, the read ends in a value or an error.
+        #[test]
+        fn arbitrary_slave_answers_never_panic(
+            answer in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            rtu in proptest::prelude::any::<bool>(),
+        ) {
+            read_with(answer, rtu);
+        }
+    }
+}
