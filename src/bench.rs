@@ -657,6 +657,7 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
             gateway: "bench-gw".into(),
             mode: Default::default(),
             twins: Default::default(),
+            changed: Default::default(),
             registry_version: 0,
             devices: Vec::new(),
             metrics: metrics.clone(),

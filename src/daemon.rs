@@ -224,6 +224,7 @@ impl Daemon {
         info!(mode = core.mode().as_str(), "Mode in force.");
         let mode = Arc::new(std::sync::Mutex::new(core.mode().as_str()));
         let twins = Arc::new(crate::twins::Twins::default());
+        let status_changed = Arc::new(tokio::sync::Notify::new());
         for (i, (s, live)) in devices.iter().enumerate() {
             twins.add(
                 i,
@@ -358,6 +359,7 @@ impl Daemon {
             StatusSource {
                 gateway: config.gateway.id.clone(),
                 twins: twins.clone(),
+                changed: status_changed.clone(),
                 mode: mode.clone(),
                 registry_version: core.registry.version,
                 devices: devices.clone(),
@@ -450,6 +452,7 @@ impl Daemon {
             mode,
             devices,
             twins,
+            status_changed,
             last_fire_assert: Instant::now(),
             trusted,
             place,
@@ -775,6 +778,7 @@ struct DecisionLoop {
     mode: Arc<std::sync::Mutex<&'static str>>,
     devices: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
     twins: Arc<crate::twins::Twins>,
+    status_changed: Arc<tokio::sync::Notify>,
     trusted: Vec<crate::commands::TrustedKey>,
     place: crate::commands::Place,
     max_skew_ms: i64,
@@ -963,9 +967,7 @@ impl DecisionLoop {
                 Some(mode) => match self.core.set_mode(mode, Origin::Remote, &mut out) {
                     Ok(()) => {
                         info!(command = %id, mode = mode.as_str(), "Mode changed from above.");
-                        if let Ok(mut cur) = self.mode.lock() {
-                            *cur = self.core.mode().as_str();
-                        }
+                        self.mode_shown();
                         ("", String::new())
                     }
                     Err(_) => ("fire_mode", "fire mode holds until a local reset".into()),
@@ -1019,15 +1021,26 @@ impl DecisionLoop {
                 (reply, r)
             }
         };
-        if let Ok(mut m) = self.mode.lock() {
-            *m = self.core.mode().as_str();
-        }
+        self.mode_shown();
         // The answer goes once the change is durable: an "ok" survives a crash right after it.
         let (reply, result) = reply;
         let answer: outbox::Ack = Box::new(move || {
             let _ = reply.send(result);
         });
         self.emit(out, Some(answer)).await;
+    }
+
+    /// The status shows the mode in force; a change goes up at once.
+    fn mode_shown(&self) {
+        let now = self.core.mode().as_str();
+        let changed = self.mode.lock().is_ok_and(|mut m| {
+            let changed = *m != now;
+            *m = now;
+            changed
+        });
+        if changed {
+            self.status_changed.notify_one();
+        }
     }
 
     /// A device's report about itself (an MQTT camera's barrier status, loop input, command

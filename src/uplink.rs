@@ -61,6 +61,9 @@ pub struct StatusSource {
     pub devices: Vec<(v1::DeviceStatus, Arc<crate::sources::DeviceLive>)>,
     pub metrics: Arc<Metrics>,
     pub twins: Arc<crate::twins::Twins>,
+    /// Poked when what the status says changed (the mode): it goes up at once, not at the next
+    /// periodic status.
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl StatusSource {
@@ -291,6 +294,10 @@ impl Uplink {
                     }
                 }, if connected => {
                     self.publish_stats(&client, &mut fifo, &mut stats_sent);
+                    continue;
+                }
+                _ = self.status.changed.notified(), if connected => {
+                    self.publish_status(&client, &mut fifo, v1::GatewayState::Online, false);
                     continue;
                 }
                 _ = self.status.twins.changed.notified(), if connected => {

@@ -319,6 +319,8 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
     }
     let took = sent.elapsed();
     println!("street-wide mode change applied (durably) on three gateways in {took:?}");
+    // The retained status says so at once, not at the next periodic status.
+    while watchers[1].status(v1::GatewayState::Online).await.mode != "epidemic" {}
     // The first decision on one of them is under the new mode: no temperature, no entry.
     let terminal = Client::connect(&broker, "gw-a-terminal").await;
     let body = gatehouse::sim::hikvision::acs_event(1, Some("R1"), 36.5, Unit::Celsius);
