@@ -658,7 +658,7 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
             mode: Default::default(),
             twins: Default::default(),
             changed: Default::default(),
-            registry_version: 0,
+            registry_version: Default::default(),
             devices: Vec::new(),
             metrics: metrics.clone(),
         },

@@ -19,6 +19,8 @@ pub enum Kind {
     SetMode,
     RemoteOpen,
     Ping,
+    /// Replace or change the lists (residents, households, plates, passes).
+    Registry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -140,6 +142,9 @@ pub fn verify(
         Some(v1::command::Payload::SetMode(_)) => Kind::SetMode,
         Some(v1::command::Payload::RemoteOpen(_)) => Kind::RemoteOpen,
         Some(v1::command::Payload::Ping(_)) => Kind::Ping,
+        Some(
+            v1::command::Payload::RegistrySnapshot(_) | v1::command::Payload::RegistryDelta(_),
+        ) => Kind::Registry,
         None => return Err(refuse(id, "malformed", "no payload".into())),
     };
     let target = c.target.clone().unwrap_or_default();

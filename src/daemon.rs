@@ -225,6 +225,9 @@ impl Daemon {
         let mode = Arc::new(std::sync::Mutex::new(core.mode().as_str()));
         let twins = Arc::new(crate::twins::Twins::default());
         let status_changed = Arc::new(tokio::sync::Notify::new());
+        let registry_version = Arc::new(std::sync::atomic::AtomicU64::new(
+            store.registry_version().unwrap_or(0),
+        ));
         for (i, (s, live)) in devices.iter().enumerate() {
             twins.add(
                 i,
@@ -303,6 +306,8 @@ impl Daemon {
                 stats_pending.add(start, batch);
             }
         }
+        let (synced_tx, synced_rx) = mpsc::channel(4);
+        let store_for_sync = store.clone();
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (results_tx, results_rx) = mpsc::channel(64);
         let g = &config.gateway;
@@ -361,7 +366,7 @@ impl Daemon {
                 twins: twins.clone(),
                 changed: status_changed.clone(),
                 mode: mode.clone(),
-                registry_version: core.registry.version,
+                registry_version: registry_version.clone(),
                 devices: devices.clone(),
                 metrics: metrics.clone(),
             },
@@ -453,6 +458,9 @@ impl Daemon {
             devices,
             twins,
             status_changed,
+            registry_version,
+            store: store_for_sync,
+            synced: synced_tx,
             last_fire_assert: Instant::now(),
             trusted,
             place,
@@ -469,6 +477,7 @@ impl Daemon {
             reports: reports_rx,
             commands: cmd_rx,
             stats_acked: stats_acked_rx,
+            synced: synced_rx,
         };
         let core_join = tokio::spawn(decisions.run(inbox, start_outputs));
 
@@ -779,6 +788,10 @@ struct DecisionLoop {
     devices: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
     twins: Arc<crate::twins::Twins>,
     status_changed: Arc<tokio::sync::Notify>,
+    registry_version: Arc<std::sync::atomic::AtomicU64>,
+    /// For registry sync, which writes and loads the lists off the decision loop.
+    store: Store,
+    synced: mpsc::Sender<Synced>,
     trusted: Vec<crate::commands::TrustedKey>,
     place: crate::commands::Place,
     max_skew_ms: i64,
@@ -804,6 +817,15 @@ struct Inbox {
     commands: mpsc::Receiver<Vec<u8>>,
     /// Statistics periods the uplink broker acknowledged.
     stats_acked: mpsc::Receiver<i64>,
+    /// Registry syncs written to the store, with the new registry to swap in.
+    synced: mpsc::Receiver<Synced>,
+}
+
+/// A registry sync done off the decision loop: the new registry (or why not), and its result.
+struct Synced {
+    registry: Option<core::Registry>,
+    version: u64,
+    result: v1::CommandResult,
 }
 
 impl DecisionLoop {
@@ -839,6 +861,15 @@ impl DecisionLoop {
                 },
                 Some(c) = inbox.control.recv() => self.control(c).await,
                 Some(c) = inbox.commands.recv() => self.command_from_above(c).await,
+                Some(s) = inbox.synced.recv() => {
+                    if let Some(registry) = s.registry {
+                        info!(version = s.version, residents = registry.len(), plates = registry.plates(), passes = registry.passes(), "Registry synced from above.");
+                        self.core.registry = registry;
+                        self.registry_version.store(s.version, Ordering::Relaxed);
+                        self.status_changed.notify_one();
+                    }
+                    let _ = self.results.try_send(s.result);
+                }
                 Some(start) = inbox.stats_acked.recv() => {
                     // Upstream has it: the store need not keep it.
                     self.append(Vec::new(), vec![(format!("stats/{start}"), None)], None).await;
@@ -961,6 +992,7 @@ impl DecisionLoop {
             Some(v.command.expires_at_ms.to_le_bytes().to_vec()),
         )];
         self.applied.insert(id.clone(), v.command.expires_at_ms);
+        let mut answered_later = false;
         let (refused, detail) = match v.command.payload {
             Some(v1::command::Payload::SetMode(m)) => match Mode::parse(&m.mode) {
                 None => ("malformed", format!("unknown mode {:?}", m.mode)),
@@ -989,8 +1021,23 @@ impl DecisionLoop {
                     None => ("unknown_lane", format!("no lane {:?} with a gate", o.lane)),
                 }
             }
+            Some(v1::command::Payload::RegistrySnapshot(s)) => {
+                self.sync(id.clone(), now, Ok(s));
+                answered_later = true;
+                ("", String::new())
+            }
+            Some(v1::command::Payload::RegistryDelta(d)) => {
+                self.sync(id.clone(), now, Err(d));
+                answered_later = true;
+                ("", String::new())
+            }
             Some(v1::command::Payload::Ping(_)) | None => ("", String::new()),
         };
+        if answered_later {
+            // The result comes from the sync task; only the id is recorded here.
+            self.emit(out, None).await;
+            return;
+        }
         let r = result(id, refused, detail);
         let results = self.results.clone();
         let answer: outbox::Ack = Box::new(move || {
@@ -1028,6 +1075,51 @@ impl DecisionLoop {
             let _ = reply.send(result);
         });
         self.emit(out, Some(answer)).await;
+    }
+
+    /// Writes a snapshot (`Ok`) or delta (`Err`) to the store and loads the new registry, on a
+    /// blocking thread: decisions keep flowing meanwhile, and the new lists are swapped in whole.
+    fn sync(&self, id: String, now: i64, what: Result<v1::RegistrySnapshot, v1::RegistryDelta>) {
+        let store = self.store.clone();
+        let synced = self.synced.clone();
+        let gateway = self.place.gateway.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let (version, applied) = match &what {
+                Ok(s) => (s.version, store.apply_snapshot(s)),
+                Err(d) => (d.version, store.apply_delta(d)),
+            };
+            let loaded = match applied {
+                Ok(Ok(())) => store.load_registry().map(Ok),
+                Ok(Err(refused)) => Ok(Err(refused)),
+                Err(e) => Err(e),
+            };
+            let (registry, refused, detail) = match loaded {
+                Ok(Ok(r)) => (
+                    Some(r),
+                    String::new(),
+                    format!(
+                        "version {version} applied in {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                ),
+                Ok(Err(r)) => (None, r.reason.to_string(), r.detail),
+                Err(e) => (None, "store_error".into(), e.to_string()),
+            };
+            let result = v1::CommandResult {
+                gateway,
+                command_id: id,
+                applied: refused.is_empty(),
+                refused,
+                detail,
+                gateway_time_ms: now,
+            };
+            let _ = synced.blocking_send(Synced {
+                registry,
+                version,
+                result,
+            });
+        });
     }
 
     /// The status shows the mode in force; a change goes up at once.

@@ -56,7 +56,7 @@ pub struct StatusSource {
     pub gateway: String,
     /// The mode in force; the decision loop changes it.
     pub mode: Arc<std::sync::Mutex<&'static str>>,
-    pub registry_version: u64,
+    pub registry_version: Arc<std::sync::atomic::AtomicU64>,
     /// Each device's status, with its last-seen time and link filled in when a status is made.
     pub devices: Vec<(v1::DeviceStatus, Arc<crate::sources::DeviceLive>)>,
     pub metrics: Arc<Metrics>,
@@ -73,7 +73,7 @@ impl StatusSource {
             state: state as i32,
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: self.mode.lock().map_or("", |m| *m).to_string(),
-            registry_version: self.registry_version,
+            registry_version: self.registry_version.load(Ordering::Relaxed),
             outbox_depth: Metrics::get(&self.metrics.outbox_depth),
             outbox_bytes: Metrics::get(&self.metrics.outbox_bytes),
             outbox_evicted: Metrics::get(&self.metrics.outbox_evicted),
@@ -117,6 +117,9 @@ pub struct StatsOut {
     pub acked: mpsc::Sender<i64>,
 }
 
+/// The largest command taken from above.
+const MAX_COMMAND: usize = 16 << 20;
+
 /// The command side of the uplink: topics to subscribe, where commands go, results to publish.
 pub struct Commands {
     pub topics: Vec<String>,
@@ -135,6 +138,8 @@ impl Uplink {
         let metrics = status.metrics.clone();
         let mut opts = mqtt::options(&cfg.url, &cfg.client_id, cfg.keep_alive);
         opts.set_clean_session(true);
+        // A registry snapshot of a large estate is a few MiB (100,000 residents ≈ 4 MiB).
+        opts.set_max_packet_size(MAX_COMMAND + 4096, 1 << 20);
         opts.set_inflight(100);
         if let Some(u) = &cfg.username {
             opts.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
@@ -349,8 +354,8 @@ impl Uplink {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some(c) = &self.commands {
                         if c.topics.contains(&p.topic) {
-                            if p.payload.len() > 1 << 20 {
-                                warn!(topic = %p.topic, bytes = p.payload.len(), "Command over 1 MiB ignored.");
+                            if p.payload.len() > MAX_COMMAND {
+                                warn!(topic = %p.topic, bytes = p.payload.len(), "Command over 16 MiB ignored.");
                             } else if c.to_core.try_send(p.payload.to_vec()).is_err() {
                                 warn!(topic = %p.topic, "Command dropped: the decision loop is not taking commands.");
                             }

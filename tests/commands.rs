@@ -31,7 +31,7 @@ max_skew_s = 30
 id = "company"
 public_key = "{}"
 levels = ["gateway", "community", "street", "district"]
-kinds = ["set_mode", "remote_open", "ping"]
+kinds = ["set_mode", "remote_open", "ping", "registry"]
 
 [[commands.keys]]
 id = "street-office"
@@ -341,4 +341,121 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
     for d in daemons {
         d.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lists_are_synced_from_above_by_snapshot_and_delta_and_decisions_use_them() {
+    let broker = start_broker();
+    let keys = keys_toml();
+    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker.clone(), |t| {
+        t + &keys
+    })
+    .await;
+    let admin = Client::connect(&broker, "company-admin").await;
+    let own = format!("{BASE}/cmd");
+    let gw = v1::Level::Gateway;
+    // Until now S000001 is a stranger here.
+    h.identify(1, Some("S000001"), 36.5, Unit::Celsius).await;
+    assert_eq!(h.next_command().await.reason, "unknown_subject");
+    let snapshot = v1::RegistrySnapshot {
+        version: 10,
+        residents: (0..2000)
+            .map(|i| v1::ResidentEntry {
+                person_id: format!("S{i:06}"),
+                household: format!("H{}", i / 4),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    send(
+        &admin,
+        &own,
+        &sign(
+            &command(
+                "snap-10",
+                gw,
+                GATEWAY,
+                v1::command::Payload::RegistrySnapshot(snapshot),
+            ),
+            "company",
+            &company(),
+        ),
+    )
+    .await;
+    let r = h.uplink.result().await;
+    assert!(r.applied, "{r:?}");
+    println!("snapshot result: {}", r.detail);
+    h.identify(2, Some("S000001"), 36.5, Unit::Celsius).await;
+    assert_eq!(h.next_command().await.reason, "ok");
+    // A delta on the wrong base asks for a snapshot; one on the right base applies.
+    let delta = |base, version| v1::RegistryDelta {
+        base_version: base,
+        version,
+        remove_residents: vec!["S000001".into()],
+        ..Default::default()
+    };
+    send(
+        &admin,
+        &own,
+        &sign(
+            &command(
+                "d-1",
+                gw,
+                GATEWAY,
+                v1::command::Payload::RegistryDelta(delta(9, 11)),
+            ),
+            "company",
+            &company(),
+        ),
+    )
+    .await;
+    assert_eq!(h.uplink.result().await.refused, "wrong_base");
+    send(
+        &admin,
+        &own,
+        &sign(
+            &command(
+                "d-2",
+                gw,
+                GATEWAY,
+                v1::command::Payload::RegistryDelta(delta(10, 11)),
+            ),
+            "company",
+            &company(),
+        ),
+    )
+    .await;
+    assert!(h.uplink.result().await.applied);
+    h.identify(3, Some("S000001"), 36.5, Unit::Celsius).await;
+    assert_eq!(h.next_command().await.reason, "unknown_subject");
+    // The street office may not replace lists.
+    let s = v1::RegistrySnapshot {
+        version: 12,
+        ..Default::default()
+    };
+    send(
+        &admin,
+        &own,
+        &sign(
+            &command(
+                "snap-12",
+                gw,
+                GATEWAY,
+                v1::command::Payload::RegistrySnapshot(s),
+            ),
+            "street-office",
+            &street_office(),
+        ),
+    )
+    .await;
+    assert_eq!(h.uplink.result().await.refused, "not_permitted");
+    // The status shows the synced version (it went up when the lists changed).
+    while h
+        .uplink
+        .status(v1::GatewayState::Online)
+        .await
+        .registry_version
+        != 11
+    {}
 }

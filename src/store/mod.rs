@@ -24,15 +24,16 @@
 //! sends again with the same event ids (at-least-once).
 pub mod outbox;
 pub mod residents;
+pub mod sync;
 
 use crate::core::{Registry, RegistryBuilder, ResidentStatus};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const RESIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("residents");
-const LISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lists");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const RESIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("residents");
+pub(crate) const LISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lists");
 pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 /// Visitor passes and household statuses beyond this are refused (a district's list, not ours).
@@ -483,7 +484,7 @@ fn is_damage(e: &StoreError) -> bool {
     }
 }
 
-fn status_byte(s: ResidentStatus) -> u8 {
+pub(crate) fn status_byte(s: ResidentStatus) -> u8 {
     match s {
         ResidentStatus::Active => 0,
         ResidentStatus::Quarantined => 1,
