@@ -21,6 +21,7 @@ pub enum Kind {
     Ping,
     /// Replace or change the lists (residents, households, plates, passes).
     Registry,
+    SetThreshold,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -145,6 +146,7 @@ pub fn verify(
         Some(
             v1::command::Payload::RegistrySnapshot(_) | v1::command::Payload::RegistryDelta(_),
         ) => Kind::Registry,
+        Some(v1::command::Payload::SetThreshold(_)) => Kind::SetThreshold,
         None => return Err(refuse(id, "malformed", "no payload".into())),
     };
     let target = c.target.clone().unwrap_or_default();

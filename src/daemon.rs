@@ -1031,6 +1031,16 @@ impl DecisionLoop {
                 answered_later = true;
                 ("", String::new())
             }
+            Some(v1::command::Payload::SetThreshold(t)) => {
+                let lane = (!t.lane.is_empty()).then_some(t.lane.as_str());
+                match self.core.set_threshold(lane, t.fever_threshold_c, &mut out) {
+                    Ok(()) => {
+                        info!(command = %id, threshold = t.fever_threshold_c, lane = %t.lane, "Fever threshold changed from above.");
+                        ("", String::new())
+                    }
+                    Err(e) => ("malformed", e),
+                }
+            }
             Some(v1::command::Payload::Ping(_)) | None => ("", String::new()),
         };
         if answered_later {

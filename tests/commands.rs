@@ -31,7 +31,7 @@ max_skew_s = 30
 id = "company"
 public_key = "{}"
 levels = ["gateway", "community", "street", "district"]
-kinds = ["set_mode", "remote_open", "ping", "registry"]
+kinds = ["set_mode", "remote_open", "ping", "registry", "set_threshold"]
 
 [[commands.keys]]
 id = "street-office"
@@ -319,11 +319,30 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
     }
     let took = sent.elapsed();
     println!("street-wide mode change applied (durably) on three gateways in {took:?}");
+    // A threshold change for the street, from the company: 37.0 °C is now a fever there.
+    let admin = Client::connect(&broker, "company-admin").await;
+    let t = sign(
+        &command(
+            "street-threshold",
+            v1::Level::Street,
+            "330106001",
+            v1::command::Payload::SetThreshold(v1::SetThreshold {
+                fever_threshold_c: 37.0,
+                lane: String::new(),
+            }),
+        ),
+        "company",
+        &company(),
+    );
+    send(&admin, "gh/v1/3301/330106/330106001/_all/cmd", &t).await;
+    for w in &mut watchers[..3] {
+        assert!(w.result().await.applied);
+    }
     // The retained status says so at once, not at the next periodic status.
     while watchers[1].status(v1::GatewayState::Online).await.mode != "epidemic" {}
     // The first decision on one of them is under the new mode: no temperature, no entry.
     let terminal = Client::connect(&broker, "gw-a-terminal").await;
-    let body = gatehouse::sim::hikvision::acs_event(1, Some("R1"), 36.5, Unit::Celsius);
+    let body = gatehouse::sim::hikvision::acs_event(1, Some("R1"), 37.1, Unit::Celsius);
     terminal
         .publish("devices/gw-a-thermal/event", body.into_bytes())
         .await;
@@ -331,7 +350,7 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
     let Some(v1::event::Body::Passage(d)) = &e[0].body else {
         panic!("a passage")
     };
-    assert_eq!(d.mode, "epidemic");
+    assert_eq!((d.mode.as_str(), d.reason.as_str()), ("epidemic", "fever"));
     // The gateway in the other street heard nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(watchers[3]

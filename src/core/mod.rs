@@ -515,6 +515,14 @@ impl Core {
                         .collect();
                     self.outings.insert(id.into(), times);
                 }
+                "threshold" => {
+                    if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                        let t = f64::from_le_bytes(b);
+                        for l in self.policy.lanes.iter_mut().filter(|l| l.id == id) {
+                            l.fever_threshold_c = t;
+                        }
+                    }
+                }
                 "out" => {
                     if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
                         self.out_since
@@ -589,6 +597,38 @@ impl Core {
         }
         for (device, b_out) in all {
             self.barrier_outputs(device, b_out, out);
+        }
+    }
+
+    /// A fever threshold from above, for one lane or every lane (`None`). Refused outside the
+    /// plausible range; kept across restarts.
+    pub fn set_threshold(
+        &mut self,
+        lane: Option<&str>,
+        celsius: f64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), String> {
+        if !(celsius.is_finite()
+            && celsius > self.policy.plausible_min_c
+            && celsius <= self.policy.plausible_max_c)
+        {
+            return Err(format!("{celsius} °C lies outside the plausible range"));
+        }
+        let mut found = false;
+        for l in self.policy.lanes.iter_mut() {
+            if lane.is_none_or(|id| id == l.id) {
+                l.fever_threshold_c = celsius;
+                out.push(Output::State(
+                    format!("threshold/{}", l.id),
+                    Some(celsius.to_le_bytes().to_vec()),
+                ));
+                found = true;
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(format!("no lane {:?}", lane.unwrap_or("")))
         }
     }
 

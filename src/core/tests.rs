@@ -583,3 +583,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_threshold_from_above_applies_and_survives_a_restart() {
+    let mut c = core();
+    let mut out = Vec::new();
+    assert!(
+        c.set_threshold(None, 50.0, &mut out).is_err(),
+        "implausible"
+    );
+    assert!(c.set_threshold(Some("nowhere"), 37.0, &mut out).is_err());
+    c.set_threshold(Some("east-1"), 37.0, &mut out).unwrap();
+    assert_eq!(
+        one(&mut c, obs(0, Some("R1"), Some(37.1), T0)),
+        (false, Reason::Fever)
+    );
+    let state: Vec<(String, Vec<u8>)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::State(k, Some(v)) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut again = core();
+    again.restore(state);
+    assert_eq!(
+        one(&mut again, obs(0, Some("R1"), Some(37.1), T0)),
+        (false, Reason::Fever)
+    );
+    assert_eq!(
+        one(&mut again, obs(3, Some("R1"), Some(37.1), T0)),
+        (true, Reason::Ok),
+        "only east-1"
+    );
+}

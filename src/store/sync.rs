@@ -398,8 +398,16 @@ mod tests {
             .unwrap()
             .unwrap();
         let r = store.load_registry().unwrap();
+        let peak = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
         println!(
-            "snapshot of 100,000 residents + 20,000 plates: written and loaded in {:?}",
+            "snapshot of 100,000 residents + 20,000 plates: written and loaded in {:?}; process {peak}",
             started.elapsed()
         );
         assert_eq!((r.len(), r.plates(), r.passes()), (100_000, 20_001, 1));
