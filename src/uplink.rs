@@ -337,10 +337,8 @@ impl Uplink {
                     self.metrics.uplink_connected.store(true, Ordering::Relaxed);
                     backoff.reset();
                     cursors = Cursors::default();
-                    self.publish_status(&client, &mut fifo, v1::GatewayState::Online, true);
-                    self.publish_twins(&client, &mut fifo, true);
-                    stats_sent.clear();
-                    self.publish_stats(&client, &mut fifo, &mut stats_sent);
+                    // Subscribe before saying "online": once the status is seen upstream, a
+                    // command sent to us is not lost to a subscription still on its way.
                     if let Some(c) = &self.commands {
                         let filters = c
                             .topics
@@ -350,6 +348,10 @@ impl Uplink {
                             warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.");
                         }
                     }
+                    self.publish_status(&client, &mut fifo, v1::GatewayState::Online, true);
+                    self.publish_twins(&client, &mut fifo, true);
+                    stats_sent.clear();
+                    self.publish_stats(&client, &mut fifo, &mut stats_sent);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some(c) = &self.commands {

@@ -198,7 +198,6 @@ async fn an_applied_command_id_stays_refused_across_a_restart() {
     )
     .unwrap();
     let admin = Client::connect(&broker, "company-admin").await;
-    let mut up = Uplink::connect(&broker).await;
     let c = sign(
         &command("lock-1", v1::Level::Gateway, GATEWAY, mode("lockdown")),
         "company",
@@ -206,6 +205,9 @@ async fn an_applied_command_id_stays_refused_across_a_restart() {
     );
     let own = format!("{BASE}/cmd");
     for expect in ["", "replayed"] {
+        // A fresh watcher each time: an "online" of the previous run must not be taken for this
+        // run's (the retained status is the previous run's "offline").
+        let mut up = Uplink::connect(&broker).await;
         let daemon = within(
             "daemon start",
             LONG,
