@@ -62,6 +62,11 @@ enum Cmd {
         /// Open this lane's gate once (with --operator and --reason).
         #[arg(long, group = "what")]
         open: Option<String>,
+        /// Set the fever threshold, °C (every lane, or --lane).
+        #[arg(long, group = "what")]
+        threshold: Option<f64>,
+        #[arg(long, default_value = "")]
+        lane: String,
         #[arg(long, default_value = "")]
         operator: String,
         #[arg(long, default_value = "")]
@@ -360,6 +365,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             target,
             mode,
             open,
+            threshold,
+            lane,
             operator,
             reason,
             ping,
@@ -370,14 +377,18 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
         } => {
             use gatehouse::proto::v1;
             let _ = ping;
-            let payload = match (mode, open) {
-                (Some(m), _) => v1::command::Payload::SetMode(v1::SetMode { mode: m }),
-                (None, Some(lane)) => v1::command::Payload::RemoteOpen(v1::RemoteOpen {
+            let payload = match (mode, open, threshold) {
+                (Some(m), _, _) => v1::command::Payload::SetMode(v1::SetMode { mode: m }),
+                (None, Some(lane), _) => v1::command::Payload::RemoteOpen(v1::RemoteOpen {
                     lane,
                     operator_id: operator,
                     reason,
                 }),
-                (None, None) => v1::command::Payload::Ping(v1::Ping {}),
+                (None, None, Some(t)) => v1::command::Payload::SetThreshold(v1::SetThreshold {
+                    fever_threshold_c: t,
+                    lane,
+                }),
+                (None, None, None) => v1::command::Payload::Ping(v1::Ping {}),
             };
             let (level, code) = target.split_once(':').ok_or_else(|| {
                 RunError::Runtime(anyhow::anyhow!(

@@ -227,3 +227,72 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// An operator's way in: a key pair from `gatehouse keygen`, a command from `gatehouse command`,
+/// and it verifies with that public key.
+#[test]
+fn keygen_and_command_make_a_command_the_gateway_accepts() {
+    use gatehouse::commands::{parse_public_key, verify, Kind, Level, Place, TrustedKey};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("company.key");
+    let out = gatehouse()
+        .arg("keygen")
+        .arg("--out")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .expect("public key printed");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = gatehouse()
+        .args([
+            "command",
+            "--key-id",
+            "company",
+            "--target",
+            "street:330106001",
+            "--mode",
+            "lockdown",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let bytes = gatehouse::frame::parse_hex(&hex).unwrap();
+    let trusted = [TrustedKey {
+        id: "company".into(),
+        key: parse_public_key(public).unwrap(),
+        levels: vec![Level::Street],
+        kinds: vec![Kind::SetMode],
+    }];
+    let place = Place {
+        gateway: "gw".into(),
+        community: "330106001001".into(),
+        street: "330106001".into(),
+        district: "330106".into(),
+    };
+    let v = verify(
+        &bytes,
+        &trusted,
+        &place,
+        gatehouse::now_ms(),
+        60_000,
+        |_| false,
+    )
+    .unwrap();
+    assert_eq!(v.kind, Kind::SetMode);
+}
