@@ -98,22 +98,13 @@ fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, BrokerUrl)> {
     }
     std::fs::write(dir.join("residents.csv"), csv)?;
     let port = crate::broker::free_port()?;
-    std::fs::write(dir.join("gatehouse.toml"), crate::demo::config(&dir, port))?;
-    let log = std::fs::File::create(dir.join("gatehouse.log"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(dir.join("gatehouse.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting gatehouse run")?;
+    let spawned = spawn_config(&dir, &crate::demo::config(&dir, port))?;
     let url = BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
         port,
     };
-    Ok((Spawned { child, dir }, url))
+    Ok((spawned, url))
 }
 
 fn rss_kb(pid: u32, field: &str) -> Option<u64> {
@@ -351,18 +342,8 @@ pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
         ),
     ) + &crate::demo::serial_lane_config(&face.path, &turnstile.path)
         .replace("anti_passback = true", "anti_passback = false");
-    std::fs::write(dir.join("gatehouse.toml"), config)?;
-    let log = std::fs::File::create(dir.join("gatehouse.log"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(dir.join("gatehouse.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting gatehouse run")?;
-    let pid = child.id();
-    let _spawned = Spawned { child, dir };
+    let spawned = spawn_config(&dir, &config)?;
+    let pid = spawned.child.id();
 
     let (tx, mut frames) = tokio::sync::mpsc::channel(100_000);
     tokio::spawn(run_turnstile(turnstile, 0.0, 1, tx));

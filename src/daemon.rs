@@ -51,7 +51,6 @@ pub struct Daemon {
     pub device_broker: BrokerUrl,
     shutdown: watch::Sender<bool>,
     supervisor: tokio::task::JoinHandle<()>,
-    control: mpsc::Sender<Control>,
 }
 
 /// Where a gate's commands go.
@@ -96,28 +95,18 @@ impl Daemon {
                 ),
             ));
         }
-        if let Some(file) = &config.registry.import {
-            match store.import_residents(file, config.registry.max_residents) {
-                Ok(Imported::Replaced { residents }) => {
-                    info!(file = %file.display(), residents, "Resident list imported.")
-                }
-                Ok(Imported::Unchanged) => {}
-                Err(e) => {
-                    error!(error = %e, "Resident list refused; keeping the stored list.");
-                    start_alarms.push(alarm(
-                        v1::AlarmKind::RegistryRefused,
-                        format!("resident list refused, the stored list is kept: {e}"),
-                    ));
-                }
-            }
-        }
         for (name, file) in [
+            ("residents", &config.registry.import),
             ("passes", &config.registry.passes),
             ("plates", &config.registry.plates),
             ("households", &config.registry.households),
         ] {
             let Some(file) = file else { continue };
-            match store.import_list(name, file) {
+            let imported = match name {
+                "residents" => store.import_residents(file, config.registry.max_residents),
+                _ => store.import_list(name, file),
+            };
+            match imported {
                 Ok(Imported::Replaced { residents: rows }) => {
                     info!(file = %file.display(), rows, "{name} list imported.")
                 }
@@ -202,7 +191,20 @@ impl Daemon {
             .iter()
             .find(|(k, _)| k == "config_mode/")
             .and_then(|(_, v)| std::str::from_utf8(v).ok().and_then(Mode::parse));
-        core.restore(core_state.clone());
+        // Statistics and command ids read their entries first; the core takes the rest.
+        let mut stats_state = Vec::new();
+        let core_state: Vec<_> = core_state
+            .into_iter()
+            .filter_map(|(k, v)| {
+                if k.starts_with("stats") {
+                    stats_state.push((k, v));
+                    None
+                } else {
+                    Some((k, v))
+                }
+            })
+            .collect();
+        core.restore(core_state);
         let mut start_outputs = Vec::new();
         if config_mode != Some(config.rules.mode) {
             if let Err(e) = core.set_mode(config.rules.mode, Origin::Local, &mut start_outputs) {
@@ -296,7 +298,7 @@ impl Daemon {
             config.uplink.stats_period_s.max(1) as i64 * 1000,
             crate::now_ms(),
         );
-        for (k, v) in &core_state {
+        for (k, v) in &stats_state {
             let Ok(batch) = <v1::StatsBatch as prost::Message>::decode(v.as_slice()) else {
                 continue;
             };
@@ -518,7 +520,6 @@ impl Daemon {
             device_broker,
             shutdown: shutdown_tx,
             supervisor,
-            control: control_tx,
         };
         daemon.wait_subscribed(Duration::from_secs(3)).await;
         Ok(daemon)
@@ -539,11 +540,6 @@ impl Daemon {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(STOP_DEADLINE + Duration::from_secs(1), self.supervisor).await;
-    }
-
-    /// Asks the decision loop, as the local CLI does (tests use this directly).
-    pub async fn control(&self, c: Control) {
-        let _ = self.control.send(c).await;
     }
 
     /// Signals shutdown without waiting (for a second Ctrl-C, a watchdog).

@@ -692,11 +692,14 @@ impl Profile {
                     );
                 }
             }
-            Transport::Modbus => {
-                if self.modbus.is_none() {
-                    out.push("modbus: required for a modbus profile".into());
+            Transport::Modbus => match &self.modbus {
+                None => out.push("modbus: required for a modbus profile".into()),
+                // One read covers every input: Modbus allows at most 2000 in a request.
+                Some(m) if m.inputs.span().is_none() => {
+                    out.push("modbus.inputs: must lie within 2000 consecutive addresses".into())
                 }
-            }
+                Some(_) => {}
+            },
             Transport::Serial => {
                 let Some(f) = &self.frame else {
                     out.push("frame: required for a serial profile".into());

@@ -66,7 +66,12 @@ impl Stats {
                 (false, Direction::Out) => s.exits += 1,
             }
         } else {
-            *s.denials.entry(d.reason.as_str().to_string()).or_insert(0) += 1;
+            match s.denials.get_mut(d.reason.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    s.denials.insert(d.reason.as_str().to_string(), 1);
+                }
+            }
         }
         if d.reason == Reason::Fever {
             s.fevers += 1;

@@ -142,6 +142,10 @@ async fn a_resident_plate_opens_the_barrier_and_it_closes_only_after_the_car_cle
     assert_eq!(g.outcome(1).await.outcome, "confirmed");
     let t = g.h.uplink.twin("barrier-1", |t| t.arm == "up").await;
     assert!(t.online && t.last_seen_ms > 0);
+    // The controller's fault register shows in the twin.
+    b.set_fault(7);
+    g.h.uplink.twin("barrier-1", |t| t.fault_code == 7).await;
+    b.set_fault(0);
     println!("plate read → arm up: {:?}", asked.elapsed());
     // Up and waiting: nothing closes until the car has been over the safety loop and left it.
     tokio::time::sleep(Duration::from_millis(400)).await;

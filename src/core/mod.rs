@@ -416,15 +416,6 @@ impl Core {
         self.barrier_outputs(device, b_out, out);
     }
 
-    /// An operator's close (the guard's button, later a remote command): sent only if safe.
-    pub fn barrier_close(&mut self, device: usize, now_ms: i64, out: &mut Vec<Output>) {
-        let mut b_out = Vec::new();
-        if let Some(b) = self.barriers.get_mut(&device) {
-            b.close(now_ms, &mut b_out);
-        }
-        self.barrier_outputs(device, b_out, out);
-    }
-
     fn barrier_outputs(&self, device: usize, b_out: Vec<BarrierOutput>, out: &mut Vec<Output>) {
         for o in b_out {
             match o {
@@ -1056,13 +1047,8 @@ impl Core {
                 if self.mode == Mode::Lockdown {
                     return deny(Reason::Lockdown, "lockdown_residents_only");
                 }
-                let Some(p) = self.registry.pass(*i) else {
-                    return deny(Reason::UnknownSubject, "registry");
-                };
-                let used = self.pass_used.get(&p.id).copied().unwrap_or(0);
-                let entering = d.direction == Direction::In;
-                if now < p.valid_from_ms || now > p.valid_until_ms || (entering && used >= p.uses) {
-                    return deny(Reason::Expired, "visitor_pass");
+                if let Err(reason) = self.pass_admits(*i, d.direction, now) {
+                    return deny(reason, "visitor_pass");
                 }
             }
         }
@@ -1073,6 +1059,20 @@ impl Core {
             return deny(Reason::AntiPassback, "anti_passback");
         }
         (true, Reason::Ok, subject.rule())
+    }
+
+    /// A visitor pass (for a person or a vehicle) admits now: inside its window, and with a use
+    /// left when entering (leaving never uses one).
+    fn pass_admits(&self, pass: u32, direction: Direction, now: i64) -> Result<(), Reason> {
+        let Some(p) = self.registry.pass(pass) else {
+            return Err(Reason::UnknownSubject);
+        };
+        let used = self.pass_used.get(&p.id).copied().unwrap_or(0);
+        let used_up = direction == Direction::In && used >= p.uses;
+        if now < p.valid_from_ms || now > p.valid_until_ms || used_up {
+            return Err(Reason::Expired);
+        }
+        Ok(())
     }
 
     /// Vehicles: a read too uncertain to act on, unknown, blacklisted, expired, lockdown.
@@ -1110,13 +1110,8 @@ impl Core {
                 if lockdown {
                     return deny(Reason::Lockdown, "lockdown_allow_list");
                 }
-                let Some(p) = self.registry.pass(*i) else {
-                    return deny(Reason::UnknownSubject, "plate_registry");
-                };
-                let used = self.pass_used.get(&p.id).copied().unwrap_or(0);
-                let entering = d.direction == Direction::In;
-                if now < p.valid_from_ms || now > p.valid_until_ms || (entering && used >= p.uses) {
-                    return deny(Reason::Expired, "visitor_vehicle_pass");
+                if let Err(reason) = self.pass_admits(*i, d.direction, now) {
+                    return deny(reason, "visitor_vehicle_pass");
                 }
                 "visitor_vehicle_pass"
             }

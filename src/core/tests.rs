@@ -127,6 +127,16 @@ fn decisions(out: &[Output]) -> Vec<&Decision> {
         .collect()
 }
 
+/// What the outputs asked to store, as the store gives it back at start.
+fn saved(out: &[Output]) -> Vec<(String, Vec<u8>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::State(k, Some(v)) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 fn alarms(out: &[Output]) -> Vec<AlarmKind> {
     out.iter()
         .filter_map(|o| match o {
@@ -438,14 +448,8 @@ fn state_written_out_restores_counters() {
     let mut out = Vec::new();
     c.observe(obs(0, Some("QR-777"), None, T0), &mut out);
     c.observe(obs(0, Some("QR-777"), None, T0 + 1), &mut out);
-    let state: Vec<(String, Vec<u8>)> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::State(k, Some(v)) => Some((k.clone(), v.clone())),
-            _ => None,
-        })
-        .collect();
     let mut again = core();
+    let state = saved(&out);
     again.restore(state);
     assert_eq!(
         one(&mut again, obs(0, Some("QR-777"), None, T0 + 2)),
@@ -598,14 +602,8 @@ fn a_threshold_from_above_applies_and_survives_a_restart() {
         one(&mut c, obs(0, Some("R1"), Some(37.1), T0)),
         (false, Reason::Fever)
     );
-    let state: Vec<(String, Vec<u8>)> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::State(k, Some(v)) => Some((k.clone(), v.clone())),
-            _ => None,
-        })
-        .collect();
     let mut again = core();
+    let state = saved(&out);
     again.restore(state);
     assert_eq!(
         one(&mut again, obs(0, Some("R1"), Some(37.1), T0)),

@@ -87,13 +87,33 @@ impl TurnstileCommand {
 /// closes. `ber` corrupts what it receives, as a noisy line would; corrupted frames fail their
 /// checksum here, as in the real controller. Returns the checksum errors it saw.
 pub async fn run_turnstile(
-    mut pty: Pty,
+    pty: Pty,
     ber: f64,
     seed: u64,
     out: mpsc::Sender<TurnstileCommand>,
 ) -> u64 {
-    let spec = spec("rs485-turnstile-eb");
-    let mut decoder = Decoder::new(&spec);
+    controller(pty, "rs485-turnstile-eb", ber, seed, None, out, |field| {
+        TurnstileCommand {
+            addr: field("addr"),
+            cmd: field("cmd"),
+        }
+    })
+    .await
+}
+
+/// A simulated controller: decodes the command frames of `profile` off the pty (through `ber`
+/// noise, as the line delivers them), answers each with `reply` if given, and reports it as
+/// `report` makes it of the frame's fields. Returns the checksum errors it saw.
+async fn controller<T>(
+    mut pty: Pty,
+    profile: &str,
+    ber: f64,
+    seed: u64,
+    reply: Option<Vec<u8>>,
+    out: mpsc::Sender<T>,
+    report: impl Fn(&dyn Fn(&str) -> u8) -> T,
+) -> u64 {
+    let mut decoder = Decoder::new(&spec(profile));
     let mut rng = Rng::new(seed);
     let mut buf = [0u8; 256];
     loop {
@@ -105,12 +125,13 @@ pub async fn run_turnstile(
         let mut got = Vec::new();
         decoder.push(&buf[..n], |f| got.push(f));
         for f in got {
+            if let Some(r) = &reply {
+                if pty.master.write_all(r).await.is_err() {
+                    return decoder.discarded.checksum_errors;
+                }
+            }
             let field = |k: &str| f.get(k).and_then(frame::Value::as_int).unwrap_or(0) as u8;
-            let c = TurnstileCommand {
-                addr: field("addr"),
-                cmd: field("cmd"),
-            };
-            if out.send(c).await.is_err() {
+            if out.send(report(&field)).await.is_err() {
                 return decoder.discarded.checksum_errors;
             }
         }
@@ -188,42 +209,23 @@ pub struct BarrierFrame {
 
 /// Runs an `rs485-barrier-5b` controller on the pty: decodes command frames (through `ber` noise,
 /// as the line delivers them), answers each with `5B AB 00 00 AB 5D` (accepted), and reports it.
-pub async fn run_barrier_5b(
-    mut pty: Pty,
-    ber: f64,
-    seed: u64,
-    out: mpsc::Sender<BarrierFrame>,
-) -> u64 {
-    let spec = spec("rs485-barrier-5b");
+pub async fn run_barrier_5b(pty: Pty, ber: f64, seed: u64, out: mpsc::Sender<BarrierFrame>) -> u64 {
     let reply = Profiles::builtin()
         .get("rs485-barrier-5b")
         .and_then(|p| p.reply_frame.clone())
-        .expect("built-in profile");
-    let mut decoder = Decoder::new(&spec);
-    let mut rng = Rng::new(seed);
-    let mut buf = [0u8; 256];
-    loop {
-        let n = match pty.master.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        add_noise(&mut buf[..n], ber, &mut rng);
-        let mut got = Vec::new();
-        decoder.push(&buf[..n], |f| got.push(f));
-        for f in got {
-            let field = |k: &str| f.get(k).and_then(frame::Value::as_int).unwrap_or(0) as u8;
-            let ack = reply.encode(&BTreeMap::from([("cmd".into(), 0xAB)]), &[]);
-            if pty.master.write_all(&ack).await.is_err() {
-                return decoder.discarded.checksum_errors;
-            }
-            let c = BarrierFrame {
-                cmd: field("cmd"),
-                param: field("param"),
-            };
-            if out.send(c).await.is_err() {
-                return decoder.discarded.checksum_errors;
-            }
-        }
-    }
-    decoder.discarded.checksum_errors
+        .expect("built-in profile")
+        .encode(&BTreeMap::from([("cmd".into(), 0xAB)]), &[]);
+    controller(
+        pty,
+        "rs485-barrier-5b",
+        ber,
+        seed,
+        Some(reply),
+        out,
+        |field| BarrierFrame {
+            cmd: field("cmd"),
+            param: field("param"),
+        },
+    )
+    .await
 }

@@ -60,7 +60,9 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    fn span(&self) -> (u16, u16) {
+    /// The first input and how many to read for all four; `None` if they lie too far apart for
+    /// one request (at most 2000; profile validation refuses that).
+    pub fn span(&self) -> Option<(u16, u16)> {
         let all = [
             self.arm_up,
             self.arm_down,
@@ -69,7 +71,8 @@ impl Inputs {
         ];
         let lo = all.iter().copied().min().unwrap_or(0);
         let hi = all.iter().copied().max().unwrap_or(0);
-        (lo, hi - lo + 1)
+        let count = hi - lo;
+        (count < 2000).then_some((lo, count + 1))
     }
 }
 
@@ -267,7 +270,9 @@ async fn poll_all(
             continue;
         }
         ctx.set_slave(Slave(d.unit));
-        let (first, count) = d.spec.inputs.span();
+        let Some((first, count)) = d.spec.inputs.span() else {
+            continue;
+        };
         let read = tokio::time::timeout(bus.timeout, ctx.read_discrete_inputs(first, count)).await;
         let bits = match read {
             Ok(Ok(Ok(bits))) => Some(bits),

@@ -518,14 +518,18 @@ fn write(
             }
         }
 
+        // A key changed several times in one batch (the hour's counts, after every decision) is
+        // written once, with its last value.
+        let mut last: std::collections::HashMap<&str, Option<&[u8]>> = Default::default();
+        for (k, v) in batch.iter().flat_map(|a| &a.state) {
+            last.insert(k.as_str(), v.as_deref());
+        }
         let mut state = txn.open_table(super::STATE)?;
-        for a in batch.iter() {
-            for (k, v) in &a.state {
-                match v {
-                    Some(v) => state.insert(k.as_str(), v.as_slice())?,
-                    None => state.remove(k.as_str())?,
-                };
-            }
+        for (k, v) in last {
+            match v {
+                Some(v) => state.insert(k, v)?,
+                None => state.remove(k)?,
+            };
         }
 
         let mut meta = txn.open_table(META)?;

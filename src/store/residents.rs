@@ -26,6 +26,19 @@ pub struct Row {
 /// At most this many problems are listed; the count of the rest is given.
 const MAX_LISTED: usize = 20;
 
+/// The rows, or the first [`MAX_LISTED`] problems and how many more there were.
+fn listed<T>(rows: Vec<T>, mut problems: Vec<String>) -> Result<Vec<T>, Vec<String>> {
+    if problems.is_empty() {
+        return Ok(rows);
+    }
+    let more = problems.len().saturating_sub(MAX_LISTED);
+    problems.truncate(MAX_LISTED);
+    if more > 0 {
+        problems.push(format!("and {more} more bad lines"));
+    }
+    Err(problems)
+}
+
 /// A line longer than this cannot be a resident: it bounds the file size we read for a limit.
 const MAX_LINE: u64 = 256;
 
@@ -98,16 +111,7 @@ pub fn parse(path: &Path, text: &str, max: usize) -> Result<Vec<Row>, Vec<String
             )]);
         }
     }
-    if problems.is_empty() {
-        Ok(rows)
-    } else {
-        let more = problems.len().saturating_sub(MAX_LISTED);
-        problems.truncate(MAX_LISTED);
-        if more > 0 {
-            problems.push(format!("and {more} more bad lines"));
-        }
-        Err(problems)
-    }
+    listed(rows, problems)
 }
 
 #[derive(Deserialize)]
@@ -420,16 +424,7 @@ fn csv<T>(
             return Err(vec![format!("more than {max} rows; refused")]);
         }
     }
-    if problems.is_empty() {
-        Ok(rows)
-    } else {
-        let more = problems.len().saturating_sub(MAX_LISTED);
-        problems.truncate(MAX_LISTED);
-        if more > 0 {
-            problems.push(format!("and {more} more bad lines"));
-        }
-        Err(problems)
-    }
+    listed(rows, problems)
 }
 
 /// Unix seconds or ms, `YYYY-MM-DD` (end of day, UTC+8), or RFC 3339 with `Z` or an offset.
