@@ -705,19 +705,147 @@ fn intervals(times: &[Instant]) -> anyhow::Result<Histogram<u64>> {
 fn spawn_config(dir: &Path, config: &str) -> anyhow::Result<Spawned> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("gatehouse.toml"), config)?;
-    let log = std::fs::File::create(dir.join("gatehouse.log"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["run", "--config"])
-        .arg(dir.join("gatehouse.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting gatehouse run")?;
+    let child = spawn_run(dir, &[])?;
     Ok(Spawned {
         child,
         dir: dir.to_path_buf(),
     })
+}
+
+/// `gatehouse run` on `dir/gatehouse.toml`, its log appended to `dir/gatehouse.log`.
+fn spawn_run(dir: &Path, env: &[(&str, &Path)]) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gatehouse.log"))?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["run", "--config"])
+        .arg(dir.join("gatehouse.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().context("starting gatehouse run")
+}
+
+pub struct StartBenchOptions {
+    pub residents: u64,
+    pub plates: u64,
+    pub runs: u32,
+    pub idle_seconds: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct StartReport {
+    /// Start → READY of the first start, which imports the lists into the store.
+    pub first_ready_ms: f64,
+    /// Start → READY with the lists already in the store, each run.
+    pub ready_ms: Vec<f64>,
+    pub idle_rss_kb: Option<u64>,
+    pub peak_rss_kb: Option<u64>,
+}
+
+/// Start-up and idle memory: `gatehouse run` on a broker of the bench's own (so its memory is
+/// the daemon's alone), the demo lane, N residents and M plates. READY is taken from the
+/// systemd notification, as systemd would see it.
+pub fn start(o: StartBenchOptions) -> anyhow::Result<StartReport> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = start_in(&dir, &o);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn start_in(dir: &Path, o: &StartBenchOptions) -> anyhow::Result<StartReport> {
+    use std::io::Write;
+    let mut csv = String::from("person_id,household\n");
+    for i in 0..o.residents {
+        csv.push_str(&format!("R{i:06},H{:05}\n", i / 3));
+    }
+    std::fs::write(dir.join("residents.csv"), csv)?;
+    let mut plates = std::io::BufWriter::new(std::fs::File::create(dir.join("plates.csv"))?);
+    writeln!(plates, "plate,kind,household,valid_until,lockdown_allowed")?;
+    for i in 0..o.plates {
+        writeln!(
+            plates,
+            "粤B{i:05},resident,H{:05},,",
+            i % (o.residents / 3).max(1)
+        )?;
+    }
+    plates.flush()?;
+    let port = crate::broker::free_port()?;
+    crate::broker::start(([127, 0, 0, 1], port).into())?;
+    let config = crate::demo::config(dir, port)
+        .replace("mode = \"embedded\"", "mode = \"external\"")
+        .replacen(
+            &format!("listen = \"127.0.0.1:{port}\""),
+            &format!("url = \"mqtt://127.0.0.1:{port}\""),
+            1,
+        )
+        .replace(
+            "[registry]\n",
+            &format!(
+                "[registry]\nplates = \"{}\"\n",
+                dir.join("plates.csv").display()
+            ),
+        );
+    std::fs::write(dir.join("gatehouse.toml"), config)?;
+    let notify = dir.join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify)?;
+    socket.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let start_once = |keep: bool| -> anyhow::Result<(f64, Option<Child>)> {
+        let t0 = Instant::now();
+        let mut child = spawn_run(dir, &[("NOTIFY_SOCKET", notify.as_path())])?;
+        let mut buf = [0u8; 256];
+        loop {
+            let n = match socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = child.kill();
+                    bail!("no READY from gatehouse run ({e}); see its log");
+                }
+            };
+            if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") {
+                break;
+            }
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if keep {
+            return Ok((ms, Some(child)));
+        }
+        stop(&mut child);
+        Ok((ms, None))
+    };
+    let (first_ready_ms, _) = start_once(false)?;
+    let mut ready_ms = Vec::new();
+    for _ in 1..o.runs.max(1) {
+        ready_ms.push(start_once(false)?.0);
+    }
+    let (ms, child) = start_once(true)?;
+    ready_ms.push(ms);
+    let Some(mut child) = child else {
+        bail!("the last run was not kept");
+    };
+    std::thread::sleep(Duration::from_secs(o.idle_seconds));
+    let idle_rss_kb = rss_kb(child.id(), "VmRSS:");
+    let peak_rss_kb = rss_kb(child.id(), "VmHWM:");
+    stop(&mut child);
+    Ok(StartReport {
+        first_ready_ms,
+        ready_ms,
+        idle_rss_kb,
+        peak_rss_kb,
+    })
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
 }
 
 pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {

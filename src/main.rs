@@ -141,6 +141,20 @@ enum Cmd {
         #[arg(long, default_value_t = 2.0)]
         rate: f64,
     },
+    /// Start → READY (first start importing the lists, then with them in the store) and idle
+    /// memory, with an external broker so the figure is the daemon's own.
+    BenchStart {
+        #[arg(long, default_value_t = 100_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 20_000)]
+        plates: u64,
+        /// Starts with the lists in the store.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// How long the last one idles before its memory is read.
+        #[arg(long, default_value_t = 5)]
+        idle_seconds: u64,
+    },
     /// Open-loop load over MQTT; event → gate-command latency, losses, wrong decisions, memory.
     Bench {
         #[arg(long, default_value_t = 5000)]
@@ -350,7 +364,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             broker_port,
         } => gatehouse::run::run(&config, broker_port).await?,
         Cmd::CheckConfig { file } => {
-            let (config, _) = gatehouse::run::load_checked(&file, None)?;
+            let (config, _) = gatehouse::run::load_checked(&file, None, true)?;
             let devices: usize = config.lanes.iter().map(|l| l.devices.len()).sum();
             println!(
                 "{}: ok ({} lanes, {devices} devices)",
@@ -477,6 +491,20 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 r.loaded_rss_kb.unwrap_or(0),
                 r.peak_rss_kb.unwrap_or(0)
             );
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Cmd::BenchStart {
+            residents,
+            plates,
+            runs,
+            idle_seconds,
+        } => {
+            let r = gatehouse::bench::start(gatehouse::bench::StartBenchOptions {
+                residents,
+                plates,
+                runs,
+                idle_seconds,
+            })?;
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }
         Cmd::Bench {

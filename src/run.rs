@@ -18,11 +18,14 @@ pub enum RunError {
     Runtime(#[from] anyhow::Error),
 }
 
-/// Loads a config and the profiles it names, and returns every problem found in either (and
-/// in the resident file it imports).
+/// Loads a config and the profiles it names, and returns every problem found in either (and,
+/// with `check_lists`, in the resident file it imports: `check-config` reads it; `run` leaves it
+/// to the import, which skips an unchanged file and refuses a bad one with an alarm while the
+/// stored list keeps the gate working — a typo in a list must not keep the gate from starting).
 pub fn load_checked(
     path: &Path,
     broker_port: Option<u16>,
+    check_lists: bool,
 ) -> Result<(Config, Profiles), ConfigError> {
     let mut config = Config::load(path)?;
     if let Some(port) = broker_port {
@@ -30,7 +33,8 @@ pub fn load_checked(
     }
     let (profiles, mut problems) = Profiles::load(config.profiles.dir.as_deref());
     problems.extend(config.problems(&profiles));
-    if let Some(file) = config.registry.import.as_ref().filter(|f| f.is_file()) {
+    let import = config.registry.import.as_ref().filter(|_| check_lists);
+    if let Some(file) = import.filter(|f| f.is_file()) {
         let max = config.registry.max_residents;
         let checked =
             residents::read(file, max).and_then(|text| residents::parse(file, &text, max));
@@ -65,7 +69,7 @@ fn override_port(config: &mut Config, port: u16) {
 pub async fn run(config_path: &Path, broker_port: Option<u16>) -> Result<(), RunError> {
     // Handlers first: a SIGTERM during start-up must still end in an orderly stop.
     let signal = wait_for_signal();
-    let (config, profiles) = load_checked(config_path, broker_port)?;
+    let (config, profiles) = load_checked(config_path, broker_port, false)?;
     info!(gateway = %config.gateway.id, lanes = config.lanes.len(), config = %config_path.display(), "Starting.");
     let daemon = Daemon::start(config, profiles).await?;
     systemd::notify("READY=1");

@@ -35,7 +35,7 @@ pub mod barrier;
 pub mod registry;
 
 pub use registry::{
-    Holder, Pass, PassRow, Plate, PlateHolder, PlateKind, Registry, RegistryBuilder, Resident,
+    Holder, Id, Pass, PassRow, Plate, PlateHolder, PlateKind, Registry, RegistryBuilder, Resident,
     ResidentStatus,
 };
 
@@ -348,7 +348,7 @@ pub struct Core {
     mode: Mode,
     lanes: Vec<LaneState>,
     /// Subjects inside, by the gateway's count (`R:` resident, `V:` pass).
-    inside: HashSet<Box<str>>,
+    inside: registry::FastSet<Id>,
     /// Entries used per pass id.
     pass_used: HashMap<Box<str>, u32>,
     /// Lockdown exits per household id (unix ms), the last `quota.days` days.
@@ -375,7 +375,7 @@ impl Core {
             registry,
             mode,
             lanes,
-            inside: HashSet::new(),
+            inside: Default::default(),
             pass_used: HashMap::new(),
             outings: HashMap::new(),
             out_since: HashMap::new(),
@@ -1054,7 +1054,7 @@ impl Core {
         }
         if lane.anti_passback
             && d.direction == Direction::In
-            && self.inside.contains(subject.key(&d.subject_id).as_str())
+            && self.inside.contains(&subject.key(&d.subject_id))
         {
             return deny(Reason::AntiPassback, "anti_passback");
         }
@@ -1119,7 +1119,7 @@ impl Core {
         };
         if lane.anti_passback && d.direction == Direction::In {
             if let Some(s) = subject {
-                if self.inside.contains(s.key(&d.subject_id).as_str()) {
+                if self.inside.contains(&s.key(&d.subject_id)) {
                     return deny(Reason::AntiPassback, "anti_passback");
                 }
             }
@@ -1133,14 +1133,17 @@ impl Core {
         let key = subject.key(&d.subject_id);
         match d.direction {
             Direction::In => {
-                if !self.inside.contains(key.as_str()) {
-                    out.push(Output::State(format!("in/{key}"), Some(Vec::new())));
-                    self.inside.insert(key.into());
+                if !self.inside.contains(&key) {
+                    out.push(Output::State(
+                        format!("in/{}", key.as_str()),
+                        Some(Vec::new()),
+                    ));
+                    self.inside.insert(key);
                 }
             }
             Direction::Out => {
-                if self.inside.remove(key.as_str()) {
-                    out.push(Output::State(format!("in/{key}"), None));
+                if self.inside.remove(&key) {
+                    out.push(Output::State(format!("in/{}", key.as_str()), None));
                 }
             }
         }
@@ -1194,12 +1197,13 @@ enum Subject {
 
 impl Subject {
     /// Its key in the inside set and the durable state.
-    fn key(&self, id: &str) -> String {
-        match self {
-            Subject::Resident(_) => format!("R:{id}"),
-            Subject::Visitor(_) => format!("V:{id}"),
-            Subject::Vehicle(_) => format!("C:{id}"),
-        }
+    fn key(&self, id: &str) -> Id {
+        let prefix = match self {
+            Subject::Resident(_) => "R:",
+            Subject::Visitor(_) => "V:",
+            Subject::Vehicle(_) => "C:",
+        };
+        Id::joined(prefix, id)
     }
 
     fn rule(&self) -> &'static str {
@@ -1221,8 +1225,8 @@ fn resolve(registry: &Registry, kind: CredentialKind, id: String) -> Option<(Str
         }
         CredentialKind::Card => match registry.card(&id)? {
             Holder::Resident(person) => registry
-                .get(person)
-                .map(|r| (person.to_string(), Subject::Resident(*r))),
+                .get(person.as_str())
+                .map(|r| (person.as_str().to_string(), Subject::Resident(*r))),
             Holder::Pass(i) => registry
                 .pass(*i)
                 .map(|p| (p.id.to_string(), Subject::Visitor(*i))),
