@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs ../shared/bench/compare.sh (floor relay, Node-RED, gatehouse on one mosquitto, same load)
 # with gatehouse configured as that referee expects: device side and uplink on the referee's
-# broker, one lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents,
-# a fresh store for every run.
+# broker, one lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents
+# and 20,000 plates (the registry issue 7 sizes the box for), a fresh store for every run.
 #
 # usage: bench/compare.sh [RATES] [SECONDS] [ENGINES]     e.g. bench/compare.sh 1000,5000 10
 set -euo pipefail
@@ -15,6 +15,10 @@ trap 'rm -rf "$work"' EXIT
   echo "person_id,household"
   for ((i = 0; i < 100000; i++)); do printf 'R%06d,H%05d\n' "$i" $((i / 3)); done
 } >"$work/residents.csv"
+{
+  echo "plate,kind,household,valid_until,lockdown_allowed"
+  for ((i = 0; i < 20000; i++)); do printf '粤B%05d,resident,H%05d,,\n' "$i" $((i % 33333)); done
+} >"$work/plates.csv"
 cat >"$work/gatehouse.toml" <<TOML
 [gateway]
 id = "bench-gw"
@@ -35,6 +39,7 @@ dir = "store"
 
 [registry]
 import = "residents.csv"
+plates = "plates.csv"
 
 [[lanes]]
 id = "bench-lane"

@@ -1224,9 +1224,9 @@ fn resolve(registry: &Registry, kind: CredentialKind, id: String) -> Option<(Str
             Some((id, Subject::Resident(r)))
         }
         CredentialKind::Card => match registry.card(&id)? {
-            Holder::Resident(person) => registry
-                .get(person.as_str())
-                .map(|r| (person.as_str().to_string(), Subject::Resident(*r))),
+            Holder::Resident(i) => registry
+                .resident(*i)
+                .map(|r| (registry.resident_id(*i).to_string(), Subject::Resident(*r))),
             Holder::Pass(i) => registry
                 .pass(*i)
                 .map(|p| (p.id.to_string(), Subject::Visitor(*i))),

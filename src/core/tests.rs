@@ -641,3 +641,36 @@ fn ids_inline_or_not_are_found_by_their_text() {
     assert_eq!(Id::joined("R:", long).as_str(), format!("R:{long}"));
     assert_ne!(Id::new("R1"), Id::new("R10"));
 }
+
+proptest! {
+    /// The interned registry answers as a plain map of the same inserts would: the last entry
+    /// for an id wins, households are shared, nothing else is found.
+    #[test]
+    fn the_registry_finds_what_a_map_would(
+        ops in prop::collection::vec(("[a-c]{0,3}|[a-z0-9]{20,30}", 0u32..5, any::<bool>()), 0..60)
+    ) {
+        let mut b = RegistryBuilder::default();
+        let mut model = HashMap::new();
+        for (id, h, suspended) in &ops {
+            let status = if *suspended { ResidentStatus::Suspended } else { ResidentStatus::Active };
+            b.insert(id, &format!("H{h}"), status, 7);
+            b.insert_card(&format!("card-{id}"), id);
+            model.insert(id.clone(), (format!("H{h}"), status));
+        }
+        b.insert_card("card-of-nobody", "not-a-resident");
+        let r = b.build(0);
+        prop_assert_eq!(r.len(), model.len());
+        for (id, (h, status)) in &model {
+            let got = r.get(id);
+            prop_assert_eq!(got.map(|g| g.status), Some(*status));
+            prop_assert_eq!(got.map(|g| r.household_id(g)), Some(h.as_str()));
+            let card = r.card(&format!("card-{id}")).copied();
+            let Some(Holder::Resident(i)) = card else {
+                return Err(TestCaseError::fail(format!("card of {id}: {card:?}")));
+            };
+            prop_assert_eq!(r.resident_id(i), id.as_str());
+        }
+        prop_assert!(r.get("not-a-resident").is_none());
+        prop_assert!(r.card("card-of-nobody").is_none());
+    }
+}

@@ -406,7 +406,9 @@ impl Store {
         }
         if let Some(text) = lists.get("plates")? {
             let text = String::from_utf8_lossy(text.value()).into_owned();
-            for p in residents::parse_plates(&text, MAX_LIST_ROWS).unwrap_or_default() {
+            let rows = residents::parse_plates(&text, MAX_LIST_ROWS).unwrap_or_default();
+            b.reserve_plates(rows.len());
+            for p in rows {
                 b.insert_plate(
                     &p.plate,
                     p.kind,
@@ -612,7 +614,10 @@ mod tests {
         assert!(err.contains("line 2") && err.contains("line 3"), "{err}");
 
         let r = store.load_registry().unwrap();
-        assert_eq!(r.card("QR-1"), Some(&Holder::Resident("R1".into())));
+        let Some(&Holder::Resident(i)) = r.card("QR-1") else {
+            panic!("QR-1 is R1's card")
+        };
+        assert_eq!(r.resident_id(i), "R1");
         let Some(Holder::Pass(i)) = r.card("10:77") else {
             panic!("pass card missing")
         };

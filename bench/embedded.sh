@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The referee's load generator (../shared/bench/loadgen) against gatehouse with its *embedded*
+# broker — no mosquitto in gatehouse's path — next to the floor relay through mosquitto, in one
+# run, at the same rates. Same workload, registry (100,000 residents, 20,000 plates) and table
+# columns as bench/compare.sh.
+#
+# usage: bench/embedded.sh [RATES] [SECONDS]        e.g. bench/embedded.sh 1000,5000 10
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+shared=${SHARED_BENCH:-$here/../shared/bench}
+rates=${1:-1000,5000}; secs=${2:-10}
+target=${LOADGEN_TARGET:-$HOME/.cache/bench-loadgen}
+cargo build --release --quiet --manifest-path "$here/Cargo.toml"
+cargo build --release --quiet --manifest-path "$shared/loadgen/Cargo.toml" --target-dir "$target"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+{
+  echo "person_id,household"
+  for ((i = 0; i < 100000; i++)); do printf 'R%06d,H%05d\n' "$i" $((i / 3)); done
+} >"$work/residents.csv"
+{
+  echo "plate,kind,household,valid_until,lockdown_allowed"
+  for ((i = 0; i < 20000; i++)); do printf '粤B%05d,resident,H%05d,,\n' "$i" $((i % 33333)); done
+} >"$work/plates.csv"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+row() { # engine rate pid json
+  python3 - "$1" "$2" "$3" "$4" <<'PY'
+import json, sys
+e, rate, pid, out = sys.argv[1:5]
+try:
+    rss = open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0]
+except Exception:
+    rss = "0"
+try:
+    r = json.loads(out)
+except Exception:
+    print(f"{e:<14} {rate:>7} no result"); sys.exit()
+print(f"{e:<14} {r['offered_rate']:>7} {r['received']:>8} {r['missing']:>7} {r['wrong']:>7} {r['p50_us']:>8} {r['p99_us']:>8} {r['p999_us']:>8} {r['max_us']:>8} {rss:>8}")
+PY
+}
+
+printf '%-14s %7s %8s %7s %7s %8s %8s %8s %8s %8s\n' engine rate received missing wrong p50_us p99_us p999_us max_us rss_kb
+for rate in ${rates//,/ }; do
+  # The floor: the referee's relay behind mosquitto.
+  port=$(free_port)
+  sed "s/__PORT__/$port/" "$shared/peers/mosquitto.conf" >"$work/mosquitto.conf"
+  mosquitto -c "$work/mosquitto.conf" >"$work/mosq.log" 2>&1 & mpid=$!; pids+=("$mpid")
+  sleep 0.3
+  "$target/release/floor" "$port" >"$work/floor.log" 2>&1 & fpid=$!; pids+=("$fpid")
+  out=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" 2>>"$work/loadgen.err" || true)
+  row floor "$rate" "$fpid" "$out"
+  kill "$fpid" "$mpid" 2>/dev/null || true; wait "$fpid" "$mpid" 2>/dev/null || true
+
+  # gatehouse, its own broker inside: the load generator connects to it directly.
+  port=$(free_port)
+  rm -rf "$work/store"
+  cat >"$work/gatehouse.toml" <<TOML
+[gateway]
+id = "bench-gw"
+city = "3301"
+district = "330106"
+street = "330106001"
+community = "330106001001"
+
+[device_broker]
+mode = "embedded"
+listen = "127.0.0.1:$port"
+
+[uplink]
+url = "mqtt://127.0.0.1:$port"
+
+[store]
+dir = "store"
+
+[registry]
+import = "residents.csv"
+plates = "plates.csv"
+
+[[lanes]]
+id = "bench-lane"
+
+[[lanes.devices]]
+id = "thermal-1"
+role = "thermal"
+profile = "hikvision-acs-event"
+
+[[lanes.devices]]
+id = "gate-1"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+TOML
+  RUST_LOG=warn "$here/target/release/gatehouse" run --config "$work/gatehouse.toml" >"$work/gh.log" 2>&1 & gpid=$!; pids+=("$gpid")
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  sleep 0.5
+  out=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" 2>>"$work/loadgen.err" || true)
+  row gatehouse-emb "$rate" "$gpid" "$out"
+  kill "$gpid" 2>/dev/null || true; wait "$gpid" 2>/dev/null || true
+done
