@@ -2,7 +2,8 @@
 # The referee's load generator (../shared/bench/loadgen) against gatehouse with its *embedded*
 # broker — no mosquitto in gatehouse's path — next to the floor relay through mosquitto, in one
 # run, at the same rates. Same workload, registry (100,000 residents, 20,000 plates) and table
-# columns as bench/compare.sh.
+# columns as bench/compare.sh, plus the CPU time the engine process used over the run (µs per
+# event; this machine's figure, the basis of the ARM estimate in the README).
 #
 # usage: bench/embedded.sh [RATES] [SECONDS]        e.g. bench/embedded.sh 1000,5000 10
 set -euo pipefail
@@ -26,23 +27,28 @@ trap cleanup EXIT
 } >"$work/plates.csv"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-row() { # engine rate pid json
-  python3 - "$1" "$2" "$3" "$4" <<'PY'
-import json, sys
-e, rate, pid, out = sys.argv[1:5]
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU, in clock ticks
+
+row() { # engine rate pid ticks-before json
+  python3 - "$1" "$2" "$3" "$4" "$5" <<'PY'
+import json, os, sys
+e, rate, pid, before, out = sys.argv[1:6]
 try:
     rss = open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0]
+    stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    cpu_s = (int(stat[11]) + int(stat[12]) - int(before)) / os.sysconf("SC_CLK_TCK")
 except Exception:
-    rss = "0"
+    rss, cpu_s = "0", 0.0
 try:
     r = json.loads(out)
 except Exception:
     print(f"{e:<14} {rate:>7} no result"); sys.exit()
-print(f"{e:<14} {r['offered_rate']:>7} {r['received']:>8} {r['missing']:>7} {r['wrong']:>7} {r['p50_us']:>8} {r['p99_us']:>8} {r['p999_us']:>8} {r['max_us']:>8} {rss:>8}")
+per_event = cpu_s * 1e6 / max(r['received'], 1)
+print(f"{e:<14} {r['offered_rate']:>7} {r['received']:>8} {r['missing']:>7} {r['wrong']:>7} {r['p50_us']:>8} {r['p99_us']:>8} {r['p999_us']:>8} {r['max_us']:>8} {rss:>8} {per_event:>8.1f}")
 PY
 }
 
-printf '%-14s %7s %8s %7s %7s %8s %8s %8s %8s %8s\n' engine rate received missing wrong p50_us p99_us p999_us max_us rss_kb
+printf '%-14s %7s %8s %7s %7s %8s %8s %8s %8s %8s %8s\n' engine rate received missing wrong p50_us p99_us p999_us max_us rss_kb cpu_us/ev
 for rate in ${rates//,/ }; do
   # The floor: the referee's relay behind mosquitto.
   port=$(free_port)
@@ -50,8 +56,9 @@ for rate in ${rates//,/ }; do
   mosquitto -c "$work/mosquitto.conf" >"$work/mosq.log" 2>&1 & mpid=$!; pids+=("$mpid")
   sleep 0.3
   "$target/release/floor" "$port" >"$work/floor.log" 2>&1 & fpid=$!; pids+=("$fpid")
+  t0=$(ticks "$fpid")
   out=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" 2>>"$work/loadgen.err" || true)
-  row floor "$rate" "$fpid" "$out"
+  row floor "$rate" "$fpid" "$t0" "$out"
   kill "$fpid" "$mpid" 2>/dev/null || true; wait "$fpid" "$mpid" 2>/dev/null || true
 
   # gatehouse, its own broker inside: the load generator connects to it directly.
@@ -95,7 +102,8 @@ TOML
   RUST_LOG=warn "$here/target/release/gatehouse" run --config "$work/gatehouse.toml" >"$work/gh.log" 2>&1 & gpid=$!; pids+=("$gpid")
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   sleep 0.5
+  t0=$(ticks "$gpid")
   out=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" 2>>"$work/loadgen.err" || true)
-  row gatehouse-emb "$rate" "$gpid" "$out"
+  row gatehouse-emb "$rate" "$gpid" "$t0" "$out"
   kill "$gpid" 2>/dev/null || true; wait "$gpid" 2>/dev/null || true
 done

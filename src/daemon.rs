@@ -1484,7 +1484,10 @@ impl DecisionLoop {
     }
 
     /// The fast path: the command leaves before the record is written. Never queued behind a
-    /// down link: a stale "open" must not arrive later.
+    /// down link: a stale "open" must not arrive later. For the same reason MQTT commands go at
+    /// QoS 0: a QoS 1 publish caught by a reconnect is sent again, which would be an open
+    /// retried seconds late, for whoever stands there then (and it spares the broker a PUBACK
+    /// per command). The passage record says what was decided either way.
     fn command(
         &self,
         gate: usize,
@@ -1518,7 +1521,7 @@ impl DecisionLoop {
                 self.commands_connected.load(Ordering::Relaxed)
                     && self
                         .commands
-                        .try_publish(topic.as_str(), QoS::AtLeastOnce, false, payload)
+                        .try_publish(topic.as_str(), QoS::AtMostOnce, false, payload)
                         .is_ok()
             }
             Sink::Serial(port) => self

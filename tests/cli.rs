@@ -100,6 +100,38 @@ async fn sigterm_leaves_offline_status_retained_and_exits_zero() {
     assert_eq!(s.state(), v1::GatewayState::Offline);
 }
 
+/// A resident list with a bad line stops `check-config` (exit 78, the line named) but not the
+/// gate: `run` starts on the stored list and says upstream that the new one was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_resident_list_fails_check_config_but_not_the_gate() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &broker, &broker);
+    std::fs::write(
+        dir.path().join("residents.csv"),
+        "person_id,household\nR1,H1\nR2\n",
+    )
+    .unwrap();
+    let out = gatehouse()
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 3"),
+        "{out:?}"
+    );
+
+    let mut watcher = Uplink::connect(&broker).await;
+    let mut child = gatehouse_run(&config).spawn().unwrap();
+    let alarm = watcher.alarm_of(v1::AlarmKind::RegistryRefused).await;
+    assert!(alarm.detail.contains("line 3"), "{}", alarm.detail);
+    watcher.status(v1::GatewayState::Online).await;
+    let (status, _) = terminate(&mut child).await;
+    assert_eq!(status.code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_gateway_is_marked_offline_by_its_will() {
     let broker = start_broker();
