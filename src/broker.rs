@@ -10,6 +10,8 @@ pub enum BrokerError {
     NotListening { addr: SocketAddr, waited: Duration },
     #[error("embedded broker thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("embedded broker refused the daemon's in-process link")]
+    NoLink,
 }
 
 /// Largest MQTT packet the embedded broker accepts: a device payload at the decoder's limit plus
@@ -19,9 +21,6 @@ const MAX_PACKET: usize = crate::profiles::MAX_PAYLOAD + 4096;
 /// Starts rumqttd on `listen` in its own threads and returns once it accepts connections.
 /// The broker lives as long as the process: rumqttd has no shutdown.
 pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
-    // The router keeps each topic's recent messages in memory; three 1 MiB segments bound the
-    // broker's RSS (a subscriber more than ~3 MB behind loses data, which our own clients, reading
-    // as fast as messages come, never are).
     start_with_memory(listen, 1 << 20, 3)
 }
 
@@ -32,6 +31,30 @@ pub fn start_with_memory(
     segment_bytes: usize,
     segments: usize,
 ) -> Result<(), BrokerError> {
+    launch(listen, segment_bytes, segments, false).map(|_| ())
+}
+
+/// An in-process connection to the embedded broker, for the daemon itself: device events come in
+/// and gate commands go out without a TCP hop either way.
+pub struct Local {
+    pub tx: rumqttd::local::LinkTx,
+    pub rx: rumqttd::local::LinkRx,
+}
+
+/// [`start`], and a [`Local`] link into it.
+pub fn start_linked(listen: SocketAddr) -> Result<Local, BrokerError> {
+    // The router keeps each topic's recent messages in memory; three 1 MiB segments bound the
+    // broker's RSS (a subscriber more than ~3 MB behind loses data, which our own link, reading
+    // as fast as messages come, never is).
+    launch(listen, 1 << 20, 3, true)?.ok_or(BrokerError::NoLink)
+}
+
+fn launch(
+    listen: SocketAddr,
+    segment_bytes: usize,
+    segments: usize,
+    link: bool,
+) -> Result<Option<Local>, BrokerError> {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: MAX_PACKET,
@@ -64,10 +87,17 @@ pub fn start_with_memory(
         v4: Some(HashMap::from([("devices".to_string(), server)])),
         ..Default::default()
     };
+    let (local_tx, local_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("broker".into())
         .spawn(move || {
             let mut broker = rumqttd::Broker::new(config);
+            if link {
+                let local = broker
+                    .link("gatehouse-local")
+                    .map(|(tx, rx)| Local { tx, rx });
+                let _ = local_tx.send(local.ok());
+            }
             // Returns only if every listener died.
             if let Err(e) = broker.start() {
                 tracing::error!(error = %e, "Embedded broker stopped.");
@@ -84,7 +114,11 @@ pub fn start_with_memory(
     };
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&probe, Duration::from_millis(100)).is_ok() {
-            return Ok(());
+            return Ok(if link {
+                local_rx.recv().ok().flatten()
+            } else {
+                None
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }

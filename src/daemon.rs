@@ -140,10 +140,12 @@ impl Daemon {
         // box's memory reflects what is actually held.
         release_free_memory();
 
+        // With the embedded broker the daemon itself talks to it over an in-process link.
+        let mut local = None;
         let device_broker = match config.device_broker.mode {
             BrokerMode::Embedded => {
                 let listen = config.device_broker.listen;
-                broker::start(listen)?;
+                local = Some(broker::start_linked(listen)?);
                 let host = if listen.ip().is_unspecified() {
                     "127.0.0.1".to_string()
                 } else {
@@ -391,18 +393,38 @@ impl Daemon {
             password: config.device_broker.password.clone(),
             ack_on_receipt: config.device_broker.mode == BrokerMode::Embedded,
         };
-        let (cmd_client, cmd_connected, cmd_join) =
-            mqtt_source::spawn_commands(&conn, shutdown_rx.clone());
         let (input_tx, input_rx) = mpsc::channel(mqtt_source::INPUT_CAPACITY);
         let (release_tx, release_rx) = oneshot::channel();
-        let events_join = tokio::spawn(mqtt_source::run_events(
-            conn,
-            routes,
-            input_tx.clone(),
-            metrics.clone(),
-            shutdown_rx.clone(),
-            release_rx,
-        ));
+        let (cmd_client, cmd_connected, cmd_join, events_join) = match local {
+            Some(broker::Local { mut tx, rx }) => {
+                for topic in routes.keys() {
+                    tx.subscribe(topic.as_str())
+                        .context("subscribing on the embedded broker")?;
+                }
+                let events = tokio::spawn(mqtt_source::run_events_local(
+                    rx,
+                    routes,
+                    input_tx.clone(),
+                    metrics.clone(),
+                    shutdown_rx.clone(),
+                ));
+                let commands = CommandLink::Local(std::sync::Mutex::new(tx));
+                (commands, Arc::new(AtomicBool::new(true)), None, events)
+            }
+            None => {
+                let (client, connected, join) =
+                    mqtt_source::spawn_commands(&conn, shutdown_rx.clone());
+                let events = tokio::spawn(mqtt_source::run_events(
+                    conn,
+                    routes,
+                    input_tx.clone(),
+                    metrics.clone(),
+                    shutdown_rx.clone(),
+                    release_rx,
+                ));
+                (CommandLink::Client(client), connected, Some(join), events)
+            }
+        };
         let (links_tx, links_rx) = mpsc::channel(256);
         let mut serial_writers = Vec::new();
         let mut serial_joins = Vec::new();
@@ -506,7 +528,9 @@ impl Daemon {
             }
             let _ = tokio::time::timeout_at(deadline, events_join).await;
             let _ = tokio::time::timeout_at(deadline, writer_join).await;
-            let _ = tokio::time::timeout_at(deadline, cmd_join).await;
+            if let Some(j) = cmd_join {
+                let _ = tokio::time::timeout_at(deadline, j).await;
+            }
             for j in serial_joins {
                 let _ = tokio::time::timeout_at(deadline, j).await;
             }
@@ -767,10 +791,31 @@ const FIRE_REASSERT: Duration = Duration::from_secs(5);
 
 /// The task that owns the decision state: decides, commands the gate, hands the record to the
 /// writer. No locks: nothing else touches the core.
+/// Where MQTT gate commands go: the device broker over TCP, or the embedded broker's in-process
+/// link. QoS 0 either way (see [`DecisionLoop::command`]).
+enum CommandLink {
+    Client(AsyncClient),
+    Local(std::sync::Mutex<rumqttd::local::LinkTx>),
+}
+
+impl CommandLink {
+    /// False when it could not be handed over (queue full, link gone): the command is dropped.
+    fn publish(&self, topic: &str, payload: Vec<u8>) -> bool {
+        match self {
+            CommandLink::Client(c) => c
+                .try_publish(topic, QoS::AtMostOnce, false, payload)
+                .is_ok(),
+            CommandLink::Local(link) => link
+                .lock()
+                .is_ok_and(|mut l| l.try_publish(topic.to_string(), payload).is_ok()),
+        }
+    }
+}
+
 struct DecisionLoop {
     core: Core,
     actuators: Vec<Option<Actuator>>,
-    commands: AsyncClient,
+    commands: CommandLink,
     commands_connected: Arc<AtomicBool>,
     serial_writers: Vec<mpsc::Sender<Vec<u8>>>,
     modbus_writers: Vec<mpsc::Sender<(usize, BarrierCommand)>>,
@@ -1519,10 +1564,7 @@ impl DecisionLoop {
         let sent = match &act.sink {
             Sink::Mqtt(topic) => {
                 self.commands_connected.load(Ordering::Relaxed)
-                    && self
-                        .commands
-                        .try_publish(topic.as_str(), QoS::AtMostOnce, false, payload)
-                        .is_ok()
+                    && self.commands.publish(topic, payload)
             }
             Sink::Serial(port) => self
                 .serial_writers

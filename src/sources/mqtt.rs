@@ -159,28 +159,7 @@ pub async fn run_events(
                 if core.is_none() {
                     continue;
                 }
-                Metrics::inc(&metrics.events_received);
-                let route = routes.get(p.topic.as_str());
-                if let Some(r) = route {
-                    r.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
-                }
-                let decoded = match route.map(|r| {
-                    let d = match r.status {
-                        None => r.profile.decode(&p.payload),
-                        Some(i) => r.profile.decode_status(i, &p.payload),
-                    };
-                    (r, d)
-                }) {
-                    Some((_, Ok(decoded))) => Some(decoded),
-                    Some((r, Err(e))) => {
-                        let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                        if worth_logging(n) {
-                            warn!(device = %r.device_id, profile = %r.profile.name, topic = %p.topic, error = %e, bad_messages = n, "Device message does not decode; dropped.");
-                        }
-                        None
-                    }
-                    None => None,
-                };
+                let (device, decoded) = decode(&routes, &p.topic, &p.payload, &metrics);
                 // Undecodable messages are acked too (redelivering garbage only repeats the
                 // error), but through the same queue as the rest: MQTT wants acks in order.
                 let ack: Ack = if conn.ack_on_receipt {
@@ -192,13 +171,12 @@ pub async fn run_events(
                         let _ = c.try_ack(&p);
                     })
                 };
-                let input = Input {
-                    device: route.map_or(usize::MAX, |r| r.device),
+                waiting.push_back(Input {
+                    device,
                     decoded,
                     received,
                     ack,
-                };
-                waiting.push_back(input);
+                });
             }
             Ok(_) => {}
             Err(e) => {
@@ -219,6 +197,98 @@ pub async fn run_events(
         }
     }
     disconnect(&client, &mut el).await;
+}
+
+/// Routes a device message by its topic and decodes it with the device's profile. A message that
+/// does not decode is counted and logged (`None`), and still passed on so its ack keeps its place.
+fn decode(
+    routes: &HashMap<String, Route>,
+    topic: &str,
+    payload: &[u8],
+    metrics: &Metrics,
+) -> (usize, Option<Decoded>) {
+    Metrics::inc(&metrics.events_received);
+    let Some(r) = routes.get(topic) else {
+        return (usize::MAX, None);
+    };
+    r.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+    let decoded = match r.status {
+        None => r.profile.decode(payload),
+        Some(i) => r.profile.decode_status(i, payload),
+    };
+    match decoded {
+        Ok(d) => (r.device, Some(d)),
+        Err(e) => {
+            let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                warn!(device = %r.device_id, profile = %r.profile.name, topic = %topic, error = %e, bad_messages = n, "Device message does not decode; dropped.");
+            }
+            (r.device, None)
+        }
+    }
+}
+
+/// The device side over the embedded broker's in-process link (subscribed by the caller): the
+/// same routing and decoding as [`run_events`] without a TCP hop, and without acks — rumqttd acks
+/// the device when it takes the message, and lives and dies with this process anyway. A full
+/// decision-loop input stops the reading; the broker's log holds the rest.
+pub async fn run_events_local(
+    mut link: rumqttd::local::LinkRx,
+    routes: HashMap<String, Route>,
+    core: mpsc::Sender<Input>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    metrics
+        .device_broker_connected
+        .store(true, Ordering::Relaxed);
+    if routes.is_empty() {
+        metrics.device_subscribed.store(true, Ordering::Relaxed);
+    }
+    loop {
+        Metrics::inc(&metrics.source_ticks);
+        let n = tokio::select! {
+            _ = shutdown.changed() => break,
+            n = link.next() => n,
+            // The watchdog watches this loop turn, as it watches the TCP one.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        };
+        match n {
+            Ok(Some(rumqttd::Notification::Forward(f))) => {
+                let received = Instant::now();
+                let topic = std::str::from_utf8(&f.publish.topic).unwrap_or("");
+                let (device, decoded) = decode(&routes, topic, &f.publish.payload, &metrics);
+                let input = Input {
+                    device,
+                    decoded,
+                    received,
+                    ack: Box::new(|| {}),
+                };
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    sent = core.send(input) => if sent.is_err() { break },
+                }
+            }
+            // The only acks this link gets are for its subscriptions.
+            Ok(Some(rumqttd::Notification::DeviceAck(_))) => {
+                metrics.device_subscribed.store(true, Ordering::Relaxed);
+            }
+            // The router pauses a link after a burst until it says it is ready for more.
+            Ok(Some(rumqttd::Notification::Unschedule)) => {
+                if link.wake().await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "Embedded broker link lost; no more device events.");
+                break;
+            }
+        }
+    }
+    metrics
+        .device_broker_connected
+        .store(false, Ordering::Relaxed);
 }
 
 /// The commands connection: its client publishes, this task only polls. Returns the client and
