@@ -391,7 +391,6 @@ impl Daemon {
             client_id: config.device_broker.client_id.clone(),
             username: config.device_broker.username.clone(),
             password: config.device_broker.password.clone(),
-            ack_on_receipt: config.device_broker.mode == BrokerMode::Embedded,
         };
         let (input_tx, input_rx) = mpsc::channel(mqtt_source::INPUT_CAPACITY);
         let (release_tx, release_rx) = oneshot::channel();

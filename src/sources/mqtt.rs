@@ -6,6 +6,9 @@
 //!   Our session is persistent (fixed client id, clean session off) for the same reason.
 //! - **commands**: publishes gate commands. Kept apart so a backlog of events waiting for the
 //!   decision loop can never hold up a command.
+//!
+//! With the embedded broker neither connection exists: [`run_events_local`] reads the events
+//! from an in-process rumqttd link, and the decision loop publishes commands on it.
 use crate::config::BrokerUrl;
 use crate::metrics::{worth_logging, Metrics};
 use crate::mqtt;
@@ -57,11 +60,6 @@ pub struct Connection {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// Acknowledge each event as it arrives instead of after its commit. Only for the embedded
-    /// broker: it lives and dies with this process, so a late ack protects nothing (a crash loses
-    /// its queue either way), while rumqttd holds back further deliveries until the acks come,
-    /// which would put the group-commit interval into every gate's latency.
-    pub ack_on_receipt: bool,
 }
 
 impl Connection {
@@ -162,15 +160,10 @@ pub async fn run_events(
                 let (device, decoded) = decode(&routes, &p.topic, &p.payload, &metrics);
                 // Undecodable messages are acked too (redelivering garbage only repeats the
                 // error), but through the same queue as the rest: MQTT wants acks in order.
-                let ack: Ack = if conn.ack_on_receipt {
-                    let _ = client.try_ack(&p);
-                    Box::new(|| {})
-                } else {
-                    let c = client.clone();
-                    Box::new(move || {
-                        let _ = c.try_ack(&p);
-                    })
-                };
+                let c = client.clone();
+                let ack: Ack = Box::new(move || {
+                    let _ = c.try_ack(&p);
+                });
                 waiting.push_back(Input {
                     device,
                     decoded,
