@@ -11,48 +11,10 @@ referee=${REFEREE:-$here/../shared/bench/compare.sh}
 cargo build --release --quiet --manifest-path "$here/Cargo.toml"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-{
-  echo "person_id,household"
-  for ((i = 0; i < 100000; i++)); do printf 'R%06d,H%05d\n' "$i" $((i / 3)); done
-} >"$work/residents.csv"
-{
-  echo "plate,kind,household,valid_until,lockdown_allowed"
-  for ((i = 0; i < 20000; i++)); do printf '粤B%05d,resident,H%05d,,\n' "$i" $((i % 33333)); done
-} >"$work/plates.csv"
-cat >"$work/gatehouse.toml" <<TOML
-[gateway]
-id = "bench-gw"
-city = "3301"
-district = "330106"
-street = "330106001"
-community = "330106001001"
-
-[device_broker]
-mode = "external"
-url = "mqtt://127.0.0.1:1883"   # replaced by --broker-port
-
-[uplink]
-url = "mqtt://127.0.0.1:1883"   # replaced by --broker-port
-
-[store]
-dir = "store"
-
-[registry]
-import = "residents.csv"
-plates = "plates.csv"
-
-[[lanes]]
-id = "bench-lane"
-
-[[lanes.devices]]
-id = "thermal-1"
-role = "thermal"
-profile = "hikvision-acs-event"
-
-[[lanes.devices]]
-id = "gate-1"
-role = "turnstile"
-profile = "generic-gate-mqtt"
-TOML
+# shellcheck source=bench/common.sh
+. "$here/bench/common.sh"
+write_lists "$work"
+# Both on the referee's broker: `--broker-port` replaces the port.
+write_config "$work" $'mode = "external"\nurl = "mqtt://127.0.0.1:1883"' "mqtt://127.0.0.1:1883"
 export ENGINE_CMD="sh -c 'rm -rf $work/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/gatehouse.toml --broker-port {port}'"
 "$referee" "${1:-1000,5000}" "${2:-10}" "${3:-floor,node-red,engine}"

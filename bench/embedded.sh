@@ -17,14 +17,9 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-{
-  echo "person_id,household"
-  for ((i = 0; i < 100000; i++)); do printf 'R%06d,H%05d\n' "$i" $((i / 3)); done
-} >"$work/residents.csv"
-{
-  echo "plate,kind,household,valid_until,lockdown_allowed"
-  for ((i = 0; i < 20000; i++)); do printf '粤B%05d,resident,H%05d,,\n' "$i" $((i % 33333)); done
-} >"$work/plates.csv"
+# shellcheck source=bench/common.sh
+. "$here/bench/common.sh"
+write_lists "$work"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU, in clock ticks
@@ -64,41 +59,7 @@ for rate in ${rates//,/ }; do
   # gatehouse, its own broker inside: the load generator connects to it directly.
   port=$(free_port)
   rm -rf "$work/store"
-  cat >"$work/gatehouse.toml" <<TOML
-[gateway]
-id = "bench-gw"
-city = "3301"
-district = "330106"
-street = "330106001"
-community = "330106001001"
-
-[device_broker]
-mode = "embedded"
-listen = "127.0.0.1:$port"
-
-[uplink]
-url = "mqtt://127.0.0.1:$port"
-
-[store]
-dir = "store"
-
-[registry]
-import = "residents.csv"
-plates = "plates.csv"
-
-[[lanes]]
-id = "bench-lane"
-
-[[lanes.devices]]
-id = "thermal-1"
-role = "thermal"
-profile = "hikvision-acs-event"
-
-[[lanes.devices]]
-id = "gate-1"
-role = "turnstile"
-profile = "generic-gate-mqtt"
-TOML
+  write_config "$work" $'mode = "embedded"\nlisten = "127.0.0.1:'"$port"'"' "mqtt://127.0.0.1:$port"
   RUST_LOG=warn "$here/target/release/gatehouse" run --config "$work/gatehouse.toml" >"$work/gh.log" 2>&1 & gpid=$!; pids+=("$gpid")
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   sleep 0.5

@@ -168,40 +168,58 @@ pub struct Plate {
 /// still makes millions of decisions a second.
 #[derive(Clone, Default)]
 struct Interned {
+    strings: Strings,
+    /// Indices into `strings`, by the hash of the string.
+    table: hashbrown::HashTable<u32>,
+}
+
+#[derive(Clone, Default)]
+struct Strings {
     text: String,
     /// String `i` is `text[ends[i - 1]..ends[i]]`.
     ends: Vec<u32>,
-    table: hashbrown::HashTable<u32>,
     hasher: foldhash::fast::RandomState,
+}
+
+impl Strings {
+    fn get(&self, i: u32) -> &str {
+        let i = i as usize;
+        let start = match i {
+            0 => 0,
+            _ => self.ends.get(i - 1).map_or(0, |&e| e as usize),
+        };
+        self.ends
+            .get(i)
+            .and_then(|&end| self.text.get(start..end as usize))
+            .unwrap_or("")
+    }
+
+    fn hash(&self, s: &str) -> u64 {
+        self.hasher.hash_one(s)
+    }
+
+    /// How the table finds an index's hash again when it grows or shrinks.
+    fn rehash(&self) -> impl Fn(&u32) -> u64 + '_ {
+        |&i| self.hash(self.get(i))
+    }
 }
 
 impl std::fmt::Debug for Interned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Interned({} strings)", self.ends.len())
+        write!(f, "Interned({} strings)", self.len())
     }
-}
-
-fn nth<'a>(text: &'a str, ends: &[u32], i: u32) -> &'a str {
-    let i = i as usize;
-    let start = match i {
-        0 => 0,
-        _ => ends.get(i - 1).map_or(0, |&e| e as usize),
-    };
-    ends.get(i)
-        .and_then(|&end| text.get(start..end as usize))
-        .unwrap_or("")
 }
 
 impl Interned {
     fn get(&self, s: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(s);
+        let hash = self.strings.hash(s);
         self.table
-            .find(hash, |&i| nth(&self.text, &self.ends, i) == s)
+            .find(hash, |&i| self.strings.get(i) == s)
             .copied()
     }
 
     fn str(&self, i: u32) -> &str {
-        nth(&self.text, &self.ends, i)
+        self.strings.get(i)
     }
 
     /// The index of `s`, added if new (then `true`).
@@ -209,46 +227,28 @@ impl Interned {
         if let Some(i) = self.get(s) {
             return (i, false);
         }
-        let i = self.ends.len() as u32;
-        self.text.push_str(s);
-        self.ends.push(self.text.len() as u32);
-        let Interned {
-            text,
-            ends,
-            table,
-            hasher,
-        } = self;
-        table.insert_unique(hasher.hash_one(s), i, |&j| {
-            hasher.hash_one(nth(text, ends, j))
-        });
+        let i = self.len() as u32;
+        let strings = &mut self.strings;
+        strings.text.push_str(s);
+        strings.ends.push(strings.text.len() as u32);
+        let hash = self.strings.hash(s);
+        self.table.insert_unique(hash, i, self.strings.rehash());
         (i, true)
     }
 
     fn reserve(&mut self, n: usize) {
-        let Interned {
-            text,
-            ends,
-            table,
-            hasher,
-        } = self;
-        ends.reserve(n);
-        table.reserve(n, |&j| hasher.hash_one(nth(text, ends, j)));
+        self.strings.ends.reserve(n);
+        self.table.reserve(n, self.strings.rehash());
     }
 
     fn len(&self) -> usize {
-        self.ends.len()
+        self.strings.ends.len()
     }
 
     fn shrink_to_fit(&mut self) {
-        let Interned {
-            text,
-            ends,
-            table,
-            hasher,
-        } = self;
-        text.shrink_to_fit();
-        ends.shrink_to_fit();
-        table.shrink_to_fit(|&j| hasher.hash_one(nth(text, ends, j)));
+        self.strings.text.shrink_to_fit();
+        self.strings.ends.shrink_to_fit();
+        self.table.shrink_to_fit(self.strings.rehash());
     }
 }
 
