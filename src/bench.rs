@@ -89,14 +89,19 @@ impl Drop for Spawned {
     }
 }
 
+/// `dir/residents.csv`: `R000000`… all active, three to a household, as the workload expects.
+fn write_residents(dir: &Path, n: u64) -> std::io::Result<()> {
+    let mut csv = String::from("person_id,household\n");
+    for i in 0..n {
+        csv.push_str(&format!("R{i:06},H{:05}\n", i / 3));
+    }
+    std::fs::write(dir.join("residents.csv"), csv)
+}
+
 fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, BrokerUrl)> {
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut csv = String::from("person_id,household\n");
-    for i in 0..residents {
-        csv.push_str(&format!("R{i:06},H{:05}\n", i / 3));
-    }
-    std::fs::write(dir.join("residents.csv"), csv)?;
+    write_residents(&dir, residents)?;
     let port = crate::broker::free_port()?;
     let spawned = spawn_config(&dir, &crate::demo::config(&dir, port))?;
     let url = BrokerUrl {
@@ -760,11 +765,7 @@ pub fn start(o: StartBenchOptions) -> anyhow::Result<StartReport> {
 
 fn start_in(dir: &Path, o: &StartBenchOptions) -> anyhow::Result<StartReport> {
     use std::io::Write;
-    let mut csv = String::from("person_id,household\n");
-    for i in 0..o.residents {
-        csv.push_str(&format!("R{i:06},H{:05}\n", i / 3));
-    }
-    std::fs::write(dir.join("residents.csv"), csv)?;
+    write_residents(dir, o.residents)?;
     let mut plates = std::io::BufWriter::new(std::fs::File::create(dir.join("plates.csv"))?);
     writeln!(plates, "plate,kind,household,valid_until,lockdown_allowed")?;
     for i in 0..o.plates {

@@ -32,10 +32,12 @@
 //! on its own when it ages out. The device's own "abnormal temperature" flag never decides; a
 //! disagreement is recorded.
 pub mod barrier;
+pub mod id;
 pub mod registry;
 
+pub use id::Id;
 pub use registry::{
-    Holder, Id, Pass, PassRow, Plate, PlateHolder, PlateKind, Registry, RegistryBuilder, Resident,
+    Holder, Pass, PassRow, Plate, PlateHolder, PlateKind, Registry, RegistryBuilder, Resident,
     ResidentStatus,
 };
 
@@ -348,7 +350,7 @@ pub struct Core {
     mode: Mode,
     lanes: Vec<LaneState>,
     /// Subjects inside, by the gateway's count (`R:` resident, `V:` pass).
-    inside: registry::FastSet<Id>,
+    inside: id::FastSet<Id>,
     /// Entries used per pass id.
     pass_used: HashMap<Box<str>, u32>,
     /// Lockdown exits per household id (unix ms), the last `quota.days` days.

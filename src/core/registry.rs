@@ -1,88 +1,7 @@
-//! The resident registry as the decision core sees it: an in-memory map built from the store at
-//! start. Households are interned and short ids stored inline ([`Id`]), so 100,000 residents and
-//! 20,000 plates cost a few megabytes, and a lookup chases no pointer.
-use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash, Hasher};
-
-/// The maps on the decision path: foldhash instead of SipHash (a lookup of a 7-byte id costs a
-/// few nanoseconds, not twenty), still seeded per process. The keys come from the property
-/// company's lists, not from the devices.
-pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
-
-/// Ids up to this many bytes live inside the [`Id`] itself.
-const INLINE: usize = 22;
-
-/// A person id, card number, plate or `R:`-style key, kept inline when short — as nearly all
-/// are — so a table of 100,000 of them compares keys without a cache miss per probe and without
-/// a heap allocation of its own (with SipHash and boxed keys a decision took twice as long).
-#[derive(Clone)]
-pub enum Id {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<str>),
-}
-
-impl Id {
-    pub fn new(s: &str) -> Id {
-        Id::joined("", s)
-    }
-
-    /// `prefix` followed by `s`, without an intermediate string.
-    pub fn joined(prefix: &str, s: &str) -> Id {
-        let len = prefix.len() + s.len();
-        if len > INLINE {
-            return Id::Heap(format!("{prefix}{s}").into());
-        }
-        let mut bytes = [0; INLINE];
-        bytes[..prefix.len()].copy_from_slice(prefix.as_bytes());
-        bytes[prefix.len()..len].copy_from_slice(s.as_bytes());
-        Id::Inline {
-            len: len as u8,
-            bytes,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            // Always whole `str`s copied in, so always UTF-8.
-            Id::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or(""),
-            Id::Heap(s) => s,
-        }
-    }
-}
-
-impl std::fmt::Debug for Id {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.as_str().fmt(f)
-    }
-}
-
-impl PartialEq for Id {
-    fn eq(&self, other: &Id) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Id {}
-
-/// As `str` hashes, so a map keyed by `Id` is searched with a `&str`.
-impl Hash for Id {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
-    }
-}
-
-impl Borrow<str> for Id {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl From<&str> for Id {
-    fn from(s: &str) -> Id {
-        Id::new(s)
-    }
-}
+//! The resident registry as the decision core sees it: built in memory from the store at start.
+//! Every kind of id (person, household, card, plate) is interned ([`Interned`]), so 100,000
+//! residents and 20,000 plates cost a few megabytes.
+use std::hash::BuildHasher;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResidentStatus {
@@ -224,14 +143,14 @@ impl Interned {
 
     /// The index of `s`, added if new (then `true`).
     fn intern(&mut self, s: &str) -> (u32, bool) {
-        if let Some(i) = self.get(s) {
+        let hash = self.strings.hash(s);
+        if let Some(&i) = self.table.find(hash, |&i| self.strings.get(i) == s) {
             return (i, false);
         }
         let i = self.len() as u32;
         let strings = &mut self.strings;
         strings.text.push_str(s);
         strings.ends.push(strings.text.len() as u32);
-        let hash = self.strings.hash(s);
         self.table.insert_unique(hash, i, self.strings.rehash());
         (i, true)
     }

@@ -238,13 +238,14 @@ pub async fn run_events_local(
     if routes.is_empty() {
         metrics.device_subscribed.store(true, Ordering::Relaxed);
     }
+    // The watchdog watches this loop turn, as it watches the TCP one.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         Metrics::inc(&metrics.source_ticks);
         let n = tokio::select! {
             _ = shutdown.changed() => break,
             n = link.next() => n,
-            // The watchdog watches this loop turn, as it watches the TCP one.
-            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            _ = tick.tick() => continue,
         };
         match n {
             Ok(Some(rumqttd::Notification::Forward(f))) => {
