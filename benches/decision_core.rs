@@ -2,11 +2,12 @@
 //! plates, 10,000 visitor passes): one identification decided per iteration, on one core; and
 //! the serial frame decoder's throughput.
 //!   cargo bench --bench decision_core
-use gatehouse::core::{
+use gatehouse::decision::{
     Core, DevicePolicy, Direction, LanePolicy, Mode, Observation, Policy, Quota, Registry,
     RegistryBuilder, ResidentStatus,
 };
-use gatehouse::profiles::{Decoded, Profiles, Role};
+use gatehouse::decision::{Decoded, Role};
+use gatehouse::device::Profiles;
 use std::time::Instant;
 
 fn main() {
@@ -63,14 +64,14 @@ fn registry() -> Registry {
     for i in 0..20_000u32 {
         b.insert_plate(
             &format!("浙A{i:05}"),
-            gatehouse::core::PlateKind::Resident,
+            gatehouse::decision::PlateKind::Resident,
             &format!("H{i:05}"),
             i64::MAX,
             false,
         );
     }
     for i in 0..10_000u32 {
-        b.insert_pass(gatehouse::core::PassRow {
+        b.insert_pass(gatehouse::decision::PassRow {
             id: &format!("P{i:05}"),
             host_household: &format!("H{:05}", i * 3),
             valid_from_ms: 0,
@@ -106,7 +107,7 @@ fn observations() -> Vec<Decoded> {
 
 /// The daemon moves each decoded message into the core, as here; the previous outputs are
 /// dropped inside the timing, as the daemon drops them after emitting.
-fn observe(core: &mut Core, decoded: Decoded, out: &mut Vec<gatehouse::core::Output>) {
+fn observe(core: &mut Core, decoded: Decoded, out: &mut Vec<gatehouse::decision::Output>) {
     out.clear();
     core.observe(
         Observation {
@@ -148,11 +149,11 @@ fn decode_and_decide(bencher: divan::Bencher) {
         .clone();
     let payloads: Vec<String> = (0..1024u64)
         .map(|seq| {
-            gatehouse::sim::hikvision::acs_event(
+            gatehouse::tools::sim::hikvision::acs_event(
                 seq,
                 Some(&format!("R{:06}", seq % 100_000)),
                 36.5,
-                gatehouse::profiles::Unit::Celsius,
+                gatehouse::device::Unit::Celsius,
             )
         })
         .collect();
@@ -177,14 +178,14 @@ fn frame_decoder_1000_frames(bencher: divan::Bencher) {
     let mut line = Vec::new();
     for i in 0..1000u32 {
         let values = [("addr".to_string(), 1u64), ("bits".to_string(), 26)].into();
-        let data = gatehouse::frame::wiegand_encode(26, i % 256, i as u16, 5);
+        let data = gatehouse::device::frame::wiegand_encode(26, i % 256, i as u16, 5);
         line.extend_from_slice(&spec.encode(&values, &data));
         if i % 10 == 0 {
             line.extend_from_slice(&[0x55, 0xFF, 0x00]);
         }
     }
     bencher.bench_local(|| {
-        let mut d = gatehouse::frame::Decoder::new(&spec);
+        let mut d = gatehouse::device::frame::Decoder::new(&spec);
         let mut n = 0;
         for chunk in line.chunks(64) {
             d.push(divan::black_box(chunk), |_| n += 1);
@@ -196,8 +197,8 @@ fn frame_decoder_1000_frames(bencher: divan::Bencher) {
 /// A signed command checked end to end: decode, key lookup, Ed25519 verification, scope, replay.
 #[divan::bench(sample_count = 100, sample_size = 100)]
 fn verify_signed_command(bencher: divan::Bencher) {
-    use gatehouse::commands::{sign, verify, Kind, Level, Place, TrustedKey};
     use gatehouse::proto::v1;
+    use gatehouse::uplink::orders::{sign, verify, Kind, Level, Place, TrustedKey};
     use prost::Message;
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let trusted = vec![TrustedKey {

@@ -1,29 +1,25 @@
 //! gatehouse: the daemon on the gateway box at a residential estate's gate.
 //!
-//! The data path, by module:
-//! `sources` (device transports) → `core` (pure decisions) → actuator commands (first, fast) and
+//! The data path, by folder (docs/ARCHITECTURE.md walks one event through it):
+//! `sources` (device transports) → `decision` (pure rules) → gate commands (first, fast) and
 //! `store` (durable outbox, group commit) → `uplink` (protobuf over MQTT to the property company).
-//! `daemon` wires them together; `sim` holds the device simulators used by tests and the demo.
-pub mod bench;
-pub mod broker;
-pub mod commands;
+//! `device` says how each vendor model speaks; `daemon` wires the parts together; `tools` holds
+//! the command line, the demo, the benches and the device simulators.
+pub mod backoff;
 pub mod config;
-pub mod control;
-pub mod core;
 pub mod daemon;
-pub mod demo;
-pub mod frame;
+pub mod decision;
+pub mod device;
+pub mod hex;
 pub mod metrics;
-pub mod mqtt;
-pub mod profiles;
+pub mod mqtt_client;
+pub mod problem;
 pub mod proto;
 pub mod run;
-pub mod sim;
 pub mod sources;
-pub mod stats;
 pub mod store;
 pub mod systemd;
-pub mod twins;
+pub mod tools;
 pub mod uplink;
 
 /// Wall-clock time, unix milliseconds. Only the wiring reads the clock; the core is given it.

@@ -1,8 +1,8 @@
 //! `gatehouse run` and `gatehouse check-config`: the daemon's life under systemd.
 use crate::config::{Config, ConfigError, Problem};
 use crate::daemon::Daemon;
+use crate::device::Profiles;
 use crate::metrics::Metrics;
-use crate::profiles::Profiles;
 use crate::store::residents;
 use crate::systemd;
 use std::path::Path;

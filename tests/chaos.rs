@@ -1,8 +1,8 @@
 //! Links that fail the way real ones do, through a proxy the test controls: nothing lost, and
 //! the gate keeps deciding throughout.
 use crate::common::*;
+use gatehouse::device::Unit;
 use gatehouse::metrics::Metrics;
-use gatehouse::profiles::Unit;
 use gatehouse::proto::v1;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -162,8 +162,12 @@ async fn a_flood_of_garbage_is_shed_and_real_identifications_still_decide() {
         }
         if i % 50 == 0 {
             let serial = 1_000 + i / 50;
-            let body =
-                gatehouse::sim::hikvision::acs_event(serial, Some("R000007"), 36.5, Unit::Celsius);
+            let body = gatehouse::tools::sim::hikvision::acs_event(
+                serial,
+                Some("R000007"),
+                36.5,
+                Unit::Celsius,
+            );
             terminal
                 .publish("devices/thermal-1/event", body.into_bytes())
                 .await;

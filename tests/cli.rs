@@ -241,7 +241,9 @@ async fn fire_mode_from_the_cli_holds_across_a_crash_until_the_local_reset() {
 }
 
 async fn next_action(
-    gate: &mut tokio::sync::mpsc::Receiver<Result<gatehouse::sim::gate::GateCommand, String>>,
+    gate: &mut tokio::sync::mpsc::Receiver<
+        Result<gatehouse::tools::sim::gate::GateCommand, String>,
+    >,
 ) -> String {
     within("a gate command", LONG, gate.recv())
         .await
@@ -264,7 +266,7 @@ impl Drop for Reaped {
 /// and it verifies with that public key.
 #[test]
 fn keygen_and_command_make_a_command_the_gateway_accepts() {
-    use gatehouse::commands::{parse_public_key, verify, Kind, Level, Place, TrustedKey};
+    use gatehouse::uplink::orders::{parse_public_key, verify, Kind, Level, Place, TrustedKey};
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("company.key");
     let out = gatehouse()
@@ -304,7 +306,7 @@ fn keygen_and_command_make_a_command_the_gateway_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let hex = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let bytes = gatehouse::frame::parse_hex(&hex).unwrap();
+    let bytes = gatehouse::hex::parse_hex(&hex).unwrap();
     let trusted = [TrustedKey {
         id: "company".into(),
         key: parse_public_key(public).unwrap(),

@@ -3,11 +3,12 @@
 //! gateways of that street.
 use crate::common::*;
 use ed25519_dalek::SigningKey;
-use gatehouse::commands::{sign, to_hex};
 use gatehouse::config::{BrokerUrl, Config};
 use gatehouse::daemon::Daemon;
-use gatehouse::profiles::{Profiles, Unit};
+use gatehouse::device::{Profiles, Unit};
+use gatehouse::hex::to_hex;
 use gatehouse::proto::v1;
+use gatehouse::uplink::orders::sign;
 use prost::Message;
 use std::time::{Duration, Instant};
 
@@ -344,7 +345,7 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
     while watchers[1].status(v1::GatewayState::Online).await.mode != "epidemic" {}
     // The first decision on one of them is under the new mode: no temperature, no entry.
     let terminal = Client::connect(&broker, "gw-a-terminal").await;
-    let body = gatehouse::sim::hikvision::acs_event(1, Some("R1"), 37.1, Unit::Celsius);
+    let body = gatehouse::tools::sim::hikvision::acs_event(1, Some("R1"), 37.1, Unit::Celsius);
     terminal
         .publish("devices/gw-a-thermal/event", body.into_bytes())
         .await;

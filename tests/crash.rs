@@ -4,9 +4,9 @@
 //! Cycles: `GATEHOUSE_CRASH_CYCLES` (default 20); the seed is printed so a failure can be replayed
 //! with `GATEHOUSE_CRASH_SEED`.
 use crate::common::*;
-use gatehouse::profiles::Unit;
+use gatehouse::device::Unit;
 use gatehouse::proto::v1;
-use gatehouse::sim::{self, Rng};
+use gatehouse::tools::sim::{self, Rng};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -4,9 +4,10 @@
 use crate::common::*;
 use gatehouse::config::{BrokerUrl, Config};
 use gatehouse::daemon::Daemon;
-use gatehouse::profiles::{Profiles, Unit};
+use gatehouse::device::{Profiles, Unit};
 use gatehouse::proto::v1;
-use gatehouse::{broker, sim};
+use gatehouse::sources::embedded_broker;
+use gatehouse::tools::sim;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -146,7 +147,10 @@ async fn works_with_mosquitto_on_the_device_side_and_over_tls_upstream() {
     }
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
-    let (plain, tls) = (broker::free_port().unwrap(), broker::free_port().unwrap());
+    let (plain, tls) = (
+        embedded_broker::free_port().unwrap(),
+        embedded_broker::free_port().unwrap(),
+    );
     let _mosquitto = start_mosquitto(dir.path(), plain, tls);
     let devices = BrokerUrl {
         tls: false,
@@ -234,7 +238,10 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
     make_certs(d);
     client_cert(d, GATEWAY);
     client_cert(d, "gw-evil");
-    let (plain, mtls) = (broker::free_port().unwrap(), broker::free_port().unwrap());
+    let (plain, mtls) = (
+        embedded_broker::free_port().unwrap(),
+        embedded_broker::free_port().unwrap(),
+    );
     std::fs::write(
         d.join("acl"),
         "# Each gateway: its own subtree, and the command topics above it.\n\
@@ -311,9 +318,9 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
             host: "localhost".into(),
             port: mtls,
         };
-        let mut o = gatehouse::mqtt::options(&url, "gw-evil", Duration::from_secs(15));
+        let mut o = gatehouse::mqtt_client::options(&url, "gw-evil", Duration::from_secs(15));
         o.set_transport(
-            gatehouse::mqtt::tls_transport(
+            gatehouse::mqtt_client::tls_transport(
                 Some(&d.join("ca.pem")),
                 Some((&d.join("gw-evil.pem"), &d.join("gw-evil.key"))),
             )

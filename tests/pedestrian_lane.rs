@@ -1,7 +1,7 @@
 //! A pedestrian lane screened end to end: terminal → decision → gate command → uplink.
 use crate::common::*;
+use gatehouse::device::Unit;
 use gatehouse::metrics::Metrics;
-use gatehouse::profiles::Unit;
 use gatehouse::proto::v1;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -188,7 +188,7 @@ async fn malformed_payloads_are_counted_and_the_lane_keeps_deciding() {
     h.terminal.publish(topic, br#"{"AccessControllerEvent":{"serialNo":2,"currTemperature":36.5,"thermometryUnit":"rankine"}}"#.to_vec()).await;
     // Past the decoder's limit, within the broker's.
     h.terminal
-        .publish(topic, vec![b' '; gatehouse::profiles::MAX_PAYLOAD + 1000])
+        .publish(topic, vec![b' '; gatehouse::device::MAX_PAYLOAD + 1000])
         .await;
     // A heartbeat-like event: nothing to decide.
     h.terminal
@@ -216,18 +216,20 @@ async fn malformed_payloads_are_counted_and_the_lane_keeps_deciding() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_gate_decides_on_the_embedded_broker() {
-    use gatehouse::sim::hikvision::{run_terminal, TerminalOptions};
+    use gatehouse::tools::sim::hikvision::{run_terminal, TerminalOptions};
     let dir = tempfile::tempdir().unwrap();
-    gatehouse::demo::write_residents(&dir.path().join("residents.csv"), 100).unwrap();
-    let port = gatehouse::broker::free_port().unwrap();
+    gatehouse::tools::demo::write_residents(&dir.path().join("residents.csv"), 100).unwrap();
+    let port = gatehouse::sources::embedded_broker::free_port().unwrap();
     let path = dir.path().join("gatehouse.toml");
-    std::fs::write(&path, gatehouse::demo::config(dir.path(), port)).unwrap();
+    std::fs::write(&path, gatehouse::tools::demo::config(dir.path(), port)).unwrap();
     let config = gatehouse::config::Config::load(&path).unwrap();
-    let base = config.topic_base();
+    let base = gatehouse::uplink::topics::Topics::new(&config.gateway)
+        .base()
+        .to_string();
     let daemon = within(
         "start",
         LONG,
-        gatehouse::daemon::Daemon::start(config, gatehouse::profiles::Profiles::builtin()),
+        gatehouse::daemon::Daemon::start(config, gatehouse::device::Profiles::builtin()),
     )
     .await
     .unwrap();

@@ -2,11 +2,11 @@
 //! exit, one shared line), an EB turnstile, and a separate MQTT thermal station whose readings
 //! join the identifications. Modes, fire, line noise and an unplugged adapter, end to end.
 use crate::common::*;
-use gatehouse::control;
+use gatehouse::daemon::control;
+use gatehouse::device::Unit;
 use gatehouse::metrics::Metrics;
-use gatehouse::profiles::Unit;
 use gatehouse::proto::v1;
-use gatehouse::sim::serial::{run_turnstile, Line, Pty, Reader, TurnstileCommand as Tc};
+use gatehouse::tools::sim::serial::{run_turnstile, Line, Pty, Reader, TurnstileCommand as Tc};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -155,7 +155,7 @@ impl SerialLane {
     }
 
     async fn reading(&self, serial: u64, t: f64) {
-        let body = gatehouse::sim::hikvision::acs_event(serial, None, t, Unit::Celsius);
+        let body = gatehouse::tools::sim::hikvision::acs_event(serial, None, t, Unit::Celsius);
         self.h
             .terminal
             .publish("devices/thermal-2/event", body.into_bytes())

@@ -1,7 +1,7 @@
 //! The uplink: nothing lost and order kept while the company broker is unreachable.
 use crate::common::*;
+use gatehouse::device::Unit;
 use gatehouse::metrics::Metrics;
-use gatehouse::profiles::Unit;
 use gatehouse::proto::v1;
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ async fn a_damaged_store_is_moved_aside_with_an_alarm_and_the_gate_keeps_working
     let daemon = within(
         "start",
         LONG,
-        gatehouse::daemon::Daemon::start(config, gatehouse::profiles::Profiles::builtin()),
+        gatehouse::daemon::Daemon::start(config, gatehouse::device::Profiles::builtin()),
     )
     .await
     .unwrap();
@@ -112,7 +112,7 @@ async fn a_damaged_store_is_moved_aside_with_an_alarm_and_the_gate_keeps_working
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let terminal = Client::connect(&broker, "t").await;
-    let body = gatehouse::sim::hikvision::acs_event(5, Some("R000005"), 36.4, Unit::Celsius);
+    let body = gatehouse::tools::sim::hikvision::acs_event(5, Some("R000005"), 36.4, Unit::Celsius);
     terminal
         .publish("devices/thermal-1/event", body.into_bytes())
         .await;

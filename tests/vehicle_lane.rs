@@ -4,9 +4,9 @@
 use crate::common::*;
 use gatehouse::metrics::Metrics;
 use gatehouse::proto::v1;
-use gatehouse::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
-use gatehouse::sim::serial::{run_barrier_5b, BarrierFrame, Line, Pty};
-use gatehouse::sim::zhenshi::ivs_result;
+use gatehouse::tools::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
+use gatehouse::tools::sim::serial::{run_barrier_5b, BarrierFrame, Line, Pty};
+use gatehouse::tools::sim::zhenshi::ivs_result;
 use std::time::{Duration, Instant};
 
 const TRAVEL: Duration = Duration::from_millis(700);
@@ -355,7 +355,7 @@ async fn xor_errors_and_random_noise_on_serial_lines_open_nothing_and_are_counte
     let (h, mut frames, mut noise, _files) = start_5b(1e-3).await;
     let m = h.daemon.metrics.clone();
     // Random bytes on a reader's line, with the frames' header bytes in them now and then.
-    let mut rng = gatehouse::sim::Rng::new(42);
+    let mut rng = gatehouse::tools::sim::Rng::new(42);
     for _ in 0..200 {
         let mut chunk: Vec<u8> = (0..32).map(|_| rng.next_u64() as u8).collect();
         chunk[(rng.next_u64() % 32) as usize] = 0x02;
@@ -407,7 +407,7 @@ async fn a_camera_driven_barrier_gets_a_gpio_pulse_and_its_reply_and_status_are_
     let cam = Client::connect(&broker, "cam-9").await;
     // What the camera's output receives.
     let (client, mut el) = rumqttc::AsyncClient::new(
-        gatehouse::mqtt::options(&broker, "cam-9-out", Duration::from_secs(15)),
+        gatehouse::mqtt_client::options(&broker, "cam-9-out", Duration::from_secs(15)),
         16,
     );
     let (otx, mut orx) = tokio::sync::mpsc::channel(16);

@@ -1,6 +1,6 @@
 //! Device payloads as they come off the broker, through every shipped profile's decoder.
 #![no_main]
-use gatehouse::profiles::{Profile, Profiles};
+use gatehouse::device::{Profile, Profiles};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

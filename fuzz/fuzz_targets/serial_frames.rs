@@ -1,8 +1,8 @@
 //! Bytes off an RS-485 line, through every shipped serial profile's frame decoder and its
 //! event mapping, fed in uneven chunks as a UART delivers them.
 #![no_main]
-use gatehouse::frame::Decoder;
-use gatehouse::profiles::{Profile, Profiles};
+use gatehouse::device::frame::Decoder;
+use gatehouse::device::{Profile, Profiles};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

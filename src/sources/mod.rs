@@ -1,10 +1,49 @@
 //! Device transports, one file each. A source turns a device's bytes into normalised
-//! observations (with the device's profile) and hands them to the decision loop.
+//! observations (with the device's profile) and hands them to the decision loop. What every
+//! source shares is here: the observation on its way ([`Input`]), link and acknowledgement news
+//! ([`SourceEvent`]) and the status each keeps of its devices ([`DeviceLive`]).
+pub mod embedded_broker;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
 
+use crate::decision::Decoded;
+use crate::store::outbox::Ack;
 use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::time::Instant;
+
+/// One decoded device message on its way to the decision loop.
+pub struct Input {
+    pub device: usize,
+    /// `None`: the message did not decode (already counted and logged); only its ack is left.
+    pub decoded: Option<Decoded>,
+    /// When the message came off the socket: decision latency is measured from here.
+    pub received: Instant,
+    pub ack: Ack,
+}
+
+/// Capacity of the decision loop's input. Full → the events task waits, and the broker holds
+/// the unacknowledged events (backpressure; nothing dropped).
+pub const INPUT_CAPACITY: usize = 4096;
+
+/// A port's link went down or came back: the devices on it, and why.
+#[derive(Debug, Clone)]
+pub struct LinkChange {
+    pub devices: Vec<usize>,
+    pub online: bool,
+    pub detail: String,
+}
+
+/// What a source tells the decision loop besides observations.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    Link(LinkChange),
+    /// A gate acknowledged a command frame; `code` 0 is "accepted".
+    Ack {
+        device: usize,
+        code: u64,
+    },
+}
 
 /// What the status says about one device, updated by its source.
 #[derive(Debug, Default)]

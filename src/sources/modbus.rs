@@ -8,13 +8,13 @@
 //! backoff (up to 5 s), so a dead slave costs the others at most its own timeout now and then.
 //! It is back online at its first answer. Exception responses are counted and logged and make
 //! the state unknown, like silence.
+use crate::backoff::Backoff;
 use crate::config::SerialSettings;
-use crate::core::barrier::{BarrierCommand, BarrierInputs};
+use crate::decision::barrier::{BarrierCommand, BarrierInputs};
+use crate::device::ModbusSpec;
 use crate::metrics::{worth_logging, Metrics};
-use crate::mqtt::Backoff;
-use crate::sources::serial::{LinkChange, Note};
 use crate::sources::DeviceLive;
-use serde::Deserialize;
+use crate::sources::{LinkChange, SourceEvent};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,57 +24,6 @@ use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
 use tracing::{info, warn};
-
-/// Where a barrier profile's coils and inputs are (from the profile's `[modbus]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModbusSpec {
-    pub coils: Coils,
-    pub inputs: Inputs,
-    /// Holding register with the controller's fault code, if it has one.
-    pub fault_register: Option<u16>,
-    /// How long a coil is held on for one command.
-    #[serde(default = "default_pulse_ms")]
-    pub pulse_ms: u64,
-}
-
-fn default_pulse_ms() -> u64 {
-    500
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Coils {
-    pub open: u16,
-    pub close: u16,
-    pub stop: u16,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Inputs {
-    pub arm_up: u16,
-    pub arm_down: u16,
-    pub safety_loop: u16,
-    pub arming_loop: u16,
-}
-
-impl Inputs {
-    /// The first input and how many to read for all four; `None` if they lie too far apart for
-    /// one request (at most 2000; profile validation refuses that).
-    pub fn span(&self) -> Option<(u16, u16)> {
-        let all = [
-            self.arm_up,
-            self.arm_down,
-            self.safety_loop,
-            self.arming_loop,
-        ];
-        let lo = all.iter().copied().min().unwrap_or(0);
-        let hi = all.iter().copied().max().unwrap_or(0);
-        let count = hi - lo;
-        (count < 2000).then_some((lo, count + 1))
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModbusLink {
@@ -116,7 +65,7 @@ const MISSES_OFFLINE: u32 = 3;
 pub fn spawn(
     bus: Bus,
     reports: mpsc::Sender<BarrierReport>,
-    links: mpsc::Sender<Note>,
+    links: mpsc::Sender<SourceEvent>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> (
@@ -141,7 +90,7 @@ struct Slave_ {
 async fn run(
     bus: Bus,
     reports: mpsc::Sender<BarrierReport>,
-    links: mpsc::Sender<Note>,
+    links: mpsc::Sender<SourceEvent>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
     mut commands: mpsc::Receiver<(usize, BarrierCommand)>,
@@ -163,7 +112,7 @@ async fn run(
             release: None,
         })
         .collect();
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = Backoff::device_link();
     while !*shutdown.borrow() {
         let mut ctx = match connect(&bus.link, bus.timeout).await {
             Ok(ctx) => ctx,
@@ -250,7 +199,7 @@ async fn poll_all(
     ctx: &mut Context,
     slaves: &mut [Slave_],
     reports: &mpsc::Sender<BarrierReport>,
-    links: &mpsc::Sender<Note>,
+    links: &mpsc::Sender<SourceEvent>,
     metrics: &Metrics,
     name: &str,
 ) -> Option<String> {
@@ -335,7 +284,7 @@ async fn poll_all(
             s.offline = false;
             d.live.offline.store(false, Ordering::Relaxed);
             info!(device = %d.device_id, "Barrier answering again.");
-            let _ = links.try_send(Note::Link(LinkChange {
+            let _ = links.try_send(SourceEvent::Link(LinkChange {
                 devices: vec![d.device],
                 online: true,
                 detail: format!("{name}: slave {} answering again", d.unit),
@@ -360,7 +309,7 @@ async fn mark_offline(
     d: &ModbusDevice,
     s: &mut Slave_,
     reports: &mpsc::Sender<BarrierReport>,
-    links: &mpsc::Sender<Note>,
+    links: &mpsc::Sender<SourceEvent>,
     detail: &str,
 ) {
     if s.offline {
@@ -377,7 +326,7 @@ async fn mark_offline(
             fault: None,
         })
         .await;
-    let _ = links.try_send(Note::Link(LinkChange {
+    let _ = links.try_send(SourceEvent::Link(LinkChange {
         devices: vec![d.device],
         online: false,
         detail: detail.to_string(),

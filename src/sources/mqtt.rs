@@ -9,11 +9,16 @@
 //!
 //! With the embedded broker neither connection exists: [`run_events_local`] reads the events
 //! from an in-process rumqttd link, and the decision loop publishes commands on it.
-use crate::config::BrokerUrl;
+use crate::backoff::Backoff;
+use crate::config::{BrokerMode, BrokerUrl, DeviceBrokerSection};
+use crate::decision::Decoded;
+use crate::device::Profile;
 use crate::metrics::{worth_logging, Metrics};
-use crate::mqtt;
-use crate::profiles::{Decoded, Profile};
+use crate::mqtt_client;
+use crate::sources::embedded_broker;
+pub use crate::sources::{Input, INPUT_CAPACITY};
 use crate::store::outbox::{Ack, APPEND_CAPACITY};
+use anyhow::Context;
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,20 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
-
-/// One decoded device message on its way to the decision loop.
-pub struct Input {
-    pub device: usize,
-    /// `None`: the message did not decode (already counted and logged); only its ack is left.
-    pub decoded: Option<Decoded>,
-    /// When the message came off the socket: decision latency is measured from here.
-    pub received: Instant,
-    pub ack: Ack,
-}
-
-/// Capacity of the decision loop's input. Full → the events task waits, and the broker holds
-/// the unacknowledged events (backpressure; nothing dropped).
-pub const INPUT_CAPACITY: usize = 4096;
 
 /// Decoded events held in the events task while the decision loop's input is full. Full too →
 /// the task stops reading from the broker until there is room (named policy: backpressure to the
@@ -64,7 +55,7 @@ pub struct Connection {
 
 impl Connection {
     fn options(&self, suffix: &str, clean: bool) -> rumqttc::MqttOptions {
-        let mut o = mqtt::options(
+        let mut o = mqtt_client::options(
             &self.url,
             &format!("{}{suffix}", self.client_id),
             Duration::from_secs(15),
@@ -90,7 +81,7 @@ pub async fn run_events(
     let mut opts = conn.options("-events", false);
     opts.set_manual_acks(true);
     let (client, mut el) = AsyncClient::new(opts, EVENTS_REQUEST_CAPACITY);
-    el.set_network_options(mqtt::network_options());
+    el.set_network_options(mqtt_client::network_options());
     let filters: Vec<SubscribeFilter> = routes
         .keys()
         .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
@@ -100,7 +91,7 @@ pub async fn run_events(
     // meanwhile (keep-alive, acks); only when this is full too does reading stop, and the broker
     // holds the rest (it sends no more than its in-flight window without our acks anyway).
     let mut waiting: VecDeque<Input> = VecDeque::new();
-    let mut backoff = mqtt::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = Backoff::device_link();
     let mut errors = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -293,12 +284,12 @@ pub fn spawn_commands(
     mut shutdown: watch::Receiver<bool>,
 ) -> (AsyncClient, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
     let (client, mut el) = AsyncClient::new(conn.options("-commands", true), 4096);
-    el.set_network_options(mqtt::network_options());
+    el.set_network_options(mqtt_client::network_options());
     let connected = Arc::new(AtomicBool::new(false));
     let flag = connected.clone();
     let c = client.clone();
     let join = tokio::spawn(async move {
-        let mut backoff = mqtt::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut backoff = Backoff::device_link();
         let mut errors = 0u64;
         loop {
             let ev = tokio::select! {
@@ -343,4 +334,105 @@ pub async fn disconnect(client: &AsyncClient, el: &mut rumqttc::EventLoop) {
         }
     })
     .await;
+}
+
+/// Where MQTT gate commands go: the device broker over TCP, or the embedded broker's in-process
+/// link. QoS 0 either way: a QoS 1 publish caught by a reconnect is sent again, which would be
+/// an open retried seconds late, for whoever stands there then.
+pub enum CommandLink {
+    Client(AsyncClient),
+    Local(std::sync::Mutex<rumqttd::local::LinkTx>),
+}
+
+impl CommandLink {
+    /// False when it could not be handed over (queue full, link gone): the command is dropped.
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) -> bool {
+        match self {
+            CommandLink::Client(c) => c
+                .try_publish(topic, QoS::AtMostOnce, false, payload)
+                .is_ok(),
+            CommandLink::Local(link) => link
+                .lock()
+                .is_ok_and(|mut l| l.try_publish(topic.to_string(), payload).is_ok()),
+        }
+    }
+}
+
+/// The MQTT device side, running: where gate commands go, whether that link is up, and the
+/// tasks to wait for at shutdown.
+pub struct MqttDevices {
+    /// Where devices (and simulators) reach the device-side broker.
+    pub broker: BrokerUrl,
+    pub commands: CommandLink,
+    pub commands_connected: Arc<AtomicBool>,
+    pub events: tokio::task::JoinHandle<()>,
+    pub commands_join: Option<tokio::task::JoinHandle<()>>,
+    /// Fired once the writer has acked its last batch: the events connection may close then.
+    pub release: oneshot::Sender<()>,
+}
+
+impl MqttDevices {
+    /// Starts the embedded broker (with an in-process link for the daemon) or connects to the
+    /// external one, subscribes every route, and starts the events and commands tasks.
+    pub fn start(
+        section: &DeviceBrokerSection,
+        routes: HashMap<String, Route>,
+        input: mpsc::Sender<Input>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<MqttDevices> {
+        let (release, release_rx) = oneshot::channel();
+        match section.mode {
+            BrokerMode::Embedded => {
+                let listen = section.listen;
+                let embedded_broker::Local { mut tx, rx } = embedded_broker::start_linked(listen)?;
+                info!(listen = %listen, "Embedded device broker listening.");
+                for topic in routes.keys() {
+                    tx.subscribe(topic.as_str())
+                        .context("subscribing on the embedded broker")?;
+                }
+                let host = if listen.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    listen.ip().to_string()
+                };
+                let events = tokio::spawn(run_events_local(rx, routes, input, metrics, shutdown));
+                Ok(MqttDevices {
+                    broker: BrokerUrl {
+                        tls: false,
+                        host,
+                        port: listen.port(),
+                    },
+                    commands: CommandLink::Local(std::sync::Mutex::new(tx)),
+                    commands_connected: Arc::new(AtomicBool::new(true)),
+                    events,
+                    commands_join: None,
+                    release,
+                })
+            }
+            BrokerMode::External => {
+                let broker = BrokerUrl::parse(section.url.as_deref().unwrap_or(""))
+                    .map_err(anyhow::Error::msg)
+                    .context("device_broker.url")?;
+                let conn = Connection {
+                    url: broker.clone(),
+                    client_id: section.client_id.clone(),
+                    username: section.username.clone(),
+                    password: section.password.clone(),
+                };
+                let (client, connected, join) = spawn_commands(&conn, shutdown.clone());
+                let events = tokio::spawn(run_events(
+                    conn, routes, input, metrics, shutdown, release_rx,
+                ));
+                Ok(MqttDevices {
+                    broker,
+                    commands: CommandLink::Client(client),
+                    commands_connected: connected,
+                    events,
+                    commands_join: Some(join),
+                    release,
+                })
+            }
+        }
+    }
 }

@@ -4,15 +4,15 @@
 //! noise), hands observations to the decision loop, and writes gate command frames. A port that
 //! cannot be opened or that breaks (a USB adapter pulled out) is reported offline once, retried
 //! with jittered, capped backoff, and reported online again when it opens.
+use crate::backoff::Backoff;
 use crate::config::SerialSettings;
-use crate::frame::Decoder;
+use crate::device::frame::Decoder;
+use crate::device::Profile;
 use crate::metrics::{worth_logging, Metrics};
-use crate::mqtt::Backoff;
-use crate::profiles::Profile;
-use crate::sources::mqtt::Input;
+use crate::sources::{Input, LinkChange, SourceEvent};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_serial::SerialPortBuilderExt;
@@ -34,25 +34,6 @@ pub struct Port {
     pub devices: Vec<SerialDevice>,
 }
 
-/// A port's link went down or came back: the devices on it, and why.
-#[derive(Debug, Clone)]
-pub struct LinkChange {
-    pub devices: Vec<usize>,
-    pub online: bool,
-    pub detail: String,
-}
-
-/// What a source tells the decision loop besides observations.
-#[derive(Debug, Clone)]
-pub enum Note {
-    Link(LinkChange),
-    /// A gate acknowledged a command frame; `code` 0 is "accepted".
-    Ack {
-        device: usize,
-        code: u64,
-    },
-}
-
 /// Command frames waiting for the port; a full queue refuses new commands (the gate stays shut).
 pub const WRITE_QUEUE: usize = 64;
 
@@ -60,7 +41,7 @@ pub const WRITE_QUEUE: usize = 64;
 pub fn spawn(
     port: Port,
     input: mpsc::Sender<Input>,
-    links: mpsc::Sender<Note>,
+    links: mpsc::Sender<SourceEvent>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
@@ -72,18 +53,18 @@ pub fn spawn(
 async fn run(
     port: Port,
     input: mpsc::Sender<Input>,
-    links: mpsc::Sender<Note>,
+    links: mpsc::Sender<SourceEvent>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
     mut writes: mpsc::Receiver<Vec<u8>>,
 ) {
     let path = port.settings.path.display().to_string();
     let devices: Vec<usize> = port.devices.iter().map(|d| d.device).collect();
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = Backoff::device_link();
     // None until the first open attempt: a port that works from the start is no news.
     let mut online: Option<bool> = None;
     let report = |online: bool, detail: String| {
-        let _ = links.try_send(Note::Link(LinkChange {
+        let _ = links.try_send(SourceEvent::Link(LinkChange {
             devices: devices.clone(),
             online,
             detail,
@@ -183,7 +164,7 @@ impl<'a> Lines<'a> {
         &mut self,
         stream: tokio_serial::SerialStream,
         input: &mpsc::Sender<Input>,
-        notes: &mpsc::Sender<Note>,
+        notes: &mpsc::Sender<SourceEvent>,
         metrics: &Metrics,
         shutdown: &mut watch::Receiver<bool>,
         writes: &mut mpsc::Receiver<Vec<u8>>,
@@ -221,7 +202,7 @@ impl<'a> Lines<'a> {
         &mut self,
         bytes: &[u8],
         received: Instant,
-        notes: &mpsc::Sender<Note>,
+        notes: &mpsc::Sender<SourceEvent>,
         metrics: &Metrics,
     ) -> Vec<Input> {
         let mut out = Vec::new();
@@ -258,7 +239,7 @@ impl<'a> Lines<'a> {
                     .or(profile.frame.as_ref())
                     .and_then(|s| s.address_field.as_ref())
                     .and_then(|a| f.get(a))
-                    .and_then(crate::frame::Value::as_int);
+                    .and_then(crate::device::frame::Value::as_int);
                 let Some(dev) = devices
                     .iter()
                     .find(|d| d.address.is_none() || d.address == addr)
@@ -267,7 +248,7 @@ impl<'a> Lines<'a> {
                 };
                 if let Some(code) = dev.profile.ack_code(&f) {
                     dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
-                    let _ = notes.try_send(Note::Ack {
+                    let _ = notes.try_send(SourceEvent::Ack {
                         device: dev.device,
                         code,
                     });

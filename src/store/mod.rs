@@ -26,7 +26,7 @@ pub mod outbox;
 pub mod residents;
 pub mod sync;
 
-use crate::core::{Registry, RegistryBuilder, ResidentStatus};
+use crate::decision::{Registry, RegistryBuilder, ResidentStatus};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -352,7 +352,7 @@ impl Store {
         Ok(Imported::Replaced { residents: rows })
     }
 
-    /// The decision core's durable state (see [`crate::core::Core::restore`]).
+    /// The decision core's durable state (see [`crate::decision::Core::restore`]).
     pub fn load_state(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let t = txn.open_table(STATE)?;
@@ -393,7 +393,7 @@ impl Store {
         if let Some(text) = lists.get("passes")? {
             let text = String::from_utf8_lossy(text.value()).into_owned();
             for p in residents::parse_passes(&text, MAX_LIST_ROWS).unwrap_or_default() {
-                b.insert_pass(crate::core::PassRow {
+                b.insert_pass(crate::decision::PassRow {
                     id: &p.pass_id,
                     host_household: &p.host_household,
                     valid_from_ms: p.valid_from_ms,
@@ -579,7 +579,7 @@ mod tests {
 
     #[test]
     fn cards_passes_and_household_statuses_import_and_load_back() {
-        use crate::core::Holder;
+        use crate::decision::Holder;
         let dir = tempfile::tempdir().unwrap();
         let residents = dir.path().join("r.jsonl");
         std::fs::write(

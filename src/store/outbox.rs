@@ -16,6 +16,7 @@
 //! the next commit; a commit that adds no record skips the fsync (losing it in a crash only means
 //! the records are sent again, with the same ids).
 use super::{Class, Store, StoreError, HEADER, META};
+use crate::config::StoreSection;
 use crate::metrics::Metrics;
 use crate::proto::v1;
 use prost::Message;
@@ -70,6 +71,19 @@ pub struct WriterConfig {
     pub max_bytes: u64,
     /// Time-to-live by class ([`Class::index`]).
     pub ttl: [Duration; 3],
+}
+
+impl WriterConfig {
+    pub fn from_config(gateway: &str, s: &StoreSection) -> WriterConfig {
+        WriterConfig {
+            gateway: gateway.to_string(),
+            commit_interval: Duration::from_millis(s.commit_interval_ms),
+            commit_max: s.commit_max,
+            max_bytes: s.max_mib << 20,
+            ttl: [s.ttl_routine_h, s.ttl_passage_h, s.ttl_alarm_h]
+                .map(|h| Duration::from_secs(h * 3600)),
+        }
+    }
 }
 
 /// Channel capacities. Full appends channel → the sender waits (backpressure up to the device

@@ -9,7 +9,7 @@
 //! non-face way in, which the law requires. `valid_until` is empty (no end),
 //! a unix time in seconds or milliseconds, `YYYY-MM-DD` (through the end of that day, China
 //! Standard Time, UTC+8), or RFC 3339 with an offset (`2027-01-01T00:00:00+08:00`).
-use crate::core::ResidentStatus;
+use crate::decision::ResidentStatus;
 use serde::Deserialize;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -293,14 +293,14 @@ pub fn parse_passes(text: &str, max: usize) -> Result<Vec<PassRow>, Vec<String>>
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlateRow {
     pub plate: String,
-    pub kind: crate::core::PlateKind,
+    pub kind: crate::decision::PlateKind,
     pub household: String,
     pub valid_until_ms: i64,
     pub lockdown_allowed: bool,
 }
 
 pub fn parse_plates(text: &str, max: usize) -> Result<Vec<PlateRow>, Vec<String>> {
-    use crate::core::PlateKind;
+    use crate::decision::PlateKind;
     csv(text, &["plate"], max, |col| {
         let plate = col.get("plate");
         if plate.is_empty() || plate.len() > 32 {

@@ -3,7 +3,7 @@
 //! older version never replaces a newer one. The lists land where the file imports put them
 //! (the residents table, the `passes` / `plates` / `households` lists), so loading is the same.
 use super::{residents, status_byte, Store, StoreError, LISTS, META, RESIDENTS};
-use crate::core::ResidentStatus;
+use crate::decision::ResidentStatus;
 use crate::proto::v1;
 use redb::ReadableDatabase;
 use std::collections::BTreeMap;
@@ -318,9 +318,9 @@ impl Store {
                         v1::PlateEntry {
                             plate: p.plate,
                             kind: match p.kind {
-                                crate::core::PlateKind::Resident => "resident",
-                                crate::core::PlateKind::Blacklist => "blacklist",
-                                crate::core::PlateKind::AllowList => "allowlist",
+                                crate::decision::PlateKind::Resident => "resident",
+                                crate::decision::PlateKind::Blacklist => "blacklist",
+                                crate::decision::PlateKind::AllowList => "allowlist",
                             }
                             .into(),
                             household: p.household,

@@ -4,10 +4,12 @@
 
 use gatehouse::config::{BrokerUrl, Config};
 use gatehouse::daemon::Daemon;
-use gatehouse::profiles::{Profiles, Unit};
+use gatehouse::device::{Profiles, Unit};
+use gatehouse::mqtt_client;
 use gatehouse::proto::v1;
-use gatehouse::sim::gate::GateCommand;
-use gatehouse::{broker, mqtt, sim};
+use gatehouse::sources::embedded_broker;
+use gatehouse::tools::sim;
+use gatehouse::tools::sim::gate::GateCommand;
 use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::future::Future;
@@ -37,9 +39,9 @@ pub async fn within<T>(what: &str, d: Duration, f: impl Future<Output = T>) -> T
 /// A fresh embedded broker on a free loopback port, with room in its log for the load tests
 /// (64 MiB per topic filter) so a test measures gatehouse, not the broker's log.
 pub fn start_broker() -> BrokerUrl {
-    let port = broker::free_port().expect("a free port");
+    let port = embedded_broker::free_port().expect("a free port");
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    broker::start_with_memory(listen, 8 << 20, 8).expect("broker starts");
+    embedded_broker::start_with_memory(listen, 8 << 20, 8).expect("broker starts");
     BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
@@ -78,7 +80,7 @@ import = "residents.csv"
 {gate}"#,
         dport = devices.port,
         uport = uplink.port,
-        gate = gatehouse::demo::gate_config(GATEWAY, "east-1"),
+        gate = gatehouse::tools::demo::gate_config(GATEWAY, "east-1"),
     )
 }
 
@@ -179,8 +181,8 @@ pub struct Client {
 impl Client {
     pub async fn connect(url: &BrokerUrl, id: &str) -> Client {
         let (client, mut el) =
-            AsyncClient::new(mqtt::options(url, id, Duration::from_secs(15)), 1024);
-        el.set_network_options(mqtt::network_options());
+            AsyncClient::new(mqtt_client::options(url, id, Duration::from_secs(15)), 1024);
+        el.set_network_options(mqtt_client::network_options());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let poller = tokio::spawn(async move {
             let mut tx = Some(tx);
@@ -244,8 +246,8 @@ impl Uplink {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let id = format!("company-{}", N.fetch_add(1, Ordering::Relaxed));
         let (client, mut el) =
-            AsyncClient::new(mqtt::options(url, &id, Duration::from_secs(15)), 64);
-        el.set_network_options(mqtt::network_options());
+            AsyncClient::new(mqtt_client::options(url, &id, Duration::from_secs(15)), 64);
+        el.set_network_options(mqtt_client::network_options());
         let (tx, rx) = mpsc::channel(100_000);
         let filter = format!("{base}/#");
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -11,9 +11,15 @@
 //! to a pkid map; the PUBACK for the pkid releases it. The session is clean: after a reconnect
 //! rumqttc drops what it had in flight, and so do we — the cursors go back to the oldest records
 //! still in the outbox and everything unacked is sent again, in order, with the same ids.
-use crate::config::BrokerUrl;
+pub mod orders;
+pub mod stats;
+pub mod topics;
+pub mod twins;
+
+use crate::backoff::Backoff;
+use crate::config::{BrokerUrl, Config};
 use crate::metrics::{worth_logging, Metrics};
-use crate::mqtt;
+use crate::mqtt_client;
 use crate::proto::v1;
 use crate::store::outbox::Delete;
 use crate::store::{Class, Store};
@@ -26,10 +32,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use topics::Topics;
 use tracing::{error, info, warn};
 
 /// A batch stops growing past this many bytes.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("uplink.url: {0}")]
+    Url(String),
+    #[error("uplink.password_file {path}: {source}")]
+    PasswordFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] mqtt_client::TlsError),
+}
 
 #[derive(Debug, Clone)]
 pub struct UplinkConfig {
@@ -45,9 +65,46 @@ pub struct UplinkConfig {
     pub window: usize,
     /// Most events per second published (how fast a backlog drains).
     pub replay_rate: u64,
-    /// `gh/v1/…/{gateway}`.
-    pub topic_base: String,
+    pub topics: Topics,
     pub status_interval: Duration,
+}
+
+impl UplinkConfig {
+    /// From the config's `[uplink]` and the gateway's place; reads the password file.
+    pub fn from_config(config: &Config) -> Result<UplinkConfig, SetupError> {
+        let u = &config.uplink;
+        let password = match &u.password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|source| SetupError::PasswordFile {
+                        path: f.clone(),
+                        source,
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            None => u.password.clone(),
+        };
+        Ok(UplinkConfig {
+            url: BrokerUrl::parse(&u.url).map_err(SetupError::Url)?,
+            client_id: u
+                .client_id
+                .clone()
+                .unwrap_or_else(|| config.gateway.id.clone()),
+            username: u.username.clone(),
+            password,
+            ca_file: u.ca_file.clone(),
+            client_cert: u.client_cert.clone().zip(u.client_key.clone()),
+            keep_alive: Duration::from_secs(u.keep_alive_s),
+            batch_max: u.batch_max,
+            window: u.window,
+            replay_rate: u.replay_rate,
+            topics: Topics::new(&config.gateway),
+            status_interval: Duration::from_secs(60),
+        })
+    }
 }
 
 /// What the retained status says about this gateway.
@@ -60,7 +117,7 @@ pub struct StatusSource {
     /// Each device's status, with its last-seen time and link filled in when a status is made.
     pub devices: Vec<(v1::DeviceStatus, Arc<crate::sources::DeviceLive>)>,
     pub metrics: Arc<Metrics>,
-    pub twins: Arc<crate::twins::Twins>,
+    pub twins: Arc<crate::uplink::twins::Twins>,
     /// Poked when what the status says changed (the mode): it goes up at once, not at the next
     /// periodic status.
     pub changed: Arc<tokio::sync::Notify>,
@@ -107,22 +164,21 @@ pub struct Uplink {
     deletes: mpsc::Sender<Delete>,
     status: StatusSource,
     metrics: Arc<Metrics>,
-    commands: Option<Commands>,
+    orders: Option<OrdersIn>,
     stats: Option<StatsOut>,
 }
 
 /// Statistics waiting to go up, and where their acknowledgements are reported.
 pub struct StatsOut {
-    pub pending: Arc<crate::stats::Pending>,
+    pub pending: Arc<crate::uplink::stats::Pending>,
     pub acked: mpsc::Sender<i64>,
 }
 
 /// The largest command taken from above.
 const MAX_COMMAND: usize = 16 << 20;
 
-/// The command side of the uplink: topics to subscribe, where commands go, results to publish.
-pub struct Commands {
-    pub topics: Vec<String>,
+/// The order side of the uplink: where signed orders from above go, and their results to publish.
+pub struct OrdersIn {
     pub to_core: mpsc::Sender<Vec<u8>>,
     pub results: mpsc::Receiver<v1::CommandResult>,
 }
@@ -134,9 +190,9 @@ impl Uplink {
         committed: watch::Receiver<u64>,
         deletes: mpsc::Sender<Delete>,
         status: StatusSource,
-    ) -> Result<Self, mqtt::TlsError> {
+    ) -> Result<Self, mqtt_client::TlsError> {
         let metrics = status.metrics.clone();
-        let mut opts = mqtt::options(&cfg.url, &cfg.client_id, cfg.keep_alive);
+        let mut opts = mqtt_client::options(&cfg.url, &cfg.client_id, cfg.keep_alive);
         opts.set_clean_session(true);
         // A registry snapshot of a large estate is a few MiB (100,000 residents ≈ 4 MiB).
         opts.set_max_packet_size(MAX_COMMAND + 4096, 1 << 20);
@@ -146,7 +202,7 @@ impl Uplink {
         }
         let offline = status.status(v1::GatewayState::Offline).encode_to_vec();
         opts.set_last_will(LastWill::new(
-            format!("{}/status", cfg.topic_base),
+            cfg.topics.channel("status"),
             offline.clone(),
             QoS::AtLeastOnce,
             true,
@@ -157,7 +213,7 @@ impl Uplink {
                 .client_cert
                 .as_ref()
                 .map(|(c, k)| (c.as_path(), k.as_path()));
-            opts.set_transport(mqtt::tls_transport(cfg.ca_file.as_deref(), client)?);
+            opts.set_transport(mqtt_client::tls_transport(cfg.ca_file.as_deref(), client)?);
         }
         Ok(Self {
             cfg,
@@ -168,7 +224,7 @@ impl Uplink {
             deletes,
             status,
             metrics,
-            commands: None,
+            orders: None,
             stats: None,
         })
     }
@@ -206,21 +262,21 @@ impl Uplink {
         }
     }
 
-    /// Subscribe to commands from above and publish their results.
-    pub fn with_commands(mut self, c: Commands) -> Self {
-        self.commands = Some(c);
+    /// Subscribe to orders from above and publish their results.
+    pub fn with_orders(mut self, o: OrdersIn) -> Self {
+        self.orders = Some(o);
         self
     }
 
     fn topic(&self, channel: &str) -> String {
-        format!("{}/{channel}", self.cfg.topic_base)
+        self.cfg.topics.channel(channel)
     }
 
     /// Runs until `finish` delivers a deadline; then drains what it can before it, publishes the
     /// offline status and disconnects.
     pub async fn run(mut self, mut finish: oneshot::Receiver<Instant>) {
         let (client, mut el) = AsyncClient::new(self.opts.clone(), 64 + self.cfg.window);
-        el.set_network_options(mqtt::network_options());
+        el.set_network_options(mqtt_client::network_options());
 
         let mut fifo: VecDeque<Tag> = VecDeque::new();
         let mut inflight: HashMap<u16, Tag> = HashMap::new();
@@ -229,7 +285,7 @@ impl Uplink {
         let mut bucket = Bucket::new(self.cfg.replay_rate);
         let mut connected = false;
         let mut deadline: Option<Instant> = None;
-        let mut backoff = mqtt::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Backoff::uplink();
         let mut failures = 0u64;
         let mut status_tick = tokio::time::interval(self.cfg.status_interval);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -310,7 +366,7 @@ impl Uplink {
                     continue;
                 }
                 Some(result) = async {
-                    match self.commands.as_mut() {
+                    match self.orders.as_mut() {
                         Some(c) => c.results.recv().await,
                         None => std::future::pending().await,
                     }
@@ -339,11 +395,11 @@ impl Uplink {
                     cursors = Cursors::default();
                     // Subscribe before saying "online": once the status is seen upstream, a
                     // command sent to us is not lost to a subscription still on its way.
-                    if let Some(c) = &self.commands {
-                        let filters = c
-                            .topics
-                            .iter()
-                            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+                    if self.orders.is_some() {
+                        let filters =
+                            self.cfg.topics.orders().iter().map(|t| {
+                                rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)
+                            });
                         if let Err(e) = client.try_subscribe_many(filters) {
                             warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.");
                         }
@@ -354,8 +410,8 @@ impl Uplink {
                     self.publish_stats(&client, &mut fifo, &mut stats_sent);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Some(c) = &self.commands {
-                        if c.topics.contains(&p.topic) {
+                    if let Some(c) = &self.orders {
+                        if self.cfg.topics.orders().contains(&p.topic) {
                             if p.payload.len() > MAX_COMMAND {
                                 warn!(topic = %p.topic, bytes = p.payload.len(), "Command over 16 MiB ignored.");
                             } else if c.to_core.try_send(p.payload.to_vec()).is_err() {

@@ -4,83 +4,52 @@
 //!
 //! The shipped profiles are compiled into the binary, so a box runs with nothing installed; a
 //! directory given in the config adds profiles and replaces a shipped one of the same name.
-use crate::config::Problem;
-use crate::core::{Direction, Hold};
-use crate::frame::{self, FrameSpec};
+use crate::decision::{CredentialKind, Decoded, Direction, Hold, Role, StateReport};
+use crate::device::frame::{self, FrameSpec};
+use crate::problem::Problem;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 /// The profiles that ship with gatehouse (path for messages, file text).
 const BUILTIN: &[(&str, &str)] = &[
     (
         "devices/terminal/hikvision-acs-event.toml",
-        include_str!("../devices/terminal/hikvision-acs-event.toml"),
+        include_str!("../../devices/terminal/hikvision-acs-event.toml"),
     ),
     (
         "devices/gate/generic-gate-mqtt.toml",
-        include_str!("../devices/gate/generic-gate-mqtt.toml"),
+        include_str!("../../devices/gate/generic-gate-mqtt.toml"),
     ),
     (
         "devices/camera/zhenshi-ivs.toml",
-        include_str!("../devices/camera/zhenshi-ivs.toml"),
+        include_str!("../../devices/camera/zhenshi-ivs.toml"),
     ),
     (
         "devices/gate/modbus-relay-barrier.toml",
-        include_str!("../devices/gate/modbus-relay-barrier.toml"),
+        include_str!("../../devices/gate/modbus-relay-barrier.toml"),
     ),
     (
         "devices/gate/rs485-barrier-5b.toml",
-        include_str!("../devices/gate/rs485-barrier-5b.toml"),
+        include_str!("../../devices/gate/rs485-barrier-5b.toml"),
     ),
     (
         "devices/gate/rs485-turnstile-eb.toml",
-        include_str!("../devices/gate/rs485-turnstile-eb.toml"),
+        include_str!("../../devices/gate/rs485-turnstile-eb.toml"),
     ),
     (
         "devices/reader/rs485-wiegand-reader.toml",
-        include_str!("../devices/reader/rs485-wiegand-reader.toml"),
+        include_str!("../../devices/reader/rs485-wiegand-reader.toml"),
     ),
     (
         "devices/reader/rs485-face-id.toml",
-        include_str!("../devices/reader/rs485-face-id.toml"),
+        include_str!("../../devices/reader/rs485-face-id.toml"),
     ),
 ];
 
 /// Payloads larger than this are refused before parsing (a terminal that inlines pictures).
 pub const MAX_PAYLOAD: usize = 256 * 1024;
-
-/// What a device does at its lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Thermal,
-    Identifier,
-    Turnstile,
-    PlateCamera,
-    Barrier,
-    Loop,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Thermal => "thermal",
-            Role::Identifier => "identifier",
-            Role::Turnstile => "turnstile",
-            Role::PlateCamera => "plate_camera",
-            Role::Barrier => "barrier",
-            Role::Loop => "loop",
-        }
-    }
-
-    /// Devices that let someone through and so receive the lane's commands.
-    pub fn is_gate(self) -> bool {
-        matches!(self, Role::Turnstile | Role::Barrier)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,7 +108,7 @@ pub struct Profile {
     #[serde(default)]
     pub frame_commands: BTreeMap<GateCommandName, BTreeMap<String, u64>>,
     /// Modbus profiles: where the coils and inputs are.
-    pub modbus: Option<crate::sources::modbus::ModbusSpec>,
+    pub modbus: Option<super::ModbusSpec>,
     /// Serial profiles whose device answers in another layout than the commands (a barrier's
     /// acknowledgements).
     pub reply_frame: Option<FrameSpec>,
@@ -173,14 +142,6 @@ pub enum StatusKind {
     Loop,
     /// The reply to a command: 0 = accepted.
     Ack,
-}
-
-/// A device's report about itself (not an identification).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateReport {
-    Arm(crate::core::barrier::Arm),
-    Loop(bool),
-    Ack(i64),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -341,40 +302,6 @@ pub enum Var {
     Ts,
 }
 
-/// What a device's subject id is: a face matched to a registry person id, or a card / QR
-/// number (a resident's or a visitor pass's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialKind {
-    #[default]
-    Person,
-    Card,
-    /// A licence plate (vehicle lanes).
-    Plate,
-}
-
-/// A device message in normalised form: what the decision core needs, nothing more.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Decoded {
-    pub event_id: String,
-    pub subject: Option<String>,
-    pub credential: CredentialKind,
-    /// As the device reported it, converted to °C; not yet calibrated.
-    pub temperature_c: Option<f64>,
-    pub device_abnormal: Option<bool>,
-    /// The device saw someone it does not know (a face with no match): an identification
-    /// attempt with no subject, to be denied, not ignored.
-    pub stranger: bool,
-    /// A plate reader's confidence, 1–100.
-    pub confidence: Option<u8>,
-    /// The direction the device saw (a camera's approaching / leaving), over the lane's.
-    pub direction: Option<Direction>,
-    /// `event_id` is a dedupe key: the device replays records (same id twice = one read).
-    pub dedupe: bool,
-    /// Not an observation but the device's report about itself (status topics).
-    pub state: Option<StateReport>,
-}
-
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
     #[error("payload of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
@@ -498,7 +425,7 @@ impl Profile {
 
     /// Decodes a message on the profile's status topic `index`.
     pub fn decode_status(&self, index: usize, payload: &[u8]) -> Result<Decoded, DecodeError> {
-        use crate::core::barrier::Arm;
+        use crate::decision::barrier::Arm;
         let st = self
             .status_topics
             .get(index)
@@ -828,12 +755,6 @@ pub struct Profiles {
     by_name: BTreeMap<String, Profile>,
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl Profiles {
     /// The built-in profiles, plus those under `dir`. Every malformed file is a problem with its
     /// path; the good ones still load so the caller can report everything at once.
@@ -1081,7 +1002,7 @@ mod tests {
                 ts_ms: 0,
             })
             .unwrap();
-        assert_eq!(out, frame::parse_hex("EB 01 40 00 AA").unwrap());
+        assert_eq!(out, crate::hex::parse_hex("EB 01 40 00 AA").unwrap());
         // The 5B barrier's documented open, and no command at all on a denial.
         let b5 = profiles.get("rs485-barrier-5b").unwrap();
         let args = |command| CommandArgs {
@@ -1095,10 +1016,10 @@ mod tests {
         };
         assert_eq!(
             b5.encode_command(&args(GateCommandName::OpenIn)).unwrap(),
-            frame::parse_hex("5B B2 01 00 00 B3 5D").unwrap()
+            crate::hex::parse_hex("5B B2 01 00 00 B3 5D").unwrap()
         );
         assert_eq!(b5.encode_command(&args(GateCommandName::Deny)), None);
-        let ack = frame::parse_hex("5B AB 00 00 AB 5D").unwrap();
+        let ack = crate::hex::parse_hex("5B AB 00 00 AB 5D").unwrap();
         let mut codes = Vec::new();
         frame::Decoder::new(b5.reply_frame.as_ref().unwrap())
             .push(&ack, |f| codes.push(b5.ack_code(&f)));

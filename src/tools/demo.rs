@@ -1,15 +1,17 @@
 //! `gatehouse demo`: a whole gate on one machine with nothing installed — the embedded broker, a
 //! simulated face + temperature terminal and turnstile, and the uplink pointed back at the same
 //! broker — with each decision printed as it reaches the uplink.
-use crate::broker;
 use crate::config::{BrokerUrl, Config};
 use crate::daemon::Daemon;
+use crate::device::{Profiles, Unit};
 use crate::metrics::Metrics;
-use crate::profiles::{Profiles, Unit};
+use crate::mqtt_client;
 use crate::proto::v1;
-use crate::sim::hikvision::{run_terminal, TerminalOptions};
-use crate::sim::serial::{Line, Pty, Reader, TurnstileCommand};
-use crate::{mqtt, sim};
+use crate::sources::embedded_broker;
+use crate::tools::sim;
+use crate::tools::sim::hikvision::{run_terminal, TerminalOptions};
+use crate::tools::sim::serial::{Line, Pty, Reader, TurnstileCommand};
+use crate::uplink::topics::Topics;
 use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::BTreeMap;
@@ -168,7 +170,7 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
 
 async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     write_residents(&dir.join("residents.csv"), o.residents)?;
-    let port = broker::free_port()?;
+    let port = embedded_broker::free_port()?;
     let path = dir.join("gatehouse.toml");
     let face_pty = Pty::new()?;
     let turnstile_pty = Pty::new()?;
@@ -194,7 +196,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
             + &vehicle_lane_config(barrier_addr),
     )?;
     let config = Config::load(&path)?;
-    let base = config.topic_base();
+    let topics = Topics::new(&config.gateway);
     let daemon = Daemon::start(config, Profiles::builtin()).await?;
     let url = daemon.device_broker.clone();
     println!(
@@ -205,7 +207,10 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         face_pty.path.display(),
         turnstile_pty.path.display()
     );
-    println!("uplink topics: {base}/{{events,alarms,status}}    Ctrl-C stops.\n");
+    println!(
+        "uplink topics: {}/{{events,alarms,status}}    Ctrl-C stops.\n",
+        topics.base()
+    );
     println!(
         "{:<8} {:<10} {:<9} {:>8}  {:<6} {:<16} {:>9}  gate",
         "time", "lane", "who", "temp", "", "reason", "latency"
@@ -222,7 +227,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     let gate_seen: GateSeen = Default::default();
     let watcher = tokio::spawn(watch_uplink(
         url.clone(),
-        base,
+        topics,
         gate_seen.clone(),
         stop_rx.clone(),
     ));
@@ -319,10 +324,10 @@ async fn serial_lane(
         }
     });
     let (thermal, mut el) = AsyncClient::new(
-        mqtt::options(&broker, "demo-thermal-2", Duration::from_secs(15)),
+        mqtt_client::options(&broker, "demo-thermal-2", Duration::from_secs(15)),
         64,
     );
-    el.set_network_options(mqtt::network_options());
+    el.set_network_options(mqtt_client::network_options());
     let poller = tokio::spawn(async move {
         loop {
             if el.poll().await.is_err() {
@@ -374,10 +379,10 @@ async fn vehicle_lane(
     mut stop: watch::Receiver<bool>,
 ) {
     let (camera, mut el) = AsyncClient::new(
-        mqtt::options(&broker, "demo-cam-1", Duration::from_secs(15)),
+        mqtt_client::options(&broker, "demo-cam-1", Duration::from_secs(15)),
         64,
     );
-    el.set_network_options(mqtt::network_options());
+    el.set_network_options(mqtt_client::network_options());
     let _poller = AbortOnDrop(tokio::spawn(async move {
         loop {
             if el.poll().await.is_err() {
@@ -432,15 +437,15 @@ type GateSeen = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String
 /// Subscribes to the uplink like the property company would and prints each decision.
 async fn watch_uplink(
     url: BrokerUrl,
-    base: String,
+    topics: Topics,
     gate: GateSeen,
     mut stop: watch::Receiver<bool>,
 ) -> BTreeMap<String, u64> {
     let (client, mut el) = AsyncClient::new(
-        mqtt::options(&url, "demo-watcher", Duration::from_secs(15)),
+        mqtt_client::options(&url, "demo-watcher", Duration::from_secs(15)),
         64,
     );
-    el.set_network_options(mqtt::network_options());
+    el.set_network_options(mqtt_client::network_options());
     let mut tally = BTreeMap::new();
     loop {
         let ev = tokio::select! {
@@ -449,8 +454,8 @@ async fn watch_uplink(
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let _ = client.try_subscribe(format!("{base}/events"), QoS::AtLeastOnce);
-                let _ = client.try_subscribe(format!("{base}/alarms"), QoS::AtLeastOnce);
+                let _ = client.try_subscribe(topics.channel("events"), QoS::AtLeastOnce);
+                let _ = client.try_subscribe(topics.channel("alarms"), QoS::AtLeastOnce);
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/events") => {
                 let Ok(batch) = v1::EventBatch::decode(p.payload.as_ref()) else {

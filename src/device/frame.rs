@@ -13,6 +13,7 @@
 //! bad checksum or a wrong trailer it drops one byte and looks for the next header, so one burst
 //! of noise costs the frames it touched and nothing after. Its buffer never grows past twice the
 //! profile's `max_len`.
+use crate::hex::parse_hex;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -131,18 +132,6 @@ fn default_max_len() -> usize {
 fn hex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     let s = String::deserialize(d)?;
     parse_hex(&s).map_err(serde::de::Error::custom)
-}
-
-/// `"5B B2 01"` or `"5BB201"`.
-pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if digits.len() % 2 != 0 {
-        return Err(format!("{s:?}: odd number of hex digits"));
-    }
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex")))
-        .collect()
 }
 
 /// A field's value in a decoded frame.

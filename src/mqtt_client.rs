@@ -96,35 +96,3 @@ pub fn tls_transport(
         Arc::new(config),
     )))
 }
-
-/// Reconnect delays: doubling from `first` to `cap`, each with up to 25% jitter so a street's
-/// gateways do not reconnect to the company broker in lockstep after an outage.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    first: Duration,
-    cap: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(first: Duration, cap: Duration) -> Self {
-        Self {
-            first,
-            cap,
-            next: first,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.cap);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |t| t.subsec_nanos());
-        d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
-    }
-}

@@ -2,6 +2,8 @@
 //! simulated week, fire mode, and the invariants as properties.
 use super::*;
 use proptest::prelude::*;
+use std::collections::HashMap;
+use std::time::Instant;
 
 const H: i64 = 3600 * 1000;
 const T0: i64 = 1_800_000_000_000;
@@ -131,7 +133,7 @@ fn decisions(out: &[Output]) -> Vec<&Decision> {
 fn saved(out: &[Output]) -> Vec<(String, Vec<u8>)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::State(k, Some(v)) => Some((k.clone(), v.clone())),
+            Output::State(k, Some(v)) => Some((k.encode(), v.clone())),
             _ => None,
         })
         .collect()
@@ -450,7 +452,7 @@ fn state_written_out_restores_counters() {
     c.observe(obs(0, Some("QR-777"), None, T0 + 1), &mut out);
     let mut again = core();
     let state = saved(&out);
-    again.restore(state);
+    again.restore(&state);
     assert_eq!(
         one(&mut again, obs(0, Some("QR-777"), None, T0 + 2)),
         (false, Reason::Expired),
@@ -604,7 +606,7 @@ fn a_threshold_from_above_applies_and_survives_a_restart() {
     );
     let mut again = core();
     let state = saved(&out);
-    again.restore(state);
+    again.restore(&state);
     assert_eq!(
         one(&mut again, obs(0, Some("R1"), Some(37.1), T0)),
         (false, Reason::Fever)

@@ -1,7 +1,8 @@
 //! Hourly statistics per lane — entries, exits, denials by reason, fevers, vehicles in and out,
 //! and how many are inside — the forms a community worker used to fill in by hand. Pure: the
 //! decision loop feeds decisions and the time; a finished period comes out as a `StatsBatch`.
-use crate::core::{Decision, Direction, Reason};
+use crate::decision::StateKey;
+use crate::decision::{Decision, Direction, Reason};
 use crate::proto::v1;
 
 #[derive(Debug, Clone)]
@@ -54,6 +55,33 @@ impl Stats {
         &self.current
     }
 
+    /// The period in progress as durable state: written with the records that changed it, so a
+    /// restart mid-hour loses nothing.
+    pub fn state(&self) -> (StateKey, Option<Vec<u8>>) {
+        (
+            StateKey::StatsNow,
+            Some(prost::Message::encode_to_vec(&self.current)),
+        )
+    }
+
+    /// After a restart: the period in progress, and the finished ones upstream has not yet
+    /// acknowledged (into `pending`), from the durable state.
+    pub fn restore_from(&mut self, state: &[(String, Vec<u8>)], pending: &Pending) {
+        for (k, v) in state {
+            let key = StateKey::decode(k);
+            if !matches!(key, Some(StateKey::StatsNow | StateKey::StatsPeriod(_))) {
+                continue;
+            }
+            let Ok(batch) = <v1::StatsBatch as prost::Message>::decode(v.as_slice()) else {
+                continue;
+            };
+            match key {
+                Some(StateKey::StatsPeriod(start)) => pending.add(start, batch),
+                _ => self.restore(batch),
+            }
+        }
+    }
+
     pub fn record(&mut self, d: &Decision) {
         let Some(s) = self.current.stats.get_mut(d.lane) else {
             return;
@@ -103,7 +131,7 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Mode, SubjectKind};
+    use crate::decision::{Mode, SubjectKind};
     use std::time::Instant;
 
     const H: i64 = 3_600_000;

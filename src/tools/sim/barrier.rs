@@ -244,8 +244,8 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, service: Service) {
 }
 
 /// Serves `service` as RTU slaves on the simulator's end of a pty.
-pub async fn serve_rtu(pty: crate::sim::serial::Pty, service: Service) {
-    let crate::sim::serial::Pty { master, _slave, .. } = pty;
+pub async fn serve_rtu(pty: crate::tools::sim::serial::Pty, service: Service) {
+    let crate::tools::sim::serial::Pty { master, _slave, .. } = pty;
     let server = tokio_modbus::server::rtu::Server::new(master);
     let _keep = _slave;
     let _ = server.serve_forever(service).await;

@@ -1,7 +1,7 @@
 //! Simulated gate controller (`generic-gate-mqtt`): subscribes to its command topic and reports
 //! every command it receives.
 use crate::config::BrokerUrl;
-use crate::mqtt;
+use crate::mqtt_client;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde::Deserialize;
 use std::time::Duration;
@@ -24,7 +24,7 @@ pub async fn run_gate(
     topic: String,
     out: mpsc::Sender<Result<GateCommand, String>>,
 ) {
-    let opts = mqtt::options(
+    let opts = mqtt_client::options(
         &broker,
         &format!(
             "sim-gate-{}-{}",
@@ -34,7 +34,7 @@ pub async fn run_gate(
         Duration::from_secs(15),
     );
     let (client, mut el) = AsyncClient::new(opts, 64);
-    el.set_network_options(mqtt::network_options());
+    el.set_network_options(mqtt_client::network_options());
     loop {
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {

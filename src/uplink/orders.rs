@@ -195,15 +195,11 @@ pub fn sign(c: &v1::Command, key_id: &str, key: &ed25519_dalek::SigningKey) -> v
 
 /// A key from 64 hex digits.
 pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, String> {
-    let bytes = crate::frame::parse_hex(hex)?;
+    let bytes = crate::hex::parse_hex(hex)?;
     let arr: [u8; 32] = bytes
         .try_into()
         .map_err(|_| "an Ed25519 public key is 32 bytes (64 hex digits)".to_string())?;
     VerifyingKey::from_bytes(&arr).map_err(|e| format!("not an Ed25519 public key: {e}"))
-}
-
-pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

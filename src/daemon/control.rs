@@ -4,14 +4,20 @@
 //!
 //! One request line, one reply line: `mode <normal|epidemic|lockdown|fire>`, `fire-reset`.
 //! Replies start with `ok` or `refused:`.
-use crate::core::{Mode, Origin};
-use crate::daemon::Control;
+use crate::decision::{Mode, Origin};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
+
+/// A request from the box itself (`gatehouse mode`, `gatehouse fire-reset`), answered once the
+/// change is durable.
+pub enum Control {
+    SetMode(Mode, Origin, oneshot::Sender<Result<(), String>>),
+    FireReset(oneshot::Sender<Result<(), String>>),
+}
 
 pub fn socket_path(store_dir: &Path) -> PathBuf {
     store_dir.join("control.sock")

@@ -5,9 +5,9 @@
 //! - [`Turnstile`] (`rs485-turnstile-eb`): decodes command frames, reports each one.
 //! - [`Reader`]: sends identifications as a Wiegand reader (`rs485-wiegand-reader`) or a
 //!   face-id reader (`rs485-face-id`) would.
-use crate::frame::{self, Decoder, FrameSpec};
-use crate::profiles::Profiles;
-use crate::sim::Rng;
+use crate::device::frame::{self, Decoder, FrameSpec};
+use crate::device::Profiles;
+use crate::tools::sim::Rng;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,10 +1,11 @@
 //! The daemon's configuration: serde structs with defaults, then an explicit [`Config::validate`]
 //! that reports *every* problem with its path, so an installer fixes a file in one pass.
-use crate::core::{Direction, Mode};
-use crate::profiles::{Profiles, Role, Transport};
+use crate::decision::Role;
+use crate::decision::{Direction, Mode};
+pub use crate::problem::Problem;
+
+mod validate;
 use serde::Deserialize;
-use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -21,52 +22,41 @@ pub enum ConfigError {
     Invalid(Vec<Problem>),
 }
 
-/// One thing wrong with the configuration, and where.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub gateway: Gateway,
+    pub gateway: GatewaySection,
     #[serde(default)]
-    pub device_broker: DeviceBroker,
-    pub uplink: Uplink,
+    pub device_broker: DeviceBrokerSection,
+    pub uplink: UplinkSection,
     #[serde(default)]
-    pub store: Store,
+    pub store: StoreSection,
     #[serde(default)]
-    pub rules: Rules,
+    pub rules: RulesSection,
     #[serde(default)]
-    pub registry: Registry,
+    pub registry: RegistrySection,
     #[serde(default)]
-    pub profiles: ProfilesConfig,
+    pub profiles: ProfilesSection,
     #[serde(default)]
-    pub lanes: Vec<Lane>,
-    #[serde(default)]
-    pub commands: CommandsConfig,
+    pub lanes: Vec<LaneSection>,
+    /// The TOML section keeps its name `[commands]`; in the code these are "orders from above",
+    /// so that "command" means only what goes to a gate.
+    #[serde(default, rename = "commands")]
+    pub orders: OrdersSection,
 }
 
-/// Commands from above: the keys trusted to sign them, and what each may do.
+/// Signed orders from above (`[commands]`): the keys trusted to sign them, and what each may do.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommandsConfig {
+pub struct OrdersSection {
     /// A command issued further ahead of this gateway's clock than this is refused.
     #[serde(default = "default_max_skew_s")]
     pub max_skew_s: u64,
     #[serde(default)]
-    pub keys: Vec<KeyConfig>,
+    pub keys: Vec<KeySection>,
 }
 
-impl Default for CommandsConfig {
+impl Default for OrdersSection {
     fn default() -> Self {
         Self {
             max_skew_s: default_max_skew_s(),
@@ -81,20 +71,20 @@ fn default_max_skew_s() -> u64 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeyConfig {
+pub struct KeySection {
     pub id: String,
     /// Ed25519 public key, 64 hex digits (`gatehouse keygen` prints one).
     pub public_key: String,
     /// The levels of the tree it may address: gateway, community, street, district.
-    pub levels: Vec<crate::commands::Level>,
+    pub levels: Vec<crate::uplink::orders::Level>,
     /// What it may send: set_mode, remote_open, ping.
-    pub kinds: Vec<crate::commands::Kind>,
+    pub kinds: Vec<crate::uplink::orders::Kind>,
 }
 
 /// Where this gateway sits in the administrative tree (DESIGN.md §6).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Gateway {
+pub struct GatewaySection {
     pub id: String,
     /// 4 digits, e.g. 3301.
     pub city: String,
@@ -117,7 +107,7 @@ pub enum BrokerMode {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DeviceBroker {
+pub struct DeviceBrokerSection {
     #[serde(default = "default_broker_mode")]
     pub mode: BrokerMode,
     /// Embedded: where the broker listens for devices.
@@ -133,7 +123,7 @@ pub struct DeviceBroker {
     pub password: Option<String>,
 }
 
-impl Default for DeviceBroker {
+impl Default for DeviceBrokerSection {
     fn default() -> Self {
         Self {
             mode: default_broker_mode(),
@@ -158,7 +148,7 @@ fn default_device_client_id() -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Uplink {
+pub struct UplinkSection {
     /// `mqtt://host:port` or `mqtts://host:port` (TLS with rustls).
     pub url: String,
     /// Defaults to the gateway id.
@@ -220,7 +210,7 @@ fn default_replay_rate() -> u64 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Store {
+pub struct StoreSection {
     #[serde(default = "default_store_dir")]
     pub dir: PathBuf,
     /// A group commit closes this long after its first record (or when full).
@@ -242,7 +232,7 @@ pub struct Store {
     pub ttl_alarm_h: u64,
 }
 
-impl Default for Store {
+impl Default for StoreSection {
     fn default() -> Self {
         Self {
             dir: default_store_dir(),
@@ -279,7 +269,7 @@ fn default_commit_max() -> usize {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Rules {
+pub struct RulesSection {
     /// A reading at or above this (°C, after calibration) is a fever.
     #[serde(default = "default_fever_threshold")]
     pub fever_threshold_c: f64,
@@ -325,7 +315,7 @@ pub struct Rules {
     pub modbus_timeout_ms: u64,
 }
 
-impl Default for Rules {
+impl Default for RulesSection {
     fn default() -> Self {
         Self {
             fever_threshold_c: default_fever_threshold(),
@@ -391,7 +381,7 @@ fn default_plausible_max() -> f64 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Registry {
+pub struct RegistrySection {
     /// Residents to import at start (`.csv` or `.jsonl`); re-imported only when the file changes.
     pub import: Option<PathBuf>,
     /// A list with more residents than this is refused (and the stored one kept): it is a list
@@ -409,7 +399,7 @@ pub struct Registry {
     pub households: Option<PathBuf>,
 }
 
-impl Default for Registry {
+impl Default for RegistrySection {
     fn default() -> Self {
         Self {
             import: None,
@@ -427,7 +417,7 @@ fn default_max_residents() -> usize {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProfilesConfig {
+pub struct ProfilesSection {
     /// Extra device profiles (`*.toml`, searched recursively). They add to the built-in ones and
     /// replace a built-in profile of the same name.
     pub dir: Option<PathBuf>,
@@ -435,7 +425,7 @@ pub struct ProfilesConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Lane {
+pub struct LaneSection {
     pub id: String,
     /// Overrides `rules.fever_threshold_c` for this lane.
     pub fever_threshold_c: Option<f64>,
@@ -449,7 +439,7 @@ pub struct Lane {
     #[serde(default)]
     pub auto_close: bool,
     #[serde(default)]
-    pub devices: Vec<Device>,
+    pub devices: Vec<DeviceSection>,
 }
 
 fn default_direction() -> Direction {
@@ -458,7 +448,7 @@ fn default_direction() -> Direction {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Device {
+pub struct DeviceSection {
     pub id: String,
     pub role: Role,
     pub profile: String,
@@ -478,12 +468,12 @@ pub struct Device {
     pub address: Option<u64>,
     /// Modbus devices: `{ tcp = "host:port" }` or `{ serial = { path = … } }` (RTU; devices on one
     /// line share it).
-    pub modbus: Option<ModbusConfig>,
+    pub modbus: Option<ModbusSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModbusConfig {
+pub struct ModbusSection {
     pub tcp: Option<String>,
     pub serial: Option<SerialSettings>,
 }
@@ -616,371 +606,12 @@ impl Config {
             fix(p);
         }
     }
-
-    /// Every problem in the config, each with its path. Empty means valid.
-    pub fn problems(&self, profiles: &Profiles) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut bad = |path: String, message: String| out.push(Problem { path, message });
-
-        let g = &self.gateway;
-        if !is_topic_safe(&g.id) {
-            bad(
-                "gateway.id".into(),
-                format!("{:?} must be non-empty letters, digits, '-' or '_'", g.id),
-            );
-        }
-        let codes = [
-            ("gateway.city", &g.city, 4, None),
-            ("gateway.district", &g.district, 6, Some(&g.city)),
-            ("gateway.street", &g.street, 9, Some(&g.district)),
-            ("gateway.community", &g.community, 12, Some(&g.street)),
-        ];
-        for (path, code, len, parent) in codes {
-            if code.len() != len || !code.bytes().all(|b| b.is_ascii_digit()) {
-                bad(path.into(), format!("{code:?} must be {len} digits"));
-            } else if let Some(parent) = parent {
-                if !code.starts_with(parent.as_str()) {
-                    bad(
-                        path.into(),
-                        format!("{code:?} does not lie under {parent:?}"),
-                    );
-                }
-            }
-        }
-
-        let b = &self.device_broker;
-        match (b.mode, &b.url) {
-            (BrokerMode::External, None) => bad(
-                "device_broker.url".into(),
-                "required when mode = \"external\"".into(),
-            ),
-            (_, Some(url)) => {
-                if let Err(e) = BrokerUrl::parse(url) {
-                    bad("device_broker.url".into(), e);
-                }
-            }
-            _ => {}
-        }
-
-        match BrokerUrl::parse(&self.uplink.url) {
-            Err(e) => bad("uplink.url".into(), e),
-            Ok(u) if !u.tls && self.uplink.ca_file.is_some() => bad(
-                "uplink.ca_file".into(),
-                "given, but uplink.url is not mqtts://".into(),
-            ),
-            Ok(_) => {}
-        }
-        for (path, file) in [
-            ("uplink.ca_file", &self.uplink.ca_file),
-            ("uplink.password_file", &self.uplink.password_file),
-            ("uplink.client_cert", &self.uplink.client_cert),
-            ("uplink.client_key", &self.uplink.client_key),
-            ("registry.import", &self.registry.import),
-            ("registry.passes", &self.registry.passes),
-            ("registry.plates", &self.registry.plates),
-            ("registry.households", &self.registry.households),
-        ] {
-            if let Some(f) = file {
-                if !f.is_file() {
-                    bad(path.into(), format!("{} does not exist", f.display()));
-                }
-            }
-        }
-        let u = &self.uplink;
-        if u.client_cert.is_some() != u.client_key.is_some() {
-            bad(
-                "uplink.client_cert".into(),
-                "client_cert and client_key go together".into(),
-            );
-        }
-        if u.security == Security::Production {
-            if !u.url.starts_with("mqtts://") && !u.url.starts_with("ssl://") {
-                bad(
-                    "uplink.url".into(),
-                    "security = \"production\" needs mqtts:// (TLS): plain mqtt would carry the gate's records and commands in clear".into(),
-                );
-            }
-            let has_password = u.password.is_some() || u.password_file.is_some();
-            if u.username.is_none() && u.client_cert.is_none() {
-                bad(
-                    "uplink".into(),
-                    "security = \"production\" refuses an anonymous uplink: give username + password_file, or client_cert + client_key".into(),
-                );
-            } else if u.username.is_some() && !has_password && u.client_cert.is_none() {
-                bad(
-                    "uplink.password_file".into(),
-                    "a username without a password is anonymous in all but name".into(),
-                );
-            }
-            if u.password.is_some() {
-                bad(
-                    "uplink.password".into(),
-                    "security = \"production\": keep the password out of the config, in password_file (0600)".into(),
-                );
-            }
-            for (path, file) in [
-                ("uplink.client_key", &u.client_key),
-                ("uplink.password_file", &u.password_file),
-            ] {
-                if let Some(f) = file {
-                    if let Some(mode) = private_file_mode(f) {
-                        bad(
-                            path.into(),
-                            format!(
-                                "{} is readable by others (mode {mode:o}); chmod 600 it",
-                                f.display()
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-        if self.uplink.batch_max == 0 || self.uplink.window == 0 || self.uplink.replay_rate == 0 {
-            bad(
-                "uplink".into(),
-                "batch_max, window and replay_rate must be at least 1".into(),
-            );
-        }
-        if self.store.commit_max == 0 {
-            bad("store.commit_max".into(), "must be at least 1".into());
-        }
-        if self.store.max_mib == 0 {
-            bad("store.max_mib".into(), "must be at least 1".into());
-        }
-
-        let r = &self.rules;
-        if r.plausible_min_c >= r.plausible_max_c {
-            bad(
-                "rules.plausible_min_c".into(),
-                format!(
-                    "{} must be below plausible_max_c ({})",
-                    r.plausible_min_c, r.plausible_max_c
-                ),
-            );
-        }
-        let threshold_ok =
-            |t: f64| t.is_finite() && t > r.plausible_min_c && t <= r.plausible_max_c;
-        if !threshold_ok(r.fever_threshold_c) {
-            bad(
-                "rules.fever_threshold_c".into(),
-                format!(
-                    "{} lies outside the plausible range {}–{} °C",
-                    r.fever_threshold_c, r.plausible_min_c, r.plausible_max_c
-                ),
-            );
-        }
-
-        if r.quota_outings == 0 || r.quota_days == 0 || r.overdue_h == 0 {
-            bad(
-                "rules".into(),
-                "quota_outings, quota_days and overdue_h must be at least 1".into(),
-            );
-        }
-        if r.join_before_ms > 60_000 || r.join_after_ms > 10_000 {
-            bad(
-                "rules".into(),
-                "join_before_ms is at most 60000 and join_after_ms at most 10000 (a person waits at the gate)".into(),
-            );
-        }
-
-        for (i, k) in self.commands.keys.iter().enumerate() {
-            if let Err(e) = crate::commands::parse_public_key(&k.public_key) {
-                bad(format!("commands.keys[{i}].public_key"), e);
-            }
-            if k.levels.is_empty() || k.kinds.is_empty() {
-                bad(
-                    format!("commands.keys[{i}]"),
-                    "levels and kinds must name at least one each".into(),
-                );
-            }
-        }
-
-        let mut lane_ids = HashSet::new();
-        let mut device_ids = HashSet::new();
-        let mut ports: std::collections::HashMap<&Path, &SerialSettings> = Default::default();
-        for (li, lane) in self.lanes.iter().enumerate() {
-            let lp = format!("lanes[{li}]");
-            if !is_topic_safe(&lane.id) {
-                bad(
-                    format!("{lp}.id"),
-                    format!(
-                        "{:?} must be non-empty letters, digits, '-' or '_'",
-                        lane.id
-                    ),
-                );
-            } else if !lane_ids.insert(lane.id.as_str()) {
-                bad(
-                    format!("{lp}.id"),
-                    format!("duplicate lane id {:?}", lane.id),
-                );
-            }
-            if let Some(t) = lane.fever_threshold_c {
-                if !threshold_ok(t) {
-                    bad(
-                        format!("{lp}.fever_threshold_c"),
-                        format!("{t} lies outside the plausible range"),
-                    );
-                }
-            }
-            let mut gates = 0;
-            let mut identifies = false;
-            for (di, d) in lane.devices.iter().enumerate() {
-                let dp = format!("{lp}.devices[{di}]");
-                if !is_topic_safe(&d.id) {
-                    bad(
-                        format!("{dp}.id"),
-                        format!("{:?} must be non-empty letters, digits, '-' or '_'", d.id),
-                    );
-                } else if !device_ids.insert(d.id.as_str()) {
-                    bad(
-                        format!("{dp}.id"),
-                        format!("duplicate device id {:?}", d.id),
-                    );
-                }
-                match profiles.get(&d.profile) {
-                    None => bad(
-                        format!("{dp}.profile"),
-                        format!(
-                            "unknown profile {:?} (known: {})",
-                            d.profile,
-                            profiles.names().join(", ")
-                        ),
-                    ),
-                    Some(p) if !p.roles.contains(&d.role) => bad(
-                        format!("{dp}.role"),
-                        format!(
-                            "profile {:?} cannot act as {:?} (it can be: {})",
-                            d.profile,
-                            d.role,
-                            p.roles
-                                .iter()
-                                .map(|r| r.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ),
-                    Some(p) => match (p.transport, &d.serial) {
-                        (Transport::Serial, None) => bad(
-                            format!("{dp}.serial"),
-                            format!(
-                                "profile {:?} is serial: give serial = {{ path = \"/dev/ttyS1\" }}",
-                                d.profile
-                            ),
-                        ),
-                        (Transport::Mqtt | Transport::Modbus, Some(_)) => bad(
-                            format!("{dp}.serial"),
-                            format!("profile {:?} is not a serial-frame device (modbus devices take modbus = {{ … }})", d.profile),
-                        ),
-                        _ => match (p.transport, &d.modbus) {
-                            (Transport::Modbus, None) => bad(
-                                format!("{dp}.modbus"),
-                                format!("profile {:?} is Modbus: give modbus = {{ tcp = \"host:502\" }} or {{ serial = {{ path = … }} }}", d.profile),
-                            ),
-                            (Transport::Modbus, Some(m)) if m.tcp.is_some() == m.serial.is_some() => bad(
-                                format!("{dp}.modbus"),
-                                "give exactly one of tcp or serial".into(),
-                            ),
-                            (Transport::Modbus, Some(_)) if !d.address.is_some_and(|a| (1..=247).contains(&a)) => bad(
-                                format!("{dp}.address"),
-                                "a Modbus device needs its unit id, 1–247".into(),
-                            ),
-                            (Transport::Mqtt | Transport::Serial, Some(_)) => bad(
-                                format!("{dp}.modbus"),
-                                format!("profile {:?} is not a Modbus device", d.profile),
-                            ),
-                            _ => {}
-                        },
-                    },
-                }
-                if let Some(sp) = &d.serial {
-                    if ![1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200].contains(&sp.baud)
-                        || !(7..=8).contains(&sp.data_bits)
-                        || !(1..=2).contains(&sp.stop_bits)
-                    {
-                        bad(
-                            format!("{dp}.serial"),
-                            "baud must be a standard rate (1200–115200), data_bits 7 or 8, stop_bits 1 or 2".into(),
-                        );
-                    }
-                    match ports.insert(&sp.path, sp) {
-                        Some(other) if other != sp => bad(
-                            format!("{dp}.serial"),
-                            format!(
-                                "{} is shared with another device under different settings",
-                                sp.path.display()
-                            ),
-                        ),
-                        _ => {}
-                    }
-                }
-                if !(d.calibration_offset_c.is_finite() && d.calibration_offset_c.abs() <= 3.0) {
-                    bad(
-                        format!("{dp}.calibration_offset_c"),
-                        format!("{} is not within ±3 °C", d.calibration_offset_c),
-                    );
-                }
-                gates += usize::from(d.role.is_gate());
-                identifies |=
-                    matches!(d.role, Role::Identifier | Role::Thermal | Role::PlateCamera);
-            }
-            // A plate camera that drives the barrier from its own output (no other gate given).
-            let camera_gate = lane.devices.iter().any(|d| {
-                d.role == Role::PlateCamera
-                    && profiles
-                        .get(&d.profile)
-                        .is_some_and(|p| p.roles.contains(&Role::Barrier) && p.command.is_some())
-            });
-            if gates == 0 && camera_gate {
-                gates = 1;
-            }
-            if identifies && gates != 1 {
-                bad(
-                    format!("{lp}.devices"),
-                    format!("a lane that identifies people needs exactly one gate (turnstile or barrier), found {gates}"),
-                );
-            }
-        }
-        out
-    }
-
-    /// [`Config::problems`] as a `Result`.
-    pub fn validate(&self, profiles: &Profiles) -> Result<(), ConfigError> {
-        let problems = self.problems(profiles);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
-    }
-
-    /// `gh/v1/{city}/{district}/{street}/{community}/{gateway}`; channels hang below it.
-    pub fn topic_base(&self) -> String {
-        let g = &self.gateway;
-        format!(
-            "gh/v1/{}/{}/{}/{}/{}",
-            g.city, g.district, g.street, g.community, g.id
-        )
-    }
-}
-
-/// The file's mode if group or others may read or write it (a secret that is not private).
-fn private_file_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
-}
-
-/// Safe inside an MQTT topic level and a file name.
-fn is_topic_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::Profiles;
 
     #[test]
     fn production_security_refuses_plain_mqtt_anonymity_and_readable_keys() {

@@ -3,8 +3,8 @@
 //! decoder must drop them).
 use super::Rng;
 use crate::config::BrokerUrl;
-use crate::mqtt;
-use crate::profiles::Unit;
+use crate::device::Unit;
+use crate::mqtt_client;
 use rumqttc::{AsyncClient, QoS};
 use std::time::Duration;
 
@@ -93,13 +93,13 @@ pub async fn run_terminal(
     mut on_sent: impl FnMut(&Sent),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> u64 {
-    let opts = mqtt::options(
+    let opts = mqtt_client::options(
         &o.broker,
         &format!("sim-terminal-{}", std::process::id() ^ o.seed as u32),
         Duration::from_secs(15),
     );
     let (client, mut el) = AsyncClient::new(opts, 1024);
-    el.set_network_options(mqtt::network_options());
+    el.set_network_options(mqtt_client::network_options());
     let poller = tokio::spawn(async move {
         loop {
             if el.poll().await.is_err() {

@@ -6,10 +6,11 @@
 //! Latency runs from each event's *scheduled* send time, so a stalled engine cannot hide its
 //! stall (no coordinated omission). The workload matches `shared/bench`'s loadgen: 5% fever,
 //! 10% strangers, residents `R000000`…; the gate must open only for a resident below 37.3 °C.
-use crate::config::BrokerUrl;
-use crate::mqtt;
-use crate::profiles::Unit;
-use crate::sim::hikvision::acs_event;
+use crate::config::{BrokerUrl, GatewaySection};
+use crate::device::Unit;
+use crate::mqtt_client;
+use crate::tools::sim::hikvision::acs_event;
+use crate::uplink::topics::Topics;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -102,8 +103,8 @@ fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, BrokerUrl)> {
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     write_residents(&dir, residents)?;
-    let port = crate::broker::free_port()?;
-    let spawned = spawn_config(&dir, &crate::demo::config(&dir, port))?;
+    let port = crate::sources::embedded_broker::free_port()?;
+    let spawned = spawn_config(&dir, &crate::tools::demo::config(&dir, port))?;
     let url = BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
@@ -142,10 +143,10 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
 
     let tag = std::process::id();
     let (sub, mut sub_el) = AsyncClient::new(
-        mqtt::options(&url, &format!("bench-sub-{tag}"), Duration::from_secs(30)),
+        mqtt_client::options(&url, &format!("bench-sub-{tag}"), Duration::from_secs(30)),
         1024,
     );
-    sub_el.set_network_options(mqtt::network_options());
+    sub_el.set_network_options(mqtt_client::network_options());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (s2, h2, c2, filter) = (
         sent.clone(),
@@ -206,10 +207,10 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
         );
     }
 
-    let mut po = mqtt::options(&url, &format!("bench-pub-{tag}"), Duration::from_secs(30));
+    let mut po = mqtt_client::options(&url, &format!("bench-pub-{tag}"), Duration::from_secs(30));
     po.set_inflight(1000);
     let (publisher, mut pub_el) = AsyncClient::new(po, 100_000);
-    pub_el.set_network_options(mqtt::network_options());
+    pub_el.set_network_options(mqtt_client::network_options());
     let poller = tokio::spawn(async move {
         loop {
             if pub_el.poll().await.is_err() {
@@ -318,7 +319,7 @@ pub struct SerialReport {
 }
 
 pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
-    use crate::sim::serial::{run_turnstile, Line, Pty, Reader};
+    use crate::tools::sim::serial::{run_turnstile, Line, Pty, Reader};
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-serial-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from("person_id,household,cards\n");
@@ -337,15 +338,15 @@ pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
     std::fs::write(dir.join("passes.csv"), passes)?;
     let face = Pty::new()?;
     let turnstile = Pty::new()?;
-    let port = crate::broker::free_port()?;
+    let port = crate::sources::embedded_broker::free_port()?;
     let residents_line = format!("import = \"{}\"", dir.join("residents.csv").display());
-    let config = crate::demo::config(&dir, port).replace(
+    let config = crate::tools::demo::config(&dir, port).replace(
         &residents_line,
         &format!(
             "{residents_line}\npasses = \"{}\"",
             dir.join("passes.csv").display()
         ),
-    ) + &crate::demo::serial_lane_config(&face.path, &turnstile.path)
+    ) + &crate::tools::demo::serial_lane_config(&face.path, &turnstile.path)
         .replace("anti_passback = true", "anti_passback = false");
     let spawned = spawn_config(&dir, &config)?;
     let pid = spawned.child.id();
@@ -602,8 +603,8 @@ async fn outbox_in(base: &Path, o: &OutboxBenchOptions) -> anyhow::Result<()> {
 /// gateway sees it).
 async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow::Result<f64> {
     use crate::uplink::{StatusSource, Uplink, UplinkConfig};
-    let port = crate::broker::free_port()?;
-    crate::broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let port = crate::sources::embedded_broker::free_port()?;
+    crate::sources::embedded_broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
     let url = BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
@@ -633,7 +634,13 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
             batch_max: 256,
             window: 8,
             replay_rate,
-            topic_base: "gh/v1/3301/330106/330106001/330106001001/bench-gw".into(),
+            topics: Topics::new(&GatewaySection {
+                id: "bench-gw".into(),
+                city: "3301".into(),
+                district: "330106".into(),
+                street: "330106001".into(),
+                community: "330106001001".into(),
+            }),
             status_interval: Duration::from_secs(60),
         },
         store.clone(),
@@ -776,9 +783,9 @@ fn start_in(dir: &Path, o: &StartBenchOptions) -> anyhow::Result<StartReport> {
         )?;
     }
     plates.flush()?;
-    let port = crate::broker::free_port()?;
-    crate::broker::start(([127, 0, 0, 1], port).into())?;
-    let config = crate::demo::config(dir, port)
+    let port = crate::sources::embedded_broker::free_port()?;
+    crate::sources::embedded_broker::start(([127, 0, 0, 1], port).into())?;
+    let config = crate::tools::demo::config(dir, port)
         .replace("mode = \"embedded\"", "mode = \"external\"")
         .replacen(
             &format!("listen = \"127.0.0.1:{port}\""),
@@ -850,26 +857,26 @@ fn stop(child: &mut Child) {
 }
 
 pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
-    use crate::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
+    use crate::tools::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
     let base = std::env::temp_dir().join(format!("gatehouse-bench-vehicle-{}", std::process::id()));
     let dir = base.join("tcp");
     std::fs::create_dir_all(&dir)?;
-    crate::demo::write_residents(&dir.join("residents.csv"), 300)?;
-    crate::demo::write_plates(&dir.join("plates.csv"), 100)?;
+    crate::tools::demo::write_residents(&dir.join("residents.csv"), 300)?;
+    crate::tools::demo::write_plates(&dir.join("plates.csv"), 100)?;
     let barrier = BarrierSim::new(Duration::from_millis(10));
     barrier.set_auto_fall(Some(Duration::from_millis(150)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(serve_tcp(listener, Service([(1, barrier.clone())].into())));
-    let port = crate::broker::free_port()?;
+    let port = crate::sources::embedded_broker::free_port()?;
     let residents_line = format!("import = \"{}\"", dir.join("residents.csv").display());
-    let config = crate::demo::config(&dir, port).replace(
+    let config = crate::tools::demo::config(&dir, port).replace(
         &residents_line,
         &format!(
             "{residents_line}\nplates = \"{}\"",
             dir.join("plates.csv").display()
         ),
-    ) + &crate::demo::vehicle_lane_config(addr)
+    ) + &crate::tools::demo::vehicle_lane_config(addr)
         .replace("auto_close = true", "auto_close = false");
     let spawned = spawn_config(&dir, &config)?;
     let url = BrokerUrl {
@@ -878,10 +885,10 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
         port,
     };
     let (camera, mut el) = AsyncClient::new(
-        mqtt::options(&url, "bench-camera", Duration::from_secs(15)),
+        mqtt_client::options(&url, "bench-camera", Duration::from_secs(15)),
         256,
     );
-    el.set_network_options(mqtt::network_options());
+    el.set_network_options(mqtt_client::network_options());
     let poller = tokio::spawn(async move {
         loop {
             if el.poll().await.is_err() {
@@ -904,8 +911,12 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
     let mut polls = Vec::new();
     for id in 0..o.count {
         // A resident's plate (every third household has one).
-        let body =
-            crate::sim::zhenshi::ivs_result(id + 1, &format!("粤B1{:04}", (id % 30) * 3), 95, 4);
+        let body = crate::tools::sim::zhenshi::ivs_result(
+            id + 1,
+            &format!("粤B1{:04}", (id % 30) * 3),
+            95,
+            4,
+        );
         let sent = Instant::now();
         camera
             .publish(
@@ -932,7 +943,7 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
     let sims: Vec<BarrierSim> = (0..3)
         .map(|_| BarrierSim::new(Duration::from_secs(2)))
         .collect();
-    let pty = crate::sim::serial::Pty::new()?;
+    let pty = crate::tools::sim::serial::Pty::new()?;
     let path = pty.path.display().to_string();
     tokio::spawn(serve_rtu(
         pty,
@@ -949,10 +960,10 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
             "\n[[lanes]]\nid = \"car-{n}\"\n\n[[lanes.devices]]\nid = \"barrier-{n}\"\nrole = \"barrier\"\nprofile = \"modbus-relay-barrier\"\naddress = {n}\nmodbus = {{ serial = {{ path = \"{path}\", baud = 19200 }} }}\n"
         ));
     }
-    let port = crate::broker::free_port()?;
+    let port = crate::sources::embedded_broker::free_port()?;
     let spawned = spawn_config(
         &dir,
-        &(crate::demo::config(&dir, port).replace(
+        &(crate::tools::demo::config(&dir, port).replace(
             &format!("import = \"{}\"", dir.join("residents.csv").display()),
             "",
         ) + &lanes),

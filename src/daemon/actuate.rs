@@ -1,0 +1,123 @@
+//! Actuation: the gate commands leave here, first, before the record of the decision is written.
+//! Never queued behind a down link — a stale "open" must not arrive later, for whoever stands
+//! there then — so a command that cannot be handed over at once is dropped, counted and logged,
+//! and the gate stays shut. The passage record says what was decided either way.
+use crate::decision::barrier::BarrierCommand;
+use crate::decision::Policy;
+use crate::device::{CommandArgs, GateCommandName, Profile};
+use crate::metrics::{worth_logging, Metrics};
+use crate::sources::mqtt::CommandLink;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// Where one gate's commands go.
+pub struct Actuator {
+    pub device_id: String,
+    pub sink: Sink,
+    pub address: Option<u64>,
+    pub profile: Arc<Profile>,
+}
+
+pub enum Sink {
+    /// The command topic on the device broker.
+    Mqtt(String),
+    /// Index into the serial ports.
+    Serial(usize),
+    /// Index into the Modbus buses (commands go through the barrier interlock).
+    Modbus(usize),
+}
+
+/// Every gate of the box and the links to them.
+pub struct Actuators {
+    /// By device index: where its commands go, if it takes any.
+    pub by_device: Vec<Option<Actuator>>,
+    pub mqtt: CommandLink,
+    pub mqtt_connected: Arc<AtomicBool>,
+    pub serial: Vec<mpsc::Sender<Vec<u8>>>,
+    pub modbus: Vec<mpsc::Sender<(usize, BarrierCommand)>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Actuators {
+    pub fn len(&self) -> usize {
+        self.by_device.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_device.is_empty()
+    }
+
+    /// Sends `command` to `gate` now, or drops it (see the module docs).
+    pub fn command(
+        &self,
+        policy: &Policy,
+        gate: usize,
+        command: GateCommandName,
+        cause: &str,
+        reason: &str,
+        ts_ms: i64,
+    ) {
+        let Some(act) = self.by_device.get(gate).and_then(Option::as_ref) else {
+            return;
+        };
+        let lane = &policy.lanes[policy.devices[gate].lane].id;
+        let payload = act.profile.encode_command(&CommandArgs {
+            command,
+            address: act.address,
+            reason,
+            cause,
+            lane,
+            device: &act.device_id,
+            ts_ms,
+        });
+        let Some(payload) = payload else {
+            // A gate without a hold-open command gets a plain open in fire mode.
+            if command == GateCommandName::HoldOpen {
+                self.command(policy, gate, GateCommandName::OpenOut, cause, reason, ts_ms);
+            }
+            return;
+        };
+        let sent = match &act.sink {
+            Sink::Mqtt(topic) => {
+                self.mqtt_connected.load(Ordering::Relaxed) && self.mqtt.publish(topic, payload)
+            }
+            Sink::Serial(port) => self
+                .serial
+                .get(*port)
+                .is_some_and(|w| w.try_send(payload).is_ok()),
+            // Barriers on Modbus take their commands from the interlock only.
+            Sink::Modbus(_) => return,
+        };
+        if sent {
+            Metrics::inc(&self.metrics.commands_sent);
+        } else {
+            let n = self.metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                warn!(device = %act.device_id, cause, failures = n, "Gate command not sent: link down or queue full. The gate stays shut.");
+            }
+        }
+    }
+
+    /// A barrier command from the interlock: straight to its bus, never queued behind a down
+    /// link (the interlock reports it uncertain when the arm does not follow).
+    pub fn barrier(&self, device: usize, command: BarrierCommand) {
+        let Some(act) = self.by_device.get(device).and_then(Option::as_ref) else {
+            return;
+        };
+        let Sink::Modbus(bus) = act.sink else {
+            return;
+        };
+        let sent = self
+            .modbus
+            .get(bus)
+            .is_some_and(|w| w.try_send((device, command)).is_ok());
+        if !sent {
+            let n = self.metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                warn!(device = %act.device_id, ?command, failures = n, "Barrier command not handed to its bus (queue full or bus task gone).");
+            }
+        }
+    }
+}

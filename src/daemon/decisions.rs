@@ -1,0 +1,495 @@
+//! The decision loop: the one task that owns the decision state. It takes what every source,
+//! the local CLI and the uplink send, asks the core, carries out the core's outputs — gate
+//! commands first (the fast path), then one append with the records and state changes — and
+//! hands the device's ack to the writer, to be sent once that append is durable. No locks:
+//! nothing else touches the core.
+use super::actuate::Actuators;
+use super::control::Control;
+use super::orders::{OrderDesk, RegistrySwap};
+use super::records;
+use crate::decision::barrier::BarrierConfig;
+use crate::decision::{Core, Hold, Mode, Observation, Origin, Output, StateKey};
+use crate::device::GateCommandName;
+use crate::metrics::Metrics;
+use crate::sources::modbus::BarrierReport;
+use crate::sources::{Input, LinkChange, SourceEvent};
+use crate::store::outbox::{self, Append, Record};
+use crate::uplink::stats::{Pending, Stats};
+use crate::uplink::StatusSource;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+/// In fire mode the hold-open goes out again this often: a turnstile that rebooted must not stay
+/// locked while people leave a burning building.
+const FIRE_REASSERT: Duration = Duration::from_secs(5);
+
+pub struct DecisionLoop {
+    pub core: Core,
+    pub actuators: Actuators,
+    pub appends: mpsc::Sender<Append>,
+    pub metrics: Arc<Metrics>,
+    /// What the uplink's status and twins show; the loop keeps the mode and twins current.
+    pub status: StatusSource,
+    pub orders: OrderDesk,
+    pub stats: Stats,
+    pub stats_pending: Arc<Pending>,
+    /// Barriers' last fault codes (0: none).
+    faults: HashMap<usize, u16>,
+    /// The last command sent to each gate, for its acknowledgement.
+    last_command: HashMap<usize, &'static str>,
+    last_fire_assert: Instant,
+}
+
+/// Everything that reaches the decision loop, a channel per kind.
+pub struct Inbox {
+    /// Device observations (MQTT and serial sources).
+    pub input: mpsc::Receiver<Input>,
+    /// The local CLI.
+    pub control: mpsc::Receiver<Control>,
+    /// Links lost and found, gate acknowledgements.
+    pub source_events: mpsc::Receiver<SourceEvent>,
+    /// Barrier inputs from the Modbus buses.
+    pub barrier_reports: mpsc::Receiver<BarrierReport>,
+    /// Signed orders from above.
+    pub orders: mpsc::Receiver<Vec<u8>>,
+    /// Statistics periods the uplink broker acknowledged.
+    pub stats_acked: mpsc::Receiver<i64>,
+    /// Registry syncs written to the store, with the new registry to swap in.
+    pub swaps: mpsc::Receiver<RegistrySwap>,
+}
+
+/// Puts every Modbus barrier under the interlock, restores the durable state and applies the
+/// config's mode when the file changed it. Returns what must go out at once (a fire mode still
+/// in force after a restart opens everything again).
+pub fn restore_core(
+    core: &mut Core,
+    barriers: impl IntoIterator<Item = (usize, BarrierConfig)>,
+    state: &[(String, Vec<u8>)],
+    config_mode: Mode,
+) -> Vec<Output> {
+    for (device, config) in barriers {
+        core.add_barrier(device, config);
+    }
+    core.restore(state);
+    // The mode lives in the store; the config's mode applies when it changed in the file.
+    let stored_config_mode = state
+        .iter()
+        .find(|(k, _)| StateKey::decode(k) == Some(StateKey::ConfigMode))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok().and_then(Mode::parse));
+    let mut out = Vec::new();
+    if stored_config_mode != Some(config_mode) {
+        if let Err(e) = core.set_mode(config_mode, Origin::Local, &mut out) {
+            warn!(
+                mode = config_mode.as_str(),
+                reason = e.as_str(),
+                "Config mode not applied: fire mode holds until `gatehouse fire-reset`."
+            );
+        }
+        out.push(Output::State(
+            StateKey::ConfigMode,
+            Some(config_mode.as_str().into()),
+        ));
+    } else if core.mode() == Mode::Fire {
+        // Still in fire after a restart: open everything again at once.
+        core.hold_barriers(Hold::Open, &mut out);
+        out.push(Output::HoldAll(Hold::Open));
+    }
+    info!(mode = core.mode().as_str(), "Mode in force.");
+    out
+}
+
+impl DecisionLoop {
+    pub fn new(
+        core: Core,
+        actuators: Actuators,
+        appends: mpsc::Sender<Append>,
+        status: StatusSource,
+        orders: OrderDesk,
+        stats: Stats,
+        stats_pending: Arc<Pending>,
+    ) -> DecisionLoop {
+        DecisionLoop {
+            metrics: status.metrics.clone(),
+            core,
+            actuators,
+            appends,
+            status,
+            orders,
+            stats,
+            stats_pending,
+            faults: HashMap::new(),
+            last_command: HashMap::new(),
+            last_fire_assert: Instant::now(),
+        }
+    }
+
+    pub async fn run(mut self, mut inbox: Inbox, start: Vec<Output>) {
+        self.emit(start, None).await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Test hook for the watchdog: the loop stops turning after this long, as a hung one would.
+        let stall_at = std::env::var("GATEHOUSE_TEST_STALL_DECISIONS_AFTER_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        loop {
+            if stall_at.is_some_and(|t| Instant::now() >= t) {
+                warn!("Test hook: the decision loop stalls now.");
+                std::future::pending::<()>().await;
+            }
+            // A waiting identification is decided when its join window closes, not a tick later.
+            let deadline = self.core.next_deadline().map(|at| {
+                let wait = (at - crate::now_ms()).max(0) as u64;
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
+            let window = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                i = inbox.input.recv() => match i {
+                    Some(i) => self.observe(i).await,
+                    None => break,
+                },
+                Some(c) = inbox.control.recv() => self.control(c).await,
+                Some(o) = inbox.orders.recv() => self.order(o).await,
+                Some(s) = inbox.swaps.recv() => self.swap(s),
+                Some(start) = inbox.stats_acked.recv() => {
+                    // Upstream has it: the store need not keep it.
+                    self.append(Vec::new(), vec![(StateKey::StatsPeriod(start), None)], None).await;
+                }
+                Some(n) = inbox.source_events.recv() => match n {
+                    SourceEvent::Link(l) => self.link(l).await,
+                    SourceEvent::Ack { device, code } => self.ack(device, code).await,
+                },
+                Some(r) = inbox.barrier_reports.recv() => {
+                    let mut out = Vec::new();
+                    self.core.barrier_update(r.device, r.inputs, crate::now_ms(), &mut out);
+                    self.faults(&r, &mut out);
+                    self.emit(out, None).await;
+                }
+                _ = window => self.tick().await,
+                _ = tick.tick() => self.tick().await,
+            }
+            Metrics::inc(&self.metrics.core_ticks);
+        }
+        // Whoever still waits for a reading is decided now: the record must not be lost.
+        let mut out = Vec::new();
+        self.core.tick(i64::MAX, &mut out);
+        self.emit(out, None).await;
+    }
+
+    async fn observe(&mut self, i: Input) {
+        if let Some(state) = i.decoded.as_ref().and_then(|d| d.state) {
+            let record = (i.device < self.core.policy.devices.len()).then(|| {
+                let last = self
+                    .last_command
+                    .get(&i.device)
+                    .copied()
+                    .unwrap_or("unknown");
+                let body = records::state_report(state, last);
+                records::device_event(&self.core.policy, i.device, crate::now_ms(), body)
+            });
+            self.append(record.into_iter().collect(), Vec::new(), Some(i.ack))
+                .await;
+            return;
+        }
+        let Some(decoded) = i.decoded else {
+            // Garbage: nothing to keep, but the ack waits its turn behind the records before it.
+            self.append(Vec::new(), Vec::new(), Some(i.ack)).await;
+            return;
+        };
+        let mut out = Vec::new();
+        self.core.observe(
+            Observation {
+                device: i.device,
+                decoded,
+                received: i.received,
+                now_ms: crate::now_ms(),
+            },
+            &mut out,
+        );
+        self.emit(out, Some(i.ack)).await;
+    }
+
+    async fn tick(&mut self) {
+        let mut out = Vec::new();
+        let now = crate::now_ms();
+        self.core.tick(now, &mut out);
+        self.orders.forget_expired(now, &mut out);
+        if let Some(done) = self.stats.roll(now, self.core.inside()) {
+            let start = done.stats.first().map_or(0, |s| s.period_start_ms);
+            out.push(Output::State(
+                StateKey::StatsPeriod(start),
+                Some(prost::Message::encode_to_vec(&done)),
+            ));
+            let (k, v) = self.stats.state();
+            out.push(Output::State(k, v));
+            self.stats_pending.add(start, done);
+        }
+        if self.core.mode() == Mode::Fire && self.last_fire_assert.elapsed() >= FIRE_REASSERT {
+            self.core.hold_barriers(Hold::Open, &mut out);
+            out.push(Output::HoldAll(Hold::Open));
+        }
+        if !out.is_empty() {
+            self.emit(out, None).await;
+        }
+    }
+
+    /// A signed order from the uplink, answered once its change is durable.
+    async fn order(&mut self, bytes: Vec<u8>) {
+        let mut out = Vec::new();
+        let result = self
+            .orders
+            .take(&bytes, &mut self.core, crate::now_ms(), &mut out);
+        self.mode_shown();
+        let results = self.orders.answer_later(result);
+        self.emit(out, results).await;
+    }
+
+    /// A registry sync finished off the loop: the new lists replace the old ones whole.
+    fn swap(&mut self, s: RegistrySwap) {
+        if let Some(registry) = s.registry {
+            info!(
+                version = s.version,
+                residents = registry.len(),
+                plates = registry.plates(),
+                passes = registry.passes(),
+                "Registry synced from above."
+            );
+            self.core.registry = registry;
+            self.status
+                .registry_version
+                .store(s.version, Ordering::Relaxed);
+            self.status.changed.notify_one();
+        }
+        self.orders.answer(s.result);
+    }
+
+    async fn control(&mut self, c: Control) {
+        let mut out = Vec::new();
+        let (reply, result) = match c {
+            Control::SetMode(mode, origin, reply) => {
+                let r = self.core.set_mode(mode, origin, &mut out).map_err(|_| {
+                    "fire mode holds until a local `gatehouse fire-reset`".to_string()
+                });
+                if r.is_ok() {
+                    info!(mode = mode.as_str(), ?origin, "Mode changed.");
+                }
+                (reply, r)
+            }
+            Control::FireReset(reply) => {
+                let r = if self.core.fire_reset(&mut out) {
+                    warn!("Fire mode reset locally; gates back to normal operation.");
+                    Ok(())
+                } else {
+                    Err("not in fire mode".to_string())
+                };
+                (reply, r)
+            }
+        };
+        self.mode_shown();
+        // The answer goes once the change is durable: an "ok" survives a crash right after it.
+        let answer: outbox::Ack = Box::new(move || {
+            let _ = reply.send(result);
+        });
+        self.emit(out, Some(answer)).await;
+    }
+
+    /// The status shows the mode in force; a change goes up at once.
+    fn mode_shown(&self) {
+        let now = self.core.mode().as_str();
+        let changed = self.status.mode.lock().is_ok_and(|mut m| {
+            let changed = *m != now;
+            *m = now;
+            changed
+        });
+        if changed {
+            self.status.changed.notify_one();
+        }
+    }
+
+    /// A serial gate acknowledged our last command to it.
+    async fn ack(&mut self, device: usize, code: u64) {
+        if device >= self.core.policy.devices.len() {
+            return;
+        }
+        let last = self.last_command.get(&device).copied().unwrap_or("unknown");
+        let body = records::command_answer(last, i64::try_from(code).unwrap_or(i64::MAX));
+        let r = records::device_event(&self.core.policy, device, crate::now_ms(), body);
+        self.append(vec![r], Vec::new(), None).await;
+    }
+
+    async fn link(&mut self, l: LinkChange) {
+        let now_ms = crate::now_ms();
+        let mut records = Vec::new();
+        for &d in &l.devices {
+            let Some((status, live)) = self.status.devices.get(d) else {
+                continue;
+            };
+            live.offline.store(!l.online, Ordering::Relaxed);
+            self.status.twins.update(d, |t| t.online = l.online);
+            records.push(records::link_alarm(status, l.online, &l.detail, now_ms));
+        }
+        self.append(records, Vec::new(), None).await;
+    }
+
+    /// Carries out the core's outputs: commands first (the fast path), then one append with the
+    /// records and state changes, and the device's ack after them.
+    async fn emit(&mut self, out: Vec<Output>, ack: Option<outbox::Ack>) {
+        let now_ms = crate::now_ms();
+        let mut records = Vec::new();
+        let mut state = Vec::new();
+        let mut counted = false;
+        for o in out {
+            match o {
+                Output::Decision(d) => {
+                    Metrics::inc(&self.metrics.decisions);
+                    self.stats.record(&d);
+                    counted = true;
+                    if let Some(g) = d.gate {
+                        let command = GateCommandName::of(d.allow.then_some(d.direction), None);
+                        self.last_command.insert(g, command.as_str());
+                        let cause = d.cause.first().map_or("", String::as_str);
+                        let policy = &self.core.policy;
+                        self.actuators.command(
+                            policy,
+                            g,
+                            command,
+                            cause,
+                            d.reason.as_str(),
+                            now_ms,
+                        );
+                    }
+                    records.push(records::passage(&self.core.policy, d, now_ms));
+                }
+                Output::Reading {
+                    lane,
+                    device,
+                    temperature_c,
+                    cause,
+                } => {
+                    if self.core.policy.is_fever(lane, temperature_c) {
+                        self.stats.fever(lane);
+                        counted = true;
+                    }
+                    let policy = &self.core.policy;
+                    records.push(records::reading(
+                        policy,
+                        lane,
+                        device,
+                        temperature_c,
+                        cause,
+                        now_ms,
+                    ));
+                }
+                Output::Alarm(a) => records.push(records::alarm(&self.core.policy, a, now_ms)),
+                Output::HoldAll(hold) => {
+                    self.last_fire_assert = Instant::now();
+                    let command = GateCommandName::of(None, Some(hold));
+                    for g in 0..self.actuators.len() {
+                        let policy = &self.core.policy;
+                        self.actuators
+                            .command(policy, g, command, "", "fire_mode", now_ms);
+                    }
+                }
+                Output::State(k, v) => state.push((k, v)),
+                Output::Barrier { device, command } => self.actuators.barrier(device, command),
+                Output::Outcome {
+                    device,
+                    command,
+                    outcome,
+                    detail,
+                } => {
+                    if outcome == "uncertain" {
+                        self.status
+                            .twins
+                            .update(device, |t| t.uncertain_commands += 1);
+                    }
+                    let body = crate::proto::v1::event::Body::CommandOutcome(
+                        crate::proto::v1::CommandOutcome {
+                            command: command.as_str().into(),
+                            outcome: outcome.into(),
+                            detail: detail.into(),
+                        },
+                    );
+                    records.push(records::device_event(
+                        &self.core.policy,
+                        device,
+                        now_ms,
+                        body,
+                    ));
+                }
+                Output::DeviceState {
+                    device,
+                    inputs,
+                    arm,
+                } => {
+                    let fault = self.faults.get(&device).copied().unwrap_or(0);
+                    self.status.twins.update(device, |t| {
+                        t.arm = arm.as_str().into();
+                        t.safety_loop = inputs.is_some_and(|i| i.safety_loop);
+                        t.arming_loop = inputs.is_some_and(|i| i.arming_loop);
+                        t.fault_code = fault.into();
+                    });
+                    let body = records::barrier_state(inputs, arm, fault);
+                    records.push(records::device_event(
+                        &self.core.policy,
+                        device,
+                        now_ms,
+                        body,
+                    ));
+                }
+            }
+        }
+        if counted {
+            // The period's counts so far, with the records that changed them.
+            state.push(self.stats.state());
+        }
+        self.append(records, state, ack).await;
+    }
+
+    /// A new fault code from a barrier's fault register: kept for its device-state records, and
+    /// one is written now if the inputs did not change with it.
+    fn faults(&mut self, r: &BarrierReport, out: &mut Vec<Output>) {
+        let fault = r.fault.unwrap_or(0);
+        let before = self.faults.insert(r.device, fault).unwrap_or(0);
+        let reported = out
+            .iter()
+            .any(|o| matches!(o, Output::DeviceState { device, .. } if *device == r.device));
+        if fault != before && !reported {
+            if let Some(b) = self.core.barrier(r.device) {
+                out.push(Output::DeviceState {
+                    device: r.device,
+                    inputs: b.inputs(),
+                    arm: b.arm(),
+                });
+            }
+        }
+    }
+
+    async fn append(
+        &self,
+        records: Vec<Record>,
+        state: Vec<(StateKey, Option<Vec<u8>>)>,
+        ack: Option<outbox::Ack>,
+    ) {
+        if records.is_empty() && state.is_empty() && ack.is_none() {
+            return;
+        }
+        let append = Append {
+            records,
+            state: state.into_iter().map(|(k, v)| (k.encode(), v)).collect(),
+            ack,
+        };
+        if self.appends.send(append).await.is_err() {
+            error!("Outbox writer gone; decision not recorded (its device event stays unacknowledged).");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The lane plan: the config's lanes and devices indexed for the decision core (policy), and
+//! each device put with its transport — MQTT routes, serial ports, Modbus buses — and, for gates,
+//! where their commands go.
+use super::actuate::{Actuator, Sink};
+use crate::config::Config;
+use crate::decision::{DevicePolicy, JoinWindow, LanePolicy, Policy, Quota, Role};
+use crate::device::{Profiles, Transport};
+use crate::proto::v1;
+use crate::sources::modbus::{self, ModbusLink};
+use crate::sources::mqtt::Route;
+use crate::sources::{serial, DeviceLive};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Lanes and devices indexed for the core, with each device's transport.
+pub struct LanePlan {
+    pub policy: Policy,
+    /// Event topic → device (MQTT devices).
+    pub routes: HashMap<String, Route>,
+    /// Serial ports with their devices.
+    pub ports: Vec<serial::Port>,
+    /// Modbus buses with their barriers.
+    pub buses: Vec<modbus::Bus>,
+    /// By device index: where its commands go, if it takes any.
+    pub actuators: Vec<Option<Actuator>>,
+    /// By device index: its status.
+    pub status: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
+}
+
+impl LanePlan {
+    /// Indexes the config's lanes and devices for the core and groups the devices by transport.
+    pub fn build(config: &Config, profiles: &Profiles) -> LanePlan {
+        let r = &config.rules;
+        let mut policy = Policy {
+            plausible_min_c: r.plausible_min_c,
+            plausible_max_c: r.plausible_max_c,
+            quota: Quota {
+                outings: r.quota_outings,
+                days: r.quota_days,
+                overdue_h: r.overdue_h,
+            },
+            min_plate_confidence: r.min_plate_confidence,
+            lanes: Vec::new(),
+            devices: Vec::new(),
+        };
+        let mut routes = HashMap::new();
+        let mut ports: Vec<serial::Port> = Vec::new();
+        let mut buses: Vec<modbus::Bus> = Vec::new();
+        let mut actuators = Vec::new();
+        let mut status = Vec::new();
+        for (li, lane) in config.lanes.iter().enumerate() {
+            let mut gate = None;
+            for d in &lane.devices {
+                let index = policy.devices.len();
+                // Validation guarantees the profile exists.
+                let Some(profile) = profiles.get(&d.profile) else {
+                    continue;
+                };
+                let profile = Arc::new(profile.clone());
+                let live = Arc::new(DeviceLive::default());
+                policy.devices.push(DevicePolicy {
+                    id: d.id.clone(),
+                    lane: li,
+                    role: d.role,
+                    calibration_offset_c: d.calibration_offset_c,
+                    direction: d.direction,
+                });
+                let mut sink = None;
+                if let (Some(m), Some(spec)) = (&d.modbus, &profile.modbus) {
+                    let link = match (&m.tcp, &m.serial) {
+                        (Some(addr), _) => ModbusLink::Tcp(addr.clone()),
+                        (None, Some(s)) => ModbusLink::Rtu(s.clone()),
+                        // Validation refuses this.
+                        (None, None) => ModbusLink::Tcp(String::new()),
+                    };
+                    let i = match buses.iter().position(|b| b.link == link) {
+                        Some(i) => i,
+                        None => {
+                            buses.push(modbus::Bus {
+                                link,
+                                devices: Vec::new(),
+                                poll: Duration::from_millis(r.modbus_poll_ms),
+                                timeout: Duration::from_millis(r.modbus_timeout_ms),
+                            });
+                            buses.len() - 1
+                        }
+                    };
+                    buses[i].devices.push(modbus::ModbusDevice {
+                        device: index,
+                        device_id: d.id.clone(),
+                        unit: d.address.unwrap_or(1) as u8,
+                        spec: spec.clone(),
+                        live: live.clone(),
+                    });
+                    sink = Some(Sink::Modbus(i));
+                }
+                match (&d.serial, profile.transport) {
+                    (Some(settings), Transport::Serial) => {
+                        let i = match ports.iter().position(|p| p.settings.path == settings.path) {
+                            Some(i) => i,
+                            None => {
+                                ports.push(serial::Port {
+                                    settings: settings.clone(),
+                                    devices: Vec::new(),
+                                });
+                                ports.len() - 1
+                            }
+                        };
+                        ports[i].devices.push(serial::SerialDevice {
+                            device: index,
+                            device_id: d.id.clone(),
+                            profile: profile.clone(),
+                            address: d.address,
+                            live: live.clone(),
+                        });
+                        sink = Some(Sink::Serial(i));
+                    }
+                    (_, Transport::Modbus) => {}
+                    _ => {
+                        if profile.decode.is_some() {
+                            if let Some(topic) = d
+                                .event_topic
+                                .clone()
+                                .or_else(|| profile.event_topic_for(&d.id))
+                            {
+                                routes.insert(
+                                    topic,
+                                    Route {
+                                        device: index,
+                                        device_id: d.id.clone(),
+                                        profile: profile.clone(),
+                                        live: live.clone(),
+                                        status: None,
+                                    },
+                                );
+                            }
+                        }
+                        for (topic, i) in profile.status_topics_for(&d.id) {
+                            routes.insert(
+                                topic,
+                                Route {
+                                    device: index,
+                                    device_id: d.id.clone(),
+                                    profile: profile.clone(),
+                                    live: live.clone(),
+                                    status: Some(i),
+                                },
+                            );
+                        }
+                        if let Some(topic) = d
+                            .command_topic
+                            .clone()
+                            .or_else(|| profile.command_topic_for(&d.id))
+                        {
+                            sink = Some(Sink::Mqtt(topic));
+                        }
+                    }
+                }
+                let mut actuator = None;
+                // A plate camera can drive the barrier from its own output (see validation).
+                let camera_gate = d.role == Role::PlateCamera
+                    && profile.roles.contains(&Role::Barrier)
+                    && !lane.devices.iter().any(|x| x.role.is_gate());
+                if d.role.is_gate() || camera_gate {
+                    gate = Some(index);
+                    actuator = sink.map(|sink| Actuator {
+                        device_id: d.id.clone(),
+                        sink,
+                        address: d.address,
+                        profile: profile.clone(),
+                    });
+                }
+                actuators.push(actuator);
+                status.push((
+                    v1::DeviceStatus {
+                        id: d.id.clone(),
+                        lane: lane.id.clone(),
+                        profile: d.profile.clone(),
+                        ..Default::default()
+                    },
+                    live,
+                ));
+            }
+            // Temperature joins identity when the thermal station is a device of its own.
+            let has = |role| lane.devices.iter().any(|d| d.role == role);
+            let join = (has(Role::Thermal) && has(Role::Identifier)).then_some(JoinWindow {
+                before_ms: r.join_before_ms as i64,
+                after_ms: r.join_after_ms as i64,
+            });
+            policy.lanes.push(LanePolicy {
+                id: lane.id.clone(),
+                fever_threshold_c: lane.fever_threshold_c.unwrap_or(r.fever_threshold_c),
+                gate,
+                join,
+                anti_passback: lane.anti_passback,
+                direction: lane.direction,
+            });
+        }
+        LanePlan {
+            policy,
+            routes,
+            ports,
+            buses,
+            actuators,
+            status,
+        }
+    }
+}

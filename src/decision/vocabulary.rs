@@ -1,0 +1,300 @@
+//! The decision core's vocabulary: what it hears from the devices (observations, normalised by
+//! the profiles), what it decides (decisions with one reason code, alarms), and what it asks the
+//! world to do (outputs). Nothing here knows a vendor, a transport or a wire format.
+use super::barrier::{Arm, BarrierCommand, BarrierInputs};
+use super::state_key::StateKey;
+use serde::Deserialize;
+use std::fmt;
+use std::time::Instant;
+
+/// Why a decision went the way it did. The codes are stable: upstream statistics key on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Ok,
+    Fever,
+    InvalidReading,
+    NoTemperature,
+    UnknownSubject,
+    Expired,
+    Quarantined,
+    QuotaExceeded,
+    Lockdown,
+    Blacklisted,
+    LowConfidence,
+    AntiPassback,
+    FireMode,
+    RemoteOpen,
+    DeviceFault,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::Fever => "fever",
+            Reason::InvalidReading => "invalid_reading",
+            Reason::NoTemperature => "no_temperature",
+            Reason::UnknownSubject => "unknown_subject",
+            Reason::Expired => "expired",
+            Reason::Quarantined => "quarantined",
+            Reason::QuotaExceeded => "quota_exceeded",
+            Reason::Lockdown => "lockdown",
+            Reason::Blacklisted => "blacklisted",
+            Reason::LowConfidence => "low_confidence",
+            Reason::AntiPassback => "anti_passback",
+            Reason::FireMode => "fire_mode",
+            Reason::RemoteOpen => "remote_open",
+            Reason::DeviceFault => "device_fault",
+        }
+    }
+}
+
+/// The policy in force (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Normal,
+    /// Temperature required for everyone.
+    Epidemic,
+    /// Residents only, temperature required, household outing quotas, quarantine holds.
+    Lockdown,
+    /// Every turnstile and barrier open and held until a local reset.
+    Fire,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "normal" => Some(Mode::Normal),
+            "epidemic" => Some(Mode::Epidemic),
+            "lockdown" => Some(Mode::Lockdown),
+            "fire" => Some(Mode::Fire),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Epidemic => "epidemic",
+            Mode::Lockdown => "lockdown",
+            Mode::Fire => "fire",
+        }
+    }
+
+    /// Of people; vehicles are screened by their plate.
+    pub fn requires_temperature(self) -> bool {
+        matches!(self, Mode::Epidemic | Mode::Lockdown)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// Where a mode change comes from. Fire mode is left only by a local reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The CLI on the box (the guard, the fire brigade).
+    Local,
+    /// A command from upstream.
+    Remote,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    Resident,
+    Visitor,
+    Plate,
+    Unknown,
+}
+
+/// One decision for one subject at one lane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub lane: usize,
+    /// The device that identified (or measured, for a stranger).
+    pub device: usize,
+    pub direction: Direction,
+    pub mode: Mode,
+    pub subject_kind: SubjectKind,
+    /// Registry id (person id or pass id); empty when unknown (strangers leave no id upstream).
+    pub subject_id: String,
+    /// Calibrated, rounded to 0.01 °C.
+    pub temperature_c: Option<f64>,
+    pub allow: bool,
+    pub reason: Reason,
+    /// The rule that decided, for the audit trail.
+    pub rule: &'static str,
+    pub device_flag_disagrees: bool,
+    /// Device event ids: the identification's, then the joined reading's.
+    pub cause: Vec<String>,
+    /// When the identification arrived (for the decision latency).
+    pub received: Instant,
+    /// Where the command goes (device index), if the lane has a gate.
+    pub gate: Option<usize>,
+    /// A vehicle (plate read) rather than a person.
+    pub vehicle: bool,
+    /// The plate reader's confidence, 1–100.
+    pub confidence: Option<u8>,
+    /// A remote open: the operator who ordered it and why.
+    pub operator: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmKind {
+    Fever,
+    /// A plate read too uncertain to act on: the guard should look.
+    LowConfidence,
+    /// A barrier command not confirmed by its limit switch in time.
+    CommandUncertain,
+    QuarantineExit,
+    OutingOverdue,
+    FireMode,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarm {
+    pub kind: AlarmKind,
+    pub lane: Option<usize>,
+    pub device: Option<usize>,
+    pub subject_id: String,
+    pub temperature_c: Option<f64>,
+    pub detail: String,
+    pub cause: Vec<String>,
+}
+
+/// What a gate is told outside a single decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Open and stay open (fire).
+    Open,
+    /// Back to normal operation (after the fire reset).
+    Release,
+}
+
+/// What the core asks the world to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Decision(Decision),
+    /// A reading no identification took: recorded on its own.
+    Reading {
+        lane: usize,
+        device: usize,
+        temperature_c: f64,
+        cause: String,
+    },
+    Alarm(Alarm),
+    /// Every gate of every lane.
+    HoldAll(Hold),
+    /// Durable state to write with the records (key, value; `None` deletes).
+    State(StateKey, Option<Vec<u8>>),
+    /// Send this to an interlocked barrier now.
+    Barrier {
+        device: usize,
+        command: BarrierCommand,
+    },
+    /// What became of a barrier command: sent, confirmed, uncertain, refused (with why).
+    Outcome {
+        device: usize,
+        command: BarrierCommand,
+        outcome: &'static str,
+        detail: &'static str,
+    },
+    /// A barrier's inputs changed (`None`: unreadable).
+    DeviceState {
+        device: usize,
+        inputs: Option<BarrierInputs>,
+        arm: Arm,
+    },
+}
+
+/// One device message, normalised, as it reaches the core.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub device: usize,
+    pub decoded: Decoded,
+    pub received: Instant,
+    pub now_ms: i64,
+}
+
+/// What a device does at its lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Thermal,
+    Identifier,
+    Turnstile,
+    PlateCamera,
+    Barrier,
+    Loop,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Thermal => "thermal",
+            Role::Identifier => "identifier",
+            Role::Turnstile => "turnstile",
+            Role::PlateCamera => "plate_camera",
+            Role::Barrier => "barrier",
+            Role::Loop => "loop",
+        }
+    }
+
+    /// Devices that let someone through and so receive the lane's commands.
+    pub fn is_gate(self) -> bool {
+        matches!(self, Role::Turnstile | Role::Barrier)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A device's report about itself (not an identification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateReport {
+    Arm(Arm),
+    Loop(bool),
+    Ack(i64),
+}
+
+/// What a device's subject id is: a face matched to a registry person id, or a card / QR
+/// number (a resident's or a visitor pass's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    #[default]
+    Person,
+    Card,
+    /// A licence plate (vehicle lanes).
+    Plate,
+}
+
+/// A device message in normalised form: what the decision core needs, nothing more.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decoded {
+    pub event_id: String,
+    pub subject: Option<String>,
+    pub credential: CredentialKind,
+    /// As the device reported it, converted to °C; not yet calibrated.
+    pub temperature_c: Option<f64>,
+    pub device_abnormal: Option<bool>,
+    /// The device saw someone it does not know (a face with no match): an identification
+    /// attempt with no subject, to be denied, not ignored.
+    pub stranger: bool,
+    /// A plate reader's confidence, 1–100.
+    pub confidence: Option<u8>,
+    /// The direction the device saw (a camera's approaching / leaving), over the lane's.
+    pub direction: Option<Direction>,
+    /// `event_id` is a dedupe key: the device replays records (same id twice = one read).
+    pub dedupe: bool,
+    /// Not an observation but the device's report about itself (status topics).
+    pub state: Option<StateReport>,
+}

@@ -1,0 +1,647 @@
+//! The command line: every subcommand of `gatehouse`, and what each runs. `main.rs` only parses,
+//! sets up logging and maps the result to an exit code.
+use crate::config::BrokerUrl;
+use crate::device::Unit;
+use crate::run::RunError;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Gate-side screening and access daemon for residential estates"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+impl Cli {
+    /// Runs the subcommand; the exit code on success.
+    pub async fn run(self) -> Result<ExitCode, RunError> {
+        dispatch(self.command).await
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+        /// Use the external device broker on 127.0.0.1:PORT (and move a loopback uplink there too).
+        #[arg(long)]
+        broker_port: Option<u16>,
+    },
+    /// Validate a config file: print every problem with its place; exit 78 if there is any.
+    CheckConfig { file: PathBuf },
+    /// Change the mode of the running gateway on this box: normal, epidemic, lockdown or fire.
+    /// Fire opens and holds every gate; nothing but `fire-reset` ends it.
+    Mode {
+        mode: String,
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+    },
+    /// Make an Ed25519 key pair for signing commands: the private key goes to FILE (mode 0600),
+    /// the public key is printed (put it in the gateways' `[[commands.keys]]`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make and sign a command; print it as hex, or publish it to a broker.
+    Command {
+        /// The private key file from `gatehouse keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        key_id: String,
+        /// `gateway:<id>`, `community:<12 digits>`, `street:<9 digits>` or `district:<6 digits>`.
+        #[arg(long)]
+        target: String,
+        /// Set the mode: normal, epidemic, lockdown, fire.
+        #[arg(long, group = "what")]
+        mode: Option<String>,
+        /// Open this lane's gate once (with --operator and --reason).
+        #[arg(long, group = "what")]
+        open: Option<String>,
+        /// Set the fever threshold, °C (every lane, or --lane).
+        #[arg(long, group = "what")]
+        threshold: Option<f64>,
+        #[arg(long, default_value = "")]
+        lane: String,
+        #[arg(long, default_value = "")]
+        operator: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Just ask for a result.
+        #[arg(long, group = "what")]
+        ping: bool,
+        /// Seconds the command stays valid.
+        #[arg(long, default_value_t = 60)]
+        valid_s: i64,
+        /// Command id (default: time-based).
+        #[arg(long)]
+        id: Option<String>,
+        /// Publish to this broker (mqtt://host:port) on `--topic` (e.g.
+        /// `gh/v1/3301/330106/330106001/_all/cmd` for a street) instead of printing hex.
+        #[arg(long, requires = "topic")]
+        publish: Option<String>,
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// End fire mode (only from the box itself): gates back to normal operation, mode normal.
+    FireReset {
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+    },
+    /// A whole gate on this machine: embedded broker, simulated terminal and turnstile, uplink.
+    Demo {
+        /// Identifications per second.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1000)]
+        residents: u64,
+    },
+    /// Run a device simulator against a broker.
+    Simulate {
+        #[command(subcommand)]
+        profile: SimProfile,
+    },
+    /// The durable outbox: events/s with an fsync per group commit, the batch-interval trade-off,
+    /// and the time to drain a backlog upstream.
+    BenchOutbox {
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Backlog to drain (a 1-hour outage at 500 events/s: 1,800,000).
+        #[arg(long, default_value_t = 1_800_000)]
+        backlog: u64,
+        #[arg(long, default_value_t = 5000)]
+        replay_rate: u64,
+        /// Directory for the store (its disk is what is measured).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: PathBuf,
+    },
+    /// A pedestrian lane on RS-485 ptys: face frame → turnstile frame latency, and memory with
+    /// the residents and visitor passes loaded.
+    BenchSerial {
+        #[arg(long, default_value_t = 5000)]
+        count: u64,
+        /// Identifications per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 100_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 10_000)]
+        passes: u64,
+    },
+    /// A vehicle lane: plate read → OPEN coil write latency over Modbus TCP, poll-cycle jitter,
+    /// and how a dead slave on a shared RTU line delays the others.
+    BenchVehicle {
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// Plate reads per second (the simulated arm needs ~0.4 s to come down again).
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+    },
+    /// Start → READY (first start importing the lists, then with them in the store) and idle
+    /// memory, with an external broker so the figure is the daemon's own.
+    BenchStart {
+        #[arg(long, default_value_t = 100_000)]
+        residents: u64,
+        #[arg(long, default_value_t = 20_000)]
+        plates: u64,
+        /// Starts with the lists in the store.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// How long the last one idles before its memory is read.
+        #[arg(long, default_value_t = 5)]
+        idle_seconds: u64,
+    },
+    /// Open-loop load over MQTT; event → gate-command latency, losses, wrong decisions, memory.
+    Bench {
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100_000)]
+        residents: u64,
+        /// Device broker of a running gatehouse (mqtt://host:port); without it, start one.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Pid of that gatehouse, to report its memory.
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long, default_value = "devices/thermal-1/event")]
+        event_topic: String,
+        #[arg(long, default_value = "devices/+/cmd")]
+        command_filter: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimProfile {
+    /// Hikvision face + temperature terminal: publishes AccessControllerEvent JSON.
+    #[command(name = "hikvision-acs-event")]
+    Hikvision {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[arg(long, default_value = "thermal-1")]
+        device: String,
+        /// Events per second.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Stop after this many (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        #[arg(long, default_value_t = 0.05)]
+        fever_share: f64,
+        #[arg(long, default_value_t = 0.1)]
+        stranger_share: f64,
+        #[arg(long, default_value_t = 1000)]
+        residents: u64,
+        #[arg(long, value_enum, default_value_t = UnitArg::Celsius)]
+        unit: UnitArg,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Gate controller: subscribes to its command topic and prints every command.
+    #[command(name = "generic-gate-mqtt")]
+    Gate {
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[arg(long, default_value = "gate-1")]
+        device: String,
+    },
+    /// RS-485 turnstile on a new pseudo-terminal (its path is printed: give it as the device's
+    /// serial.path); prints every command frame it decodes.
+    #[command(name = "rs485-turnstile-eb")]
+    Turnstile {
+        /// Bit error rate on what it receives.
+        #[arg(long, default_value_t = 0.0)]
+        ber: f64,
+    },
+    /// RS-485 reader on a new pseudo-terminal: sends residents' ids (R000000…) and strangers.
+    #[command(name = "rs485-reader")]
+    Reader {
+        /// rs485-face-id or rs485-wiegand-reader (cards 10:1000…).
+        #[arg(long, default_value = "rs485-face-id", value_parser = ["rs485-face-id", "rs485-wiegand-reader"])]
+        profile: String,
+        #[arg(long, default_value_t = 1)]
+        address: u64,
+        /// Identifications per second.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1000)]
+        residents: u64,
+        /// Bit error rate on what it sends.
+        #[arg(long, default_value_t = 0.0)]
+        ber: f64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UnitArg {
+    Celsius,
+    Fahrenheit,
+    Kelvin,
+}
+
+fn keygen(out: &std::path::Path) -> Result<(), RunError> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!("/dev/urandom: {e}")))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!("{}: {e}", out.display())))?;
+    writeln!(f, "{}", crate::hex::to_hex(&seed)).map_err(|e| RunError::Runtime(e.into()))?;
+    println!(
+        "private key written to {} (keep it secret)\npublic key: {}",
+        out.display(),
+        crate::hex::to_hex(key.verifying_key().as_bytes())
+    );
+    Ok(())
+}
+
+fn read_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, RunError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunError::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
+    let bytes =
+        crate::hex::parse_hex(text.trim()).map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| RunError::Runtime(anyhow::anyhow!("{}: not a 32-byte key", path.display())))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+async fn publish_once(broker: &BrokerUrl, topic: &str, payload: Vec<u8>) -> Result<(), RunError> {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let opts = crate::mqtt_client::options(
+        broker,
+        &format!("gatehouse-cli-{}", std::process::id()),
+        std::time::Duration::from_secs(10),
+    );
+    let (client, mut el) = AsyncClient::new(opts, 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .map_err(|e| RunError::Runtime(e.into()))?;
+    let acked = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    match acked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RunError::Runtime(anyhow::anyhow!("{e}"))),
+        Err(_) => Err(RunError::Runtime(anyhow::anyhow!("no PUBACK within 10 s"))),
+    }
+}
+
+/// Sends one request to the running daemon's control socket and prints its reply.
+async fn control(config: &std::path::Path, request: &str) -> Result<(), RunError> {
+    let c = crate::config::Config::load(config).map_err(RunError::Config)?;
+    let reply = crate::daemon::control::send(&c.store.dir, request).await?;
+    println!("{reply}");
+    if reply.starts_with("ok") {
+        Ok(())
+    } else {
+        Err(RunError::Runtime(anyhow::anyhow!("{reply}")))
+    }
+}
+
+fn url(s: &str) -> Result<BrokerUrl, RunError> {
+    BrokerUrl::parse(s).map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))
+}
+
+async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
+    match cmd {
+        Cmd::Run {
+            config,
+            broker_port,
+        } => crate::run::run(&config, broker_port).await?,
+        Cmd::CheckConfig { file } => {
+            let (config, _) = crate::run::load_checked(&file, None, true)?;
+            let devices: usize = config.lanes.iter().map(|l| l.devices.len()).sum();
+            println!(
+                "{}: ok ({} lanes, {devices} devices)",
+                file.display(),
+                config.lanes.len()
+            );
+        }
+        Cmd::Keygen { out } => keygen(&out)?,
+        Cmd::Command {
+            key,
+            key_id,
+            target,
+            mode,
+            open,
+            threshold,
+            lane,
+            operator,
+            reason,
+            ping,
+            valid_s,
+            id,
+            publish,
+            topic,
+        } => {
+            use crate::proto::v1;
+            let _ = ping;
+            let payload = match (mode, open, threshold) {
+                (Some(m), _, _) => v1::command::Payload::SetMode(v1::SetMode { mode: m }),
+                (None, Some(lane), _) => v1::command::Payload::RemoteOpen(v1::RemoteOpen {
+                    lane,
+                    operator_id: operator,
+                    reason,
+                }),
+                (None, None, Some(t)) => v1::command::Payload::SetThreshold(v1::SetThreshold {
+                    fever_threshold_c: t,
+                    lane,
+                }),
+                (None, None, None) => v1::command::Payload::Ping(v1::Ping {}),
+            };
+            let (level, code) = target.split_once(':').ok_or_else(|| {
+                RunError::Runtime(anyhow::anyhow!(
+                    "--target is level:code, e.g. street:330106001"
+                ))
+            })?;
+            let level = match level {
+                "gateway" => v1::Level::Gateway,
+                "community" => v1::Level::Community,
+                "street" => v1::Level::Street,
+                "district" => v1::Level::District,
+                other => {
+                    return Err(RunError::Runtime(anyhow::anyhow!(
+                        "unknown level {other:?} (gateway, community, street, district)"
+                    )))
+                }
+            };
+            let now = crate::now_ms();
+            let c = v1::Command {
+                id: id.unwrap_or_else(|| format!("cmd-{now}")),
+                issued_at_ms: now,
+                expires_at_ms: now + valid_s * 1000,
+                target: Some(v1::Scope {
+                    level: level as i32,
+                    code: code.to_string(),
+                }),
+                payload: Some(payload),
+            };
+            let signed = crate::uplink::orders::sign(&c, &key_id, &read_key(&key)?);
+            let bytes = prost::Message::encode_to_vec(&signed);
+            match (publish, topic) {
+                (Some(broker), Some(topic)) => {
+                    publish_once(&url(&broker)?, &topic, bytes).await?;
+                    println!("published {} to {topic}", c.id);
+                }
+                _ => println!("{}", crate::hex::to_hex(&bytes)),
+            }
+        }
+        Cmd::Mode { mode, config } => control(&config, &format!("mode {mode}")).await?,
+        Cmd::FireReset { config } => control(&config, "fire-reset").await?,
+        Cmd::Demo { rate, residents } => {
+            crate::tools::demo::run(crate::tools::demo::DemoOptions { rate, residents }).await?
+        }
+        Cmd::Simulate { profile } => simulate(profile).await?,
+        Cmd::BenchOutbox {
+            events,
+            backlog,
+            replay_rate,
+            dir,
+        } => {
+            crate::tools::bench::outbox(crate::tools::bench::OutboxBenchOptions {
+                events,
+                backlog,
+                replay_rate,
+                dir,
+            })
+            .await?
+        }
+        Cmd::BenchVehicle { count, rate } => {
+            let r = crate::tools::bench::vehicle(crate::tools::bench::VehicleBenchOptions {
+                count,
+                rate,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        }
+        Cmd::BenchSerial {
+            count,
+            rate,
+            residents,
+            passes,
+        } => {
+            let r = crate::tools::bench::serial(crate::tools::bench::SerialBenchOptions {
+                count,
+                rate,
+                residents,
+                passes,
+            })
+            .await?;
+            println!(
+                "serial lane: {} sent, {} turnstile frames; frame → frame p50 {} µs, p99 {} µs, max {} µs; RSS idle {} kB, loaded {} kB, peak {} kB",
+                r.sent,
+                r.received,
+                r.p50_us,
+                r.p99_us,
+                r.max_us,
+                r.idle_rss_kb.unwrap_or(0),
+                r.loaded_rss_kb.unwrap_or(0),
+                r.peak_rss_kb.unwrap_or(0)
+            );
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Cmd::BenchStart {
+            residents,
+            plates,
+            runs,
+            idle_seconds,
+        } => {
+            let r = crate::tools::bench::start(crate::tools::bench::StartBenchOptions {
+                residents,
+                plates,
+                runs,
+                idle_seconds,
+            })?;
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Cmd::Bench {
+            rate,
+            seconds,
+            residents,
+            broker,
+            pid,
+            event_topic,
+            command_filter,
+        } => {
+            let r = crate::tools::bench::run(crate::tools::bench::BenchOptions {
+                rate,
+                seconds,
+                residents,
+                broker,
+                pid,
+                event_topic,
+                command_filter,
+            })
+            .await?;
+            let kb = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+            let header = [
+                "rate", "sent", "received", "missing", "wrong", "p50_us", "p90_us", "p99_us",
+                "p999_us", "max_us", "rss_kb", "peak_kb",
+            ];
+            let values = [
+                r.rate, r.sent, r.received, r.missing, r.wrong, r.p50_us, r.p90_us, r.p99_us,
+                r.p999_us, r.max_us,
+            ]
+            .map(|v| v.to_string());
+            let values: Vec<String> = values
+                .into_iter()
+                .chain([kb(r.rss_kb), kb(r.peak_rss_kb)])
+                .collect();
+            for row in [header.map(String::from).to_vec(), values] {
+                println!(
+                    "{}",
+                    row.iter()
+                        .map(|c| format!("{c:>9}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn simulate(profile: SimProfile) -> Result<(), RunError> {
+    use crate::tools::sim;
+    match profile {
+        SimProfile::Hikvision {
+            broker,
+            device,
+            rate,
+            count,
+            fever_share,
+            stranger_share,
+            residents,
+            unit,
+            seed,
+        } => {
+            let unit = match unit {
+                UnitArg::Celsius => Unit::Celsius,
+                UnitArg::Fahrenheit => Unit::Fahrenheit,
+                UnitArg::Kelvin => Unit::Kelvin,
+            };
+            let o = sim::hikvision::TerminalOptions {
+                broker: url(&broker)?,
+                topic: format!("devices/{device}/event"),
+                rate,
+                count,
+                fever_share,
+                stranger_share,
+                residents,
+                unit,
+                seed,
+            };
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                crate::run::wait_for_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let n = sim::hikvision::run_terminal(
+                o,
+                |s| {
+                    println!(
+                        "sent serialNo={} subject={} temperature={:.1}",
+                        s.serial,
+                        s.subject.as_deref().unwrap_or("(stranger)"),
+                        s.temperature_c
+                    );
+                },
+                stop_rx,
+            )
+            .await;
+            println!("{n} events sent");
+        }
+        SimProfile::Gate { broker, device } => {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(sim::gate::run_gate(
+                url(&broker)?,
+                format!("devices/{device}/cmd"),
+                tx,
+            ));
+            loop {
+                tokio::select! {
+                    _ = crate::run::wait_for_signal() => break,
+                    cmd = rx.recv() => match cmd {
+                        Some(Ok(c)) => println!("{} reason={} cause={} lane={} ts={}", c.action, c.reason, c.cause, c.lane, c.ts),
+                        Some(Err(e)) => println!("malformed command: {e}"),
+                        None => break,
+                    },
+                }
+            }
+        }
+        SimProfile::Turnstile { ber } => {
+            let pty = sim::serial::Pty::new().map_err(anyhow::Error::from)?;
+            println!("turnstile on {} (rs485-turnstile-eb)", pty.path.display());
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let run = tokio::spawn(sim::serial::run_turnstile(pty, ber, 1, tx));
+            loop {
+                tokio::select! {
+                    _ = crate::run::wait_for_signal() => break,
+                    c = rx.recv() => match c {
+                        Some(c) => println!("addr={} cmd={:#04x}{}", c.addr, c.cmd, if c.opens() { " (open)" } else { "" }),
+                        None => break,
+                    },
+                }
+            }
+            run.abort();
+        }
+        SimProfile::Reader {
+            profile,
+            address,
+            rate,
+            residents,
+            ber,
+        } => {
+            let pty = sim::serial::Pty::new().map_err(anyhow::Error::from)?;
+            println!("reader on {} ({profile})", pty.path.display());
+            let mut line = sim::serial::Line::new(pty, ber, 1);
+            let reader = sim::serial::Reader::new(&profile, address);
+            let mut rng = sim::Rng::new(crate::now_ms() as u64);
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / rate.max(0.01)));
+            loop {
+                tokio::select! {
+                    _ = crate::run::wait_for_signal() => break,
+                    _ = tick.tick() => {
+                        let n = rng.next_u64() % (residents + residents / 10).max(1);
+                        let frame = if profile == "rs485-wiegand-reader" {
+                            reader.wiegand(26, 10, 1000u16.wrapping_add(n as u16))
+                        } else if n >= residents {
+                            reader.id(0x20, "")
+                        } else {
+                            reader.id(0x21, &format!("R{n:06}"))
+                        };
+                        line.send(frame).await.map_err(anyhow::Error::from)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Everything that is not the daemon: the command line, the demo, the benches and the device
+//! simulators. Nothing in the daemon's parts imports from here.
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod sim;
