@@ -197,8 +197,8 @@ fn frame_decoder_1000_frames(bencher: divan::Bencher) {
 /// A signed command checked end to end: decode, key lookup, Ed25519 verification, scope, replay.
 #[divan::bench(sample_count = 100, sample_size = 100)]
 fn verify_signed_command(bencher: divan::Bencher) {
+    use gatehouse::orders::{sign, verify, Kind, Level, Place, TrustedKey};
     use gatehouse::proto::v1;
-    use gatehouse::uplink::orders::{sign, verify, Kind, Level, Place, TrustedKey};
     use prost::Message;
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let trusted = vec![TrustedKey {

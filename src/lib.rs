@@ -13,6 +13,7 @@ pub mod device;
 pub mod hex;
 pub mod metrics;
 pub mod mqtt_client;
+pub mod orders;
 pub mod problem;
 pub mod proto;
 pub mod run;

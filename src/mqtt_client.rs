@@ -1,5 +1,4 @@
 //! MQTT client settings shared by the device side, the uplink and the simulators.
-use crate::config::BrokerUrl;
 use rumqttc::{MqttOptions, NetworkOptions, TlsConfiguration, Transport};
 use std::path::Path;
 use std::sync::Arc;
@@ -95,4 +94,48 @@ pub fn tls_transport(
     Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
         Arc::new(config),
     )))
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]`, the only URL shapes the config takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(s: &str) -> Result<BrokerUrl, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("{s:?} is not a URL (expected mqtt://host:port)"))?;
+        let tls = match scheme {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => return Err(format!("unknown scheme {other:?} (expected mqtt or mqtts)")),
+        };
+        let hostport = rest.trim_end_matches('/');
+        if hostport.contains('@') || hostport.contains('/') {
+            return Err(format!(
+                "{s:?}: give only scheme://host:port (credentials go in username/password)"
+            ));
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port {p:?} in {s:?}"))?,
+            ),
+            None => (hostport, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("no host in {s:?}"));
+        }
+        Ok(BrokerUrl {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
 }

@@ -57,7 +57,7 @@ pub fn load_checked(
 fn override_port(config: &mut Config, port: u16) {
     config.device_broker.mode = crate::config::BrokerMode::External;
     config.device_broker.url = Some(format!("mqtt://127.0.0.1:{port}"));
-    if let Ok(u) = crate::config::BrokerUrl::parse(&config.uplink.url) {
+    if let Ok(u) = crate::mqtt_client::BrokerUrl::parse(&config.uplink.url) {
         if u.host == "127.0.0.1" || u.host == "localhost" {
             let scheme = if u.tls { "mqtts" } else { "mqtt" };
             config.uplink.url = format!("{scheme}://{}:{port}", u.host);

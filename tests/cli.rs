@@ -266,7 +266,7 @@ impl Drop for Reaped {
 /// and it verifies with that public key.
 #[test]
 fn keygen_and_command_make_a_command_the_gateway_accepts() {
-    use gatehouse::uplink::orders::{parse_public_key, verify, Kind, Level, Place, TrustedKey};
+    use gatehouse::orders::{parse_public_key, verify, Kind, Level, Place, TrustedKey};
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("company.key");
     let out = gatehouse()

@@ -3,12 +3,13 @@
 //! gateways of that street.
 use crate::common::*;
 use ed25519_dalek::SigningKey;
-use gatehouse::config::{BrokerUrl, Config};
+use gatehouse::config::Config;
 use gatehouse::daemon::Daemon;
 use gatehouse::device::{Profiles, Unit};
 use gatehouse::hex::to_hex;
+use gatehouse::mqtt_client::BrokerUrl;
+use gatehouse::orders::sign;
 use gatehouse::proto::v1;
-use gatehouse::uplink::orders::sign;
 use prost::Message;
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,10 @@
 //! listener, the uplink over mqtts (rustls) to a TLS listener with a CA made for the test.
 //! Skipped, with the reason printed, where mosquitto or openssl is missing (`.ci/run` installs them).
 use crate::common::*;
-use gatehouse::config::{BrokerUrl, Config};
+use gatehouse::config::Config;
 use gatehouse::daemon::Daemon;
 use gatehouse::device::{Profiles, Unit};
+use gatehouse::mqtt_client::BrokerUrl;
 use gatehouse::proto::v1;
 use gatehouse::sources::embedded_broker;
 use gatehouse::tools::sim;

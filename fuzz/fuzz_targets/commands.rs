@@ -1,7 +1,7 @@
 //! Bytes off the command topics, through the whole check of a `SignedCommand` (decode, key
 //! lookup, Ed25519, scope, time, replay).
 #![no_main]
-use gatehouse::uplink::orders::{verify, Kind, Level, Place, TrustedKey};
+use gatehouse::orders::{verify, Kind, Level, Place, TrustedKey};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

@@ -2,6 +2,7 @@
 //! that reports *every* problem with its path, so an installer fixes a file in one pass.
 use crate::decision::Role;
 use crate::decision::{Direction, Mode};
+use crate::mqtt_client::BrokerUrl;
 pub use crate::problem::Problem;
 
 mod validate;
@@ -76,9 +77,9 @@ pub struct KeySection {
     /// Ed25519 public key, 64 hex digits (`gatehouse keygen` prints one).
     pub public_key: String,
     /// The levels of the tree it may address: gateway, community, street, district.
-    pub levels: Vec<crate::uplink::orders::Level>,
+    pub levels: Vec<crate::orders::Level>,
     /// What it may send: set_mode, remote_open, ping.
-    pub kinds: Vec<crate::uplink::orders::Kind>,
+    pub kinds: Vec<crate::orders::Kind>,
 }
 
 /// Where this gateway sits in the administrative tree (DESIGN.md §6).
@@ -509,50 +510,6 @@ fn default_stop_bits() -> u8 {
 }
 fn default_data_bits() -> u8 {
     8
-}
-
-/// `mqtt://host[:port]` or `mqtts://host[:port]`, the only URL shapes the config takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-}
-
-impl BrokerUrl {
-    pub fn parse(s: &str) -> Result<BrokerUrl, String> {
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| format!("{s:?} is not a URL (expected mqtt://host:port)"))?;
-        let tls = match scheme {
-            "mqtt" | "tcp" => false,
-            "mqtts" | "ssl" => true,
-            other => return Err(format!("unknown scheme {other:?} (expected mqtt or mqtts)")),
-        };
-        let hostport = rest.trim_end_matches('/');
-        if hostport.contains('@') || hostport.contains('/') {
-            return Err(format!(
-                "{s:?}: give only scheme://host:port (credentials go in username/password)"
-            ));
-        }
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("bad port {p:?} in {s:?}"))?,
-            ),
-            None => (hostport, if tls { 8883 } else { 1883 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("no host in {s:?}"));
-        }
-        Ok(BrokerUrl {
-            tls,
-            host: host.to_string(),
-            port,
-        })
-    }
 }
 
 impl Config {

@@ -175,7 +175,7 @@ impl Config {
         }
 
         for (i, k) in self.orders.keys.iter().enumerate() {
-            if let Err(e) = crate::uplink::orders::parse_public_key(&k.public_key) {
+            if let Err(e) = crate::orders::parse_public_key(&k.public_key) {
                 bad(format!("commands.keys[{i}].public_key"), e);
             }
             if k.levels.is_empty() || k.kinds.is_empty() {

@@ -21,11 +21,12 @@ pub mod lanes;
 pub mod orders;
 pub mod records;
 
-use crate::config::{BrokerUrl, Config};
+use crate::config::Config;
 use crate::decision::barrier::{Arm, BarrierConfig};
 use crate::decision::{Core, Mode};
 use crate::device::Profiles;
 use crate::metrics::Metrics;
+use crate::mqtt_client::BrokerUrl;
 use crate::proto::v1;
 use crate::sources::mqtt::{MqttDevices, INPUT_CAPACITY};
 use crate::sources::{modbus, serial};

@@ -4,10 +4,10 @@
 //! and answered when it is swapped in.
 use crate::config::Config;
 use crate::decision::{Core, Mode, Origin, Output, Registry, StateKey};
+use crate::orders::{self, Place, TrustedKey};
 use crate::proto::v1;
 use crate::store::outbox;
 use crate::store::Store;
-use crate::uplink::orders::{self, Place, TrustedKey};
 use std::collections::HashMap;
 use std::time::Instant;
 use tokio::sync::mpsc;

@@ -10,11 +10,12 @@
 //! With the embedded broker neither connection exists: [`run_events_local`] reads the events
 //! from an in-process rumqttd link, and the decision loop publishes commands on it.
 use crate::backoff::Backoff;
-use crate::config::{BrokerMode, BrokerUrl, DeviceBrokerSection};
+use crate::config::{BrokerMode, DeviceBrokerSection};
 use crate::decision::Decoded;
 use crate::device::Profile;
 use crate::metrics::{worth_logging, Metrics};
 use crate::mqtt_client;
+use crate::mqtt_client::BrokerUrl;
 use crate::sources::embedded_broker;
 pub use crate::sources::{Input, INPUT_CAPACITY};
 use crate::store::outbox::{Ack, APPEND_CAPACITY};

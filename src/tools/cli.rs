@@ -1,7 +1,7 @@
 //! The command line: every subcommand of `gatehouse`, and what each runs. `main.rs` only parses,
 //! sets up logging and maps the result to an exit code.
-use crate::config::BrokerUrl;
 use crate::device::Unit;
+use crate::mqtt_client::BrokerUrl;
 use crate::run::RunError;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -401,7 +401,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 }),
                 payload: Some(payload),
             };
-            let signed = crate::uplink::orders::sign(&c, &key_id, &read_key(&key)?);
+            let signed = crate::orders::sign(&c, &key_id, &read_key(&key)?);
             let bytes = prost::Message::encode_to_vec(&signed);
             match (publish, topic) {
                 (Some(broker), Some(topic)) => {

@@ -1,11 +1,12 @@
 //! `gatehouse demo`: a whole gate on one machine with nothing installed — the embedded broker, a
 //! simulated face + temperature terminal and turnstile, and the uplink pointed back at the same
 //! broker — with each decision printed as it reaches the uplink.
-use crate::config::{BrokerUrl, Config};
+use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::device::{Profiles, Unit};
 use crate::metrics::Metrics;
 use crate::mqtt_client;
+use crate::mqtt_client::BrokerUrl;
 use crate::proto::v1;
 use crate::sources::embedded_broker;
 use crate::tools::sim;
@@ -16,7 +17,7 @@ use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -53,14 +54,98 @@ profile = "generic-gate-mqtt"
     )
 }
 
-/// The demo's second lane, on RS-485: a face-id reader and an EB turnstile on the given serial
+/// The demo's second lane, on RS-485: a face-id reader and an EB turnstile on these serial
 /// paths, beside a separate Hikvision thermal station whose readings join the faces.
-pub fn serial_lane_config(face: &Path, turnstile: &Path) -> String {
-    format!(
-        r#"
+#[derive(Debug, Clone)]
+pub struct SerialLane {
+    pub face: PathBuf,
+    pub turnstile: PathBuf,
+    pub anti_passback: bool,
+}
+
+/// The demo's vehicle lane: a Zhenshi plate camera and a Modbus TCP relay barrier at `barrier`.
+#[derive(Debug, Clone)]
+pub struct VehicleLane {
+    pub barrier: std::net::SocketAddr,
+    /// The arm comes down on its own once the car has cleared the safety loop.
+    pub auto_close: bool,
+}
+
+/// The demo's gate as typed options. The demo, the benches and the tests change a field here;
+/// none of them edits the TOML text, so rewording it cannot silently change a benchmark.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Holds the store and the lists (`residents.csv`, `passes.csv`, `plates.csv`).
+    pub dir: PathBuf,
+    /// The device broker's port; the uplink goes to the same broker.
+    pub port: u16,
+    /// Use a broker already on `port` instead of starting the embedded one.
+    pub external_broker: bool,
+    pub residents: bool,
+    pub passes: bool,
+    pub plates: bool,
+    pub serial_lane: Option<SerialLane>,
+    pub vehicle_lane: Option<VehicleLane>,
+    /// Lanes of Modbus RTU barriers: (slave address, serial path) each.
+    pub rtu_barriers: Vec<(u8, PathBuf)>,
+}
+
+impl DemoConfig {
+    /// The first lane only, on the embedded broker, with the residents.
+    pub fn new(dir: &Path, port: u16) -> DemoConfig {
+        DemoConfig {
+            dir: dir.to_path_buf(),
+            port,
+            external_broker: false,
+            residents: true,
+            passes: false,
+            plates: false,
+            serial_lane: None,
+            vehicle_lane: None,
+            rtu_barriers: Vec::new(),
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        let port = self.port;
+        let device_broker = if self.external_broker {
+            format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"")
+        } else {
+            format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"")
+        };
+        let mut registry = String::new();
+        for (on, key, file) in [
+            (self.residents, "import", "residents.csv"),
+            (self.passes, "passes", "passes.csv"),
+            (self.plates, "plates", "plates.csv"),
+        ] {
+            if on {
+                let path = self.dir.join(file);
+                registry.push_str(&format!("{key} = \"{}\"\n", path.display()));
+            }
+        }
+        let mut text = format!(
+            r#"
+[device_broker]
+{device_broker}
+
+[uplink]
+url = "mqtt://127.0.0.1:{port}"
+
+[store]
+dir = "{store}"
+
+[registry]
+{registry}{gate}"#,
+            store = self.dir.join("store").display(),
+            gate = gate_config("demo-gw", "east-gate"),
+        );
+        if let Some(l) = &self.serial_lane {
+            text.push_str(&format!(
+                r#"
 [[lanes]]
 id = "north-gate"
-anti_passback = true
+anti_passback = {}
 
 [[lanes.devices]]
 id = "thermal-2"
@@ -81,19 +166,17 @@ profile = "rs485-turnstile-eb"
 address = 1
 serial = {{ path = "{}" }}
 "#,
-        face.display(),
-        turnstile.display()
-    )
-}
-
-/// The demo's vehicle lane: a Zhenshi plate camera and a Modbus TCP relay barrier at `barrier`,
-/// closing on its own once the car has cleared the safety loop.
-pub fn vehicle_lane_config(barrier: std::net::SocketAddr) -> String {
-    format!(
-        r#"
+                l.anti_passback,
+                l.face.display(),
+                l.turnstile.display()
+            ));
+        }
+        if let Some(l) = &self.vehicle_lane {
+            text.push_str(&format!(
+                r#"
 [[lanes]]
 id = "car-gate"
-auto_close = true
+auto_close = {}
 
 [[lanes.devices]]
 id = "cam-1"
@@ -105,9 +188,29 @@ id = "barrier-1"
 role = "barrier"
 profile = "modbus-relay-barrier"
 address = 1
-modbus = {{ tcp = "{barrier}" }}
-"#
-    )
+modbus = {{ tcp = "{}" }}
+"#,
+                l.auto_close, l.barrier
+            ));
+        }
+        for (n, path) in &self.rtu_barriers {
+            text.push_str(&format!(
+                r#"
+[[lanes]]
+id = "car-{n}"
+
+[[lanes.devices]]
+id = "barrier-{n}"
+role = "barrier"
+profile = "modbus-relay-barrier"
+address = {n}
+modbus = {{ serial = {{ path = "{}", baud = 19200 }} }}
+"#,
+                path.display()
+            ));
+        }
+        text
+    }
 }
 
 /// Resident plates for the demo: 粤B1xxxx for every third household, one blacklisted.
@@ -121,27 +224,9 @@ pub fn write_plates(path: &Path, households: u64) -> std::io::Result<()> {
     f.flush()
 }
 
-/// The demo's config: that gate on the embedded broker, with the uplink pointed at it too.
+/// The demo's first lane on the embedded broker, with the uplink pointed at it too.
 pub fn config(dir: &Path, port: u16) -> String {
-    format!(
-        r#"
-[device_broker]
-mode = "embedded"
-listen = "127.0.0.1:{port}"
-
-[uplink]
-url = "mqtt://127.0.0.1:{port}"
-
-[store]
-dir = "{store}"
-
-[registry]
-import = "{residents}"
-{gate}"#,
-        store = dir.join("store").display(),
-        residents = dir.join("residents.csv").display(),
-        gate = gate_config("demo-gw", "east-gate"),
-    )
+    DemoConfig::new(dir, port).toml()
 }
 
 /// Writes `R000000` … as residents; every 50th is quarantined and every 70th suspended, so the
@@ -183,18 +268,20 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         listener,
         sim::barrier::Service([(1, barrier.clone())].into()),
     ));
-    let residents_line = format!("import = \"{}\"", dir.join("residents.csv").display());
-    std::fs::write(
-        &path,
-        config(dir, port).replace(
-            &residents_line,
-            &format!(
-                "{residents_line}\nplates = \"{}\"",
-                dir.join("plates.csv").display()
-            ),
-        ) + &serial_lane_config(&face_pty.path, &turnstile_pty.path)
-            + &vehicle_lane_config(barrier_addr),
-    )?;
+    let demo = DemoConfig {
+        plates: true,
+        serial_lane: Some(SerialLane {
+            face: face_pty.path.clone(),
+            turnstile: turnstile_pty.path.clone(),
+            anti_passback: true,
+        }),
+        vehicle_lane: Some(VehicleLane {
+            barrier: barrier_addr,
+            auto_close: true,
+        }),
+        ..DemoConfig::new(dir, port)
+    };
+    std::fs::write(&path, demo.toml())?;
     let config = Config::load(&path)?;
     let topics = Topics::new(&config.gateway);
     let daemon = Daemon::start(config, Profiles::builtin()).await?;

@@ -11,15 +11,15 @@
 //! to a pkid map; the PUBACK for the pkid releases it. The session is clean: after a reconnect
 //! rumqttc drops what it had in flight, and so do we — the cursors go back to the oldest records
 //! still in the outbox and everything unacked is sent again, in order, with the same ids.
-pub mod orders;
 pub mod stats;
 pub mod topics;
 pub mod twins;
 
 use crate::backoff::Backoff;
-use crate::config::{BrokerUrl, Config};
+use crate::config::Config;
 use crate::metrics::{worth_logging, Metrics};
 use crate::mqtt_client;
+use crate::mqtt_client::BrokerUrl;
 use crate::proto::v1;
 use crate::store::outbox::Delete;
 use crate::store::{Class, Store};

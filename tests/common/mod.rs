@@ -2,10 +2,11 @@
 //! play the gate and the property company, and a TCP proxy that can cut the uplink.
 #![allow(dead_code)]
 
-use gatehouse::config::{BrokerUrl, Config};
+use gatehouse::config::Config;
 use gatehouse::daemon::Daemon;
 use gatehouse::device::{Profiles, Unit};
 use gatehouse::mqtt_client;
+use gatehouse::mqtt_client::BrokerUrl;
 use gatehouse::proto::v1;
 use gatehouse::sources::embedded_broker;
 use gatehouse::tools::sim;

@@ -1,7 +1,7 @@
 //! Simulated gate controller (`generic-gate-mqtt`): subscribes to its command topic and reports
 //! every command it receives.
-use crate::config::BrokerUrl;
 use crate::mqtt_client;
+use crate::mqtt_client::BrokerUrl;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde::Deserialize;
 use std::time::Duration;

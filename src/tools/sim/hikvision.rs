@@ -2,9 +2,9 @@
 //! `AccessControllerEvent` JSON as the real terminal does, names and picture URL included (the
 //! decoder must drop them).
 use super::Rng;
-use crate::config::BrokerUrl;
 use crate::device::Unit;
 use crate::mqtt_client;
+use crate::mqtt_client::BrokerUrl;
 use rumqttc::{AsyncClient, QoS};
 use std::time::Duration;
 

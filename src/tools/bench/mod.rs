@@ -1,0 +1,15 @@
+//! The benches behind `gatehouse bench*`: each starts what it measures (a child daemon, an
+//! embedded broker, simulated devices on ptys) and reports numbers, never a pass or fail.
+//! Shared by them: the child daemon (`child.rs`).
+mod child;
+mod mqtt;
+mod outbox;
+mod serial;
+mod start;
+mod vehicle;
+
+pub use mqtt::{run, BenchOptions, Report};
+pub use outbox::{outbox, OutboxBenchOptions};
+pub use serial::{serial, SerialBenchOptions, SerialReport};
+pub use start::{start, StartBenchOptions, StartReport};
+pub use vehicle::{vehicle, VehicleBenchOptions, VehicleReport};

@@ -1,0 +1,255 @@
+//! `gatehouse bench`: open-loop load at a fixed rate over MQTT against a running gatehouse,
+//! measuring event → gate-command latency with an HDR histogram, lost and wrong decisions, and
+//! the daemon's memory. Without `--broker` it starts its own daemon (embedded broker, a fresh
+//! store, N residents) as a child process and stops it afterwards.
+//!
+//! Latency runs from each event's *scheduled* send time, so a stalled engine cannot hide its
+//! stall (no coordinated omission). The workload matches `shared/bench`'s loadgen: 5% fever,
+//! 10% strangers, residents `R000000`…; the gate must open only for a resident below 37.3 °C.
+use super::child::{rss_kb, spawn_config, write_residents, Spawned};
+use crate::device::Unit;
+use crate::mqtt_client;
+use crate::mqtt_client::BrokerUrl;
+use crate::tools::sim::hikvision::acs_event;
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct BenchOptions {
+    pub rate: u64,
+    pub seconds: u64,
+    pub residents: u64,
+    /// A running gatehouse's device broker; none: start one.
+    pub broker: Option<String>,
+    /// That gatehouse's pid, for its memory.
+    pub pid: Option<u32>,
+    pub event_topic: String,
+    pub command_filter: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub rate: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub missing: u64,
+    pub wrong: u64,
+    pub duplicates: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub rss_kb: Option<u64>,
+    pub peak_rss_kb: Option<u64>,
+}
+
+struct Pending {
+    at: Instant,
+    expect_open: bool,
+}
+
+fn workload(seq: u64, residents: u64) -> (String, bool) {
+    let fever = seq % 20 == 7;
+    let stranger = seq % 10 == 3;
+    let temp = if fever {
+        37.6 + (seq % 5) as f64 * 0.1
+    } else {
+        36.1 + (seq % 9) as f64 * 0.1
+    };
+    let who = if stranger {
+        format!("V{:06}", seq % 1_000_000)
+    } else {
+        format!("R{:06}", seq % residents.max(1))
+    };
+    (
+        acs_event(seq, Some(&who), temp, Unit::Celsius),
+        !fever && !stranger,
+    )
+}
+
+fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, BrokerUrl)> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    write_residents(&dir, residents)?;
+    let port = crate::sources::embedded_broker::free_port()?;
+    let spawned = spawn_config(&dir, &crate::tools::demo::config(&dir, port))?;
+    let url = BrokerUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port,
+    };
+    Ok((spawned, url))
+}
+
+pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
+    let (spawned, url) = match &o.broker {
+        Some(b) => (None, BrokerUrl::parse(b).map_err(anyhow::Error::msg)?),
+        None => {
+            let (s, u) = spawn_daemon(o.residents)?;
+            (Some(s), u)
+        }
+    };
+    let pid = o.pid.or(spawned.as_ref().map(|s| s.child.id()));
+
+    let sent: Arc<Mutex<HashMap<u64, Pending>>> = Arc::default();
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?,
+    ));
+    let counters = Arc::new(Mutex::new((0u64, 0u64))); // (wrong, duplicates)
+
+    let tag = std::process::id();
+    let (sub, mut sub_el) = AsyncClient::new(
+        mqtt_client::options(&url, &format!("bench-sub-{tag}"), Duration::from_secs(30)),
+        1024,
+    );
+    sub_el.set_network_options(mqtt_client::network_options());
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (s2, h2, c2, filter) = (
+        sent.clone(),
+        hist.clone(),
+        counters.clone(),
+        o.command_filter.clone(),
+    );
+    let subscriber = tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        loop {
+            match sub_el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = sub.try_subscribe(filter.as_str(), QoS::AtMostOnce);
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let now = Instant::now();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let seq = v["cause"].as_str().and_then(|c| c.parse::<u64>().ok());
+                    let open = v["action"].as_str() == Some("open");
+                    let entry =
+                        seq.and_then(|s| s2.lock().unwrap_or_else(|e| e.into_inner()).remove(&s));
+                    let mut c = c2.lock().unwrap_or_else(|e| e.into_inner());
+                    match entry {
+                        Some(e) => {
+                            let us = now.duration_since(e.at).as_micros() as u64;
+                            let _ = h2
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .record(us.max(1));
+                            if open != e.expect_open {
+                                c.0 += 1;
+                            }
+                        }
+                        None if seq.is_none() => c.0 += 1,
+                        None => c.1 += 1,
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    if tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .is_err()
+    {
+        bail!(
+            "could not subscribe to {} on {}:{}",
+            o.command_filter,
+            url.host,
+            url.port
+        );
+    }
+
+    let mut po = mqtt_client::options(&url, &format!("bench-pub-{tag}"), Duration::from_secs(30));
+    po.set_inflight(1000);
+    let (publisher, mut pub_el) = AsyncClient::new(po, 100_000);
+    pub_el.set_network_options(mqtt_client::network_options());
+    let poller = tokio::spawn(async move {
+        loop {
+            if pub_el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+
+    // Probe until the engine answers, so start-up is not counted as loss.
+    const PROBE: u64 = 1 << 50;
+    let mut answered = false;
+    for k in 0..300 {
+        let (body, expect_open) = workload(PROBE + k, o.residents);
+        sent.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            PROBE + k,
+            Pending {
+                at: Instant::now(),
+                expect_open,
+            },
+        );
+        publisher
+            .publish(o.event_topic.as_str(), QoS::AtLeastOnce, false, body)
+            .await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !hist.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            answered = true;
+            break;
+        }
+    }
+    if !answered {
+        bail!("the engine never answered a probe event");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sent.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    hist.lock().unwrap_or_else(|e| e.into_inner()).reset();
+    *counters.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
+
+    let total = o.rate * o.seconds;
+    let start = Instant::now();
+    let period = Duration::from_nanos(1_000_000_000 / o.rate.max(1));
+    for seq in 0..total {
+        let due = start + period * seq as u32;
+        let (body, expect_open) = workload(seq, o.residents);
+        let at = if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+            Instant::now()
+        } else {
+            due
+        };
+        sent.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, Pending { at, expect_open });
+        publisher
+            .publish(o.event_topic.as_str(), QoS::AtLeastOnce, false, body)
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = pid.and_then(|p| rss_kb(p, "VmRSS:"));
+    let peak = pid.and_then(|p| rss_kb(p, "VmHWM:"));
+    subscriber.abort();
+    poller.abort();
+    drop(spawned);
+
+    let missing = sent.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+    let h = hist.lock().unwrap_or_else(|e| e.into_inner());
+    let (wrong, duplicates) = *counters.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Report {
+        rate: o.rate,
+        sent: total,
+        received: h.len(),
+        missing,
+        wrong,
+        duplicates,
+        p50_us: h.value_at_quantile(0.5),
+        p90_us: h.value_at_quantile(0.9),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+        rss_kb: rss,
+        peak_rss_kb: peak,
+    })
+}
