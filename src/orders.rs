@@ -1,5 +1,5 @@
 //! Commands from above: who may send what, and the checks every `SignedCommand` passes before it
-//! is applied (DESIGN.md §6). Pure: keys, this gateway's place in the tree, the time and the ids
+//! is applied (docs/ARCHITECTURE.md, "Contracts"). Pure: keys, this gateway's place in the tree, the time and the ids
 //! already applied are given.
 //!
 //! Refused, each with its reason in the `cmd/result`: `malformed`, `unknown_key`,

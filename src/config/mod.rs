@@ -82,7 +82,7 @@ pub struct KeySection {
     pub kinds: Vec<crate::orders::Kind>,
 }
 
-/// Where this gateway sits in the administrative tree (DESIGN.md §6).
+/// Where this gateway sits in the administrative tree (docs/ARCHITECTURE.md, "Contracts").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySection {
@@ -253,7 +253,7 @@ fn default_max_mib() -> u64 {
 fn default_ttl_routine_h() -> u64 {
     24
 }
-/// Local journals are kept 30 days (DESIGN.md §6); so is what waits for the uplink.
+/// Local journals are kept 30 days (docs/ARCHITECTURE.md, "Contracts"); so is what waits for the uplink.
 fn default_ttl_h() -> u64 {
     30 * 24
 }

@@ -1,6 +1,6 @@
 //! The barrier interlock: one pure state machine per barrier that turns "let this vehicle
 //! through" and what the barrier's inputs say into OPEN and CLOSE commands — and refuses the
-//! unsafe ones. Safety over security (DESIGN.md §5):
+//! unsafe ones. Safety over security (docs/ARCHITECTURE.md, "Invariants"):
 //!
 //! - CLOSE only while the arm is known to be up and the safety loop (under the arm) is known to
 //!   be clear. Unknown inputs (never read, unreadable, contradictory limit switches) refuse it.

@@ -2,7 +2,7 @@
 //! No sockets, clocks or disks in here — time is passed in — so every rule is testable in
 //! microseconds, a simulated week takes a millisecond, and the hot path takes no locks.
 //!
-//! The rules, in the order they apply to an identification (DESIGN.md §5). The first that
+//! The rules, in the order they apply to an identification (docs/ARCHITECTURE.md, "Invariants"). The first that
 //! decides gives the one reason code; `rule` names it in the passage event.
 //! 1. `fire` mode → allow `fire_mode` (every exit opens; a fever still raises its alarm);
 //! 2. a temperature outside the plausible range → deny `invalid_reading` (measure again);

@@ -49,7 +49,7 @@ impl Reason {
     }
 }
 
-/// The policy in force (DESIGN.md §1).
+/// The policy in force (docs/ARCHITECTURE.md, "Words").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {

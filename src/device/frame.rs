@@ -515,7 +515,7 @@ fields = [{ name = "cmd", type = "u8" }, { name = "param", type = "u8" },
 
     #[test]
     fn the_documented_frames_encode_byte_for_byte() {
-        // DESIGN.md §4: open-left is EB 01 40 00 AA; the 5B open is 5B B2 01 00 00 B3 5D.
+        // docs/ARCHITECTURE.md, "Contracts": open-left is EB 01 40 00 AA; the 5B open is 5B B2 01 00 00 B3 5D.
         assert_eq!(
             eb().encode(&vals(&[("addr", 1), ("cmd", 0x40)]), &[]),
             parse_hex("EB 01 40 00 AA").unwrap()

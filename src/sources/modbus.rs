@@ -77,7 +77,7 @@ pub fn spawn(
     (tx, join)
 }
 
-struct Slave_ {
+struct SlaveState {
     failures: u32,
     offline: bool,
     skip_until: Instant,
@@ -100,10 +100,10 @@ async fn run(
         ModbusLink::Rtu(s) => format!("modbus rtu {}", s.path.display()),
     };
     let now = Instant::now();
-    let mut slaves: Vec<Slave_> = bus
+    let mut slaves: Vec<SlaveState> = bus
         .devices
         .iter()
-        .map(|_| Slave_ {
+        .map(|_| SlaveState {
             failures: 0,
             offline: false,
             skip_until: now,
@@ -197,7 +197,7 @@ async fn connect(link: &ModbusLink, timeout: Duration) -> std::io::Result<Contex
 async fn poll_all(
     bus: &Bus,
     ctx: &mut Context,
-    slaves: &mut [Slave_],
+    slaves: &mut [SlaveState],
     reports: &mpsc::Sender<BarrierReport>,
     links: &mpsc::Sender<SourceEvent>,
     metrics: &Metrics,
@@ -307,7 +307,7 @@ async fn poll_all(
 
 async fn mark_offline(
     d: &ModbusDevice,
-    s: &mut Slave_,
+    s: &mut SlaveState,
     reports: &mpsc::Sender<BarrierReport>,
     links: &mpsc::Sender<SourceEvent>,
     detail: &str,

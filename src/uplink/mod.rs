@@ -12,6 +12,7 @@
 //! rumqttc drops what it had in flight, and so do we — the cursors go back to the oldest records
 //! still in the outbox and everything unacked is sent again, in order, with the same ids.
 pub mod stats;
+pub mod status;
 pub mod topics;
 pub mod twins;
 
@@ -25,6 +26,7 @@ use crate::store::outbox::Delete;
 use crate::store::{Class, Store};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
+pub use status::StatusSource;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -104,47 +106,6 @@ impl UplinkConfig {
             topics: Topics::new(&config.gateway),
             status_interval: Duration::from_secs(60),
         })
-    }
-}
-
-/// What the retained status says about this gateway.
-#[derive(Debug, Clone)]
-pub struct StatusSource {
-    pub gateway: String,
-    /// The mode in force; the decision loop changes it.
-    pub mode: Arc<std::sync::Mutex<&'static str>>,
-    pub registry_version: Arc<std::sync::atomic::AtomicU64>,
-    /// Each device's status, with its last-seen time and link filled in when a status is made.
-    pub devices: Vec<(v1::DeviceStatus, Arc<crate::sources::DeviceLive>)>,
-    pub metrics: Arc<Metrics>,
-    pub twins: Arc<crate::uplink::twins::Twins>,
-    /// Poked when what the status says changed (the mode): it goes up at once, not at the next
-    /// periodic status.
-    pub changed: Arc<tokio::sync::Notify>,
-}
-
-impl StatusSource {
-    pub fn status(&self, state: v1::GatewayState) -> v1::Status {
-        v1::Status {
-            gateway: self.gateway.clone(),
-            state: state as i32,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            mode: self.mode.lock().map_or("", |m| *m).to_string(),
-            registry_version: self.registry_version.load(Ordering::Relaxed),
-            outbox_depth: Metrics::get(&self.metrics.outbox_depth),
-            outbox_bytes: Metrics::get(&self.metrics.outbox_bytes),
-            outbox_evicted: Metrics::get(&self.metrics.outbox_evicted),
-            devices: self
-                .devices
-                .iter()
-                .map(|(d, live)| v1::DeviceStatus {
-                    last_seen_ms: live.last_seen.load(Ordering::Relaxed),
-                    offline: live.offline.load(Ordering::Relaxed),
-                    ..d.clone()
-                })
-                .collect(),
-            gateway_time_ms: crate::now_ms(),
-        }
     }
 }
 

@@ -1,0 +1,51 @@
+//! What the retained `status` says about this gateway: mode, registry version, outbox depth and
+//! each device's link, read fresh whenever a status goes up. The decision loop keeps the mode and
+//! the twins current; the sources keep each device's last-seen time and link.
+use crate::metrics::Metrics;
+use crate::proto::v1;
+use crate::sources::DeviceLive;
+use crate::uplink::twins::Twins;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// What the retained status says about this gateway.
+#[derive(Debug, Clone)]
+pub struct StatusSource {
+    pub gateway: String,
+    /// The mode in force; the decision loop changes it.
+    pub mode: Arc<Mutex<&'static str>>,
+    pub registry_version: Arc<AtomicU64>,
+    /// Each device's status, with its last-seen time and link filled in when a status is made.
+    pub devices: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
+    pub metrics: Arc<Metrics>,
+    pub twins: Arc<Twins>,
+    /// Poked when what the status says changed (the mode): it goes up at once, not at the next
+    /// periodic status.
+    pub changed: Arc<Notify>,
+}
+
+impl StatusSource {
+    pub fn status(&self, state: v1::GatewayState) -> v1::Status {
+        v1::Status {
+            gateway: self.gateway.clone(),
+            state: state as i32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: self.mode.lock().map_or("", |m| *m).to_string(),
+            registry_version: self.registry_version.load(Ordering::Relaxed),
+            outbox_depth: Metrics::get(&self.metrics.outbox_depth),
+            outbox_bytes: Metrics::get(&self.metrics.outbox_bytes),
+            outbox_evicted: Metrics::get(&self.metrics.outbox_evicted),
+            devices: self
+                .devices
+                .iter()
+                .map(|(d, live)| v1::DeviceStatus {
+                    last_seen_ms: live.last_seen.load(Ordering::Relaxed),
+                    offline: live.offline.load(Ordering::Relaxed),
+                    ..d.clone()
+                })
+                .collect(),
+            gateway_time_ms: crate::now_ms(),
+        }
+    }
+}
