@@ -61,12 +61,14 @@ pub struct Policy {
 impl Policy {
     /// A reading is plausible inside [`Policy::plausible_min_c`, `plausible_max_c`]; outside it
     /// is a bad measurement (measure again), never a fever. NaN is not plausible.
+    #[inline]
     pub fn plausible(&self, celsius: f64) -> bool {
         celsius >= self.plausible_min_c && celsius <= self.plausible_max_c
     }
 
     /// The fever predicate, the one place it is written: a plausible reading at or above the
     /// lane's threshold.
+    #[inline]
     pub fn is_fever(&self, lane: usize, celsius: f64) -> bool {
         self.lanes
             .get(lane)
@@ -77,11 +79,13 @@ impl Policy {
 
 /// A fever threshold may be set (in the config or from above) only inside the plausible range:
 /// above its minimum (else everyone has a fever) and at most its maximum.
+#[inline]
 pub fn threshold_plausible(celsius: f64, plausible_min_c: f64, plausible_max_c: f64) -> bool {
     celsius.is_finite() && celsius > plausible_min_c && celsius <= plausible_max_c
 }
 
 /// A reading with the device's calibration offset, rounded to 0.01 °C.
+#[inline]
 pub fn calibrate(t: f64, offset: f64) -> f64 {
     ((t + offset) * 100.0).round() / 100.0
 }

@@ -15,6 +15,7 @@ pub enum Subject {
 
 impl Subject {
     /// Its key in the inside set and the durable state.
+    #[inline]
     pub fn key(&self, id: &str) -> Id {
         let prefix = match self {
             Subject::Resident(_) => "R:",
@@ -24,6 +25,7 @@ impl Subject {
         Id::joined(prefix, id)
     }
 
+    #[inline]
     pub fn rule(&self) -> &'static str {
         match self {
             Subject::Resident(..) => "resident",
