@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
-    prost_build::Config::new().compile_fds(fds)?;
+    // Serialize: `gatehouse tail` prints what gateways send as JSON lines.
+    prost_build::Config::new()
+        .type_attribute(".", "#[derive(serde::Serialize)]")
+        .compile_fds(fds)?;
     Ok(())
 }

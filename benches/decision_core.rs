@@ -197,7 +197,7 @@ fn frame_decoder_1000_frames(bencher: divan::Bencher) {
 /// A signed command checked end to end: decode, key lookup, Ed25519 verification, scope, replay.
 #[divan::bench(sample_count = 100, sample_size = 100)]
 fn verify_signed_command(bencher: divan::Bencher) {
-    use gatehouse::orders::{sign, verify, Kind, Level, Place, TrustedKey};
+    use gatehouse::orders::{sign, verify, Kind, Level, Limits, Place, StoreAge, TrustedKey};
     use gatehouse::proto::v1;
     use prost::Message;
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
@@ -227,15 +227,11 @@ fn verify_signed_command(bencher: divan::Bencher) {
         })),
     };
     let bytes = sign(&c, "street", &key).encode_to_vec();
-    bencher.bench_local(|| {
-        verify(
-            divan::black_box(&bytes),
-            &trusted,
-            &place,
-            now,
-            30_000,
-            |_| false,
-        )
-        .is_ok()
-    });
+    let limits = Limits {
+        max_skew_ms: 30_000,
+        max_lifetime_ms: 24 * 3600 * 1000,
+        store: StoreAge::Since(1),
+    };
+    bencher
+        .bench_local(|| verify(divan::black_box(&bytes), &trusted, &place, now, &limits).is_ok());
 }

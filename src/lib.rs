@@ -6,6 +6,7 @@
 //! `device` says how each vendor model speaks; `daemon` wires the parts together; `tools` holds
 //! the command line, the demo, the benches and the device simulators.
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decision;

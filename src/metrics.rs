@@ -43,6 +43,11 @@ pub struct Metrics {
     /// Modbus requests answered with an exception, or not answered in time.
     pub modbus_exceptions: AtomicU64,
     pub modbus_timeouts: AtomicU64,
+    /// Orders from above dropped at the door (the queue of orders to check was full).
+    pub orders_dropped: AtomicU64,
+    /// Orders refused by their checks, and refusals not answered upstream (rate limit).
+    pub orders_refused: AtomicU64,
+    pub orders_refusals_unanswered: AtomicU64,
 }
 
 impl Metrics {

@@ -139,3 +139,30 @@ impl BrokerUrl {
         })
     }
 }
+
+/// TLS settings of a client: the CA to trust (the system's roots without one) and, for mutual
+/// TLS, a certificate chain and its key (PEM).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca_file: Option<std::path::PathBuf>,
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// [`options`], with TLS set up when the URL says `mqtts://`: TLS where it says TLS, or an
+/// error — never plain text.
+pub fn client_options(
+    url: &BrokerUrl,
+    client_id: &str,
+    keep_alive: Duration,
+    tls: &TlsFiles,
+) -> Result<MqttOptions, TlsError> {
+    let mut o = options(url, client_id, keep_alive);
+    if url.tls {
+        let client = tls
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        o.set_transport(tls_transport(tls.ca_file.as_deref(), client)?);
+    }
+    Ok(o)
+}

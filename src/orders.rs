@@ -1,22 +1,31 @@
-//! Commands from above: who may send what, and the checks every `SignedCommand` passes before it
-//! is applied (docs/ARCHITECTURE.md, "Contracts"). Pure: keys, this gateway's place in the tree, the time and the ids
-//! already applied are given.
+//! Signed orders from above (`SignedCommand` on the wire): who may send what, and the checks every
+//! one passes before it is applied (docs/ARCHITECTURE.md, "Contracts"). Pure: keys, this
+//! gateway's place in the tree, the time and the store's age are given; the replay check against
+//! the ids already applied is the caller's (it owns them).
 //!
 //! Refused, each with its reason in the `cmd/result`: `malformed`, `unknown_key`,
-//! `bad_signature`, `expired`, `not_yet_valid` (issued further in the future than the allowed
-//! clock skew), `replayed` (an id already applied; ids are kept until the command expires, across
-//! restarts), `out_of_scope` (the target is not this gateway or a level above it that it belongs
-//! to), `not_permitted` (the key may not address that level or send that kind).
+//! `bad_signature`, `expired` (past its expiry, or issued longer ago than the maximum lifetime),
+//! `lifetime_too_long` (valid for longer than `max_lifetime_s`), `not_yet_valid` (issued further
+//! in the future than the allowed clock skew), `issued_before_store` (issued before this
+//! gateway's store existed: after a lost store its replay ids are gone too), `replayed` (an id
+//! already applied; ids are kept until the order expires, across restarts), `out_of_scope` (the
+//! target is not this gateway — addressed by its full path `{community}/{gateway}` — or a level
+//! above it that it belongs to), `not_permitted` (the key may not address that level or send that
+//! kind; `fire` is a kind of its own).
 use crate::proto::v1;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use prost::Message;
 use serde::Deserialize;
 
-/// What a command does, for key permissions.
+/// What an order does, for key permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// `normal`, `epidemic`, `lockdown`.
     SetMode,
+    /// `set_mode fire`: every gate opened and held until a local reset at each box. A permission
+    /// of its own, held by few (the company's emergency key), never implied by `set_mode`.
+    Fire,
     RemoteOpen,
     Ping,
     /// Replace or change the lists (residents, households, plates, passes).
@@ -63,6 +72,36 @@ pub struct Place {
     pub district: String,
 }
 
+impl Place {
+    /// How an order addresses this one gateway: gateway ids are unique only within their
+    /// community, so the community's code (which holds the street's, district's and city's) goes
+    /// with it.
+    pub fn gateway_path(&self) -> String {
+        format!("{}/{}", self.community, self.gateway)
+    }
+}
+
+/// When the store this gateway keeps its replay ids in was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreAge {
+    /// Created at this time (unix ms), read from a clock known to be synced: an order issued
+    /// before it cannot have been applied here, and is refused.
+    Since(i64),
+    /// Created while the clock was not known to be right: orders that a replay could abuse
+    /// (remote open, list sync) are refused until the time is known; a mode change is not.
+    Unknown,
+}
+
+/// The limits every order is held to (from `[commands]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How far ahead of this gateway's clock an order may be issued.
+    pub max_skew_ms: i64,
+    /// How long an order may be valid, and how long ago it may have been issued.
+    pub max_lifetime_ms: i64,
+    pub store: StoreAge,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// The command id, when the command could be read that far.
@@ -78,14 +117,14 @@ pub struct Verified {
     pub kind: Kind,
 }
 
-/// Checks one `SignedCommand`. `applied(id)` says whether an id was applied before.
+/// Checks one `SignedCommand`: everything but replay, which the caller checks against the ids it
+/// holds ([`Verified::replayed`]).
 pub fn verify(
     bytes: &[u8],
     keys: &[TrustedKey],
     place: &Place,
     now_ms: i64,
-    max_skew_ms: i64,
-    applied: impl Fn(&str) -> bool,
+    limits: &Limits,
 ) -> Result<Verified, Refused> {
     let refuse = |id: &str, reason, detail: String| Refused {
         id: id.to_string(),
@@ -129,7 +168,21 @@ pub fn verify(
             format!("expired at {}", c.expires_at_ms),
         ));
     }
-    if c.issued_at_ms > now_ms + max_skew_ms {
+    let lifetime = c.expires_at_ms.saturating_sub(c.issued_at_ms);
+    if lifetime > limits.max_lifetime_ms {
+        return Err(refuse(
+            id,
+            "lifetime_too_long",
+            format!(
+                "valid for {} s; at most {} s (commands.max_lifetime_s)",
+                lifetime / 1000,
+                limits.max_lifetime_ms / 1000
+            ),
+        ));
+    }
+    // With the lifetime bounded, an order issued longer ago than that has expired too, and the
+    // ids kept for replay are bounded by construction.
+    if c.issued_at_ms > now_ms.saturating_add(limits.max_skew_ms) {
         return Err(refuse(
             id,
             "not_yet_valid",
@@ -140,30 +193,60 @@ pub fn verify(
         ));
     }
     let kind = match &c.payload {
+        Some(v1::command::Payload::SetMode(m)) if m.mode == "fire" => Kind::Fire,
         Some(v1::command::Payload::SetMode(_)) => Kind::SetMode,
         Some(v1::command::Payload::RemoteOpen(_)) => Kind::RemoteOpen,
         Some(v1::command::Payload::Ping(_)) => Kind::Ping,
         Some(
-            v1::command::Payload::RegistrySnapshot(_) | v1::command::Payload::RegistryDelta(_),
+            v1::command::Payload::RegistrySnapshot(_)
+            | v1::command::Payload::RegistryDelta(_)
+            | v1::command::Payload::SnapshotChunk(_),
         ) => Kind::Registry,
         Some(v1::command::Payload::SetThreshold(_)) => Kind::SetThreshold,
         None => return Err(refuse(id, "malformed", "no payload".into())),
     };
+    match limits.store {
+        StoreAge::Since(created) if c.issued_at_ms < created => {
+            return Err(refuse(
+                id,
+                "issued_before_store",
+                format!(
+                    "issued at {}, before this gateway's store was created ({created}); send it anew",
+                    c.issued_at_ms
+                ),
+            ));
+        }
+        StoreAge::Unknown if matches!(kind, Kind::RemoteOpen | Kind::Registry) => {
+            return Err(refuse(
+                id,
+                "issued_before_store",
+                "this gateway's store was created while its clock was not synced: remote opens \
+                 and list sync wait until the time is known"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
     let target = c.target.clone().unwrap_or_default();
     let level = Level::of(target.level())
         .ok_or_else(|| refuse(id, "malformed", "no target level".into()))?;
     let ours = match level {
-        Level::Gateway => &place.gateway,
-        Level::Community => &place.community,
-        Level::Street => &place.street,
-        Level::District => &place.district,
+        Level::Gateway => place.gateway_path(),
+        Level::Community => place.community.clone(),
+        Level::Street => place.street.clone(),
+        Level::District => place.district.clone(),
     };
-    if &target.code != ours {
+    if target.code != ours {
+        let hint = if level == Level::Gateway && target.code == place.gateway {
+            " (a gateway is addressed by its full path, community/gateway)"
+        } else {
+            ""
+        };
         return Err(refuse(
             id,
             "out_of_scope",
             format!(
-                "for {level:?} {:?}; this gateway is in {ours:?}",
+                "for {level:?} {:?}; this gateway is {ours:?}{hint}",
                 target.code
             ),
         ));
@@ -175,10 +258,18 @@ pub fn verify(
             format!("key {:?} may not send {kind:?} to a {level:?}", key.id),
         ));
     }
-    if applied(id) {
-        return Err(refuse(id, "replayed", "this id was applied before".into()));
-    }
     Ok(Verified { command: c, kind })
+}
+
+impl Verified {
+    /// The replay check, given whether this id was applied before.
+    pub fn replayed(&self, applied: impl Fn(&str) -> bool) -> Option<Refused> {
+        applied(&self.command.id).then(|| Refused {
+            id: self.command.id.clone(),
+            reason: "replayed",
+            detail: "this id was applied before".into(),
+        })
+    }
 }
 
 /// Signs a command (the CLI and tests).
@@ -273,17 +364,27 @@ mod tests {
         })
     }
 
+    const LIMITS: Limits = Limits {
+        max_skew_ms: 30_000,
+        max_lifetime_ms: 24 * 3600 * 1000,
+        store: StoreAge::Since(NOW - 3600 * 1000),
+    };
+
+    fn check_with(
+        signed: &v1::SignedCommand,
+        trusted: &[TrustedKey],
+        limits: &Limits,
+    ) -> Result<Kind, &'static str> {
+        let v = verify(&signed.encode_to_vec(), trusted, &place(), NOW, limits)
+            .map_err(|r| r.reason)?;
+        match v.replayed(|id| id == "used") {
+            Some(r) => Err(r.reason),
+            None => Ok(v.kind),
+        }
+    }
+
     fn check(signed: &v1::SignedCommand, trusted: &[TrustedKey]) -> Result<Kind, &'static str> {
-        verify(
-            &signed.encode_to_vec(),
-            trusted,
-            &place(),
-            NOW,
-            30_000,
-            |id| id == "used",
-        )
-        .map(|v| v.kind)
-        .map_err(|r| r.reason)
+        check_with(signed, trusted, &LIMITS)
     }
 
     proptest::proptest! {
@@ -296,7 +397,7 @@ mod tests {
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
         ) {
             let (company, _, trusted) = keys();
-            let _ = verify(&data, &trusted, &place(), NOW, 30_000, |_| false);
+            let _ = verify(&data, &trusted, &place(), NOW, &LIMITS);
             let signed = v1::SignedCommand {
                 signature: {
                     use ed25519_dalek::Signer;
@@ -305,7 +406,7 @@ mod tests {
                 command: data,
                 key_id: "company".into(),
             };
-            let r = verify(&signed.encode_to_vec(), &trusted, &place(), NOW, 30_000, |_| false);
+            let r = verify(&signed.encode_to_vec(), &trusted, &place(), NOW, &LIMITS);
             if let Ok(v) = r {
                 proptest::prop_assert!(!v.command.id.is_empty());
             }
@@ -357,7 +458,7 @@ mod tests {
             Err("out_of_scope")
         );
         // A street office may not open a gate, nor address the district.
-        let open_cmd = command("c3", v1::Level::Gateway, "gw-1", open());
+        let open_cmd = command("c3", v1::Level::Gateway, "330106001001/gw-1", open());
         assert_eq!(
             check(&sign(&open_cmd, "street-office", &street), &trusted),
             Err("not_permitted")
@@ -372,9 +473,125 @@ mod tests {
             Err("not_permitted")
         );
         assert_eq!(
-            verify(b"\xff\xff garbage", &trusted, &place(), NOW, 0, |_| false)
-                .map_err(|r| r.reason),
+            verify(b"\xff\xff garbage", &trusted, &place(), NOW, &LIMITS).map_err(|r| r.reason),
             Err("malformed")
+        );
+    }
+
+    #[test]
+    fn fire_is_a_permission_of_its_own() {
+        let (company, street, mut trusted) = keys();
+        let fire = command("f1", v1::Level::Street, "330106001", mode("fire"));
+        // set_mode does not imply fire, for the street office or the company.
+        assert_eq!(
+            check(&sign(&fire, "street-office", &street), &trusted),
+            Err("not_permitted")
+        );
+        assert_eq!(
+            check(&sign(&fire, "company", &company), &trusted),
+            Err("not_permitted")
+        );
+        trusted[0].kinds.push(Kind::Fire);
+        assert_eq!(
+            check(&sign(&fire, "company", &company), &trusted),
+            Ok(Kind::Fire)
+        );
+        // Fire does not imply the other modes either.
+        trusted[1].kinds = vec![Kind::Fire];
+        let lockdown = command("f2", v1::Level::Street, "330106001", mode("lockdown"));
+        assert_eq!(
+            check(&sign(&lockdown, "street-office", &street), &trusted),
+            Err("not_permitted")
+        );
+    }
+
+    #[test]
+    fn a_gateway_is_addressed_by_its_full_path_only() {
+        let (company, _, trusted) = keys();
+        let bare = command("g1", v1::Level::Gateway, "gw-1", open());
+        let r = verify(
+            &sign(&bare, "company", &company).encode_to_vec(),
+            &trusted,
+            &place(),
+            NOW,
+            &LIMITS,
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, "out_of_scope");
+        assert!(r.detail.contains("full path"), "{}", r.detail);
+        // The same gateway id in another community is another gateway.
+        let elsewhere = command("g2", v1::Level::Gateway, "330106001002/gw-1", open());
+        assert_eq!(
+            check(&sign(&elsewhere, "company", &company), &trusted),
+            Err("out_of_scope")
+        );
+        let ours = command("g3", v1::Level::Gateway, "330106001001/gw-1", open());
+        assert_eq!(
+            check(&sign(&ours, "company", &company), &trusted),
+            Ok(Kind::RemoteOpen)
+        );
+    }
+
+    #[test]
+    fn an_order_lives_at_most_the_maximum_lifetime() {
+        let (company, _, trusted) = keys();
+        let mut century = command("l1", v1::Level::Street, "330106001", mode("lockdown"));
+        century.expires_at_ms = NOW + 100 * 365 * 24 * 3600 * 1000;
+        assert_eq!(
+            check(&sign(&century, "company", &company), &trusted),
+            Err("lifetime_too_long")
+        );
+        let mut forever = century.clone();
+        forever.expires_at_ms = i64::MAX;
+        assert_eq!(
+            check(&sign(&forever, "company", &company), &trusted),
+            Err("lifetime_too_long")
+        );
+        let mut old = century.clone();
+        old.issued_at_ms = 978_307_200_000; // 2001
+        old.expires_at_ms = 4_102_444_800_000; // 2100
+        assert_eq!(
+            check(&sign(&old, "company", &company), &trusted),
+            Err("lifetime_too_long")
+        );
+        let mut day = century;
+        day.expires_at_ms = day.issued_at_ms + 24 * 3600 * 1000;
+        assert_eq!(
+            check(&sign(&day, "company", &company), &trusted),
+            Ok(Kind::SetMode)
+        );
+    }
+
+    #[test]
+    fn orders_from_before_the_store_are_refused_and_an_unknown_age_holds_only_the_abusable() {
+        let (company, _, trusted) = keys();
+        let rebuilt = Limits {
+            store: StoreAge::Since(NOW - 500),
+            ..LIMITS
+        };
+        let open_cmd = command("s1", v1::Level::Gateway, "330106001001/gw-1", open());
+        assert_eq!(
+            check_with(&sign(&open_cmd, "company", &company), &trusted, &rebuilt),
+            Err("issued_before_store")
+        );
+        let mut fresh = open_cmd.clone();
+        fresh.issued_at_ms = NOW - 100;
+        assert_eq!(
+            check_with(&sign(&fresh, "company", &company), &trusted, &rebuilt),
+            Ok(Kind::RemoteOpen)
+        );
+        let unknown = Limits {
+            store: StoreAge::Unknown,
+            ..LIMITS
+        };
+        assert_eq!(
+            check_with(&sign(&fresh, "company", &company), &trusted, &unknown),
+            Err("issued_before_store")
+        );
+        let lockdown = command("s2", v1::Level::Street, "330106001", mode("lockdown"));
+        assert_eq!(
+            check_with(&sign(&lockdown, "company", &company), &trusted, &unknown),
+            Ok(Kind::SetMode)
         );
     }
 }

@@ -266,7 +266,9 @@ impl Drop for Reaped {
 /// and it verifies with that public key.
 #[test]
 fn keygen_and_command_make_a_command_the_gateway_accepts() {
-    use gatehouse::orders::{parse_public_key, verify, Kind, Level, Place, TrustedKey};
+    use gatehouse::orders::{
+        parse_public_key, verify, Kind, Level, Limits, Place, StoreAge, TrustedKey,
+    };
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("company.key");
     let out = gatehouse()
@@ -319,14 +321,11 @@ fn keygen_and_command_make_a_command_the_gateway_accepts() {
         street: "330106001".into(),
         district: "330106".into(),
     };
-    let v = verify(
-        &bytes,
-        &trusted,
-        &place,
-        gatehouse::now_ms(),
-        60_000,
-        |_| false,
-    )
-    .unwrap();
+    let limits = Limits {
+        max_skew_ms: 60_000,
+        max_lifetime_ms: 24 * 3600 * 1000,
+        store: StoreAge::Since(1),
+    };
+    let v = verify(&bytes, &trusted, &place, gatehouse::now_ms(), &limits).unwrap();
     assert_eq!(v.kind, Kind::SetMode);
 }

@@ -13,21 +13,28 @@ use gatehouse::proto::v1;
 use prost::Message;
 use std::time::{Duration, Instant};
 
-fn company() -> SigningKey {
+pub(crate) fn company() -> SigningKey {
     SigningKey::from_bytes(&[11; 32])
 }
 
-fn street_office() -> SigningKey {
+pub(crate) fn street_office() -> SigningKey {
     SigningKey::from_bytes(&[22; 32])
+}
+
+/// The company's emergency key: the only one that may order fire.
+pub(crate) fn emergency() -> SigningKey {
+    SigningKey::from_bytes(&[33; 32])
 }
 
 /// The trusted keys: the property company may do everything; the street office may only set
 /// the mode of its street.
-fn keys_toml() -> String {
+pub(crate) fn keys_toml() -> String {
     format!(
         r#"
 [commands]
 max_skew_s = 30
+# The test machine's clock is taken as right (no waiting for NTP to date the store).
+trust_clock = true
 
 [[commands.keys]]
 id = "company"
@@ -40,13 +47,25 @@ id = "street-office"
 public_key = "{}"
 levels = ["street"]
 kinds = ["set_mode"]
+
+[[commands.keys]]
+id = "emergency"
+public_key = "{}"
+levels = ["street"]
+kinds = ["fire"]
 "#,
         to_hex(company().verifying_key().as_bytes()),
-        to_hex(street_office().verifying_key().as_bytes())
+        to_hex(street_office().verifying_key().as_bytes()),
+        to_hex(emergency().verifying_key().as_bytes())
     )
 }
 
-fn command(id: &str, level: v1::Level, code: &str, payload: v1::command::Payload) -> v1::Command {
+pub(crate) fn command(
+    id: &str,
+    level: v1::Level,
+    code: &str,
+    payload: v1::command::Payload,
+) -> v1::Command {
     let now = gatehouse::now_ms();
     v1::Command {
         id: id.into(),
@@ -60,11 +79,11 @@ fn command(id: &str, level: v1::Level, code: &str, payload: v1::command::Payload
     }
 }
 
-fn mode(m: &str) -> v1::command::Payload {
+pub(crate) fn mode(m: &str) -> v1::command::Payload {
     v1::command::Payload::SetMode(v1::SetMode { mode: m.into() })
 }
 
-async fn send(c: &Client, topic: &str, signed: &v1::SignedCommand) {
+pub(crate) async fn send(c: &Client, topic: &str, signed: &v1::SignedCommand) {
     c.publish(topic, signed.encode_to_vec()).await;
 }
 
@@ -82,12 +101,16 @@ async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
     let ping = || v1::command::Payload::Ping(v1::Ping {});
     let cases: Vec<(v1::SignedCommand, &str)> = vec![
         (
-            sign(&command("p1", gw, GATEWAY, ping()), "company", &company()),
+            sign(
+                &command("p1", gw, GATEWAY_PATH, ping()),
+                "company",
+                &company(),
+            ),
             "",
         ),
         (
             sign(
-                &command("p2", gw, GATEWAY, ping()),
+                &command("p2", gw, GATEWAY_PATH, ping()),
                 "company",
                 &street_office(),
             ),
@@ -95,7 +118,7 @@ async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
         ),
         (
             sign(
-                &command("p3", gw, GATEWAY, ping()),
+                &command("p3", gw, GATEWAY_PATH, ping()),
                 "district-9",
                 &company(),
             ),
@@ -103,7 +126,7 @@ async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
         ),
         (
             {
-                let mut c = command("p4", gw, GATEWAY, ping());
+                let mut c = command("p4", gw, GATEWAY_PATH, ping());
                 c.expires_at_ms = gatehouse::now_ms() - 1;
                 sign(&c, "company", &company())
             },
@@ -111,7 +134,7 @@ async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
         ),
         (
             {
-                let mut c = command("p5", gw, GATEWAY, ping());
+                let mut c = command("p5", gw, GATEWAY_PATH, ping());
                 c.issued_at_ms = gatehouse::now_ms() + 120_000;
                 c.expires_at_ms = c.issued_at_ms + 60_000;
                 sign(&c, "company", &company())
@@ -131,7 +154,7 @@ async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
                 &command(
                     "p7",
                     gw,
-                    GATEWAY,
+                    GATEWAY_PATH,
                     v1::command::Payload::RemoteOpen(v1::RemoteOpen {
                         lane: "east-1".into(),
                         operator_id: "op-1".into(),
@@ -144,7 +167,11 @@ async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
             "not_permitted",
         ),
         (
-            sign(&command("p1", gw, GATEWAY, ping()), "company", &company()),
+            sign(
+                &command("p1", gw, GATEWAY_PATH, ping()),
+                "company",
+                &company(),
+            ),
             "replayed",
         ),
     ];
@@ -165,7 +192,7 @@ async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
     let open = command(
         "open-1",
         gw,
-        GATEWAY,
+        GATEWAY_PATH,
         v1::command::Payload::RemoteOpen(v1::RemoteOpen {
             lane: "east-1".into(),
             operator_id: "op-7".into(),
@@ -200,11 +227,8 @@ async fn an_applied_command_id_stays_refused_across_a_restart() {
     )
     .unwrap();
     let admin = Client::connect(&broker, "company-admin").await;
-    let c = sign(
-        &command("lock-1", v1::Level::Gateway, GATEWAY, mode("lockdown")),
-        "company",
-        &company(),
-    );
+    // Signed once the gateway's store exists (orders from before it are refused), sent twice.
+    let mut c = None;
     let own = format!("{BASE}/cmd");
     for expect in ["", "replayed"] {
         // A fresh watcher each time: an "online" of the previous run must not be taken for this
@@ -218,7 +242,11 @@ async fn an_applied_command_id_stays_refused_across_a_restart() {
         .await
         .unwrap();
         up.status(v1::GatewayState::Online).await;
-        send(&admin, &own, &c).await;
+        let c = c.get_or_insert_with(|| {
+            let lock = command("lock-1", v1::Level::Gateway, GATEWAY_PATH, mode("lockdown"));
+            sign(&lock, "company", &company())
+        });
+        send(&admin, &own, c).await;
         assert_eq!(up.result().await.refused, expect);
         daemon.stop().await;
     }
@@ -398,7 +426,7 @@ async fn the_lists_are_synced_from_above_by_snapshot_and_delta_and_decisions_use
             &command(
                 "snap-10",
                 gw,
-                GATEWAY,
+                GATEWAY_PATH,
                 v1::command::Payload::RegistrySnapshot(snapshot),
             ),
             "company",
@@ -425,7 +453,7 @@ async fn the_lists_are_synced_from_above_by_snapshot_and_delta_and_decisions_use
             &command(
                 "d-1",
                 gw,
-                GATEWAY,
+                GATEWAY_PATH,
                 v1::command::Payload::RegistryDelta(delta(9, 11)),
             ),
             "company",
@@ -441,7 +469,7 @@ async fn the_lists_are_synced_from_above_by_snapshot_and_delta_and_decisions_use
             &command(
                 "d-2",
                 gw,
-                GATEWAY,
+                GATEWAY_PATH,
                 v1::command::Payload::RegistryDelta(delta(10, 11)),
             ),
             "company",
@@ -464,7 +492,7 @@ async fn the_lists_are_synced_from_above_by_snapshot_and_delta_and_decisions_use
             &command(
                 "snap-12",
                 gw,
-                GATEWAY,
+                GATEWAY_PATH,
                 v1::command::Payload::RegistrySnapshot(s),
             ),
             "street-office",

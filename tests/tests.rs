@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod crash;
 mod interop;
+mod orders;
 mod pedestrian_lane;
 mod serial_lane;
 mod uplink;

@@ -1,7 +1,7 @@
 //! Bytes off the command topics, through the whole check of a `SignedCommand` (decode, key
 //! lookup, Ed25519, scope, time, replay).
 #![no_main]
-use gatehouse::orders::{verify, Kind, Level, Place, TrustedKey};
+use gatehouse::orders::{verify, Kind, Level, Limits, Place, StoreAge, TrustedKey};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -28,5 +28,12 @@ fn setup() -> &'static (Vec<TrustedKey>, Place) {
 
 fuzz_target!(|data: &[u8]| {
     let (keys, place) = setup();
-    let _ = verify(data, keys, place, 1_800_000_000_000, 60_000, |id| id.len() == 3);
+    let limits = Limits {
+        max_skew_ms: 60_000,
+        max_lifetime_ms: 24 * 3600 * 1000,
+        store: StoreAge::Since(1_700_000_000_000),
+    };
+    if let Ok(v) = verify(data, keys, place, 1_800_000_000_000, &limits) {
+        let _ = v.replayed(|id| id.len() == 3);
+    }
 });

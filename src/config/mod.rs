@@ -53,6 +53,19 @@ pub struct OrdersSection {
     /// A command issued further ahead of this gateway's clock than this is refused.
     #[serde(default = "default_max_skew_s")]
     pub max_skew_s: u64,
+    /// An order valid for longer than this, or issued longer ago, is refused; so replay ids are
+    /// kept at most this long.
+    #[serde(default = "default_max_lifetime_s")]
+    pub max_lifetime_s: u64,
+    /// A list snapshot or delta whose version is further ahead of the gateway's than this is
+    /// refused (a version near the top of the range would freeze sync for good).
+    #[serde(default = "default_max_version_step")]
+    pub max_version_step: u64,
+    /// The box's clock is right from boot (a battery-backed clock checked at installation): the
+    /// store's creation time is taken at once. Otherwise gatehouse waits for the kernel to report
+    /// the clock synced (NTP) before it trusts the time for replay protection.
+    #[serde(default)]
+    pub trust_clock: bool,
     #[serde(default)]
     pub keys: Vec<KeySection>,
 }
@@ -61,6 +74,9 @@ impl Default for OrdersSection {
     fn default() -> Self {
         Self {
             max_skew_s: default_max_skew_s(),
+            max_lifetime_s: default_max_lifetime_s(),
+            max_version_step: default_max_version_step(),
+            trust_clock: false,
             keys: Vec::new(),
         }
     }
@@ -68,6 +84,14 @@ impl Default for OrdersSection {
 
 fn default_max_skew_s() -> u64 {
     60
+}
+
+fn default_max_lifetime_s() -> u64 {
+    24 * 3600
+}
+
+fn default_max_version_step() -> u64 {
+    1_000_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,7 +102,8 @@ pub struct KeySection {
     pub public_key: String,
     /// The levels of the tree it may address: gateway, community, street, district.
     pub levels: Vec<crate::orders::Level>,
-    /// What it may send: set_mode, remote_open, ping.
+    /// What it may send: set_mode, fire, remote_open, registry, set_threshold, ping. `fire` is
+    /// apart from `set_mode`: give it to the company's emergency key only.
     pub kinds: Vec<crate::orders::Kind>,
 }
 

@@ -174,6 +174,21 @@ impl Config {
             );
         }
 
+        if !(60..=7 * 24 * 3600).contains(&self.orders.max_lifetime_s) {
+            bad(
+                "commands.max_lifetime_s".into(),
+                format!(
+                    "{} s; an order may live 60 s to 7 days",
+                    self.orders.max_lifetime_s
+                ),
+            );
+        }
+        if self.orders.max_version_step == 0 {
+            bad(
+                "commands.max_version_step".into(),
+                "0 would refuse every list sync".into(),
+            );
+        }
         for (i, k) in self.orders.keys.iter().enumerate() {
             if let Err(e) = crate::orders::parse_public_key(&k.public_key) {
                 bad(format!("commands.keys[{i}].public_key"), e);

@@ -5,7 +5,7 @@
 //! nothing else touches the core.
 use super::actuate::Actuators;
 use super::control::Control;
-use super::orders::{OrderDesk, RegistrySwap};
+use super::orders::{Checked, OrderDesk, RegistrySwap};
 use super::records;
 use crate::decision::barrier::BarrierConfig;
 use crate::decision::{Core, Hold, Mode, Observation, Origin, Output, StateKey};
@@ -54,8 +54,8 @@ pub struct Inbox {
     pub source_events: mpsc::Receiver<SourceEvent>,
     /// Barrier inputs from the Modbus buses.
     pub barrier_reports: mpsc::Receiver<BarrierReport>,
-    /// Signed orders from above.
-    pub orders: mpsc::Receiver<Vec<u8>>,
+    /// Signed orders from above, checked by the gatekeeper.
+    pub orders: mpsc::Receiver<Checked>,
     /// Statistics periods the uplink broker acknowledged.
     pub stats_acked: mpsc::Receiver<i64>,
     /// Registry syncs written to the store, with the new registry to swap in.
@@ -222,7 +222,7 @@ impl DecisionLoop {
         let mut out = Vec::new();
         let now = crate::now_ms();
         self.core.tick(now, &mut out);
-        self.orders.forget_expired(now, &mut out);
+        self.orders.tick(now, &mut out);
         if let Some(done) = self.stats.roll(now, self.core.inside()) {
             let start = done.stats.first().map_or(0, |s| s.period_start_ms);
             out.push(Output::State(
@@ -242,12 +242,12 @@ impl DecisionLoop {
         }
     }
 
-    /// A signed order from the uplink, answered once its change is durable.
-    async fn order(&mut self, bytes: Vec<u8>) {
+    /// A checked order from above, answered once its change is durable.
+    async fn order(&mut self, order: Checked) {
         let mut out = Vec::new();
         let result = self
             .orders
-            .take(&bytes, &mut self.core, crate::now_ms(), &mut out);
+            .take(order.verified, &mut self.core, crate::now_ms(), &mut out);
         self.mode_shown();
         let results = self.orders.answer_later(result);
         self.emit(out, results).await;

@@ -33,15 +33,15 @@ use crate::sources::{modbus, serial};
 use crate::store::outbox::{self, Append, WriterConfig};
 use crate::uplink::stats::{Pending, Stats};
 use crate::uplink::twins::Twins;
-use crate::uplink::{OrdersIn, StatsOut, StatusSource, Uplink, UplinkConfig};
+use crate::uplink::{OrdersIn, StatsOut, StatusSource, Uplink, UplinkConfig, ORDER_QUEUE_KIB};
 use actuate::Actuators;
 use decisions::{DecisionLoop, Inbox};
 use lanes::LanePlan;
-use orders::OrderDesk;
-use std::sync::atomic::{AtomicU64, Ordering};
+use orders::{Gatekeeper, OrderDesk};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tracing::{error, warn};
 
 /// How long a stop may take before stragglers are abandoned (systemd's stop timeout is longer).
@@ -125,17 +125,22 @@ impl Daemon {
         stats.restore_from(&boot.state, &stats_pending);
         let (stats_acked_tx, stats_acked_rx) = mpsc::channel(64);
 
-        // Orders from above: in through the uplink, results back out through it.
-        let (orders_tx, orders_rx) = mpsc::channel(64);
+        // Orders from above: in through the uplink, checked by the gatekeeper off the decision
+        // loop, applied on it; results back out through the uplink.
+        let (raw_tx, raw_rx) = mpsc::channel(256);
+        let (checked_tx, checked_rx) = mpsc::channel(16);
         let (results_tx, results_rx) = mpsc::channel(64);
         let (swaps_tx, swaps_rx) = mpsc::channel(4);
+        let store_created = Arc::new(AtomicI64::new(0));
         let orders = OrderDesk::new(
             &config,
             &boot.state,
             boot.store.clone(),
-            results_tx,
+            store_created.clone(),
+            results_tx.clone(),
             swaps_tx,
         );
+        let gatekeeper = Gatekeeper::new(&config, store_created, results_tx, metrics.clone());
 
         // The uplink is built before anything is spawned: a bad CA file or password file stops
         // the start here.
@@ -147,8 +152,9 @@ impl Daemon {
             status.clone(),
         )?
         .with_orders(OrdersIn {
-            to_core: orders_tx,
+            to_check: raw_tx,
             results: results_rx,
+            queued: Arc::new(Semaphore::new(ORDER_QUEUE_KIB)),
         })
         .with_stats(StatsOut {
             pending: stats_pending.clone(),
@@ -226,11 +232,12 @@ impl Daemon {
             control: control_rx,
             source_events: events_rx,
             barrier_reports: reports_rx,
-            orders: orders_rx,
+            orders: checked_rx,
             stats_acked: stats_acked_rx,
             swaps: swaps_rx,
         };
         let core_join = tokio::spawn(decisions.run(inbox, start_outputs));
+        tokio::spawn(gatekeeper.run(raw_rx, checked_tx));
         let (finish_tx, finish_rx) = oneshot::channel();
         let uplink_join = tokio::spawn(uplink.run(finish_rx));
 

@@ -1,53 +1,69 @@
-//! Signed orders from above, taken on the decision loop: checked (signature, key scope, time,
-//! replay), applied to the core — one small function per payload kind — and answered on
-//! `cmd/result` once the change is durable. A registry sync is written and loaded off the loop
-//! and answered when it is swapped in.
+//! Signed orders from above, in two steps:
+//! - the [`Gatekeeper`], a task of its own, checks each order as it arrives (decode, signature,
+//!   key scope, lifetime, store age) so that junk costs the decision loop nothing; refusals are
+//!   logged at the 1st, 10th, 100th… and answered upstream at a bounded rate;
+//! - the [`OrderDesk`], on the decision loop, checks replay against the ids it holds, applies the
+//!   order to the core — one small function per payload kind — and answers on `cmd/result` once
+//!   the change is durable. A registry sync (whole, or assembled from chunks) is written and
+//!   loaded off the loop and answered when it is swapped in.
 use crate::config::Config;
 use crate::decision::{Core, Mode, Origin, Output, Registry, StateKey};
-use crate::orders::{self, Place, TrustedKey};
+use crate::metrics::{worth_logging, Metrics};
+use crate::orders::{self, Limits, Place, Refused, StoreAge, TrustedKey, Verified};
 use crate::proto::v1;
 use crate::store::outbox;
+use crate::store::sync::SyncLimits;
 use crate::store::Store;
+use crate::uplink::RawOrder;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{info, warn};
 
-/// Orders answer with a result; the registry syncs answer later, with the new lists.
-pub struct OrderDesk {
+/// An order that passed the gatekeeper, still holding its share of the order queue.
+pub struct Checked {
+    pub verified: Verified,
+    pub _queued: OwnedSemaphorePermit,
+}
+
+/// The place and the keys, from the config.
+fn place(config: &Config) -> Place {
+    let g = &config.gateway;
+    Place {
+        gateway: g.id.clone(),
+        community: g.community.clone(),
+        street: g.street.clone(),
+        district: g.district.clone(),
+    }
+}
+
+/// Refusals answered upstream: at most this many in a burst, then one a second.
+const REFUSAL_BURST: f64 = 10.0;
+
+/// Checks orders off the decision loop.
+pub struct Gatekeeper {
     trusted: Vec<TrustedKey>,
     place: Place,
     max_skew_ms: i64,
-    /// Order ids applied, until when they stay refused as replays.
-    applied: HashMap<String, i64>,
+    max_lifetime_ms: i64,
+    /// When the store was created (unix ms); 0 while not known. The desk settles it.
+    store_created: Arc<AtomicI64>,
     results: mpsc::Sender<v1::CommandResult>,
-    /// For registry sync, which writes and loads the lists off the decision loop.
-    store: Store,
-    swaps: mpsc::Sender<RegistrySwap>,
+    metrics: Arc<Metrics>,
+    /// Refusal answers left, refilled one a second.
+    answers: f64,
+    refilled: Instant,
 }
 
-/// A registry sync done off the decision loop: the new registry (or why not), and its result.
-pub struct RegistrySwap {
-    pub registry: Option<Registry>,
-    pub version: u64,
-    pub result: v1::CommandResult,
-}
-
-/// What became of one order: refused with a reason code (empty: applied) and a detail.
-type Outcome = (&'static str, String);
-
-const APPLIED: Outcome = ("", String::new());
-
-impl OrderDesk {
-    /// `state`: the durable state, for the ids applied and not yet expired (replay protection
-    /// across restarts).
+impl Gatekeeper {
     pub fn new(
         config: &Config,
-        state: &[(String, Vec<u8>)],
-        store: Store,
+        store_created: Arc<AtomicI64>,
         results: mpsc::Sender<v1::CommandResult>,
-        swaps: mpsc::Sender<RegistrySwap>,
-    ) -> OrderDesk {
+        metrics: Arc<Metrics>,
+    ) -> Gatekeeper {
         let trusted = config
             .orders
             .keys
@@ -62,7 +78,128 @@ impl OrderDesk {
                 })
             })
             .collect();
-        let g = &config.gateway;
+        Gatekeeper {
+            trusted,
+            place: place(config),
+            max_skew_ms: config.orders.max_skew_s as i64 * 1000,
+            max_lifetime_ms: config.orders.max_lifetime_s as i64 * 1000,
+            store_created,
+            results,
+            metrics,
+            answers: REFUSAL_BURST,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Checks every order until the uplink goes; passes the good ones on to the decision loop.
+    pub async fn run(mut self, mut raw: mpsc::Receiver<RawOrder>, checked: mpsc::Sender<Checked>) {
+        while let Some(order) = raw.recv().await {
+            let now = crate::now_ms();
+            let store = match self.store_created.load(Ordering::Relaxed) {
+                0 => StoreAge::Unknown,
+                ms => StoreAge::Since(ms),
+            };
+            let limits = Limits {
+                max_skew_ms: self.max_skew_ms,
+                max_lifetime_ms: self.max_lifetime_ms,
+                store,
+            };
+            // Ed25519 and a large decode are CPU work: off the async threads.
+            let (bytes, trusted, place) = (order.bytes, self.trusted.clone(), self.place.clone());
+            let verified = tokio::task::spawn_blocking(move || {
+                orders::verify(&bytes, &trusted, &place, now, &limits)
+            })
+            .await;
+            match verified {
+                Ok(Ok(verified)) => {
+                    let c = Checked {
+                        verified,
+                        _queued: order.queued,
+                    };
+                    if checked.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Err(r)) => self.refused(r, now),
+                Err(e) => warn!(error = %e, "Order check failed."),
+            }
+        }
+    }
+
+    fn refused(&mut self, r: Refused, now: i64) {
+        let n = self.metrics.orders_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_logging(n) {
+            warn!(order = %r.id, reason = r.reason, detail = %r.detail, refused = n, "Order refused.");
+        }
+        let elapsed = self.refilled.elapsed().as_secs_f64();
+        self.refilled = Instant::now();
+        self.answers = (self.answers + elapsed).min(REFUSAL_BURST);
+        if self.answers >= 1.0 {
+            self.answers -= 1.0;
+            let _ =
+                self.results
+                    .try_send(result(&self.place.gateway, r.id, r.reason, r.detail, now));
+        } else {
+            Metrics::inc(&self.metrics.orders_refusals_unanswered);
+        }
+    }
+}
+
+/// Orders answer with a result; the registry syncs answer later, with the new lists.
+pub struct OrderDesk {
+    gateway: String,
+    /// Order ids applied, until when they stay refused as replays.
+    applied: HashMap<String, i64>,
+    results: mpsc::Sender<v1::CommandResult>,
+    /// For registry sync, which writes and loads the lists off the decision loop.
+    store: Store,
+    sync_limits: SyncLimits,
+    swaps: mpsc::Sender<RegistrySwap>,
+    /// Snapshots arriving in chunks, by transfer id.
+    transfers: HashMap<String, Transfer>,
+    /// The store's creation time, once a synced clock gave it (0 until then).
+    store_created: Arc<AtomicI64>,
+    /// The box's clock is right from boot (`commands.trust_clock`).
+    trust_clock: bool,
+}
+
+/// A registry sync done off the decision loop: the new registry (or why not), and its result.
+pub struct RegistrySwap {
+    pub registry: Option<Registry>,
+    pub version: u64,
+    pub result: v1::CommandResult,
+}
+
+/// A snapshot on its way in chunks.
+struct Transfer {
+    parts: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+    started_ms: i64,
+}
+
+/// Chunk transfers: how many at once, how many chunks and bytes each, and how long they may
+/// take before they are abandoned.
+const MAX_TRANSFERS: usize = 2;
+const MAX_CHUNKS: u32 = 1024;
+const MAX_TRANSFER_BYTES: usize = 64 << 20;
+const TRANSFER_TIMEOUT_MS: i64 = 5 * 60 * 1000;
+
+/// What became of one order: refused with a reason code (empty: applied) and a detail.
+type Outcome = (&'static str, String);
+
+const APPLIED: Outcome = ("", String::new());
+
+impl OrderDesk {
+    /// `state`: the durable state, for the ids applied and not yet expired (replay protection
+    /// across restarts).
+    pub fn new(
+        config: &Config,
+        state: &[(String, Vec<u8>)],
+        store: Store,
+        store_created: Arc<AtomicI64>,
+        results: mpsc::Sender<v1::CommandResult>,
+        swaps: mpsc::Sender<RegistrySwap>,
+    ) -> OrderDesk {
         let applied = state
             .iter()
             .filter_map(|(k, v)| match StateKey::decode(k)? {
@@ -72,25 +209,52 @@ impl OrderDesk {
                 _ => None,
             })
             .collect();
-        OrderDesk {
-            trusted,
-            place: Place {
-                gateway: g.id.clone(),
-                community: g.community.clone(),
-                street: g.street.clone(),
-                district: g.district.clone(),
-            },
-            max_skew_ms: config.orders.max_skew_s as i64 * 1000,
+        let desk = OrderDesk {
+            gateway: config.gateway.id.clone(),
             applied,
             results,
             store,
+            sync_limits: SyncLimits {
+                max_residents: config.registry.max_residents,
+                max_version_step: config.orders.max_version_step,
+            },
             swaps,
+            transfers: HashMap::new(),
+            store_created,
+            trust_clock: config.orders.trust_clock,
+        };
+        desk.settle_store_age(crate::now_ms());
+        desk
+    }
+
+    /// Takes the store's creation time from the store, or — the first time the clock is known to
+    /// be right — records it. Until then orders a replay could abuse are refused.
+    fn settle_store_age(&self, now: i64) {
+        if self.store_created.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        let created = match self.store.created_ms() {
+            Ok(Some(ms)) => Ok(ms),
+            Ok(None) if self.trust_clock || crate::clock::synced() => {
+                self.store.settle_created(now)
+            }
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(ms) => {
+                self.store_created.store(ms, Ordering::Relaxed);
+                info!(
+                    store_created_ms = ms,
+                    "Store age known: orders issued before it are refused."
+                );
+            }
+            Err(e) => warn!(error = %e, "Store creation time not recorded; retrying."),
         }
     }
 
-    /// The one way a result is made.
-    pub fn result(&self, id: String, refused: &str, detail: String, now: i64) -> v1::CommandResult {
-        result(&self.place.gateway, id, refused, detail, now)
+    fn result(&self, id: String, refused: &str, detail: String, now: i64) -> v1::CommandResult {
+        result(&self.gateway, id, refused, detail, now)
     }
 
     /// Hands a result to the uplink (dropped if its queue is full: the order's effect stands).
@@ -107,32 +271,21 @@ impl OrderDesk {
         }))
     }
 
-    /// Checks and applies one signed order. Returns what to write and, unless the order is
-    /// answered later (a registry sync), the result to send once that is durable.
+    /// Applies one checked order unless its id was applied before. Returns what to write and,
+    /// unless the order is answered later (a registry sync), the result to send once that is
+    /// durable.
     pub fn take(
         &mut self,
-        bytes: &[u8],
+        v: Verified,
         core: &mut Core,
         now: i64,
         out: &mut Vec<Output>,
     ) -> Option<v1::CommandResult> {
-        let applied = &self.applied;
-        let verified = orders::verify(
-            bytes,
-            &self.trusted,
-            &self.place,
-            now,
-            self.max_skew_ms,
-            |id| applied.contains_key(id),
-        );
-        let v = match verified {
-            Ok(v) => v,
-            Err(r) => {
-                warn!(order = %r.id, reason = r.reason, detail = %r.detail, "Order refused.");
-                self.answer(self.result(r.id, r.reason, r.detail, now));
-                return None;
-            }
-        };
+        if let Some(r) = v.replayed(|id| self.applied.contains_key(id)) {
+            warn!(order = %r.id, "Order refused: replayed.");
+            self.answer(self.result(r.id, r.reason, r.detail, now));
+            return None;
+        }
         let id = v.command.id.clone();
         out.push(Output::State(
             StateKey::OrderApplied(id.clone()),
@@ -152,13 +305,98 @@ impl OrderDesk {
                 self.sync(id, now, Err(d));
                 return None;
             }
+            Some(Payload::SnapshotChunk(c)) => self.chunk(&id, c, now),
             Some(Payload::Ping(_)) | None => APPLIED,
         };
         Some(self.result(id, refused, detail, now))
     }
 
-    /// Order ids whose orders have expired can no longer be replayed: forgotten.
-    pub fn forget_expired(&mut self, now: i64, out: &mut Vec<Output>) {
+    /// One chunk of a snapshot: kept until its transfer is whole, then the snapshot is applied
+    /// as if it had come in one piece (answered under the transfer's id).
+    fn chunk(&mut self, id: &str, c: v1::SnapshotChunk, now: i64) -> Outcome {
+        if c.transfer_id.is_empty() || c.transfer_id.len() > 128 {
+            return ("malformed", "a transfer id is 1–128 bytes".into());
+        }
+        if c.count == 0 || c.count > MAX_CHUNKS || c.index >= c.count {
+            return (
+                "malformed",
+                format!(
+                    "chunk {} of {}: at most {MAX_CHUNKS} chunks",
+                    c.index, c.count
+                ),
+            );
+        }
+        if !self.transfers.contains_key(&c.transfer_id) && self.transfers.len() >= MAX_TRANSFERS {
+            return (
+                "too_many",
+                format!("{MAX_TRANSFERS} transfers under way already"),
+            );
+        }
+        let t = self
+            .transfers
+            .entry(c.transfer_id.clone())
+            .or_insert_with(|| Transfer {
+                parts: vec![None; c.count as usize],
+                bytes: 0,
+                started_ms: now,
+            });
+        if t.parts.len() != c.count as usize {
+            return (
+                "malformed",
+                format!("transfer {:?}: the chunk count changed", c.transfer_id),
+            );
+        }
+        if t.bytes + c.data.len() > MAX_TRANSFER_BYTES {
+            self.transfers.remove(&c.transfer_id);
+            return (
+                "too_many",
+                format!("a snapshot of more than {MAX_TRANSFER_BYTES} bytes"),
+            );
+        }
+        let index = c.index as usize;
+        if t.parts[index].is_none() {
+            t.bytes += c.data.len();
+            t.parts[index] = Some(c.data);
+        }
+        let have = t.parts.iter().filter(|p| p.is_some()).count();
+        if have < t.parts.len() {
+            return (
+                "",
+                format!(
+                    "chunk {} of {} of transfer {:?}",
+                    index + 1,
+                    c.count,
+                    c.transfer_id
+                ),
+            );
+        }
+        let Some(t) = self.transfers.remove(&c.transfer_id) else {
+            return APPLIED;
+        };
+        let mut bytes = Vec::with_capacity(t.bytes);
+        for part in t.parts.into_iter().flatten() {
+            bytes.extend_from_slice(&part);
+        }
+        match <v1::RegistrySnapshot as prost::Message>::decode(bytes.as_slice()) {
+            Ok(s) => {
+                info!(order = %id, transfer = %c.transfer_id, chunks = c.count, bytes = bytes.len(), "Snapshot transfer complete.");
+                self.sync(c.transfer_id.clone(), now, Ok(s));
+                (
+                    "",
+                    format!("last chunk of transfer {:?}: applying", c.transfer_id),
+                )
+            }
+            Err(e) => (
+                "malformed",
+                format!("transfer {:?}: not a snapshot: {e}", c.transfer_id),
+            ),
+        }
+    }
+
+    /// Order ids whose orders have expired can no longer be replayed: forgotten. Transfers that
+    /// did not complete in time are abandoned, with a result. The store's age is settled once
+    /// the clock is known to be right.
+    pub fn tick(&mut self, now: i64, out: &mut Vec<Output>) {
         self.applied.retain(|id, until| {
             let keep = *until >= now;
             if !keep {
@@ -166,6 +404,25 @@ impl OrderDesk {
             }
             keep
         });
+        let stale: Vec<String> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| now - t.started_ms > TRANSFER_TIMEOUT_MS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some(t) = self.transfers.remove(&id) {
+                let have = t.parts.iter().filter(|p| p.is_some()).count();
+                let detail = format!(
+                    "{have} of {} chunks within {} s",
+                    t.parts.len(),
+                    TRANSFER_TIMEOUT_MS / 1000
+                );
+                warn!(transfer = %id, detail = %detail, "Snapshot transfer abandoned.");
+                self.answer(self.result(id, "transfer_timeout", detail, now));
+            }
+        }
+        self.settle_store_age(now);
     }
 
     /// Writes a snapshot (`Ok`) or delta (`Err`) to the store and loads the new registry, on a
@@ -173,12 +430,13 @@ impl OrderDesk {
     fn sync(&self, id: String, now: i64, what: Result<v1::RegistrySnapshot, v1::RegistryDelta>) {
         let store = self.store.clone();
         let swaps = self.swaps.clone();
-        let gateway = self.place.gateway.clone();
+        let gateway = self.gateway.clone();
+        let limits = self.sync_limits;
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let (version, applied) = match &what {
-                Ok(s) => (s.version, store.apply_snapshot(s)),
-                Err(d) => (d.version, store.apply_delta(d)),
+                Ok(s) => (s.version, store.apply_snapshot(s, limits)),
+                Err(d) => (d.version, store.apply_delta(d, limits)),
             };
             let loaded = match applied {
                 Ok(Ok(())) => store.load_registry().map(Ok),

@@ -32,12 +32,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Meta keys: when the store was created (unix ms; 1 = before creation times were kept), or that
+/// it was created on a clock not yet known to be right.
+const CREATED: &str = "created_ms";
+const CREATED_PENDING: &str = "created_pending";
 pub(crate) const RESIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("residents");
 pub(crate) const LISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lists");
 pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 /// Visitor passes and household statuses beyond this are refused (a district's list, not ours).
-const MAX_LIST_ROWS: usize = 200_000;
+pub(crate) const MAX_LIST_ROWS: usize = 200_000;
 
 /// What an outbox record is: decides the uplink channel and the eviction order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,13 +168,58 @@ impl Store {
             source,
         })?;
         let path = dir.join("gatehouse.redb");
+        let new = !path.exists();
         let db = open_db(&path)?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 path,
                 db: std::sync::RwLock::new(Some(Arc::new(db))),
             }),
-        })
+        };
+        store.mark_creation(new)?;
+        Ok(store)
+    }
+
+    /// A new store's creation time is not known until a synced clock gives it
+    /// ([`Store::settle_created`]); a store from before creation times were kept counts as old.
+    fn mark_creation(&self, new: bool) -> Result<(), StoreError> {
+        if self.meta(CREATED)? != 0 || self.meta(CREATED_PENDING)? != 0 {
+            return Ok(());
+        }
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            if new {
+                meta.insert(CREATED_PENDING, 1)?;
+            } else {
+                meta.insert(CREATED, 1)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// When this store was created (unix ms, from a clock known to be synced); `None` while that
+    /// is not known yet. Orders issued before it cannot have been applied here.
+    pub fn created_ms(&self) -> Result<Option<i64>, StoreError> {
+        let created = self.meta(CREATED)?;
+        Ok((created != 0).then_some(created as i64))
+    }
+
+    /// Records `now_ms` as the creation time if it is still unknown; call it only with a clock
+    /// known to be synced. Returns the creation time.
+    pub fn settle_created(&self, now_ms: i64) -> Result<i64, StoreError> {
+        if let Some(created) = self.created_ms()? {
+            return Ok(created);
+        }
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(CREATED, now_ms.max(1) as u64)?;
+            meta.remove(CREATED_PENDING)?;
+        }
+        txn.commit()?;
+        Ok(now_ms.max(1))
     }
 
     /// The database, unless a reopen is under way.

@@ -5,8 +5,20 @@
 use super::{residents, status_byte, Store, StoreError, LISTS, META, RESIDENTS};
 use crate::decision::ResidentStatus;
 use crate::proto::v1;
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTableMetadata};
 use std::collections::BTreeMap;
+
+/// The bounds a sync is held to, as a file import is.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncLimits {
+    /// `registry.max_residents`.
+    pub max_residents: usize,
+    /// `commands.max_version_step`: how far ahead of the stored version a new one may be.
+    pub max_version_step: u64,
+}
+
+/// Cards and QR codes one resident may hold.
+const MAX_CARDS: usize = 16;
 
 /// Why a sync was refused, as its `cmd/result` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +151,63 @@ fn check_lists(l: &Lists) -> Result<(), SyncRefused> {
     Ok(())
 }
 
+/// A version far ahead of the stored one would leave no room for the next (`u64::MAX` freezes
+/// sync for good), so the step is bounded.
+fn check_version(current: u64, version: u64, limits: SyncLimits) -> Result<(), SyncRefused> {
+    if version - current > limits.max_version_step {
+        return Err(refuse(
+            "version_too_far",
+            format!(
+                "version {version} is more than {} ahead of {current} (commands.max_version_step)",
+                limits.max_version_step
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The same bounds as a file import: residents, plates, passes, households; cards per resident.
+fn check_sizes(
+    [residents, plates, passes, households]: [usize; 4],
+    cards: usize,
+    limits: SyncLimits,
+) -> Result<(), SyncRefused> {
+    let too_many =
+        |what: &str, n: usize, max: usize| refuse("too_many", format!("{n} {what}; at most {max}"));
+    if residents > limits.max_residents {
+        return Err(too_many(
+            "residents (registry.max_residents)",
+            residents,
+            limits.max_residents,
+        ));
+    }
+    for (what, n) in [
+        ("plates", plates),
+        ("passes", passes),
+        ("households", households),
+    ] {
+        if n > super::MAX_LIST_ROWS {
+            return Err(too_many(what, n, super::MAX_LIST_ROWS));
+        }
+    }
+    if cards > MAX_CARDS {
+        return Err(too_many("cards on one resident", cards, MAX_CARDS));
+    }
+    Ok(())
+}
+
+/// The ids that stand more than once, each named once, with what they are.
+fn duplicates<'a>(ids: impl Iterator<Item = &'a str>, what: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut twice = std::collections::BTreeSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            twice.insert(id);
+        }
+    }
+    twice.into_iter().map(|id| format!("{what} {id}")).collect()
+}
+
 fn resident_value(r: &v1::ResidentEntry, status: ResidentStatus) -> Vec<u8> {
     let mut buf = Vec::with_capacity(32);
     buf.push(status_byte(status));
@@ -165,12 +234,49 @@ impl Store {
     pub fn apply_snapshot(
         &self,
         s: &v1::RegistrySnapshot,
+        limits: SyncLimits,
     ) -> Result<Result<(), SyncRefused>, StoreError> {
         let current = self.registry_version()?;
         if s.version <= current {
             return Ok(Err(refuse(
                 "stale_version",
                 format!("version {} is not newer than {current}", s.version),
+            )));
+        }
+        if let Err(e) = check_version(current, s.version, limits) {
+            return Ok(Err(e));
+        }
+        if let Err(e) = check_sizes(
+            [
+                s.residents.len(),
+                s.plates.len(),
+                s.passes.len(),
+                s.households.len(),
+            ],
+            s.residents.iter().map(|r| r.cards.len()).max().unwrap_or(0),
+            limits,
+        ) {
+            return Ok(Err(e));
+        }
+        let duplicates = [
+            duplicates(s.residents.iter().map(|r| r.person_id.as_str()), "resident"),
+            duplicates(s.plates.iter().map(|p| p.plate.as_str()), "plate"),
+            duplicates(s.passes.iter().map(|p| p.pass_id.as_str()), "pass"),
+            duplicates(
+                s.households.iter().map(|h| h.household.as_str()),
+                "household",
+            ),
+        ]
+        .concat();
+        if !duplicates.is_empty() {
+            let shown: Vec<_> = duplicates.iter().take(10).collect();
+            return Ok(Err(refuse(
+                "duplicate_ids",
+                format!(
+                    "{} ids stand twice or more: {shown:?}{}",
+                    duplicates.len(),
+                    if duplicates.len() > 10 { " …" } else { "" }
+                ),
             )));
         }
         let mut statuses = Vec::with_capacity(s.residents.len());
@@ -219,6 +325,7 @@ impl Store {
     pub fn apply_delta(
         &self,
         d: &v1::RegistryDelta,
+        limits: SyncLimits,
     ) -> Result<Result<(), SyncRefused>, StoreError> {
         let current = self.registry_version()?;
         if d.base_version != current || d.version <= current {
@@ -229,6 +336,9 @@ impl Store {
                     d.base_version, d.version
                 ),
             )));
+        }
+        if let Err(e) = check_version(current, d.version, limits) {
+            return Ok(Err(e));
         }
         let mut statuses = Vec::with_capacity(d.upsert_residents.len());
         for r in &d.upsert_residents {
@@ -268,6 +378,18 @@ impl Store {
             for (r, st) in d.upsert_residents.iter().zip(statuses) {
                 t.insert(r.person_id.as_str(), resident_value(r, st).as_slice())?;
             }
+            let residents = t.len()? as usize;
+            let cards = d.upsert_residents.iter().map(|r| r.cards.len()).max();
+            let sizes = [
+                residents,
+                lists.plates.len(),
+                lists.passes.len(),
+                lists.households.len(),
+            ];
+            if let Err(e) = check_sizes(sizes, cards.unwrap_or(0), limits) {
+                // Dropping the transaction uncommitted leaves the stored lists as they were.
+                return Ok(Err(e));
+            }
             write_lists(&txn, &lists)?;
             txn.open_table(META)?
                 .insert("registry_version", d.version)?;
@@ -291,47 +413,66 @@ impl Store {
         Ok(Lists {
             passes: passes
                 .into_iter()
-                .map(|p| {
-                    (
-                        p.pass_id.clone(),
-                        v1::PassEntry {
-                            pass_id: p.pass_id,
-                            host_household: p.host_household,
-                            credentials: p.credentials,
-                            plates: p.plates,
-                            valid_from_ms: if p.valid_from_ms == i64::MIN {
-                                0
-                            } else {
-                                p.valid_from_ms
-                            },
-                            valid_until_ms: p.valid_until_ms,
-                            uses: p.uses,
-                        },
-                    )
-                })
+                .map(|p| (p.pass_id.clone(), pass_entry(p)))
                 .collect(),
             plates: plates
                 .into_iter()
-                .map(|p| {
-                    (
-                        p.plate.clone(),
-                        v1::PlateEntry {
-                            plate: p.plate,
-                            kind: match p.kind {
-                                crate::decision::PlateKind::Resident => "resident",
-                                crate::decision::PlateKind::Blacklist => "blacklist",
-                                crate::decision::PlateKind::AllowList => "allowlist",
-                            }
-                            .into(),
-                            household: p.household,
-                            valid_until_ms: p.valid_until_ms,
-                            lockdown_allowed: p.lockdown_allowed,
-                        },
-                    )
-                })
+                .map(|p| (p.plate.clone(), plate_entry(p)))
                 .collect(),
             households: households.into_iter().collect(),
         })
+    }
+}
+
+/// A pass as the list files hold it, as sync carries it.
+pub fn pass_entry(p: residents::PassRow) -> v1::PassEntry {
+    v1::PassEntry {
+        pass_id: p.pass_id,
+        host_household: p.host_household,
+        credentials: p.credentials,
+        plates: p.plates,
+        valid_from_ms: if p.valid_from_ms == i64::MIN {
+            0
+        } else {
+            p.valid_from_ms
+        },
+        valid_until_ms: p.valid_until_ms,
+        uses: p.uses,
+    }
+}
+
+/// A plate as the list files hold it, as sync carries it.
+pub fn plate_entry(p: residents::PlateRow) -> v1::PlateEntry {
+    v1::PlateEntry {
+        plate: p.plate,
+        kind: match p.kind {
+            crate::decision::PlateKind::Resident => "resident",
+            crate::decision::PlateKind::Blacklist => "blacklist",
+            crate::decision::PlateKind::AllowList => "allowlist",
+        }
+        .into(),
+        household: p.household,
+        valid_until_ms: if p.valid_until_ms == i64::MAX {
+            0
+        } else {
+            p.valid_until_ms
+        },
+        lockdown_allowed: p.lockdown_allowed,
+    }
+}
+
+/// A resident as the list files hold them, as sync carries them.
+pub fn resident_entry(r: residents::Row) -> v1::ResidentEntry {
+    v1::ResidentEntry {
+        person_id: r.person_id,
+        household: r.household,
+        status: r.status.as_str().into(),
+        valid_until_ms: if r.valid_until_ms == i64::MAX {
+            0
+        } else {
+            r.valid_until_ms
+        },
+        cards: r.cards,
     }
 }
 
@@ -388,13 +529,70 @@ mod tests {
         }
     }
 
+    const LIMITS: SyncLimits = SyncLimits {
+        max_residents: 200_000,
+        max_version_step: 1_000_000,
+    };
+
+    #[test]
+    fn a_sync_is_bounded_as_an_import_is_and_cannot_freeze_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let refused = |s: &v1::RegistrySnapshot, limits| {
+            let r = store.apply_snapshot(s, limits).unwrap().unwrap_err();
+            (r.reason, r.detail)
+        };
+        let (reason, _) = refused(&snapshot(u64::MAX, 1, 0), LIMITS);
+        assert_eq!(reason, "version_too_far");
+        let small = SyncLimits {
+            max_residents: 10,
+            ..LIMITS
+        };
+        assert_eq!(refused(&snapshot(1, 11, 0), small).0, "too_many");
+        let mut many_cards = snapshot(1, 1, 0);
+        many_cards.residents[0].cards = (0..17).map(|i| format!("c{i}")).collect();
+        assert_eq!(refused(&many_cards, LIMITS).0, "too_many");
+        let mut twice = snapshot(1, 3, 2);
+        twice.residents.push(twice.residents[1].clone());
+        twice.plates.push(twice.plates[0].clone());
+        let (reason, detail) = refused(&twice, LIMITS);
+        assert_eq!(reason, "duplicate_ids");
+        assert!(
+            detail.contains("resident R000001") && detail.contains("plate"),
+            "{detail}"
+        );
+        // Nothing of them was written; a sane one still applies, and a delta over the bound is
+        // refused whole.
+        assert_eq!(store.registry_version().unwrap(), 0);
+        store
+            .apply_snapshot(&snapshot(1, 10, 0), small)
+            .unwrap()
+            .unwrap();
+        let grow = v1::RegistryDelta {
+            base_version: 1,
+            version: 2,
+            upsert_residents: vec![v1::ResidentEntry {
+                person_id: "N1".into(),
+                household: "H9".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            store.apply_delta(&grow, small).unwrap().unwrap_err().reason,
+            "too_many"
+        );
+        assert_eq!(store.load_registry().unwrap().len(), 10);
+        assert_eq!(store.registry_version().unwrap(), 1);
+    }
+
     #[test]
     fn a_large_snapshot_applies_in_one_transaction_and_a_delta_only_on_its_base() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let started = std::time::Instant::now();
         store
-            .apply_snapshot(&snapshot(5, 100_000, 20_000))
+            .apply_snapshot(&snapshot(5, 100_000, 20_000), LIMITS)
             .unwrap()
             .unwrap();
         let r = store.load_registry().unwrap();
@@ -415,7 +613,7 @@ mod tests {
         assert_eq!(store.registry_version().unwrap(), 5);
         // Older or equal: refused, nothing changes.
         let stale = store
-            .apply_snapshot(&snapshot(5, 1, 0))
+            .apply_snapshot(&snapshot(5, 1, 0), LIMITS)
             .unwrap()
             .unwrap_err();
         assert_eq!(stale.reason, "stale_version");
@@ -425,7 +623,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            store.apply_delta(&wrong).unwrap().unwrap_err().reason,
+            store
+                .apply_delta(&wrong, LIMITS)
+                .unwrap()
+                .unwrap_err()
+                .reason,
             "wrong_base"
         );
         let delta = v1::RegistryDelta {
@@ -444,7 +646,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        store.apply_delta(&delta).unwrap().unwrap();
+        store.apply_delta(&delta, LIMITS).unwrap().unwrap();
         let r = store.load_registry().unwrap();
         assert!(r.get("R000001").is_none() && r.get("N1").is_some());
         assert!(r.plate("粤B00000").is_none() && r.plate("粤B00001").is_some());
@@ -467,7 +669,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            store.apply_delta(&bad).unwrap().unwrap_err().reason,
+            store.apply_delta(&bad, LIMITS).unwrap().unwrap_err().reason,
             "malformed"
         );
         assert_eq!(store.registry_version().unwrap(), 6);

@@ -3,6 +3,7 @@
 use crate::device::Unit;
 use crate::mqtt_client::BrokerUrl;
 use crate::run::RunError;
+use crate::tools::company::{self, OrderArgs, TailArgs};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,47 +51,12 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Make and sign a command; print it as hex, or publish it to a broker.
-    Command {
-        /// The private key file from `gatehouse keygen`.
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long)]
-        key_id: String,
-        /// `gateway:<id>`, `community:<12 digits>`, `street:<9 digits>` or `district:<6 digits>`.
-        #[arg(long)]
-        target: String,
-        /// Set the mode: normal, epidemic, lockdown, fire.
-        #[arg(long, group = "what")]
-        mode: Option<String>,
-        /// Open this lane's gate once (with --operator and --reason).
-        #[arg(long, group = "what")]
-        open: Option<String>,
-        /// Set the fever threshold, °C (every lane, or --lane).
-        #[arg(long, group = "what")]
-        threshold: Option<f64>,
-        #[arg(long, default_value = "")]
-        lane: String,
-        #[arg(long, default_value = "")]
-        operator: String,
-        #[arg(long, default_value = "")]
-        reason: String,
-        /// Just ask for a result.
-        #[arg(long, group = "what")]
-        ping: bool,
-        /// Seconds the command stays valid.
-        #[arg(long, default_value_t = 60)]
-        valid_s: i64,
-        /// Command id (default: time-based).
-        #[arg(long)]
-        id: Option<String>,
-        /// Publish to this broker (mqtt://host:port) on `--topic` (e.g.
-        /// `gh/v1/3301/330106/330106001/_all/cmd` for a street) instead of printing hex.
-        #[arg(long, requires = "topic")]
-        publish: Option<String>,
-        #[arg(long)]
-        topic: Option<String>,
-    },
+    /// Make and sign an order; print it as hex, or publish it to a broker. A registry snapshot
+    /// larger than one message goes as signed chunks.
+    Command(Box<OrderArgs>),
+    /// Print what gateways send upstream (events, alarms, status, twins, stats, results) as JSON
+    /// lines.
+    Tail(TailArgs),
     /// End fire mode (only from the box itself): gates back to normal operation, mode normal.
     FireReset {
         #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
@@ -248,69 +214,6 @@ enum UnitArg {
     Kelvin,
 }
 
-fn keygen(out: &std::path::Path) -> Result<(), RunError> {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!("/dev/urandom: {e}")))?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!("{}: {e}", out.display())))?;
-    writeln!(f, "{}", crate::hex::to_hex(&seed)).map_err(|e| RunError::Runtime(e.into()))?;
-    println!(
-        "private key written to {} (keep it secret)\npublic key: {}",
-        out.display(),
-        crate::hex::to_hex(key.verifying_key().as_bytes())
-    );
-    Ok(())
-}
-
-fn read_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, RunError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
-    let bytes =
-        crate::hex::parse_hex(text.trim()).map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
-    let seed: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| RunError::Runtime(anyhow::anyhow!("{}: not a 32-byte key", path.display())))?;
-    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
-}
-
-async fn publish_once(broker: &BrokerUrl, topic: &str, payload: Vec<u8>) -> Result<(), RunError> {
-    use rumqttc::{AsyncClient, Event, Packet, QoS};
-    let opts = crate::mqtt_client::options(
-        broker,
-        &format!("gatehouse-cli-{}", std::process::id()),
-        std::time::Duration::from_secs(10),
-    );
-    let (client, mut el) = AsyncClient::new(opts, 8);
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
-        .await
-        .map_err(|e| RunError::Runtime(e.into()))?;
-    let acked = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    })
-    .await;
-    match acked {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(RunError::Runtime(anyhow::anyhow!("{e}"))),
-        Err(_) => Err(RunError::Runtime(anyhow::anyhow!("no PUBACK within 10 s"))),
-    }
-}
-
 /// Sends one request to the running daemon's control socket and prints its reply.
 async fn control(config: &std::path::Path, request: &str) -> Result<(), RunError> {
     let c = crate::config::Config::load(config).map_err(RunError::Config)?;
@@ -342,75 +245,9 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 config.lanes.len()
             );
         }
-        Cmd::Keygen { out } => keygen(&out)?,
-        Cmd::Command {
-            key,
-            key_id,
-            target,
-            mode,
-            open,
-            threshold,
-            lane,
-            operator,
-            reason,
-            ping,
-            valid_s,
-            id,
-            publish,
-            topic,
-        } => {
-            use crate::proto::v1;
-            let _ = ping;
-            let payload = match (mode, open, threshold) {
-                (Some(m), _, _) => v1::command::Payload::SetMode(v1::SetMode { mode: m }),
-                (None, Some(lane), _) => v1::command::Payload::RemoteOpen(v1::RemoteOpen {
-                    lane,
-                    operator_id: operator,
-                    reason,
-                }),
-                (None, None, Some(t)) => v1::command::Payload::SetThreshold(v1::SetThreshold {
-                    fever_threshold_c: t,
-                    lane,
-                }),
-                (None, None, None) => v1::command::Payload::Ping(v1::Ping {}),
-            };
-            let (level, code) = target.split_once(':').ok_or_else(|| {
-                RunError::Runtime(anyhow::anyhow!(
-                    "--target is level:code, e.g. street:330106001"
-                ))
-            })?;
-            let level = match level {
-                "gateway" => v1::Level::Gateway,
-                "community" => v1::Level::Community,
-                "street" => v1::Level::Street,
-                "district" => v1::Level::District,
-                other => {
-                    return Err(RunError::Runtime(anyhow::anyhow!(
-                        "unknown level {other:?} (gateway, community, street, district)"
-                    )))
-                }
-            };
-            let now = crate::now_ms();
-            let c = v1::Command {
-                id: id.unwrap_or_else(|| format!("cmd-{now}")),
-                issued_at_ms: now,
-                expires_at_ms: now + valid_s * 1000,
-                target: Some(v1::Scope {
-                    level: level as i32,
-                    code: code.to_string(),
-                }),
-                payload: Some(payload),
-            };
-            let signed = crate::orders::sign(&c, &key_id, &read_key(&key)?);
-            let bytes = prost::Message::encode_to_vec(&signed);
-            match (publish, topic) {
-                (Some(broker), Some(topic)) => {
-                    publish_once(&url(&broker)?, &topic, bytes).await?;
-                    println!("published {} to {topic}", c.id);
-                }
-                _ => println!("{}", crate::hex::to_hex(&bytes)),
-            }
-        }
+        Cmd::Keygen { out } => company::keygen(&out)?,
+        Cmd::Command(args) => company::order(*args).await?,
+        Cmd::Tail(args) => company::tail(args).await?,
         Cmd::Mode { mode, config } => control(&config, &format!("mode {mode}")).await?,
         Cmd::FireReset { config } => control(&config, "fire-reset").await?,
         Cmd::Demo { rate, residents } => {

@@ -2,5 +2,8 @@
 //! simulators. Nothing in the daemon's parts imports from here.
 pub mod bench;
 pub mod cli;
+pub mod company;
 pub mod demo;
+pub mod lists;
 pub mod sim;
+pub mod tail;

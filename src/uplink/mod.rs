@@ -91,10 +91,11 @@ impl UplinkConfig {
         };
         Ok(UplinkConfig {
             url: BrokerUrl::parse(&u.url).map_err(SetupError::Url)?,
-            client_id: u
-                .client_id
-                .clone()
-                .unwrap_or_else(|| config.gateway.id.clone()),
+            // Gateway ids are unique only within a community: with the community code (which holds
+            // the street's, district's and city's) the default is unique on the company broker.
+            client_id: u.client_id.clone().unwrap_or_else(|| {
+                format!("gh-{}-{}", config.gateway.community, config.gateway.id)
+            }),
             username: u.username.clone(),
             password,
             ca_file: u.ca_file.clone(),
@@ -140,8 +141,20 @@ const MAX_COMMAND: usize = 16 << 20;
 
 /// The order side of the uplink: where signed orders from above go, and their results to publish.
 pub struct OrdersIn {
-    pub to_core: mpsc::Sender<Vec<u8>>,
+    pub to_check: mpsc::Sender<RawOrder>,
     pub results: mpsc::Receiver<v1::CommandResult>,
+    /// What orders waiting to be checked may hold, in KiB ([`ORDER_QUEUE_KIB`] permits): a flood
+    /// of large junk is dropped here, at the door, not queued.
+    pub queued: Arc<tokio::sync::Semaphore>,
+}
+
+/// Orders waiting to be checked hold at most this many KiB (a few full-size snapshot chunks).
+pub const ORDER_QUEUE_KIB: usize = 32 << 10;
+
+/// An order as it arrived, unchecked, with its share of the queue's bytes.
+pub struct RawOrder {
+    pub bytes: Vec<u8>,
+    pub queued: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Uplink {
@@ -375,8 +388,28 @@ impl Uplink {
                         if self.cfg.topics.orders().contains(&p.topic) {
                             if p.payload.len() > MAX_COMMAND {
                                 warn!(topic = %p.topic, bytes = p.payload.len(), "Command over 16 MiB ignored.");
-                            } else if c.to_core.try_send(p.payload.to_vec()).is_err() {
-                                warn!(topic = %p.topic, "Command dropped: the decision loop is not taking commands.");
+                            } else {
+                                let kib = (p.payload.len() / 1024 + 1) as u32;
+                                let sent = c
+                                    .queued
+                                    .clone()
+                                    .try_acquire_many_owned(kib)
+                                    .ok()
+                                    .is_some_and(|queued| {
+                                        let order = RawOrder {
+                                            bytes: p.payload.to_vec(),
+                                            queued,
+                                        };
+                                        c.to_check.try_send(order).is_ok()
+                                    });
+                                if !sent {
+                                    let n =
+                                        self.metrics.orders_dropped.fetch_add(1, Ordering::Relaxed)
+                                            + 1;
+                                    if worth_logging(n) {
+                                        warn!(topic = %p.topic, dropped = n, "Order dropped: too many orders waiting to be checked.");
+                                    }
+                                }
                             }
                         }
                     }

@@ -33,6 +33,7 @@ impl StatusSource {
             version: env!("CARGO_PKG_VERSION").to_string(),
             mode: self.mode.lock().map_or("", |m| *m).to_string(),
             registry_version: self.registry_version.load(Ordering::Relaxed),
+            needs_snapshot: self.registry_version.load(Ordering::Relaxed) == 0,
             outbox_depth: Metrics::get(&self.metrics.outbox_depth),
             outbox_bytes: Metrics::get(&self.metrics.outbox_bytes),
             outbox_evicted: Metrics::get(&self.metrics.outbox_evicted),

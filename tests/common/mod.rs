@@ -22,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 pub const GATEWAY: &str = "gw-test";
+/// How an order addresses this gateway: its community, then its id.
+pub const GATEWAY_PATH: &str = "330106001001/gw-test";
 pub const BASE: &str = "gh/v1/3301/330106/330106001/330106001001/gw-test";
 pub const LONG: Duration = Duration::from_secs(10);
 
