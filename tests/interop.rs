@@ -89,17 +89,19 @@ impl Drop for Mosquitto {
 
 /// `user root`: the key is private to the test's user; mosquitto must not drop to its own.
 fn start_mosquitto(dir: &Path, plain: u16, tls: u16) -> Mosquitto {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "persistence false\nuser root\nallow_anonymous true\nset_tcp_nodelay true\nmax_inflight_messages 0\n\
-             listener {plain} 127.0.0.1\n\
-             listener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
+    let conf = format!(
+        "persistence false\nuser root\nallow_anonymous true\nset_tcp_nodelay true\nmax_inflight_messages 0\n\
+         listener {plain} 127.0.0.1\n\
+         listener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+        d = dir.display()
+    );
+    spawn_mosquitto(dir, &conf, &[plain, tls])
+}
+
+/// mosquitto on `conf`, once every port in `ports` takes connections.
+fn spawn_mosquitto(dir: &Path, conf: &str, ports: &[u16]) -> Mosquitto {
+    let path = dir.join("mosquitto.conf");
+    std::fs::write(&path, conf).unwrap();
     let bin = if have("mosquitto")
         && Command::new("mosquitto")
             .arg("-h")
@@ -115,12 +117,12 @@ fn start_mosquitto(dir: &Path, plain: u16, tls: u16) -> Mosquitto {
     let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
     let child = Command::new(bin)
         .arg("-c")
-        .arg(&conf)
+        .arg(&path)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("mosquitto starts");
-    for port in [plain, tls] {
+    for &port in ports {
         let mut up = false;
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -362,5 +364,140 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
             );
         }
     }
+    daemon.stop().await;
+}
+
+/// The README's worked example, for real: a company key, a 100,000-resident snapshot from the
+/// import files pushed with `gatehouse command --snapshot` through a mosquitto that takes no
+/// packet over 1 MB (EMQX's default), and `gatehouse tail` showing the gateway's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks() {
+    if !have("mosquitto") {
+        println!("SKIPPED a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks: mosquitto is not installed (apt-get install mosquitto)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = embedded_broker::free_port().unwrap();
+    let _mosquitto = spawn_mosquitto(
+        d,
+        &format!("persistence false\nuser root\nallow_anonymous true\nmax_packet_size 1000000\nlistener {port} 127.0.0.1\n"),
+        &[port],
+    );
+    let company_url = format!("mqtt://127.0.0.1:{port}");
+    let company = BrokerUrl::parse(&company_url).unwrap();
+    // The gateway: devices on a broker of their own, the uplink on the 1 MB company broker.
+    let devices = start_broker();
+    let path = d.join("gatehouse.toml");
+    std::fs::write(
+        &path,
+        config_text(d, &devices, &company) + &crate::commands::keys_toml(),
+    )
+    .unwrap();
+    let mut up = Uplink::connect(&company).await;
+    let daemon = within(
+        "start",
+        LONG,
+        Daemon::start(Config::load(&path).unwrap(), Profiles::builtin()),
+    )
+    .await
+    .unwrap();
+    up.status(v1::GatewayState::Online).await;
+
+    // The company's side: its key, the lists as it exports them, and tail watching.
+    let key = d.join("company.key");
+    std::fs::write(
+        &key,
+        gatehouse::hex::to_hex(&crate::commands::company().to_bytes()),
+    )
+    .unwrap();
+    let lists = d.join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    let mut csv = String::from("person_id,household,cards\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!("C{i:06},H{:05},77:{i}\n", i / 3));
+    }
+    std::fs::write(lists.join("residents.csv"), csv).unwrap();
+    let bin = env!("CARGO_BIN_EXE_gatehouse");
+    let mut tail = Command::new(bin)
+        .args([
+            "tail",
+            "--broker",
+            company_url.as_str(),
+            "--filter",
+            &format!("{BASE}/cmd/result"),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = Command::new(bin)
+        .args([
+            "command",
+            "--key-id",
+            "company",
+            "--target",
+            &format!("gateway:{GATEWAY_PATH}"),
+        ])
+        .args([
+            "--snapshot",
+            lists.to_str().unwrap(),
+            "--version",
+            "9",
+            "--id",
+            "snap-9",
+        ])
+        .args([
+            "--publish",
+            company_url.as_str(),
+            "--topic",
+            &format!("{BASE}/cmd"),
+        ])
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("message(s)") && !said.contains("(1 message"),
+        "chunked: {said}"
+    );
+
+    // tail prints the transfer's result as a JSON line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let result = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines_rx
+            .recv_timeout(left)
+            .expect("tail printed the snapshot's result");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["record"]["command_id"] == "snap-9" {
+            break v;
+        }
+    };
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert_eq!(result["channel"], "cmd/result");
+    assert_eq!(result["record"]["applied"], true, "{result}");
+    assert!(result["record"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("version 9 applied"));
     daemon.stop().await;
 }

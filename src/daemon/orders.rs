@@ -520,3 +520,65 @@ fn set_threshold(
         Err(e) => ("malformed", e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desk(dir: &std::path::Path) -> (OrderDesk, mpsc::Receiver<v1::CommandResult>) {
+        let path = dir.join("gatehouse.toml");
+        std::fs::write(&path, crate::tools::demo::DemoConfig::new(dir, 1883).toml()).unwrap();
+        let config = Config::load(&path).unwrap();
+        let store = Store::open(&dir.join("store")).unwrap();
+        let (results, rx) = mpsc::channel(16);
+        let (swaps, _) = mpsc::channel(1);
+        let created = Arc::new(AtomicI64::new(1));
+        (
+            OrderDesk::new(&config, &[], store, created, results, swaps),
+            rx,
+        )
+    }
+
+    fn chunk(transfer: &str, index: u32, count: u32) -> v1::SnapshotChunk {
+        v1::SnapshotChunk {
+            transfer_id: transfer.into(),
+            index,
+            count,
+            data: vec![0; 10],
+        }
+    }
+
+    #[test]
+    fn a_transfer_not_complete_in_time_is_abandoned_with_a_result_and_bounded_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut desk, mut results) = desk(dir.path());
+        let t0 = 1_800_000_000_000;
+        let (refused, detail) = desk.chunk("c-0", chunk("t1", 0, 3), t0);
+        assert_eq!(refused, "");
+        assert!(detail.contains("chunk 1 of 3"), "{detail}");
+        desk.chunk("c-1", chunk("t2", 0, 2), t0);
+        // A third transfer at once is refused; bad chunk numbers too.
+        assert_eq!(desk.chunk("c-2", chunk("t3", 0, 2), t0).0, "too_many");
+        assert_eq!(desk.chunk("c-3", chunk("t1", 3, 3), t0).0, "malformed");
+        assert_eq!(
+            desk.chunk("c-4", chunk("t4", 0, MAX_CHUNKS + 1), t0).0,
+            "malformed"
+        );
+        let mut out = Vec::new();
+        desk.tick(t0 + TRANSFER_TIMEOUT_MS - 1, &mut out);
+        assert!(results.try_recv().is_err(), "still within its time");
+        desk.tick(t0 + TRANSFER_TIMEOUT_MS + 1, &mut out);
+        let mut abandoned: Vec<_> = std::iter::from_fn(|| results.try_recv().ok())
+            .map(|r| (r.command_id, r.refused))
+            .collect();
+        abandoned.sort();
+        assert_eq!(
+            abandoned,
+            [
+                ("t1".to_string(), "transfer_timeout".to_string()),
+                ("t2".to_string(), "transfer_timeout".to_string())
+            ]
+        );
+        assert!(desk.transfers.is_empty());
+    }
+}

@@ -143,6 +143,17 @@ enum Cmd {
         event_topic: String,
         #[arg(long, default_value = "devices/+/cmd")]
         command_filter: String,
+        /// Junk orders per second on the gateway's order topic meanwhile (0: none).
+        #[arg(long, default_value_t = 0)]
+        junk_rate: u64,
+        /// Bytes of each junk order.
+        #[arg(long, default_value_t = 64)]
+        junk_bytes: usize,
+        #[arg(
+            long,
+            default_value = "gh/v1/3301/330106/330106001/330106001001/demo-gw/cmd"
+        )]
+        order_topic: String,
     },
 }
 
@@ -324,6 +335,9 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             pid,
             event_topic,
             command_filter,
+            junk_rate,
+            junk_bytes,
+            order_topic,
         } => {
             let r = crate::tools::bench::run(crate::tools::bench::BenchOptions {
                 rate,
@@ -333,6 +347,9 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 pid,
                 event_topic,
                 command_filter,
+                junk_rate,
+                junk_bytes,
+                order_topic,
             })
             .await?;
             let kb = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());

@@ -28,6 +28,11 @@ pub struct BenchOptions {
     pub pid: Option<u32>,
     pub event_topic: String,
     pub command_filter: String,
+    /// Junk on the gateway's order topic meanwhile: messages per second (0: none) and bytes each
+    /// (unsigned garbage, as an attacker on the company broker would send).
+    pub junk_rate: u64,
+    pub junk_bytes: usize,
+    pub order_topic: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -208,6 +213,26 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
     hist.lock().unwrap_or_else(|e| e.into_inner()).reset();
     *counters.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
 
+    let junk = (o.junk_rate > 0).then(|| {
+        let mut jo = mqtt_client::options(&url, &format!("bench-junk-{tag}"), Duration::from_secs(30));
+        jo.set_max_packet_size(o.junk_bytes + 4096, 1 << 20);
+        let (junker, mut junk_el) = AsyncClient::new(jo, 1024);
+        let (topic, bytes, rate) = (o.order_topic.clone(), o.junk_bytes, o.junk_rate);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let _ = junker.try_publish(topic.as_str(), QoS::AtLeastOnce, false, vec![0x5a; bytes]);
+                    }
+                    ev = junk_el.poll() => if ev.is_err() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    },
+                }
+            }
+        })
+    });
+
     let total = o.rate * o.seconds;
     let start = Instant::now();
     let period = Duration::from_nanos(1_000_000_000 / o.rate.max(1));
@@ -232,6 +257,9 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
     let peak = pid.and_then(|p| rss_kb(p, "VmHWM:"));
     subscriber.abort();
     poller.abort();
+    if let Some(j) = junk {
+        j.abort();
+    }
     drop(spawned);
 
     let missing = sent.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
