@@ -694,3 +694,22 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_client_id_is_unique_across_communities() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        let text = crate::tools::demo::DemoConfig::new(dir.path(), 1883).toml();
+        let mut ids = Vec::new();
+        for community in ["330106001001", "330106001002"] {
+            std::fs::write(&path, text.replace("330106001001", community)).unwrap();
+            let config = Config::load(&path).unwrap();
+            ids.push(UplinkConfig::from_config(&config).unwrap().client_id);
+        }
+        assert_eq!(ids, ["gh-330106001001-demo-gw", "gh-330106001002-demo-gw"]);
+    }
+}
