@@ -11,6 +11,8 @@ pub struct Metrics {
     pub commands_sent: AtomicU64,
     /// Gate commands not handed to the broker (connection down): the passage is denied locally.
     pub command_errors: AtomicU64,
+    /// Gate commands dropped because they were too old to write (a port that was down or slow).
+    pub commands_stale: AtomicU64,
     pub outbox_appended: AtomicU64,
     pub outbox_commits: AtomicU64,
     pub outbox_commit_errors: AtomicU64,

@@ -23,8 +23,12 @@ struct SerialLane {
     card_in: Reader,
     card_out: Reader,
     turnstile: mpsc::Receiver<Tc>,
-    /// The daemon opens the face reader through this link, so the test can "replug" it.
+    /// The daemon opens the face reader and the turnstile through these links, so the test can
+    /// "replug" them.
     face_link: PathBuf,
+    gate_link: PathBuf,
+    /// The simulated turnstile's task (aborted: its adapter is pulled out).
+    gate_sim: tokio::task::JoinHandle<u64>,
     _files: tempfile::TempDir,
 }
 
@@ -54,6 +58,8 @@ async fn start(mode: &str, ber: f64) -> SerialLane {
     let gate_pty = Pty::new().unwrap();
     let face_link = dir.join("ttyFACE");
     std::os::unix::fs::symlink(&face_pty.path, &face_link).unwrap();
+    let gate_link = dir.join("ttyGATE");
+    std::os::unix::fs::symlink(&gate_pty.path, &gate_link).unwrap();
     let lane = format!(
         r#"
 [[lanes]]
@@ -96,7 +102,7 @@ serial = {{ path = "{gate}" }}
 "#,
         face = face_link.display(),
         cards = card_pty.path.display(),
-        gate = gate_pty.path.display(),
+        gate = gate_link.display(),
     );
     let lists = format!(
         "import = \"{}\"\npasses = \"{}\"\nhouseholds = \"{}\"\n\n[rules]\nmode = \"{mode}\"",
@@ -110,7 +116,7 @@ serial = {{ path = "{gate}" }}
     })
     .await;
     let (tx, turnstile) = mpsc::channel(4096);
-    tokio::spawn(run_turnstile(gate_pty, ber, 7, tx));
+    let gate_sim = tokio::spawn(run_turnstile(gate_pty, ber, 7, tx));
     // Let the daemon open its ports before the readers speak.
     tokio::time::sleep(Duration::from_millis(300)).await;
     SerialLane {
@@ -122,6 +128,8 @@ serial = {{ path = "{gate}" }}
         card_out: Reader::new("rs485-wiegand-reader", 3),
         turnstile,
         face_link,
+        gate_link,
+        gate_sim,
         _files: files,
     }
 }
@@ -394,4 +402,40 @@ fn replug(link: &Path, to: &Path) {
     let tmp = link.with_extension("new");
     std::os::unix::fs::symlink(to, &tmp).unwrap();
     std::fs::rename(&tmp, link).unwrap();
+}
+
+/// The turnstile's adapter is pulled; a resident is identified meanwhile (denied the gate: it is
+/// down); the adapter goes back in. The open decided while it was out must never reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_decided_while_the_turnstile_is_unplugged_never_reaches_it_when_replugged() {
+    let mut l = start("normal", 0.0).await;
+    l.face(FACE, "R000001").await;
+    assert_eq!(l.decided("face-2").await.1.reason, "ok");
+    l.gate_sim.abort();
+    let a = l.h.uplink.alarm_of(v1::AlarmKind::DeviceOffline).await;
+    assert_eq!(a.device, "turnstile-2");
+    // Decided while the port is down, then the adapter goes straight back in (within the
+    // port's retry sleep).
+    l.face(FACE, "R000002").await;
+    let (_, d) = l.h.uplink.passage_from("face-2").await;
+    assert_eq!(d.subject_id, "R000002");
+    let pty = Pty::new().unwrap();
+    replug(&l.gate_link, &pty.path);
+    let (tx, mut frames) = mpsc::channel(16);
+    tokio::spawn(run_turnstile(pty, 0.0, 9, tx));
+    let a = l.h.uplink.alarm_of(v1::AlarmKind::DeviceOnline).await;
+    assert_eq!(a.device, "turnstile-2");
+    let stale = tokio::time::timeout(Duration::from_millis(1500), frames.recv()).await;
+    assert!(
+        stale.is_err(),
+        "a stale frame reached the turnstile: {stale:?}"
+    );
+    assert!(
+        Metrics::get(&l.h.daemon.metrics.command_errors) >= 1,
+        "counted as not sent"
+    );
+    // The next identification opens it as usual.
+    l.face(FACE, "R000004").await;
+    let f = within("a fresh open", LONG, frames.recv()).await.unwrap();
+    assert!(f.opens(), "{f:?}");
 }

@@ -7,6 +7,7 @@ use crate::decision::Policy;
 use crate::device::{CommandArgs, GateCommandName, Profile};
 use crate::metrics::{worth_logging, Metrics};
 use crate::sources::mqtt::CommandLink;
+use crate::sources::serial::PortWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -35,7 +36,7 @@ pub struct Actuators {
     pub by_device: Vec<Option<Actuator>>,
     pub mqtt: CommandLink,
     pub mqtt_connected: Arc<AtomicBool>,
-    pub serial: Vec<mpsc::Sender<Vec<u8>>>,
+    pub serial: Vec<PortWriter>,
     pub modbus: Vec<mpsc::Sender<(usize, BarrierCommand)>>,
     pub metrics: Arc<Metrics>,
 }
@@ -83,10 +84,7 @@ impl Actuators {
             Sink::Mqtt(topic) => {
                 self.mqtt_connected.load(Ordering::Relaxed) && self.mqtt.publish(topic, payload)
             }
-            Sink::Serial(port) => self
-                .serial
-                .get(*port)
-                .is_some_and(|w| w.try_send(payload).is_ok()),
+            Sink::Serial(port) => self.serial.get(*port).is_some_and(|w| w.send(payload)),
             // Barriers on Modbus take their commands from the interlock only.
             Sink::Modbus(_) => return,
         };

@@ -10,9 +10,10 @@ use crate::device::frame::Decoder;
 use crate::device::Profile;
 use crate::metrics::{worth_logging, Metrics};
 use crate::sources::{Input, LinkChange, SourceEvent};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_serial::SerialPortBuilderExt;
@@ -37,17 +38,50 @@ pub struct Port {
 /// Command frames waiting for the port; a full queue refuses new commands (the gate stays shut).
 pub const WRITE_QUEUE: usize = 64;
 
-/// Starts the port's task. Returns the sender for command frames.
+/// A command frame older than this when its turn to be written comes is dropped: an open that
+/// arrives seconds late opens for whoever stands there then.
+pub const MAX_FRAME_AGE: Duration = Duration::from_secs(1);
+
+/// A gate command frame and when it was decided.
+pub struct Frame {
+    pub at: Instant,
+    pub bytes: Vec<u8>,
+}
+
+/// Where a port's command frames go. While the port is down nothing is queued: the frame is
+/// refused at once, and the gate stays shut.
+#[derive(Clone)]
+pub struct PortWriter {
+    tx: mpsc::Sender<Frame>,
+    up: Arc<AtomicBool>,
+}
+
+impl PortWriter {
+    /// False when the frame was not taken (port down, queue full, task gone).
+    pub fn send(&self, bytes: Vec<u8>) -> bool {
+        self.up.load(Ordering::Relaxed)
+            && self
+                .tx
+                .try_send(Frame {
+                    at: Instant::now(),
+                    bytes,
+                })
+                .is_ok()
+    }
+}
+
+/// Starts the port's task. Returns where its command frames go.
 pub fn spawn(
     port: Port,
     input: mpsc::Sender<Input>,
     links: mpsc::Sender<SourceEvent>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
-) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
+) -> (PortWriter, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-    let join = tokio::spawn(run(port, input, links, metrics, shutdown, rx));
-    (tx, join)
+    let up = Arc::new(AtomicBool::new(false));
+    let join = tokio::spawn(run(port, input, links, metrics, shutdown, rx, up.clone()));
+    (PortWriter { tx, up }, join)
 }
 
 async fn run(
@@ -56,7 +90,8 @@ async fn run(
     links: mpsc::Sender<SourceEvent>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
-    mut writes: mpsc::Receiver<Vec<u8>>,
+    mut writes: mpsc::Receiver<Frame>,
+    up: Arc<AtomicBool>,
 ) {
     let path = port.settings.path.display().to_string();
     let devices: Vec<usize> = port.devices.iter().map(|d| d.device).collect();
@@ -80,9 +115,11 @@ async fn run(
                 }
                 online = Some(true);
                 backoff.reset();
+                up.store(true, Ordering::Relaxed);
                 let e = lines
                     .serve(stream, &input, &links, &metrics, &mut shutdown, &mut writes)
                     .await;
+                up.store(false, Ordering::Relaxed);
                 match e {
                     None => break,
                     Some(e) => e,
@@ -98,8 +135,11 @@ async fn run(
         } else if worth_logging(n) {
             warn!(port = %path, error = %error, failures = n, "Serial port still unavailable.");
         }
-        // Commands for an absent port are stale by the time it returns: drop them.
-        while writes.try_recv().is_ok() {}
+        // Commands for an absent port are stale by the time it returns: drop what was queued
+        // before it went (nothing is queued while it is down).
+        while writes.try_recv().is_ok() {
+            Metrics::inc(&metrics.commands_stale);
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = shutdown.changed() => {}
@@ -167,7 +207,7 @@ impl<'a> Lines<'a> {
         notes: &mpsc::Sender<SourceEvent>,
         metrics: &Metrics,
         shutdown: &mut watch::Receiver<bool>,
-        writes: &mut mpsc::Receiver<Vec<u8>>,
+        writes: &mut mpsc::Receiver<Frame>,
     ) -> Option<String> {
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut buf = [0u8; 512];
@@ -186,8 +226,14 @@ impl<'a> Lines<'a> {
                     Err(e) => return Some(e.to_string()),
                 },
                 w = writes.recv() => match w {
+                    Some(frame) if frame.at.elapsed() > MAX_FRAME_AGE => {
+                        let n = metrics.commands_stale.fetch_add(1, Ordering::Relaxed) + 1;
+                        if worth_logging(n) {
+                            warn!(port = %self.path, age_ms = frame.at.elapsed().as_millis() as u64, stale = n, "Gate command too old to write; dropped.");
+                        }
+                    }
                     Some(frame) => {
-                        if let Err(e) = wr.write_all(&frame).await {
+                        if let Err(e) = wr.write_all(&frame.bytes).await {
                             return Some(e.to_string());
                         }
                     }
