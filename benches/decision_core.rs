@@ -24,14 +24,29 @@ fn policy() -> Policy {
             overdue_h: 4,
         },
         min_plate_confidence: 80,
-        lanes: vec![LanePolicy {
-            id: "east-1".into(),
-            fever_threshold_c: 37.3,
-            gate: Some(1),
-            join: None,
-            anti_passback: false,
-            direction: Direction::In,
-        }],
+        lanes: vec![
+            LanePolicy {
+                id: "east-1".into(),
+                fever_threshold_c: 37.3,
+                gate: Some(1),
+                join: None,
+                anti_passback: false,
+                direction: Direction::In,
+            },
+            // A separate thermal station whose readings join the face reader's identifications,
+            // with anti-passback: the stateful path.
+            LanePolicy {
+                id: "west-1".into(),
+                fever_threshold_c: 37.3,
+                gate: Some(4),
+                join: Some(gatehouse::decision::JoinWindow {
+                    before_ms: 3000,
+                    after_ms: 1500,
+                }),
+                anti_passback: true,
+                direction: Direction::In,
+            },
+        ],
         devices: vec![
             DevicePolicy {
                 id: "thermal-1".into(),
@@ -43,6 +58,27 @@ fn policy() -> Policy {
             DevicePolicy {
                 id: "gate-1".into(),
                 lane: 0,
+                role: Role::Turnstile,
+                calibration_offset_c: 0.0,
+                direction: None,
+            },
+            DevicePolicy {
+                id: "thermal-2".into(),
+                lane: 1,
+                role: Role::Thermal,
+                calibration_offset_c: 0.0,
+                direction: None,
+            },
+            DevicePolicy {
+                id: "face-2".into(),
+                lane: 1,
+                role: Role::Identifier,
+                calibration_offset_c: 0.0,
+                direction: None,
+            },
+            DevicePolicy {
+                id: "gate-2".into(),
+                lane: 1,
                 role: Role::Turnstile,
                 calibration_offset_c: 0.0,
                 direction: None,
@@ -134,6 +170,66 @@ fn decide(bencher: divan::Bencher) {
             obs[i].clone()
         })
         .bench_local_values(|d| observe(&mut core, divan::black_box(d), &mut out));
+}
+
+/// The stateful path: epidemic mode on the lane whose thermal station is a device of its own, so
+/// each reading waits to be joined by the next identification, with anti-passback on (half the
+/// residents are inside already, so their entry is refused). One observation per iteration: a
+/// reading, then an identification that joins it.
+#[divan::bench(sample_count = 200, sample_size = 2000)]
+fn decide_epidemic_join_anti_passback(bencher: divan::Bencher) {
+    let mut core = Core::new(policy(), registry(), Mode::Normal);
+    let mut out = Vec::with_capacity(8);
+    let mut now = 1_700_000_000_000i64;
+    for i in (0..100_000u32).step_by(2) {
+        let d = Decoded {
+            subject: Some(format!("R{i:06}")),
+            temperature_c: Some(36.5),
+            ..Default::default()
+        };
+        core.observe(
+            Observation {
+                device: 3,
+                decoded: d,
+                received: Instant::now(),
+                now_ms: now,
+            },
+            &mut out,
+        );
+        out.clear();
+    }
+    assert_eq!(core.inside(), 50_000);
+    core.set_mode(Mode::Epidemic, gatehouse::decision::Origin::Local, &mut out)
+        .expect("not in fire mode");
+    let obs = observations();
+    let mut i = 0;
+    bencher
+        .with_inputs(|| {
+            i += 1;
+            now += 10;
+            // Even: the station's reading; odd: the face that takes it.
+            let mut d = obs[(i / 2) & 1023].clone();
+            let device = if i % 2 == 0 {
+                d.subject = None;
+                2
+            } else {
+                d.temperature_c = None;
+                3
+            };
+            (device, d, now)
+        })
+        .bench_local_values(|(device, d, now)| {
+            out.clear();
+            core.observe(
+                Observation {
+                    device,
+                    decoded: divan::black_box(d),
+                    received: Instant::now(),
+                    now_ms: now,
+                },
+                &mut out,
+            );
+        });
 }
 
 /// Decode (the Hikvision profile, from the JSON bytes) plus decide: the whole CPU path of one

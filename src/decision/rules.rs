@@ -191,12 +191,14 @@ impl Core {
                     }
                 }
             }
+            // An expired pass is `expired` whatever the mode (the README's order): the visitor
+            // and the guard learn what is wrong with the pass itself first.
             Subject::Visitor(i) => {
-                if self.mode == Mode::Lockdown {
-                    return deny(Reason::Lockdown, "lockdown_residents_only");
-                }
                 if let Err(reason) = self.pass_admits(*i, d.direction, now) {
                     return deny(reason, "visitor_pass");
+                }
+                if self.mode == Mode::Lockdown {
+                    return deny(Reason::Lockdown, "lockdown_residents_only");
                 }
             }
         }
@@ -260,11 +262,11 @@ impl Core {
                 }
             }
             Some(Subject::Visitor(i)) => {
-                if lockdown {
-                    return deny(Reason::Lockdown, "lockdown_allow_list");
-                }
                 if let Err(reason) = self.pass_admits(*i, d.direction, now) {
                     return deny(reason, "visitor_vehicle_pass");
+                }
+                if lockdown {
+                    return deny(Reason::Lockdown, "lockdown_allow_list");
                 }
                 "visitor_vehicle_pass"
             }

@@ -347,6 +347,15 @@ fn visitors_pass_within_window_and_uses_and_never_in_lockdown() {
         one(&mut c, obs(0, Some("QR-777"), Some(36.5), T0)),
         (false, Reason::Lockdown)
     );
+    // In lockdown a pass out of its window is `expired` first, as the README's table orders.
+    assert_eq!(
+        one(&mut c, obs(0, Some("QR-777"), Some(36.5), T0 + 25 * H)),
+        (false, Reason::Expired)
+    );
+    assert_eq!(
+        one(&mut c, obs(0, Some("QR-777"), Some(36.5), T0 - 1)),
+        (false, Reason::Expired)
+    );
 }
 
 #[test]
@@ -518,6 +527,11 @@ fn lockdown_admits_only_allow_listed_vehicles() {
     assert_eq!(
         one(&mut c, plate("沪C11111", 95, "3", T0)),
         (false, Reason::Lockdown)
+    );
+    // A visitor vehicle pass out of its window is `expired` before `lockdown`.
+    assert_eq!(
+        one(&mut c, plate("沪C11111", 95, "4", T0 + 400 * 24 * H)),
+        (false, Reason::Expired)
     );
 }
 
