@@ -86,3 +86,28 @@ mod tests {
         assert_eq!(logged, vec![1, 10, 100, 1000]);
     }
 }
+
+/// Fault injection for the watchdog tests, in debug builds only (what `cargo test` builds):
+/// `GATEHOUSE_TEST_STALL_{PART}_AFTER_MS` makes that loop stop turning after so long, as a hung
+/// one would. A release build never reads it, so no environment can hang a gate in production.
+#[cfg(debug_assertions)]
+pub fn stall_at(part: &str) -> Option<std::time::Instant> {
+    let ms: u64 = std::env::var(format!("GATEHOUSE_TEST_STALL_{part}_AFTER_MS"))
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Instant::now() + std::time::Duration::from_millis(ms))
+}
+
+#[cfg(not(debug_assertions))]
+pub fn stall_at(_part: &str) -> Option<std::time::Instant> {
+    None
+}
+
+/// Hangs the calling loop for good once `at` has passed (see [`stall_at`]).
+pub async fn stall_if_due(at: Option<std::time::Instant>, part: &str) {
+    if at.is_some_and(|t| std::time::Instant::now() >= t) {
+        tracing::warn!(part, "Test hook: this loop stalls now.");
+        std::future::pending::<()>().await;
+    }
+}

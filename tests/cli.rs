@@ -146,48 +146,69 @@ async fn a_killed_gateway_is_marked_offline_by_its_will() {
     assert_eq!(s.gateway, GATEWAY);
 }
 
+/// A stalled decision loop, device source or outbox writer stops the watchdog pings (so systemd
+/// restarts the daemon). The stall is a fault injected through the environment, which only debug
+/// builds read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_watchdog_is_fed_only_while_the_decision_loop_turns() {
+async fn the_watchdog_is_fed_only_while_every_loop_turns() {
     let broker = start_broker();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &broker, &broker);
-    let socket_path = dir.path().join("notify.sock");
-    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut child = gatehouse_run(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "2400000")
-        .env("GATEHOUSE_TEST_STALL_DECISIONS_AFTER_MS", "4000")
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let mut pings = Vec::new();
-    let mut ready = false;
-    let mut buf = [0u8; 256];
-    while start.elapsed() < Duration::from_secs(10) {
-        if let Ok(n) = socket.recv(&mut buf) {
-            match &buf[..n] {
-                b"READY=1" => ready = true,
-                b"WATCHDOG=1" => pings.push(start.elapsed()),
-                _ => {}
-            }
-        }
+    let mut runs = Vec::new();
+    for part in ["DECISIONS", "SOURCE", "WRITER"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &broker, &broker);
+        let socket_path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let child = gatehouse_run(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "2400000")
+            .env(format!("GATEHOUSE_TEST_STALL_{part}_AFTER_MS"), "4000")
+            .spawn()
+            .unwrap();
+        runs.push((part, dir, socket, child));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(ready, "READY=1 sent");
-    assert!(
-        pings.iter().any(|t| *t < Duration::from_secs(4)),
-        "fed while turning: {pings:?}"
-    );
-    // The loop stalls 4 s after its start; the check after that still sees its last turns
-    // (checks come every 1.2 s), none later. Generous margins: CI runs tests side by side.
-    assert!(
-        pings.iter().all(|t| *t < Duration::from_millis(7000)),
-        "no ping after the stall: {pings:?}"
-    );
+    // The three daemons side by side; each socket read in its own thread.
+    let start = Instant::now();
+    let watched: Vec<_> = runs
+        .into_iter()
+        .map(|(part, dir, socket, child)| {
+            std::thread::spawn(move || {
+                let mut pings = Vec::new();
+                let mut ready = false;
+                let mut buf = [0u8; 256];
+                while start.elapsed() < Duration::from_secs(10) {
+                    if let Ok(n) = socket.recv(&mut buf) {
+                        match &buf[..n] {
+                            b"READY=1" => ready = true,
+                            b"WATCHDOG=1" => pings.push(start.elapsed()),
+                            _ => {}
+                        }
+                    }
+                }
+                let mut child = child;
+                child.kill().unwrap();
+                child.wait().unwrap();
+                drop(dir);
+                (part, ready, pings)
+            })
+        })
+        .collect();
+    for w in watched {
+        let (part, ready, pings) = w.join().unwrap();
+        assert!(ready, "{part}: READY=1 sent");
+        assert!(
+            pings.iter().any(|t| *t < Duration::from_secs(4)),
+            "{part}: fed while turning: {pings:?}"
+        );
+        // The loop stalls 4 s after its start; the check after that still sees its last turns
+        // (checks come every 1.2 s), none later. Generous margins: CI runs tests side by side.
+        assert!(
+            pings.iter().all(|t| *t < Duration::from_millis(7000)),
+            "{part}: no ping after the stall: {pings:?}"
+        );
+    }
 }
 
 /// `gatehouse mode` / `fire-reset` against a running daemon, and fire mode held across a crash.

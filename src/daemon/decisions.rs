@@ -130,16 +130,9 @@ impl DecisionLoop {
     pub async fn run(mut self, mut inbox: Inbox, start: Vec<Output>) {
         self.emit(start, None).await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        // Test hook for the watchdog: the loop stops turning after this long, as a hung one would.
-        let stall_at = std::env::var("GATEHOUSE_TEST_STALL_DECISIONS_AFTER_MS")
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let stall = crate::metrics::stall_at("DECISIONS");
         loop {
-            if stall_at.is_some_and(|t| Instant::now() >= t) {
-                warn!("Test hook: the decision loop stalls now.");
-                std::future::pending::<()>().await;
-            }
+            crate::metrics::stall_if_due(stall, "decision loop").await;
             // A waiting identification is decided when its join window closes, not a tick later.
             let deadline = self.core.next_deadline().map(|at| {
                 let wait = (at - crate::now_ms()).max(0) as u64;

@@ -95,7 +95,9 @@ pub async fn run_events(
     let mut backoff = Backoff::device_link();
     let mut errors = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stall = crate::metrics::stall_at("SOURCE");
     loop {
+        crate::metrics::stall_if_due(stall, "device source").await;
         Metrics::inc(&metrics.source_ticks);
         if let Some(tx) = &core {
             while !waiting.is_empty() {
@@ -232,7 +234,9 @@ pub async fn run_events_local(
     }
     // The watchdog watches this loop turn, as it watches the TCP one.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stall = crate::metrics::stall_at("SOURCE");
     loop {
+        crate::metrics::stall_if_due(stall, "device source").await;
         Metrics::inc(&metrics.source_ticks);
         let n = tokio::select! {
             _ = shutdown.changed() => break,

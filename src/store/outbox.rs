@@ -206,6 +206,7 @@ impl Writer {
         let mut deletes_open = true;
         let mut batch: Vec<Append> = Vec::new();
         let mut deletes: Delete = Vec::new();
+        let stall = crate::metrics::stall_at("WRITER");
         while appends_open || deletes_open || !deletes.is_empty() {
             if batch.is_empty() && deletes.is_empty() {
                 tokio::select! {
@@ -222,6 +223,7 @@ impl Writer {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
+            crate::metrics::stall_if_due(stall, "outbox writer").await;
             Metrics::inc(&self.metrics.writer_ticks);
             // Take what is already queued.
             while appends_open && records(&batch) < self.cfg.commit_max {
