@@ -78,15 +78,6 @@ pub fn worth_logging(count: u64) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn recurring_problems_are_logged_at_powers_of_ten() {
-        let logged: Vec<u64> = (1..=2000).filter(|&n| super::worth_logging(n)).collect();
-        assert_eq!(logged, vec![1, 10, 100, 1000]);
-    }
-}
-
 /// Fault injection for the watchdog tests, in debug builds only (what `cargo test` builds):
 /// `GATEHOUSE_TEST_STALL_{PART}_AFTER_MS` makes that loop stop turning after so long, as a hung
 /// one would. A release build never reads it, so no environment can hang a gate in production.
@@ -109,5 +100,14 @@ pub async fn stall_if_due(at: Option<std::time::Instant>, part: &str) {
     if at.is_some_and(|t| std::time::Instant::now() >= t) {
         tracing::warn!(part, "Test hook: this loop stalls now.");
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recurring_problems_are_logged_at_powers_of_ten() {
+        let logged: Vec<u64> = (1..=2000).filter(|&n| super::worth_logging(n)).collect();
+        assert_eq!(logged, vec![1, 10, 100, 1000]);
     }
 }
