@@ -1,8 +1,8 @@
 //! Whether the wall clock can be trusted. A gate box often has no battery-backed clock: after a
 //! power cut it may boot in 1970 or years ahead until NTP has set it. "Known synced" here is the
 //! kernel's own word — `adjtimex` without `STA_UNSYNC`, which chrony, ntpd and systemd-timesyncd
-//! clear once they have set the clock — or, where the call is not allowed (systemd's
-//! `ProtectClock=` filters it), the marker systemd-timesyncd leaves once synced.
+//! clear once they have set the clock — or, where the call is not allowed (a unit with
+//! `ProtectClock=`; the shipped one allows it), the marker systemd-timesyncd leaves once synced.
 
 /// The kernel (or the time-sync daemon) says the clock is synchronised.
 pub fn synced() -> bool {

@@ -12,6 +12,7 @@
 //! target is not this gateway — addressed by its full path `{community}/{gateway}` — or a level
 //! above it that it belongs to), `not_permitted` (the key may not address that level or send that
 //! kind; `fire` is a kind of its own).
+use crate::decision::Mode;
 use crate::proto::v1;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use prost::Message;
@@ -88,7 +89,8 @@ pub enum StoreAge {
     /// before it cannot have been applied here, and is refused.
     Since(i64),
     /// Created while the clock was not known to be right: orders that a replay could abuse
-    /// (remote open, list sync) are refused until the time is known; a mode change is not.
+    /// (remote open, fire, list sync, thresholds) are refused until the time is known; a mode
+    /// change is not.
     Unknown,
 }
 
@@ -115,6 +117,8 @@ pub struct Refused {
 pub struct Verified {
     pub command: v1::Command,
     pub kind: Kind,
+    /// The key that signed it (a chunked snapshot's chunks must all come from one key).
+    pub key_id: String,
 }
 
 /// Checks one `SignedCommand`: everything but replay, which the caller checks against the ids it
@@ -193,7 +197,9 @@ pub fn verify(
         ));
     }
     let kind = match &c.payload {
-        Some(v1::command::Payload::SetMode(m)) if m.mode == "fire" => Kind::Fire,
+        Some(v1::command::Payload::SetMode(m)) if Mode::parse(&m.mode) == Some(Mode::Fire) => {
+            Kind::Fire
+        }
         Some(v1::command::Payload::SetMode(_)) => Kind::SetMode,
         Some(v1::command::Payload::RemoteOpen(_)) => Kind::RemoteOpen,
         Some(v1::command::Payload::Ping(_)) => Kind::Ping,
@@ -216,12 +222,12 @@ pub fn verify(
                 ),
             ));
         }
-        StoreAge::Unknown if matches!(kind, Kind::RemoteOpen | Kind::Registry) => {
+        StoreAge::Unknown if !matches!(kind, Kind::SetMode | Kind::Ping) => {
             return Err(refuse(
                 id,
                 "issued_before_store",
-                "this gateway's store was created while its clock was not synced: remote opens \
-                 and list sync wait until the time is known"
+                "this gateway's store was created while its clock was not synced: until the time \
+                 is known only a mode change (not fire) is taken"
                     .into(),
             ));
         }
@@ -258,7 +264,11 @@ pub fn verify(
             format!("key {:?} may not send {kind:?} to a {level:?}", key.id),
         ));
     }
-    Ok(Verified { command: c, kind })
+    Ok(Verified {
+        command: c,
+        kind,
+        key_id: signed.key_id,
+    })
 }
 
 impl Verified {
@@ -593,5 +603,24 @@ mod tests {
             check_with(&sign(&lockdown, "company", &company), &trusted, &unknown),
             Ok(Kind::SetMode)
         );
+        let mut trusted = trusted;
+        trusted[0].kinds.extend([Kind::Fire, Kind::Registry]);
+        for (id, payload) in [
+            ("s3", mode("fire")),
+            (
+                "s4",
+                v1::command::Payload::SetThreshold(v1::SetThreshold {
+                    fever_threshold_c: 38.0,
+                    lane: String::new(),
+                }),
+            ),
+        ] {
+            let c = command(id, v1::Level::Street, "330106001", payload);
+            assert_eq!(
+                check_with(&sign(&c, "company", &company), &trusted, &unknown),
+                Err("issued_before_store"),
+                "{id}"
+            );
+        }
     }
 }

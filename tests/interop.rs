@@ -369,48 +369,55 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
 
 /// The README's worked example, for real: a company key, a 100,000-resident snapshot from the
 /// import files pushed with `gatehouse command --snapshot` through a mosquitto that takes no
-/// packet over 1 MB (EMQX's default), and `gatehouse tail` showing the gateway's result.
+/// packet over 1 MB (EMQX's default), and `gatehouse tail` showing the gateway's result — the
+/// company's tools over mutual TLS, as they would reach a company broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks() {
-    if !have("mosquitto") {
-        println!("SKIPPED a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks: mosquitto is not installed (apt-get install mosquitto)");
-        return;
+    for tool in ["mosquitto", "openssl"] {
+        if !have(tool) {
+            println!("SKIPPED a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks: {tool} is not installed (apt-get install {tool})");
+            return;
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    make_certs(d);
+    client_cert(d, "company-tools");
     let port = embedded_broker::free_port().unwrap();
-    let _mosquitto = spawn_mosquitto(
-        d,
-        &format!("persistence false\nuser root\nallow_anonymous true\nmax_packet_size 1000000\nlistener {port} 127.0.0.1\n"),
-        &[port],
+    let tls = embedded_broker::free_port().unwrap();
+    // The gateway's uplink on a plain listener; the company's tools over mutual TLS.
+    let conf = format!(
+        "persistence false\nuser root\nallow_anonymous true\nmax_packet_size 1000000\n\
+         listener {port} 127.0.0.1\n\
+         listener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+         require_certificate true\nuse_identity_as_username true\n",
+        d = d.display()
     );
-    let company_url = format!("mqtt://127.0.0.1:{port}");
-    let company = BrokerUrl::parse(&company_url).unwrap();
+    let _mosquitto = spawn_mosquitto(d, &conf, &[port, tls]);
+    let company = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+    let tools_url = format!("mqtts://localhost:{tls}");
+    let with_tls = |c: &mut Command| {
+        c.arg("--ca")
+            .arg(d.join("ca.pem"))
+            .arg("--client-cert")
+            .arg(d.join("company-tools.pem"))
+            .arg("--client-key")
+            .arg(d.join("company-tools.key"));
+    };
     // The gateway: devices on a broker of their own, the uplink on the 1 MB company broker.
     let devices = start_broker();
     let path = d.join("gatehouse.toml");
-    std::fs::write(
-        &path,
-        config_text(d, &devices, &company) + &crate::commands::keys_toml(),
-    )
-    .unwrap();
+    let text = config_text(d, &devices, &company) + &crate::commands::keys_toml();
+    std::fs::write(&path, text).unwrap();
     let mut up = Uplink::connect(&company).await;
-    let daemon = within(
-        "start",
-        LONG,
-        Daemon::start(Config::load(&path).unwrap(), Profiles::builtin()),
-    )
-    .await
-    .unwrap();
+    let start = Daemon::start(Config::load(&path).unwrap(), Profiles::builtin());
+    let daemon = within("start", LONG, start).await.unwrap();
     up.status(v1::GatewayState::Online).await;
 
     // The company's side: its key, the lists as it exports them, and tail watching.
     let key = d.join("company.key");
-    std::fs::write(
-        &key,
-        gatehouse::hex::to_hex(&crate::commands::company().to_bytes()),
-    )
-    .unwrap();
+    let seed = crate::commands::company().to_bytes();
+    std::fs::write(&key, gatehouse::hex::to_hex(&seed)).unwrap();
     let lists = d.join("lists");
     std::fs::create_dir(&lists).unwrap();
     let mut csv = String::from("person_id,household,cards\n");
@@ -419,61 +426,34 @@ async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_c
     }
     std::fs::write(lists.join("residents.csv"), csv).unwrap();
     let bin = env!("CARGO_BIN_EXE_gatehouse");
-    let mut tail = Command::new(bin)
-        .args([
-            "tail",
-            "--broker",
-            company_url.as_str(),
-            "--filter",
-            &format!("{BASE}/cmd/result"),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tail = Command::new(bin);
+    tail.args(["tail", "--broker", &tools_url])
+        .args(["--filter", &format!("{BASE}/cmd/result")]);
+    with_tls(&mut tail);
+    let mut tail = tail.stdout(Stdio::piped()).spawn().unwrap();
     let stdout = tail.stdout.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
+        let lines = std::io::BufReader::new(stdout).lines();
+        for line in lines.map_while(Result::ok) {
             let _ = lines_tx.send(line);
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let out = Command::new(bin)
-        .args([
-            "command",
-            "--key-id",
-            "company",
-            "--target",
-            &format!("gateway:{GATEWAY_PATH}"),
-        ])
-        .args([
-            "--snapshot",
-            lists.to_str().unwrap(),
-            "--version",
-            "9",
-            "--id",
-            "snap-9",
-        ])
-        .args([
-            "--publish",
-            company_url.as_str(),
-            "--topic",
-            &format!("{BASE}/cmd"),
-        ])
-        .arg("--key")
+    let mut push = Command::new(bin);
+    push.args(["command", "--key-id", "company", "--key"])
         .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["--target", &format!("gateway:{GATEWAY_PATH}")])
+        .arg("--snapshot")
+        .arg(&lists)
+        .args(["--version", "9", "--id", "snap-9"])
+        .args(["--publish", &tools_url, "--topic", &format!("{BASE}/cmd")]);
+    with_tls(&mut push);
+    let out = push.output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(
         said.contains("message(s)") && !said.contains("(1 message"),
         "chunked: {said}"
@@ -495,9 +475,7 @@ async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_c
     let _ = tail.wait();
     assert_eq!(result["channel"], "cmd/result");
     assert_eq!(result["record"]["applied"], true, "{result}");
-    assert!(result["record"]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("version 9 applied"));
+    let detail = result["record"]["detail"].as_str().unwrap();
+    assert!(detail.contains("version 9 applied"), "{detail}");
     daemon.stop().await;
 }

@@ -222,7 +222,8 @@ async fn list_sync_is_bounded_like_an_import_and_a_large_snapshot_arrives_in_chu
         key_id: "company",
         key: &key,
     };
-    let chunks = gatehouse::tools::lists::snapshot_orders(snapshot(7, 0..4000), 20_000, &envelope);
+    let chunks =
+        gatehouse::tools::lists::snapshot_orders(snapshot(7, 0..4000), 20_000, &envelope).unwrap();
     assert!(chunks.len() > 3, "{} chunks", chunks.len());
     for c in &chunks {
         send(&admin, &own, c).await;
@@ -311,7 +312,24 @@ async fn a_flood_of_junk_orders_is_answered_at_a_bounded_rate_and_gates_keep_dec
         GATEWAY_PATH,
         v1::command::Payload::Ping(v1::Ping {}),
     );
-    send(&admin, &own, &sign(&ping, "company", &company())).await;
+    let ping = sign(&ping, "company", &company());
+    send(&admin, &own, &ping).await;
     let r = h.uplink.result().await;
     assert_eq!((r.command_id.as_str(), r.applied), ("after", true));
+    // The same order replayed 300 times: refused each time, counted, and not answered 300 times.
+    let before = counted();
+    let unanswered = gatehouse::metrics::Metrics::get(&m.orders_refusals_unanswered);
+    for _ in 0..300 {
+        send(&admin, &own, &ping).await;
+    }
+    within("every replay refused", Duration::from_secs(30), async {
+        while counted() < before + 300 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        gatehouse::metrics::Metrics::get(&m.orders_refusals_unanswered) > unanswered + 200,
+        "replays are answered at the bounded rate too"
+    );
 }

@@ -174,6 +174,12 @@ impl Config {
             );
         }
 
+        if self.orders.max_skew_s > 24 * 3600 {
+            bad(
+                "commands.max_skew_s".into(),
+                format!("{} s; at most a day", self.orders.max_skew_s),
+            );
+        }
         if !(60..=7 * 24 * 3600).contains(&self.orders.max_lifetime_s) {
             bad(
                 "commands.max_lifetime_s".into(),

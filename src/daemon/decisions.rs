@@ -248,7 +248,11 @@ impl DecisionLoop {
 
     /// A registry sync finished off the loop: the new lists replace the old ones whole.
     fn swap(&mut self, s: RegistrySwap) {
-        if let Some(registry) = s.registry {
+        let current = self.status.registry_version.load(Ordering::Relaxed);
+        // Syncs are written one at a time and never to an older version; a load that finishes
+        // after a newer one must not undo it either.
+        let registry = s.registry.filter(|_| s.version >= current);
+        if let Some(registry) = registry {
             info!(
                 version = s.version,
                 residents = registry.len(),

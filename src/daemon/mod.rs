@@ -139,6 +139,7 @@ impl Daemon {
             store_created.clone(),
             results_tx.clone(),
             swaps_tx,
+            metrics.clone(),
         );
         let gatekeeper = Gatekeeper::new(&config, store_created, results_tx, metrics.clone());
 

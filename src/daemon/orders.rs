@@ -14,6 +14,7 @@ use crate::proto::v1;
 use crate::store::outbox;
 use crate::store::sync::SyncLimits;
 use crate::store::Store;
+use crate::tools::lists::{MAX_CHUNKS, MAX_TRANSFER_BYTES};
 use crate::uplink::RawOrder;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -51,10 +52,7 @@ pub struct Gatekeeper {
     /// When the store was created (unix ms); 0 while not known. The desk settles it.
     store_created: Arc<AtomicI64>,
     results: mpsc::Sender<v1::CommandResult>,
-    metrics: Arc<Metrics>,
-    /// Refusal answers left, refilled one a second.
-    answers: f64,
-    refilled: Instant,
+    refusals: Refusals,
 }
 
 impl Gatekeeper {
@@ -85,9 +83,7 @@ impl Gatekeeper {
             max_lifetime_ms: config.orders.max_lifetime_s as i64 * 1000,
             store_created,
             results,
-            metrics,
-            answers: REFUSAL_BURST,
-            refilled: Instant::now(),
+            refusals: Refusals::new(metrics),
         }
     }
 
@@ -127,20 +123,10 @@ impl Gatekeeper {
     }
 
     fn refused(&mut self, r: Refused, now: i64) {
-        let n = self.metrics.orders_refused.fetch_add(1, Ordering::Relaxed) + 1;
-        if worth_logging(n) {
-            warn!(order = %r.id, reason = r.reason, detail = %r.detail, refused = n, "Order refused.");
-        }
-        let elapsed = self.refilled.elapsed().as_secs_f64();
-        self.refilled = Instant::now();
-        self.answers = (self.answers + elapsed).min(REFUSAL_BURST);
-        if self.answers >= 1.0 {
-            self.answers -= 1.0;
+        if self.refusals.allow(&r) {
             let _ =
                 self.results
                     .try_send(result(&self.place.gateway, r.id, r.reason, r.detail, now));
-        } else {
-            Metrics::inc(&self.metrics.orders_refusals_unanswered);
         }
     }
 }
@@ -155,8 +141,13 @@ pub struct OrderDesk {
     store: Store,
     sync_limits: SyncLimits,
     swaps: mpsc::Sender<RegistrySwap>,
-    /// Snapshots arriving in chunks, by transfer id.
-    transfers: HashMap<String, Transfer>,
+    /// Snapshots arriving in chunks, by signing key and transfer id.
+    transfers: HashMap<(String, String), Transfer>,
+    /// Syncs write the store one at a time: two at once could both pass the version check and
+    /// the older commit last.
+    sync_lock: Arc<std::sync::Mutex<()>>,
+    /// Replay refusals answered upstream and logged at a bounded rate, as the gatekeeper's.
+    refusals: Refusals,
     /// The store's creation time, once a synced clock gave it (0 until then).
     store_created: Arc<AtomicI64>,
     /// The box's clock is right from boot (`commands.trust_clock`).
@@ -170,18 +161,19 @@ pub struct RegistrySwap {
     pub result: v1::CommandResult,
 }
 
-/// A snapshot on its way in chunks.
+/// A snapshot on its way in chunks, from one key: its parts, and what every chunk says the
+/// whole is (length and SHA-256).
 struct Transfer {
     parts: Vec<Option<Vec<u8>>>,
     bytes: usize,
+    total_bytes: u64,
+    sha256: Vec<u8>,
     started_ms: i64,
 }
 
 /// Chunk transfers: how many at once, how many chunks and bytes each, and how long they may
 /// take before they are abandoned.
 const MAX_TRANSFERS: usize = 2;
-const MAX_CHUNKS: u32 = 1024;
-const MAX_TRANSFER_BYTES: usize = 64 << 20;
 const TRANSFER_TIMEOUT_MS: i64 = 5 * 60 * 1000;
 
 /// What became of one order: refused with a reason code (empty: applied) and a detail.
@@ -199,6 +191,7 @@ impl OrderDesk {
         store_created: Arc<AtomicI64>,
         results: mpsc::Sender<v1::CommandResult>,
         swaps: mpsc::Sender<RegistrySwap>,
+        metrics: Arc<Metrics>,
     ) -> OrderDesk {
         let applied = state
             .iter()
@@ -220,6 +213,8 @@ impl OrderDesk {
             },
             swaps,
             transfers: HashMap::new(),
+            sync_lock: Arc::default(),
+            refusals: Refusals::new(metrics),
             store_created,
             trust_clock: config.orders.trust_clock,
         };
@@ -282,8 +277,10 @@ impl OrderDesk {
         out: &mut Vec<Output>,
     ) -> Option<v1::CommandResult> {
         if let Some(r) = v.replayed(|id| self.applied.contains_key(id)) {
-            warn!(order = %r.id, "Order refused: replayed.");
-            self.answer(self.result(r.id, r.reason, r.detail, now));
+            let result = self.result(r.id.clone(), r.reason, r.detail.clone(), now);
+            if self.refusals.allow(&r) {
+                self.answer(result);
+            }
             return None;
         }
         let id = v.command.id.clone();
@@ -298,22 +295,23 @@ impl OrderDesk {
             Some(Payload::RemoteOpen(o)) => remote_open(core, &id, &o, now, out),
             Some(Payload::SetThreshold(t)) => set_threshold(core, &id, &t, out),
             Some(Payload::RegistrySnapshot(s)) => {
-                self.sync(id, now, Ok(s));
+                self.sync(id, now, Sync::Snapshot(s));
                 return None;
             }
             Some(Payload::RegistryDelta(d)) => {
-                self.sync(id, now, Err(d));
+                self.sync(id, now, Sync::Delta(d));
                 return None;
             }
-            Some(Payload::SnapshotChunk(c)) => self.chunk(&id, c, now),
+            Some(Payload::SnapshotChunk(c)) => self.chunk(&v.key_id, c, now),
             Some(Payload::Ping(_)) | None => APPLIED,
         };
         Some(self.result(id, refused, detail, now))
     }
 
-    /// One chunk of a snapshot: kept until its transfer is whole, then the snapshot is applied
-    /// as if it had come in one piece (answered under the transfer's id).
-    fn chunk(&mut self, id: &str, c: v1::SnapshotChunk, now: i64) -> Outcome {
+    /// One chunk of a snapshot: kept until its transfer is whole, then the snapshot is joined,
+    /// checked against the length and SHA-256 every chunk carries, decoded and applied off the
+    /// decision loop, as if it had come in one piece (answered under the transfer's id).
+    fn chunk(&mut self, key_id: &str, c: v1::SnapshotChunk, now: i64) -> Outcome {
         if c.transfer_id.is_empty() || c.transfer_id.len() > 128 {
             return ("malformed", "a transfer id is 1–128 bytes".into());
         }
@@ -326,7 +324,17 @@ impl OrderDesk {
                 ),
             );
         }
-        if !self.transfers.contains_key(&c.transfer_id) && self.transfers.len() >= MAX_TRANSFERS {
+        if c.total_bytes > MAX_TRANSFER_BYTES as u64 || c.sha256.len() != 32 {
+            return (
+                "malformed",
+                format!(
+                    "a snapshot of {} bytes (at most {MAX_TRANSFER_BYTES}) with a 32-byte SHA-256",
+                    c.total_bytes
+                ),
+            );
+        }
+        let key = (key_id.to_string(), c.transfer_id.clone());
+        if !self.transfers.contains_key(&key) && self.transfers.len() >= MAX_TRANSFERS {
             return (
                 "too_many",
                 format!("{MAX_TRANSFERS} transfers under way already"),
@@ -334,27 +342,38 @@ impl OrderDesk {
         }
         let t = self
             .transfers
-            .entry(c.transfer_id.clone())
+            .entry(key.clone())
             .or_insert_with(|| Transfer {
                 parts: vec![None; c.count as usize],
                 bytes: 0,
+                total_bytes: c.total_bytes,
+                sha256: c.sha256.clone(),
                 started_ms: now,
             });
-        if t.parts.len() != c.count as usize {
+        if t.parts.len() != c.count as usize
+            || t.total_bytes != c.total_bytes
+            || t.sha256 != c.sha256
+        {
             return (
                 "malformed",
-                format!("transfer {:?}: the chunk count changed", c.transfer_id),
-            );
-        }
-        if t.bytes + c.data.len() > MAX_TRANSFER_BYTES {
-            self.transfers.remove(&c.transfer_id);
-            return (
-                "too_many",
-                format!("a snapshot of more than {MAX_TRANSFER_BYTES} bytes"),
+                format!(
+                    "transfer {:?}: this chunk belongs to another snapshot",
+                    c.transfer_id
+                ),
             );
         }
         let index = c.index as usize;
         if t.parts[index].is_none() {
+            if (t.bytes + c.data.len()) as u64 > t.total_bytes {
+                let t = self.transfers.remove(&key);
+                let detail = format!(
+                    "transfer {:?}: more bytes than its {} announced",
+                    c.transfer_id,
+                    t.map_or(0, |t| t.total_bytes)
+                );
+                self.answer(self.result(c.transfer_id.clone(), "malformed", detail.clone(), now));
+                return ("malformed", detail);
+            }
             t.bytes += c.data.len();
             t.parts[index] = Some(c.data);
         }
@@ -370,45 +389,41 @@ impl OrderDesk {
                 ),
             );
         }
-        let Some(t) = self.transfers.remove(&c.transfer_id) else {
+        let Some(t) = self.transfers.remove(&key) else {
             return APPLIED;
         };
-        let mut bytes = Vec::with_capacity(t.bytes);
-        for part in t.parts.into_iter().flatten() {
-            bytes.extend_from_slice(&part);
-        }
-        match <v1::RegistrySnapshot as prost::Message>::decode(bytes.as_slice()) {
-            Ok(s) => {
-                info!(order = %id, transfer = %c.transfer_id, chunks = c.count, bytes = bytes.len(), "Snapshot transfer complete.");
-                self.sync(c.transfer_id.clone(), now, Ok(s));
-                (
-                    "",
-                    format!("last chunk of transfer {:?}: applying", c.transfer_id),
-                )
-            }
-            Err(e) => (
-                "malformed",
-                format!("transfer {:?}: not a snapshot: {e}", c.transfer_id),
-            ),
-        }
+        info!(transfer = %c.transfer_id, chunks = c.count, bytes = t.bytes, "Snapshot transfer complete.");
+        self.sync(
+            c.transfer_id.clone(),
+            now,
+            Sync::Chunks(t.parts.into_iter().flatten().collect(), t.sha256),
+        );
+        (
+            "",
+            format!("last chunk of transfer {:?}: applying", c.transfer_id),
+        )
     }
 
     /// Order ids whose orders have expired can no longer be replayed: forgotten. Transfers that
     /// did not complete in time are abandoned, with a result. The store's age is settled once
     /// the clock is known to be right.
     pub fn tick(&mut self, now: i64, out: &mut Vec<Output>) {
-        self.applied.retain(|id, until| {
-            let keep = *until >= now;
-            if !keep {
-                out.push(Output::State(StateKey::OrderApplied(id.clone()), None));
-            }
-            keep
-        });
-        let stale: Vec<String> = self
+        // Only a clock known to be right may expire them: one that booted years ahead would
+        // forget every id, and once NTP set it back the orders could be replayed.
+        if self.trust_clock || crate::clock::synced() {
+            self.applied.retain(|id, until| {
+                let keep = *until >= now;
+                if !keep {
+                    out.push(Output::State(StateKey::OrderApplied(id.clone()), None));
+                }
+                keep
+            });
+        }
+        let stale: Vec<(String, String)> = self
             .transfers
             .iter()
             .filter(|(_, t)| now - t.started_ms > TRANSFER_TIMEOUT_MS)
-            .map(|(id, _)| id.clone())
+            .map(|(key, _)| key.clone())
             .collect();
         for id in stale {
             if let Some(t) = self.transfers.remove(&id) {
@@ -418,25 +433,44 @@ impl OrderDesk {
                     t.parts.len(),
                     TRANSFER_TIMEOUT_MS / 1000
                 );
-                warn!(transfer = %id, detail = %detail, "Snapshot transfer abandoned.");
-                self.answer(self.result(id, "transfer_timeout", detail, now));
+                warn!(transfer = %id.1, detail = %detail, "Snapshot transfer abandoned.");
+                self.answer(self.result(id.1, "transfer_timeout", detail, now));
             }
         }
         self.settle_store_age(now);
     }
 
-    /// Writes a snapshot (`Ok`) or delta (`Err`) to the store and loads the new registry, on a
-    /// blocking thread: decisions keep flowing meanwhile, and the new lists are swapped in whole.
-    fn sync(&self, id: String, now: i64, what: Result<v1::RegistrySnapshot, v1::RegistryDelta>) {
+    /// Writes a snapshot or delta to the store and loads the new registry, on a blocking thread
+    /// (one sync at a time): decisions keep flowing meanwhile, and the new lists are swapped in
+    /// whole. A chunked snapshot is joined, checked and decoded there too.
+    fn sync(&self, id: String, now: i64, what: Sync) {
         let store = self.store.clone();
         let swaps = self.swaps.clone();
         let gateway = self.gateway.clone();
         let limits = self.sync_limits;
+        let lock = self.sync_lock.clone();
         tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
             let started = Instant::now();
+            let what = match what {
+                Sync::Chunks(parts, sha256) => match join_chunks(parts, &sha256) {
+                    Ok(s) => Sync::Snapshot(s),
+                    Err(detail) => {
+                        let result = result(&gateway, id, "malformed", detail, now);
+                        let _ = swaps.blocking_send(RegistrySwap {
+                            registry: None,
+                            version: 0,
+                            result,
+                        });
+                        return;
+                    }
+                },
+                other => other,
+            };
             let (version, applied) = match &what {
-                Ok(s) => (s.version, store.apply_snapshot(s, limits)),
-                Err(d) => (d.version, store.apply_delta(d, limits)),
+                Sync::Snapshot(s) => (s.version, store.apply_snapshot(s, limits)),
+                Sync::Delta(d) => (d.version, store.apply_delta(d, limits)),
+                Sync::Chunks(..) => return,
             };
             let loaded = match applied {
                 Ok(Ok(())) => store.load_registry().map(Ok),
@@ -461,6 +495,63 @@ impl OrderDesk {
                 result: result(&gateway, id, &refused, detail, now),
             });
         });
+    }
+}
+
+/// What a sync writes.
+enum Sync {
+    Snapshot(v1::RegistrySnapshot),
+    Delta(v1::RegistryDelta),
+    /// A chunked snapshot's parts, in order, and the SHA-256 its chunks announced.
+    Chunks(Vec<Vec<u8>>, Vec<u8>),
+}
+
+fn join_chunks(parts: Vec<Vec<u8>>, sha256: &[u8]) -> Result<v1::RegistrySnapshot, String> {
+    use sha2::Digest;
+    let mut bytes = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for p in parts {
+        bytes.extend_from_slice(&p);
+    }
+    if sha2::Sha256::digest(&bytes).as_slice() != sha256 {
+        return Err("the joined chunks do not match the SHA-256 they announced".into());
+    }
+    <v1::RegistrySnapshot as prost::Message>::decode(bytes.as_slice())
+        .map_err(|e| format!("the joined chunks are not a snapshot: {e}"))
+}
+
+/// Refusals answered upstream at most [`REFUSAL_BURST`] at once, then one a second, and logged
+/// at the 1st, 10th, 100th…; the rest are counted.
+struct Refusals {
+    metrics: Arc<Metrics>,
+    answers: f64,
+    refilled: Instant,
+}
+
+impl Refusals {
+    fn new(metrics: Arc<Metrics>) -> Refusals {
+        Refusals {
+            metrics,
+            answers: REFUSAL_BURST,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Counts and logs a refusal; true if it may be answered upstream.
+    fn allow(&mut self, r: &Refused) -> bool {
+        let n = self.metrics.orders_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_logging(n) {
+            warn!(order = %r.id, reason = r.reason, detail = %r.detail, refused = n, "Order refused.");
+        }
+        let elapsed = self.refilled.elapsed().as_secs_f64();
+        self.refilled = Instant::now();
+        self.answers = (self.answers + elapsed).min(REFUSAL_BURST);
+        if self.answers >= 1.0 {
+            self.answers -= 1.0;
+            true
+        } else {
+            Metrics::inc(&self.metrics.orders_refusals_unanswered);
+            false
+        }
     }
 }
 
@@ -534,7 +625,7 @@ mod tests {
         let (swaps, _) = mpsc::channel(1);
         let created = Arc::new(AtomicI64::new(1));
         (
-            OrderDesk::new(&config, &[], store, created, results, swaps),
+            OrderDesk::new(&config, &[], store, created, results, swaps, Arc::default()),
             rx,
         )
     }
@@ -545,6 +636,8 @@ mod tests {
             index,
             count,
             data: vec![0; 10],
+            total_bytes: 10 * count as u64,
+            sha256: vec![1; 32],
         }
     }
 
@@ -553,13 +646,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut desk, mut results) = desk(dir.path());
         let t0 = 1_800_000_000_000;
-        let (refused, detail) = desk.chunk("c-0", chunk("t1", 0, 3), t0);
+        let (refused, detail) = desk.chunk("k", chunk("t1", 0, 3), t0);
         assert_eq!(refused, "");
         assert!(detail.contains("chunk 1 of 3"), "{detail}");
-        desk.chunk("c-1", chunk("t2", 0, 2), t0);
+        desk.chunk("k", chunk("t2", 0, 2), t0);
         // A third transfer at once is refused; bad chunk numbers too.
-        assert_eq!(desk.chunk("c-2", chunk("t3", 0, 2), t0).0, "too_many");
-        assert_eq!(desk.chunk("c-3", chunk("t1", 3, 3), t0).0, "malformed");
+        assert_eq!(desk.chunk("k", chunk("t3", 0, 2), t0).0, "too_many");
+        assert_eq!(desk.chunk("k", chunk("t1", 3, 3), t0).0, "malformed");
         assert_eq!(
             desk.chunk("c-4", chunk("t4", 0, MAX_CHUNKS + 1), t0).0,
             "malformed"

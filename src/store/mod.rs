@@ -168,7 +168,6 @@ impl Store {
             source,
         })?;
         let path = dir.join("gatehouse.redb");
-        let new = !path.exists();
         let db = open_db(&path)?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -176,23 +175,37 @@ impl Store {
                 db: std::sync::RwLock::new(Some(Arc::new(db))),
             }),
         };
-        store.mark_creation(new)?;
+        store.mark_creation()?;
         Ok(store)
     }
 
     /// A new store's creation time is not known until a synced clock gives it
-    /// ([`Store::settle_created`]); a store from before creation times were kept counts as old.
-    fn mark_creation(&self, new: bool) -> Result<(), StoreError> {
+    /// ([`Store::settle_created`]). A store without either mark counts as old (from before
+    /// creation times were kept) only if it shows use — records, state, lists or a sequence
+    /// number; an empty one is new, whatever left it empty (a fresh file, a zero-length file
+    /// after a power cut, a crash right after the tables were made).
+    fn mark_creation(&self) -> Result<(), StoreError> {
         if self.meta(CREATED)? != 0 || self.meta(CREATED_PENDING)? != 0 {
             return Ok(());
         }
+        let used = {
+            let txn = self.db()?.begin_read()?;
+            let mut used = txn.open_table(META)?.get("next_seq")?.is_some()
+                || !txn.open_table(STATE)?.is_empty()?
+                || !txn.open_table(RESIDENTS)?.is_empty()?
+                || !txn.open_table(LISTS)?.is_empty()?;
+            for c in Class::ALL {
+                used |= !txn.open_table(c.table())?.is_empty()?;
+            }
+            used
+        };
         let txn = self.db()?.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            if new {
-                meta.insert(CREATED_PENDING, 1)?;
-            } else {
+            if used {
                 meta.insert(CREATED, 1)?;
+            } else {
+                meta.insert(CREATED_PENDING, 1)?;
             }
         }
         txn.commit()?;
@@ -546,6 +559,40 @@ pub(crate) fn status_byte(s: ResidentStatus) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_knows_its_age_only_from_a_synced_clock_and_an_empty_one_is_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.created_ms().unwrap(), None, "new: not known yet");
+        assert_eq!(store.settle_created(5_000).unwrap(), 5_000);
+        assert_eq!(store.settle_created(9_000).unwrap(), 5_000, "settled once");
+        drop(store);
+        assert_eq!(
+            Store::open(dir.path()).unwrap().created_ms().unwrap(),
+            Some(5_000)
+        );
+        // A zero-length file (a power cut while it was made) is new, not old.
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::write(empty.path().join("gatehouse.redb"), b"").unwrap();
+        let (s, _) = Store::open_or_recover(empty.path()).unwrap();
+        assert_eq!(s.created_ms().unwrap(), None);
+        // A used store from before creation times were kept is old.
+        let old = tempfile::tempdir().unwrap();
+        let s = Store::open(old.path()).unwrap();
+        let txn = s.db().unwrap().begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove(CREATED_PENDING).unwrap();
+            meta.insert("next_seq", 42).unwrap();
+        }
+        txn.commit().unwrap();
+        drop(s);
+        assert_eq!(
+            Store::open(old.path()).unwrap().created_ms().unwrap(),
+            Some(1)
+        );
+    }
 
     #[test]
     fn a_garbled_or_truncated_store_is_moved_aside_and_replaced() {

@@ -154,7 +154,14 @@ fn check_lists(l: &Lists) -> Result<(), SyncRefused> {
 /// A version far ahead of the stored one would leave no room for the next (`u64::MAX` freezes
 /// sync for good), so the step is bounded.
 fn check_version(current: u64, version: u64, limits: SyncLimits) -> Result<(), SyncRefused> {
-    if version - current > limits.max_version_step {
+    // A gateway with no lists yet (new, or rebuilt) takes any version up to the ceiling: the
+    // company's counter may be far along. Above half the range there would be no room left.
+    let too_far = if current == 0 {
+        version > u64::MAX / 2
+    } else {
+        version - current > limits.max_version_step
+    };
+    if too_far {
         return Err(refuse(
             "version_too_far",
             format!(
@@ -564,13 +571,18 @@ mod tests {
         // Nothing of them was written; a sane one still applies, and a delta over the bound is
         // refused whole.
         assert_eq!(store.registry_version().unwrap(), 0);
+        // A gateway with no lists takes a company counter far along; after that the step counts.
         store
-            .apply_snapshot(&snapshot(1, 10, 0), small)
+            .apply_snapshot(&snapshot(5_000_000, 10, 0), small)
             .unwrap()
             .unwrap();
+        assert_eq!(
+            refused(&snapshot(7_000_000, 1, 0), LIMITS).0,
+            "version_too_far"
+        );
         let grow = v1::RegistryDelta {
-            base_version: 1,
-            version: 2,
+            base_version: 5_000_000,
+            version: 5_000_001,
             upsert_residents: vec![v1::ResidentEntry {
                 person_id: "N1".into(),
                 household: "H9".into(),
@@ -583,7 +595,7 @@ mod tests {
             "too_many"
         );
         assert_eq!(store.load_registry().unwrap().len(), 10);
-        assert_eq!(store.registry_version().unwrap(), 1);
+        assert_eq!(store.registry_version().unwrap(), 5_000_000);
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub async fn order(a: OrderArgs) -> Result<(), RunError> {
     let e = Envelope {
         id: &id,
         issued_at_ms: now,
-        expires_at_ms: now + a.valid_s * 1000,
+        expires_at_ms: now.saturating_add(a.valid_s.saturating_mul(1000)),
         target: target(&a.target)?,
         key_id: &a.key_id,
         key: &key,
@@ -176,7 +176,7 @@ pub async fn order(a: OrderArgs) -> Result<(), RunError> {
     let version = a.version.unwrap_or(0);
     let orders = if let Some(dir) = &a.snapshot {
         let s = lists::snapshot(dir, version).map_err(fail)?;
-        lists::snapshot_orders(s, a.chunk_bytes, &e)
+        lists::snapshot_orders(s, a.chunk_bytes, &e).map_err(fail)?
     } else {
         let payload = if let Some(dir) = &a.delta {
             let d = lists::delta(dir, a.base.unwrap_or(0), version).map_err(fail)?;
@@ -229,7 +229,8 @@ async fn publish_all(
     use rumqttc::{AsyncClient, Event, Packet, QoS};
     let mut opts = broker.options(url, &format!("gatehouse-cli-{}", std::process::id()))?;
     let largest = payloads.iter().map(Vec::len).max().unwrap_or(0);
-    opts.set_max_packet_size(largest + 4096, 1 << 20);
+    // (incoming, outgoing): what we send may be as large as the largest order.
+    opts.set_max_packet_size(1 << 20, largest + 4096);
     let (client, mut el) = AsyncClient::new(opts, payloads.len() + 8);
     el.set_network_options(mqtt_client::network_options());
     for p in payloads {

@@ -145,20 +145,41 @@ impl Envelope<'_> {
     }
 }
 
+/// What a gateway takes in one chunked transfer (it refuses more).
+pub const MAX_CHUNKS: u32 = 1024;
+pub const MAX_TRANSFER_BYTES: usize = 64 << 20;
+
 /// A snapshot as signed orders: one, or — when its encoding is larger than `chunk_bytes` — one
-/// per chunk, ids `{id}-{i}`, the transfer id `id`.
+/// per chunk, ids `{id}-{i}`, the transfer id `id`. Refused here what a gateway would refuse.
 pub fn snapshot_orders(
     s: v1::RegistrySnapshot,
     chunk_bytes: usize,
     e: &Envelope<'_>,
-) -> Vec<v1::SignedCommand> {
+) -> Result<Vec<v1::SignedCommand>, String> {
     let bytes = s.encode_to_vec();
     if bytes.len() <= chunk_bytes {
-        return vec![e.sign(e.id.to_string(), v1::command::Payload::RegistrySnapshot(s))];
+        let payload = v1::command::Payload::RegistrySnapshot(s);
+        return Ok(vec![e.sign(e.id.to_string(), payload)]);
+    }
+    if bytes.len() > MAX_TRANSFER_BYTES {
+        return Err(format!(
+            "a snapshot of {} bytes; a gateway takes at most {MAX_TRANSFER_BYTES}",
+            bytes.len()
+        ));
     }
     let chunks: Vec<&[u8]> = bytes.chunks(chunk_bytes.max(1)).collect();
+    if chunks.len() > MAX_CHUNKS as usize {
+        return Err(format!(
+            "{} chunks of {chunk_bytes} bytes; at most {MAX_CHUNKS}: raise --chunk-bytes",
+            chunks.len()
+        ));
+    }
+    if e.id.len() + 5 > 128 {
+        return Err("the id is too long for chunk ids (at most 123 bytes)".into());
+    }
     let count = chunks.len() as u32;
-    chunks
+    let sha256 = <sha2::Sha256 as sha2::Digest>::digest(&bytes).to_vec();
+    Ok(chunks
         .into_iter()
         .enumerate()
         .map(|(i, data)| {
@@ -169,10 +190,12 @@ pub fn snapshot_orders(
                     index: i as u32,
                     count,
                     data: data.to_vec(),
+                    total_bytes: bytes.len() as u64,
+                    sha256: sha256.clone(),
                 }),
             )
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -208,7 +231,7 @@ mod tests {
             key: &key,
         };
         let whole = s.encode_to_vec();
-        let orders = snapshot_orders(s, 10_000, &e);
+        let orders = snapshot_orders(s, 10_000, &e).unwrap();
         assert_eq!(orders.len(), whole.len().div_ceil(10_000));
         let mut joined = Vec::new();
         for (i, o) in orders.iter().enumerate() {

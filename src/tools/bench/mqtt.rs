@@ -215,7 +215,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
 
     let junk = (o.junk_rate > 0).then(|| {
         let mut jo = mqtt_client::options(&url, &format!("bench-junk-{tag}"), Duration::from_secs(30));
-        jo.set_max_packet_size(o.junk_bytes + 4096, 1 << 20);
+        jo.set_max_packet_size(1 << 20, o.junk_bytes + 4096);
         let (junker, mut junk_el) = AsyncClient::new(jo, 1024);
         let (topic, bytes, rate) = (o.order_topic.clone(), o.junk_bytes, o.junk_rate);
         tokio::spawn(async move {
