@@ -229,7 +229,10 @@ async fn a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going() {
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
     let Some(disk) = SmallDisk::mount("4m") else {
-        println!("SKIPPED a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going: cannot mount a tmpfs here (needs root)");
+        skip(
+            "a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going",
+            "cannot mount a tmpfs here (needs root)",
+        );
         return;
     };
     let store = Store::open(disk.0.path()).unwrap();

@@ -144,7 +144,10 @@ fn spawn_mosquitto(dir: &Path, conf: &str, ports: &[u16]) -> Mosquitto {
 async fn works_with_mosquitto_on_the_device_side_and_over_tls_upstream() {
     for tool in ["mosquitto", "openssl"] {
         if !have(tool) {
-            println!("SKIPPED works_with_mosquitto_on_the_device_side_and_over_tls_upstream: {tool} is not installed (apt-get install {tool})");
+            skip(
+                "works_with_mosquitto_on_the_device_side_and_over_tls_upstream",
+                &format!("{tool} is not installed (apt-get install {tool})"),
+            );
             return;
         }
     }
@@ -232,7 +235,10 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
 ) {
     for tool in ["mosquitto", "openssl"] {
         if !have(tool) {
-            println!("SKIPPED with_client_certificates_…: {tool} is not installed (apt-get install {tool})");
+            skip(
+                "with_client_certificates_…",
+                &format!("{tool} is not installed (apt-get install {tool})"),
+            );
             return;
         }
     }
@@ -375,7 +381,10 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
 async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks() {
     for tool in ["mosquitto", "openssl"] {
         if !have(tool) {
-            println!("SKIPPED a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks: {tool} is not installed (apt-get install {tool})");
+            skip(
+                "a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks",
+                &format!("{tool} is not installed (apt-get install {tool})"),
+            );
             return;
         }
     }
