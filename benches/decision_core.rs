@@ -151,6 +151,7 @@ fn observe(core: &mut Core, decoded: Decoded, out: &mut Vec<gatehouse::decision:
             decoded,
             received: Instant::now(),
             now_ms: 1_700_000_000_000,
+            redelivered: false,
         },
         out,
     );
@@ -163,11 +164,15 @@ fn decide(bencher: divan::Bencher) {
         observations(),
     );
     let mut out = Vec::with_capacity(4);
-    let mut i = 0;
+    let mut i = 0usize;
     bencher
         .with_inputs(|| {
-            i = (i + 1) & 1023;
-            obs[i].clone()
+            i += 1;
+            // Every event its own id, as a terminal's serial numbers are: a repeated id would be
+            // a redelivery, decided once.
+            let mut d = obs[i & 1023].clone();
+            d.event_id = i.to_string();
+            d
         })
         .bench_local_values(|d| observe(&mut core, divan::black_box(d), &mut out));
 }
@@ -193,6 +198,7 @@ fn decide_epidemic_join_anti_passback(bencher: divan::Bencher) {
                 decoded: d,
                 received: Instant::now(),
                 now_ms: now,
+                redelivered: false,
             },
             &mut out,
         );
@@ -209,6 +215,7 @@ fn decide_epidemic_join_anti_passback(bencher: divan::Bencher) {
             now += 10;
             // Even: the station's reading; odd: the face that takes it.
             let mut d = obs[(i / 2) & 1023].clone();
+            d.event_id = i.to_string();
             let device = if i % 2 == 0 {
                 d.subject = None;
                 2
@@ -226,6 +233,7 @@ fn decide_epidemic_join_anti_passback(bencher: divan::Bencher) {
                     decoded: divan::black_box(d),
                     received: Instant::now(),
                     now_ms: now,
+                    redelivered: false,
                 },
                 &mut out,
             );
@@ -243,8 +251,10 @@ fn decode_and_decide(bencher: divan::Bencher) {
         .get("hikvision-acs-event")
         .expect("built in")
         .clone();
-    let payloads: Vec<String> = (0..1024u64)
-        .map(|seq| {
+    let mut seq = 0u64;
+    bencher
+        .with_inputs(|| {
+            seq += 1;
             gatehouse::tools::sim::hikvision::acs_event(
                 seq,
                 Some(&format!("R{:06}", seq % 100_000)),
@@ -252,15 +262,12 @@ fn decode_and_decide(bencher: divan::Bencher) {
                 gatehouse::device::Unit::Celsius,
             )
         })
-        .collect();
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i = (i + 1) & 1023;
-        let d = hik
-            .decode(divan::black_box(payloads[i].as_bytes()))
-            .expect("valid");
-        observe(&mut core, d, &mut out);
-    });
+        .bench_local_values(|payload| {
+            let d = hik
+                .decode(divan::black_box(payload.as_bytes()))
+                .expect("valid");
+            observe(&mut core, d, &mut out);
+        });
 }
 
 /// Serial frames decoded per second: Wiegand reader frames with 10% line noise between them.

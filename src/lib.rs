@@ -21,6 +21,7 @@ pub mod run;
 pub mod sources;
 pub mod store;
 pub mod systemd;
+pub mod timefmt;
 pub mod tools;
 pub mod uplink;
 

@@ -7,6 +7,8 @@ pub struct Metrics {
     pub events_received: AtomicU64,
     /// Device messages that did not decode (bad JSON, wrong types, too large).
     pub decode_errors: AtomicU64,
+    /// Device acks the MQTT client would not queue (the broker redelivers those events).
+    pub ack_errors: AtomicU64,
     pub decisions: AtomicU64,
     pub commands_sent: AtomicU64,
     /// Gate commands not handed to the broker (connection down): the passage is denied locally.

@@ -10,17 +10,8 @@ use gatehouse::proto::v1;
 use gatehouse::sources::embedded_broker;
 use gatehouse::tools::sim;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool} || test -x /usr/sbin/{tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("runs");
@@ -78,15 +69,6 @@ fn make_certs(dir: &Path) {
         .arg(d("san.ext")));
 }
 
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `user root`: the key is private to the test's user; mosquitto must not drop to its own.
 fn start_mosquitto(dir: &Path, plain: u16, tls: u16) -> Mosquitto {
     let conf = format!(
@@ -96,48 +78,6 @@ fn start_mosquitto(dir: &Path, plain: u16, tls: u16) -> Mosquitto {
         d = dir.display()
     );
     spawn_mosquitto(dir, &conf, &[plain, tls])
-}
-
-/// mosquitto on `conf`, once every port in `ports` takes connections.
-fn spawn_mosquitto(dir: &Path, conf: &str, ports: &[u16]) -> Mosquitto {
-    let path = dir.join("mosquitto.conf");
-    std::fs::write(&path, conf).unwrap();
-    let bin = if have("mosquitto")
-        && Command::new("mosquitto")
-            .arg("-h")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    {
-        "mosquitto"
-    } else {
-        "/usr/sbin/mosquitto"
-    };
-    let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("mosquitto starts");
-    for &port in ports {
-        let mut up = false;
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                up = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            up,
-            "mosquitto listens on {port}: {}",
-            std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
-        );
-    }
-    Mosquitto(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,6 +205,7 @@ impl DecisionLoop {
                 decoded,
                 received: i.received,
                 now_ms: crate::now_ms(),
+                redelivered: i.redelivered,
             },
             &mut out,
         );

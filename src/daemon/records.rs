@@ -50,6 +50,7 @@ pub fn passage(policy: &Policy, d: Decision, now_ms: i64) -> Record {
             mode: d.mode.as_str().to_string(),
             operator_id: d.operator.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
             operator_reason: d.operator.map(|o| o.1).unwrap_or_default(),
+            not_actuated: d.not_actuated,
         })),
         ..Default::default()
     })
@@ -236,6 +237,7 @@ mod tests {
             vehicle: false,
             confidence: None,
             operator: None,
+            not_actuated: false,
         };
         let Record::Event(e) = passage(&policy(), d, 1234) else {
             panic!("a passage is an event");

@@ -2,6 +2,7 @@
 //! windows, barriers) and the entry points the wiring calls — observe, tick, set_mode,
 //! fire_reset, set_threshold, remote_open, restore. The rules themselves are in `rules.rs`.
 use super::barrier::{Barrier, BarrierConfig, BarrierInputs, BarrierOutput};
+use super::held::{self, Held};
 use super::id::{self, Id};
 use super::policy::{calibrate, threshold_plausible, Policy, DAY_MS};
 use super::registry::Registry;
@@ -21,13 +22,21 @@ pub(super) struct Reading {
     pub(super) temperature_c: f64,
     pub(super) device_abnormal: Option<bool>,
     pub(super) cause: String,
+    /// Its key in the durable state while it is held (see `held.rs`); empty when it never was.
+    pub(super) held: String,
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct Waiting {
     obs: Observation,
     until_ms: i64,
+    held: String,
 }
+
+/// A redelivered event (its first delivery never acknowledged, so the gateway may have stopped
+/// before its decision was durable, or before deciding) older than this is decided and recorded
+/// but not acted on: an open that late is for whoever stands at the gate now.
+pub const LATE_MS: i64 = 2000;
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct LaneState {
@@ -56,16 +65,21 @@ pub struct Core {
     pub(super) outings: HashMap<Box<str>, Vec<i64>>,
     /// Residents out in lockdown: since when, and whether the overdue alarm went.
     pub(super) out_since: HashMap<Box<str>, (i64, bool)>,
-    /// Recent `{device}:{event id}` of devices whose ids are dedupe keys, oldest first.
+    /// Recent device events decided (`{device}:{event id}[@{device time}]`), oldest first; kept
+    /// in the durable state too, so a redelivery after a restart is not decided again.
     pub(super) recent: VecDeque<Box<str>>,
     pub(super) recent_set: HashSet<Box<str>>,
     /// Interlocked barriers (with read-back), by device index.
     pub(super) barriers: HashMap<usize, Barrier>,
     /// The latest time the core was given (for mode changes, which come without one).
     pub(super) now_ms: i64,
+    /// Held observations of devices no longer configured: their keys are deleted at the next
+    /// tick.
+    orphans: Vec<String>,
 }
 
-/// How many recent reads are remembered for de-duplication (a camera's offline replay).
+/// How many recent device events are remembered for de-duplication (a broker's redelivery, a
+/// camera's offline replay).
 const MAX_RECENT: usize = 4096;
 
 impl Core {
@@ -84,6 +98,7 @@ impl Core {
             recent_set: HashSet::new(),
             barriers: HashMap::new(),
             now_ms: 0,
+            orphans: Vec::new(),
         }
     }
 
@@ -180,6 +195,23 @@ impl Core {
         }
     }
 
+    /// Remembers a device event as decided, durably; the oldest is forgotten past
+    /// [`MAX_RECENT`].
+    fn remember(&mut self, key: Box<str>, now_ms: i64, out: &mut Vec<Output>) {
+        out.push(Output::State(
+            StateKey::Seen(key.to_string()),
+            Some(now_ms.to_le_bytes().to_vec()),
+        ));
+        self.recent_set.insert(key.clone());
+        self.recent.push_back(key);
+        if self.recent.len() > MAX_RECENT {
+            if let Some(old) = self.recent.pop_front() {
+                out.push(Output::State(StateKey::Seen(old.to_string()), None));
+                self.recent_set.remove(&old);
+            }
+        }
+    }
+
     pub fn inside(&self) -> usize {
         self.inside.len()
     }
@@ -187,8 +219,19 @@ impl Core {
     /// Restores durable state written through [`Output::State`]. Unknown or damaged entries are
     /// skipped: at worst a counter restarts.
     pub fn restore(&mut self, entries: &[(String, Vec<u8>)]) {
+        let mut seen = Vec::new();
+        let mut held = Vec::new();
         for (k, v) in entries {
             match StateKey::decode(k) {
+                Some(StateKey::Seen(id)) => {
+                    let at = <[u8; 8]>::try_from(v.as_slice()).map_or(0, i64::from_le_bytes);
+                    seen.push((at, id));
+                }
+                Some(StateKey::Held(id)) => {
+                    if let Some(h) = Held::decode(v) {
+                        held.push((id, h));
+                    }
+                }
                 Some(StateKey::Mode) => {
                     if let Some(m) = std::str::from_utf8(v).ok().and_then(Mode::parse) {
                         self.mode = m;
@@ -224,6 +267,77 @@ impl Core {
                     }
                 }
                 _ => {}
+            }
+        }
+        seen.sort();
+        for (_, id) in seen.into_iter().rev().take(MAX_RECENT).rev() {
+            let id: Box<str> = id.into();
+            self.recent_set.insert(id.clone());
+            self.recent.push_back(id);
+        }
+        held.sort_by_key(|(_, h)| match h {
+            Held::Waiting { at_ms, .. } | Held::Reading { at_ms, .. } => *at_ms,
+        });
+        for (key, h) in held {
+            self.hold_again(key, h);
+        }
+    }
+
+    /// An observation held when the gateway stopped, back in its lane's queue: decided when its
+    /// window closes (at the first tick: after a restart it has), as a redelivery — recorded,
+    /// not acted on.
+    fn hold_again(&mut self, key: String, h: Held) {
+        let device_of = |id: &str| self.policy.devices.iter().position(|d| d.id == id);
+        match h {
+            Held::Waiting {
+                device,
+                at_ms,
+                until_ms,
+                mut decoded,
+            } => {
+                let Some(i) = device_of(&device) else {
+                    return self.orphans.push(key);
+                };
+                let li = self.policy.devices[i].lane;
+                decoded.device_time_ms = decoded.device_time_ms.or(Some(at_ms));
+                let obs = Observation {
+                    device: i,
+                    decoded,
+                    received: Instant::now(),
+                    now_ms: at_ms,
+                    redelivered: true,
+                };
+                let w = Waiting {
+                    obs,
+                    until_ms,
+                    held: key,
+                };
+                if let Some(lane) = self.lanes.get_mut(li) {
+                    lane.waiting.push_back(w);
+                }
+            }
+            Held::Reading {
+                device,
+                at_ms,
+                temperature_c,
+                device_abnormal,
+                cause,
+            } => {
+                let Some(i) = device_of(&device) else {
+                    return self.orphans.push(key);
+                };
+                let li = self.policy.devices[i].lane;
+                let r = Reading {
+                    device: i,
+                    at_ms,
+                    temperature_c,
+                    device_abnormal,
+                    cause,
+                    held: key,
+                };
+                if let Some(lane) = self.lanes.get_mut(li) {
+                    lane.readings.push_back(r);
+                }
             }
         }
     }
@@ -359,6 +473,7 @@ impl Core {
             vehicle: false,
             confidence: None,
             operator: Some(operator),
+            not_actuated: false,
         };
         let mut b_out = Vec::new();
         if let Some(b) = self.barriers.get_mut(&gate) {
@@ -378,39 +493,42 @@ impl Core {
         let Some(dev) = self.policy.devices.get(obs.device) else {
             return;
         };
-        let Some(lane) = self.policy.lanes.get(dev.lane) else {
+        if dev.lane >= self.policy.lanes.len() {
             return;
-        };
+        }
         let ev = &obs.decoded;
         if ev.subject.is_none() && ev.temperature_c.is_none() && !ev.stranger {
             return;
         }
-        // A device that replays its offline records sends the same read again: decided once.
-        if ev.dedupe && !ev.event_id.is_empty() {
-            let key: Box<str> = format!("{}:{}", obs.device, ev.event_id).into();
-            if !self.recent_set.insert(key.clone()) {
+        // A broker's redelivery, a camera's offline replay: the same event is decided once.
+        if !ev.event_id.is_empty() {
+            let key = match ev.device_time_ms {
+                Some(t) => format!("{}:{}@{t}", dev.id, ev.event_id),
+                None => format!("{}:{}", dev.id, ev.event_id),
+            };
+            if self.recent_set.contains(key.as_str()) {
                 return;
             }
-            self.recent.push_back(key);
-            if self.recent.len() > MAX_RECENT {
-                if let Some(old) = self.recent.pop_front() {
-                    self.recent_set.remove(&old);
-                }
-            }
+            self.remember(key.into(), obs.now_ms, out);
         }
+        // Checked above; borrowed again after `remember`.
+        let dev = &self.policy.devices[obs.device];
+        let lane = &self.policy.lanes[dev.lane];
         let li = dev.lane;
         let separate_thermal = lane.join.is_some() && dev.role == Role::Thermal;
         if separate_thermal {
             let Some(raw) = ev.temperature_c else { return };
-            let reading = Reading {
+            let mut reading = Reading {
                 device: obs.device,
                 at_ms: obs.now_ms,
                 temperature_c: calibrate(raw, dev.calibration_offset_c),
                 device_abnormal: ev.device_abnormal,
                 cause: ev.event_id.clone(),
+                held: String::new(),
             };
             // The oldest waiting identification takes it.
             if let Some(w) = self.lanes[li].waiting.pop_front() {
+                release(&w.held, out);
                 let mut o = w.obs;
                 o.now_ms = obs.now_ms;
                 self.decide(o, Some(reading), out);
@@ -422,6 +540,18 @@ impl Core {
                     self.unjoined(li, r, out);
                 }
             }
+            reading.held = held::key(&dev.id, obs.now_ms, &ev.event_id);
+            let record = Held::Reading {
+                device: dev.id.clone(),
+                at_ms: reading.at_ms,
+                temperature_c: reading.temperature_c,
+                device_abnormal: reading.device_abnormal,
+                cause: reading.cause.clone(),
+            };
+            out.push(Output::State(
+                StateKey::Held(reading.held.clone()),
+                Some(record.encode()),
+            ));
             self.lanes[li].readings.push_back(reading);
             return;
         }
@@ -444,10 +574,27 @@ impl Core {
                 let lane_state = &mut self.lanes[li];
                 if lane_state.waiting.len() == MAX_WAITING {
                     if let Some(w) = lane_state.waiting.pop_front() {
+                        release(&w.held, out);
                         self.decide(w.obs, None, out);
                     }
                 }
-                self.lanes[li].waiting.push_back(Waiting { obs, until_ms });
+                let device = self.policy.devices[obs.device].id.clone();
+                let held = held::key(&device, obs.now_ms, &obs.decoded.event_id);
+                let record = Held::Waiting {
+                    device,
+                    at_ms: obs.now_ms,
+                    until_ms,
+                    decoded: obs.decoded.clone(),
+                };
+                out.push(Output::State(
+                    StateKey::Held(held.clone()),
+                    Some(record.encode()),
+                ));
+                self.lanes[li].waiting.push_back(Waiting {
+                    obs,
+                    until_ms,
+                    held,
+                });
                 return;
             }
         }
@@ -457,6 +604,9 @@ impl Core {
     /// Closes join windows and checks overdue outings. Call at [`Core::next_deadline`] or sooner.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Output>) {
         self.now_ms = self.now_ms.max(now_ms);
+        for key in self.orphans.drain(..) {
+            release(&key, out);
+        }
         self.expire(now_ms, out);
         let mut all = Vec::new();
         for (&device, b) in self.barriers.iter_mut() {
@@ -510,6 +660,7 @@ impl Core {
                 .is_some_and(|w| w.until_ms <= now_ms)
             {
                 if let Some(w) = self.lanes[li].waiting.pop_front() {
+                    release(&w.held, out);
                     let mut o = w.obs;
                     o.now_ms = now_ms;
                     self.decide(o, None, out);
@@ -529,6 +680,7 @@ impl Core {
     }
 
     pub(super) fn unjoined(&self, li: usize, r: Reading, out: &mut Vec<Output>) {
+        release(&r.held, out);
         if self.policy.is_fever(li, r.temperature_c) {
             out.push(Output::Alarm(self.fever_alarm(
                 li,
@@ -629,5 +781,12 @@ impl Core {
             }
             Subject::Visitor(_) | Subject::Vehicle(_) => {}
         }
+    }
+}
+
+/// The held observation's outcome is in this batch of outputs: it need not be kept any more.
+pub(super) fn release(held: &str, out: &mut Vec<Output>) {
+    if !held.is_empty() {
+        out.push(Output::State(StateKey::Held(held.to_string()), None));
     }
 }

@@ -32,6 +32,7 @@
 //! on its own when it ages out. The device's own "abnormal temperature" flag never decides; a
 //! disagreement is recorded.
 pub mod barrier;
+pub mod held;
 pub mod id;
 pub mod machine;
 pub mod policy;

@@ -1,6 +1,6 @@
 //! The rules, in the order they apply (the module docs of `decision` list them): one
 //! identification in, exactly one decision out, with one reason code and the rule that gave it.
-use super::machine::{Core, Reading};
+use super::machine::{release, Core, Reading, LATE_MS};
 use super::policy::{calibrate, DAY_MS};
 use super::registry::{PlateHolder, ResidentStatus};
 use super::subject::{resolve, Subject};
@@ -22,6 +22,16 @@ impl Core {
         };
         let li = dev.lane;
         let lane = &self.policy.lanes[li];
+        if let Some(r) = &joined {
+            release(&r.held, out);
+        }
+        // A redelivery older than LATE_MS (or of unknown age) is decided and recorded, never
+        // acted on.
+        let late = obs.redelivered
+            && obs
+                .decoded
+                .device_time_ms
+                .is_none_or(|t| obs.now_ms.saturating_sub(t) > LATE_MS);
         let mut ev = obs.decoded;
         let now = obs.now_ms;
         let own_t = ev
@@ -54,6 +64,7 @@ impl Core {
             vehicle: false,
             confidence: None,
             operator: None,
+            not_actuated: false,
         };
         d.vehicle = ev.credential == CredentialKind::Plate;
         d.confidence = ev.confidence;
@@ -117,7 +128,11 @@ impl Core {
                 cause: d.cause.clone(),
             }));
         }
-        if allow {
+        if late {
+            d.not_actuated = true;
+            d.gate = None;
+        }
+        if allow && !late {
             self.passed(&d, subject.as_ref(), now, out);
         }
         // An interlocked barrier opens through its interlock; a denial sends it nothing.

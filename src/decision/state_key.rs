@@ -21,6 +21,11 @@ pub enum StateKey {
     Outings(String),
     /// A signed order applied, kept until it expires (value: expiry, unix ms i64 LE).
     OrderApplied(String),
+    /// A device event decided (or recorded), by `{device}:{event id}[@{device time}]` (value:
+    /// when, unix ms i64 LE): a redelivery is acked without deciding again.
+    Seen(String),
+    /// An observation held until its outcome is decided (value: [`super::held::Held`]).
+    Held(String),
     /// The statistics period in progress (value: `StatsBatch`).
     StatsNow,
     /// A finished statistics period not yet acknowledged upstream, by its start (unix ms).
@@ -38,6 +43,8 @@ impl StateKey {
             StateKey::OutSince(person) => format!("out/{person}"),
             StateKey::Outings(household) => format!("quota/{household}"),
             StateKey::OrderApplied(id) => format!("cmd/{id}"),
+            StateKey::Seen(id) => format!("seen/{id}"),
+            StateKey::Held(id) => format!("held/{id}"),
             StateKey::StatsNow => "stats_now/".into(),
             StateKey::StatsPeriod(start) => format!("stats/{start}"),
         }
@@ -56,6 +63,8 @@ impl StateKey {
             "out" => StateKey::OutSince(id),
             "quota" => StateKey::Outings(id),
             "cmd" => StateKey::OrderApplied(id),
+            "seen" => StateKey::Seen(id),
+            "held" => StateKey::Held(id),
             "stats_now" => StateKey::StatsNow,
             "stats" => StateKey::StatsPeriod(id.parse().ok()?),
             _ => return None,
@@ -79,6 +88,8 @@ mod tests {
             OutSince("R1".into()),
             Outings("H1".into()),
             OrderApplied("cmd-1/x".into()),
+            Seen("thermal-1:9@1800000000000".into()),
+            Held("face-2/1800000000000/e1".into()),
             StatsNow,
             StatsPeriod(1_800_000_000_000),
         ] {

@@ -117,6 +117,7 @@ fn obs(device: usize, subject: Option<&str>, t: Option<f64>, now_ms: i64) -> Obs
         },
         received: Instant::now(),
         now_ms,
+        redelivered: false,
     }
 }
 
@@ -136,6 +137,13 @@ fn saved(out: &[Output]) -> Vec<(String, Vec<u8>)> {
             Output::State(k, Some(v)) => Some((k.encode(), v.clone())),
             _ => None,
         })
+        .collect()
+}
+
+/// What the core asked of the world besides writing its state: gate, records, alarms.
+fn effects(out: &[Output]) -> Vec<&Output> {
+    out.iter()
+        .filter(|o| !matches!(o, Output::State(..)))
         .collect()
 }
 
@@ -245,7 +253,7 @@ fn epidemic_mode_requires_a_temperature_from_everyone() {
         (false, Reason::NoTemperature)
     );
     assert_eq!(
-        one(&mut c, obs(0, Some("R1"), Some(36.6), T0)),
+        one(&mut c, obs(0, Some("R1"), Some(36.6), T0 + 1)),
         (true, Reason::Ok)
     );
 }
@@ -255,7 +263,10 @@ fn a_reading_before_the_identification_joins_it() {
     let mut c = Core::new(policy(), registry(), Mode::Epidemic);
     let mut out = Vec::new();
     c.observe(obs(2, None, Some(36.4), T0), &mut out);
-    assert!(out.is_empty(), "a reading waits to be joined: {out:?}");
+    assert!(
+        effects(&out).is_empty(),
+        "a reading waits to be joined: {out:?}"
+    );
     c.observe(obs(3, Some("R1"), None, T0 + 2900), &mut out);
     let d = decisions(&out)[0];
     assert_eq!(
@@ -270,7 +281,10 @@ fn a_reading_after_the_identification_joins_it_within_the_window() {
     let mut c = Core::new(policy(), registry(), Mode::Epidemic);
     let mut out = Vec::new();
     c.observe(obs(3, Some("R1"), None, T0), &mut out);
-    assert!(out.is_empty(), "the decision waits for the reading");
+    assert!(
+        effects(&out).is_empty(),
+        "the decision waits for the reading"
+    );
     assert_eq!(c.next_deadline(), Some(T0 + 1500));
     c.observe(obs(2, None, Some(38.1), T0 + 1400), &mut out);
     let d = decisions(&out)[0];
@@ -286,10 +300,13 @@ fn no_reading_in_the_window_denies_no_temperature_when_it_closes() {
     c.observe(obs(2, None, Some(36.4), T0), &mut out);
     c.observe(obs(3, Some("R1"), None, T0 + 3100), &mut out);
     // The stale reading is recorded on its own; the identification waits.
-    assert!(matches!(out[..], [Output::Reading { .. }]), "{out:?}");
+    assert!(
+        matches!(effects(&out)[..], [Output::Reading { .. }]),
+        "{out:?}"
+    );
     out.clear();
     c.tick(T0 + 4599, &mut out);
-    assert!(out.is_empty());
+    assert!(effects(&out).is_empty());
     c.tick(T0 + 4600, &mut out);
     let d = decisions(&out)[0];
     assert_eq!((d.allow, d.reason), (false, Reason::NoTemperature));
@@ -688,4 +705,109 @@ proptest! {
         prop_assert!(r.get("not-a-resident").is_none());
         prop_assert!(r.card("card-of-nobody").is_none());
     }
+}
+
+/// What a restarted gateway's core holds: the state the outputs wrote, read back.
+fn restarted(mode: Mode, out: &[Output]) -> Core {
+    let mut state: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    for o in out {
+        if let Output::State(k, v) = o {
+            match v {
+                Some(v) => state.insert(k.encode(), v.clone()),
+                None => state.remove(&k.encode()),
+            };
+        }
+    }
+    let mut c = Core::new(policy(), registry(), mode);
+    c.restore(&state.into_iter().collect::<Vec<_>>());
+    c
+}
+
+#[test]
+fn an_identification_waiting_in_its_window_survives_a_crash_and_is_recorded_not_acted_on() {
+    let mut c = Core::new(policy(), registry(), Mode::Epidemic);
+    let mut out = Vec::new();
+    c.observe(obs(3, Some("R1"), None, T0), &mut out);
+    assert!(effects(&out).is_empty(), "waiting for a reading");
+    // The gateway dies here; the ack of that message went out with the held record.
+    let mut again = restarted(Mode::Epidemic, &out);
+    let mut after = Vec::new();
+    again.tick(T0 + 30_000, &mut after);
+    let d = decisions(&after);
+    assert_eq!(d.len(), 1, "decided after the restart: {after:?}");
+    assert_eq!(d[0].reason, Reason::NoTemperature);
+    assert!(
+        d[0].not_actuated && d[0].gate.is_none(),
+        "too late to act on"
+    );
+    // And its held record is deleted with that decision.
+    let held_gone = after
+        .iter()
+        .any(|o| matches!(o, Output::State(StateKey::Held(_), None)));
+    assert!(held_gone, "{after:?}");
+    assert!(restarted(Mode::Epidemic, &[out, after].concat())
+        .next_deadline()
+        .is_none());
+}
+
+#[test]
+fn a_fever_reading_waiting_to_be_joined_survives_a_crash_with_its_alarm() {
+    let mut c = Core::new(policy(), registry(), Mode::Normal);
+    let mut out = Vec::new();
+    c.observe(obs(2, None, Some(38.4), T0), &mut out);
+    assert!(effects(&out).is_empty(), "the reading waits to be joined");
+    let mut again = restarted(Mode::Normal, &out);
+    let mut after = Vec::new();
+    again.tick(T0 + 10_000, &mut after);
+    assert!(
+        matches!(effects(&after)[..], [Output::Alarm(a), Output::Reading { .. }] if a.kind == AlarmKind::Fever),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn a_redelivered_event_whose_decision_is_durable_is_not_decided_again() {
+    let mut c = core();
+    let mut out = Vec::new();
+    c.observe(obs(0, Some("R1"), Some(36.5), T0), &mut out);
+    assert_eq!(decisions(&out).len(), 1);
+    let mut again = restarted(Mode::Normal, &out);
+    let mut redelivery = obs(0, Some("R1"), Some(36.5), T0);
+    redelivery.redelivered = true;
+    redelivery.now_ms = T0 + 5000;
+    let mut after = Vec::new();
+    again.observe(redelivery, &mut after);
+    assert!(effects(&after).is_empty(), "no second decision: {after:?}");
+    // The same serial number at another device time is another event (terminals restart
+    // their serial numbers).
+    let mut other = obs(0, Some("R1"), Some(36.5), T0);
+    other.decoded.device_time_ms = Some(T0 + 60_000);
+    other.now_ms = T0 + 60_000;
+    assert_eq!(one(&mut again, other), (true, Reason::Ok));
+}
+
+#[test]
+fn a_late_redelivery_is_recorded_but_never_opens_and_a_fresh_one_does() {
+    let mut c = core();
+    let mut late = obs(0, Some("R1"), Some(36.5), T0 + 10_000);
+    late.redelivered = true;
+    late.decoded.device_time_ms = Some(T0);
+    let mut out = Vec::new();
+    c.observe(late, &mut out);
+    let d = decisions(&out)[0];
+    assert!(d.allow && d.not_actuated && d.gate.is_none(), "{d:?}");
+    assert_eq!(c.inside(), 0, "not counted as a passage");
+    let mut fresh = obs(0, Some("R6"), Some(36.5), T0 + 10_000);
+    fresh.redelivered = true;
+    fresh.decoded.device_time_ms = Some(T0 + 9_500);
+    let mut out = Vec::new();
+    c.observe(fresh, &mut out);
+    let d = decisions(&out)[0];
+    assert!(d.allow && !d.not_actuated && d.gate.is_some(), "{d:?}");
+    // Of unknown age: not acted on.
+    let mut unknown = obs(0, Some("R1"), Some(36.5), T0 + 20_000);
+    unknown.redelivered = true;
+    let mut out = Vec::new();
+    c.observe(unknown, &mut out);
+    assert!(decisions(&out)[0].not_actuated);
 }

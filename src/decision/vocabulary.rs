@@ -142,6 +142,9 @@ pub struct Decision {
     pub confidence: Option<u8>,
     /// A remote open: the operator who ordered it and why.
     pub operator: Option<(String, String)>,
+    /// Decided too late to act on (a redelivery after a restart, its event more than
+    /// [`super::machine::LATE_MS`] old): recorded, no gate command, no passage counted.
+    pub not_actuated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +222,9 @@ pub struct Observation {
     pub decoded: Decoded,
     pub received: Instant,
     pub now_ms: i64,
+    /// The device's broker sent it again (MQTT DUP): the first delivery was never acknowledged,
+    /// so the gateway may have stopped before deciding it, or before its decision was durable.
+    pub redelivered: bool,
 }
 
 /// What a device does at its lane.
@@ -297,4 +303,6 @@ pub struct Decoded {
     pub dedupe: bool,
     /// Not an observation but the device's report about itself (status topics).
     pub state: Option<StateReport>,
+    /// When the device saw it, by the device's clock (unix ms), where the profile reads it.
+    pub device_time_ms: Option<i64>,
 }

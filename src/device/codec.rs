@@ -89,6 +89,16 @@ impl Profile {
                 _ => None,
             };
         }
+        if let Some(p) = &spec.time {
+            // An unreadable time costs the event its age, not its answer.
+            out.device_time_ms = match v.pointer(p) {
+                Some(Value::String(t)) => crate::timefmt::parse_time_ms(t),
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .and_then(|n| crate::timefmt::parse_time_ms(&n.to_string())),
+                _ => None,
+            };
+        }
         if let Some(p) = &spec.device_abnormal {
             out.device_abnormal = match v.pointer(p) {
                 None | Some(Value::Null) => None,

@@ -228,6 +228,9 @@ pub struct Decode {
     /// `event_id` is a dedupe key: the device replays its records after being offline.
     #[serde(default)]
     pub dedupe: bool,
+    /// When the device saw it, by its own clock (RFC 3339 text, or unix seconds / ms): part of
+    /// the event's identity (terminals restart their serial numbers) and its age.
+    pub time: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -543,6 +546,20 @@ mod tests {
             .get("hikvision-acs-event")
             .unwrap()
             .clone()
+    }
+
+    #[test]
+    fn the_terminals_own_time_is_read_and_a_bad_one_costs_only_the_time() {
+        let p = hik();
+        let at = br#"{"dateTime":"2026-11-29T16:00:00+08:00","AccessControllerEvent":{"serialNo":7,"employeeNoString":"R1"}}"#;
+        let d = p.decode(at).unwrap();
+        assert_eq!(
+            d.device_time_ms,
+            crate::timefmt::parse_time_ms("2026-11-29T08:00:00Z")
+        );
+        let bad = br#"{"dateTime":"yesterday-ish","AccessControllerEvent":{"serialNo":7,"employeeNoString":"R1"}}"#;
+        let d = p.decode(bad).unwrap();
+        assert_eq!((d.device_time_ms, d.subject.as_deref()), (None, Some("R1")));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct Input {
     pub decoded: Option<Decoded>,
     /// When the message came off the socket: decision latency is measured from here.
     pub received: Instant,
+    /// Sent again by the device's broker (MQTT DUP): never acknowledged the first time.
+    pub redelivered: bool,
     pub ack: Ack,
 }
 

@@ -154,14 +154,23 @@ pub async fn run_events(
                 let (device, decoded) = decode(&routes, &p.topic, &p.payload, &metrics);
                 // Undecodable messages are acked too (redelivering garbage only repeats the
                 // error), but through the same queue as the rest: MQTT wants acks in order.
-                let c = client.clone();
+                let redelivered = p.dup;
+                let (c, m) = (client.clone(), metrics.clone());
                 let ack: Ack = Box::new(move || {
-                    let _ = c.try_ack(&p);
+                    // Not sent (the client's queue is gone or full): the broker sends the event
+                    // again, and its durable decision acks it without deciding twice.
+                    if let Err(e) = c.try_ack(&p) {
+                        let n = m.ack_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                        if worth_logging(n) {
+                            warn!(error = %e, failures = n, "Device ack not queued; the broker will redeliver.");
+                        }
+                    }
                 });
                 waiting.push_back(Input {
                     device,
                     decoded,
                     received,
+                    redelivered,
                     ack,
                 });
             }
@@ -252,6 +261,8 @@ pub async fn run_events_local(
                     device,
                     decoded,
                     received,
+                    // The embedded broker lives and dies with the daemon: nothing is redelivered.
+                    redelivered: false,
                     ack: Box::new(|| {}),
                 };
                 tokio::select! {

@@ -311,6 +311,7 @@ impl<'a> Lines<'a> {
                     device: dev.device,
                     decoded: Some(decoded),
                     received,
+                    redelivered: false,
                     // A serial device cannot resend: there is nothing to acknowledge.
                     ack: Box::new(|| {}),
                 });

@@ -83,6 +83,10 @@ impl Stats {
     }
 
     pub fn record(&mut self, d: &Decision) {
+        // Decided again after a restart, too late to act on: counted the first time, if at all.
+        if d.not_actuated {
+            return;
+        }
         let Some(s) = self.current.stats.get_mut(d.lane) else {
             return;
         };
@@ -162,6 +166,7 @@ mod tests {
             vehicle,
             confidence: None,
             operator: None,
+            not_actuated: false,
         }
     }
 

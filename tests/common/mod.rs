@@ -668,3 +668,64 @@ pub fn skip(test: &str, why: &str) {
     }
     println!("SKIPPED {test}: {why}");
 }
+
+/// Whether a command is installed (on the PATH, or in /usr/sbin as Debian puts mosquitto).
+pub fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} || test -x /usr/sbin/{tool}"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub struct Mosquitto(pub std::process::Child);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// mosquitto on `conf`, once every port in `ports` takes connections.
+pub fn spawn_mosquitto(dir: &Path, conf: &str, ports: &[u16]) -> Mosquitto {
+    let path = dir.join("mosquitto.conf");
+    std::fs::write(&path, conf).unwrap();
+    let bin = if have("mosquitto")
+        && std::process::Command::new("mosquitto")
+            .arg("-h")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    {
+        "mosquitto"
+    } else {
+        "/usr/sbin/mosquitto"
+    };
+    let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
+    let child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("mosquitto starts");
+    for &port in ports {
+        let mut up = false;
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                up = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            up,
+            "mosquitto listens on {port}: {}",
+            std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
+        );
+    }
+    Mosquitto(child)
+}
