@@ -18,6 +18,8 @@ pub struct Metrics {
     pub outbox_appended: AtomicU64,
     pub outbox_commits: AtomicU64,
     pub outbox_commit_errors: AtomicU64,
+    /// Commits that asked for an fsync (every one holding records or state).
+    pub outbox_durable_commits: AtomicU64,
     pub outbox_depth: AtomicU64,
     pub outbox_bytes: AtomicU64,
     /// Records the outbox dropped for room or age, since the store was created.

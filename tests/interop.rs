@@ -276,9 +276,26 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
             .unwrap(),
         );
         let (client, mut el) = rumqttc::AsyncClient::new(o, 16);
-        tokio::spawn(async move { while el.poll().await.is_ok() {} });
-        client
+        // Its CONNACK and its PUBACK are reported: the test proves the ACL refused a client that
+        // was connected and whose publish the broker took, not one that never got in.
+        let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(ev) = el.poll().await {
+                if let rumqttc::Event::Incoming(p) = ev {
+                    let _ = seen_tx.send(p);
+                }
+            }
+        });
+        (client, seen_rx)
     };
+    let (evil, mut evil_seen) = evil;
+    within("the other gateway's CONNACK", LONG, async {
+        while !matches!(
+            evil_seen.recv().await,
+            Some(rumqttc::Packet::ConnAck(_)) | None
+        ) {}
+    })
+    .await;
     let forged = v1::EventBatch {
         events: vec![v1::Event {
             event_id: "forged".into(),
@@ -293,6 +310,16 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
     )
     .await
     .unwrap();
+    within("the broker's PUBACK of the forged batch", LONG, async {
+        loop {
+            match evil_seen.recv().await {
+                Some(rumqttc::Packet::PubAck(_)) => break,
+                Some(_) => {}
+                None => panic!("the other gateway was disconnected before its PUBACK"),
+            }
+        }
+    })
+    .await;
     // And gw-test's own records still flow.
     let terminal = Client::connect(&devices, "mtls-terminal").await;
     let body = sim::hikvision::acs_event(8, Some("R000008"), 36.6, Unit::Celsius);

@@ -60,7 +60,12 @@ pub fn boot(config: &Config) -> Result<Boot, StoreError> {
             }
         }
     }
-    let registry = store.load_registry()?;
+    let (registry, problems) = store.load_registry_checked()?;
+    for p in problems {
+        // The gate runs with what could be read; the company must know the rest is missing.
+        error!(problem = %p, "Stored list unreadable.");
+        alarms.push(records::gateway_alarm(v1::AlarmKind::StorageLoss, p, now));
+    }
     info!(
         residents = registry.len(),
         visitor_passes = registry.passes(),

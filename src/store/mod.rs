@@ -426,8 +426,22 @@ impl Store {
         Ok(out)
     }
 
-    /// The registry as stored, for the decision core.
+    /// The registry as stored, for the decision core; what could not be read is logged (see
+    /// [`Store::load_registry_checked`]).
     pub fn load_registry(&self) -> Result<Registry, StoreError> {
+        let (registry, problems) = self.load_registry_checked()?;
+        for p in problems {
+            tracing::error!(problem = %p, "Stored list unreadable.");
+        }
+        Ok(registry)
+    }
+
+    /// The registry as stored, and every part of it that could not be read (a damaged resident
+    /// row, a list that no longer parses): what the start raises alarms for, rather than
+    /// silently running with an empty list.
+    pub fn load_registry_checked(&self) -> Result<(Registry, Vec<String>), StoreError> {
+        let mut problems = Vec::new();
+        let mut damaged_rows = 0usize;
         let txn = self.db()?.begin_read()?;
         let t = txn.open_table(RESIDENTS)?;
         let mut b = RegistryBuilder::with_capacity(t.len()? as usize);
@@ -436,6 +450,7 @@ impl Store {
             let v = v.value();
             // Rows are written only by `import_residents`; a short one means a damaged file.
             if v.len() < 9 {
+                damaged_rows += 1;
                 continue;
             }
             let status = match v[0] {
@@ -451,10 +466,25 @@ impl Store {
                 b.insert_card(card, k.value());
             }
         }
+        if damaged_rows > 0 {
+            problems.push(format!(
+                "{damaged_rows} stored resident rows are damaged and were left out"
+            ));
+        }
+        let unreadable = |name: &str, e: Vec<String>| {
+            format!(
+                "the stored {name} list does not read back ({}); it is empty until the next import or sync",
+                e.join("; ")
+            )
+        };
         let lists = txn.open_table(LISTS)?;
         if let Some(text) = lists.get("passes")? {
             let text = String::from_utf8_lossy(text.value()).into_owned();
-            for p in residents::parse_passes(&text, MAX_LIST_ROWS).unwrap_or_default() {
+            let rows = residents::parse_passes(&text, MAX_LIST_ROWS).unwrap_or_else(|e| {
+                problems.push(unreadable("passes", e));
+                Vec::new()
+            });
+            for p in rows {
                 b.insert_pass(crate::decision::PassRow {
                     id: &p.pass_id,
                     host_household: &p.host_household,
@@ -468,7 +498,10 @@ impl Store {
         }
         if let Some(text) = lists.get("plates")? {
             let text = String::from_utf8_lossy(text.value()).into_owned();
-            let rows = residents::parse_plates(&text, MAX_LIST_ROWS).unwrap_or_default();
+            let rows = residents::parse_plates(&text, MAX_LIST_ROWS).unwrap_or_else(|e| {
+                problems.push(unreadable("plates", e));
+                Vec::new()
+            });
             b.reserve_plates(rows.len());
             for p in rows {
                 b.insert_plate(
@@ -482,9 +515,11 @@ impl Store {
         }
         if let Some(text) = lists.get("households")? {
             let text = String::from_utf8_lossy(text.value()).into_owned();
-            for (h, quarantined) in
-                residents::parse_households(&text, MAX_LIST_ROWS).unwrap_or_default()
-            {
+            let rows = residents::parse_households(&text, MAX_LIST_ROWS).unwrap_or_else(|e| {
+                problems.push(unreadable("households", e));
+                Vec::new()
+            });
+            for (h, quarantined) in rows {
                 if quarantined {
                     b.quarantine_household(&h);
                 }
@@ -494,7 +529,7 @@ impl Store {
             .open_table(META)?
             .get("registry_version")?
             .map_or(0, |v| v.value());
-        Ok(b.build(version))
+        Ok((b.build(version), problems))
     }
 }
 
@@ -591,6 +626,42 @@ mod tests {
         assert_eq!(
             Store::open(old.path()).unwrap().created_ms().unwrap(),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn a_stored_list_that_no_longer_reads_back_is_reported_not_silently_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
+        {
+            let mut lists = txn.open_table(LISTS).unwrap();
+            lists
+                .insert("passes", b"pass_id,host_household\nP1".as_slice())
+                .unwrap();
+            lists
+                .insert("plates", b"plate,kind\nA1,nonsense".as_slice())
+                .unwrap();
+            txn.open_table(RESIDENTS)
+                .unwrap()
+                .insert("R1", b"\x00".as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        let (registry, problems) = store.load_registry_checked().unwrap();
+        assert_eq!(registry.passes(), 0);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("passes list")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("plates list")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("resident rows")),
+            "{problems:?}"
         );
     }
 

@@ -398,12 +398,16 @@ impl Writer {
         .await;
         let (r, taken, dels) = match result {
             Ok(x) => x,
+            // The runtime is shutting down under us: nothing more will run either way, and the
+            // batch's events were never acknowledged.
+            Err(e) if e.is_cancelled() => return Ok(()),
             Err(e) => {
-                // The write panicked (a bug in redb or here). Its device events stay
-                // unacknowledged, so a broker that outlives us sends them again.
-                error!(error = %e, "Outbox commit task failed.");
-                Metrics::inc(&self.metrics.outbox_commit_errors);
-                return Ok(());
+                // The write panicked (a bug in redb or here) and took its batch with it: the
+                // acks of those events would never run and the in-order ack queue would jam
+                // behind them. Die as a release build does (panic = abort): systemd restarts
+                // the daemon and the broker sends the unacknowledged events again.
+                error!(error = %e, "Outbox commit task panicked; aborting so nothing is lost quietly.");
+                std::process::abort();
             }
         };
         let (ledger, depth_change) = match r {
@@ -417,6 +421,11 @@ impl Writer {
         let appended = ledger.next_seq - self.ledger.next_seq;
         let m = &self.metrics;
         Metrics::inc(&m.outbox_commits);
+        if durable {
+            // Counted where the fsync was asked for: a test holds every commit with records or
+            // state to it.
+            Metrics::inc(&m.outbox_durable_commits);
+        }
         Metrics::add(&m.outbox_appended, appended);
         m.outbox_bytes.store(ledger.total(), Ordering::Relaxed);
         m.outbox_evicted.store(ledger.lost(), Ordering::Relaxed);
@@ -644,7 +653,8 @@ mod tests {
     async fn core_state_commits_with_its_records_and_reads_back_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let h = spawn(store.clone(), cfg(u64::MAX), Arc::new(Metrics::default())).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let h = spawn(store.clone(), cfg(u64::MAX), metrics.clone()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let ack: Ack = Box::new(move || {
             let _ = tx.send(());
@@ -669,6 +679,23 @@ mod tests {
             .await
             .unwrap();
         rx.await.unwrap();
+        // Both commits asked for the fsync (a record; a state change alone); an ack alone does
+        // not need one and gets none.
+        assert_eq!(Metrics::get(&metrics.outbox_durable_commits), 2);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ack_only: Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        h.appends
+            .send(Append {
+                records: Vec::new(),
+                state: Vec::new(),
+                ack: Some(ack_only),
+            })
+            .await
+            .unwrap();
+        rx.await.unwrap();
+        assert_eq!(Metrics::get(&metrics.outbox_durable_commits), 2);
         drop(h.appends);
         h.appends_done.await.unwrap();
         drop(h.deletes);
