@@ -185,3 +185,66 @@ async fn statistics_per_lane_go_up_at_the_end_of_each_period() {
     );
     assert_eq!(counted.inside, 1);
 }
+
+/// The broker takes a backlog but its PUBACKs are lost: nothing leaves the outbox without one.
+/// Then the link drops and comes back: the gateway sends again what was not acknowledged, and
+/// every record arrives and is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_leave_the_outbox_only_after_the_brokers_puback() {
+    let broker = start_broker();
+    let proxy = Proxy::start(broker.clone()).await;
+    let mut h = Harness::start_with_uplink(broker, proxy.url.clone()).await;
+    h.uplink.status(v1::GatewayState::Online).await;
+    // A backlog made while the link is down, so it goes up in full batches.
+    proxy.cut();
+    const N: u64 = 40;
+    for serial in 200..200 + N {
+        let who = format!("R{:06}", serial % 100);
+        h.identify(serial, Some(&who), 36.5, Unit::Celsius).await;
+        h.next_command().await;
+    }
+    within("backlog durable", LONG, async {
+        while Metrics::get(&h.daemon.metrics.outbox_depth) < N {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    proxy.set(Link::DropPubAcks);
+    // The company receives them all…
+    let mut seen = std::collections::HashSet::new();
+    within("every record upstream", Duration::from_secs(40), async {
+        while (seen.len() as u64) < N {
+            for e in h.uplink.batch().await {
+                if let Some(v1::event::Body::Passage(p)) = &e.body {
+                    seen.insert(p.cause[0].clone());
+                }
+            }
+        }
+    })
+    .await;
+    // …but without its PUBACKs the gateway keeps every one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        Metrics::get(&h.daemon.metrics.outbox_depth) >= N,
+        "deleted without a PUBACK: depth {}",
+        Metrics::get(&h.daemon.metrics.outbox_depth)
+    );
+    assert_eq!(Metrics::get(&h.daemon.metrics.uplink_acked), 0);
+    // The link drops and comes back whole: what was not acknowledged goes again, is acked and
+    // deleted.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    within(
+        "outbox emptied after the PUBACKs",
+        Duration::from_secs(30),
+        async {
+            while Metrics::get(&h.daemon.metrics.outbox_depth) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    assert!(Metrics::get(&h.daemon.metrics.uplink_acked) >= N);
+    h.daemon.stop().await;
+}

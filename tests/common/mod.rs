@@ -506,6 +506,9 @@ pub enum Link {
     Blackhole,
     /// Every chunk held this long before it goes on (a congested 4G uplink).
     Slow(Duration),
+    /// The broker's PUBACKs never reach the client; everything else flows (a broker that took
+    /// the messages but whose acknowledgements are lost).
+    DropPubAcks,
 }
 
 /// A TCP proxy in front of a broker whose link the test can cut, blackhole, slow and restore.
@@ -542,8 +545,8 @@ impl Proxy {
                     let (ri, wi) = inbound.into_split();
                     let (ro, wo) = outbound.into_split();
                     tokio::select! {
-                        _ = pump(ri, wo, rx.clone(), cuts) => {}
-                        _ = pump(ro, wi, rx, cuts) => {}
+                        _ = pump(ri, wo, rx.clone(), cuts, false) => {}
+                        _ = pump(ro, wi, rx, cuts, true) => {}
                     }
                 });
             }
@@ -583,9 +586,12 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut link: tokio::sync::watch::Receiver<(Link, u64)>,
     cuts_at_start: u64,
+    to_client: bool,
 ) {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 16 * 1024];
+    // Towards the client the stream is cut into MQTT packets, so PUBACKs can be dropped whole.
+    let mut frames = Frames::default();
     loop {
         let n = tokio::select! {
             r = from.read(&mut buf) => match r {
@@ -615,13 +621,60 @@ async fn pump(
                     tokio::time::sleep(d).await;
                     break;
                 }
-                Link::Up | Link::Cut => break,
+                Link::Up | Link::Cut | Link::DropPubAcks => break,
             }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        let out = if to_client {
+            let drop_acks = link.borrow().0 == Link::DropPubAcks;
+            frames.pass(&buf[..n], drop_acks)
+        } else {
+            buf[..n].to_vec()
+        };
+        if to.write_all(&out).await.is_err() {
             return;
         }
     }
+}
+
+/// Cuts a byte stream into MQTT packets (fixed header, remaining length) across reads.
+#[derive(Default)]
+struct Frames {
+    pending: Vec<u8>,
+}
+
+impl Frames {
+    /// The complete packets so far, without PUBACKs if `drop_acks`; a partial one waits.
+    fn pass(&mut self, bytes: &[u8], drop_acks: bool) -> Vec<u8> {
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let Some((header, body)) = packet_len(&self.pending[at..]) else {
+                break;
+            };
+            let end = at + header + body;
+            if !(drop_acks && self.pending[at] & 0xF0 == 0x40) {
+                out.extend_from_slice(&self.pending[at..end]);
+            }
+            at = end;
+        }
+        self.pending.drain(..at);
+        out
+    }
+}
+
+/// (fixed header length, remaining length) of the packet at the start of `b`, once complete.
+fn packet_len(b: &[u8]) -> Option<(usize, usize)> {
+    let mut len = 0usize;
+    for i in 0..4 {
+        let byte = *b.get(1 + i)?;
+        len |= ((byte & 0x7F) as usize) << (7 * i);
+        if byte & 0x80 == 0 {
+            let header = 2 + i;
+            return (b.len() >= header + len).then_some((header, len));
+        }
+    }
+    None
 }
 
 /// `gatehouse run --config FILE` as systemd would start it (logs off unless asked).
