@@ -648,10 +648,7 @@ impl Frames {
         self.pending.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut at = 0;
-        loop {
-            let Some((header, body)) = packet_len(&self.pending[at..]) else {
-                break;
-            };
+        while let Some((header, body)) = packet_len(&self.pending[at..]) {
             let end = at + header + body;
             if !(drop_acks && self.pending[at] & 0xF0 == 0x40) {
                 out.extend_from_slice(&self.pending[at..end]);
