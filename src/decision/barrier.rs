@@ -411,22 +411,32 @@ mod tests {
             let mut b = barrier(auto_close);
             let mut now = 0;
             let mut last: Option<BarrierInputs> = None;
+            // Fire: from a hold until the release, no close goes out, whatever else happens.
+            let mut held = false;
             for s in steps {
                 let mut out = Vec::new();
                 match s {
                     Step::Inputs(i) => { last = i; b.update(i, now, &mut out) }
                     Step::Open => b.open(now, &mut out),
                     Step::Close => b.close(now, &mut out),
-                    Step::Hold => b.hold_open(now, &mut out),
-                    Step::Release => b.release(),
+                    Step::Hold => { held = true; b.hold_open(now, &mut out) }
+                    Step::Release => { held = false; b.release() }
                     Step::Tick(dt) => { now += dt; b.tick(now, &mut out) }
                 }
                 for c in commands(&out) {
                     if c == BarrierCommand::Close {
+                        prop_assert!(!held, "a close while fire holds the barrier open");
                         let i = last.expect("a close only with known inputs");
                         prop_assert!(!i.safety_loop, "close onto an occupied loop");
                         prop_assert!(i.arm_up && !i.arm_down, "close with the arm not known up");
                     }
+                }
+                if matches!(s, Step::Hold) {
+                    prop_assert!(
+                        commands(&out).contains(&BarrierCommand::Open)
+                            || last.is_some_and(|i| i.arm_up && !i.arm_down),
+                        "a fire hold opens the barrier unless it is already up"
+                    );
                 }
                 // Time alone never produces a command: no automatic retry.
                 if matches!(s, Step::Tick(_)) {

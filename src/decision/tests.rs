@@ -588,6 +588,48 @@ proptest! {
         }
     }
 
+    /// The same through a separate thermal station whose reading joins the identification
+    /// (before or after it), with a calibration offset on the station: the calibrated reading
+    /// decides, and at or above the threshold nothing opens.
+    #[test]
+    fn a_joined_calibrated_reading_at_or_above_threshold_never_opens_outside_fire(
+        raw in 30.0f64..45.0, offset in -1.0f64..1.0, who in "R[0-9]",
+        mode in any_mode().prop_filter("not fire", |m| *m != Mode::Fire),
+        reading_first in any::<bool>(), gap in 0i64..1400,
+    ) {
+        let mut p = policy();
+        p.devices[2].calibration_offset_c = offset;
+        let mut c = Core::new(p, registry(), mode);
+        let mut out = Vec::new();
+        let reading = obs(2, None, Some(raw), T0 + if reading_first { 0 } else { gap });
+        let face = obs(3, Some(&who), None, T0 + if reading_first { gap } else { 0 });
+        if reading_first {
+            c.observe(reading, &mut out);
+            c.observe(face, &mut out);
+        } else {
+            c.observe(face, &mut out);
+            c.observe(reading, &mut out);
+        }
+        c.tick(T0 + 10_000, &mut out);
+        let calibrated = ((raw + offset) * 100.0).round() / 100.0;
+        let fever = (37.3..=43.0).contains(&calibrated);
+        for d in decisions(&out) {
+            // Where the mode requires a temperature the identification waits for the reading;
+            // in normal mode it may be decided before the reading comes (no one waits).
+            if mode != Mode::Normal {
+                prop_assert_eq!(d.temperature_c, Some(calibrated), "{:?}", d);
+            }
+            if d.temperature_c.is_some() {
+                prop_assert_eq!(d.temperature_c, Some(calibrated));
+                if calibrated >= 37.3 {
+                    prop_assert!(!d.allow, "{:?}", d);
+                }
+            }
+        }
+        // A fever raises its alarm either way, joined or recorded on its own.
+        prop_assert_eq!(alarms(&out).contains(&AlarmKind::Fever), fever, "{:?}", out);
+    }
+
     #[test]
     fn fire_mode_always_opens(who in proptest::option::of("[RXQ][0-9]"), t in proptest::option::of(-50f64..100.0), device in 0usize..5) {
         let mut c = Core::new(policy(), registry(), Mode::Fire);

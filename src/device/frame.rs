@@ -400,6 +400,14 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Bytes held waiting for the rest of a frame: never more than twice the profile's
+    /// `max_len`, whatever the line sends.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+impl Decoder {
     pub fn new(spec: &FrameSpec) -> Self {
         Decoder {
             spec: spec.clone(),

@@ -684,6 +684,12 @@ mod tests {
                     d.push(piece, |f| {
                         let _ = p.decode_frame(&f, String::new());
                     });
+                    proptest::prop_assert!(
+                        d.buffered() <= 2 * spec.max_len,
+                        "{name}: {} bytes held, max_len {}",
+                        d.buffered(),
+                        spec.max_len
+                    );
                 }
             }
         }
