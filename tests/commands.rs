@@ -383,12 +383,23 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
         panic!("a passage")
     };
     assert_eq!((d.mode.as_str(), d.reason.as_str()), ("epidemic", "fever"));
-    // The gateway in the other street heard nothing.
+    // The gateway in the other street heard nothing: no result in anything it sent, and its
+    // mode is still normal.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(watchers[3]
-        .rx
-        .try_recv()
-        .map_or(true, |m| !matches!(m, Upstream::Result(_))));
+    while let Ok(m) = watchers[3].rx.try_recv() {
+        match m {
+            Upstream::Result(r) => panic!("gw-x answered an order of another street: {r:?}"),
+            Upstream::Status { status, .. } => {
+                assert_eq!(status.mode, "normal", "gw-x changed its mode")
+            }
+            _ => {}
+        }
+    }
+    // Asked afresh: a retained status of gw-x, still normal.
+    let mut fresh =
+        Uplink::connect_to(&broker, "gh/v1/3301/330106/330106002/330106002001/gw-x").await;
+    let s = fresh.retained_status().await;
+    assert_eq!((s.gateway.as_str(), s.mode.as_str()), ("gw-x", "normal"));
     for d in daemons {
         d.stop().await;
     }
