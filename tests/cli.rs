@@ -350,3 +350,46 @@ fn keygen_and_command_make_a_command_the_gateway_accepts() {
     let v = verify(&bytes, &trusted, &place, gatehouse::now_ms(), &limits).unwrap();
     assert_eq!(v.kind, Kind::SetMode);
 }
+
+/// READY waits for the device side's subscription, but not forever: with the device broker
+/// unreachable the daemon still comes up (within 3 s and a margin), serving what it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_comes_even_when_the_device_broker_cannot_be_reached() {
+    let uplink = start_broker();
+    let nowhere = gatehouse::mqtt_client::BrokerUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: gatehouse::sources::embedded_broker::free_port().unwrap(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &nowhere, &uplink);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut watcher = Uplink::connect(&uplink).await;
+    let started = Instant::now();
+    let mut child = gatehouse_run(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut ready = None;
+    while started.elapsed() < Duration::from_secs(8) && ready.is_none() {
+        if let Ok(n) = socket.recv(&mut buf) {
+            if &buf[..n] == b"READY=1" {
+                ready = Some(started.elapsed());
+            }
+        }
+    }
+    let ready = ready.expect("READY=1 without a device broker");
+    assert!(
+        ready >= Duration::from_secs(2),
+        "READY waited for the subscription first: {ready:?}"
+    );
+    // The uplink runs meanwhile.
+    watcher.status(v1::GatewayState::Online).await;
+    let (status, _) = terminate(&mut child).await;
+    assert_eq!(status.code(), Some(0));
+}
