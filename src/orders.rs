@@ -18,6 +18,11 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use prost::Message;
 use serde::Deserialize;
 
+/// What a gateway takes in one chunked snapshot transfer (it refuses more; the company's tool
+/// refuses to make more).
+pub const MAX_CHUNKS: u32 = 1024;
+pub const MAX_TRANSFER_BYTES: usize = 64 << 20;
+
 /// What an order does, for key permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -590,6 +590,38 @@ impl Config {
     }
 }
 
+/// A small valid config for the unit tests of the parts built from one.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub const MINIMAL: &str = r#"
+[gateway]
+id = "gw-1"
+city = "3301"
+district = "330106"
+street = "330106001"
+community = "330106001001"
+
+[uplink]
+url = "mqtt://127.0.0.1:1883"
+
+[store]
+dir = "store"
+
+[[lanes]]
+id = "east-1"
+
+[[lanes.devices]]
+id = "thermal-1"
+role = "thermal"
+profile = "hikvision-acs-event"
+
+[[lanes.devices]]
+id = "gate-1"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+"#;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,12 +9,13 @@
 use crate::config::Config;
 use crate::decision::{Core, Mode, Origin, Output, Registry, StateKey};
 use crate::metrics::{worth_logging, Metrics};
-use crate::orders::{self, Limits, Place, Refused, StoreAge, TrustedKey, Verified};
+use crate::orders::{
+    self, Limits, Place, Refused, StoreAge, TrustedKey, Verified, MAX_CHUNKS, MAX_TRANSFER_BYTES,
+};
 use crate::proto::v1;
 use crate::store::outbox;
 use crate::store::sync::SyncLimits;
 use crate::store::Store;
-use crate::tools::lists::{MAX_CHUNKS, MAX_TRANSFER_BYTES};
 use crate::uplink::RawOrder;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -618,7 +619,7 @@ mod tests {
 
     fn desk(dir: &std::path::Path) -> (OrderDesk, mpsc::Receiver<v1::CommandResult>) {
         let path = dir.join("gatehouse.toml");
-        std::fs::write(&path, crate::tools::demo::DemoConfig::new(dir, 1883).toml()).unwrap();
+        std::fs::write(&path, crate::config::tests_support::MINIMAL).unwrap();
         let config = Config::load(&path).unwrap();
         let store = Store::open(&dir.join("store")).unwrap();
         let (results, rx) = mpsc::channel(16);

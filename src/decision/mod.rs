@@ -37,6 +37,7 @@ pub mod id;
 pub mod machine;
 pub mod policy;
 pub mod registry;
+mod restore;
 mod rules;
 pub mod state_key;
 mod subject;

@@ -6,7 +6,7 @@
 //! `passes.csv`, in the import formats (README, "Configuration"). For a delta those are the
 //! upserts, and `remove.csv` (header `list,id`; list `residents`, `households`, `plates` or
 //! `passes`) names what to remove.
-use crate::orders::sign;
+use crate::orders::{sign, MAX_CHUNKS, MAX_TRANSFER_BYTES};
 use crate::proto::v1;
 use crate::store::residents;
 use crate::store::sync::{pass_entry, plate_entry, resident_entry};
@@ -144,10 +144,6 @@ impl Envelope<'_> {
         sign(&c, self.key_id, self.key)
     }
 }
-
-/// What a gateway takes in one chunked transfer (it refuses more).
-pub const MAX_CHUNKS: u32 = 1024;
-pub const MAX_TRANSFER_BYTES: usize = 64 << 20;
 
 /// A snapshot as signed orders: one, or — when its encoding is larger than `chunk_bytes` — one
 /// per chunk, ids `{id}-{i}`, the transfer id `id`. Refused here what a gateway would refuse.

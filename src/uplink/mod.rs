@@ -703,13 +703,13 @@ mod tests {
     fn the_default_client_id_is_unique_across_communities() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.toml");
-        let text = crate::tools::demo::DemoConfig::new(dir.path(), 1883).toml();
+        let text = crate::config::tests_support::MINIMAL;
         let mut ids = Vec::new();
         for community in ["330106001001", "330106001002"] {
             std::fs::write(&path, text.replace("330106001001", community)).unwrap();
             let config = Config::load(&path).unwrap();
             ids.push(UplinkConfig::from_config(&config).unwrap().client_id);
         }
-        assert_eq!(ids, ["gh-330106001001-demo-gw", "gh-330106001002-demo-gw"]);
+        assert_eq!(ids, ["gh-330106001001-gw-1", "gh-330106001002-gw-1"]);
     }
 }
