@@ -393,3 +393,77 @@ async fn ready_comes_even_when_the_device_broker_cannot_be_reached() {
     let (status, _) = terminate(&mut child).await;
     assert_eq!(status.code(), Some(0));
 }
+
+/// Started by hand with a wide-open umask, the daemon still keeps its store and control socket
+/// private; and a local user who reaches the socket anyway (its directory opened by an admin)
+/// is refused by its credentials — no fire mode from just anyone on the box.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_control_socket_are_private_whatever_the_umask_and_strangers_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &broker, &broker);
+    let mut watcher = Uplink::connect(&broker).await;
+    let bin = env!("CARGO_BIN_EXE_gatehouse");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {bin} run --config {}",
+            config.display()
+        ))
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create("/tmp/umask-run.log").unwrap())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails before it stops it.
+    let mut child = Reaped(child);
+    let child = &mut child.0;
+    let _ = std::fs::copy(dir.path().join("run.log"), "/tmp/umask-run.log");
+    watcher.status(v1::GatewayState::Online).await;
+    let store = dir.path().join("store");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&store), 0o700, "store directory");
+    assert_eq!(mode(&store.join("gatehouse.redb")), 0o600, "store file");
+    assert_eq!(mode(&store.join("control.sock")), 0o600, "control socket");
+
+    // An admin opens the way; a user that is neither root nor the daemon's still gets nothing.
+    let runs_as_root = unsafe { libc::geteuid() } == 0;
+    if !runs_as_root || !have("setpriv") {
+        skip(
+            "the_store_and_control_socket_are_private_…: the stranger part",
+            "needs root and setpriv to act as another user",
+        );
+    } else {
+        for p in [dir.path(), store.as_path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let sock = store.join("control.sock");
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                bin,
+                "mode",
+                "fire",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a stranger set the mode: {out:?}");
+        // Root still may; the next status the gateway sends is that change, not fire.
+        let out = std::process::Command::new(bin)
+            .args(["mode", "epidemic", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let s = watcher.status(v1::GatewayState::Online).await;
+        assert_eq!(s.mode, "epidemic");
+    }
+    let (status, _) = terminate(child).await;
+    assert_eq!(status.code(), Some(0));
+}

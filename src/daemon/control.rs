@@ -1,6 +1,8 @@
 //! The local control socket: how someone at the box (the guard, the fire brigade) changes the
 //! mode or resets fire mode with the CLI while the daemon runs. A Unix socket in the store
-//! directory, so only users who may touch the store (root, the gatehouse user) can use it.
+//! directory, created 0600 whatever the umask, and each peer checked by its credentials
+//! (`SO_PEERCRED`): root or the daemon's own user only. Who asked — pid and uid — is logged with
+//! every change.
 //!
 //! One request line, one reply line: `mode <normal|epidemic|lockdown|fire>`, `fire-reset`.
 //! Replies start with `ok` or `refused:`.
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// A request from the box itself (`gatehouse mode`, `gatehouse fire-reset`), answered once the
 /// change is durable.
@@ -34,14 +36,31 @@ pub fn serve(
     let _ = std::fs::remove_file(&path);
     let listener =
         UnixListener::bind(&path).with_context(|| format!("control socket {}", path.display()))?;
+    // Not left to the umask: a started-by-hand daemon must not let any local user order fire.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("control socket {}", path.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own_uid = unsafe { libc::geteuid() };
     Ok(tokio::spawn(async move {
         loop {
             tokio::select! {
                 a = listener.accept() => match a {
                     Ok((stream, _)) => {
+                        let peer = match stream.peer_cred() {
+                            Ok(c) if c.uid() == 0 || c.uid() == own_uid => c,
+                            Ok(c) => {
+                                warn!(uid = c.uid(), pid = ?c.pid(), "Control request refused: not root nor the daemon's user.");
+                                continue;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "Control request refused: peer unknown.");
+                                continue;
+                            }
+                        };
                         let to_core = to_core.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = answer(stream, to_core).await {
+                            if let Err(e) = answer(stream, to_core, peer).await {
                                 warn!(error = %e, "Control request failed.");
                             }
                         });
@@ -58,11 +77,16 @@ pub fn serve(
     }))
 }
 
-async fn answer(stream: UnixStream, to_core: mpsc::Sender<Control>) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    to_core: mpsc::Sender<Control>,
+    peer: tokio::net::unix::UCred,
+) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     // A request is one short line; more is not ours to read.
     BufReader::new(rd.take(256)).read_line(&mut line).await?;
+    info!(request = %line.trim(), uid = peer.uid(), pid = ?peer.pid(), "Control request from the box.");
     let reply = match request(line.trim()) {
         Err(e) => Err(e),
         Ok(make) => {

@@ -225,7 +225,8 @@ pub struct Decode {
     pub confidence: Option<String>,
     /// The direction the device saw, as codes mapped to in / out (others: unknown).
     pub direction: Option<DirectionField>,
-    /// `event_id` is a dedupe key: the device replays its records after being offline.
+    /// Kept for profiles that still say it: every event with an id is decided once now (the
+    /// core remembers them durably), whether or not the device replays its records.
     #[serde(default)]
     pub dedupe: bool,
     /// When the device saw it, by its own clock (RFC 3339 text, or unix seconds / ms): part of

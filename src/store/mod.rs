@@ -169,6 +169,10 @@ impl Store {
         })?;
         let path = dir.join("gatehouse.redb");
         let db = open_db(&path)?;
+        // Who is inside, and when, is nobody else's business: private whatever the umask (a
+        // daemon started by hand, the demo, another init than the shipped unit).
+        private(dir, 0o700)?;
+        private(&path, 0o600)?;
         let store = Store {
             inner: Arc::new(Inner {
                 path,
@@ -531,6 +535,16 @@ impl Store {
             .map_or(0, |v| v.value());
         Ok((b.build(version), problems))
     }
+}
+
+fn private(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        StoreError::Dir {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 fn open_db(path: &Path) -> Result<Database, StoreError> {
