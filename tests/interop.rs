@@ -455,3 +455,40 @@ async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_c
     assert!(detail.contains("version 9 applied"), "{detail}");
     daemon.stop().await;
 }
+
+/// `device_broker.url = "mqtts://…"` is TLS: what reaches the broker's port first is a TLS
+/// ClientHello, never an MQTT CONNECT carrying the device-side password in plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtts_device_broker_gets_tls_never_the_password_in_plain_text() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let uplink = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &uplink, &uplink).replace(
+        &format!("url = \"mqtt://127.0.0.1:{}\"\n\n[uplink]", uplink.port),
+        &format!(
+            "url = \"mqtts://127.0.0.1:{port}\"\nusername = \"gatehouse\"\npassword = \"s3cret\"\n\n[uplink]"
+        ),
+    );
+    assert!(text.contains("mqtts://"), "{text}");
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, text).unwrap();
+    let start = Daemon::start(Config::load(&path).unwrap(), Profiles::builtin());
+    let (daemon, first) = tokio::join!(
+        async { within("start", LONG, start).await.unwrap() },
+        within("a connection to the device broker", LONG, async {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 512];
+            use tokio::io::AsyncReadExt;
+            let n = s.read(&mut buf).await.unwrap();
+            buf.truncate(n);
+            buf
+        })
+    );
+    assert_eq!(first.first(), Some(&0x16), "a TLS handshake record first");
+    assert!(
+        !first.windows(6).any(|w| w == b"s3cret"),
+        "the password went out in plain text"
+    );
+    daemon.stop().await;
+}

@@ -147,6 +147,11 @@ pub struct DeviceBrokerSection {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// External over `mqtts://`: the CA to trust (the system's roots without it) and, for mutual
+    /// TLS, our certificate and key (PEM). `mqtts://` is TLS or a start error, never plain text.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for DeviceBrokerSection {
@@ -158,6 +163,9 @@ impl Default for DeviceBrokerSection {
             client_id: default_device_client_id(),
             username: None,
             password: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -576,6 +584,16 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.uplink.ca_file.as_mut() {
+            fix(p);
+        }
+        for p in [
+            &mut self.device_broker.ca_file,
+            &mut self.device_broker.client_cert,
+            &mut self.device_broker.client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
             fix(p);
         }
         if let Some(p) = self.uplink.password_file.as_mut() {

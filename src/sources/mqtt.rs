@@ -52,6 +52,8 @@ pub struct Connection {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS, set up once at start for an `mqtts://` broker (a bad CA file stops the start).
+    pub tls: Option<rumqttc::Transport>,
 }
 
 impl Connection {
@@ -64,6 +66,9 @@ impl Connection {
         o.set_clean_session(clean);
         if let (Some(u), Some(p)) = (&self.username, &self.password) {
             o.set_credentials(u, p);
+        }
+        if let Some(t) = &self.tls {
+            o.set_transport(t.clone());
         }
         o
     }
@@ -430,11 +435,24 @@ impl MqttDevices {
                 let broker = BrokerUrl::parse(section.url.as_deref().unwrap_or(""))
                     .map_err(anyhow::Error::msg)
                     .context("device_broker.url")?;
+                // `mqtts://` is TLS or no start at all: never the password in plain text.
+                let tls = if broker.tls {
+                    let client = section
+                        .client_cert
+                        .as_deref()
+                        .zip(section.client_key.as_deref());
+                    let t = mqtt_client::tls_transport(section.ca_file.as_deref(), client)
+                        .context("device_broker TLS")?;
+                    Some(t)
+                } else {
+                    None
+                };
                 let conn = Connection {
                     url: broker.clone(),
                     client_id: section.client_id.clone(),
                     username: section.username.clone(),
                     password: section.password.clone(),
+                    tls,
                 };
                 let (client, connected, join) = spawn_commands(&conn, shutdown.clone());
                 let events = tokio::spawn(run_events(
