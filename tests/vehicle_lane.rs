@@ -14,6 +14,8 @@ const TRAVEL: Duration = Duration::from_millis(700);
 struct VehicleGate {
     h: Harness,
     barriers: Vec<BarrierSim>,
+    /// The barriers' Modbus TCP server (not on RTU), where anyone on the LAN can reach them.
+    modbus: Option<std::net::SocketAddr>,
     _files: tempfile::TempDir,
 }
 
@@ -35,6 +37,7 @@ async fn start(lanes: u8, rtu: bool, mode: &str) -> VehicleGate {
             .map(|(i, b)| (i as u8 + 1, b.clone()))
             .collect(),
     );
+    let mut modbus = None;
     let link = if rtu {
         let pty = Pty::new().unwrap();
         let path = pty.path.display().to_string();
@@ -43,6 +46,7 @@ async fn start(lanes: u8, rtu: bool, mode: &str) -> VehicleGate {
     } else {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        modbus = Some(addr);
         tokio::spawn(serve_tcp(listener, service));
         format!("tcp = \"{addr}\"")
     };
@@ -82,6 +86,7 @@ modbus = {{ {link} }}
     VehicleGate {
         h,
         barriers,
+        modbus,
         _files: files,
     }
 }
@@ -465,4 +470,27 @@ async fn a_camera_driven_barrier_gets_a_gpio_pulse_and_its_reply_and_status_are_
         }
     }
     assert_eq!(seen, vec!["open accepted", "arm up", "arm unknown"]);
+}
+
+/// Someone on the gate LAN writes the barrier module's OPEN coil directly: the arm goes up with
+/// no open from gatehouse, and the company hears of it as tampering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coil_written_by_someone_else_on_the_lan_raises_a_tamper_alarm() {
+    use tokio_modbus::prelude::*;
+    let mut g = start(1, false, "normal").await;
+    let b = g.barriers[0].clone();
+    wait_for("the arm down and read", || b.is_down()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = g.modbus.expect("a Modbus TCP barrier");
+    let mut intruder = tokio_modbus::client::tcp::connect_slave(addr, Slave(1))
+        .await
+        .unwrap();
+    intruder.write_single_coil(0, true).await.unwrap().unwrap();
+    let a = g.h.uplink.alarm_of(v1::AlarmKind::Tamper).await;
+    assert_eq!(a.device, "barrier-1");
+    assert!(a.detail.contains("unexpected_open"), "{}", a.detail);
+    assert!(
+        b.is_up() || b.counts().0 == 0,
+        "the intruder's open, not ours"
+    );
 }

@@ -95,6 +95,7 @@ pub fn alarm(policy: &Policy, a: Alarm, now_ms: i64) -> Record {
             AlarmKind::QuarantineExit => v1::AlarmKind::QuarantineExit,
             AlarmKind::OutingOverdue => v1::AlarmKind::OutingOverdue,
             AlarmKind::FireMode => v1::AlarmKind::FireMode,
+            AlarmKind::Tamper => v1::AlarmKind::Tamper,
         } as i32,
         detail: a.detail,
         temperature_c: a.temperature_c.map(|t| t as f32),

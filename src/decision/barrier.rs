@@ -11,6 +11,9 @@
 //!   left it.
 //! - A vehicle arriving on the safety loop while the arm comes down reopens it at once.
 //! - Held open (fire mode): nothing closes.
+//! - An arm that goes up from down with no open of ours in the confirm window before it is
+//!   reported `Tampered` (a coil written by someone else on the LAN, a manual key switch, a broken
+//!   controller): the core raises a tamper alarm.
 
 /// The barrier's discrete inputs, as last read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,6 +74,8 @@ pub enum BarrierOutput {
     Refused(BarrierCommand, &'static str),
     /// What the barrier reports changed (arm, loops, readability).
     Changed,
+    /// The arm went up, and no open of ours could explain it.
+    Tampered,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +97,9 @@ pub struct Barrier {
     /// The vehicle has been on the safety loop since the open.
     vehicle_on_loop: bool,
     held_open: bool,
+    /// When we last sent an open (unix ms): an arm rising within the confirm window after it is
+    /// ours.
+    last_open_ms: Option<i64>,
 }
 
 impl Barrier {
@@ -103,6 +111,7 @@ impl Barrier {
             passage: false,
             vehicle_on_loop: false,
             held_open: false,
+            last_open_ms: None,
         }
     }
 
@@ -178,6 +187,9 @@ impl Barrier {
     }
 
     fn send(&mut self, c: BarrierCommand, now_ms: i64, out: &mut Vec<BarrierOutput>) {
+        if c == BarrierCommand::Open {
+            self.last_open_ms = Some(now_ms);
+        }
         self.awaiting = Some((c, now_ms + self.config.confirm_ms));
         out.push(BarrierOutput::Command(c));
     }
@@ -189,11 +201,19 @@ impl Barrier {
         now_ms: i64,
         out: &mut Vec<BarrierOutput>,
     ) {
+        let before = self.arm();
         if inputs != self.inputs {
             self.inputs = inputs;
             out.push(BarrierOutput::Changed);
         }
         let arm = self.arm();
+        // Up from a position known not to be up, and no open of ours explains it.
+        let ours = self
+            .last_open_ms
+            .is_some_and(|at| now_ms - at <= self.config.confirm_ms);
+        if arm == Arm::Up && matches!(before, Arm::Down | Arm::Moving) && !ours {
+            out.push(BarrierOutput::Tampered);
+        }
         if let Some((c, _)) = self.awaiting {
             let reached = match c {
                 BarrierCommand::Open => arm == Arm::Up,
@@ -398,6 +418,36 @@ mod tests {
             1 => Just(Step::Release),
             2 => (0i64..6000).prop_map(Step::Tick),
         ]
+    }
+
+    #[test]
+    fn an_arm_that_rises_without_our_open_is_tampering_and_ours_is_not() {
+        let mut b = barrier(false);
+        let mut out = Vec::new();
+        let down = BarrierInputs {
+            arm_down: true,
+            ..Default::default()
+        };
+        let up = BarrierInputs {
+            arm_up: true,
+            ..Default::default()
+        };
+        b.update(Some(down), 0, &mut out);
+        // Someone writes the OPEN coil on the LAN: the arm rises, we sent nothing.
+        b.update(Some(up), 1000, &mut out);
+        assert!(out.contains(&BarrierOutput::Tampered), "{out:?}");
+        // Our own open, confirmed within the window: no alarm.
+        let mut out = Vec::new();
+        let mut b = barrier(false);
+        b.update(Some(down), 0, &mut out);
+        b.open(1000, &mut out);
+        b.update(Some(up), 2000, &mut out);
+        assert!(!out.contains(&BarrierOutput::Tampered), "{out:?}");
+        // An arm already up when first read (after a restart) is no news.
+        let mut out = Vec::new();
+        let mut b = barrier(false);
+        b.update(Some(up), 0, &mut out);
+        assert!(!out.contains(&BarrierOutput::Tampered), "{out:?}");
     }
 
     proptest! {

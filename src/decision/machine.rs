@@ -182,6 +182,18 @@ impl Core {
                     outcome: "refused",
                     detail: why,
                 }),
+                BarrierOutput::Tampered => {
+                    let lane = self.policy.devices.get(device).map(|d| d.lane);
+                    out.push(Output::Alarm(Alarm {
+                        kind: AlarmKind::Tamper,
+                        lane,
+                        device: Some(device),
+                        subject_id: String::new(),
+                        temperature_c: None,
+                        detail: "unexpected_open: the arm went up with no open from gatehouse (a coil written on the LAN, a key switch, a broken controller?)".into(),
+                        cause: Vec::new(),
+                    }));
+                }
                 BarrierOutput::Changed => {
                     if let Some(b) = self.barriers.get(&device) {
                         out.push(Output::DeviceState {

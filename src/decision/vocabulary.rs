@@ -157,6 +157,8 @@ pub enum AlarmKind {
     QuarantineExit,
     OutingOverdue,
     FireMode,
+    /// A barrier's arm went up with no open of ours (`unexpected_open`).
+    Tamper,
 }
 
 #[derive(Debug, Clone, PartialEq)]
