@@ -31,7 +31,8 @@ pub struct Metrics {
     pub uplink_read_errors: AtomicU64,
     pub uplink_connected: AtomicBool,
     pub device_broker_connected: AtomicBool,
-    /// Connections made to the device broker (1 when it never dropped).
+    /// Connections made to the device broker (1 when it never dropped); on the endpoint,
+    /// devices' connections accepted.
     pub device_connects: AtomicU64,
     /// The device broker confirmed our event subscriptions.
     pub device_subscribed: AtomicBool,
@@ -54,6 +55,9 @@ pub struct Metrics {
     /// Orders refused by their checks, and refusals not answered upstream (rate limit).
     pub orders_refused: AtomicU64,
     pub orders_refusals_unanswered: AtomicU64,
+    /// What the device endpoint refused: unknown or anonymous clients, wrong passwords, topics
+    /// not a device's own, retained publishes, connection limits, protocol violations.
+    pub device_refusals: AtomicU64,
 }
 
 impl Metrics {

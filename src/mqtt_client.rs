@@ -96,6 +96,40 @@ pub fn tls_transport(
     )))
 }
 
+/// How a device (or a simulator playing one) reaches gatehouse's device side: where, and as
+/// whom (the device id as username, with its password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLink {
+    pub url: BrokerUrl,
+    pub login: Option<(String, String)>,
+}
+
+impl DeviceLink {
+    /// As device `id` with `password`.
+    pub fn new(url: BrokerUrl, id: &str, password: &str) -> DeviceLink {
+        DeviceLink {
+            url,
+            login: Some((id.to_string(), password.to_string())),
+        }
+    }
+
+    /// Anonymous: for an external broker that lets anyone in.
+    pub fn anonymous(url: BrokerUrl) -> DeviceLink {
+        DeviceLink { url, login: None }
+    }
+
+    /// [`options`] with this link's login. A device with a login keeps a persistent session, as
+    /// a device should: what gatehouse has not acknowledged it sends again after a reconnect.
+    pub fn options(&self, client_id: &str, keep_alive: Duration) -> MqttOptions {
+        let mut o = options(&self.url, client_id, keep_alive);
+        if let Some((u, p)) = &self.login {
+            o.set_credentials(u, p);
+            o.set_clean_session(false);
+        }
+        o
+    }
+}
+
 /// `mqtt://host[:port]` or `mqtts://host[:port]`, the only URL shapes the config takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {

@@ -41,7 +41,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 async fn a_blackholed_uplink_is_noticed_by_keepalive_and_nothing_is_lost() {
     let broker = start_broker();
     let proxy = Proxy::start(broker.clone()).await;
-    let mut h = Harness::start_with(broker.clone(), broker, proxy.url.clone(), |t| {
+    let mut h = Harness::start_with(broker, proxy.url.clone(), |t| {
         t.replace("batch_max = 16", "batch_max = 16\nkeep_alive_s = 1")
     })
     .await;
@@ -75,7 +75,7 @@ async fn a_blackholed_uplink_is_noticed_by_keepalive_and_nothing_is_lost() {
 async fn a_slow_uplink_delays_but_delivers_everything_in_order() {
     let broker = start_broker();
     let proxy = Proxy::start(broker.clone()).await;
-    let mut h = Harness::start_with(broker.clone(), broker, proxy.url.clone(), |t| t).await;
+    let mut h = Harness::start_with(broker, proxy.url.clone(), |t| t).await;
     h.uplink.status(v1::GatewayState::Online).await;
     proxy.set(Link::Slow(Duration::from_millis(80)));
     let causes: Vec<u64> = (1..=40).collect();
@@ -95,7 +95,8 @@ async fn a_slow_uplink_delays_but_delivers_everything_in_order() {
 async fn after_the_device_broker_link_drops_the_gateway_resubscribes_and_decides_what_waited() {
     let broker = start_broker();
     let proxy = Proxy::start(broker.clone()).await;
-    let mut h = Harness::start_with(broker.clone(), proxy.url.clone(), broker, |t| t).await;
+    let devices = DeviceSide::External(proxy.url.clone());
+    let mut h = Harness::start_on(devices, broker.clone(), broker, |t| t).await;
     h.identify(1, Some("R000001"), 36.5, Unit::Celsius).await;
     h.next_command().await;
 
@@ -136,17 +137,19 @@ async fn a_flood_of_garbage_is_shed_and_real_identifications_still_decide() {
     let _heavy = HEAVY.lock().await;
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &broker, &broker);
+    let devices = DeviceSide::endpoint();
+    let config = write_config(dir.path(), &devices, &broker);
     let mut company = Uplink::connect(&broker).await;
-    let mut gate = gate_sim(&broker);
+    let mut gate = gate_sim(&devices.link("gate-1"));
     let mut child = gatehouse_run(&config).spawn().unwrap();
     company.status(v1::GatewayState::Online).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // 2 s of 10,000 garbage messages a second on the terminal's own topic, with 40 real
+    // 2 s of 10,000 garbage messages a second on the terminal's own topic (a broken or
+    // compromised terminal: only the terminal itself may publish there), with 40 real
     // identifications among them.
-    let flooder = Client::connect(&broker, "flooder").await;
-    let terminal = Client::connect(&broker, "terminal").await;
+    let terminal = Client::device(&devices.link("thermal-1"), "terminal").await;
+    let flooder = &terminal;
     let start = std::time::Instant::now();
     let mut real = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -306,7 +309,7 @@ async fn while_a_backlog_replays_live_decisions_stay_fast_and_alarms_jump_the_qu
     let broker = start_broker();
     let proxy = Proxy::start(broker.clone()).await;
     // Slow replay, so the backlog is still draining when the fever comes.
-    let mut h = Harness::start_with(broker.clone(), broker, proxy.url.clone(), |t| {
+    let mut h = Harness::start_with(broker, proxy.url.clone(), |t| {
         t.replace("batch_max = 16", "batch_max = 16\nreplay_rate = 200")
     })
     .await;

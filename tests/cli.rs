@@ -80,7 +80,7 @@ fn the_shipped_example_config_is_valid() {
 async fn sigterm_leaves_offline_status_retained_and_exits_zero() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &broker, &broker);
+    let config = write_config(dir.path(), &DeviceSide::endpoint(), &broker);
     let mut watcher = Uplink::connect(&broker).await;
     let mut child = gatehouse_run(&config).spawn().unwrap();
     let online = watcher.status(v1::GatewayState::Online).await;
@@ -106,7 +106,7 @@ async fn sigterm_leaves_offline_status_retained_and_exits_zero() {
 async fn a_bad_resident_list_fails_check_config_but_not_the_gate() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &broker, &broker);
+    let config = write_config(dir.path(), &DeviceSide::endpoint(), &broker);
     std::fs::write(
         dir.path().join("residents.csv"),
         "person_id,household\nR1,H1\nR2\n",
@@ -136,7 +136,7 @@ async fn a_bad_resident_list_fails_check_config_but_not_the_gate() {
 async fn a_killed_gateway_is_marked_offline_by_its_will() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &broker, &broker);
+    let config = write_config(dir.path(), &DeviceSide::endpoint(), &broker);
     let mut watcher = Uplink::connect(&broker).await;
     let mut child = gatehouse_run(&config).spawn().unwrap();
     watcher.status(v1::GatewayState::Online).await;
@@ -155,7 +155,7 @@ async fn the_watchdog_is_fed_only_while_every_loop_turns() {
     let mut runs = Vec::new();
     for part in ["DECISIONS", "SOURCE", "WRITER"] {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), &broker, &broker);
+        let config = write_config(dir.path(), &DeviceSide::endpoint(), &broker);
         let socket_path = dir.path().join("notify.sock");
         let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
         socket
@@ -216,9 +216,10 @@ async fn the_watchdog_is_fed_only_while_every_loop_turns() {
 async fn fire_mode_from_the_cli_holds_across_a_crash_until_the_local_reset() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &broker, &broker);
+    let devices = DeviceSide::endpoint();
+    let config = write_config(dir.path(), &devices, &broker);
     let mut watcher = Uplink::connect(&broker).await;
-    let mut gate = gate_sim(&broker);
+    let mut gate = gate_sim(&devices.link("gate-1"));
     let cli = |args: &[&str]| {
         let out = gatehouse()
             .args(args)
@@ -362,7 +363,7 @@ async fn ready_comes_even_when_the_device_broker_cannot_be_reached() {
         port: gatehouse::sources::embedded_broker::free_port().unwrap(),
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &nowhere, &uplink);
+    let config = write_config(dir.path(), &DeviceSide::External(nowhere), &uplink);
     let socket_path = dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket
@@ -402,7 +403,7 @@ async fn the_store_and_control_socket_are_private_whatever_the_umask_and_strange
     use std::os::unix::fs::PermissionsExt;
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &broker, &broker);
+    let config = write_config(dir.path(), &DeviceSide::endpoint(), &broker);
     let mut watcher = Uplink::connect(&broker).await;
     let bin = env!("CARGO_BIN_EXE_gatehouse");
     let child = std::process::Command::new("sh")

@@ -91,10 +91,7 @@ pub(crate) async fn send(c: &Client, topic: &str, signed: &v1::SignedCommand) {
 async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
     let broker = start_broker();
     let keys = keys_toml();
-    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker.clone(), |t| {
-        t + &keys
-    })
-    .await;
+    let mut h = Harness::start_with(broker.clone(), broker.clone(), |t| t + &keys).await;
     let admin = Client::connect(&broker, "company-admin").await;
     let own = format!("{BASE}/cmd");
     let gw = v1::Level::Gateway;
@@ -220,12 +217,8 @@ async fn each_refusal_reason_is_published_and_a_remote_open_is_audited() {
 async fn an_applied_command_id_stays_refused_across_a_restart() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &path,
-        config_text(dir.path(), &broker, &broker) + &keys_toml(),
-    )
-    .unwrap();
+    let text = config_text(dir.path(), &DeviceSide::endpoint(), &broker) + &keys_toml();
+    let path = write_config_text(dir.path(), &text);
     let admin = Client::connect(&broker, "company-admin").await;
     // Signed once the gateway's store exists (orders from before it are refused), sent twice.
     let mut c = None;
@@ -253,9 +246,12 @@ async fn an_applied_command_id_stays_refused_across_a_restart() {
 }
 
 /// A config for gateway `id` in `community` of `street` (all under district 330106).
+/// A gateway of its own in the tree; its devices on its own endpoint at `devices` (no device
+/// secrets: development mode, devices known by their username alone).
 fn gateway_config(
     dir: &std::path::Path,
     broker: &BrokerUrl,
+    devices: u16,
     id: &str,
     street: &str,
     community: &str,
@@ -270,9 +266,7 @@ street = "{street}"
 community = "{community}"
 
 [device_broker]
-mode = "external"
-url = "mqtt://127.0.0.1:{port}"
-client_id = "{id}-devices"
+listen = "127.0.0.1:{devices}"
 
 [uplink]
 url = "mqtt://127.0.0.1:{port}"
@@ -311,11 +305,14 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
     ];
     let mut daemons = Vec::new();
     let mut watchers = Vec::new();
+    let mut endpoints = Vec::new();
     for (id, street, community) in gateways {
         let path = dir.path().join(format!("{id}.toml"));
+        let port = gatehouse::sources::embedded_broker::free_port().unwrap();
+        endpoints.push(port);
         std::fs::write(
             &path,
-            gateway_config(dir.path(), &broker, id, street, community),
+            gateway_config(dir.path(), &broker, port, id, street, community),
         )
         .unwrap();
         let base = format!("gh/v1/3301/330106/{street}/{community}/{id}");
@@ -373,7 +370,12 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
     // The retained status says so at once, not at the next periodic status.
     while watchers[1].status(v1::GatewayState::Online).await.mode != "epidemic" {}
     // The first decision on one of them is under the new mode: no temperature, no entry.
-    let terminal = Client::connect(&broker, "gw-a-terminal").await;
+    let gw_a = DeviceSide::Endpoint(endpoints[0]).url();
+    let terminal = Client::device(
+        &gatehouse::mqtt_client::DeviceLink::new(gw_a, "gw-a-thermal", "no secret set"),
+        "gw-a-terminal",
+    )
+    .await;
     let body = gatehouse::tools::sim::hikvision::acs_event(1, Some("R1"), 37.1, Unit::Celsius);
     terminal
         .publish("devices/gw-a-thermal/event", body.into_bytes())
@@ -409,10 +411,7 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
 async fn the_lists_are_synced_from_above_by_snapshot_and_delta_and_decisions_use_them() {
     let broker = start_broker();
     let keys = keys_toml();
-    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker.clone(), |t| {
-        t + &keys
-    })
-    .await;
+    let mut h = Harness::start_with(broker.clone(), broker.clone(), |t| t + &keys).await;
     let admin = Client::connect(&broker, "company-admin").await;
     let own = format!("{BASE}/cmd");
     let gw = v1::Level::Gateway;

@@ -2,7 +2,9 @@
 //! under load and restarted; at the end every event the device side got acknowledged by its
 //! broker has reached the uplink, no device event has two passage records, and — where the
 //! broker marks its redeliveries (mosquitto sets MQTT's DUP; rumqttd does not) — none opened the
-//! gate twice. Run against the in-process rumqttd and against a real mosquitto.
+//! gate twice. Run against gatehouse's own device endpoint (the terminal keeps a persistent
+//! session and sends again what was not acknowledged; rumqttc, the test's client, does not set
+//! DUP) and against a real mosquitto.
 //! Cycles: `GATEHOUSE_CRASH_CYCLES` (default 20); the seed is printed so a failure can be replayed
 //! with `GATEHOUSE_CRASH_SEED`.
 use crate::common::*;
@@ -21,9 +23,9 @@ fn env_u64(name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_or_stopped_under_load_it_loses_no_acknowledged_event() {
     let _heavy = HEAVY.lock().await;
-    // rumqttd sends redeliveries without DUP: a decision lost in the crash is made again and,
-    // with nothing to say it is late, may open again. Everything else holds.
-    crash_cycles("rumqttd", start_broker(), false).await;
+    // The terminal's client (rumqttc) sends again without DUP: a decision lost in the crash is
+    // made again and, with nothing to say it is late, may open again. Everything else holds.
+    crash_cycles("endpoint", DeviceSide::endpoint(), start_broker(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,11 +48,13 @@ async fn killed_or_stopped_under_load_through_mosquitto_it_loses_nothing_and_nev
     let _mosquitto = spawn_mosquitto(dir.path(), &conf, &[port]);
     let url =
         gatehouse::mqtt_client::BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
-    crash_cycles("mosquitto", url, true).await;
+    crash_cycles("mosquitto", DeviceSide::External(url.clone()), url, true).await;
 }
 
+/// `devices`: where the terminal and the gate connect; `broker`: the company's.
 async fn crash_cycles(
     name: &str,
+    devices: DeviceSide,
     broker: gatehouse::mqtt_client::BrokerUrl,
     marks_redeliveries: bool,
 ) {
@@ -61,12 +65,12 @@ async fn crash_cycles(
 
     // The device broker outlives every gatehouse: it is the one that holds our session.
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &broker, &broker);
+    let config = write_config(dir.path(), &devices, &broker);
     let mut company = Uplink::connect(&broker).await;
     // The gate: every open it gets, by the device event that caused it.
     let opens: Arc<std::sync::Mutex<HashMap<u64, u32>>> = Arc::default();
     let gate_task = {
-        let (opens, mut gate) = (opens.clone(), gate_sim(&broker));
+        let (opens, mut gate) = (opens.clone(), gate_sim(&devices.link("gate-1")));
         tokio::spawn(async move {
             while let Some(c) = gate.recv().await {
                 let Ok(c) = c else { continue };
@@ -89,10 +93,11 @@ async fn crash_cycles(
     // The terminal: 2,000 events/s, QoS 1, counting what the broker acknowledged.
     let sent = Arc::new(AtomicU64::new(0));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let terminal = {
-        let (sent, broker) = (sent.clone(), broker.clone());
+        let (sent, link) = (sent.clone(), devices.link("thermal-1"));
         tokio::spawn(async move {
-            let t = Client::connect(&broker, "crash-terminal").await;
+            let t = Client::device(&link, "crash-terminal").await;
             let mut tick = tokio::time::interval(Duration::from_micros(500));
             let mut serial = 0u64;
             loop {
@@ -107,8 +112,9 @@ async fn crash_cycles(
                     .await;
                 sent.store(serial, Ordering::SeqCst);
             }
-            // Let the last publishes be acknowledged before the client goes.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Stay connected until the last run has drained: on the endpoint, what was not
+            // acknowledged is still the terminal's to send.
+            let _ = done_rx.await;
         })
     };
 
@@ -133,7 +139,7 @@ async fn crash_cycles(
         "SIGTERM under load took {slowest_term:?}"
     );
     stop_tx.send(true).unwrap();
-    within("terminal stop", LONG, terminal).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let total = sent.load(Ordering::SeqCst);
 
     // One last, orderly run drains whatever the broker and the outbox still hold.
@@ -156,6 +162,8 @@ async fn crash_cycles(
     })
     .await;
     assert_eq!(terminate(&mut last).await.0.code(), Some(0));
+    let _ = done_tx.send(());
+    within("terminal stop", LONG, terminal).await.unwrap();
     let missing: Vec<u64> = (1..=total).filter(|s| !seen.contains_key(s)).collect();
     gate_task.abort();
     let decided_twice: Vec<u64> = seen

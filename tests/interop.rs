@@ -104,7 +104,8 @@ async fn works_with_mosquitto_on_the_device_side_and_over_tls_upstream() {
         port: plain,
     };
 
-    let text = config_text(dir.path(), &devices, &devices).replace(
+    let side = DeviceSide::External(devices.clone());
+    let text = config_text(dir.path(), &side, &devices).replace(
         &format!("url = \"mqtt://127.0.0.1:{plain}\"\nbatch_max"),
         &format!("url = \"mqtts://localhost:{tls}\"\nca_file = \"ca.pem\"\nbatch_max"),
     );
@@ -113,7 +114,7 @@ async fn works_with_mosquitto_on_the_device_side_and_over_tls_upstream() {
     let config = Config::load(&dir.path().join("gatehouse.toml")).unwrap();
 
     let mut company = Uplink::connect(&devices).await;
-    let mut gate = gate_sim(&devices);
+    let mut gate = gate_sim(&side.link("gate-1"));
     let daemon = within("start", LONG, Daemon::start(config, Profiles::builtin()))
         .await
         .unwrap();
@@ -242,7 +243,7 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
         host: "127.0.0.1".into(),
         port: plain,
     };
-    let text = config_text(d, &devices, &devices).replace(
+    let text = config_text(d, &DeviceSide::External(devices.clone()), &devices).replace(
         &format!("url = \"mqtt://127.0.0.1:{plain}\"\nbatch_max"),
         &format!(
             "url = \"mqtts://localhost:{mtls}\"\nca_file = \"ca.pem\"\nclient_cert = \"{GATEWAY}.pem\"\nclient_key = \"{GATEWAY}.key\"\nsecurity = \"production\"\nbatch_max"
@@ -380,11 +381,9 @@ async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_c
             .arg("--client-key")
             .arg(d.join("company-tools.key"));
     };
-    // The gateway: devices on a broker of their own, the uplink on the 1 MB company broker.
-    let devices = start_broker();
-    let path = d.join("gatehouse.toml");
-    let text = config_text(d, &devices, &company) + &crate::commands::keys_toml();
-    std::fs::write(&path, text).unwrap();
+    // The gateway: devices on its endpoint, the uplink on the 1 MB company broker.
+    let text = config_text(d, &DeviceSide::endpoint(), &company) + &crate::commands::keys_toml();
+    let path = write_config_text(d, &text);
     let mut up = Uplink::connect(&company).await;
     let start = Daemon::start(Config::load(&path).unwrap(), Profiles::builtin());
     let daemon = within("start", LONG, start).await.unwrap();
@@ -464,7 +463,7 @@ async fn an_mqtts_device_broker_gets_tls_never_the_password_in_plain_text() {
     let port = listener.local_addr().unwrap().port();
     let uplink = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &uplink, &uplink).replace(
+    let text = config_text(dir.path(), &DeviceSide::External(uplink.clone()), &uplink).replace(
         &format!("url = \"mqtt://127.0.0.1:{}\"\n\n[uplink]", uplink.port),
         &format!(
             "url = \"mqtts://127.0.0.1:{port}\"\nusername = \"gatehouse\"\npassword = \"s3cret\"\n\n[uplink]"

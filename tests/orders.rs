@@ -37,7 +37,7 @@ fn snapshot(version: u64, residents: std::ops::Range<u32>) -> v1::RegistrySnapsh
 async fn harness(edit: impl FnOnce(String) -> String) -> Harness {
     let broker = start_broker();
     let keys = keys_toml();
-    Harness::start_with(broker.clone(), broker.clone(), broker, |t| edit(t + &keys)).await
+    Harness::start_with(broker.clone(), broker, |t| edit(t + &keys)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,12 +135,8 @@ async fn an_order_valid_for_longer_than_the_maximum_lifetime_is_refused() {
 async fn after_a_lost_store_a_captured_order_is_not_applied_again_and_sync_starts_over() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &path,
-        config_text(dir.path(), &broker, &broker) + &keys_toml(),
-    )
-    .unwrap();
+    let text = config_text(dir.path(), &DeviceSide::endpoint(), &broker) + &keys_toml();
+    let path = write_config_text(dir.path(), &text);
     let admin = Client::connect(&broker, "company-admin").await;
     let own = format!("{BASE}/cmd");
     let start = || async {

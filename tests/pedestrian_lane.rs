@@ -208,20 +208,21 @@ async fn malformed_payloads_are_counted_and_the_lane_keeps_deciding() {
     assert_eq!(Metrics::get(&h.daemon.metrics.decisions), 2);
     assert_eq!(
         Metrics::get(&h.daemon.metrics.device_connects),
-        1,
-        "never dropped by the broker"
+        2,
+        "the terminal and the gate connected once each: never dropped"
     );
     h.daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_gate_decides_on_the_embedded_broker() {
+async fn the_demo_gate_decides_on_the_device_endpoint() {
     use gatehouse::tools::sim::hikvision::{run_terminal, TerminalOptions};
     let dir = tempfile::tempdir().unwrap();
     gatehouse::tools::demo::write_residents(&dir.path().join("residents.csv"), 100).unwrap();
     let port = gatehouse::sources::embedded_broker::free_port().unwrap();
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(&path, gatehouse::tools::demo::config(dir.path(), port)).unwrap();
+    let company_broker = start_broker();
+    let demo = gatehouse::tools::demo::DemoConfig::new(dir.path(), port, company_broker.port);
+    let path = demo.write().unwrap();
     let config = gatehouse::config::Config::load(&path).unwrap();
     let base = gatehouse::uplink::topics::Topics::new(&config.gateway)
         .base()
@@ -233,14 +234,13 @@ async fn the_demo_gate_decides_on_the_embedded_broker() {
     )
     .await
     .unwrap();
-    let url = daemon.device_broker.clone();
-    assert_eq!(url.port, port);
-    let mut company = Uplink::connect_to(&url, &base).await;
-    let mut gate = gate_sim(&url);
+    assert_eq!(daemon.device_broker.port, port);
+    let mut company = Uplink::connect_to(&company_broker, &base).await;
+    let mut gate = gate_sim(&demo.link("gate-1"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let o = TerminalOptions {
-        broker: url,
+        link: demo.link("thermal-1"),
         topic: "devices/thermal-1/event".into(),
         rate: 200.0,
         count: 20,

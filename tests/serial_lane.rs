@@ -111,7 +111,7 @@ serial = {{ path = "{gate}" }}
         dir.join("households.csv").display()
     );
     let broker = start_broker();
-    let h = Harness::start_with(broker.clone(), broker.clone(), broker, move |t| {
+    let h = Harness::start_with(broker.clone(), broker, move |t| {
         t.replace("import = \"residents.csv\"", &lists) + &lane
     })
     .await;
@@ -165,8 +165,7 @@ impl SerialLane {
     async fn reading(&self, serial: u64, t: f64) {
         let body = gatehouse::tools::sim::hikvision::acs_event(serial, None, t, Unit::Celsius);
         self.h
-            .terminal
-            .publish("devices/thermal-2/event", body.into_bytes())
+            .publish_as("thermal-2", "devices/thermal-2/event", body.into_bytes())
             .await;
     }
 

@@ -84,11 +84,12 @@ async fn events_wait_in_the_outbox_while_the_uplink_is_down_and_drain_in_order()
 async fn a_damaged_store_is_moved_aside_with_an_alarm_and_the_gate_keeps_working() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &broker, &broker);
+    let devices = DeviceSide::endpoint();
+    let path = write_config(dir.path(), &devices, &broker);
     std::fs::create_dir_all(dir.path().join("store")).unwrap();
     std::fs::write(dir.path().join("store/gatehouse.redb"), vec![0xa5; 100_000]).unwrap();
     let mut company = Uplink::connect(&broker).await;
-    let mut gate = gate_sim(&broker);
+    let mut gate = gate_sim(&devices.link("gate-1"));
     let config = gatehouse::config::Config::load(&path).unwrap();
     let daemon = within(
         "start",
@@ -111,7 +112,7 @@ async fn a_damaged_store_is_moved_aside_with_an_alarm_and_the_gate_keeps_working
     assert!(kept, "the damaged file is kept for inspection");
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let terminal = Client::connect(&broker, "t").await;
+    let terminal = Client::device(&devices.link("thermal-1"), "t").await;
     let body = gatehouse::tools::sim::hikvision::acs_event(5, Some("R000005"), 36.4, Unit::Celsius);
     terminal
         .publish("devices/thermal-1/event", body.into_bytes())
@@ -131,7 +132,7 @@ async fn a_refused_resident_list_is_reported_upstream_with_its_bad_lines() {
     let lists = tempfile::tempdir().unwrap();
     let bad = lists.path().join("bad.csv");
     std::fs::write(&bad, "person_id,household\nR1,H1\nR2\nR3,H1,extra\n").unwrap();
-    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker, |t| {
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
         t.replace(
             "import = \"residents.csv\"",
             &format!("import = \"{}\"", bad.display()),
@@ -149,7 +150,7 @@ async fn a_refused_resident_list_is_reported_upstream_with_its_bad_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statistics_per_lane_go_up_at_the_end_of_each_period() {
     let broker = start_broker();
-    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker, |t| {
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
         t.replace("batch_max = 16", "batch_max = 16\nstats_period_s = 1")
     })
     .await;

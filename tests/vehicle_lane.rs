@@ -77,7 +77,7 @@ modbus = {{ {link} }}
         ));
     }
     let broker = start_broker();
-    let h = Harness::start_with(broker.clone(), broker.clone(), broker, move |t| {
+    let h = Harness::start_with(broker.clone(), broker, move |t| {
         t.replace("import = \"residents.csv\"", &plates_line) + &extra
     })
     .await;
@@ -94,8 +94,8 @@ modbus = {{ {link} }}
 impl VehicleGate {
     async fn plate(&self, lane: u8, plateid: u64, plate: &str, confidence: u8) {
         self.h
-            .terminal
-            .publish(
+            .publish_as(
+                &format!("cam-{lane}"),
                 &format!("device/cam-{lane}/message/up/ivs_result"),
                 ivs_result(plateid, plate, confidence, 4).into_bytes(),
             )
@@ -171,9 +171,12 @@ async fn a_resident_plate_opens_the_barrier_and_it_closes_only_after_the_car_cle
     let a = g.h.uplink.alarm_of(v1::AlarmKind::LowConfidence).await;
     assert_eq!(a.device, "cam-1");
     let garbled = ivs_result(1005, "x", 95, 4).replace("\"eA==\"", "\"%%not base64%%\"");
-    g.h.terminal
-        .publish("device/cam-1/message/up/ivs_result", garbled.into_bytes())
-        .await;
+    g.h.publish_as(
+        "cam-1",
+        "device/cam-1/message/up/ivs_result",
+        garbled.into_bytes(),
+    )
+    .await;
     let m = g.h.daemon.metrics.clone();
     wait_for("the garbled read counted", || {
         Metrics::get(&m.decode_errors) >= 1
@@ -308,7 +311,7 @@ profile = "generic-gate-mqtt"
         plates.display()
     );
     let broker = start_broker();
-    let h = Harness::start_with(broker.clone(), broker.clone(), broker, move |t| {
+    let h = Harness::start_with(broker.clone(), broker, move |t| {
         t.replace("import = \"residents.csv\"", &plates_line) + &lane
     })
     .await;
@@ -319,12 +322,12 @@ profile = "generic-gate-mqtt"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_5b_serial_barrier_opens_for_a_resident_and_its_ack_is_reported_as_accepted() {
     let (mut h, mut frames, _noise, _files) = start_5b(0.0).await;
-    h.terminal
-        .publish(
-            "device/cam-5/message/up/ivs_result",
-            ivs_result(1, "粤B12345", 97, 4).into_bytes(),
-        )
-        .await;
+    h.publish_as(
+        "cam-5",
+        "device/cam-5/message/up/ivs_result",
+        ivs_result(1, "粤B12345", 97, 4).into_bytes(),
+    )
+    .await;
     let f = within("the open frame", LONG, frames.recv()).await.unwrap();
     assert_eq!((f.cmd, f.param), (0xB2, 0x01));
     loop {
@@ -341,12 +344,12 @@ async fn a_5b_serial_barrier_opens_for_a_resident_and_its_ack_is_reported_as_acc
         }
     }
     // A denied plate sends the barrier nothing.
-    h.terminal
-        .publish(
-            "device/cam-5/message/up/ivs_result",
-            ivs_result(2, "粤Z00001", 97, 4).into_bytes(),
-        )
-        .await;
+    h.publish_as(
+        "cam-5",
+        "device/cam-5/message/up/ivs_result",
+        ivs_result(2, "粤Z00001", 97, 4).into_bytes(),
+    )
+    .await;
     assert_eq!(
         h.uplink.passage_from("cam-5").await.1.reason,
         "unknown_subject"
@@ -368,12 +371,12 @@ async fn xor_errors_and_random_noise_on_serial_lines_open_nothing_and_are_counte
     }
     // And resident plates through a noisy barrier line: every open that arrives is one we sent.
     for i in 0..100 {
-        h.terminal
-            .publish(
-                "device/cam-5/message/up/ivs_result",
-                ivs_result(100 + i, "粤B12345", 97, 4).into_bytes(),
-            )
-            .await;
+        h.publish_as(
+            "cam-5",
+            "device/cam-5/message/up/ivs_result",
+            ivs_result(100 + i, "粤B12345", 97, 4).into_bytes(),
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut opens = 0;
@@ -405,34 +408,17 @@ async fn a_camera_driven_barrier_gets_a_gpio_pulse_and_its_reply_and_status_are_
     );
     let lane = "\n[[lanes]]\nid = \"car-9\"\n\n[[lanes.devices]]\nid = \"cam-9\"\nrole = \"plate_camera\"\nprofile = \"zhenshi-ivs\"\n";
     let broker = start_broker();
-    let mut h = Harness::start_with(broker.clone(), broker.clone(), broker.clone(), move |t| {
+    let mut h = Harness::start_with(broker.clone(), broker.clone(), move |t| {
         t.replace("import = \"residents.csv\"", &plates_line) + lane
     })
     .await;
-    let cam = Client::connect(&broker, "cam-9").await;
-    // What the camera's output receives.
-    let (client, mut el) = rumqttc::AsyncClient::new(
-        gatehouse::mqtt_client::options(&broker, "cam-9-out", Duration::from_secs(15)),
-        16,
-    );
-    let (otx, mut orx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe(
-                        "device/cam-9/message/down/gpio_out",
-                        rumqttc::QoS::AtLeastOnce,
-                    );
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    let _ = otx.send(p.payload.to_vec()).await;
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
+    // The camera: one connection that reads plates and takes its output's pulses.
+    let (cam, mut orx) = Client::subscriber(
+        &h.link("cam-9"),
+        "cam-9",
+        Some("device/cam-9/message/down/gpio_out"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     cam.publish(
         "device/cam-9/message/up/ivs_result",

@@ -5,6 +5,8 @@ use crate::decision::{Direction, Mode};
 use crate::mqtt_client::BrokerUrl;
 pub use crate::problem::Problem;
 
+mod device_side;
+pub mod secrets;
 mod validate;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -125,8 +127,10 @@ pub struct GatewaySection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BrokerMode {
-    /// rumqttd inside the daemon.
-    Embedded,
+    /// gatehouse takes the devices' MQTT connections itself (the device endpoint): each device
+    /// with its own identity, bound to its topics. `embedded` is the old name.
+    #[serde(alias = "embedded")]
+    Endpoint,
     /// A broker on the box or the LAN (e.g. mosquitto), given by `url`.
     External,
 }
@@ -136,9 +140,26 @@ pub enum BrokerMode {
 pub struct DeviceBrokerSection {
     #[serde(default = "default_broker_mode")]
     pub mode: BrokerMode,
-    /// Embedded: where the broker listens for devices.
+    /// Endpoint: where devices connect.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Endpoint: device passwords, one `DEVICE_ID PASSWORD` per line; readable by its owner only.
+    /// (A device may instead have `password_hash` in its `[[lanes.devices]]` entry.)
+    pub secrets_file: Option<PathBuf>,
+    /// Endpoint: sockets not yet authenticated, in all and from one address; and the time a
+    /// socket has to send its CONNECT.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    #[serde(default = "default_per_address")]
+    pub max_per_address: usize,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Endpoint: a device's QoS 1 messages awaiting their decision's commit, by count and bytes;
+    /// past either its socket is not read until acks go out.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    #[serde(default = "default_max_inflight_kib")]
+    pub max_inflight_kib: usize,
     /// External: `mqtt://host:port`.
     pub url: Option<String>,
     /// Our client id on the device-side broker; stable, so the broker keeps our session and
@@ -147,6 +168,8 @@ pub struct DeviceBrokerSection {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// External: read the password from this file instead (first line; 0600).
+    pub password_file: Option<PathBuf>,
     /// External over `mqtts://`: the CA to trust (the system's roots without it) and, for mutual
     /// TLS, our certificate and key (PEM). `mqtts://` is TLS or a start error, never plain text.
     pub ca_file: Option<PathBuf>,
@@ -159,10 +182,17 @@ impl Default for DeviceBrokerSection {
         Self {
             mode: default_broker_mode(),
             listen: default_listen(),
+            secrets_file: None,
+            max_unauthenticated: default_max_unauthenticated(),
+            max_per_address: default_per_address(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            max_inflight: default_max_inflight(),
+            max_inflight_kib: default_max_inflight_kib(),
             url: None,
             client_id: default_device_client_id(),
             username: None,
             password: None,
+            password_file: None,
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -171,7 +201,22 @@ impl Default for DeviceBrokerSection {
 }
 
 fn default_broker_mode() -> BrokerMode {
-    BrokerMode::Embedded
+    BrokerMode::Endpoint
+}
+fn default_max_unauthenticated() -> usize {
+    64
+}
+fn default_per_address() -> usize {
+    8
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_inflight() -> usize {
+    256
+}
+fn default_max_inflight_kib() -> usize {
+    4096
 }
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1883))
@@ -493,6 +538,9 @@ pub struct DeviceSection {
     pub event_topic: Option<String>,
     /// Overrides the profile's command topic (MQTT devices).
     pub command_topic: Option<String>,
+    /// MQTT devices on the endpoint: `sha256:SALT:HASH` of the device's password (`gatehouse
+    /// device-secret` prints one), instead of a line in `device_broker.secrets_file`.
+    pub password_hash: Option<String>,
     /// Overrides the lane's direction (an exit reader on a turnstile shared with the entry).
     pub direction: Option<Direction>,
     /// Serial devices: the port. Devices on one RS-485 line share it (same settings).
@@ -588,6 +636,8 @@ impl Config {
         }
         for p in [
             &mut self.device_broker.ca_file,
+            &mut self.device_broker.secrets_file,
+            &mut self.device_broker.password_file,
             &mut self.device_broker.client_cert,
             &mut self.device_broker.client_key,
         ]

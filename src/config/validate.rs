@@ -352,6 +352,7 @@ impl Config {
                 );
             }
         }
+        out.extend(self.device_side_problems(profiles));
         out
     }
 
@@ -367,7 +368,7 @@ impl Config {
 }
 
 /// The file's mode if group or others may read or write it (a secret that is not private).
-fn private_file_mode(path: &Path) -> Option<u32> {
+pub(super) fn private_file_mode(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then_some(mode)

@@ -160,6 +160,11 @@ impl DecisionLoop {
                 Some(n) = inbox.source_events.recv() => match n {
                     SourceEvent::Link(l) => self.link(l).await,
                     SourceEvent::Ack { device, code } => self.ack(device, code).await,
+                    SourceEvent::Misbehaving { device, detail } => {
+                        let status = device.and_then(|d| self.status.devices.get(d)).map(|s| &s.0);
+                        let r = records::misbehaving_alarm(status, &detail, crate::now_ms());
+                        self.append(vec![r], Vec::new(), None).await;
+                    }
                 },
                 Some(r) = inbox.barrier_reports.recv() => {
                     let mut out = Vec::new();

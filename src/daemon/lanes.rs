@@ -2,10 +2,12 @@
 //! each device put with its transport — MQTT routes, serial ports, Modbus buses — and, for gates,
 //! where their commands go.
 use super::actuate::{Actuator, Sink};
+use crate::config::secrets::Secret;
 use crate::config::Config;
 use crate::decision::{DevicePolicy, JoinWindow, LanePolicy, Policy, Quota, Role};
 use crate::device::{Profiles, Transport};
 use crate::proto::v1;
+use crate::sources::endpoint::Identity;
 use crate::sources::modbus::{self, ModbusLink};
 use crate::sources::mqtt::Route;
 use crate::sources::{serial, DeviceLive};
@@ -18,6 +20,9 @@ pub struct LanePlan {
     pub policy: Policy,
     /// Event topic → device (MQTT devices).
     pub routes: HashMap<String, Route>,
+    /// The MQTT devices with their topics, for the device endpoint (secrets from the config's
+    /// hashes; the secrets file is read at start).
+    pub identities: Vec<Identity>,
     /// Serial ports with their devices.
     pub ports: Vec<serial::Port>,
     /// Modbus buses with their barriers.
@@ -45,6 +50,7 @@ impl LanePlan {
             devices: Vec::new(),
         };
         let mut routes = HashMap::new();
+        let mut identities = Vec::new();
         let mut ports: Vec<serial::Port> = Vec::new();
         let mut buses: Vec<modbus::Bus> = Vec::new();
         let mut actuators = Vec::new();
@@ -118,12 +124,23 @@ impl LanePlan {
                     }
                     (_, Transport::Modbus) => {}
                     _ => {
+                        let mut me = Identity {
+                            device: index,
+                            id: d.id.clone(),
+                            // Validation checked the hash.
+                            secret: (d.password_hash.as_deref())
+                                .and_then(|h| Secret::parse_hash(h).ok())
+                                .unwrap_or(Secret::None),
+                            publishes: Vec::new(),
+                            command_topic: None,
+                        };
                         if profile.decode.is_some() {
                             if let Some(topic) = d
                                 .event_topic
                                 .clone()
                                 .or_else(|| profile.event_topic_for(&d.id))
                             {
+                                me.publishes.push(topic.clone());
                                 routes.insert(
                                     topic,
                                     Route {
@@ -137,6 +154,7 @@ impl LanePlan {
                             }
                         }
                         for (topic, i) in profile.status_topics_for(&d.id) {
+                            me.publishes.push(topic.clone());
                             routes.insert(
                                 topic,
                                 Route {
@@ -153,8 +171,10 @@ impl LanePlan {
                             .clone()
                             .or_else(|| profile.command_topic_for(&d.id))
                         {
+                            me.command_topic = Some(topic.clone());
                             sink = Some(Sink::Mqtt(topic));
                         }
+                        identities.push(me);
                     }
                 }
                 let mut actuator = None;
@@ -200,6 +220,7 @@ impl LanePlan {
         LanePlan {
             policy,
             routes,
+            identities,
             ports,
             buses,
             actuators,

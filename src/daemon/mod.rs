@@ -165,14 +165,17 @@ impl Daemon {
         // The sources: MQTT devices, serial ports, Modbus buses; each source's channel end.
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (input_tx, input_rx) = mpsc::channel(INPUT_CAPACITY);
+        let (events_tx, events_rx) = mpsc::channel(256);
         let mqtt = MqttDevices::start(
             &config.device_broker,
             plan.routes,
+            plan.identities,
             input_tx.clone(),
+            events_tx.clone(),
             metrics.clone(),
             shutdown_rx.clone(),
-        )?;
-        let (events_tx, events_rx) = mpsc::channel(256);
+        )
+        .await?;
         let mut joins = Vec::new();
         let mut serial_writers = Vec::new();
         for port in plan.ports {

@@ -132,6 +132,19 @@ pub fn link_alarm(status: &v1::DeviceStatus, online: bool, detail: &str, now_ms:
     })
 }
 
+/// A client on the device endpoint broke its rules; `status` is the device when it had
+/// authenticated.
+pub fn misbehaving_alarm(status: Option<&v1::DeviceStatus>, detail: &str, now_ms: i64) -> Record {
+    Record::Alarm(v1::Alarm {
+        gateway_time_ms: now_ms,
+        lane: status.map(|s| s.lane.clone()).unwrap_or_default(),
+        device: status.map(|s| s.id.clone()).unwrap_or_default(),
+        kind: v1::AlarmKind::DeviceMisbehaving as i32,
+        detail: detail.to_string(),
+        ..Default::default()
+    })
+}
+
 /// A gate's answer to our last command to it (`code` 0: accepted). Accepted is not opened: a
 /// gate without read-back cannot say more.
 pub fn command_answer(last_command: &str, code: i64) -> v1::event::Body {

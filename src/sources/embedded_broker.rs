@@ -16,7 +16,7 @@ pub enum BrokerError {
 
 /// Largest MQTT packet the embedded broker accepts: a device payload at the decoder's limit plus
 /// room for the header.
-const MAX_PACKET: usize = crate::device::MAX_PAYLOAD + 4096;
+const MAX_PACKET: usize = crate::sources::mqtt::MAX_PACKET;
 
 /// Starts rumqttd on `listen` in its own threads and returns once it accepts connections.
 /// The broker lives as long as the process: rumqttd has no shutdown.

@@ -3,6 +3,7 @@
 //! source shares is here: the observation on its way ([`Input`]), link and acknowledgement news
 //! ([`SourceEvent`]) and the status each keeps of its devices ([`DeviceLive`]).
 pub mod embedded_broker;
+pub mod endpoint;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
@@ -44,6 +45,12 @@ pub enum SourceEvent {
     Ack {
         device: usize,
         code: u64,
+    },
+    /// A client on the device endpoint broke its rules (refused at CONNECT, a topic not its
+    /// own, …): `device` when it had authenticated.
+    Misbehaving {
+        device: Option<usize>,
+        detail: String,
     },
 }
 

@@ -7,8 +7,8 @@
 //! - **commands**: publishes gate commands. Kept apart so a backlog of events waiting for the
 //!   decision loop can never hold up a command.
 //!
-//! With the embedded broker neither connection exists: [`run_events_local`] reads the events
-//! from an in-process rumqttd link, and the decision loop publishes commands on it.
+//! With the device endpoint (the default) neither connection exists: devices connect to
+//! gatehouse itself (`sources/endpoint`).
 use crate::backoff::Backoff;
 use crate::config::{BrokerMode, DeviceBrokerSection};
 use crate::decision::Decoded;
@@ -16,7 +16,8 @@ use crate::device::Profile;
 use crate::metrics::{worth_logging, Metrics};
 use crate::mqtt_client;
 use crate::mqtt_client::BrokerUrl;
-use crate::sources::embedded_broker;
+use crate::sources::endpoint::{self, Endpoint, Identity};
+use crate::sources::SourceEvent;
 pub use crate::sources::{Input, INPUT_CAPACITY};
 use crate::store::outbox::{Ack, APPEND_CAPACITY};
 use anyhow::Context;
@@ -202,7 +203,7 @@ pub async fn run_events(
 
 /// Routes a device message by its topic and decodes it with the device's profile. A message that
 /// does not decode is counted and logged (`None`), and still passed on so its ack keeps its place.
-fn decode(
+pub(crate) fn decode(
     routes: &HashMap<String, Route>,
     topic: &str,
     payload: &[u8],
@@ -227,74 +228,6 @@ fn decode(
             (r.device, None)
         }
     }
-}
-
-/// The device side over the embedded broker's in-process link (subscribed by the caller): the
-/// same routing and decoding as [`run_events`] without a TCP hop, and without acks — rumqttd acks
-/// the device when it takes the message, and lives and dies with this process anyway. A full
-/// decision-loop input stops the reading; the broker's log holds the rest.
-pub async fn run_events_local(
-    mut link: rumqttd::local::LinkRx,
-    routes: HashMap<String, Route>,
-    core: mpsc::Sender<Input>,
-    metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    metrics
-        .device_broker_connected
-        .store(true, Ordering::Relaxed);
-    if routes.is_empty() {
-        metrics.device_subscribed.store(true, Ordering::Relaxed);
-    }
-    // The watchdog watches this loop turn, as it watches the TCP one.
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let stall = crate::metrics::stall_at("SOURCE");
-    loop {
-        crate::metrics::stall_if_due(stall, "device source").await;
-        Metrics::inc(&metrics.source_ticks);
-        let n = tokio::select! {
-            _ = shutdown.changed() => break,
-            n = link.next() => n,
-            _ = tick.tick() => continue,
-        };
-        match n {
-            Ok(Some(rumqttd::Notification::Forward(f))) => {
-                let received = Instant::now();
-                let topic = std::str::from_utf8(&f.publish.topic).unwrap_or("");
-                let (device, decoded) = decode(&routes, topic, &f.publish.payload, &metrics);
-                let input = Input {
-                    device,
-                    decoded,
-                    received,
-                    // The embedded broker lives and dies with the daemon: nothing is redelivered.
-                    redelivered: false,
-                    ack: Box::new(|| {}),
-                };
-                tokio::select! {
-                    _ = shutdown.changed() => break,
-                    sent = core.send(input) => if sent.is_err() { break },
-                }
-            }
-            // The only acks this link gets are for its subscriptions.
-            Ok(Some(rumqttd::Notification::DeviceAck(_))) => {
-                metrics.device_subscribed.store(true, Ordering::Relaxed);
-            }
-            // The router pauses a link after a burst until it says it is ready for more.
-            Ok(Some(rumqttd::Notification::Unschedule)) => {
-                if link.wake().await.is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "Embedded broker link lost; no more device events.");
-                break;
-            }
-        }
-    }
-    metrics
-        .device_broker_connected
-        .store(false, Ordering::Relaxed);
 }
 
 /// The commands connection: its client publishes, this task only polls. Returns the client and
@@ -357,12 +290,12 @@ pub async fn disconnect(client: &AsyncClient, el: &mut rumqttc::EventLoop) {
     .await;
 }
 
-/// Where MQTT gate commands go: the device broker over TCP, or the embedded broker's in-process
-/// link. QoS 0 either way: a QoS 1 publish caught by a reconnect is sent again, which would be
+/// Where MQTT gate commands go: the device broker over TCP, or straight to the device on the
+/// endpoint. QoS 0 either way: a QoS 1 publish caught by a reconnect is sent again, which would be
 /// an open retried seconds late, for whoever stands there then.
 pub enum CommandLink {
     Client(AsyncClient),
-    Local(std::sync::Mutex<rumqttd::local::LinkTx>),
+    Endpoint(Endpoint),
 }
 
 impl CommandLink {
@@ -372,9 +305,7 @@ impl CommandLink {
             CommandLink::Client(c) => c
                 .try_publish(topic, QoS::AtMostOnce, false, payload)
                 .is_ok(),
-            CommandLink::Local(link) => link
-                .lock()
-                .is_ok_and(|mut l| l.try_publish(topic.to_string(), payload).is_ok()),
+            CommandLink::Endpoint(e) => e.publish(topic, payload),
         }
     }
 }
@@ -393,40 +324,56 @@ pub struct MqttDevices {
 }
 
 impl MqttDevices {
-    /// Starts the embedded broker (with an in-process link for the daemon) or connects to the
-    /// external one, subscribes every route, and starts the events and commands tasks.
-    pub fn start(
+    /// Starts the device endpoint or connects to the external broker, and starts the events
+    /// and commands tasks.
+    pub async fn start(
         section: &DeviceBrokerSection,
         routes: HashMap<String, Route>,
+        identities: Vec<Identity>,
         input: mpsc::Sender<Input>,
+        events: mpsc::Sender<SourceEvent>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<MqttDevices> {
         let (release, release_rx) = oneshot::channel();
         match section.mode {
-            BrokerMode::Embedded => {
-                let listen = section.listen;
-                let embedded_broker::Local { mut tx, rx } = embedded_broker::start_linked(listen)?;
-                info!(listen = %listen, "Embedded device broker listening.");
-                for topic in routes.keys() {
-                    tx.subscribe(topic.as_str())
-                        .context("subscribing on the embedded broker")?;
-                }
+            BrokerMode::Endpoint => {
+                let identities = with_secrets(section, identities)?;
+                let (endpoint, join) = Endpoint::start(endpoint::Start {
+                    listen: section.listen,
+                    limits: endpoint::Limits {
+                        unauthenticated: section.max_unauthenticated,
+                        per_address: section.max_per_address,
+                        connect_timeout: Duration::from_millis(section.connect_timeout_ms),
+                        inflight: section.max_inflight,
+                        inflight_bytes: section.max_inflight_kib * 1024,
+                        max_packet: MAX_PACKET,
+                    },
+                    identities,
+                    routes,
+                    input,
+                    events,
+                    metrics,
+                    shutdown,
+                    release: release_rx,
+                })
+                .await?;
+                let listen = endpoint.addr;
                 let host = if listen.ip().is_unspecified() {
                     "127.0.0.1".to_string()
                 } else {
                     listen.ip().to_string()
                 };
-                let events = tokio::spawn(run_events_local(rx, routes, input, metrics, shutdown));
                 Ok(MqttDevices {
                     broker: BrokerUrl {
                         tls: false,
                         host,
                         port: listen.port(),
                     },
-                    commands: CommandLink::Local(std::sync::Mutex::new(tx)),
+                    commands: CommandLink::Endpoint(endpoint),
+                    // Whether a device is there is the endpoint's to say, command by command.
                     commands_connected: Arc::new(AtomicBool::new(true)),
-                    events,
+                    events: join,
                     commands_join: None,
                     release,
                 })
@@ -447,11 +394,24 @@ impl MqttDevices {
                 } else {
                     None
                 };
+                let password = match &section.password_file {
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .with_context(|| {
+                                format!("device_broker.password_file {}", f.display())
+                            })?
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                    ),
+                    None => section.password.clone(),
+                };
                 let conn = Connection {
                     url: broker.clone(),
                     client_id: section.client_id.clone(),
                     username: section.username.clone(),
-                    password: section.password.clone(),
+                    password,
                     tls,
                 };
                 let (client, connected, join) = spawn_commands(&conn, shutdown.clone());
@@ -469,4 +429,29 @@ impl MqttDevices {
             }
         }
     }
+}
+
+/// Largest MQTT packet a device may send: a payload at the decoder's limit plus room for the
+/// header. A larger publish is skipped unread, acknowledged and counted.
+pub const MAX_PACKET: usize = crate::device::MAX_PAYLOAD + 4096;
+
+/// The identities with their passwords from the secrets file; a device with neither a hash nor
+/// a line there connects on its username alone (development only; see the config checks).
+fn with_secrets(
+    section: &DeviceBrokerSection,
+    mut identities: Vec<Identity>,
+) -> anyhow::Result<Vec<Identity>> {
+    let secrets = match &section.secrets_file {
+        Some(f) => crate::config::secrets::read_secrets(f).map_err(anyhow::Error::msg)?,
+        None => HashMap::new(),
+    };
+    for who in &mut identities {
+        if let Some(p) = secrets.get(&who.id) {
+            who.secret = crate::config::secrets::Secret::Plain(p.clone());
+        }
+        if matches!(who.secret, crate::config::secrets::Secret::None) {
+            warn!(device = %who.id, "Device has no secret: it connects on its username alone (development only).");
+        }
+    }
+    Ok(identities)
 }

@@ -166,6 +166,9 @@ enum SimProfile {
         broker: String,
         #[arg(long, default_value = "thermal-1")]
         device: String,
+        /// The device's password on the endpoint (its username is its id); none: anonymous.
+        #[arg(long, env = "GATEHOUSE_DEVICE_PASSWORD")]
+        password: Option<String>,
         /// Events per second.
         #[arg(long, default_value_t = 1.0)]
         rate: f64,
@@ -190,6 +193,8 @@ enum SimProfile {
         broker: String,
         #[arg(long, default_value = "gate-1")]
         device: String,
+        #[arg(long, env = "GATEHOUSE_DEVICE_PASSWORD")]
+        password: Option<String>,
     },
     /// RS-485 turnstile on a new pseudo-terminal (its path is printed: give it as the device's
     /// serial.path); prints every command frame it decodes.
@@ -235,6 +240,19 @@ async fn control(config: &std::path::Path, request: &str) -> Result<(), RunError
     } else {
         Err(RunError::Runtime(anyhow::anyhow!("{reply}")))
     }
+}
+
+/// A simulated device's way in: as itself with a password, else anonymous.
+fn device_link(
+    broker: &str,
+    device: &str,
+    password: Option<String>,
+) -> Result<crate::mqtt_client::DeviceLink, RunError> {
+    let url = url(broker)?;
+    Ok(match password {
+        Some(p) => crate::mqtt_client::DeviceLink::new(url, device, &p),
+        None => crate::mqtt_client::DeviceLink::anonymous(url),
+    })
 }
 
 fn url(s: &str) -> Result<BrokerUrl, RunError> {
@@ -387,6 +405,7 @@ async fn simulate(profile: SimProfile) -> Result<(), RunError> {
         SimProfile::Hikvision {
             broker,
             device,
+            password,
             rate,
             count,
             fever_share,
@@ -401,7 +420,7 @@ async fn simulate(profile: SimProfile) -> Result<(), RunError> {
                 UnitArg::Kelvin => Unit::Kelvin,
             };
             let o = sim::hikvision::TerminalOptions {
-                broker: url(&broker)?,
+                link: device_link(&broker, &device, password)?,
                 topic: format!("devices/{device}/event"),
                 rate,
                 count,
@@ -431,10 +450,14 @@ async fn simulate(profile: SimProfile) -> Result<(), RunError> {
             .await;
             println!("{n} events sent");
         }
-        SimProfile::Gate { broker, device } => {
+        SimProfile::Gate {
+            broker,
+            device,
+            password,
+        } => {
             let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
             tokio::spawn(sim::gate::run_gate(
-                url(&broker)?,
+                device_link(&broker, &device, password)?,
                 format!("devices/{device}/cmd"),
                 tx,
             ));

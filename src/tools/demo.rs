@@ -1,12 +1,14 @@
-//! `gatehouse demo`: a whole gate on one machine with nothing installed — the embedded broker, a
-//! simulated face + temperature terminal and turnstile, and the uplink pointed back at the same
-//! broker — with each decision printed as it reaches the uplink.
+//! `gatehouse demo`: a whole gate on one machine with nothing installed — the device endpoint with
+//! simulated devices connecting with their passwords (a face + temperature terminal, a
+//! turnstile, a thermal station and RS-485 reader, a plate camera and a Modbus barrier), and the
+//! uplink to a stand-in company broker (rumqttd) — with each decision printed as it reaches the
+//! uplink.
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::device::{Profiles, Unit};
 use crate::metrics::Metrics;
 use crate::mqtt_client;
-use crate::mqtt_client::BrokerUrl;
+use crate::mqtt_client::{BrokerUrl, DeviceLink};
 use crate::proto::v1;
 use crate::sources::embedded_broker;
 use crate::tools::sim;
@@ -77,10 +79,15 @@ pub struct VehicleLane {
 pub struct DemoConfig {
     /// Holds the store and the lists (`residents.csv`, `passes.csv`, `plates.csv`).
     pub dir: PathBuf,
-    /// The device broker's port; the uplink goes to the same broker.
+    /// The device side's port: gatehouse's device endpoint, or a broker already there
+    /// (`external_broker`).
     pub port: u16,
-    /// Use a broker already on `port` instead of starting the embedded one.
+    /// The company broker the uplink reports to (with `external_broker` it may be `port`).
+    pub uplink_port: u16,
+    /// Devices connect to a broker already on `port` (anonymous) instead of the endpoint.
     pub external_broker: bool,
+    /// The devices' passwords on the endpoint are derived from this; fresh for every demo.
+    pub secret_seed: String,
     pub residents: bool,
     pub passes: bool,
     pub plates: bool,
@@ -91,12 +98,18 @@ pub struct DemoConfig {
 }
 
 impl DemoConfig {
-    /// The first lane only, on the embedded broker, with the residents.
-    pub fn new(dir: &Path, port: u16) -> DemoConfig {
+    /// The first lane only, devices on the endpoint at `port`, uplink to `uplink_port`, with
+    /// the residents.
+    pub fn new(dir: &Path, port: u16, uplink_port: u16) -> DemoConfig {
+        let secret_seed = crate::config::secrets::generate()
+            .map(|(p, _)| p)
+            .unwrap_or_else(|_| format!("{}-{port}", std::process::id()));
         DemoConfig {
             dir: dir.to_path_buf(),
             port,
+            uplink_port,
             external_broker: false,
+            secret_seed,
             residents: true,
             passes: false,
             plates: false,
@@ -106,12 +119,67 @@ impl DemoConfig {
         }
     }
 
+    /// The MQTT devices of this gate (they connect to the endpoint).
+    pub fn mqtt_devices(&self) -> Vec<&'static str> {
+        let mut v = vec!["thermal-1", "gate-1"];
+        if self.serial_lane.is_some() {
+            v.push("thermal-2");
+        }
+        if self.vehicle_lane.is_some() {
+            v.push("cam-1");
+        }
+        v
+    }
+
+    /// Device `id`'s password on the endpoint.
+    pub fn password(&self, id: &str) -> String {
+        let h = crate::config::secrets::Secret::hash_of(self.secret_seed.as_bytes(), id);
+        crate::hex::to_hex(&h[..16])
+    }
+
+    /// How the simulator of device `id` reaches the device side.
+    pub fn link(&self, id: &str) -> DeviceLink {
+        let url = BrokerUrl {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: self.port,
+        };
+        if self.external_broker {
+            DeviceLink::anonymous(url)
+        } else {
+            DeviceLink::new(url, id, &self.password(id))
+        }
+    }
+
+    /// Writes `gatehouse.toml` and, for the endpoint, `devices.secrets` (0600) into `dir`;
+    /// returns the config's path.
+    pub fn write(&self) -> std::io::Result<PathBuf> {
+        if !self.external_broker {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(self.dir.join("devices.secrets"))?;
+            for id in self.mqtt_devices() {
+                writeln!(f, "{id} {}", self.password(id))?;
+            }
+        }
+        let path = self.dir.join("gatehouse.toml");
+        std::fs::write(&path, self.toml())?;
+        Ok(path)
+    }
+
     pub fn toml(&self) -> String {
         let port = self.port;
         let device_broker = if self.external_broker {
             format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{port}\"")
         } else {
-            format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"")
+            format!(
+                "mode = \"endpoint\"\nlisten = \"127.0.0.1:{port}\"\nsecrets_file = \"{}\"",
+                self.dir.join("devices.secrets").display()
+            )
         };
         let mut registry = String::new();
         for (on, key, file) in [
@@ -130,13 +198,14 @@ impl DemoConfig {
 {device_broker}
 
 [uplink]
-url = "mqtt://127.0.0.1:{port}"
+url = "mqtt://127.0.0.1:{uplink_port}"
 
 [store]
 dir = "{store}"
 
 [registry]
 {registry}{gate}"#,
+            uplink_port = self.uplink_port,
             store = self.dir.join("store").display(),
             gate = gate_config("demo-gw", "east-gate"),
         );
@@ -224,11 +293,6 @@ pub fn write_plates(path: &Path, households: u64) -> std::io::Result<()> {
     f.flush()
 }
 
-/// The demo's first lane on the embedded broker, with the uplink pointed at it too.
-pub fn config(dir: &Path, port: u16) -> String {
-    DemoConfig::new(dir, port).toml()
-}
-
 /// Writes `R000000` … as residents; every 50th is quarantined and every 70th suspended, so the
 /// demo shows those reasons too.
 pub fn write_residents(path: &Path, n: u64) -> std::io::Result<()> {
@@ -255,8 +319,10 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
 
 async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     write_residents(&dir.join("residents.csv"), o.residents)?;
+    // The company's broker, upstream (rumqttd stands in for it); devices connect to gatehouse.
+    let company = embedded_broker::free_port()?;
+    embedded_broker::start(([127, 0, 0, 1], company).into())?;
     let port = embedded_broker::free_port()?;
-    let path = dir.join("gatehouse.toml");
     let face_pty = Pty::new()?;
     let turnstile_pty = Pty::new()?;
     let households = o.residents / 3 + 1;
@@ -279,17 +345,22 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
             barrier: barrier_addr,
             auto_close: true,
         }),
-        ..DemoConfig::new(dir, port)
+        ..DemoConfig::new(dir, port, company)
     };
-    std::fs::write(&path, demo.toml())?;
-    let config = Config::load(&path)?;
+    let config = Config::load(&demo.write()?)?;
     let topics = Topics::new(&config.gateway);
     let daemon = Daemon::start(config, Profiles::builtin()).await?;
-    let url = daemon.device_broker.clone();
+    let company_url = BrokerUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: company,
+    };
     println!(
-        "gatehouse demo — embedded broker on 127.0.0.1:{port}, {} residents; lane east-gate \
+        "gatehouse demo — device endpoint on 127.0.0.1:{port} (each device with its password, \
+         in {}), company broker on 127.0.0.1:{company}, {} residents; lane east-gate \
          (Hikvision terminal, MQTT turnstile), lane north-gate (thermal station + RS-485 face \
          reader {} + EB turnstile {}), lane car-gate (plate camera + Modbus TCP barrier {barrier_addr})",
+        dir.join("devices.secrets").display(),
         o.residents,
         face_pty.path.display(),
         turnstile_pty.path.display()
@@ -307,24 +378,22 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     // What the simulated turnstile received, by cause, shown beside the uplink's record of it.
     let (gate_tx, mut gate_rx) = mpsc::channel(1024);
     tokio::spawn(sim::gate::run_gate(
-        url.clone(),
+        demo.link("gate-1"),
         "devices/gate-1/cmd".into(),
         gate_tx,
     ));
     let gate_seen: GateSeen = Default::default();
     let watcher = tokio::spawn(watch_uplink(
-        url.clone(),
+        company_url,
         topics,
         gate_seen.clone(),
         stop_rx.clone(),
     ));
-    let url_for_lane2 = url.clone();
-    let url_for_cars = url.clone();
     let stop_rx_cars = stop_rx.clone();
     let stop_rx_lane2 = stop_rx.clone();
     let terminal = tokio::spawn(run_terminal(
         TerminalOptions {
-            broker: url,
+            link: demo.link("thermal-1"),
             topic: "devices/thermal-1/event".into(),
             rate: o.rate,
             count: 0,
@@ -341,14 +410,14 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     let lane2 = tokio::spawn(serial_lane(
         face_pty,
         turnstile_pty,
-        url_for_lane2,
+        demo.link("thermal-2"),
         o.rate / 2.0,
         o.residents,
         stop_rx_lane2,
     ));
     let cars = tokio::spawn(vehicle_lane(
         barrier,
-        url_for_cars,
+        demo.link("cam-1"),
         o.rate / 4.0,
         households,
         stop_rx_cars,
@@ -385,7 +454,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
 async fn serial_lane(
     face: Pty,
     turnstile: Pty,
-    broker: BrokerUrl,
+    link: DeviceLink,
     rate: f64,
     residents: u64,
     mut stop: watch::Receiver<bool>,
@@ -410,10 +479,8 @@ async fn serial_lane(
             );
         }
     });
-    let (thermal, mut el) = AsyncClient::new(
-        mqtt_client::options(&broker, "demo-thermal-2", Duration::from_secs(15)),
-        64,
-    );
+    let (thermal, mut el) =
+        AsyncClient::new(link.options("demo-thermal-2", Duration::from_secs(15)), 64);
     el.set_network_options(mqtt_client::network_options());
     let poller = tokio::spawn(async move {
         loop {
@@ -460,15 +527,13 @@ async fn serial_lane(
 /// then an unsure read); the camera reads it, and when the barrier opens the car drives through.
 async fn vehicle_lane(
     barrier: sim::barrier::BarrierSim,
-    broker: BrokerUrl,
+    link: DeviceLink,
     rate: f64,
     households: u64,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (camera, mut el) = AsyncClient::new(
-        mqtt_client::options(&broker, "demo-cam-1", Duration::from_secs(15)),
-        64,
-    );
+    let (camera, mut el) =
+        AsyncClient::new(link.options("demo-cam-1", Duration::from_secs(15)), 64);
     el.set_network_options(mqtt_client::network_options());
     let _poller = AbortOnDrop(tokio::spawn(async move {
         loop {

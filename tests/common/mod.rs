@@ -6,7 +6,7 @@ use gatehouse::config::Config;
 use gatehouse::daemon::Daemon;
 use gatehouse::device::{Profiles, Unit};
 use gatehouse::mqtt_client;
-use gatehouse::mqtt_client::BrokerUrl;
+use gatehouse::mqtt_client::{BrokerUrl, DeviceLink};
 use gatehouse::proto::v1;
 use gatehouse::sources::embedded_broker;
 use gatehouse::tools::sim;
@@ -52,9 +52,50 @@ pub fn start_broker() -> BrokerUrl {
     }
 }
 
+/// How the test gateway's devices reach it.
+#[derive(Debug, Clone)]
+pub enum DeviceSide {
+    /// gatehouse's own device endpoint on this loopback port; devices log in with
+    /// [`device_password`].
+    Endpoint(u16),
+    /// A broker at this URL (mosquitto, or a proxy), anonymous.
+    External(BrokerUrl),
+}
+
+impl DeviceSide {
+    /// The endpoint on a free port.
+    pub fn endpoint() -> DeviceSide {
+        DeviceSide::Endpoint(embedded_broker::free_port().expect("a free port"))
+    }
+
+    pub fn url(&self) -> BrokerUrl {
+        match self {
+            DeviceSide::Endpoint(port) => BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: *port,
+            },
+            DeviceSide::External(url) => url.clone(),
+        }
+    }
+
+    /// How device `id` (or its simulator) logs in.
+    pub fn link(&self, id: &str) -> DeviceLink {
+        match self {
+            DeviceSide::Endpoint(_) => DeviceLink::new(self.url(), id, &device_password(id)),
+            DeviceSide::External(url) => DeviceLink::anonymous(url.clone()),
+        }
+    }
+}
+
+/// The test devices' passwords on the endpoint.
+pub fn device_password(id: &str) -> String {
+    format!("pw-{id}-0f3a")
+}
+
 /// The test gateway's config: one lane (Hikvision terminal + MQTT gate), residents R000000–R000099
-/// (R000050 suspended, R000060 quarantined), device side on `devices`, uplink to `uplink`.
-pub fn config_text(dir: &Path, devices: &BrokerUrl, uplink: &BrokerUrl) -> String {
+/// (R000050 suspended, R000060 quarantined), devices on `devices`, uplink to `uplink`.
+pub fn config_text(dir: &Path, devices: &DeviceSide, uplink: &BrokerUrl) -> String {
     let mut csv = String::from("person_id,household,status,valid_until\n");
     for i in 0..100 {
         let status = match i {
@@ -65,11 +106,22 @@ pub fn config_text(dir: &Path, devices: &BrokerUrl, uplink: &BrokerUrl) -> Strin
         csv.push_str(&format!("R{i:06},H{:03},{status},\n", i / 4));
     }
     std::fs::write(dir.join("residents.csv"), csv).unwrap();
+    let device_broker = match devices {
+        DeviceSide::Endpoint(port) => format!(
+            "listen = \"127.0.0.1:{port}\"\nsecrets_file = \"{}\"",
+            dir.join("devices.secrets").display()
+        ),
+        DeviceSide::External(url) => {
+            format!(
+                "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"",
+                url.port
+            )
+        }
+    };
     format!(
         r#"
 [device_broker]
-mode = "external"
-url = "mqtt://127.0.0.1:{dport}"
+{device_broker}
 
 [uplink]
 url = "mqtt://127.0.0.1:{uport}"
@@ -81,26 +133,47 @@ dir = "store"
 [registry]
 import = "residents.csv"
 {gate}"#,
-        dport = devices.port,
         uport = uplink.port,
         gate = gatehouse::tools::demo::gate_config(GATEWAY, "east-1"),
     )
 }
 
-pub fn write_config(dir: &Path, devices: &BrokerUrl, uplink: &BrokerUrl) -> std::path::PathBuf {
+/// Writes `text` as the config in `dir`, and the secrets file with a line for each of its MQTT
+/// devices (when it names one).
+pub fn write_config_text(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("gatehouse.toml");
-    std::fs::write(&path, config_text(dir, devices, uplink)).unwrap();
+    std::fs::write(&path, text).unwrap();
+    let config: Config = toml::from_str(text).expect("test config parses");
+    if let Some(f) = &config.device_broker.secrets_file {
+        let profiles = Profiles::builtin();
+        let lines: String = config
+            .mqtt_devices(&profiles)
+            .map(|(_, d)| format!("{} {}\n", d.id, device_password(&d.id)))
+            .collect();
+        std::fs::write(dir.join(f), lines).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     path
 }
 
-/// A gateway running in this process, with its own broker, gate and uplink watcher.
+pub fn write_config(dir: &Path, devices: &DeviceSide, uplink: &BrokerUrl) -> std::path::PathBuf {
+    write_config_text(dir, &config_text(dir, devices, uplink))
+}
+
+/// A gateway running in this process, with its own company broker, gate and uplink watcher.
 pub struct Harness {
     pub dir: tempfile::TempDir,
+    /// The company's broker (the uplink and the orders from above).
     pub broker: BrokerUrl,
+    /// Where the devices connect.
+    pub devices: DeviceSide,
     pub daemon: Daemon,
     pub gate: mpsc::Receiver<Result<GateCommand, String>>,
     pub uplink: Uplink,
     pub terminal: Client,
+    /// Connections of other devices, made on first use by [`Harness::publish_as`].
+    others: tokio::sync::Mutex<std::collections::HashMap<String, Client>>,
 }
 
 impl Harness {
@@ -110,23 +183,32 @@ impl Harness {
     }
 
     pub async fn start_with_uplink(broker: BrokerUrl, uplink_url: BrokerUrl) -> Harness {
-        Self::start_with(broker.clone(), broker, uplink_url, |t| t).await
+        Self::start_with(broker, uplink_url, |t| t).await
     }
 
-    /// The gateway reaches the device broker at `devices` and the uplink at `uplink_url` (either
-    /// may be a proxy); the simulated devices and the company watcher use `broker` directly.
-    /// `edit` may change the config text first.
+    /// Devices on the endpoint; the gateway reaches the uplink at `uplink_url` (maybe a proxy),
+    /// the company watcher uses `broker`. `edit` may change the config text first.
     pub async fn start_with(
         broker: BrokerUrl,
-        devices: BrokerUrl,
+        uplink_url: BrokerUrl,
+        edit: impl FnOnce(String) -> String,
+    ) -> Harness {
+        Self::start_on(DeviceSide::endpoint(), broker, uplink_url, edit).await
+    }
+
+    /// [`Harness::start_with`] with the devices on `devices`.
+    pub async fn start_on(
+        devices: DeviceSide,
+        broker: BrokerUrl,
         uplink_url: BrokerUrl,
         edit: impl FnOnce(String) -> String,
     ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gatehouse.toml");
-        std::fs::write(&path, edit(config_text(dir.path(), &devices, &uplink_url))).unwrap();
+        let path = write_config_text(
+            dir.path(),
+            &edit(config_text(dir.path(), &devices, &uplink_url)),
+        );
         let uplink = Uplink::connect(&broker).await;
-        let gate = gate_sim(&broker);
         let config = Config::load(&path).unwrap();
         let daemon = within(
             "daemon start",
@@ -135,17 +217,44 @@ impl Harness {
         )
         .await
         .unwrap();
-        let terminal = Client::connect(&broker, "test-terminal").await;
+        // The devices: on an external broker the gateway's own address may be a proxy; the
+        // simulated devices go to the broker itself.
+        let sims = match &devices {
+            DeviceSide::External(_) => DeviceSide::External(broker.clone()),
+            d => d.clone(),
+        };
+        let gate = gate_sim(&sims.link("gate-1"));
+        let terminal = Client::device(&sims.link("thermal-1"), "test-terminal").await;
         // Let the simulated gate's subscription land.
         tokio::time::sleep(Duration::from_millis(200)).await;
         Harness {
             dir,
             broker,
+            devices: sims,
             daemon,
             gate,
             uplink,
             terminal,
+            others: Default::default(),
         }
+    }
+
+    /// Publishes as device `id` (each device may publish only on its own topics).
+    pub async fn publish_as(&self, id: &str, topic: &str, payload: Vec<u8>) {
+        if id == "thermal-1" {
+            return self.terminal.publish(topic, payload).await;
+        }
+        let mut others = self.others.lock().await;
+        if !others.contains_key(id) {
+            let c = Client::device(&self.link(id), &format!("test-{id}")).await;
+            others.insert(id.to_string(), c);
+        }
+        others[id].publish(topic, payload).await;
+    }
+
+    /// How device `id` logs in to this gateway's device side.
+    pub fn link(&self, id: &str) -> DeviceLink {
+        self.devices.link(id)
     }
 
     /// Publishes a terminal event on thermal-1.
@@ -165,10 +274,10 @@ impl Harness {
 }
 
 /// The lane's simulated turnstile (`gate-1`): every command it receives, as it received it.
-pub fn gate_sim(broker: &BrokerUrl) -> mpsc::Receiver<Result<GateCommand, String>> {
+pub fn gate_sim(link: &DeviceLink) -> mpsc::Receiver<Result<GateCommand, String>> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(sim::gate::run_gate(
-        broker.clone(),
+        link.clone(),
         "devices/gate-1/cmd".into(),
         tx,
     ));
@@ -182,19 +291,45 @@ pub struct Client {
 }
 
 impl Client {
+    /// Anonymous, on a broker (the company's, or an external device broker).
     pub async fn connect(url: &BrokerUrl, id: &str) -> Client {
-        let (client, mut el) =
-            AsyncClient::new(mqtt_client::options(url, id, Duration::from_secs(15)), 1024);
+        Self::device(&DeviceLink::anonymous(url.clone()), id).await
+    }
+
+    /// As a device, with its login.
+    pub async fn device(link: &DeviceLink, id: &str) -> Client {
+        Self::subscriber(link, id, None).await.0
+    }
+
+    /// As a device that also takes messages on `filter` (its commands): what arrives there.
+    pub async fn subscriber(
+        link: &DeviceLink,
+        id: &str,
+        filter: Option<&str>,
+    ) -> (Client, mpsc::Receiver<Vec<u8>>) {
+        let (client, mut el) = AsyncClient::new(link.options(id, Duration::from_secs(15)), 1024);
         el.set_network_options(mqtt_client::network_options());
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let (in_tx, in_rx) = mpsc::channel(1024);
+        let (c, filter) = (client.clone(), filter.map(str::to_string));
         let poller = tokio::spawn(async move {
             let mut tx = Some(tx);
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(f) = &filter {
+                            let _ = c.try_subscribe(f.as_str(), QoS::AtLeastOnce);
+                        } else if let Some(t) = tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(t) = tx.take() {
                             let _ = t.send(());
                         }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = in_tx.try_send(p.payload.to_vec());
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -202,7 +337,7 @@ impl Client {
             }
         });
         within("client connect", LONG, rx).await.unwrap();
-        Client { client, poller }
+        (Client { client, poller }, in_rx)
     }
 
     pub async fn publish(&self, topic: &str, payload: Vec<u8>) {

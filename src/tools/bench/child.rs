@@ -1,5 +1,7 @@
 //! The daemon a bench runs: `gatehouse run` as a child process on a config of the bench's own,
 //! stopped and cleaned up on drop, and its memory read from /proc.
+use crate::sources::embedded_broker::free_port;
+use crate::tools::demo::DemoConfig;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
@@ -52,13 +54,22 @@ pub(super) fn intervals(times: &[Instant]) -> anyhow::Result<Histogram<u64>> {
     Ok(h)
 }
 
-pub(super) fn spawn_config(dir: &Path, config: &str) -> anyhow::Result<Spawned> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("gatehouse.toml"), config)?;
-    let child = spawn_run(dir, &[])?;
+/// The demo's gate for a bench in `dir`: devices on the endpoint at a free port, the uplink to a
+/// stand-in company broker (rumqttd, in this process) on another.
+pub(super) fn demo_config(dir: &Path) -> anyhow::Result<DemoConfig> {
+    let company = free_port()?;
+    crate::sources::embedded_broker::start(([127, 0, 0, 1], company).into())?;
+    Ok(DemoConfig::new(dir, free_port()?, company))
+}
+
+/// `gatehouse run` on `demo` (written into its dir with the device secrets).
+pub(super) fn spawn_demo(demo: &DemoConfig) -> anyhow::Result<Spawned> {
+    std::fs::create_dir_all(&demo.dir)?;
+    demo.write()?;
+    let child = spawn_run(&demo.dir, &[])?;
     Ok(Spawned {
         child,
-        dir: dir.to_path_buf(),
+        dir: demo.dir.clone(),
     })
 }
 

@@ -6,10 +6,10 @@
 //! Latency runs from each event's *scheduled* send time, so a stalled engine cannot hide its
 //! stall (no coordinated omission). The workload matches `shared/bench`'s loadgen: 5% fever,
 //! 10% strangers, residents `R000000`…; the gate must open only for a resident below 37.3 °C.
-use super::child::{rss_kb, spawn_config, write_residents, Spawned};
+use super::child::{demo_config, rss_kb, spawn_demo, write_residents, Spawned};
 use crate::device::Unit;
 use crate::mqtt_client;
-use crate::mqtt_client::BrokerUrl;
+use crate::mqtt_client::{BrokerUrl, DeviceLink};
 use crate::tools::sim::hikvision::acs_event;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -76,28 +76,29 @@ fn workload(seq: u64, residents: u64) -> (String, bool) {
     )
 }
 
-fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, BrokerUrl)> {
+/// A daemon on the demo's gate with `residents`; the terminal's and the gate's ways in.
+fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, DeviceLink, DeviceLink)> {
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     write_residents(&dir, residents)?;
-    let port = crate::sources::embedded_broker::free_port()?;
-    let spawned = spawn_config(&dir, &crate::tools::demo::config(&dir, port))?;
-    let url = BrokerUrl {
-        tls: false,
-        host: "127.0.0.1".into(),
-        port,
-    };
-    Ok((spawned, url))
+    let demo = demo_config(&dir)?;
+    let spawned = spawn_demo(&demo)?;
+    Ok((spawned, demo.link("thermal-1"), demo.link("gate-1")))
 }
 
 pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
-    let (spawned, url) = match &o.broker {
-        Some(b) => (None, BrokerUrl::parse(b).map_err(anyhow::Error::msg)?),
+    let (spawned, terminal, gate) = match &o.broker {
+        Some(b) => {
+            let url = BrokerUrl::parse(b).map_err(anyhow::Error::msg)?;
+            let link = DeviceLink::anonymous(url);
+            (None, link.clone(), link)
+        }
         None => {
-            let (s, u) = spawn_daemon(o.residents)?;
-            (Some(s), u)
+            let (s, t, g) = spawn_daemon(o.residents)?;
+            (Some(s), t, g)
         }
     };
+    let url = terminal.url.clone();
     let pid = o.pid.or(spawned.as_ref().map(|s| s.child.id()));
 
     let sent: Arc<Mutex<HashMap<u64, Pending>>> = Arc::default();
@@ -108,7 +109,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
 
     let tag = std::process::id();
     let (sub, mut sub_el) = AsyncClient::new(
-        mqtt_client::options(&url, &format!("bench-sub-{tag}"), Duration::from_secs(30)),
+        gate.options(&format!("bench-sub-{tag}"), Duration::from_secs(30)),
         1024,
     );
     sub_el.set_network_options(mqtt_client::network_options());
@@ -172,7 +173,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
         );
     }
 
-    let mut po = mqtt_client::options(&url, &format!("bench-pub-{tag}"), Duration::from_secs(30));
+    let mut po = terminal.options(&format!("bench-pub-{tag}"), Duration::from_secs(30));
     po.set_inflight(1000);
     let (publisher, mut pub_el) = AsyncClient::new(po, 100_000);
     pub_el.set_network_options(mqtt_client::network_options());

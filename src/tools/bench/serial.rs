@@ -1,4 +1,4 @@
-use super::child::{rss_kb, spawn_config};
+use super::child::{demo_config, rss_kb, spawn_demo};
 use crate::tools::demo::{DemoConfig, SerialLane};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -49,7 +49,6 @@ pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
     std::fs::write(dir.join("passes.csv"), passes)?;
     let face = Pty::new()?;
     let turnstile = Pty::new()?;
-    let port = crate::sources::embedded_broker::free_port()?;
     let config = DemoConfig {
         passes: true,
         serial_lane: Some(SerialLane {
@@ -57,10 +56,9 @@ pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
             turnstile: turnstile.path.clone(),
             anti_passback: false,
         }),
-        ..DemoConfig::new(&dir, port)
-    }
-    .toml();
-    let spawned = spawn_config(&dir, &config)?;
+        ..demo_config(&dir)?
+    };
+    let spawned = spawn_demo(&config)?;
     let pid = spawned.child.id();
 
     let (tx, mut frames) = tokio::sync::mpsc::channel(100_000);

@@ -51,7 +51,7 @@ fn start_in(dir: &Path, o: &StartBenchOptions) -> anyhow::Result<StartReport> {
     let config = DemoConfig {
         external_broker: true,
         plates: true,
-        ..DemoConfig::new(dir, port)
+        ..DemoConfig::new(dir, port, port)
     }
     .toml();
     std::fs::write(dir.join("gatehouse.toml"), config)?;

@@ -1,6 +1,5 @@
-use super::child::{intervals, spawn_config};
+use super::child::{demo_config, intervals, spawn_demo};
 use crate::mqtt_client;
-use crate::mqtt_client::BrokerUrl;
 use crate::tools::demo::{DemoConfig, VehicleLane};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -48,24 +47,19 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(serve_tcp(listener, Service([(1, barrier.clone())].into())));
-    let port = crate::sources::embedded_broker::free_port()?;
     let config = DemoConfig {
         plates: true,
         vehicle_lane: Some(VehicleLane {
             barrier: addr,
             auto_close: false,
         }),
-        ..DemoConfig::new(&dir, port)
-    }
-    .toml();
-    let spawned = spawn_config(&dir, &config)?;
-    let url = BrokerUrl {
-        tls: false,
-        host: "127.0.0.1".into(),
-        port,
+        ..demo_config(&dir)?
     };
+    let spawned = spawn_demo(&config)?;
     let (camera, mut el) = AsyncClient::new(
-        mqtt_client::options(&url, "bench-camera", Duration::from_secs(15)),
+        config
+            .link("cam-1")
+            .options("bench-camera", Duration::from_secs(15)),
         256,
     );
     el.set_network_options(mqtt_client::network_options());
@@ -134,13 +128,12 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
                 .collect(),
         ),
     ));
-    let port = crate::sources::embedded_broker::free_port()?;
     let config = DemoConfig {
         residents: false,
         rtu_barriers: (1..=3).map(|n| (n, path.clone())).collect(),
-        ..DemoConfig::new(&dir, port)
+        ..demo_config(&dir)?
     };
-    let spawned = spawn_config(&dir, &config.toml())?;
+    let spawned = spawn_demo(&config)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     sims[0].take_logs();
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -1,7 +1,7 @@
 //! Simulated gate controller (`generic-gate-mqtt`): subscribes to its command topic and reports
 //! every command it receives.
 use crate::mqtt_client;
-use crate::mqtt_client::BrokerUrl;
+use crate::mqtt_client::DeviceLink;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde::Deserialize;
 use std::time::Duration;
@@ -20,12 +20,11 @@ pub struct GateCommand {
 /// Runs until the receiver of `out` is dropped. A payload that is not a valid command is
 /// reported as `Err` with its text.
 pub async fn run_gate(
-    broker: BrokerUrl,
+    link: DeviceLink,
     topic: String,
     out: mpsc::Sender<Result<GateCommand, String>>,
 ) {
-    let opts = mqtt_client::options(
-        &broker,
+    let opts = link.options(
         &format!(
             "sim-gate-{}-{}",
             topic.replace('/', "_"),

@@ -4,7 +4,7 @@
 use super::Rng;
 use crate::device::Unit;
 use crate::mqtt_client;
-use crate::mqtt_client::BrokerUrl;
+use crate::mqtt_client::DeviceLink;
 use rumqttc::{AsyncClient, QoS};
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ pub fn acs_event(serial: u64, subject: Option<&str>, temperature_c: f64, unit: U
 /// What a simulated terminal sends.
 #[derive(Debug, Clone)]
 pub struct TerminalOptions {
-    pub broker: BrokerUrl,
+    pub link: DeviceLink,
     pub topic: String,
     /// Events per second.
     pub rate: f64,
@@ -93,8 +93,7 @@ pub async fn run_terminal(
     mut on_sent: impl FnMut(&Sent),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> u64 {
-    let opts = mqtt_client::options(
-        &o.broker,
+    let opts = o.link.options(
         &format!("sim-terminal-{}", std::process::id() ^ o.seed as u32),
         Duration::from_secs(15),
     );
