@@ -58,6 +58,8 @@ pub struct Metrics {
     /// What the device endpoint refused: unknown or anonymous clients, wrong passwords, topics
     /// not a device's own, retained publishes, connection limits, protocol violations.
     pub device_refusals: AtomicU64,
+    /// Device messages sent again (MQTT DUP) after a reconnect.
+    pub device_redeliveries: AtomicU64,
 }
 
 impl Metrics {

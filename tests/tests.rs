@@ -6,6 +6,8 @@ mod chaos;
 mod cli;
 mod commands;
 mod crash;
+mod endpoint;
+mod endpoint_clients;
 mod interop;
 mod orders;
 mod pedestrian_lane;

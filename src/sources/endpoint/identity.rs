@@ -17,14 +17,31 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Whether a SUBSCRIBE filter is the device's own: it matches its command topic and nothing
-    /// any other device publishes or receives. Commands are routed by device anyway, so this
-    /// only refuses what would be a try at reading others' traffic — and counts it.
+    /// Whether a SUBSCRIBE filter is the device's own: it matches its command topic, its levels
+    /// up to the one naming the device are literal (a wildcard after it, as cameras use for
+    /// `device/ID/message/down/#`, is fine; `devices/+/cmd` could match another device's and is
+    /// not), and it matches nothing any other device publishes or receives. Commands are routed
+    /// by device anyway, so this only refuses what would be a try at reading others' traffic —
+    /// and counts it.
     pub fn may_subscribe(&self, filter: &str, others: &[String]) -> bool {
         let Some(own) = &self.command_topic else {
             return false;
         };
+        let own_levels: Vec<&str> = own.split('/').collect();
+        // The level naming the device; a topic without its id must be subscribed exactly.
+        let fixed = own_levels
+            .iter()
+            .position(|l| l.contains(self.id.as_str()))
+            .unwrap_or(own_levels.len() - 1);
+        let literal_prefix = filter
+            .split('/')
+            .zip(&own_levels)
+            .take(fixed + 1)
+            .filter(|(f, o)| f == *o)
+            .count()
+            == fixed + 1;
         rumqttc::valid_filter(filter)
+            && literal_prefix
             && rumqttc::matches(own, filter)
             && !others.iter().any(|t| rumqttc::matches(t, filter))
     }

@@ -380,6 +380,9 @@ impl Session {
         let who = &sh.identities[self.i];
         match p {
             Packet::Publish(p) => {
+                if p.dup {
+                    Metrics::inc(&sh.metrics.device_redeliveries);
+                }
                 if p.retain {
                     sh.refuse(Some(self.i), self.peer, "retained publish (taken as plain)");
                 }
