@@ -65,6 +65,11 @@ impl Connection {
             Duration::from_secs(15),
         );
         o.set_clean_session(clean);
+        // A message too large for our client would fail the connection, and the broker would
+        // send it again on every reconnect: no lane would decide again. So the client takes far
+        // more than a device may send, and the decoder refuses it (counted, acked). The broker
+        // config gatehouse generates refuses anything larger at the broker.
+        o.set_max_packet_size(BROKER_MAX_PACKET, 1 << 20);
         if let (Some(u), Some(p)) = (&self.username, &self.password) {
             o.set_credentials(u, p);
         }
@@ -434,6 +439,9 @@ impl MqttDevices {
 /// Largest MQTT packet a device may send: a payload at the decoder's limit plus room for the
 /// header. A larger publish is skipped unread, acknowledged and counted.
 pub const MAX_PACKET: usize = crate::device::MAX_PAYLOAD + 4096;
+
+/// Largest packet our client takes from an external device broker (see [`Connection`]).
+pub const BROKER_MAX_PACKET: usize = 16 << 20;
 
 /// The identities with their passwords from the secrets file; a device with neither a hash nor
 /// a line there connects on its username alone (development only; see the config checks).
