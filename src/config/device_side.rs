@@ -168,3 +168,80 @@ fn mode_name(m: BrokerMode) -> &'static str {
         BrokerMode::External => "external",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests_support::MINIMAL;
+    use crate::config::Config;
+    use crate::device::Profiles;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The problems of MINIMAL under `security = "production"` with a TLS, authenticated uplink,
+    /// `device_broker` as given and `extra` after the devices; files resolve in `dir`.
+    fn problems(dir: &std::path::Path, device_broker: &str, extra: &str) -> Vec<String> {
+        std::fs::write(dir.join("gw.key"), "k").unwrap();
+        std::fs::set_permissions(dir.join("gw.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::write(dir.join("gw.pem"), "c").unwrap();
+        let text = MINIMAL.replace(
+            "[uplink]\nurl = \"mqtt://127.0.0.1:1883\"",
+            "[uplink]\nurl = \"mqtts://h\"\nclient_cert = \"gw.pem\"\nclient_key = \"gw.key\"\nsecurity = \"production\"",
+        ) + extra
+            + "\n[device_broker]\n"
+            + device_broker;
+        let path = dir.join("g.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+            .unwrap()
+            .problems(&Profiles::builtin())
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn production_refuses_an_open_device_listener_and_readable_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // On the LAN with no device secrets: each device named.
+        let p = problems(d, "listen = \"0.0.0.0:1883\"", "");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|p| p.contains("without a secret")), "{p:?}");
+        // On loopback only, development-style devices are allowed.
+        assert_eq!(problems(d, "listen = \"127.0.0.1:1883\"", ""), Vec::<String>::new());
+        // Secrets others can read.
+        std::fs::write(d.join("devices.secrets"), "thermal-1 a\ngate-1 b\n").unwrap();
+        let secrets = d.join("devices.secrets");
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let lan = "listen = \"0.0.0.0:1883\"\nsecrets_file = \"devices.secrets\"";
+        let p = problems(d, lan, "");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("readable by others (mode 644)"), "{p:?}");
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(problems(d, lan, ""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_credential_that_would_be_ignored_is_refused_each_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // External-broker settings on the endpoint.
+        let p = problems(d, "listen = \"127.0.0.1:1883\"\nusername = \"u\"\npassword = \"p\"", "");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|p| p.contains("is ignored with mode = \"endpoint\"")), "{p:?}");
+        // A secrets line for a device that is not there; a hash on a serial device.
+        std::fs::write(d.join("s"), "thermal-1 a\nthermal-9 b\n").unwrap();
+        std::fs::set_permissions(d.join("s"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let serial = "\n[[lanes]]\nid = \"l2\"\n[[lanes.devices]]\nid = \"face\"\nrole = \"identifier\"\nprofile = \"rs485-face-id\"\nserial = { path = \"/dev/null\" }\npassword_hash = \"sha256:00:0000000000000000000000000000000000000000000000000000000000000000\"\n";
+        let p = problems(d, "secrets_file = \"s\"", serial);
+        assert!(p.iter().any(|p| p.contains("thermal-9 is not an MQTT device")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("only MQTT devices connect")), "{p:?}");
+        // The endpoint's secrets on an external broker; an inline broker password in production.
+        let p = problems(
+            d,
+            "mode = \"external\"\nurl = \"mqtt://b:1883\"\nusername = \"g\"\npassword = \"p\"\nsecrets_file = \"s\"",
+            "",
+        );
+        assert!(p.iter().any(|p| p.contains("password_file (0600)")), "{p:?}");
+    }
+}
