@@ -5,7 +5,7 @@ use crate::common::*;
 use gatehouse::config::Config;
 use gatehouse::daemon::Daemon;
 use gatehouse::device::{Profiles, Unit};
-use gatehouse::mqtt_client::BrokerUrl;
+use gatehouse::mqtt_client::{BrokerUrl, DeviceLink};
 use gatehouse::proto::v1;
 use gatehouse::sources::embedded_broker;
 use gatehouse::tools::sim;
@@ -525,6 +525,194 @@ async fn an_mqtts_device_broker_gets_tls_never_the_password_in_plain_text() {
     assert!(
         !first.windows(6).any(|w| w == b"s3cret"),
         "the password went out in plain text"
+    );
+    daemon.stop().await;
+}
+
+/// Whether a client logging in as `login` (anonymous: `None`) with `client_id` gets in.
+async fn admitted(url: &BrokerUrl, client_id: &str, login: Option<(&str, &str)>) -> bool {
+    let mut o = gatehouse::mqtt_client::options(url, client_id, Duration::from_secs(5));
+    if let Some((u, p)) = login {
+        o.set_credentials(u, p);
+    }
+    let (_c, mut el) = rumqttc::AsyncClient::new(o, 4);
+    loop {
+        match within("a CONNACK", LONG, el.poll()).await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// `gatehouse broker-config` makes the mosquitto setup for an external device broker; run with
+/// it, a client without a device's password can't get in, a device can't open the gate nor read
+/// others' traffic, nobody can take gatehouse's session, and a command retained on the broker
+/// from before is cleared at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_mosquitto_setup_keeps_strangers_out() {
+    if !have("mosquitto") {
+        return skip(
+            "a_generated_mosquitto_setup_keeps_strangers_out",
+            "mosquitto is not installed (apt-get install mosquitto)",
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = embedded_broker::free_port().unwrap();
+    let url = BrokerUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let company = start_broker();
+    let private = |name: &str, text: &str| {
+        std::fs::write(d.join(name), text).unwrap();
+        std::fs::set_permissions(d.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    private("gatehouse.pw", "gh-Secret-1\n");
+    // The devices' secrets file is written with the config (`device_password`).
+    let text = config_text(d, &DeviceSide::External(url.clone()), &company).replace(
+        "[uplink]",
+        "username = \"gatehouse\"\npassword_file = \"gatehouse.pw\"\nsecrets_file = \"devices.secrets\"\n\n[uplink]",
+    );
+    let path = write_config_text(d, &text);
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["broker-config", "--config"])
+        .arg(&path)
+        .arg("--out")
+        .arg(d.join("broker"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--persistence-dir")
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acl = std::fs::read_to_string(d.join("broker/acl")).unwrap();
+    assert!(
+        acl.contains("user gate-1\ntopic read devices/gate-1/cmd"),
+        "{acl}"
+    );
+    let generated = std::fs::read_to_string(d.join("broker/mosquitto.conf")).unwrap();
+    for line in [
+        "allow_anonymous false",
+        "use_username_as_clientid true",
+        "max_queued_messages 120000",
+    ] {
+        assert!(generated.contains(line), "{line}: {generated}");
+    }
+    let _mosquitto = spawn_mosquitto(d, &format!("user root\n{generated}"), &[port]);
+
+    // A "hold_open" left retained on the gate's topic (by whoever had the right before).
+    let admin = DeviceLink::new(url.clone(), "gatehouse-commands", "gh-Secret-1");
+
+    let leftover = Client::device(&admin, "leftover").await;
+    leftover
+        .client
+        .publish(
+            "devices/gate-1/cmd",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            br#"{"action":"hold_open"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(leftover);
+
+    let mut up = Uplink::connect(&company).await;
+    let config = Config::load(&path).unwrap();
+    let daemon = within("start", LONG, Daemon::start(config, Profiles::builtin()))
+        .await
+        .unwrap();
+    up.status(v1::GatewayState::Online).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut gate = gate_sim(&DeviceLink::new(
+        url.clone(),
+        "gate-1",
+        &device_password("gate-1"),
+    ));
+    let terminal = Client::device(
+        &DeviceLink::new(url.clone(), "thermal-1", &device_password("thermal-1")),
+        "hik",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    terminal
+        .publish(
+            "devices/thermal-1/event",
+            sim::hikvision::acs_event(1, Some("R000001"), 36.5, Unit::Celsius).into_bytes(),
+        )
+        .await;
+    let c = within("the first command", LONG, gate.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.action.as_str(), c.cause.as_str()),
+        ("open", "1"),
+        "not the retained hold_open"
+    );
+
+    // Strangers: anonymous, a wrong password, a made-up name.
+    assert!(!admitted(&url, "x", None).await, "anonymous");
+    assert!(
+        !admitted(&url, "x", Some(("thermal-1", "guess"))).await,
+        "wrong password"
+    );
+    assert!(
+        !admitted(&url, "x", Some(("intruder", "x"))).await,
+        "unknown"
+    );
+    // gatehouse's own client id under another login takes nothing: ids are usernames.
+    assert!(
+        admitted(
+            &url,
+            "gatehouse-devices-events",
+            Some(("thermal-1", &device_password("thermal-1")))
+        )
+        .await
+    );
+
+    // The terminal's credentials: read everything, open the gate. Both silently refused by the
+    // ACL — after the broker acknowledged them.
+    let (spy, mut spied) = Client::subscriber(
+        &DeviceLink::new(url.clone(), "thermal-1", &device_password("thermal-1")),
+        "spy",
+        Some("#"),
+    )
+    .await;
+    spy.publish(
+        "devices/gate-1/cmd",
+        br#"{"action":"open","cause":"evil"}"#.to_vec(),
+    )
+    .await;
+    terminal
+        .publish(
+            "devices/thermal-1/event",
+            sim::hikvision::acs_event(2, Some("R000002"), 36.5, Unit::Celsius).into_bytes(),
+        )
+        .await;
+    let c = within("the second command", LONG, gate.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.cause, "2",
+        "only the real identification reached the gate"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gate.try_recv().is_err(), "the forged open reached the gate");
+    assert!(spied.try_recv().is_err(), "# read someone's traffic");
+    assert_eq!(
+        gatehouse::metrics::Metrics::get(&daemon.metrics.device_connects),
+        1,
+        "gatehouse's session was never taken"
     );
     daemon.stop().await;
 }

@@ -48,9 +48,8 @@ impl Config {
                 }
             }
         } else {
-            if b.secrets_file.is_some() {
-                bad("device_broker.secrets_file", ignored("secrets_file"));
-            }
+            // With an external broker the secrets file is what `gatehouse broker-config` makes
+            // the broker's password file from.
             if b.password.is_some() && b.password_file.is_some() {
                 bad(
                     "device_broker.password",
@@ -208,7 +207,10 @@ mod tests {
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p.iter().all(|p| p.contains("without a secret")), "{p:?}");
         // On loopback only, development-style devices are allowed.
-        assert_eq!(problems(d, "listen = \"127.0.0.1:1883\"", ""), Vec::<String>::new());
+        assert_eq!(
+            problems(d, "listen = \"127.0.0.1:1883\"", ""),
+            Vec::<String>::new()
+        );
         // Secrets others can read.
         std::fs::write(d.join("devices.secrets"), "thermal-1 a\ngate-1 b\n").unwrap();
         let secrets = d.join("devices.secrets");
@@ -226,22 +228,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // External-broker settings on the endpoint.
-        let p = problems(d, "listen = \"127.0.0.1:1883\"\nusername = \"u\"\npassword = \"p\"", "");
+        let p = problems(
+            d,
+            "listen = \"127.0.0.1:1883\"\nusername = \"u\"\npassword = \"p\"",
+            "",
+        );
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p.iter().all(|p| p.contains("is ignored with mode = \"endpoint\"")), "{p:?}");
+        assert!(
+            p.iter()
+                .all(|p| p.contains("is ignored with mode = \"endpoint\"")),
+            "{p:?}"
+        );
         // A secrets line for a device that is not there; a hash on a serial device.
         std::fs::write(d.join("s"), "thermal-1 a\nthermal-9 b\n").unwrap();
         std::fs::set_permissions(d.join("s"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let serial = "\n[[lanes]]\nid = \"l2\"\n[[lanes.devices]]\nid = \"face\"\nrole = \"identifier\"\nprofile = \"rs485-face-id\"\nserial = { path = \"/dev/null\" }\npassword_hash = \"sha256:00:0000000000000000000000000000000000000000000000000000000000000000\"\n";
         let p = problems(d, "secrets_file = \"s\"", serial);
-        assert!(p.iter().any(|p| p.contains("thermal-9 is not an MQTT device")), "{p:?}");
-        assert!(p.iter().any(|p| p.contains("only MQTT devices connect")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|p| p.contains("thermal-9 is not an MQTT device")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.contains("only MQTT devices connect")),
+            "{p:?}"
+        );
         // The endpoint's secrets on an external broker; an inline broker password in production.
         let p = problems(
             d,
             "mode = \"external\"\nurl = \"mqtt://b:1883\"\nusername = \"g\"\npassword = \"p\"\nsecrets_file = \"s\"",
             "",
         );
-        assert!(p.iter().any(|p| p.contains("password_file (0600)")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.contains("password_file (0600)")),
+            "{p:?}"
+        );
     }
 }

@@ -58,7 +58,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn options(&self, suffix: &str, clean: bool) -> rumqttc::MqttOptions {
+    /// The options of our events connection, or (`commands`) of our commands connection, which
+    /// logs in as [`commands_username`]: a broker that takes client ids from usernames would
+    /// otherwise have the two take each other's session.
+    fn options(&self, commands: bool) -> rumqttc::MqttOptions {
+        let (suffix, clean) = if commands {
+            ("-commands", true)
+        } else {
+            ("-events", false)
+        };
         let mut o = mqtt_client::options(
             &self.url,
             &format!("{}{suffix}", self.client_id),
@@ -71,7 +79,11 @@ impl Connection {
         // config gatehouse generates refuses anything larger at the broker.
         o.set_max_packet_size(BROKER_MAX_PACKET, 1 << 20);
         if let (Some(u), Some(p)) = (&self.username, &self.password) {
-            o.set_credentials(u, p);
+            if commands {
+                o.set_credentials(commands_username(u), p);
+            } else {
+                o.set_credentials(u, p);
+            }
         }
         if let Some(t) = &self.tls {
             o.set_transport(t.clone());
@@ -90,7 +102,7 @@ pub async fn run_events(
     mut shutdown: watch::Receiver<bool>,
     mut release: oneshot::Receiver<()>,
 ) {
-    let mut opts = conn.options("-events", false);
+    let mut opts = conn.options(false);
     opts.set_manual_acks(true);
     let (client, mut el) = AsyncClient::new(opts, EVENTS_REQUEST_CAPACITY);
     el.set_network_options(mqtt_client::network_options());
@@ -238,11 +250,17 @@ pub(crate) fn decode(
 /// The commands connection: its client publishes, this task only polls. Returns the client and
 /// a flag that is true while connected (a command is never queued for a later connection: a
 /// stale "open" must not lift a barrier minutes later).
+///
+/// At every connect it clears what is retained on the command topics: a broker has no per-topic
+/// retain switch, and a retained "hold_open" would reach a gate again after each of its reboots.
+/// (It subscribes to them for a moment to learn what is retained there: clearing blindly would
+/// send every gate an empty command.)
 pub fn spawn_commands(
     conn: &Connection,
+    command_topics: Vec<String>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (AsyncClient, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
-    let (client, mut el) = AsyncClient::new(conn.options("-commands", true), 4096);
+    let (client, mut el) = AsyncClient::new(conn.options(true), 4096);
     el.set_network_options(mqtt_client::network_options());
     let connected = Arc::new(AtomicBool::new(false));
     let flag = connected.clone();
@@ -259,6 +277,22 @@ pub fn spawn_commands(
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     flag.store(true, Ordering::Relaxed);
                     backoff.reset();
+                    if !command_topics.is_empty() {
+                        let filters = command_topics
+                            .iter()
+                            .map(|t| SubscribeFilter::new(t.clone(), QoS::AtMostOnce));
+                        let _ = c.try_subscribe_many(filters);
+                    }
+                }
+                // Retained messages come right after the SUBACK, ahead of the unsubscribe.
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    for t in &command_topics {
+                        let _ = c.try_unsubscribe(t.as_str());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.retain && !p.payload.is_empty() => {
+                    warn!(topic = %p.topic, "A command was retained on the device broker; cleared.");
+                    let _ = c.try_publish(p.topic.as_str(), QoS::AtLeastOnce, true, Vec::new());
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -419,7 +453,12 @@ impl MqttDevices {
                     password,
                     tls,
                 };
-                let (client, connected, join) = spawn_commands(&conn, shutdown.clone());
+                let command_topics = identities
+                    .iter()
+                    .filter_map(|i| i.command_topic.clone())
+                    .collect();
+                let (client, connected, join) =
+                    spawn_commands(&conn, command_topics, shutdown.clone());
                 let events = tokio::spawn(run_events(
                     conn, routes, input, metrics, shutdown, release_rx,
                 ));
@@ -439,6 +478,11 @@ impl MqttDevices {
 /// Largest MQTT packet a device may send: a payload at the decoder's limit plus room for the
 /// header. A larger publish is skipped unread, acknowledged and counted.
 pub const MAX_PACKET: usize = crate::device::MAX_PAYLOAD + 4096;
+
+/// The username of our commands connection on an external broker: ours with `-commands`.
+pub fn commands_username(username: &str) -> String {
+    format!("{username}-commands")
+}
 
 /// Largest packet our client takes from an external device broker (see [`Connection`]).
 pub const BROKER_MAX_PACKET: usize = 16 << 20;

@@ -57,6 +57,27 @@ enum Cmd {
     /// Print what gateways send upstream (events, alarms, status, twins, stats, results) as JSON
     /// lines.
     Tail(TailArgs),
+    /// For devices on an external mosquitto: write its config, password file and ACL into DIR,
+    /// made from this gateway's lanes and device secrets (each device bound to its topics, no
+    /// anonymous clients, queues sized to lose nothing across a gatehouse restart).
+    BrokerConfig {
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+        /// Where the files go (`mosquitto.conf` names the others by this path).
+        #[arg(long, default_value = "/etc/mosquitto/gatehouse")]
+        out: PathBuf,
+        /// The devices' listener.
+        #[arg(long, default_value = "0.0.0.0:1883")]
+        listen: std::net::SocketAddr,
+        /// Busiest events per second across all lanes.
+        #[arg(long, default_value_t = 2000)]
+        peak_rate: u64,
+        /// Longest gatehouse restart to ride out without loss, seconds.
+        #[arg(long, default_value_t = 60)]
+        restart_s: u64,
+        #[arg(long, default_value = "/var/lib/mosquitto")]
+        persistence_dir: String,
+    },
     /// End fire mode (only from the box itself): gates back to normal operation, mode normal.
     FireReset {
         #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
@@ -275,6 +296,29 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             );
         }
         Cmd::Keygen { out } => company::keygen(&out)?,
+        Cmd::BrokerConfig {
+            config,
+            out,
+            listen,
+            peak_rate,
+            restart_s,
+            persistence_dir,
+        } => {
+            use crate::tools::broker_config;
+            let (config, profiles) = crate::run::load_checked(&config, None, false)?;
+            let sizing = broker_config::Sizing {
+                peak_rate,
+                restart_s,
+                persistence_dir,
+                listen,
+            };
+            let files = broker_config::generate(&config, &profiles, &sizing, &out)?;
+            broker_config::write(&files, &out)?;
+            println!(
+                "wrote {0}/mosquitto.conf, {0}/passwd (0600), {0}/acl; include mosquitto.conf from the broker's config and restart it",
+                out.display()
+            );
+        }
         Cmd::Command(args) => company::order(*args).await?,
         Cmd::Tail(args) => company::tail(args).await?,
         Cmd::Mode { mode, config } => control(&config, &format!("mode {mode}")).await?,

@@ -1,6 +1,7 @@
 //! Everything that is not the daemon: the command line, the demo, the benches and the device
 //! simulators. Nothing in the daemon's parts imports from here.
 pub mod bench;
+pub mod broker_config;
 pub mod cli;
 pub mod company;
 pub mod demo;
