@@ -1,4 +1,4 @@
-# Sourced by compare.sh and embedded.sh: the registry and the gateway they run gatehouse with.
+# Sourced by compare.sh: the registry and the gateway they run gatehouse with.
 
 # 100,000 residents (R000000… as the referee's load generator names them) and 20,000 plates, the
 # registry issue 7 sizes the box for.

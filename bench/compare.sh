@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
 # Runs ../shared/bench/compare.sh (floor relay, Node-RED, gatehouse on one mosquitto, same load)
-# with gatehouse configured as that referee expects: device side and uplink on the referee's
-# broker, one lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents
-# and 20,000 plates (the registry issue 7 sizes the box for), a fresh store for every run.
+# with gatehouse configured as that referee expects, in two rows:
+#   engine  device side and uplink on the referee's broker (`--broker-port`);
+#   direct  devices on gatehouse's own endpoint (`--endpoint-port`): the load generator logs in
+#           as thermal-1 and gate-1 with their passwords; the uplink goes to a mosquitto of this
+#           script's own, so decisions are recorded and sent upstream as in the other rows.
+# One lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents and
+# 20,000 plates (the registry issue 7 sizes the box for), a fresh store for every run.
 #
-# usage: bench/compare.sh [RATES] [SECONDS] [ENGINES]     e.g. bench/compare.sh 1000,5000 10
+# usage: bench/compare.sh [RATES] [SECONDS] [ENGINES]     e.g. bench/compare.sh 5000 10 floor,direct
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 referee=${REFEREE:-$here/../shared/bench/compare.sh}
 cargo build --release --quiet --manifest-path "$here/Cargo.toml"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+mkdir "$work/direct"
+upid=
+trap '[ -n "$upid" ] && kill "$upid" 2>/dev/null; rm -rf "$work"' EXIT
 # shellcheck source=bench/common.sh
 . "$here/bench/common.sh"
 write_lists "$work"
+cp "$work"/*.csv "$work/direct/"
 # Both on the referee's broker: `--broker-port` replaces the port.
 write_config "$work" $'mode = "external"\nurl = "mqtt://127.0.0.1:1883"' "mqtt://127.0.0.1:1883"
 export ENGINE_CMD="sh -c 'rm -rf $work/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/gatehouse.toml --broker-port {port}'"
-"$referee" "${1:-1000,5000}" "${2:-10}" "${3:-floor,node-red,engine}"
+
+# direct: the endpoint (its port from `--endpoint-port`), device passwords in a 0600 file.
+uport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 1000000\n' "$uport" >"$work/uplink-mosquitto.conf"
+mosquitto -c "$work/uplink-mosquitto.conf" >"$work/uplink-mosquitto.log" 2>&1 & upid=$!
+printf 'thermal-1 bench-terminal-pw\ngate-1 bench-gate-pw\n' >"$work/direct/devices.secrets"
+chmod 600 "$work/direct/devices.secrets"
+write_config "$work/direct" $'secrets_file = "devices.secrets"' "mqtt://127.0.0.1:$uport"
+export DIRECT_CMD="sh -c 'rm -rf $work/direct/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/direct/gatehouse.toml --endpoint-port {port}'"
+export DIRECT_LOADGEN_ARGS="--pub-client-id hik-terminal --pub-user thermal-1 --pub-pass bench-terminal-pw --sub-client-id gate-controller --sub-user gate-1 --sub-pass bench-gate-pw --cmd-filter devices/gate-1/cmd"
+"$referee" "${1:-1000,5000}" "${2:-10}" "${3:-floor,node-red,engine,direct}"

@@ -24,12 +24,17 @@ pub enum RunError {
 /// stored list keeps the gate working — a typo in a list must not keep the gate from starting).
 pub fn load_checked(
     path: &Path,
-    broker_port: Option<u16>,
+    port: Option<PortOverride>,
     check_lists: bool,
 ) -> Result<(Config, Profiles), ConfigError> {
     let mut config = Config::load(path)?;
-    if let Some(port) = broker_port {
-        override_port(&mut config, port);
+    match port {
+        Some(PortOverride::Broker(p)) => override_port(&mut config, p),
+        Some(PortOverride::Endpoint(p)) => {
+            config.device_broker.mode = crate::config::BrokerMode::Endpoint;
+            config.device_broker.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        }
+        None => {}
     }
     let (profiles, mut problems) = Profiles::load(config.profiles.dir.as_deref());
     problems.extend(config.problems(&profiles));
@@ -52,6 +57,15 @@ pub fn load_checked(
     }
 }
 
+/// A benchmark's port for the device side, given on the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum PortOverride {
+    /// `--broker-port`: an external broker on 127.0.0.1.
+    Broker(u16),
+    /// `--endpoint-port`: the endpoint on 127.0.0.1.
+    Endpoint(u16),
+}
+
 /// `--broker-port P`: the device side becomes the external broker on 127.0.0.1:P, and an uplink on
 /// loopback moves to P too (how the shared benchmark points an engine at its broker).
 fn override_port(config: &mut Config, port: u16) {
@@ -66,10 +80,10 @@ fn override_port(config: &mut Config, port: u16) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config_path: &Path, broker_port: Option<u16>) -> Result<(), RunError> {
+pub async fn run(config_path: &Path, port: Option<PortOverride>) -> Result<(), RunError> {
     // Handlers first: a SIGTERM during start-up must still end in an orderly stop.
     let signal = wait_for_signal();
-    let (config, profiles) = load_checked(config_path, broker_port, false)?;
+    let (config, profiles) = load_checked(config_path, port, false)?;
     info!(gateway = %config.gateway.id, lanes = config.lanes.len(), config = %config_path.display(), "Starting.");
     let daemon = Daemon::start(config, profiles).await?;
     systemd::notify("READY=1");

@@ -33,8 +33,12 @@ enum Cmd {
         #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
         config: PathBuf,
         /// Use the external device broker on 127.0.0.1:PORT (and move a loopback uplink there too).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "endpoint_port")]
         broker_port: Option<u16>,
+        /// The device endpoint listens on 127.0.0.1:PORT (how the shared benchmark's `direct` row
+        /// starts an engine).
+        #[arg(long)]
+        endpoint_port: Option<u16>,
     },
     /// Validate a config file: print every problem with its place; exit 78 if there is any.
     CheckConfig { file: PathBuf },
@@ -285,7 +289,15 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
         Cmd::Run {
             config,
             broker_port,
-        } => crate::run::run(&config, broker_port).await?,
+            endpoint_port,
+        } => {
+            let port = match (broker_port, endpoint_port) {
+                (Some(p), _) => Some(crate::run::PortOverride::Broker(p)),
+                (None, Some(p)) => Some(crate::run::PortOverride::Endpoint(p)),
+                (None, None) => None,
+            };
+            crate::run::run(&config, port).await?
+        }
         Cmd::CheckConfig { file } => {
             let (config, _) = crate::run::load_checked(&file, None, true)?;
             let devices: usize = config.lanes.iter().map(|l| l.devices.len()).sum();

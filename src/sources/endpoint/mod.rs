@@ -254,6 +254,8 @@ async fn accept(
             _ = &mut release => break,
             r = listener.accept(), if input.is_some() => match r {
                 Ok((stream, peer)) => {
+                    // Nagle and delayed ACKs would hold a gate command or a PUBACK for 40 ms.
+                    let _ = stream.set_nodelay(true);
                     let Ok(permit) = shared.unauthenticated.clone().try_acquire_owned() else {
                         shared.refuse(None, peer, "too many connections not yet authenticated");
                         continue;
