@@ -360,7 +360,7 @@ async fn ready_comes_even_when_the_device_broker_cannot_be_reached() {
     let nowhere = gatehouse::mqtt_client::BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
-        port: gatehouse::sources::embedded_broker::free_port().unwrap(),
+        port: gatehouse::tools::company_broker::free_port().unwrap(),
     };
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &DeviceSide::External(nowhere), &uplink);

@@ -39,7 +39,7 @@ async fn killed_or_stopped_under_load_through_mosquitto_it_loses_nothing_and_nev
     }
     let _heavy = HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = gatehouse::sources::embedded_broker::free_port().unwrap();
+    let port = gatehouse::tools::company_broker::free_port().unwrap();
     // Queues deep enough for 2,000 events/s through a restart (mosquitto's default is 1,000).
     let conf = format!(
         "persistence false\nuser root\nallow_anonymous true\nset_tcp_nodelay true\n\

@@ -7,7 +7,7 @@ use gatehouse::daemon::Daemon;
 use gatehouse::device::{Profiles, Unit};
 use gatehouse::mqtt_client::{BrokerUrl, DeviceLink};
 use gatehouse::proto::v1;
-use gatehouse::sources::embedded_broker;
+use gatehouse::tools::company_broker;
 use gatehouse::tools::sim;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -98,8 +98,8 @@ async fn works_with_mosquitto_on_the_device_side_and_over_tls_upstream() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
     let (plain, tls) = (
-        embedded_broker::free_port().unwrap(),
-        embedded_broker::free_port().unwrap(),
+        company_broker::free_port().unwrap(),
+        company_broker::free_port().unwrap(),
     );
     let _mosquitto = start_mosquitto(dir.path(), plain, tls);
     let devices = BrokerUrl {
@@ -226,8 +226,8 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
     client_cert(d, GATEWAY);
     client_cert(d, "gw-evil");
     let (plain, mtls) = (
-        embedded_broker::free_port().unwrap(),
-        embedded_broker::free_port().unwrap(),
+        company_broker::free_port().unwrap(),
+        company_broker::free_port().unwrap(),
     );
     std::fs::write(
         d.join("acl"),
@@ -397,8 +397,8 @@ async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_c
     let d = dir.path();
     make_certs(d);
     client_cert(d, "company-tools");
-    let port = embedded_broker::free_port().unwrap();
-    let tls = embedded_broker::free_port().unwrap();
+    let port = company_broker::free_port().unwrap();
+    let tls = company_broker::free_port().unwrap();
     // The gateway's uplink on a plain listener; the company's tools over mutual TLS.
     let conf = format!(
         "persistence false\nuser root\nallow_anonymous true\nmax_packet_size 1000000\n\
@@ -560,7 +560,7 @@ async fn a_generated_mosquitto_setup_keeps_strangers_out() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = embedded_broker::free_port().unwrap();
+    let port = company_broker::free_port().unwrap();
     let url = BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),

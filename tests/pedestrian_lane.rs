@@ -219,7 +219,7 @@ async fn the_demo_gate_decides_on_the_device_endpoint() {
     use gatehouse::tools::sim::hikvision::{run_terminal, TerminalOptions};
     let dir = tempfile::tempdir().unwrap();
     gatehouse::tools::demo::write_residents(&dir.path().join("residents.csv"), 100).unwrap();
-    let port = gatehouse::sources::embedded_broker::free_port().unwrap();
+    let port = gatehouse::tools::company_broker::free_port().unwrap();
     let company_broker = start_broker();
     let demo = gatehouse::tools::demo::DemoConfig::new(dir.path(), port, company_broker.port);
     let path = demo.write().unwrap();

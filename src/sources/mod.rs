@@ -2,7 +2,6 @@
 //! observations (with the device's profile) and hands them to the decision loop. What every
 //! source shares is here: the observation on its way ([`Input`]), link and acknowledgement news
 //! ([`SourceEvent`]) and the status each keeps of its devices ([`DeviceLive`]).
-pub mod embedded_broker;
 pub mod endpoint;
 pub mod modbus;
 pub mod mqtt;

@@ -61,6 +61,8 @@ enum Cmd {
     /// Print what gateways send upstream (events, alarms, status, twins, stats, results) as JSON
     /// lines.
     Tail(TailArgs),
+    /// A new random password for an MQTT device, and the `password_hash` for its config entry.
+    DeviceSecret,
     /// For devices on an external mosquitto: write its config, password file and ACL into DIR,
     /// made from this gateway's lanes and device secrets (each device bound to its topics, no
     /// anonymous clients, queues sized to lose nothing across a gatehouse restart).
@@ -308,6 +310,12 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             );
         }
         Cmd::Keygen { out } => company::keygen(&out)?,
+        Cmd::DeviceSecret => {
+            let (password, hash) =
+                crate::config::secrets::generate().map_err(anyhow::Error::from)?;
+            println!("password      = {password}    # configure the device with this");
+            println!("password_hash = \"{hash}\"    # in its [[lanes.devices]] entry");
+        }
         Cmd::BrokerConfig {
             config,
             out,

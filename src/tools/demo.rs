@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::mqtt_client;
 use crate::mqtt_client::{BrokerUrl, DeviceLink};
 use crate::proto::v1;
-use crate::sources::embedded_broker;
+use crate::tools::company_broker;
 use crate::tools::sim;
 use crate::tools::sim::hikvision::{run_terminal, TerminalOptions};
 use crate::tools::sim::serial::{Line, Pty, Reader, TurnstileCommand};
@@ -320,9 +320,9 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
 async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     write_residents(&dir.join("residents.csv"), o.residents)?;
     // The company's broker, upstream (rumqttd stands in for it); devices connect to gatehouse.
-    let company = embedded_broker::free_port()?;
-    embedded_broker::start(([127, 0, 0, 1], company).into())?;
-    let port = embedded_broker::free_port()?;
+    let company = company_broker::free_port()?;
+    company_broker::start(([127, 0, 0, 1], company).into())?;
+    let port = company_broker::free_port()?;
     let face_pty = Pty::new()?;
     let turnstile_pty = Pty::new()?;
     let households = o.residents / 3 + 1;

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod broker_config;
 pub mod cli;
 pub mod company;
+pub mod company_broker;
 pub mod demo;
 pub mod lists;
 pub mod sim;

@@ -8,7 +8,7 @@ use gatehouse::device::{Profiles, Unit};
 use gatehouse::mqtt_client;
 use gatehouse::mqtt_client::{BrokerUrl, DeviceLink};
 use gatehouse::proto::v1;
-use gatehouse::sources::embedded_broker;
+use gatehouse::tools::company_broker;
 use gatehouse::tools::sim;
 use gatehouse::tools::sim::gate::GateCommand;
 use prost::Message;
@@ -42,9 +42,9 @@ pub async fn within<T>(what: &str, d: Duration, f: impl Future<Output = T>) -> T
 /// A fresh embedded broker on a free loopback port, with room in its log for the load tests
 /// (64 MiB per topic filter) so a test measures gatehouse, not the broker's log.
 pub fn start_broker() -> BrokerUrl {
-    let port = embedded_broker::free_port().expect("a free port");
+    let port = company_broker::free_port().expect("a free port");
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    embedded_broker::start_with_memory(listen, 8 << 20, 8).expect("broker starts");
+    company_broker::start_with_memory(listen, 8 << 20, 8).expect("broker starts");
     BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
@@ -65,7 +65,7 @@ pub enum DeviceSide {
 impl DeviceSide {
     /// The endpoint on a free port.
     pub fn endpoint() -> DeviceSide {
-        DeviceSide::Endpoint(embedded_broker::free_port().expect("a free port"))
+        DeviceSide::Endpoint(company_broker::free_port().expect("a free port"))
     }
 
     pub fn url(&self) -> BrokerUrl {

@@ -1,6 +1,6 @@
 //! The daemon a bench runs: `gatehouse run` as a child process on a config of the bench's own,
 //! stopped and cleaned up on drop, and its memory read from /proc.
-use crate::sources::embedded_broker::free_port;
+use crate::tools::company_broker::free_port;
 use crate::tools::demo::DemoConfig;
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -58,7 +58,7 @@ pub(super) fn intervals(times: &[Instant]) -> anyhow::Result<Histogram<u64>> {
 /// stand-in company broker (rumqttd, in this process) on another.
 pub(super) fn demo_config(dir: &Path) -> anyhow::Result<DemoConfig> {
     let company = free_port()?;
-    crate::sources::embedded_broker::start(([127, 0, 0, 1], company).into())?;
+    crate::tools::company_broker::start(([127, 0, 0, 1], company).into())?;
     Ok(DemoConfig::new(dir, free_port()?, company))
 }
 

@@ -185,8 +185,8 @@ async fn outbox_in(base: &Path, o: &OutboxBenchOptions) -> anyhow::Result<()> {
 /// gateway sees it).
 async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow::Result<f64> {
     use crate::uplink::{StatusSource, Uplink, UplinkConfig};
-    let port = crate::sources::embedded_broker::free_port()?;
-    crate::sources::embedded_broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let port = crate::tools::company_broker::free_port()?;
+    crate::tools::company_broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
     let url = BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),

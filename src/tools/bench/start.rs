@@ -46,8 +46,8 @@ fn start_in(dir: &Path, o: &StartBenchOptions) -> anyhow::Result<StartReport> {
         )?;
     }
     plates.flush()?;
-    let port = crate::sources::embedded_broker::free_port()?;
-    crate::sources::embedded_broker::start(([127, 0, 0, 1], port).into())?;
+    let port = crate::tools::company_broker::free_port()?;
+    crate::tools::company_broker::start(([127, 0, 0, 1], port).into())?;
     let config = DemoConfig {
         external_broker: true,
         plates: true,
