@@ -76,26 +76,37 @@ fn workload(seq: u64, residents: u64) -> (String, bool) {
     )
 }
 
-/// A daemon on the demo's gate with `residents`; the terminal's and the gate's ways in.
-fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, DeviceLink, DeviceLink)> {
+/// A daemon on the demo's gate with `residents`; the terminal's and the gate's ways in, and the
+/// company broker its uplink reports to (where orders from above come from).
+fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, DeviceLink, DeviceLink, BrokerUrl)> {
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     write_residents(&dir, residents)?;
     let demo = demo_config(&dir)?;
     let spawned = spawn_demo(&demo)?;
-    Ok((spawned, demo.link("thermal-1"), demo.link("gate-1")))
+    let company = BrokerUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: demo.uplink_port,
+    };
+    Ok((
+        spawned,
+        demo.link("thermal-1"),
+        demo.link("gate-1"),
+        company,
+    ))
 }
 
 pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
-    let (spawned, terminal, gate) = match &o.broker {
+    let (spawned, terminal, gate, company) = match &o.broker {
         Some(b) => {
             let url = BrokerUrl::parse(b).map_err(anyhow::Error::msg)?;
-            let link = DeviceLink::anonymous(url);
-            (None, link.clone(), link)
+            let link = DeviceLink::anonymous(url.clone());
+            (None, link.clone(), link, url)
         }
         None => {
-            let (s, t, g) = spawn_daemon(o.residents)?;
-            (Some(s), t, g)
+            let (s, t, g, c) = spawn_daemon(o.residents)?;
+            (Some(s), t, g, c)
         }
     };
     let url = terminal.url.clone();
@@ -215,7 +226,8 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
     *counters.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
 
     let junk = (o.junk_rate > 0).then(|| {
-        let mut jo = mqtt_client::options(&url, &format!("bench-junk-{tag}"), Duration::from_secs(30));
+        let mut jo =
+            mqtt_client::options(&company, &format!("bench-junk-{tag}"), Duration::from_secs(30));
         jo.set_max_packet_size(1 << 20, o.junk_bytes + 4096);
         let (junker, mut junk_el) = AsyncClient::new(jo, 1024);
         let (topic, bytes, rate) = (o.order_topic.clone(), o.junk_bytes, o.junk_rate);
