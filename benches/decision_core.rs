@@ -24,6 +24,7 @@ fn policy() -> Policy {
             overdue_h: 4,
         },
         min_plate_confidence: 80,
+        barrier_confirm_ms: 4000,
         lanes: vec![
             LanePolicy {
                 id: "east-1".into(),

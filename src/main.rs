@@ -30,6 +30,9 @@ fn main() -> ExitCode {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Commits, signature checks and snapshot loads run on blocking threads; bounded so the
+        // unit's TasksMax can never be reached by the runtime (4 threads measured under load).
+        .max_blocking_threads(16)
         .enable_all()
         .build()
     {

@@ -409,7 +409,9 @@ async fn a_camera_driven_barrier_gets_a_gpio_pulse_and_its_reply_and_status_are_
     let lane = "\n[[lanes]]\nid = \"car-9\"\n\n[[lanes.devices]]\nid = \"cam-9\"\nrole = \"plate_camera\"\nprofile = \"zhenshi-ivs\"\n";
     let broker = start_broker();
     let mut h = Harness::start_with(broker.clone(), broker.clone(), move |t| {
-        t.replace("import = \"residents.csv\"", &plates_line) + lane
+        t.replace("import = \"residents.csv\"", &plates_line)
+            + lane
+            + "\n[rules]\nbarrier_confirm_ms = 300\n"
     })
     .await;
     // The camera: one connection that reads plates and takes its output's pulses.
@@ -456,6 +458,27 @@ async fn a_camera_driven_barrier_gets_a_gpio_pulse_and_its_reply_and_status_are_
         }
     }
     assert_eq!(seen, vec!["open accepted", "arm up", "arm unknown"]);
+
+    // Down, and later up with no open of ours (a key switch, someone on the camera's own web
+    // page): the tamper alarm, once — the arm going up after our open raised none.
+    let status = |s: u8| format!(r#"{{"payload":{{"gate_status":{s}}}}}"#).into_bytes();
+    cam.publish("device/cam-9/message/up/barr_gate_status", status(0))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cam.publish("device/cam-9/message/up/barr_gate_status", status(1))
+        .await;
+    let a = h.uplink.alarm_of(v1::AlarmKind::Tamper).await;
+    assert_eq!(a.device, "cam-9");
+    assert!(a.detail.contains("unexpected_open"), "{}", a.detail);
+    let another = tokio::time::timeout(
+        Duration::from_millis(800),
+        h.uplink.alarm_of(v1::AlarmKind::Tamper),
+    )
+    .await;
+    assert!(
+        another.is_err(),
+        "one tamper alarm, for the unexplained rise only"
+    );
 }
 
 /// Someone on the gate LAN writes the barrier module's OPEN coil directly: the arm goes up with

@@ -41,6 +41,8 @@ pub struct DecisionLoop {
     faults: HashMap<usize, u16>,
     /// The last command sent to each gate, for its acknowledgement.
     last_command: HashMap<usize, &'static str>,
+    /// When each gate was last sent an open (or a hold open), for the tamper rule.
+    last_open_ms: HashMap<usize, i64>,
     last_fire_assert: Instant,
 }
 
@@ -123,6 +125,7 @@ impl DecisionLoop {
             stats_pending,
             faults: HashMap::new(),
             last_command: HashMap::new(),
+            last_open_ms: HashMap::new(),
             last_fire_assert: Instant::now(),
         }
     }
@@ -185,6 +188,20 @@ impl DecisionLoop {
 
     async fn observe(&mut self, i: Input) {
         if let Some(state) = i.decoded.as_ref().and_then(|d| d.state) {
+            let now_ms = crate::now_ms();
+            let mut out = Vec::new();
+            if let crate::decision::StateReport::Arm(arm) = state {
+                let opened = self.last_open_ms.get(&i.device).copied();
+                self.core
+                    .arm_reported(i.device, arm, opened, now_ms, &mut out);
+            }
+            let mut records: Vec<Record> = out
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Alarm(a) => Some(records::alarm(&self.core.policy, a, now_ms)),
+                    _ => None,
+                })
+                .collect();
             let record = (i.device < self.core.policy.devices.len()).then(|| {
                 let last = self
                     .last_command
@@ -192,10 +209,10 @@ impl DecisionLoop {
                     .copied()
                     .unwrap_or("unknown");
                 let body = records::state_report(state, last);
-                records::device_event(&self.core.policy, i.device, crate::now_ms(), body)
+                records::device_event(&self.core.policy, i.device, now_ms, body)
             });
-            self.append(record.into_iter().collect(), Vec::new(), Some(i.ack))
-                .await;
+            records.extend(record);
+            self.append(records, Vec::new(), Some(i.ack)).await;
             return;
         }
         let Some(decoded) = i.decoded else {
@@ -359,6 +376,9 @@ impl DecisionLoop {
                     if let Some(g) = d.gate {
                         let command = GateCommandName::of(d.allow.then_some(d.direction), None);
                         self.last_command.insert(g, command.as_str());
+                        if d.allow {
+                            self.last_open_ms.insert(g, now_ms);
+                        }
                         let cause = d.cause.first().map_or("", String::as_str);
                         let policy = &self.core.policy;
                         self.actuators.command(
@@ -397,6 +417,9 @@ impl DecisionLoop {
                     self.last_fire_assert = Instant::now();
                     let command = GateCommandName::of(None, Some(hold));
                     for g in 0..self.actuators.len() {
+                        if hold == Hold::Open {
+                            self.last_open_ms.insert(g, now_ms);
+                        }
                         let policy = &self.core.policy;
                         self.actuators
                             .command(policy, g, command, "", "fire_mode", now_ms);

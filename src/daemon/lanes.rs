@@ -46,6 +46,7 @@ impl LanePlan {
                 overdue_h: r.overdue_h,
             },
             min_plate_confidence: r.min_plate_confidence,
+            barrier_confirm_ms: r.barrier_confirm_ms as i64,
             lanes: Vec::new(),
             devices: Vec::new(),
         };

@@ -204,6 +204,7 @@ mod tests {
                 overdue_h: 4,
             },
             min_plate_confidence: 80,
+            barrier_confirm_ms: 4000,
             lanes: vec![LanePolicy {
                 id: "east-1".into(),
                 fever_threshold_c: 37.3,

@@ -207,11 +207,13 @@ impl Barrier {
             out.push(BarrierOutput::Changed);
         }
         let arm = self.arm();
-        // Up from a position known not to be up, and no open of ours explains it.
-        let ours = self
-            .last_open_ms
-            .is_some_and(|at| now_ms - at <= self.config.confirm_ms);
-        if arm == Arm::Up && matches!(before, Arm::Down | Arm::Moving) && !ours {
+        if unexpected_open(
+            before,
+            arm,
+            self.last_open_ms,
+            now_ms,
+            self.config.confirm_ms,
+        ) {
             out.push(BarrierOutput::Tampered);
         }
         if let Some((c, _)) = self.awaiting {
@@ -253,6 +255,21 @@ impl Barrier {
     pub fn next_deadline(&self) -> Option<i64> {
         self.awaiting.map(|(_, d)| d)
     }
+}
+
+/// The tamper rule, for every barrier that reports its arm (an interlocked Modbus barrier, a
+/// camera's barrier status): the arm went up from a position known not to be up, and no open of
+/// ours in the confirm window before explains it (`unexpected_open`: a coil written on the LAN, a
+/// key switch, a broken controller).
+pub fn unexpected_open(
+    before: Arm,
+    now: Arm,
+    last_open_ms: Option<i64>,
+    now_ms: i64,
+    confirm_ms: i64,
+) -> bool {
+    let ours = last_open_ms.is_some_and(|at| now_ms - at <= confirm_ms);
+    now == Arm::Up && matches!(before, Arm::Down | Arm::Moving) && !ours
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The decision state machine: what the gate has seen (who is inside, pass uses, outings, join
 //! windows, barriers) and the entry points the wiring calls — observe, tick, set_mode,
 //! fire_reset, set_threshold, remote_open, restore. The rules themselves are in `rules.rs`.
-use super::barrier::{Barrier, BarrierConfig, BarrierInputs, BarrierOutput};
+use super::barrier::{Arm, Barrier, BarrierConfig, BarrierInputs, BarrierOutput};
 use super::held::{self, Held};
 use super::id::{self, Id};
 use super::policy::{calibrate, threshold_plausible, Policy, DAY_MS};
@@ -71,6 +71,8 @@ pub struct Core {
     pub(super) recent_set: HashSet<Box<str>>,
     /// Interlocked barriers (with read-back), by device index.
     pub(super) barriers: HashMap<usize, Barrier>,
+    /// The arm each other barrier last reported itself (a camera's barrier status).
+    pub(super) reported_arms: HashMap<usize, Arm>,
     /// The latest time the core was given (for mode changes, which come without one).
     pub(super) now_ms: i64,
     /// Held observations of devices no longer configured: their keys are deleted at the next
@@ -97,6 +99,7 @@ impl Core {
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
             barriers: HashMap::new(),
+            reported_arms: HashMap::new(),
             now_ms: 0,
             orphans: Vec::new(),
         }
@@ -182,18 +185,7 @@ impl Core {
                     outcome: "refused",
                     detail: why,
                 }),
-                BarrierOutput::Tampered => {
-                    let lane = self.policy.devices.get(device).map(|d| d.lane);
-                    out.push(Output::Alarm(Alarm {
-                        kind: AlarmKind::Tamper,
-                        lane,
-                        device: Some(device),
-                        subject_id: String::new(),
-                        temperature_c: None,
-                        detail: "unexpected_open: the arm went up with no open from gatehouse (a coil written on the LAN, a key switch, a broken controller?)".into(),
-                        cause: Vec::new(),
-                    }));
-                }
+                BarrierOutput::Tampered => out.push(self.tamper_alarm(device)),
                 BarrierOutput::Changed => {
                     if let Some(b) = self.barriers.get(&device) {
                         out.push(Output::DeviceState {
@@ -222,6 +214,39 @@ impl Core {
                 self.recent_set.remove(&old);
             }
         }
+    }
+
+    /// A barrier that is not interlocked reported its arm itself (a camera's barrier status);
+    /// `last_open_ms` is when gatehouse last sent its gate an open. An arm up that no open of
+    /// ours explains raises the tamper alarm, as for an interlocked barrier.
+    pub fn arm_reported(
+        &mut self,
+        device: usize,
+        arm: Arm,
+        last_open_ms: Option<i64>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let before = self
+            .reported_arms
+            .insert(device, arm)
+            .unwrap_or(Arm::Unknown);
+        let confirm = self.policy.barrier_confirm_ms;
+        if super::barrier::unexpected_open(before, arm, last_open_ms, now_ms, confirm) {
+            out.push(self.tamper_alarm(device));
+        }
+    }
+
+    fn tamper_alarm(&self, device: usize) -> Output {
+        Output::Alarm(Alarm {
+            kind: AlarmKind::Tamper,
+            lane: self.policy.devices.get(device).map(|d| d.lane),
+            device: Some(device),
+            subject_id: String::new(),
+            temperature_c: None,
+            detail: "unexpected_open: the arm went up with no open from gatehouse (a coil written on the LAN, a key switch, a broken controller?)".into(),
+            cause: Vec::new(),
+        })
     }
 
     pub fn inside(&self) -> usize {

@@ -54,6 +54,9 @@ pub struct Policy {
     pub quota: Quota,
     /// Plate reads below this confidence (1–100) are denied `low_confidence` and the guard called.
     pub min_plate_confidence: u8,
+    /// A barrier's arm must reach its limit this long after a command; an arm that goes up with
+    /// no open of ours this long before is tampered with.
+    pub barrier_confirm_ms: i64,
     pub lanes: Vec<LanePolicy>,
     pub devices: Vec<DevicePolicy>,
 }
