@@ -60,6 +60,9 @@ pub enum DeviceSide {
     Endpoint(u16),
     /// A broker at this URL (mosquitto, or a proxy), anonymous.
     External(BrokerUrl),
+    /// A mosquitto at this URL set up by `gatehouse broker-config`: gatehouse logs in as
+    /// `gatehouse` (password in `gatehouse.pw`), each device with [`device_password`].
+    Mosquitto(BrokerUrl),
 }
 
 impl DeviceSide {
@@ -75,14 +78,16 @@ impl DeviceSide {
                 host: "127.0.0.1".into(),
                 port: *port,
             },
-            DeviceSide::External(url) => url.clone(),
+            DeviceSide::External(url) | DeviceSide::Mosquitto(url) => url.clone(),
         }
     }
 
     /// How device `id` (or its simulator) logs in.
     pub fn link(&self, id: &str) -> DeviceLink {
         match self {
-            DeviceSide::Endpoint(_) => DeviceLink::new(self.url(), id, &device_password(id)),
+            DeviceSide::Endpoint(_) | DeviceSide::Mosquitto(_) => {
+                DeviceLink::new(self.url(), id, &device_password(id))
+            }
             DeviceSide::External(url) => DeviceLink::anonymous(url.clone()),
         }
     }
@@ -115,6 +120,18 @@ pub fn config_text(dir: &Path, devices: &DeviceSide, uplink: &BrokerUrl) -> Stri
             format!(
                 "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"",
                 url.port
+            )
+        }
+        DeviceSide::Mosquitto(url) => {
+            let pw = dir.join("gatehouse.pw");
+            std::fs::write(&pw, "gh-test-secret\n").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+            format!(
+                "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\nusername = \"gatehouse\"\npassword_file = \"{}\"\nsecrets_file = \"{}\"",
+                url.port,
+                pw.display(),
+                dir.join("devices.secrets").display()
             )
         }
     };
@@ -501,6 +518,22 @@ impl Uplink {
         }
     }
 
+    /// Every alarm received so far (set aside while waiting for events, or waiting now).
+    pub fn alarms_so_far(&mut self) -> Vec<v1::Alarm> {
+        let mut out = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            self.stash.push_back(m);
+        }
+        self.stash.retain(|m| match m {
+            Upstream::Alarms(a) => {
+                out.extend(a.iter().cloned());
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
     pub async fn batch(&mut self) -> Vec<v1::Event> {
         self.next("an event batch", |m| match m {
             Upstream::Events(b) => Ok(b),
@@ -809,15 +842,29 @@ fn packet_len(b: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// `gatehouse run --config FILE` as systemd would start it (logs off unless asked).
+/// `gatehouse run --config FILE` as systemd would start it. Its log is off unless asked for:
+/// `GATEHOUSE_TEST_CHILD_LOG=info GATEHOUSE_TEST_CHILD_LOG_FILE=/tmp/child.log` (a crash test's
+/// daemons, one after another).
 pub fn gatehouse_run(config: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     c.arg("run")
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "error")
+        .env(
+            "RUST_LOG",
+            std::env::var("GATEHOUSE_TEST_CHILD_LOG").unwrap_or("error".into()),
+        )
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(match std::env::var("GATEHOUSE_TEST_CHILD_LOG_FILE") {
+            Ok(f) => std::process::Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(f)
+                    .unwrap(),
+            ),
+            Err(_) => std::process::Stdio::null(),
+        });
     c
 }
 
@@ -852,6 +899,29 @@ pub fn skip(test: &str, why: &str) {
         panic!("{test} cannot run: {why} (GATEHOUSE_NO_SKIP=1: skips fail)");
     }
     println!("SKIPPED {test}: {why}");
+}
+
+/// Runs `gatehouse broker-config` for the config in `dir` and starts mosquitto with what it
+/// wrote (its listener on 127.0.0.1:`port`, persistence in `dir`).
+pub fn generated_mosquitto(dir: &Path, config: &Path, port: u16) -> Mosquitto {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["broker-config", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(dir.join("broker"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--persistence-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = std::fs::read_to_string(dir.join("broker/mosquitto.conf")).unwrap();
+    // `user root`: the files are private to the test's user; mosquitto must not drop to its own.
+    spawn_mosquitto(dir, &format!("user root\n{generated}"), &[port])
 }
 
 /// Whether a command is installed (on the PATH, or in /usr/sbin as Debian puts mosquitto).
