@@ -1,21 +1,25 @@
 //! Crash safety: the daemon is killed (SIGKILL; every fourth stop a SIGTERM) at random moments
-//! under load and restarted; at the end every event the device side got acknowledged by its
-//! broker has reached the uplink, no device event has two passage records, and — where the
-//! broker marks its redeliveries (mosquitto sets MQTT's DUP; rumqttd does not) — none opened the
-//! gate twice. Run against gatehouse's own device endpoint (the terminal keeps a persistent
-//! session and sends again what was not acknowledged; rumqttc, the test's client, does not set
-//! DUP) and against a real mosquitto.
+//! under load, kept down a while, and restarted; at the end every event the device side
+//! acknowledged (a PUBACK counted per packet id) has reached the uplink, every fever its alarm, no
+//! device event has two passage records, and none opened the gate twice. The terminal behaves as
+//! libmosquitto and paho devices do: a persistent session, and what was not acknowledged sent
+//! again with DUP after each reconnect. Run against gatehouse's own device endpoint and through
+//! the mosquitto `gatehouse broker-config` sets up.
 //! Cycles: `GATEHOUSE_CRASH_CYCLES` (default 20); the seed is printed so a failure can be replayed
 //! with `GATEHOUSE_CRASH_SEED`.
 use crate::common::*;
+use bytes::BytesMut;
 use gatehouse::device::Unit;
+use gatehouse::mqtt_client::DeviceLink;
 use gatehouse::proto::v1;
 use gatehouse::tools::sim::{self, Rng};
-use rumqttc::{Event, Outgoing, Packet, QoS};
-use std::collections::{HashMap, HashSet, VecDeque};
+use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
+use rumqttc::mqttbytes::QoS;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
@@ -24,9 +28,7 @@ fn env_u64(name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_or_stopped_under_load_it_loses_no_acknowledged_event() {
     let _heavy = HEAVY.lock().await;
-    // The terminal's client (rumqttc) sends again without DUP: a decision lost in the crash is
-    // made again and, with nothing to say it is late, may open again. Everything else holds.
-    crash_cycles("endpoint", DeviceSide::endpoint(), start_broker(), false).await;
+    crash_cycles("endpoint", DeviceSide::endpoint(), start_broker(), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,82 +102,15 @@ async fn crash_cycles(
     // acknowledged — a PUBACK per packet id, not a publish its client merely queued.
     let sent = Arc::new(AtomicU64::new(0));
     let acked: Arc<std::sync::Mutex<HashSet<u64>>> = Arc::default();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let terminal = {
-        let (sent, acked, link) = (sent.clone(), acked.clone(), devices.link("thermal-1"));
-        tokio::spawn(async move {
-            // A small request queue: like a terminal, it makes events only while connected
-            // (rumqttc mishandles packet ids when thousands of queued publishes meet the ones it
-            // sends again after a reconnect — its bug, not what this test is about).
-            let (t, mut el) = rumqttc::AsyncClient::new(
-                link.options("crash-terminal", Duration::from_secs(15)),
-                16,
-            );
-            let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            el.set_network_options(gatehouse::mqtt_client::network_options());
-            // Serials in the order they were published, until their first transmission names
-            // their packet id.
-            let queued: Arc<std::sync::Mutex<VecDeque<u64>>> = Arc::default();
-            let poller = {
-                let (queued, connected) = (queued.clone(), connected.clone());
-                tokio::spawn(async move {
-                    let mut inflight: HashMap<u16, u64> = HashMap::new();
-                    loop {
-                        match el.poll().await {
-                            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                                // A retransmission keeps its id; a new id is the next serial.
-                                if let std::collections::hash_map::Entry::Vacant(e) =
-                                    inflight.entry(pkid)
-                                {
-                                    if let Some(s) = queued.lock().unwrap().pop_front() {
-                                        e.insert(s);
-                                    }
-                                }
-                            }
-                            Ok(Event::Incoming(Packet::PubAck(a))) => {
-                                if let Some(s) = inflight.remove(&a.pkid) {
-                                    acked.lock().unwrap().insert(s);
-                                }
-                            }
-                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                                connected.store(true, Ordering::SeqCst)
-                            }
-                            Ok(_) => {}
-                            Err(_) => {
-                                connected.store(false, Ordering::SeqCst);
-                                tokio::time::sleep(Duration::from_millis(50)).await
-                            }
-                        }
-                    }
-                })
-            };
-            let mut tick = tokio::time::interval(Duration::from_micros(500));
-            let mut serial = 0u64;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop_rx.changed() => break,
-                }
-                if !connected.load(Ordering::SeqCst) {
-                    continue;
-                }
-                serial += 1;
-                let who = format!("R{:06}", serial % 100);
-                let t_c = if serial % 10 == 0 { 38.0 } else { 36.5 };
-                let body = sim::hikvision::acs_event(serial, Some(&who), t_c, Unit::Celsius);
-                queued.lock().unwrap().push_back(serial);
-                t.publish("devices/thermal-1/event", QoS::AtLeastOnce, false, body)
-                    .await
-                    .unwrap();
-                sent.store(serial, Ordering::SeqCst);
-            }
-            // Stay connected until the last run has drained: on the endpoint, what was not
-            // acknowledged is still the terminal's to send.
-            let _ = done_rx.await;
-            poller.abort();
-        })
-    };
+    let terminal = tokio::spawn(terminal(
+        devices.link("thermal-1"),
+        sent.clone(),
+        acked.clone(),
+        stop_rx,
+        done_rx,
+    ));
 
     // Every fourth stop is an orderly SIGTERM under the same load: it must finish within 5 s,
     // exit 0, and lose nothing either.
@@ -308,5 +243,129 @@ async fn crash_cycles(
             "device events that opened the gate twice: {:?}",
             &opened_twice[..opened_twice.len().min(20)]
         );
+    }
+}
+
+/// The terminal, as libmosquitto or paho devices behave: QoS 1 at 2,000 events/s while connected
+/// (every tenth a fever), its own packet ids, a persistent session, and after each reconnect what
+/// was not acknowledged sent again, in order, with DUP. `acked` gets each event whose PUBACK came
+/// (by packet id). Runs until `done`; after `stop` it only sends again and reads acks.
+async fn terminal(
+    link: DeviceLink,
+    sent: Arc<AtomicU64>,
+    acked: Arc<std::sync::Mutex<HashSet<u64>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) {
+    let frame = |p: Packet| {
+        let mut b = BytesMut::new();
+        p.write(&mut b, usize::MAX).unwrap();
+        b
+    };
+    // Unacknowledged: packet id → (serial, payload), in the order sent.
+    let mut unacked: BTreeMap<u16, (u64, String)> = BTreeMap::new();
+    let mut order: Vec<u16> = Vec::new();
+    let (mut serial, mut next_pkid, mut stopping) = (0u64, 0u16, false);
+    let addr = format!("{}:{}", link.url.host, link.url.port);
+    loop {
+        if !matches!(
+            done.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ) {
+            return;
+        }
+        let Ok(Ok(mut s)) = tokio::time::timeout(LONG, tokio::net::TcpStream::connect(&addr)).await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let mut c = Connect::new("crash-terminal");
+        c.clean_session = false;
+        c.keep_alive = 30;
+        if let Some((u, p)) = &link.login {
+            c.set_login(u.as_str(), p.as_str());
+        }
+        let mut buf = BytesMut::new();
+        if s.write_all(&frame(Packet::Connect(c))).await.is_err() {
+            continue;
+        }
+        // CONNACK, then everything unacknowledged again, with DUP.
+        let connected = loop {
+            match Packet::read(&mut buf, 1 << 20) {
+                Ok(Packet::ConnAck(a)) => {
+                    break a.code == rumqttc::mqttbytes::v4::ConnectReturnCode::Success
+                }
+                Ok(_) => {}
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                    match tokio::time::timeout(LONG, s.read_buf(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => break false,
+                    }
+                }
+                Err(_) => break false,
+            }
+        };
+        if !connected {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        order.retain(|p| unacked.contains_key(p));
+        let mut again = BytesMut::new();
+        for p in &order {
+            let (_, body) = &unacked[p];
+            let mut m = Publish::new("devices/thermal-1/event", QoS::AtLeastOnce, body.clone());
+            m.pkid = *p;
+            m.dup = true;
+            m.write(&mut again).unwrap();
+        }
+        if s.write_all(&again).await.is_err() {
+            continue;
+        }
+        let mut tick = tokio::time::interval(Duration::from_micros(500));
+        'connected: loop {
+            tokio::select! {
+                _ = &mut done => return,
+                _ = stop.changed(), if !stopping => stopping = true,
+                _ = tick.tick(), if !stopping && unacked.len() < 1000 => {
+                    serial += 1;
+                    loop {
+                        next_pkid = next_pkid % 65535 + 1;
+                        if !unacked.contains_key(&next_pkid) {
+                            break;
+                        }
+                    }
+                    let who = format!("R{:06}", serial % 100);
+                    let t_c = if serial % 10 == 0 { 38.0 } else { 36.5 };
+                    let body = sim::hikvision::acs_event(serial, Some(&who), t_c, Unit::Celsius);
+                    let mut m = Publish::new("devices/thermal-1/event", QoS::AtLeastOnce, body.clone());
+                    m.pkid = next_pkid;
+                    unacked.insert(next_pkid, (serial, body));
+                    order.push(next_pkid);
+                    sent.store(serial, Ordering::SeqCst);
+                    if s.write_all(&frame(Packet::Publish(m))).await.is_err() {
+                        break 'connected;
+                    }
+                }
+                r = s.read_buf(&mut buf) => {
+                    if !matches!(r, Ok(n) if n > 0) {
+                        break 'connected;
+                    }
+                    loop {
+                        match Packet::read(&mut buf, 1 << 20) {
+                            Ok(Packet::PubAck(a)) => {
+                                if let Some((serial, _)) = unacked.remove(&a.pkid) {
+                                    acked.lock().unwrap().insert(serial);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
+                            Err(_) => break 'connected,
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
