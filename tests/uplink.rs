@@ -249,3 +249,65 @@ async fn records_leave_the_outbox_only_after_the_brokers_puback() {
     assert!(Metrics::get(&h.daemon.metrics.uplink_acked) >= N);
     h.daemon.stop().await;
 }
+
+/// A batch cut in the middle of its packet while a backlog drains (the link dying mid-write):
+/// nothing is deleted for it, and once the link is back every record arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_mid_write_is_sent_again_and_every_record_arrives_in_order() {
+    let broker = start_broker();
+    let proxy = Proxy::start(broker.clone()).await;
+    let mut h = Harness::start_with_uplink(broker, proxy.url.clone()).await;
+    h.uplink.status(v1::GatewayState::Online).await;
+    proxy.cut();
+    const N: u64 = 80;
+    for serial in 300..300 + N {
+        let who = format!("R{:06}", serial % 100);
+        h.identify(serial, Some(&who), 36.5, Unit::Celsius).await;
+        h.next_command().await;
+    }
+    within("backlog durable", LONG, async {
+        while Metrics::get(&h.daemon.metrics.outbox_depth) < N {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Back, but the first write towards the broker is cut half-way.
+    proxy.set(Link::CutMidWrite);
+    let m = h.daemon.metrics.clone();
+    within("a connection made and cut mid-write", LONG, async {
+        while Metrics::get(&m.uplink_published) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        Metrics::get(&m.outbox_depth) >= N,
+        "deleted though cut mid-write: depth {}",
+        Metrics::get(&m.outbox_depth)
+    );
+    proxy.restore();
+    let mut first_seen = Vec::new();
+    within("every record upstream", Duration::from_secs(40), async {
+        while (first_seen.len() as u64) < N {
+            for e in h.uplink.batch().await {
+                let Some(v1::event::Body::Passage(p)) = &e.body else {
+                    continue;
+                };
+                let cause: u64 = p.cause[0].parse().unwrap();
+                if cause >= 300 && !first_seen.contains(&cause) {
+                    first_seen.push(cause);
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(first_seen, (300..300 + N).collect::<Vec<_>>(), "in order");
+    within("outbox emptied", LONG, async {
+        while Metrics::get(&m.outbox_depth) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    h.daemon.stop().await;
+}

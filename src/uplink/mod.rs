@@ -6,13 +6,12 @@
 //!
 //! Topics: `gh/v1/{city}/{district}/{street}/{community}/{gateway}/{events|alarms|status}`.
 //!
-//! Matching PUBACKs to batches: rumqttc reports `Outgoing::Publish(pkid)` for our QoS 1 publishes
-//! in the order we made them, so each publish pushes a tag on a FIFO and that event moves the tag
-//! to a pkid map; the PUBACK for the pkid releases it. The session is clean: after a reconnect
+//! Matching PUBACKs to batches is `tags.rs`. The session is clean: after a reconnect
 //! rumqttc drops what it had in flight, and so do we — the cursors go back to the oldest records
 //! still in the outbox and everything unacked is sent again, in order, with the same ids.
 pub mod stats;
 pub mod status;
+mod tags;
 pub mod topics;
 pub mod twins;
 
@@ -27,11 +26,12 @@ use crate::store::{Class, Store};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
 pub use status::StatusSource;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tags::{Tag, Tags};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use topics::Topics;
@@ -108,13 +108,6 @@ impl UplinkConfig {
             status_interval: Duration::from_secs(60),
         })
     }
-}
-
-enum Tag {
-    Batch(Delete),
-    Status,
-    /// A period's statistics (its start).
-    Stats(i64),
 }
 
 pub struct Uplink {
@@ -252,9 +245,7 @@ impl Uplink {
         let (client, mut el) = AsyncClient::new(self.opts.clone(), 64 + self.cfg.window);
         el.set_network_options(mqtt_client::network_options());
 
-        let mut fifo: VecDeque<Tag> = VecDeque::new();
-        let mut inflight: HashMap<u16, Tag> = HashMap::new();
-        let mut parked: Option<(u16, Tag)> = None;
+        let mut tags = Tags::default();
         let mut cursors = Cursors::default();
         let mut bucket = Bucket::new(self.cfg.replay_rate);
         let mut connected = false;
@@ -283,11 +274,12 @@ impl Uplink {
             let mut exhausted = false;
             let mut throttled = None;
             if connected && acked.len() < 4 * self.cfg.batch_max {
+                let in_flight = tags.in_flight();
                 match self.fill(
                     &client,
                     &mut cursors,
-                    &mut fifo,
-                    inflight.len(),
+                    &mut tags.fifo,
+                    in_flight,
                     &mut bucket,
                 ) {
                     Fill::Drained => exhausted = true,
@@ -296,7 +288,7 @@ impl Uplink {
                 }
             }
             if let Some(d) = deadline {
-                let drained = exhausted && fifo.is_empty() && inflight.is_empty();
+                let drained = exhausted && tags.is_empty();
                 if !connected || drained || Instant::now() >= d {
                     break;
                 }
@@ -318,8 +310,8 @@ impl Uplink {
                     continue;
                 }
                 _ = status_tick.tick(), if connected => {
-                    self.publish_status(&client, &mut fifo, v1::GatewayState::Online, false);
-                    self.publish_twins(&client, &mut fifo, true);
+                    self.publish_status(&client, &mut tags.fifo, v1::GatewayState::Online, false);
+                    self.publish_twins(&client, &mut tags.fifo, true);
                     continue;
                 }
                 _ = async {
@@ -328,15 +320,15 @@ impl Uplink {
                         None => std::future::pending().await,
                     }
                 }, if connected => {
-                    self.publish_stats(&client, &mut fifo, &mut stats_sent);
+                    self.publish_stats(&client, &mut tags.fifo, &mut stats_sent);
                     continue;
                 }
                 _ = self.status.changed.notified(), if connected => {
-                    self.publish_status(&client, &mut fifo, v1::GatewayState::Online, false);
+                    self.publish_status(&client, &mut tags.fifo, v1::GatewayState::Online, false);
                     continue;
                 }
                 _ = self.status.twins.changed.notified(), if connected => {
-                    self.publish_twins(&client, &mut fifo, false);
+                    self.publish_twins(&client, &mut tags.fifo, false);
                     continue;
                 }
                 Some(result) = async {
@@ -347,7 +339,7 @@ impl Uplink {
                 }, if connected => {
                     let topic = self.topic("cmd/result");
                     if client.try_publish(topic, QoS::AtLeastOnce, false, result.encode_to_vec()).is_ok() {
-                        fifo.push_back(Tag::Status);
+                        tags.fifo.push_back(Tag::Status);
                     } else {
                         warn!(command = %result.command_id, "Command result not sent: the uplink's queue is full.");
                     }
@@ -378,10 +370,10 @@ impl Uplink {
                             warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.");
                         }
                     }
-                    self.publish_status(&client, &mut fifo, v1::GatewayState::Online, true);
-                    self.publish_twins(&client, &mut fifo, true);
+                    self.publish_status(&client, &mut tags.fifo, v1::GatewayState::Online, true);
+                    self.publish_twins(&client, &mut tags.fifo, true);
                     stats_sent.clear();
-                    self.publish_stats(&client, &mut fifo, &mut stats_sent);
+                    self.publish_stats(&client, &mut tags.fifo, &mut stats_sent);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some(c) = &self.orders {
@@ -414,23 +406,9 @@ impl Uplink {
                         }
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    let tag = match parked.take() {
-                        Some((p, tag)) if p == pkid => Some(tag),
-                        other => {
-                            parked = other;
-                            fifo.pop_front()
-                        }
-                    };
-                    if let Some(tag) = tag {
-                        inflight.insert(pkid, tag);
-                    }
-                }
-                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
-                    // The broker acked out of order and this publish waits for its pkid to free.
-                    parked = fifo.pop_front().map(|t| (pkid, t));
-                }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => match inflight.remove(&ack.pkid) {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tags.outgoing(pkid),
+                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => tags.await_ack(pkid),
+                Ok(Event::Incoming(Packet::PubAck(ack))) => match tags.acked(ack.pkid) {
                     Some(Tag::Batch(seqs)) => {
                         Metrics::add(&self.metrics.uplink_acked, seqs.len() as u64);
                         acked.extend(seqs);
@@ -453,9 +431,7 @@ impl Uplink {
                     self.metrics
                         .uplink_connected
                         .store(false, Ordering::Relaxed);
-                    fifo.clear();
-                    inflight.clear();
-                    parked = None;
+                    tags.clear();
                     failures += 1;
                     if worth_logging(failures) {
                         warn!(error = %e, failures, "Uplink connection failed; retrying with backoff.");
@@ -482,7 +458,7 @@ impl Uplink {
                 loop {
                     match el.poll().await {
                         Ok(Event::Incoming(Packet::PubAck(ack)))
-                            if !inflight.contains_key(&ack.pkid) =>
+                            if !tags.is_in_flight(ack.pkid) =>
                         {
                             break
                         }

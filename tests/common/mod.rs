@@ -677,6 +677,9 @@ pub enum Link {
     /// The broker's PUBACKs never reach the client; everything else flows (a broker that took
     /// the messages but whose acknowledgements are lost).
     DropPubAcks,
+    /// The next bytes towards the broker get through by half, then the connection drops: a
+    /// batch cut in the middle of its packet (the link dying mid-write).
+    CutMidWrite,
 }
 
 /// A TCP proxy in front of a broker whose link the test can cut, blackhole, slow and restore.
@@ -789,14 +792,26 @@ async fn pump(
                     tokio::time::sleep(d).await;
                     break;
                 }
-                Link::Up | Link::Cut | Link::DropPubAcks => break,
+                Link::Up | Link::Cut | Link::DropPubAcks | Link::CutMidWrite => break,
             }
         }
         let out = if to_client {
             let drop_acks = link.borrow().0 == Link::DropPubAcks;
             frames.pass(&buf[..n], drop_acks)
+        } else if link.borrow().0 == Link::CutMidWrite {
+            // Whole packets up to the first PUBLISH, half of it, and the connection drops.
+            let out = frames.pass(&buf[..n], false);
+            let mut at = 0;
+            while let Some((header, body)) = packet_len(&out[at..]) {
+                if out[at] & 0xF0 == 0x30 {
+                    let _ = to.write_all(&out[..at + (header + body) / 2]).await;
+                    return;
+                }
+                at += header + body;
+            }
+            out
         } else {
-            buf[..n].to_vec()
+            frames.pass(&buf[..n], false)
         };
         if to.write_all(&out).await.is_err() {
             return;
