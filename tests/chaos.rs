@@ -302,6 +302,31 @@ async fn a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going() {
         "the disk did fill"
     );
     assert!(Metrics::get(&metrics.outbox_depth) > 0);
+    // Oldest first: what is kept is the newest records (each carries its number), no hole.
+    let kept: Vec<u64> = store
+        .outbox_from(
+            &[gatehouse::store::Class::Passage],
+            0,
+            usize::MAX,
+            usize::MAX,
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let e = <v1::Event as prost::Message>::decode(r.message.as_slice()).unwrap();
+            e.lane.parse().unwrap()
+        })
+        .collect();
+    assert!(!kept.is_empty());
+    assert!(
+        kept.windows(2).all(|w| w[1] == w[0] + 1),
+        "a hole in what was kept"
+    );
+    assert_eq!(
+        kept.last().copied(),
+        Some(N - 1),
+        "the newest kept, the oldest evicted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

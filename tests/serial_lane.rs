@@ -322,6 +322,8 @@ async fn line_noise_at_ber_1e3_never_opens_for_a_stranger_and_is_counted() {
     let mut l = start("normal", 1e-3).await;
     // 300 strangers' cards and 60 residents' (each in and out again), interleaved.
     let mut residents_sent = 0;
+    // Card 10:100N belongs to R00000N: how many times each resident's card was presented.
+    let mut presented: std::collections::HashMap<String, usize> = Default::default();
     for i in 0..300u16 {
         l.card(false, 99, i).await;
         if i % 5 == 0 {
@@ -329,6 +331,7 @@ async fn line_noise_at_ber_1e3_never_opens_for_a_stranger_and_is_counted() {
             l.card(false, 10, r).await;
             l.card(true, 10, r).await;
             residents_sent += 2;
+            *presented.entry(format!("R{:06}", r - 1000)).or_default() += 2;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -337,6 +340,9 @@ async fn line_noise_at_ber_1e3_never_opens_for_a_stranger_and_is_counted() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut allowed = 0;
     let mut strangers_allowed = 0;
+    // Every allowance is matched to a presentation of that resident's own card: a flipped bit
+    // that turned a stranger's card (or another resident's) into this one would show here.
+    let mut unmatched = Vec::new();
     let decisions = Metrics::get(&m.decisions);
     let mut seen = 0;
     while seen < decisions {
@@ -346,6 +352,10 @@ async fn line_noise_at_ber_1e3_never_opens_for_a_stranger_and_is_counted() {
                 if d.verdict() == v1::Verdict::Allow {
                     allowed += 1;
                     strangers_allowed += usize::from(!d.subject_id.starts_with('R'));
+                    match presented.get_mut(&d.subject_id) {
+                        Some(n) if *n > 0 => *n -= 1,
+                        _ => unmatched.push(d.subject_id.clone()),
+                    }
                 }
             }
         }
@@ -361,6 +371,10 @@ async fn line_noise_at_ber_1e3_never_opens_for_a_stranger_and_is_counted() {
         300 + residents_sent
     );
     assert_eq!(strangers_allowed, 0);
+    assert!(
+        unmatched.is_empty(),
+        "allowed with no card of theirs presented: {unmatched:?}"
+    );
     assert!(
         opens <= allowed,
         "{opens} opens for {allowed} allowed decisions"

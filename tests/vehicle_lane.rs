@@ -227,6 +227,24 @@ async fn on_a_shared_rtu_line_a_dead_slave_is_reported_and_never_stalls_the_othe
     g.h.uplink
         .twin("barrier-2", |t| !t.online && t.arm == "unknown")
         .await;
+    // What it costs the live neighbour on the line, counted over 6 s (it is still tried now and
+    // then, with backoff): every 100 ms poll of barrier 1 comes, and no gap between two is longer
+    // than a poll plus the dead slave's 150 ms timeout (with room for a busy machine) — a slave
+    // that stalled the line for longer would show as missed polls and a long gap.
+    g.barriers[0].take_logs();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let polls = g.barriers[0].take_logs().0;
+    let longest = polls
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or_default();
+    println!(
+        "dead slave on the line: {} polls of barrier 1 in 6 s, longest gap {longest:?}",
+        polls.len()
+    );
+    assert!(polls.len() >= 40, "polls missed: {} in 6 s", polls.len());
+    assert!(longest < Duration::from_millis(600), "a gap of {longest:?}");
     // The others still open at once.
     let asked = Instant::now();
     g.plate(1, 1, "粤B12345", 96).await;
