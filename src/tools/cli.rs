@@ -383,9 +383,10 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             })
             .await?;
             println!(
-                "serial lane: {} sent, {} turnstile frames; frame → frame p50 {} µs, p99 {} µs, max {} µs; RSS idle {} kB, loaded {} kB, peak {} kB",
+                "serial lane: {} sent, {} answered, {} lost; frame → frame p50 {} µs, p99 {} µs, max {} µs; RSS idle {} kB, loaded {} kB, peak {} kB",
                 r.sent,
                 r.received,
+                r.lost,
                 r.p50_us,
                 r.p99_us,
                 r.max_us,

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 /// passes. Measures identification frame written → turnstile frame read (p50/p99/max) and the
 /// daemon's memory idle and under load. Ptys have no baud rate: on a real line add the frames'
 /// wire time (11 bits per byte at the line's baud).
+///
+/// Open loop: each identification is charged from its due time, so a daemon that falls behind
+/// pays for the wait (no coordinated omission). A turnstile frame carries no id, so answers are
+/// matched by the command each identification must produce — residents open, strangers (a
+/// seeded random one in ten) are banned — resynchronising after a lost answer (counted in
+/// `lost`) instead of shifting every later sample by one.
 pub struct SerialBenchOptions {
     pub count: u64,
     pub rate: u64,
@@ -21,6 +27,8 @@ pub struct SerialBenchOptions {
 pub struct SerialReport {
     pub sent: u64,
     pub received: u64,
+    /// Identifications whose answer never came (matched by command; see above).
+    pub lost: u64,
     pub p50_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
@@ -85,39 +93,59 @@ pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
     let idle = rss_kb(pid, "VmRSS:");
 
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
-    let sent_at: Arc<Mutex<std::collections::VecDeque<Instant>>> = Arc::default();
+    // (charged from, opens) of each identification sent and not yet answered.
+    type Pending = std::collections::VecDeque<(Instant, bool)>;
+    let sent_at: Arc<Mutex<Pending>> = Arc::default();
     let (s2, count) = (sent_at.clone(), o.count);
     let receiver = tokio::spawn(async move {
         let mut lat = Vec::with_capacity(count as usize);
-        while (lat.len() as u64) < count {
+        let mut lost = 0u64;
+        while (lat.len() as u64) + lost < count {
             match tokio::time::timeout(Duration::from_secs(5), frames.recv()).await {
-                Ok(Some(_)) => {
+                Ok(Some(frame)) => {
                     let now = Instant::now();
-                    // One command per identification, in order: FIFO matching is exact.
-                    if let Some(at) = s2.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
-                        lat.push(now.duration_since(at).as_micros() as u64);
+                    let mut pending = s2.lock().unwrap_or_else(|e| e.into_inner());
+                    // The oldest identification that should have produced this command; any
+                    // older one was not answered.
+                    while let Some((at, opens)) = pending.pop_front() {
+                        if opens == frame.opens() {
+                            lat.push(now.duration_since(at).as_micros() as u64);
+                            break;
+                        }
+                        lost += 1;
                     }
                 }
                 _ => break,
             }
         }
-        lat
+        let unanswered = s2.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+        (lat, lost + unanswered)
     });
+    let mut rng = crate::tools::sim::Rng::new(0x5e71a1);
     let start = Instant::now();
     let period = Duration::from_nanos(1_000_000_000 / o.rate.max(1));
     for seq in 0..o.count {
         let due = start + period * seq as u32;
-        if due > Instant::now() {
+        // On schedule: charged from the send; behind it: from the due time.
+        let at = if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
-        }
-        let who = format!("R{:06}", seq % o.residents.max(1));
+            Instant::now()
+        } else {
+            due
+        };
+        let resident = rng.next_u64() % 10 != 0;
         sent_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back(Instant::now());
-        line.send(reader.id(0x21, &who)).await?;
+            .push_back((at, resident));
+        let frame = if resident {
+            reader.id(0x21, &format!("R{:06}", seq % o.residents.max(1)))
+        } else {
+            reader.id(0x20, "")
+        };
+        line.send(frame).await?;
     }
-    let lat = receiver.await.unwrap_or_default();
+    let (lat, lost) = receiver.await.unwrap_or_default();
     let loaded = rss_kb(pid, "VmRSS:");
     let peak = rss_kb(pid, "VmHWM:");
     for us in &lat {
@@ -126,6 +154,7 @@ pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
     Ok(SerialReport {
         sent: o.count,
         received: lat.len() as u64,
+        lost,
         p50_us: hist.value_at_quantile(0.5),
         p99_us: hist.value_at_quantile(0.99),
         max_us: hist.max(),

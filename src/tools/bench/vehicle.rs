@@ -18,6 +18,8 @@ pub struct VehicleBenchOptions {
 pub struct VehicleReport {
     pub reads: u64,
     pub coil_writes: u64,
+    /// Reads whose coil write did not come within 2 s (or the period).
+    pub missing: u64,
     /// Plate read published → OPEN coil write arriving at the barrier (Modbus TCP, loopback).
     pub plate_to_coil_p50_us: u64,
     pub plate_to_coil_p99_us: u64,
@@ -83,6 +85,7 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
     let period = Duration::from_secs_f64(1.0 / o.rate.max(0.1));
     let mut polls = Vec::new();
+    let mut missing = 0u64;
     for id in 0..o.count {
         // A resident's plate (every third household has one).
         let body = crate::tools::sim::zhenshi::ivs_result(
@@ -100,11 +103,25 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
                 body,
             )
             .await?;
-        tokio::time::sleep(period).await;
-        let (reads, coils) = barrier.take_logs();
-        polls.extend(reads);
-        if let Some(at) = coils.iter().find(|t| **t >= sent) {
-            let _ = latency.record((at.duration_since(sent).as_micros() as u64).max(1));
+        // This read's coil write, waited for before the next read is sent (up to the period
+        // or 2 s, whichever is longer), so a late write is never credited to the next read;
+        // one that does not come is counted missing.
+        let patience = period.max(Duration::from_secs(2));
+        let mut answered = None;
+        while answered.is_none() && sent.elapsed() < patience {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let (reads, coils) = barrier.take_logs();
+            polls.extend(reads);
+            answered = coils.into_iter().find(|t| *t >= sent);
+        }
+        match answered {
+            Some(at) => {
+                let _ = latency.record((at.duration_since(sent).as_micros() as u64).max(1));
+            }
+            None => missing += 1,
+        }
+        if let Some(rest) = period.checked_sub(sent.elapsed()) {
+            tokio::time::sleep(rest).await;
         }
     }
     poller.abort();
@@ -146,6 +163,7 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
     Ok(VehicleReport {
         reads: o.count,
         coil_writes: latency.len(),
+        missing,
         plate_to_coil_p50_us: latency.value_at_quantile(0.5),
         plate_to_coil_p99_us: latency.value_at_quantile(0.99),
         plate_to_coil_max_us: latency.max(),
