@@ -105,6 +105,22 @@ pub fn stall_at(_part: &str) -> Option<std::time::Instant> {
     None
 }
 
+/// Fault injection for the commit-panic test, debug builds only: with
+/// `GATEHOUSE_TEST_PANIC_COMMIT_AT=N` the Nth commit holding records panics, as a bug in the
+/// store would.
+#[cfg(debug_assertions)]
+pub fn panic_commit_at() -> Option<u64> {
+    std::env::var("GATEHOUSE_TEST_PANIC_COMMIT_AT")
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(not(debug_assertions))]
+pub fn panic_commit_at() -> Option<u64> {
+    None
+}
+
 /// Hangs the calling loop for good once `at` has passed (see [`stall_at`]).
 pub async fn stall_if_due(at: Option<std::time::Instant>, part: &str) {
     if at.is_some_and(|t| std::time::Instant::now() >= t) {

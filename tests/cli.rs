@@ -1,5 +1,6 @@
 //! The `gatehouse` binary as systemd and an installer use it.
 use crate::common::*;
+use gatehouse::device::Unit;
 use gatehouse::proto::v1;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -466,5 +467,60 @@ async fn the_store_and_control_socket_are_private_whatever_the_umask_and_strange
         assert_eq!(s.mode, "epidemic");
     }
     let (status, _) = terminate(child).await;
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A commit that panics (a bug in the store or the writer) takes the daemon down — it aborts in
+/// every build, as release builds do for any panic — and loses nothing: what was not acknowledged
+/// the terminal sends again, and the next run decides it. (The panic is injected through a
+/// debug-build test hook.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_commit_aborts_the_daemon_and_loses_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    let company = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let devices = DeviceSide::endpoint();
+    let config = write_config(dir.path(), &devices, &company);
+    let mut up = Uplink::connect(&company).await;
+    let mut child = gatehouse_run(&config)
+        .env("GATEHOUSE_TEST_PANIC_COMMIT_AT", "5")
+        .spawn()
+        .unwrap();
+    up.status(v1::GatewayState::Online).await;
+    let terminal = Client::device(&devices.link("thermal-1"), "t").await;
+    const N: u64 = 50;
+    for serial in 1..=N {
+        let body = gatehouse::tools::sim::hikvision::acs_event(
+            serial,
+            Some(&format!("R{serial:06}")),
+            36.5,
+            Unit::Celsius,
+        );
+        terminal
+            .publish("devices/thermal-1/event", body.into_bytes())
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = within(
+        "the daemon aborts",
+        LONG,
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    let mut child = Reaped(gatehouse_run(&config).spawn().unwrap());
+    let mut seen = std::collections::HashSet::new();
+    within("every event upstream", Duration::from_secs(30), async {
+        while (seen.len() as u64) < N {
+            for e in up.batch().await {
+                if let Some(v1::event::Body::Passage(p)) = e.body {
+                    seen.insert(p.cause[0].parse::<u64>().unwrap());
+                }
+            }
+        }
+    })
+    .await;
+    let (status, _) = terminate(&mut child.0).await;
     assert_eq!(status.code(), Some(0));
 }

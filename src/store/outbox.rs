@@ -171,6 +171,8 @@ pub fn spawn(
         append_rx,
         delete_rx,
         committed: committed_tx,
+        record_commits: 0,
+        panic_at: crate::metrics::panic_commit_at(),
     };
     let join = tokio::spawn(w.run(done_tx));
     Ok(WriterHandle {
@@ -197,6 +199,9 @@ struct Writer {
     append_rx: mpsc::Receiver<Append>,
     delete_rx: mpsc::Receiver<Delete>,
     committed: watch::Sender<u64>,
+    /// Commits holding records so far, for the commit-panic test hook (`panic_at`, debug builds).
+    record_commits: u64,
+    panic_at: Option<u64>,
 }
 
 impl Writer {
@@ -391,7 +396,14 @@ impl Writer {
         let mut taken = std::mem::take(batch);
         let dels = std::mem::take(deletes);
         let durable = durable || records(&taken) > 0;
+        if records(&taken) > 0 {
+            self.record_commits += 1;
+        }
+        let panic_now = self.panic_at == Some(self.record_commits) && records(&taken) > 0;
         let result = tokio::task::spawn_blocking(move || {
+            if panic_now {
+                panic!("test hook: this commit panics");
+            }
             let r = write(&store, &gateway, ledger, limits, durable, &mut taken, &dels);
             (r, taken, dels)
         })
