@@ -9,7 +9,7 @@ use crate::device::{Profiles, Transport};
 use crate::proto::v1;
 use crate::sources::endpoint::Identity;
 use crate::sources::modbus::{self, ModbusLink};
-use crate::sources::mqtt::Route;
+use crate::sources::Route;
 use crate::sources::{serial, DeviceLive};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -11,14 +11,12 @@
 //! gatehouse itself (`sources/endpoint`).
 use crate::backoff::Backoff;
 use crate::config::{BrokerMode, DeviceBrokerSection};
-use crate::decision::Decoded;
-use crate::device::Profile;
 use crate::metrics::{worth_logging, Metrics};
 use crate::mqtt_client;
 use crate::mqtt_client::BrokerUrl;
 use crate::sources::endpoint::{self, Endpoint, Identity};
 use crate::sources::SourceEvent;
-pub use crate::sources::{Input, INPUT_CAPACITY};
+pub use crate::sources::{decode, Input, Route, INPUT_CAPACITY};
 use crate::store::outbox::{Ack, APPEND_CAPACITY};
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
@@ -37,16 +35,6 @@ const WAITING_MAX: usize = 4096;
 /// Requests queued on the events connection are almost all acks; sized above everything the
 /// pipeline can hold at once, so an ack never finds it full.
 const EVENTS_REQUEST_CAPACITY: usize = 2 * (INPUT_CAPACITY + WAITING_MAX + APPEND_CAPACITY);
-
-/// A device whose events arrive on `topic`.
-pub struct Route {
-    pub device: usize,
-    pub device_id: String,
-    pub profile: Arc<Profile>,
-    pub live: Arc<super::DeviceLive>,
-    /// A status topic of the device (index into its profile's `status_topics`), not its events.
-    pub status: Option<usize>,
-}
 
 pub struct Connection {
     pub url: BrokerUrl,
@@ -216,35 +204,6 @@ pub async fn run_events(
         }
     }
     disconnect(&client, &mut el).await;
-}
-
-/// Routes a device message by its topic and decodes it with the device's profile. A message that
-/// does not decode is counted and logged (`None`), and still passed on so its ack keeps its place.
-pub(crate) fn decode(
-    routes: &HashMap<String, Route>,
-    topic: &str,
-    payload: &[u8],
-    metrics: &Metrics,
-) -> (usize, Option<Decoded>) {
-    Metrics::inc(&metrics.events_received);
-    let Some(r) = routes.get(topic) else {
-        return (usize::MAX, None);
-    };
-    r.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
-    let decoded = match r.status {
-        None => r.profile.decode(payload),
-        Some(i) => r.profile.decode_status(i, payload),
-    };
-    match decoded {
-        Ok(d) => (r.device, Some(d)),
-        Err(e) => {
-            let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
-            if worth_logging(n) {
-                warn!(device = %r.device_id, profile = %r.profile.name, topic = %topic, error = %e, bad_messages = n, "Device message does not decode; dropped.");
-            }
-            (r.device, None)
-        }
-    }
 }
 
 /// The commands connection: its client publishes, this task only polls. Returns the client and

@@ -25,7 +25,7 @@ mod session;
 pub use identity::Identity;
 
 use crate::metrics::{worth_logging, Metrics};
-use crate::sources::mqtt::Route;
+use crate::sources::Route;
 use crate::sources::{Input, SourceEvent};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

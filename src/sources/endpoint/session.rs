@@ -2,7 +2,7 @@
 //! authenticated device until it leaves, is taken over, or breaks the protocol.
 use super::{Ack, AddressEntry, Command, Shared, COMMAND_MAX_AGE, COMMAND_QUEUE, CONNECT_MAX};
 use crate::metrics::Metrics;
-use crate::sources::mqtt::decode;
+use crate::sources::decode;
 use crate::sources::Input;
 use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::v4::{
