@@ -244,29 +244,23 @@ c.on('connect', () => c.publish('devices/thermal-1/event', body, { qos: +qos }, 
 }));
 c.on('error', (e) => { console.error(e.message); process.exit(1); });
 "#;
-    let mut t = Command::new("node");
-    t.env("NODE_PATH", "/usr/share/nodejs").args([
-        "-e",
-        terminal,
-        &port,
-        &device_password("thermal-1"),
-        &body(9, "R000009"),
-        "1",
-    ]);
-    run(t, "MQTT.js terminal").await;
+    let publish = |serial: u64, qos: &str| {
+        let mut t = Command::new("node");
+        t.env("NODE_PATH", "/usr/share/nodejs").args([
+            "-e",
+            terminal,
+            &port,
+            &device_password("thermal-1"),
+            &body(serial, &format!("R{serial:06}")),
+            qos,
+        ]);
+        t
+    };
+    run(publish(9, "1"), "MQTT.js terminal").await;
     let out = within("MQTT.js gate", LONG, gate_run).await.unwrap();
     assert!(out.contains("\"cause\":\"9\""), "{out}");
     // QoS 0 too.
-    let mut t = Command::new("node");
-    t.env("NODE_PATH", "/usr/share/nodejs").args([
-        "-e",
-        terminal,
-        &port,
-        &device_password("thermal-1"),
-        &body(10, "R000010"),
-        "0",
-    ]);
-    run(t, "MQTT.js terminal, QoS 0").await;
+    run(publish(10, "0"), "MQTT.js terminal, QoS 0").await;
     let m = h.daemon.metrics.clone();
     within("the QoS 0 event decided", LONG, async {
         while Metrics::get(&m.decisions) < 2 {

@@ -578,21 +578,7 @@ async fn a_generated_mosquitto_setup_keeps_strangers_out() {
         "username = \"gatehouse\"\npassword_file = \"gatehouse.pw\"\nsecrets_file = \"devices.secrets\"\n\n[uplink]",
     );
     let path = write_config_text(d, &text);
-    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["broker-config", "--config"])
-        .arg(&path)
-        .arg("--out")
-        .arg(d.join("broker"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--persistence-dir")
-        .arg(d)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let _mosquitto = generated_mosquitto(d, &path, port);
     let acl = std::fs::read_to_string(d.join("broker/acl")).unwrap();
     assert!(
         acl.contains("user gate-1\ntopic read devices/gate-1/cmd"),
@@ -606,7 +592,6 @@ async fn a_generated_mosquitto_setup_keeps_strangers_out() {
     ] {
         assert!(generated.contains(line), "{line}: {generated}");
     }
-    let _mosquitto = spawn_mosquitto(d, &format!("user root\n{generated}"), &[port]);
 
     // A "hold_open" left retained on the gate's topic (by whoever had the right before).
     let admin = DeviceLink::new(url.clone(), "gatehouse-commands", "gh-Secret-1");

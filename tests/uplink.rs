@@ -197,19 +197,8 @@ async fn records_leave_the_outbox_only_after_the_brokers_puback() {
     let mut h = Harness::start_with_uplink(broker, proxy.url.clone()).await;
     h.uplink.status(v1::GatewayState::Online).await;
     // A backlog made while the link is down, so it goes up in full batches.
-    proxy.cut();
     const N: u64 = 40;
-    for serial in 200..200 + N {
-        let who = format!("R{:06}", serial % 100);
-        h.identify(serial, Some(&who), 36.5, Unit::Celsius).await;
-        h.next_command().await;
-    }
-    within("backlog durable", LONG, async {
-        while Metrics::get(&h.daemon.metrics.outbox_depth) < N {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    backlog(&mut h, &proxy, 200, N).await;
     proxy.set(Link::DropPubAcks);
     // The company receives them all…
     let mut seen = std::collections::HashSet::new();
@@ -258,19 +247,8 @@ async fn a_batch_cut_mid_write_is_sent_again_and_every_record_arrives_in_order()
     let proxy = Proxy::start(broker.clone()).await;
     let mut h = Harness::start_with_uplink(broker, proxy.url.clone()).await;
     h.uplink.status(v1::GatewayState::Online).await;
-    proxy.cut();
     const N: u64 = 80;
-    for serial in 300..300 + N {
-        let who = format!("R{:06}", serial % 100);
-        h.identify(serial, Some(&who), 36.5, Unit::Celsius).await;
-        h.next_command().await;
-    }
-    within("backlog durable", LONG, async {
-        while Metrics::get(&h.daemon.metrics.outbox_depth) < N {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    backlog(&mut h, &proxy, 300, N).await;
     // Back, but the first write towards the broker is cut half-way.
     proxy.set(Link::CutMidWrite);
     let m = h.daemon.metrics.clone();
@@ -310,4 +288,21 @@ async fn a_batch_cut_mid_write_is_sent_again_and_every_record_arrives_in_order()
     })
     .await;
     h.daemon.stop().await;
+}
+
+/// Cuts the uplink and decides `n` identifications (causes `from`…), each answered at the gate,
+/// until all their records wait in the outbox.
+async fn backlog(h: &mut Harness, proxy: &Proxy, from: u64, n: u64) {
+    proxy.cut();
+    for serial in from..from + n {
+        let who = format!("R{:06}", serial % 100);
+        h.identify(serial, Some(&who), 36.5, Unit::Celsius).await;
+        h.next_command().await;
+    }
+    within("backlog durable", LONG, async {
+        while Metrics::get(&h.daemon.metrics.outbox_depth) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
