@@ -40,7 +40,7 @@ case $what in
       --pub-user thermal-1 --pub-pass profile-terminal --sub-user gate-1 --sub-pass profile-gate \
       --cmd-filter devices/gate-1/cmd
     wait %2 2>/dev/null || sleep 1
-    perf report -i "$work/perf.data" --no-children --sort symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30
+    perf report -i "$work/perf.data" --no-children --sort symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *- *- *$//' | head -30
     ;;
   *) echo "usage: bench/profile.sh rss|perf [RATE]" >&2; exit 2 ;;
 esac
