@@ -37,63 +37,110 @@ pub fn tls_transport(
     ca_file: Option<&Path>,
     client: Option<(&Path, &Path)>,
 ) -> Result<Transport, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let ca_err = |message: String| TlsError::Ca {
-                path: path.display().to_string(),
-                message,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-            let mut found = 0;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ca_err(format!("not a usable CA certificate: {e}")))?;
-                found += 1;
-            }
-            if found == 0 {
-                return Err(ca_err("no PEM certificate in the file".into()));
-            }
-        }
+    let roots = match ca_file {
+        Some(path) => roots_from(path)?,
         None => {
+            let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
                 return Err(TlsError::NoRoots);
             }
+            roots
         }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let err = |path: &Path, message: String| TlsError::Ca {
-                path: path.display().to_string(),
-                message,
-            };
-            let pem = std::fs::read(cert).map_err(|e| err(cert, e.to_string()))?;
-            let chain = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| err(cert, e.to_string()))?;
-            if chain.is_empty() {
-                return Err(err(cert, "no PEM certificate in the file".into()));
-            }
-            let pem = std::fs::read(key).map_err(|e| err(key, e.to_string()))?;
-            let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| err(key, e.to_string()))?
-                .ok_or_else(|| err(key, "no PEM private key in the file".into()))?;
-            builder.with_client_auth_cert(chain, key_der)?
+            let (chain, key) = cert_and_key(cert, key)?;
+            builder.with_client_auth_cert(chain, key)?
         }
     };
     Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
         Arc::new(config),
     )))
+}
+
+/// The device endpoint's TLS: our certificate and key (PEM); with `client_ca`, every device must
+/// present a certificate that CA signed (mutual TLS).
+pub fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<rumqttc::tokio_rustls::TlsAcceptor, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots_from(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Ca {
+                path: ca.display().to_string(),
+                message: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let (chain, key) = cert_and_key(cert, key)?;
+    let config = builder.with_single_cert(chain, key)?;
+    Ok(rumqttc::tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The CA certificates in a PEM file.
+fn roots_from(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let ca_err = |message: String| TlsError::Ca {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| ca_err(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_err("no PEM certificate in the file".into()));
+    }
+    Ok(roots)
+}
+
+type CertAndKey = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// A certificate chain and its private key (PEM files).
+fn cert_and_key(cert: &Path, key: &Path) -> Result<CertAndKey, TlsError> {
+    let err = |path: &Path, message: String| TlsError::Ca {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(cert).map_err(|e| err(cert, e.to_string()))?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(err(cert, "no PEM certificate in the file".into()));
+    }
+    let pem = std::fs::read(key).map_err(|e| err(key, e.to_string()))?;
+    let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| err(key, e.to_string()))?
+        .ok_or_else(|| err(key, "no PEM private key in the file".into()))?;
+    Ok((chain, key_der))
 }
 
 /// How a device (or a simulator playing one) reaches gatehouse's device side: where, and as

@@ -487,3 +487,125 @@ fn raise_open_files_limit() {
         }
     }
 }
+
+/// A device certificate for `id` (its id as a DNS subject alternative name), signed by the CA
+/// in `dir` (`ca.pem`/`ca.key`, from `interop::make_certs`) or by `other_ca`.
+fn device_cert(dir: &std::path::Path, id: &str, ca: &str) {
+    use crate::interop::run;
+    use std::process::Command;
+    let d = |f: &str| dir.join(f);
+    std::fs::write(
+        d(&format!("{id}.ext")),
+        format!("subjectAltName=DNS:{id}\nextendedKeyUsage=clientAuth\n"),
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj"])
+        .arg(format!("/CN={id}"))
+        .arg("-keyout")
+        .arg(d(&format!("{id}.key")))
+        .arg("-out")
+        .arg(d(&format!("{id}.csr"))));
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .arg("-in")
+        .arg(d(&format!("{id}.csr")))
+        .arg("-CA")
+        .arg(d(&format!("{ca}.pem")))
+        .arg("-CAkey")
+        .arg(d(&format!("{ca}.key")))
+        .arg("-out")
+        .arg(d(&format!("{id}.pem")))
+        .arg("-extfile")
+        .arg(d(&format!("{id}.ext"))));
+}
+
+/// Over the endpoint's TLS listener with a client CA, a device's certificate is its identity:
+/// no certificate, one from another CA, or one naming another device gets nowhere; its own
+/// certificate lets the terminal in without a password, and its event opens the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_device_certificate_is_its_identity() {
+    if !have("openssl") {
+        return skip(
+            "over_tls_a_device_certificate_is_its_identity",
+            "openssl is not installed (apt-get install openssl)",
+        );
+    }
+    use gatehouse::mqtt_client::{tls_transport, DeviceLink};
+    let certs = tempfile::tempdir().unwrap();
+    let c = certs.path().to_path_buf();
+    crate::interop::make_certs(&c);
+    for id in ["thermal-1", "gate-1"] {
+        device_cert(&c, id, "ca");
+    }
+    // Another CA, and a certificate for thermal-1 it signed.
+    let other = c.join("other");
+    std::fs::create_dir(&other).unwrap();
+    crate::interop::make_certs(&other);
+    device_cert(&other, "thermal-1", "ca");
+    let tls_port = gatehouse::tools::company_broker::free_port().unwrap();
+    let c2 = c.clone();
+    let mut h = Harness::start_with(start_broker(), start_broker(), move |t| {
+        t.replace(
+            "[device_broker]\n",
+            &format!(
+                "[device_broker]\ntls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{0}/server.pem\"\ntls_key = \"{0}/server.key\"\nclient_ca = \"{0}/ca.pem\"\n",
+                c2.display()
+            ),
+        )
+    })
+    .await;
+    let url = BrokerUrl {
+        tls: true,
+        host: "localhost".into(),
+        port: tls_port,
+    };
+    // (CA of the client, its certificate) → admitted?
+    let attempt = |ca: std::path::PathBuf,
+                   cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+                   user: &str| {
+        let mut o =
+            DeviceLink::new(url.clone(), user, "").options("tls-device", Duration::from_secs(5));
+        let client = cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        o.set_transport(tls_transport(Some(&ca), client).unwrap());
+        o
+    };
+    let admitted = |o: rumqttc::MqttOptions| async move {
+        let (_c, mut el) = rumqttc::AsyncClient::new(o, 4);
+        loop {
+            match within("a CONNACK or a refusal", LONG, el.poll()).await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    let ca = c.join("ca.pem");
+    let own = |id: &str| Some((c.join(format!("{id}.pem")), c.join(format!("{id}.key"))));
+    assert!(
+        !admitted(attempt(ca.clone(), None, "thermal-1")).await,
+        "no certificate"
+    );
+    let foreign = Some((other.join("thermal-1.pem"), other.join("thermal-1.key")));
+    assert!(
+        !admitted(attempt(ca.clone(), foreign, "thermal-1")).await,
+        "another CA's"
+    );
+    assert!(
+        !admitted(attempt(ca.clone(), own("gate-1"), "thermal-1")).await,
+        "the gate's certificate as the terminal"
+    );
+    // Its own certificate: in, and its event opens the gate.
+    let (client, mut el) =
+        rumqttc::AsyncClient::new(attempt(ca.clone(), own("thermal-1"), "thermal-1"), 16);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let body = gatehouse::tools::sim::hikvision::acs_event(7, Some("R000007"), 36.6, Unit::Celsius);
+    client
+        .publish("devices/thermal-1/event", QoS::AtLeastOnce, false, body)
+        .await
+        .unwrap();
+    let cmd = h.next_command().await;
+    assert_eq!((cmd.action.as_str(), cmd.cause.as_str()), ("open", "7"));
+    assert!(Metrics::get(&h.daemon.metrics.device_refusals) >= 3);
+    h.daemon.stop().await;
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn run(cmd: &mut Command) {
+pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().expect("runs");
     assert!(
         out.status.success(),
@@ -23,7 +23,7 @@ fn run(cmd: &mut Command) {
 }
 
 /// A CA, and a server certificate for localhost / 127.0.0.1 signed by it.
-fn make_certs(dir: &Path) {
+pub(crate) fn make_certs(dir: &Path) {
     let d = |f: &str| dir.join(f);
     run(Command::new("openssl")
         .args([

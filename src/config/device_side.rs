@@ -66,6 +66,36 @@ impl Config {
                 );
             }
         }
+        let tls = [&b.tls_cert, &b.tls_key].map(Option::is_some);
+        if endpoint && b.tls_listen.is_some() != (tls == [true, true]) {
+            bad(
+                "device_broker.tls_listen",
+                "tls_listen, tls_cert and tls_key go together".into(),
+            );
+        }
+        if !endpoint || b.tls_listen.is_none() {
+            for (path, set) in [
+                ("device_broker.tls_cert", b.tls_cert.is_some()),
+                ("device_broker.tls_key", b.tls_key.is_some()),
+                ("device_broker.client_ca", b.client_ca.is_some()),
+            ] {
+                if set {
+                    bad(
+                        path,
+                        "ignored: the endpoint's TLS needs tls_listen (and mode = \"endpoint\")"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if production {
+            if let Some(mode) = b.tls_key.as_deref().and_then(private_file_mode) {
+                bad(
+                    "device_broker.tls_key",
+                    format!("readable by others (mode {mode:o}); chmod 600 it"),
+                );
+            }
+        }
         if b.max_unauthenticated == 0
             || b.max_per_address == 0
             || b.max_inflight == 0

@@ -160,6 +160,14 @@ pub struct DeviceBrokerSection {
     pub max_inflight: usize,
     #[serde(default = "default_max_inflight_kib")]
     pub max_inflight_kib: usize,
+    /// Endpoint over TLS as well, on this address (e.g. `0.0.0.0:8883`), with our certificate
+    /// and key (PEM). With `client_ca` every device there must present a certificate that CA
+    /// signed, naming its device id (as a DNS subject alternative name): the certificate is then
+    /// its credential, and a password is not asked for.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
     /// External: `mqtt://host:port`.
     pub url: Option<String>,
     /// Our client id on the device-side broker; stable, so the broker keeps our session and
@@ -188,6 +196,10 @@ impl Default for DeviceBrokerSection {
             connect_timeout_ms: default_connect_timeout_ms(),
             max_inflight: default_max_inflight(),
             max_inflight_kib: default_max_inflight_kib(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
             url: None,
             client_id: default_device_client_id(),
             username: None,
@@ -637,6 +649,9 @@ impl Config {
         for p in [
             &mut self.device_broker.ca_file,
             &mut self.device_broker.secrets_file,
+            &mut self.device_broker.tls_cert,
+            &mut self.device_broker.tls_key,
+            &mut self.device_broker.client_ca,
             &mut self.device_broker.password_file,
             &mut self.device_broker.client_cert,
             &mut self.device_broker.client_key,

@@ -337,8 +337,22 @@ impl MqttDevices {
         match section.mode {
             BrokerMode::Endpoint => {
                 let identities = with_secrets(section, identities)?;
+                // A bad certificate or key stops the start here.
+                let tls = match (section.tls_listen, &section.tls_cert, &section.tls_key) {
+                    (Some(listen), Some(cert), Some(key)) => Some(endpoint::Tls {
+                        listen,
+                        acceptor: mqtt_client::tls_acceptor(
+                            cert,
+                            key,
+                            section.client_ca.as_deref(),
+                        )
+                        .context("device_broker TLS")?,
+                    }),
+                    _ => None,
+                };
                 let (endpoint, join) = Endpoint::start(endpoint::Start {
                     listen: section.listen,
+                    tls,
                     limits: endpoint::Limits {
                         unauthenticated: section.max_unauthenticated,
                         per_address: section.max_per_address,

@@ -123,8 +123,15 @@ pub struct Endpoint {
     pub addr: SocketAddr,
 }
 
+/// The endpoint's TLS listener.
+pub struct Tls {
+    pub listen: SocketAddr,
+    pub acceptor: rumqttc::tokio_rustls::TlsAcceptor,
+}
+
 pub struct Start {
     pub listen: SocketAddr,
+    pub tls: Option<Tls>,
     pub limits: Limits,
     pub identities: Vec<Identity>,
     pub routes: HashMap<String, Route>,
@@ -143,6 +150,16 @@ impl Endpoint {
             .await
             .map_err(|e| anyhow::anyhow!("device endpoint on {}: {e}", s.listen))?;
         let addr = listener.local_addr()?;
+        let tls = match s.tls {
+            Some(t) => {
+                let l = tokio::net::TcpListener::bind(t.listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("device endpoint (TLS) on {}: {e}", t.listen))?;
+                info!(listen = %l.local_addr()?, "Device endpoint listening for TLS.");
+                Some((l, t.acceptor))
+            }
+            None => None,
+        };
         let topics_of = |i: &Identity| -> Vec<String> {
             i.publishes
                 .iter()
@@ -193,6 +210,7 @@ impl Endpoint {
         info!(listen = %addr, devices = shared.identities.len(), "Device endpoint listening.");
         let join = tokio::spawn(accept(
             listener,
+            tls,
             shared.clone(),
             s.input,
             s.release,
@@ -235,6 +253,7 @@ impl Endpoint {
 /// until shutdown, so the loop sees its input close and finishes.
 async fn accept(
     listener: tokio::net::TcpListener,
+    tls: Option<(tokio::net::TcpListener, rumqttc::tokio_rustls::TlsAcceptor)>,
     shared: Arc<Shared>,
     input: mpsc::Sender<Input>,
     mut release: tokio::sync::oneshot::Receiver<()>,
@@ -252,20 +271,29 @@ async fn accept(
             _ = tick.tick() => {}
             _ = shutdown.changed(), if input.is_some() => input = None,
             _ = &mut release => break,
+            r = accept_tls(&tls), if input.is_some() && tls.is_some() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let Some(pending) = admit_socket(&shared, peer) else { continue };
+                    let Some(input) = input.clone() else { continue };
+                    let acceptor = tls.as_ref().map(|t| t.1.clone()).expect("guarded");
+                    tokio::spawn(session::serve_tls(shared.clone(), input, acceptor, stream, peer, pending));
+                }
+                Err(e) => {
+                    accept_errors += 1;
+                    if worth_logging(accept_errors) {
+                        warn!(error = %e, failures = accept_errors, "Device endpoint accept failed.");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
             r = listener.accept(), if input.is_some() => match r {
                 Ok((stream, peer)) => {
                     // Nagle and delayed ACKs would hold a gate command or a PUBACK for 40 ms.
                     let _ = stream.set_nodelay(true);
-                    let Ok(permit) = shared.unauthenticated.clone().try_acquire_owned() else {
-                        shared.refuse(None, peer, "too many connections not yet authenticated");
-                        continue;
-                    };
-                    let Some(entry) = AddressEntry::enter(&shared, peer.ip()) else {
-                        shared.refuse(None, peer, "too many connections from one address");
-                        continue;
-                    };
+                    let Some(pending) = admit_socket(&shared, peer) else { continue };
                     let Some(input) = input.clone() else { continue };
-                    tokio::spawn(session::serve(shared.clone(), input, stream, peer, (permit, entry)));
+                    tokio::spawn(session::serve(shared.clone(), input, stream, peer, pending, None));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, never spin.
@@ -284,6 +312,33 @@ async fn accept(
         .device_broker_connected
         .store(false, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// The next connection on the TLS listener (never, without one).
+async fn accept_tls(
+    tls: &Option<(tokio::net::TcpListener, rumqttc::tokio_rustls::TlsAcceptor)>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match tls {
+        Some((l, _)) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A new socket's place among those not yet authenticated, or `None` (refused and counted)
+/// when there is no room: in all, or from its address.
+fn admit_socket(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Pending> {
+    let Ok(permit) = shared.unauthenticated.clone().try_acquire_owned() else {
+        shared.refuse(None, peer, "too many connections not yet authenticated");
+        return None;
+    };
+    let Some(entry) = AddressEntry::enter(shared, peer.ip()) else {
+        shared.refuse(None, peer, "too many connections from one address");
+        return None;
+    };
+    Some((permit, entry))
+}
+
+/// A socket's place among the unauthenticated ones, given back once the device is known.
+pub(crate) type Pending = (tokio::sync::OwnedSemaphorePermit, AddressEntry);
 
 /// A socket's place in its address's count until it has authenticated.
 pub(crate) struct AddressEntry {

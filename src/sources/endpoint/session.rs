@@ -1,6 +1,6 @@
 //! One device connection on the endpoint: CONNECT and its checks, then the packets of an
 //! authenticated device until it leaves, is taken over, or breaks the protocol.
-use super::{Ack, AddressEntry, Command, Shared, COMMAND_MAX_AGE, COMMAND_QUEUE, CONNECT_MAX};
+use super::{Ack, Command, Pending, Shared, COMMAND_MAX_AGE, COMMAND_QUEUE, CONNECT_MAX};
 use crate::metrics::Metrics;
 use crate::sources::decode;
 use crate::sources::Input;
@@ -10,11 +10,12 @@ use rumqttc::mqttbytes::v4::{
     SubAck, SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info};
 
 /// Why a connection ended.
@@ -29,14 +30,40 @@ enum End {
     Stopping,
 }
 
+/// [`serve`] after a TLS handshake (within the CONNECT deadline); the device's certificate, if
+/// it gave one, goes with it.
+pub(super) async fn serve_tls(
+    shared: Arc<Shared>,
+    input: mpsc::Sender<Input>,
+    acceptor: rumqttc::tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    pending: Pending,
+) {
+    let handshake = tokio::time::timeout(shared.limits.connect_timeout, acceptor.accept(stream));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return shared.refuse(None, peer, &format!("TLS handshake failed: {e}")),
+        Err(_) => return shared.refuse(None, peer, "no TLS handshake in time"),
+    };
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    serve(shared, input, tls, peer, pending, cert).await
+}
+
 /// Serves one accepted socket. `pending` is its place among the unauthenticated sockets, given
-/// back once the device is known.
+/// back once the device is known; `cert`, the certificate a device presented over TLS.
 pub(super) async fn serve<S>(
     shared: Arc<Shared>,
     input: mpsc::Sender<Input>,
     mut stream: S,
     peer: SocketAddr,
-    pending: (OwnedSemaphorePermit, AddressEntry),
+    pending: Pending,
+    cert: Option<CertificateDer<'static>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -51,7 +78,7 @@ pub(super) async fn serve<S>(
         Ok(Err(why)) => return shared.refuse(None, peer, &why),
         Err(_) => return shared.refuse(None, peer, "no CONNECT in time"),
     };
-    let i = match admit(&shared, &connect) {
+    let i = match admit(&shared, &connect, cert.as_ref()) {
         Ok(i) => i,
         Err((code, why)) => {
             let _ = write(&mut stream, &Packet::ConnAck(ConnAck::new(code, false))).await;
@@ -127,7 +154,11 @@ async fn read_connect<S: AsyncRead + Unpin>(
 
 /// Checks a CONNECT: protocol, known device, secret, will topic. The identity's index, or the
 /// CONNACK code and the reason for the log.
-fn admit(shared: &Shared, c: &Connect) -> Result<usize, (ConnectReturnCode, String)> {
+fn admit(
+    shared: &Shared,
+    c: &Connect,
+    cert: Option<&CertificateDer<'static>>,
+) -> Result<usize, (ConnectReturnCode, String)> {
     if c.protocol != Protocol::V4 {
         return Err((
             ConnectReturnCode::RefusedProtocolVersion,
@@ -145,7 +176,15 @@ fn admit(shared: &Shared, c: &Connect) -> Result<usize, (ConnectReturnCode, Stri
     };
     let who = &shared.identities[i];
     let password = (!login.password.is_empty()).then_some(login.password.as_str());
-    if !who.secret.admits(password) {
+    if let Some(cert) = cert {
+        // A certificate the configured CA signed is the credential, if it names this device.
+        if !certificate_names(cert, &who.id) {
+            return Err((
+                ConnectReturnCode::BadUserNamePassword,
+                format!("a certificate not issued to {}", who.id),
+            ));
+        }
+    } else if !who.secret.admits(password) {
         return Err((
             ConnectReturnCode::BadUserNamePassword,
             format!("wrong password for {}", who.id),
@@ -160,6 +199,16 @@ fn admit(shared: &Shared, c: &Connect) -> Result<usize, (ConnectReturnCode, Stri
         }
     }
     Ok(i)
+}
+
+/// Whether a device certificate names `device_id` (a DNS subject alternative name): the chain
+/// was checked against the configured CA in the handshake.
+fn certificate_names(cert: &CertificateDer<'static>, device_id: &str) -> bool {
+    let Ok(name) = ServerName::try_from(device_id.to_string()) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
 fn kind(p: &Packet) -> &'static str {
