@@ -609,6 +609,25 @@ async fn a_generated_mosquitto_setup_keeps_strangers_out() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(leftover);
+    // And a terminal's event left retained: a broker replays it to every new subscription.
+    let earlier = Client::device(
+        &DeviceLink::new(url.clone(), "thermal-1", &device_password("thermal-1")),
+        "earlier",
+    )
+    .await;
+    let old = sim::hikvision::acs_event(99, Some("R000099"), 36.5, Unit::Celsius);
+    earlier
+        .client
+        .publish(
+            "devices/thermal-1/event",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            old.into_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(earlier);
 
     let mut up = Uplink::connect(&company).await;
     let config = Config::load(&path).unwrap();
@@ -641,7 +660,7 @@ async fn a_generated_mosquitto_setup_keeps_strangers_out() {
     assert_eq!(
         (c.action.as_str(), c.cause.as_str()),
         ("open", "1"),
-        "not the retained hold_open"
+        "neither the retained hold_open nor the retained old event"
     );
 
     // Strangers: anonymous, a wrong password, a made-up name.

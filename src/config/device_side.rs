@@ -144,8 +144,36 @@ impl Config {
             }
         }
         let mut known = std::collections::HashSet::new();
+        // Each topic is one device's: a shared one would give one device's events, or commands,
+        // to another.
+        let mut owners: std::collections::HashMap<String, String> = Default::default();
         for (dp, d) in self.mqtt_devices(profiles) {
             known.insert(d.id.as_str());
+            if let Some(p) = profiles.get(&d.profile) {
+                let mut topics: Vec<String> = [
+                    d.event_topic.clone().or_else(|| p.event_topic_for(&d.id)),
+                    d.command_topic
+                        .clone()
+                        .or_else(|| p.command_topic_for(&d.id)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                topics.extend(p.status_topics_for(&d.id).into_iter().map(|(t, _)| t));
+                for t in topics {
+                    if t.contains(['+', '#']) {
+                        bad(
+                            &dp,
+                            format!("topic {t:?} has a wildcard: give the device's own"),
+                        );
+                    } else if let Some(other) = owners.insert(t.clone(), dp.clone()) {
+                        bad(
+                            &dp,
+                            format!("topic {t:?} is also {other}'s: each device needs its own"),
+                        );
+                    }
+                }
+            }
             if let Some(h) = &d.password_hash {
                 if !endpoint {
                     bad(&format!("{dp}.password_hash"), ignored("password_hash"));
@@ -159,12 +187,19 @@ impl Config {
                 }
             }
             let has_secret = d.password_hash.is_some() || secrets.contains_key(&d.id);
-            if endpoint && production && !has_secret && !b.listen.ip().is_loopback() {
+            // Reachable from the LAN without a credential: the plain listener on a LAN address,
+            // or the TLS one there without client certificates.
+            let open_tls = b
+                .tls_listen
+                .is_some_and(|l| !l.ip().is_loopback() && b.client_ca.is_none());
+            let lan = !b.listen.ip().is_loopback() || open_tls;
+            if endpoint && production && !has_secret && lan {
                 bad(
                     &format!("{dp}.password_hash"),
                     format!(
-                        "security = \"production\" refuses device {} without a secret on a listener reachable from the LAN ({}): give password_hash or a line in device_broker.secrets_file",
-                        d.id, b.listen
+                        "security = \"production\" refuses device {} without a secret on a listener reachable from the LAN ({}): give password_hash or a line in device_broker.secrets_file (or client_ca for the TLS listener)",
+                        d.id,
+                        if open_tls { b.tls_listen.map(|l| l.to_string()).unwrap_or_default() } else { b.listen.to_string() }
                     ),
                 );
             }
@@ -291,6 +326,28 @@ mod tests {
         );
         assert!(
             p.iter().any(|p| p.contains("password_file (0600)")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn an_open_tls_listener_and_shared_topics_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("s.pem"), "c").unwrap();
+        std::fs::write(d.join("s.key"), "k").unwrap();
+        std::fs::set_permissions(d.join("s.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Loopback for plain MQTT, but TLS on the LAN with no client certificates.
+        let tls = "tls_listen = \"0.0.0.0:8883\"\ntls_cert = \"s.pem\"\ntls_key = \"s.key\"";
+        let p = problems(d, tls, "");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|p| p.contains("without a secret")), "{p:?}");
+        // Two gates answering on one command topic.
+        let twin = "\n[[lanes]]\nid = \"l2\"\n[[lanes.devices]]\nid = \"thermal-2\"\nrole = \"thermal\"\nprofile = \"hikvision-acs-event\"\n[[lanes.devices]]\nid = \"gate-2\"\nrole = \"turnstile\"\nprofile = \"generic-gate-mqtt\"\ncommand_topic = \"devices/gate-1/cmd\"\n";
+        let p = problems(d, "listen = \"127.0.0.1:1883\"", twin);
+        assert!(
+            p.iter()
+                .any(|p| p.contains("is also lanes[0].devices[1]'s")),
             "{p:?}"
         );
     }

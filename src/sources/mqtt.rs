@@ -162,7 +162,17 @@ pub async fn run_events(
                 if core.is_none() {
                     continue;
                 }
-                let (device, decoded) = decode(&routes, &p.topic, &p.payload, &metrics);
+                let (device, decoded) = if p.retain {
+                    // A broker hands a retained message to each new subscription: an old event
+                    // replayed, never one happening now (those come with the flag cleared).
+                    let n = metrics.device_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                    if worth_logging(n) {
+                        warn!(topic = %p.topic, refusals = n, "Retained device message from the broker ignored (an old event, not a new one).");
+                    }
+                    (usize::MAX, None)
+                } else {
+                    decode(&routes, &p.topic, &p.payload, &metrics)
+                };
                 // Undecodable messages are acked too (redelivering garbage only repeats the
                 // error), but through the same queue as the rest: MQTT wants acks in order.
                 let redelivered = p.dup;

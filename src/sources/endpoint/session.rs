@@ -18,6 +18,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info};
 
+/// Longest a write to a device may take: one that does not read its socket is dropped.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Why a connection ended.
 #[derive(Debug)]
 enum End {
@@ -81,7 +84,8 @@ pub(super) async fn serve<S>(
     let i = match admit(&shared, &connect, cert.as_ref()) {
         Ok(i) => i,
         Err((code, why)) => {
-            let _ = write(&mut stream, &Packet::ConnAck(ConnAck::new(code, false))).await;
+            let refusal = Packet::ConnAck(ConnAck::new(code, false));
+            let _ = tokio::time::timeout(WRITE_DEADLINE, write(&mut stream, &refusal)).await;
             return shared.refuse(None, peer, &why);
         }
     };
@@ -92,7 +96,10 @@ pub(super) async fn serve<S>(
     let clean = connect.clean_session;
     let (generation, present) = shared.attach(i, clean, commands_tx, kill.clone());
     let ack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, present));
-    if write(&mut stream, &ack).await.is_err() {
+    if tokio::time::timeout(WRITE_DEADLINE, write(&mut stream, &ack))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
         shared.detach(i, generation, clean);
         return;
     }
@@ -129,7 +136,7 @@ pub(super) async fn serve<S>(
         }
         End::Closed(why) => info!(device = %id, peer = %peer, why, "Device connection closed."),
     }
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_DEADLINE, stream.shutdown()).await;
 }
 
 /// Reads the first packet, which must be a CONNECT of MQTT 3.1.1 no larger than [`CONNECT_MAX`].
@@ -288,16 +295,26 @@ impl Session {
                 }
             }
             if !self.out.is_empty() {
-                if stream.write_all(&self.out).await.is_err() {
-                    return End::Closed("write failed");
+                // A device that does not read its socket must not hold this task (and the
+                // decision loop's input with it) for ever.
+                match tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&self.out)).await {
+                    Ok(Ok(())) => self.out.clear(),
+                    Ok(Err(_)) => return End::Closed("write failed"),
+                    Err(_) => return End::Violation("does not read its socket".into()),
                 }
-                self.out.clear();
             }
             let reading = self.input.is_some() && self.has_room();
             tokio::select! {
                 biased;
                 _ = kill.notified() => return End::TakenOver,
-                _ = released.changed() => return End::Stopping,
+                _ = released.changed() => {
+                    // The writer ran its last acks just before: they go out before we close.
+                    while let Ok(a) = acks.try_recv() {
+                        self.write_ack(a);
+                    }
+                    let _ = tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&self.out)).await;
+                    return End::Stopping;
+                }
                 _ = shutdown.changed(), if intake => {
                     // Intake stops; what was handed on is still acked when durable.
                     self.input = None;
