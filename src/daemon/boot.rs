@@ -84,7 +84,7 @@ pub fn boot(config: &Config) -> Result<Boot, StoreError> {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
+pub(super) fn release_free_memory() {
     extern "C" {
         fn malloc_trim(pad: usize) -> std::os::raw::c_int;
     }
@@ -96,4 +96,4 @@ fn release_free_memory() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}
+pub(super) fn release_free_memory() {}
