@@ -89,7 +89,8 @@ enum Cmd {
         #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
         config: PathBuf,
     },
-    /// A whole gate on this machine: embedded broker, simulated terminal and turnstile, uplink.
+    /// A whole gate on this machine: simulated devices logging in to the device endpoint, three
+    /// lanes, the uplink to a stand-in company broker.
     Demo {
         /// Identifications per second.
         #[arg(long, default_value_t = 2.0)]

@@ -1,5 +1,5 @@
-//! The benches behind `gatehouse bench*`: each starts what it measures (a child daemon, an
-//! embedded broker, simulated devices on ptys) and reports numbers, never a pass or fail.
+//! The benches behind `gatehouse bench*`: each starts what it measures (a child daemon, a
+//! stand-in company broker, simulated devices on the endpoint or on ptys) and reports numbers, never a pass or fail.
 //! Shared by them: the child daemon (`child.rs`).
 mod child;
 mod mqtt;

@@ -180,7 +180,7 @@ async fn outbox_in(base: &Path, o: &OutboxBenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts an embedded broker and an uplink over the store; returns the seconds from uplink
+/// Starts a stand-in company broker and an uplink over the store; returns the seconds from uplink
 /// start until the broker has acknowledged every record and the outbox is empty (drained, as the
 /// gateway sees it).
 async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow::Result<f64> {
