@@ -422,6 +422,19 @@ async fn an_oversized_or_retained_message_is_acked_and_counted_and_the_lane_keep
         None,
         "nothing retained"
     );
+    // An oversized publish that is malformed besides (QoS 3) is a violation: the connection ends,
+    // counted, and the lane goes on.
+    let pw = device_password("thermal-1");
+    let (mut bad, _) = Raw::connect(&url, "t2", Some(("thermal-1", &pw)), false).await;
+    let refusals = Metrics::get(&h.daemon.metrics.device_refusals);
+    // PUBLISH, QoS 3, remaining length 2 MiB (0x80 0x80 0x80 0x01), topic "x", packet id 1.
+    bad.send_bytes(&[0x36, 0x80, 0x80, 0x80, 0x01, 0, 1, b'x', 0, 1])
+        .await;
+    assert!(
+        bad.closed_within(LONG).await,
+        "a malformed packet ends the connection"
+    );
+    assert!(Metrics::get(&h.daemon.metrics.device_refusals) > refusals);
     h.daemon.stop().await;
 }
 

@@ -401,6 +401,9 @@ impl Session {
             )));
         }
         let qos = (byte1 >> 1) & 3;
+        if qos == 3 {
+            return Err(End::Violation("publish with QoS 3".into()));
+        }
         // Topic length, topic, and the packet id for QoS 1 and 2.
         if buf.len() < header_len + 2 {
             return Ok(false);
@@ -420,6 +423,9 @@ impl Session {
         } else {
             0
         };
+        if qos > 0 && pkid == 0 {
+            return Err(End::Violation("publish with packet id 0".into()));
+        }
         let topic =
             String::from_utf8_lossy(&buf[header_len + 2..header_len + 2 + topic_len]).into_owned();
         let frame = header_len + remaining;
