@@ -15,7 +15,7 @@ write_lists() { # dir
 
 # One lane as the referee expects it: thermal-1 (hikvision-acs-event) → gate-1
 # (generic-gate-mqtt); the store and the lists in dir.
-write_config() { # dir device-broker-table uplink-url
+write_config() { # dir device-broker-table uplink-url [terminal-profile]
   cat >"$1/gatehouse.toml" <<TOML
 [gateway]
 id = "bench-gw"
@@ -33,6 +33,12 @@ url = "$3"
 [store]
 dir = "store"
 
+# The referee's load generator stamps every event "2020-02-20T08:15:32+08:00": a clock frozen
+# years back, and no heartbeat to learn it from. The age check is off (0) so that each event is
+# decided as a live one; the device's own stored marker would still count.
+[rules]
+stale_event_s = 0
+
 [registry]
 import = "residents.csv"
 plates = "plates.csv"
@@ -43,7 +49,7 @@ id = "bench-lane"
 [[lanes.devices]]
 id = "thermal-1"
 role = "thermal"
-profile = "hikvision-acs-event"
+profile = "${4:-hikvision-acs-event}"
 
 [[lanes.devices]]
 id = "gate-1"

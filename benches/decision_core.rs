@@ -25,6 +25,7 @@ fn policy() -> Policy {
         },
         min_plate_confidence: 80,
         barrier_confirm_ms: 4000,
+        stale_event_ms: 30_000,
         lanes: vec![
             LanePolicy {
                 id: "east-1".into(),

@@ -12,10 +12,19 @@ impl Config {
         &'a self,
         profiles: &'a Profiles,
     ) -> impl Iterator<Item = (String, &'a super::DeviceSection)> + 'a {
+        self.devices_on(profiles, Transport::Mqtt)
+    }
+
+    /// The devices of the config whose profile speaks `transport`, with the path of their entry.
+    pub fn devices_on<'a>(
+        &'a self,
+        profiles: &'a Profiles,
+        transport: Transport,
+    ) -> impl Iterator<Item = (String, &'a super::DeviceSection)> + 'a {
         self.lanes.iter().enumerate().flat_map(move |(li, lane)| {
             lane.devices.iter().enumerate().filter_map(move |(di, d)| {
                 let p = profiles.get(&d.profile)?;
-                (p.transport == Transport::Mqtt).then(|| (format!("lanes[{li}].devices[{di}]"), d))
+                (p.transport == transport).then(|| (format!("lanes[{li}].devices[{di}]"), d))
             })
         })
     }
@@ -204,12 +213,70 @@ impl Config {
                 );
             }
         }
+        let http = &self.device_http;
+        for (li, lane) in self.lanes.iter().enumerate() {
+            for (di, d) in lane.devices.iter().enumerate() {
+                let dp = format!("lanes[{li}].devices[{di}]");
+                let Some(p) = profiles.get(&d.profile) else {
+                    continue;
+                };
+                if p.transport != Transport::Http {
+                    if d.from.is_some() || d.api.is_some() {
+                        bad(&dp, "from and api are for devices that speak HTTP".into());
+                    }
+                    continue;
+                }
+                known.insert(d.id.as_str());
+                if let Some(Err(e)) = d.password_hash.as_deref().map(Secret::parse_hash) {
+                    bad(&format!("{dp}.password_hash"), e);
+                }
+                let has_secret = d.password_hash.is_some() || secrets.contains_key(&d.id);
+                if production && !has_secret && !http.listen.ip().is_loopback() {
+                    bad(
+                        &format!("{dp}.password_hash"),
+                        format!(
+                            "security = \"production\" refuses device {} without a secret on the HTTP listener reachable from the LAN ({}): give password_hash or a line in device_broker.secrets_file",
+                            d.id, http.listen
+                        ),
+                    );
+                }
+                let Some(api) = &d.api else { continue };
+                let has_api = p.http.as_ref().is_some_and(|h| h.api.is_some());
+                if !has_api {
+                    bad(
+                        &format!("{dp}.api"),
+                        format!("profile {:?} has no device API gatehouse speaks", d.profile),
+                    );
+                }
+                if api.password.is_none() && api.password_file.is_none() {
+                    bad(
+                        &format!("{dp}.api"),
+                        "password_file (or password) required".into(),
+                    );
+                }
+                if api.door.is_some() && lane.devices.iter().any(|x| x.role.is_gate()) {
+                    bad(
+                        &format!("{dp}.api.door"),
+                        "the lane has a gate of its own: the terminal's door is not driven as well"
+                            .into(),
+                    );
+                }
+                if let Some(url) = &api.push_to {
+                    if !url.starts_with("http://") {
+                        bad(
+                            &format!("{dp}.api.push_to"),
+                            "give this box as the terminal reaches it: http://HOST:PORT".into(),
+                        );
+                    }
+                }
+            }
+        }
         for (li, lane) in self.lanes.iter().enumerate() {
             for (di, d) in lane.devices.iter().enumerate() {
                 if d.password_hash.is_some() && !known.contains(d.id.as_str()) {
                     bad(
                         &format!("lanes[{li}].devices[{di}].password_hash"),
-                        "only MQTT devices connect to the endpoint: ignored here".into(),
+                        "only MQTT and HTTP devices log in with a password: ignored here".into(),
                     );
                 }
             }
@@ -218,7 +285,7 @@ impl Config {
             if !known.contains(id.as_str()) {
                 bad(
                     "device_broker.secrets_file",
-                    format!("{id} is not an MQTT device of this config: its line would be ignored"),
+                    format!("{id} is not an MQTT or HTTP device of this config: its line would be ignored"),
                 );
             }
         }
@@ -311,11 +378,12 @@ mod tests {
         let p = problems(d, "secrets_file = \"s\"", serial);
         assert!(
             p.iter()
-                .any(|p| p.contains("thermal-9 is not an MQTT device")),
+                .any(|p| p.contains("thermal-9 is not an MQTT or HTTP device")),
             "{p:?}"
         );
         assert!(
-            p.iter().any(|p| p.contains("only MQTT devices connect")),
+            p.iter()
+                .any(|p| p.contains("only MQTT and HTTP devices log in")),
             "{p:?}"
         );
         // The endpoint's secrets on an external broker; an inline broker password in production.

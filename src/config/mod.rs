@@ -5,7 +5,9 @@ use crate::decision::{Direction, Mode};
 use crate::mqtt_client::BrokerUrl;
 pub use crate::problem::Problem;
 
+pub mod device_http;
 mod device_side;
+pub use device_http::{DeviceApiSection, DeviceHttpSection, PushMode};
 pub mod secrets;
 mod validate;
 use serde::Deserialize;
@@ -31,6 +33,8 @@ pub struct Config {
     pub gateway: GatewaySection,
     #[serde(default)]
     pub device_broker: DeviceBrokerSection,
+    #[serde(default)]
+    pub device_http: DeviceHttpSection,
     pub uplink: UplinkSection,
     #[serde(default)]
     pub store: StoreSection,
@@ -398,6 +402,11 @@ pub struct RulesSection {
     /// `uncertain` (an alarm; never retried).
     #[serde(default = "default_barrier_confirm_ms")]
     pub barrier_confirm_ms: u64,
+    /// An event older than this, by the device's clock as gatehouse learned it, is recorded but
+    /// never opens a gate (`stale_event`): a terminal re-uploading what it stored while offline.
+    /// 0 turns the age check off (the device's own stored marker still counts).
+    #[serde(default = "default_stale_event_s")]
+    pub stale_event_s: u64,
     /// Modbus devices are polled this often…
     #[serde(default = "default_modbus_poll_ms")]
     pub modbus_poll_ms: u64,
@@ -420,6 +429,7 @@ impl Default for RulesSection {
             overdue_h: default_overdue_h(),
             min_plate_confidence: default_min_plate_confidence(),
             barrier_confirm_ms: default_barrier_confirm_ms(),
+            stale_event_s: default_stale_event_s(),
             modbus_poll_ms: default_modbus_poll_ms(),
             modbus_timeout_ms: default_modbus_timeout_ms(),
         }
@@ -446,6 +456,9 @@ fn default_overdue_h() -> u32 {
     4
 }
 /// Arms take 1.5–3 s; a little more than that.
+fn default_stale_event_s() -> u64 {
+    30
+}
 fn default_barrier_confirm_ms() -> u64 {
     4000
 }
@@ -563,6 +576,10 @@ pub struct DeviceSection {
     /// Modbus devices: `{ tcp = "host:port" }` or `{ serial = { path = … } }` (RTU; devices on one
     /// line share it).
     pub modbus: Option<ModbusSection>,
+    /// HTTP devices: pushes are taken only from this address.
+    pub from: Option<std::net::IpAddr>,
+    /// HTTP devices with a vendor API (Hikvision ISAPI): where gatehouse reaches the device.
+    pub api: Option<DeviceApiSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

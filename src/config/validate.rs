@@ -279,7 +279,7 @@ impl Config {
                                 d.profile
                             ),
                         ),
-                        (Transport::Mqtt | Transport::Modbus, Some(_)) => bad(
+                        (Transport::Mqtt | Transport::Modbus | Transport::Http, Some(_)) => bad(
                             format!("{dp}.serial"),
                             format!("profile {:?} is not a serial-frame device (modbus devices take modbus = {{ … }})", d.profile),
                         ),
@@ -296,7 +296,7 @@ impl Config {
                                 format!("{dp}.address"),
                                 "a Modbus device needs its unit id, 1–247".into(),
                             ),
-                            (Transport::Mqtt | Transport::Serial, Some(_)) => bad(
+                            (Transport::Mqtt | Transport::Serial | Transport::Http, Some(_)) => bad(
                                 format!("{dp}.modbus"),
                                 format!("profile {:?} is not a Modbus device", d.profile),
                             ),
@@ -342,7 +342,12 @@ impl Config {
                         .get(&d.profile)
                         .is_some_and(|p| p.roles.contains(&Role::Barrier) && p.command.is_some())
             });
-            if gates == 0 && camera_gate {
+            // A terminal that drives its own door, opened over its API.
+            let terminal_door = lane
+                .devices
+                .iter()
+                .any(|d| d.api.as_ref().is_some_and(|a| a.door.is_some()));
+            if gates == 0 && (camera_gate || terminal_door) {
                 gates = 1;
             }
             if identifies && gates != 1 {

@@ -28,6 +28,11 @@ pub enum Sink {
     Serial(usize),
     /// Index into the Modbus buses (commands go through the barrier interlock).
     Modbus(usize),
+    /// The reply to the device's own push (a Zhenshi camera told "ok"): only a decision on the
+    /// event being answered can use it; any other command for it is dropped.
+    HttpReply,
+    /// The device's vendor API (Hikvision ISAPI `RemoteControl/door`), by its door task.
+    Api(mpsc::Sender<(std::time::Instant, Vec<u8>)>),
 }
 
 /// Every gate of the box and the links to them.
@@ -50,7 +55,9 @@ impl Actuators {
         self.by_device.is_empty()
     }
 
-    /// Sends `command` to `gate` now, or drops it (see the module docs).
+    /// Sends `command` to `gate` now, or drops it (see the module docs). `reply`: the pending
+    /// push of a device whose reply is its command.
+    #[allow(clippy::too_many_arguments)]
     pub fn command(
         &self,
         policy: &Policy,
@@ -59,6 +66,7 @@ impl Actuators {
         cause: &str,
         reason: &str,
         ts_ms: i64,
+        reply: Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
     ) {
         let Some(act) = self.by_device.get(gate).and_then(Option::as_ref) else {
             return;
@@ -76,7 +84,8 @@ impl Actuators {
         let Some(payload) = payload else {
             // A gate without a hold-open command gets a plain open in fire mode.
             if command == GateCommandName::HoldOpen {
-                self.command(policy, gate, GateCommandName::OpenOut, cause, reason, ts_ms);
+                let open = GateCommandName::OpenOut;
+                self.command(policy, gate, open, cause, reason, ts_ms, reply);
             }
             return;
         };
@@ -85,6 +94,8 @@ impl Actuators {
                 self.mqtt_connected.load(Ordering::Relaxed) && self.mqtt.publish(topic, payload)
             }
             Sink::Serial(port) => self.serial.get(*port).is_some_and(|w| w.send(payload)),
+            Sink::HttpReply => reply.is_some_and(|tx| tx.send(payload).is_ok()),
+            Sink::Api(door) => door.try_send((std::time::Instant::now(), payload)).is_ok(),
             // Barriers on Modbus take their commands from the interlock only.
             Sink::Modbus(_) => return,
         };

@@ -48,6 +48,9 @@ pub struct DecisionLoop {
     last_open_ms: HashMap<usize, i64>,
     last_fire_assert: Instant,
     last_trim: Instant,
+    /// The event being decided came from a device whose reply is its gate command: the command
+    /// for that device goes here (see `sources::http`).
+    reply: Option<(usize, tokio::sync::oneshot::Sender<Vec<u8>>)>,
 }
 
 /// Everything that reaches the decision loop, a channel per kind.
@@ -132,6 +135,7 @@ impl DecisionLoop {
             last_open_ms: HashMap::new(),
             last_fire_assert: Instant::now(),
             last_trim: Instant::now(),
+            reply: None,
         }
     }
 
@@ -195,10 +199,18 @@ impl DecisionLoop {
         if let Some(state) = i.decoded.as_ref().and_then(|d| d.state) {
             let now_ms = crate::now_ms();
             let mut out = Vec::new();
-            if let crate::decision::StateReport::Arm(arm) = state {
-                let opened = self.last_open_ms.get(&i.device).copied();
-                self.core
-                    .arm_reported(i.device, arm, opened, now_ms, &mut out);
+            match state {
+                crate::decision::StateReport::Arm(arm) => {
+                    let opened = self.last_open_ms.get(&i.device).copied();
+                    self.core
+                        .arm_reported(i.device, arm, opened, now_ms, &mut out);
+                }
+                crate::decision::StateReport::Heartbeat => {
+                    if let Some(t) = i.decoded.as_ref().and_then(|d| d.device_time_ms) {
+                        self.core.clock_sample(i.device, t, now_ms, &mut out);
+                    }
+                }
+                _ => {}
             }
             let mut records: Vec<Record> = out
                 .into_iter()
@@ -207,15 +219,14 @@ impl DecisionLoop {
                     _ => None,
                 })
                 .collect();
-            let record = (i.device < self.core.policy.devices.len()).then(|| {
-                let last = self
-                    .last_command
-                    .get(&i.device)
-                    .copied()
-                    .unwrap_or("unknown");
-                let body = records::state_report(state, last);
-                records::device_event(&self.core.policy, i.device, now_ms, body)
-            });
+            let last = self
+                .last_command
+                .get(&i.device)
+                .copied()
+                .unwrap_or("unknown");
+            let record = records::state_report(state, last)
+                .filter(|_| i.device < self.core.policy.devices.len())
+                .map(|body| records::device_event(&self.core.policy, i.device, now_ms, body));
             records.extend(record);
             self.append(records, Vec::new(), Some(i.ack)).await;
             return;
@@ -226,6 +237,7 @@ impl DecisionLoop {
             return;
         };
         let mut out = Vec::new();
+        self.reply = i.reply.map(|tx| (i.device, tx));
         self.core.observe(
             Observation {
                 device: i.device,
@@ -237,6 +249,7 @@ impl DecisionLoop {
             &mut out,
         );
         self.emit(out, Some(i.ack)).await;
+        self.reply = None;
     }
 
     async fn tick(&mut self) {
@@ -392,6 +405,13 @@ impl DecisionLoop {
                         }
                         let cause = d.cause.first().map_or("", String::as_str);
                         let policy = &self.core.policy;
+                        let reply = match self.reply.take() {
+                            Some((device, tx)) if device == g => Some(tx),
+                            other => {
+                                self.reply = other;
+                                None
+                            }
+                        };
                         self.actuators.command(
                             policy,
                             g,
@@ -399,6 +419,7 @@ impl DecisionLoop {
                             cause,
                             d.reason.as_str(),
                             now_ms,
+                            reply,
                         );
                     }
                     records.push(records::passage(&self.core.policy, d, now_ms));
@@ -433,7 +454,7 @@ impl DecisionLoop {
                         }
                         let policy = &self.core.policy;
                         self.actuators
-                            .command(policy, g, command, "", "fire_mode", now_ms);
+                            .command(policy, g, command, "", "fire_mode", now_ms, None);
                     }
                 }
                 Output::State(k, v) => state.push((k, v)),

@@ -5,9 +5,12 @@ use super::actuate::{Actuator, Sink};
 use crate::config::secrets::Secret;
 use crate::config::Config;
 use crate::decision::{DevicePolicy, JoinWindow, LanePolicy, Policy, Quota, Role};
+use crate::device::profile::Reply;
 use crate::device::{Profiles, Transport};
 use crate::proto::v1;
 use crate::sources::endpoint::Identity;
+use crate::sources::http::isapi::ApiDevice;
+use crate::sources::http::HttpDevice;
 use crate::sources::modbus::{self, ModbusLink};
 use crate::sources::Route;
 use crate::sources::{serial, DeviceLive};
@@ -31,6 +34,12 @@ pub struct LanePlan {
     pub actuators: Vec<Option<Actuator>>,
     /// By device index: its status.
     pub status: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
+    /// Devices that push over HTTP (secrets from the config's hashes; the secrets file is read
+    /// at start).
+    pub http: Vec<HttpDevice>,
+    /// Devices whose own API gatehouse speaks (arming stream, self-configuration, catch-up,
+    /// door).
+    pub apis: Vec<ApiDevice>,
 }
 
 impl LanePlan {
@@ -47,6 +56,11 @@ impl LanePlan {
             },
             min_plate_confidence: r.min_plate_confidence,
             barrier_confirm_ms: r.barrier_confirm_ms as i64,
+            // 0: no age check (a synthetic load whose device clock is frozen).
+            stale_event_ms: match r.stale_event_s {
+                0 => i64::MAX,
+                s => s.saturating_mul(1000).min(i64::MAX as u64) as i64,
+            },
             lanes: Vec::new(),
             devices: Vec::new(),
         };
@@ -56,6 +70,8 @@ impl LanePlan {
         let mut buses: Vec<modbus::Bus> = Vec::new();
         let mut actuators = Vec::new();
         let mut status = Vec::new();
+        let mut http = Vec::new();
+        let mut apis = Vec::new();
         for (li, lane) in config.lanes.iter().enumerate() {
             let mut gate = None;
             for d in &lane.devices {
@@ -124,6 +140,36 @@ impl LanePlan {
                         sink = Some(Sink::Serial(i));
                     }
                     (_, Transport::Modbus) => {}
+                    (_, Transport::Http) => {
+                        http.push(HttpDevice {
+                            device: index,
+                            device_id: d.id.clone(),
+                            profile: profile.clone(),
+                            // Validation checked the hash.
+                            secret: (d.password_hash.as_deref())
+                                .and_then(|h| Secret::parse_hash(h).ok())
+                                .unwrap_or(Secret::None),
+                            from: d.from,
+                            live: live.clone(),
+                        });
+                        if profile.http.as_ref().map(|h| h.reply) == Some(Reply::Command) {
+                            sink = Some(Sink::HttpReply);
+                        }
+                        if let Some(api) = &d.api {
+                            let (door_tx, door_rx) = tokio::sync::mpsc::channel(DOOR_QUEUE);
+                            if api.door.is_some() {
+                                sink = Some(Sink::Api(door_tx));
+                            }
+                            apis.push(ApiDevice {
+                                device: index,
+                                device_id: d.id.clone(),
+                                profile: profile.clone(),
+                                api: api.clone(),
+                                doors: door_rx,
+                                live: live.clone(),
+                            });
+                        }
+                    }
                     _ => {
                         let mut me = Identity {
                             device: index,
@@ -180,10 +226,13 @@ impl LanePlan {
                 }
                 let mut actuator = None;
                 // A plate camera can drive the barrier from its own output (see validation).
+                // So can a terminal that drives its own door, opened over its API.
+                let no_gate = !lane.devices.iter().any(|x| x.role.is_gate());
                 let camera_gate = d.role == Role::PlateCamera
                     && profile.roles.contains(&Role::Barrier)
-                    && !lane.devices.iter().any(|x| x.role.is_gate());
-                if d.role.is_gate() || camera_gate {
+                    && no_gate;
+                let door = d.api.as_ref().is_some_and(|a| a.door.is_some()) && no_gate;
+                if d.role.is_gate() || camera_gate || door {
                     gate = Some(index);
                     actuator = sink.map(|sink| Actuator {
                         device_id: d.id.clone(),
@@ -226,6 +275,11 @@ impl LanePlan {
             buses,
             actuators,
             status,
+            http,
+            apis,
         }
     }
 }
+
+/// Door commands waiting for the device's API: a few at most (each is one request).
+const DOOR_QUEUE: usize = 4;

@@ -177,6 +177,18 @@ impl Daemon {
         )
         .await?;
         let mut joins = Vec::new();
+        joins.extend(
+            start_http(
+                &config,
+                plan.http,
+                plan.apis,
+                &input_tx,
+                &events_tx,
+                &metrics,
+                &shutdown_rx,
+            )
+            .await?,
+        );
         let mut serial_writers = Vec::new();
         for port in plan.ports {
             let (w, j) = serial::spawn(
@@ -303,4 +315,66 @@ impl Daemon {
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+/// The HTTP device listener (when a device pushes over HTTP) and the tasks of the devices whose
+/// own API gatehouse speaks. Device passwords come from the config's hashes or the secrets file.
+async fn start_http(
+    config: &Config,
+    mut devices: Vec<crate::sources::http::HttpDevice>,
+    apis: Vec<crate::sources::http::isapi::ApiDevice>,
+    input: &mpsc::Sender<crate::sources::Input>,
+    events: &mpsc::Sender<crate::sources::SourceEvent>,
+    metrics: &Arc<Metrics>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::config::secrets::{read_secrets, Secret};
+    use crate::sources::http;
+    let mut joins = Vec::new();
+    if devices.is_empty() {
+        return Ok(joins);
+    }
+    let secrets = match &config.device_broker.secrets_file {
+        Some(f) => read_secrets(f).map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
+    for d in &mut devices {
+        if let Some(p) = secrets.get(&d.device_id) {
+            d.secret = Secret::Plain(p.clone());
+        }
+        if matches!(d.secret, Secret::None) {
+            warn!(device = %d.device_id, "HTTP device has no secret: its pushes are taken on its id alone (development only).");
+        }
+    }
+    let h = &config.device_http;
+    let (_, join) = http::start(http::Start {
+        listen: h.listen,
+        limits: http::Limits {
+            connections: h.max_connections,
+            header_timeout: Duration::from_millis(h.header_timeout_ms),
+            body_timeout: Duration::from_millis(h.body_timeout_ms),
+            max_body: h.max_body_kib * 1024,
+        },
+        devices,
+        input: input.clone(),
+        refusals: Arc::new(crate::sources::Refusals::new(
+            metrics.clone(),
+            events.clone(),
+        )),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .await?;
+    joins.push(join);
+    let ctx = http::isapi::Context {
+        input: input.clone(),
+        events: events.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    for api in apis {
+        let secret = secrets.get(&api.device_id).cloned();
+        joins.extend(http::isapi::spawn(api, secret, ctx.clone())?);
+    }
+    Ok(joins)
 }

@@ -96,6 +96,7 @@ pub fn alarm(policy: &Policy, a: Alarm, now_ms: i64) -> Record {
             AlarmKind::OutingOverdue => v1::AlarmKind::OutingOverdue,
             AlarmKind::FireMode => v1::AlarmKind::FireMode,
             AlarmKind::Tamper => v1::AlarmKind::Tamper,
+            AlarmKind::DeviceClock => v1::AlarmKind::DeviceClock,
         } as i32,
         detail: a.detail,
         temperature_c: a.temperature_c.map(|t| t as f32),
@@ -159,9 +160,10 @@ pub fn command_answer(last_command: &str, code: i64) -> v1::event::Body {
     })
 }
 
-/// A device's report about itself (an MQTT camera's barrier status, loop input, command reply).
-pub fn state_report(state: StateReport, last_command: &str) -> v1::event::Body {
-    match state {
+/// A device's report about itself (an MQTT camera's barrier status, loop input, command reply);
+/// a heartbeat leaves no record.
+pub fn state_report(state: StateReport, last_command: &str) -> Option<v1::event::Body> {
+    Some(match state {
         StateReport::Arm(arm) => v1::event::Body::DeviceState(v1::DeviceState {
             readable: arm != Arm::Unknown,
             arm: arm.as_str().into(),
@@ -174,7 +176,8 @@ pub fn state_report(state: StateReport, last_command: &str) -> v1::event::Body {
             ..Default::default()
         }),
         StateReport::Ack(code) => command_answer(last_command, code),
-    }
+        StateReport::Heartbeat => return None,
+    })
 }
 
 /// An interlocked barrier's inputs (`None`: unreadable), arm and fault code.
@@ -205,6 +208,7 @@ mod tests {
             },
             min_plate_confidence: 80,
             barrier_confirm_ms: 4000,
+            stale_event_ms: 30_000,
             lanes: vec![LanePolicy {
                 id: "east-1".into(),
                 fever_threshold_c: 37.3,
@@ -293,7 +297,8 @@ mod tests {
         assert_eq!(a.kind, v1::AlarmKind::CommandOutcomeUncertain as i32);
         assert_eq!((a.lane.as_str(), a.device.as_str()), ("east-1", "gate-1"));
 
-        let v1::event::Body::CommandOutcome(o) = state_report(StateReport::Ack(3), "open") else {
+        let v1::event::Body::CommandOutcome(o) = state_report(StateReport::Ack(3), "open").unwrap()
+        else {
             panic!("an ack is a command outcome");
         };
         assert_eq!(
@@ -301,7 +306,8 @@ mod tests {
             ("open", "rejected")
         );
         assert_eq!(o.detail, "code 3");
-        let v1::event::Body::DeviceState(s) = state_report(StateReport::Arm(Arm::Up), "") else {
+        let v1::event::Body::DeviceState(s) = state_report(StateReport::Arm(Arm::Up), "").unwrap()
+        else {
             panic!("an arm report is a device state");
         };
         assert!(s.readable);

@@ -128,6 +128,8 @@ impl Held {
                         dedupe,
                         state: None,
                         device_time_ms,
+                        stored: None,
+                        unreadable: None,
                     },
                 })
             }
@@ -251,6 +253,8 @@ mod tests {
                 dedupe: true,
                 state: None,
                 device_time_ms: Some(1_799_999_999_000),
+                stored: None,
+                unreadable: None,
             },
         };
         assert_eq!(Held::decode(&w.encode()), Some(w));

@@ -33,11 +33,6 @@ pub(super) struct Waiting {
     pub(super) held: String,
 }
 
-/// A redelivered event (its first delivery never acknowledged, so the gateway may have stopped
-/// before its decision was durable, or before deciding) older than this is decided and recorded
-/// but not acted on: an open that late is for whoever stands at the gate now.
-pub const LATE_MS: i64 = 2000;
-
 #[derive(Debug, Default, Clone)]
 pub(super) struct LaneState {
     /// Unused readings, oldest first; at most [`MAX_READINGS`].
@@ -78,6 +73,8 @@ pub struct Core {
     /// Held observations of devices no longer configured: their keys are deleted at the next
     /// tick.
     pub(super) orphans: Vec<String>,
+    /// Each device's clock as learned from its live messages.
+    pub(super) clocks: HashMap<usize, super::device_clock::DeviceClock>,
 }
 
 /// How many recent device events are remembered for de-duplication (a broker's redelivery, a
@@ -102,6 +99,7 @@ impl Core {
             reported_arms: HashMap::new(),
             now_ms: 0,
             orphans: Vec::new(),
+            clocks: HashMap::new(),
         }
     }
 
@@ -411,11 +409,16 @@ impl Core {
         if ev.subject.is_none() && ev.temperature_c.is_none() && !ev.stranger {
             return;
         }
+        let dev_id = dev.id.clone();
+        let stored = self.stored(obs.device, ev.stored, ev.device_time_ms, obs.now_ms, out);
+        let mut obs = obs;
+        obs.decoded.stored = Some(stored);
+        let ev = &obs.decoded;
         // A broker's redelivery, a camera's offline replay: the same event is decided once.
         if !ev.event_id.is_empty() {
             let key = match ev.device_time_ms {
-                Some(t) => format!("{}:{}@{t}", dev.id, ev.event_id),
-                None => format!("{}:{}", dev.id, ev.event_id),
+                Some(t) => format!("{dev_id}:{}@{t}", ev.event_id),
+                None => format!("{dev_id}:{}", ev.event_id),
             };
             if self.recent_set.contains(key.as_str()) {
                 return;
@@ -427,6 +430,23 @@ impl Core {
         let lane = &self.policy.lanes[dev.lane];
         let li = dev.lane;
         let separate_thermal = lane.join.is_some() && dev.role == Role::Thermal;
+        if separate_thermal && stored {
+            // A stored reading is someone's from long ago: on record, never joined.
+            if let Some(raw) = ev.temperature_c {
+                out.push(Output::Reading {
+                    lane: li,
+                    device: obs.device,
+                    temperature_c: calibrate(raw, dev.calibration_offset_c),
+                    cause: ev.event_id.clone(),
+                });
+            }
+            return;
+        }
+        // A stored or unreadable identification is decided now: it waits for no reading.
+        if stored || ev.unreadable.is_some() {
+            self.decide(obs, None, out);
+            return;
+        }
         if separate_thermal {
             let Some(raw) = ev.temperature_c else { return };
             let mut reading = Reading {

@@ -4,6 +4,9 @@
 //!
 //! The rules, in the order they apply to an identification (docs/ARCHITECTURE.md, "Invariants"). The first that
 //! decides gives the one reason code; `rule` names it in the passage event.
+//! 0. a stored event — the device marks it so, or it is older than `stale_event_ms` by the
+//!    device's learned clock (`device_clock.rs`) → deny `stale_event`, recorded, never actuated;
+//!    an event that names a person but could not be read in full → deny `invalid_reading`;
 //! 1. `fire` mode → allow `fire_mode` (every exit opens; a fever still raises its alarm);
 //! 2. a temperature outside the plausible range → deny `invalid_reading` (measure again);
 //! 3. a temperature at or above the lane's threshold → deny `fever`, and raise a fever alarm;
@@ -32,6 +35,7 @@
 //! on its own when it ages out. The device's own "abnormal temperature" flag never decides; a
 //! disagreement is recorded.
 pub mod barrier;
+mod device_clock;
 pub mod held;
 pub mod id;
 pub mod machine;
@@ -43,6 +47,7 @@ pub mod state_key;
 mod subject;
 pub mod vocabulary;
 
+pub use device_clock::CLOCK_ALARM_MS;
 pub use id::Id;
 pub use machine::Core;
 pub use policy::{DevicePolicy, JoinWindow, LanePolicy, Policy, Quota};
@@ -58,3 +63,5 @@ pub use vocabulary::{
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stale;

@@ -57,6 +57,9 @@ pub struct Policy {
     /// A barrier's arm must reach its limit this long after a command; an arm that goes up with
     /// no open of ours this long before is tampered with.
     pub barrier_confirm_ms: i64,
+    /// An event older than this by the device's learned clock is recorded, never acted on
+    /// (`stale_event`).
+    pub stale_event_ms: i64,
     pub lanes: Vec<LanePolicy>,
     pub devices: Vec<DevicePolicy>,
 }

@@ -1,6 +1,6 @@
 //! The rules, in the order they apply (the module docs of `decision` list them): one
 //! identification in, exactly one decision out, with one reason code and the rule that gave it.
-use super::machine::{release, Core, Reading, LATE_MS};
+use super::machine::{release, Core, Reading};
 use super::policy::{calibrate, DAY_MS};
 use super::registry::{PlateHolder, ResidentStatus};
 use super::subject::{resolve, Subject};
@@ -25,13 +25,12 @@ impl Core {
         if let Some(r) = &joined {
             release(&r.held, out);
         }
-        // A redelivery older than LATE_MS (or of unknown age) is decided and recorded, never
-        // acted on.
-        let late = obs.redelivered
-            && obs
-                .decoded
-                .device_time_ms
-                .is_none_or(|t| obs.now_ms.saturating_sub(t) > LATE_MS);
+        // A redelivery (its first delivery never acknowledged: the gateway stopped before the
+        // decision was durable — but maybe after its command went out) is decided and recorded,
+        // never acted on: one identification never opens twice.
+        let late = obs.redelivered;
+        let stored = obs.decoded.stored == Some(true);
+        let unreadable = obs.decoded.unreadable.is_some();
         let mut ev = obs.decoded;
         let now = obs.now_ms;
         let own_t = ev
@@ -97,7 +96,13 @@ impl Core {
             )));
         }
 
-        let verdict = self.rules(&d, subject.as_ref(), now);
+        let verdict = if stored {
+            (false, Reason::StaleEvent, "stale_event")
+        } else if unreadable {
+            (false, Reason::InvalidReading, "unreadable_event")
+        } else {
+            self.rules(&d, subject.as_ref(), now)
+        };
         let (allow, reason, rule) = verdict;
         d.allow = allow;
         d.reason = reason;
@@ -128,11 +133,11 @@ impl Core {
                 cause: d.cause.clone(),
             }));
         }
-        if late {
+        if late || stored {
             d.not_actuated = true;
             d.gate = None;
         }
-        if allow && !late {
+        if allow && !late && !stored {
             self.passed(&d, subject.as_ref(), now, out);
         }
         // An interlocked barrier opens through its interlock; a denial sends it nothing.

@@ -25,6 +25,9 @@ pub enum Reason {
     FireMode,
     RemoteOpen,
     DeviceFault,
+    /// The event happened a while ago (a terminal's stored record, uploaded late): recorded,
+    /// never opens a gate.
+    StaleEvent,
 }
 
 impl Reason {
@@ -45,6 +48,7 @@ impl Reason {
             Reason::FireMode => "fire_mode",
             Reason::RemoteOpen => "remote_open",
             Reason::DeviceFault => "device_fault",
+            Reason::StaleEvent => "stale_event",
         }
     }
 }
@@ -142,8 +146,8 @@ pub struct Decision {
     pub confidence: Option<u8>,
     /// A remote open: the operator who ordered it and why.
     pub operator: Option<(String, String)>,
-    /// Decided too late to act on (a redelivery after a restart, its event more than
-    /// [`super::machine::LATE_MS`] old): recorded, no gate command, no passage counted.
+    /// Not acted on (a redelivery after a restart, whose first decision's command may have gone
+    /// out; a stored event): recorded, no gate command, no passage counted.
     pub not_actuated: bool,
 }
 
@@ -159,6 +163,9 @@ pub enum AlarmKind {
     FireMode,
     /// A barrier's arm went up with no open of ours (`unexpected_open`).
     Tamper,
+    /// A device's clock is far off gatehouse's: its events' age is measured against the
+    /// learned offset, but its records' own times are wrong.
+    DeviceClock,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,6 +278,8 @@ pub enum StateReport {
     Arm(Arm),
     Loop(bool),
     Ack(i64),
+    /// The device says it is alive (a heartbeat), with its clock where it sends one.
+    Heartbeat,
 }
 
 /// What a device's subject id is: a face matched to a registry person id, or a card / QR
@@ -307,4 +316,11 @@ pub struct Decoded {
     pub state: Option<StateReport>,
     /// When the device saw it, by the device's clock (unix ms), where the profile reads it.
     pub device_time_ms: Option<i64>,
+    /// The device's own marker: `Some(true)` a stored record uploaded late (Hikvision
+    /// `currentEvent: false`, Zhenshi `isoffline`), `Some(false)` live. The core also marks an
+    /// event stored when its age, by the device's learned clock, is past `stale_event_ms`.
+    pub stored: Option<bool>,
+    /// Part of the event could not be read (a temperature that is no number, an unknown unit):
+    /// why. The person it names is denied `invalid_reading`, so the terminal asks again.
+    pub unreadable: Option<String>,
 }

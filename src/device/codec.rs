@@ -3,7 +3,7 @@
 //! not name are never looked at; bad input is a clear [`DecodeError`], never a panic.
 use super::frame;
 use super::profile::{Encoding, GateCommandName, Profile, StatusKind, Var, MAX_PAYLOAD};
-use crate::decision::{Decoded, Direction, StateReport};
+use crate::decision::{CredentialKind, Decoded, Direction, StateReport};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -24,25 +24,48 @@ pub enum DecodeError {
     NoDecoder,
     #[error("{pointer}: not base64 of UTF-8 text")]
     BadEncoding { pointer: String },
+    #[error("{pointer}: {text:?} is not a number")]
+    NotANumber { pointer: String, text: String },
     #[error("{pointer}: confidence {value} outside 0–100")]
     BadConfidence { pointer: String, value: i64 },
 }
 
 impl Profile {
-    /// Decodes one event payload. Fields the profile does not name are never looked at.
+    /// Decodes one event payload (JSON). Fields the profile does not name are never looked at.
     pub fn decode(&self, payload: &[u8]) -> Result<Decoded, DecodeError> {
-        let spec = self.decode.as_ref().ok_or(DecodeError::NoDecoder)?;
         if payload.len() > MAX_PAYLOAD {
             return Err(DecodeError::TooLarge(payload.len()));
         }
         let v: Value =
             serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        self.decode_value(&v)
+    }
+
+    /// Decodes one event already parsed (a JSON body, or an XML one turned into JSON by
+    /// [`super::xml`]). A heartbeat comes out as [`StateReport::Heartbeat`]. An event whose
+    /// identity reads but some other field does not is still an event, marked `unreadable`: the
+    /// person it names gets an answer (`invalid_reading`), not silence.
+    pub fn decode_value(&self, v: &Value) -> Result<Decoded, DecodeError> {
+        let spec = self.decode.as_ref().ok_or(DecodeError::NoDecoder)?;
         let mut out = Decoded::default();
-        if let Some(p) = &spec.event_id {
-            out.event_id = id_at(&v, p)?.unwrap_or_default();
+        if let Some(p) = &spec.time {
+            out.device_time_ms = time_at(v, p);
         }
+        if let Some(h) = &spec.heartbeat {
+            if h.matches(v) == Some(true) {
+                out.state = Some(StateReport::Heartbeat);
+                if let Some(p) = &h.time {
+                    out.device_time_ms = time_at(v, p);
+                }
+                return Ok(out);
+            }
+        }
+        if let Some(p) = &spec.event_id {
+            out.event_id = id_at(v, p)?.unwrap_or_default();
+        }
+        out.credential = spec.credential;
         if let Some(p) = &spec.subject {
-            out.subject = id_at(&v, p)?.filter(|s| !s.is_empty());
+            out.subject = id_at(v, p)?.filter(|s| !s.is_empty());
             if spec.subject_encoding == Encoding::Base64 {
                 out.subject = match out.subject.take() {
                     None => None,
@@ -54,72 +77,79 @@ impl Profile {
                 .filter(|s| !s.is_empty());
             }
         }
-        out.credential = spec.credential;
+        if let (None, Some(p)) = (&out.subject, &spec.card) {
+            // A card swipe: the terminal names the card, not the person.
+            out.subject = id_at(v, p)?.filter(|s| !s.is_empty());
+            if out.subject.is_some() {
+                out.credential = CredentialKind::Card;
+            }
+        }
         out.dedupe = spec.dedupe;
+        out.stored = spec.stored.as_ref().and_then(|m| m.matches(v));
+        if let Err(e) = self.decode_readings(spec, v, &mut out) {
+            if out.subject.is_none() {
+                return Err(e);
+            }
+            out.unreadable = Some(e.to_string());
+        }
+        Ok(out)
+    }
+
+    /// The measured fields of an event: confidence, direction, the device's flag, temperature.
+    fn decode_readings(
+        &self,
+        spec: &super::profile::Decode,
+        v: &Value,
+        out: &mut Decoded,
+    ) -> Result<(), DecodeError> {
         if let Some(p) = &spec.confidence {
-            out.confidence = match v.pointer(p) {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) => {
-                    let value = n.as_i64().unwrap_or(-1);
-                    Some(
-                        u8::try_from(value)
-                            .ok()
-                            .filter(|c| *c <= 100)
-                            .ok_or_else(|| DecodeError::BadConfidence {
-                                pointer: p.clone(),
-                                value,
-                            })?,
-                    )
-                }
-                Some(other) => return Err(wrong(p, "a number", other)),
+            out.confidence = match number_at(v, p)? {
+                None => None,
+                Some(n) => Some(
+                    u8::try_from(n as i64)
+                        .ok()
+                        .filter(|c| *c <= 100 && n.fract() == 0.0)
+                        .ok_or_else(|| DecodeError::BadConfidence {
+                            pointer: p.clone(),
+                            value: n as i64,
+                        })?,
+                ),
             };
         }
         if let Some(d) = &spec.direction {
-            out.direction = match v.pointer(&d.pointer) {
-                Some(Value::Number(n)) => n.as_i64().and_then(|code| {
-                    if d.inward.contains(&code) {
-                        Some(Direction::In)
-                    } else if d.outward.contains(&code) {
-                        Some(Direction::Out)
-                    } else {
-                        // An unknown code: the lane's direction holds.
-                        None
-                    }
-                }),
-                _ => None,
-            };
-        }
-        if let Some(p) = &spec.time {
-            // An unreadable time costs the event its age, not its answer.
-            out.device_time_ms = match v.pointer(p) {
-                Some(Value::String(t)) => crate::timefmt::parse_time_ms(t),
-                Some(Value::Number(n)) => n
-                    .as_i64()
-                    .and_then(|n| crate::timefmt::parse_time_ms(&n.to_string())),
-                _ => None,
-            };
+            // An unknown or unreadable code: the lane's direction holds.
+            out.direction = number_at(v, &d.pointer).ok().flatten().and_then(|n| {
+                let code = n as i64;
+                if d.inward.contains(&code) {
+                    Some(Direction::In)
+                } else if d.outward.contains(&code) {
+                    Some(Direction::Out)
+                } else {
+                    None
+                }
+            });
         }
         if let Some(p) = &spec.device_abnormal {
             out.device_abnormal = match v.pointer(p) {
                 None | Some(Value::Null) => None,
                 Some(Value::Bool(b)) => Some(*b),
+                Some(Value::Number(n)) => Some(n.as_f64() != Some(0.0)),
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
                 Some(other) => return Err(wrong(p, "a boolean", other)),
             };
         }
         if let Some(t) = &spec.temperature {
-            out.temperature_c = match v.pointer(&t.pointer) {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) => {
-                    let raw = n.as_f64().unwrap_or(f64::NAN) * t.scale;
+            out.temperature_c = match number_at(v, &t.pointer)? {
+                None => None,
+                Some(n) => {
                     let unit = match t.unit_pointer.as_deref().and_then(|p| v.pointer(p)) {
                         None | Some(Value::Null) => t.default_unit,
                         Some(Value::String(name)) => {
-                            *t.units
-                                .get(name.as_str())
-                                .ok_or_else(|| DecodeError::UnknownUnit {
-                                    pointer: t.unit_pointer.clone().unwrap_or_default(),
-                                    unit: name.clone(),
-                                })?
+                            t.unit(name).ok_or_else(|| DecodeError::UnknownUnit {
+                                pointer: t.unit_pointer.clone().unwrap_or_default(),
+                                unit: name.clone(),
+                            })?
                         }
                         Some(other) => {
                             return Err(wrong(
@@ -129,12 +159,11 @@ impl Profile {
                             ))
                         }
                     };
-                    Some(unit.to_celsius(raw))
+                    Some(unit.to_celsius(n * t.scale))
                 }
-                Some(other) => return Err(wrong(&t.pointer, "a number", other)),
             };
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Decodes a message on the profile's status topic `index`.
@@ -235,6 +264,12 @@ impl Profile {
             GateCommandName::Release => spec.release.as_ref()?,
         };
         let mut out = Vec::with_capacity(128);
+        if let Some(w) = &spec.wrap {
+            out.push(b'{');
+            write_json_str(&mut out, w);
+            out.push(b':');
+        }
+        let start = out.len();
         out.push(b'{');
         for (i, (field, var)) in spec.fields.iter().enumerate() {
             if i > 0 {
@@ -252,7 +287,7 @@ impl Profile {
             }
         }
         for (field, value) in &spec.constants {
-            if out.len() > 1 {
+            if out.len() > start + 1 {
                 out.push(b',');
             }
             write_json_str(&mut out, field);
@@ -260,6 +295,9 @@ impl Profile {
             serde_json::to_writer(&mut out, value).ok()?;
         }
         out.push(b'}');
+        if spec.wrap.is_some() {
+            out.push(b'}');
+        }
         Some(out)
     }
 }
@@ -316,5 +354,39 @@ fn id_at(v: &Value, pointer: &str) -> Result<Option<String>, DecodeError> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(Some(n.to_string())),
         Some(other) => Err(wrong(pointer, "a string or an integer", other)),
+    }
+}
+
+/// A number, or a string holding one (firmware that quotes its numbers: `"36.5"`). NaN and
+/// infinities are refused.
+fn number_at(v: &Value, pointer: &str) -> Result<Option<f64>, DecodeError> {
+    let n = match v.pointer(pointer) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(other) => return Err(wrong(pointer, "a number", other)),
+    };
+    match n.filter(|n| n.is_finite()) {
+        Some(n) => Ok(Some(n)),
+        None => Err(DecodeError::NotANumber {
+            pointer: pointer.to_string(),
+            text: match v.pointer(pointer) {
+                Some(Value::String(s)) => s.clone(),
+                other => other.map(Value::to_string).unwrap_or_default(),
+            },
+        }),
+    }
+}
+
+/// A device time: RFC 3339 text, or unix seconds / ms as a number or a string. An unreadable
+/// time costs the event its age, not its answer.
+fn time_at(v: &Value, pointer: &str) -> Option<i64> {
+    match v.pointer(pointer)? {
+        Value::String(t) => crate::timefmt::parse_time_ms(t),
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(|n| crate::timefmt::parse_time_ms(&n.to_string())),
+        _ => None,
     }
 }

@@ -6,7 +6,11 @@ pub mod codec;
 pub mod frame;
 pub mod modbus_map;
 pub mod profile;
+pub mod xml;
 
 pub use codec::{CommandArgs, DecodeError};
 pub use modbus_map::ModbusSpec;
 pub use profile::{GateCommandName, Profile, Profiles, Transport, Unit, MAX_PAYLOAD};
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,7 @@
 //! ([`SourceEvent`]), the status each keeps of its devices ([`DeviceLive`]), and for MQTT (the
 //! endpoint or an external broker) the topic routes and their decoding ([`Route`], [`decode`]).
 pub mod endpoint;
+pub mod http;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
@@ -13,9 +14,11 @@ use crate::device::Profile;
 use crate::metrics::{worth_logging, Metrics};
 use crate::store::outbox::Ack;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 /// One decoded device message on its way to the decision loop.
@@ -28,6 +31,9 @@ pub struct Input {
     /// Sent again by the device's broker (MQTT DUP): never acknowledged the first time.
     pub redelivered: bool,
     pub ack: Ack,
+    /// A device whose reply is its gate command (a camera told "ok" over HTTP): where the
+    /// command for this event's decision goes, instead of the gate's usual link.
+    pub reply: Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
 }
 
 /// Capacity of the decision loop's input. Full → the events task waits, and the broker holds
@@ -95,14 +101,73 @@ pub fn decode(
         None => r.profile.decode(payload),
         Some(i) => r.profile.decode_status(i, payload),
     };
-    match decoded {
-        Ok(d) => (r.device, Some(d)),
-        Err(e) => {
-            let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
-            if worth_logging(n) {
-                warn!(device = %r.device_id, profile = %r.profile.name, topic = %topic, error = %e, bad_messages = n, "Device message does not decode; dropped.");
-            }
-            (r.device, None)
+    (
+        r.device,
+        checked(decoded, &r.device_id, &r.profile.name, metrics),
+    )
+}
+
+/// A decode result as the decision loop takes it: an error is counted and logged (at the 1st,
+/// 10th, 100th…) and becomes `None`; an event that names someone but did not read in full is
+/// counted and logged too, and goes on to be denied `invalid_reading`.
+pub fn checked(
+    decoded: Result<Decoded, crate::device::DecodeError>,
+    device_id: &str,
+    profile: &str,
+    metrics: &Metrics,
+) -> Option<Decoded> {
+    let error = match &decoded {
+        Ok(d) => d.unreadable.clone(),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(error) = error {
+        let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_logging(n) {
+            let kept = decoded.is_ok();
+            warn!(device = %device_id, profile, %error, bad_messages = n, kept, "Device message does not decode (kept: the person it names is told to try again).");
         }
+    }
+    decoded.ok()
+}
+
+/// Refusals of device clients (the MQTT endpoint's, the HTTP listener's): counted
+/// (`device_refusals`), logged at the 1st, 10th, 100th…, and raised upstream as
+/// `device_misbehaving` at most once a minute per device (and once for all unknown clients).
+pub struct Refusals {
+    metrics: Arc<Metrics>,
+    events: mpsc::Sender<SourceEvent>,
+    last_alarm: Mutex<HashMap<Option<usize>, Instant>>,
+}
+
+const ALARM_EVERY: Duration = Duration::from_secs(60);
+
+impl Refusals {
+    pub fn new(metrics: Arc<Metrics>, events: mpsc::Sender<SourceEvent>) -> Refusals {
+        Refusals {
+            metrics,
+            events,
+            last_alarm: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `device` is the device's index when the client proved or named who it is.
+    pub fn refuse(&self, device: Option<usize>, id: &str, peer: SocketAddr, what: &str) {
+        let n = self.metrics.device_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_logging(n) {
+            warn!(device = %id, peer = %peer, refusals = n, "Device refused: {what}.");
+        }
+        let now = Instant::now();
+        let mut last = self.last_alarm.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .get(&device)
+            .is_some_and(|t| now.duration_since(*t) < ALARM_EVERY)
+        {
+            return;
+        }
+        last.insert(device, now);
+        let _ = self.events.try_send(SourceEvent::Misbehaving {
+            device,
+            detail: format!("{what} (from {peer}, as {id})"),
+        });
     }
 }

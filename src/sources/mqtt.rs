@@ -188,6 +188,7 @@ pub async fn run_events(
                     }
                 });
                 waiting.push_back(Input {
+                    reply: None,
                     device,
                     decoded,
                     received,

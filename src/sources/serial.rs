@@ -308,6 +308,7 @@ impl<'a> Lines<'a> {
                 dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
                 Metrics::inc(&metrics.events_received);
                 out.push(Input {
+                    reply: None,
                     device: dev.device,
                     decoded: Some(decoded),
                     received,

@@ -165,6 +165,7 @@ pub fn write_config_text(dir: &Path, text: &str) -> std::path::PathBuf {
         let profiles = Profiles::builtin();
         let lines: String = config
             .mqtt_devices(&profiles)
+            .chain(config.devices_on(&profiles, gatehouse::device::Transport::Http))
             .map(|(_, d)| format!("{} {}\n", d.id, device_password(&d.id)))
             .collect();
         std::fs::write(dir.join(f), lines).unwrap();
@@ -292,12 +293,13 @@ impl Harness {
 
 /// The lane's simulated turnstile (`gate-1`): every command it receives, as it received it.
 pub fn gate_sim(link: &DeviceLink) -> mpsc::Receiver<Result<GateCommand, String>> {
+    gate_sim_on(link, "devices/gate-1/cmd")
+}
+
+/// A simulated `generic-gate-mqtt` turnstile taking its commands on `topic`.
+pub fn gate_sim_on(link: &DeviceLink, topic: &str) -> mpsc::Receiver<Result<GateCommand, String>> {
     let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(sim::gate::run_gate(
-        link.clone(),
-        "devices/gate-1/cmd".into(),
-        tx,
-    ));
+    tokio::spawn(sim::gate::run_gate(link.clone(), topic.into(), tx));
     rx
 }
 

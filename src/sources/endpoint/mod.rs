@@ -60,9 +60,6 @@ const COMMAND_MAX_AGE: Duration = Duration::from_secs(1);
 /// Largest CONNECT: no device needs more, and sockets not yet authenticated hold at most this.
 const CONNECT_MAX: usize = 16 * 1024;
 
-/// Alarms about one misbehaving device (or about unknown clients) go upstream at most this often.
-const ALARM_EVERY: Duration = Duration::from_secs(60);
-
 /// A device message's decision is durable: its PUBACK (PUBREC for QoS 2) is written, which also
 /// frees its place in the in-flight window. Their channel has room for the whole window.
 pub(crate) struct Ack {
@@ -107,8 +104,7 @@ pub(crate) struct Shared {
     limits: Limits,
     unauthenticated: Arc<Semaphore>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
-    last_alarm: Mutex<HashMap<Option<usize>, Instant>>,
-    events: mpsc::Sender<SourceEvent>,
+    refusals: crate::sources::Refusals,
     metrics: Arc<Metrics>,
     /// Intake stops (the daemon is stopping); connections stay up to write the last acks.
     shutdown: watch::Receiver<bool>,
@@ -193,8 +189,7 @@ impl Endpoint {
             unauthenticated: Arc::new(Semaphore::new(s.limits.unauthenticated)),
             limits: s.limits,
             per_address: Mutex::new(HashMap::new()),
-            last_alarm: Mutex::new(HashMap::new()),
-            events: s.events,
+            refusals: crate::sources::Refusals::new(s.metrics.clone(), s.events),
             metrics: s.metrics,
             shutdown: s.shutdown,
             released,
@@ -377,28 +372,9 @@ impl Shared {
     /// Counts and logs a refusal, and raises `device_misbehaving` upstream unless one went for
     /// the same device (or for unknown clients) within the last minute.
     pub(crate) fn refuse(&self, device: Option<usize>, peer: SocketAddr, what: &str) {
-        let n = self
-            .metrics
-            .device_refusals
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
         let id = device.map_or("unknown", |i| self.identities[i].id.as_str());
-        if worth_logging(n) {
-            warn!(device = %id, peer = %peer, refusals = n, "Device endpoint refused: {what}.");
-        }
-        let now = Instant::now();
-        let mut last = self.last_alarm.lock().unwrap_or_else(|p| p.into_inner());
-        if last
-            .get(&device)
-            .is_some_and(|t| now.duration_since(*t) < ALARM_EVERY)
-        {
-            return;
-        }
-        last.insert(device, now);
-        let _ = self.events.try_send(SourceEvent::Misbehaving {
-            device: device.map(|i| self.identities[i].device),
-            detail: format!("{what} (from {peer}, as {id})"),
-        });
+        let index = device.map(|i| self.identities[i].device);
+        self.refusals.refuse(index, id, peer, what);
     }
 
     /// Registers a new connection for identity `i`, ending the one it had. Returns the

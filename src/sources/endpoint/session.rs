@@ -544,6 +544,7 @@ impl Session {
             })
         };
         let input = Input {
+            reply: None,
             device,
             decoded,
             received: Instant::now(),

@@ -35,7 +35,8 @@ pub fn acs_event(serial: u64, subject: Option<&str>, temperature_c: f64, unit: U
         "ipAddress": "192.168.1.64",
         "portNo": 80,
         "protocol": "HTTP",
-        "dateTime": "2026-11-28T08:15:32+08:00",
+        // A real terminal stamps the event with its (synced) clock.
+        "dateTime": crate::timefmt::rfc3339(crate::now_ms()),
         "eventType": "AccessControllerEvent",
         "AccessControllerEvent": ev,
     })

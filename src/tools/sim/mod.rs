@@ -4,6 +4,8 @@
 pub mod barrier;
 pub mod gate;
 pub mod hikvision;
+pub mod http_push;
+pub mod isapi_terminal;
 pub mod serial;
 pub mod zhenshi;
 

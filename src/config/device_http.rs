@@ -1,0 +1,133 @@
+//! The config of devices that speak HTTP: the listener their pushes arrive at (`[device_http]`),
+//! and, per device, where gatehouse reaches the device's own API (`api = { … }` in its
+//! `[[lanes.devices]]` entry).
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `[device_http]`: started when a configured device pushes over HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceHttpSection {
+    /// Where the pushes arrive: the device LAN's side of the box.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Connections at once (a terminal keeps one or two).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request's headers must be in within this; its body within `body_timeout_ms`.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// A push's whole body, pictures included (they are streamed past, never held); the event
+    /// part itself is held to 256 KiB.
+    #[serde(default = "default_max_body_kib")]
+    pub max_body_kib: usize,
+}
+
+impl Default for DeviceHttpSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_connections: default_max_connections(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_body_kib: default_max_body_kib(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8088))
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_header_timeout_ms() -> u64 {
+    5_000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_body_kib() -> usize {
+    16 * 1024
+}
+
+/// How a terminal's events reach gatehouse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushMode {
+    /// The terminal POSTs them to the listener (its `httpHosts` entry).
+    #[default]
+    Listening,
+    /// Gatehouse holds the terminal's event stream open (ISAPI `alertStream`).
+    Arming,
+}
+
+/// A device's own API, as gatehouse reaches it (`api = { address = "192.168.1.64", … }`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceApiSection {
+    /// `host` or `host:port` (port 80 when not given).
+    pub address: String,
+    #[serde(default = "default_username")]
+    pub username: String,
+    /// The device's password: a file (first line; readable by its owner only) or, for tests
+    /// and the demo, the text.
+    pub password_file: Option<PathBuf>,
+    pub password: Option<String>,
+    #[serde(default)]
+    pub mode: PushMode,
+    /// The terminal drives this door itself and gatehouse opens it over the API (the lane
+    /// has no other gate). Without it the terminal only identifies.
+    pub door: Option<u32>,
+    /// Self-configuration: the address of this box as the terminal must push to
+    /// (`http://192.168.1.10:8088`); gatehouse writes its `httpHosts` entry and checks it every
+    /// `recheck_s`.
+    pub push_to: Option<String>,
+    #[serde(default = "default_recheck_s")]
+    pub recheck_s: u64,
+    /// After the terminal or the link was down, fetch the events it stored (recorded late,
+    /// never acted on).
+    #[serde(default = "default_true")]
+    pub catch_up: bool,
+    /// Requests to the device time out after this.
+    #[serde(default = "default_api_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_username() -> String {
+    "admin".into()
+}
+fn default_recheck_s() -> u64 {
+    600
+}
+fn default_true() -> bool {
+    true
+}
+fn default_api_timeout_ms() -> u64 {
+    5_000
+}
+
+impl DeviceApiSection {
+    /// `host:port`.
+    pub fn host(&self) -> String {
+        if self.address.contains(':') {
+            self.address.clone()
+        } else {
+            format!("{}:80", self.address)
+        }
+    }
+
+    /// The password, from its file or the config.
+    pub fn read_password(&self) -> Result<String, String> {
+        match (&self.password_file, &self.password) {
+            (Some(f), _) => std::fs::read_to_string(f)
+                .map(|t| t.lines().next().unwrap_or("").trim().to_string())
+                .map_err(|e| format!("{}: {e}", f.display())),
+            (None, Some(p)) => Ok(p.clone()),
+            (None, None) => Err("api: password_file (or password) required".into()),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Each device's clock as gatehouse has learned it. A terminal re-uploads what it stored while
+//! it was offline, hours later, as if it were new: such an event must be recorded, never open a
+//! gate. Its age can only be read off the device's own clock, which may be minutes off or in the
+//! wrong timezone — so the offset is learned from what is known to be live (heartbeats, events
+//! the device itself marks live) and the age measured against it. A resident is never locked out
+//! by a device's wrong clock once it has sent one heartbeat; a large offset is an alarm.
+use super::machine::Core;
+use super::vocabulary::{Alarm, AlarmKind, Output};
+
+/// An offset beyond this raises [`AlarmKind::DeviceClock`] (once, until it comes back under
+/// [`CLOCK_OK_MS`]).
+pub const CLOCK_ALARM_MS: i64 = 5 * 60 * 1000;
+const CLOCK_OK_MS: i64 = 60 * 1000;
+
+/// One device's learned clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct DeviceClock {
+    /// Gatehouse's time minus the device's, at the last live sample.
+    pub(super) offset_ms: i64,
+    pub(super) alarmed: bool,
+}
+
+impl Core {
+    /// A live sample of `device`'s clock (a heartbeat, an event it marks live): the offset is
+    /// learned from it, and an alarm goes up when it is large.
+    pub fn clock_sample(
+        &mut self,
+        device: usize,
+        device_time_ms: i64,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(dev) = self.policy.devices.get(device) else {
+            return;
+        };
+        let offset_ms = now_ms.saturating_sub(device_time_ms);
+        let clock = self.clocks.entry(device).or_default();
+        clock.offset_ms = offset_ms;
+        if offset_ms.saturating_abs() > CLOCK_ALARM_MS && !clock.alarmed {
+            clock.alarmed = true;
+            out.push(Output::Alarm(Alarm {
+                kind: AlarmKind::DeviceClock,
+                lane: Some(dev.lane),
+                device: Some(device),
+                subject_id: String::new(),
+                temperature_c: None,
+                detail: format!(
+                    "the device's clock is {} s {} gatehouse's: its events' times are wrong, their \
+                     age is measured against the offset; set its time (NTP)",
+                    offset_ms.saturating_abs() / 1000,
+                    if offset_ms > 0 { "behind" } else { "ahead of" }
+                ),
+                cause: Vec::new(),
+            }));
+        } else if offset_ms.saturating_abs() < CLOCK_OK_MS {
+            clock.alarmed = false;
+        }
+    }
+
+    /// Whether an event is a stored one: the device says so, or its age by the device's learned
+    /// clock (offset 0 until one is learned) is past the policy's `stale_event_ms`. An event the
+    /// device marks live also teaches the offset.
+    pub(super) fn stored(
+        &mut self,
+        device: usize,
+        marker: Option<bool>,
+        device_time_ms: Option<i64>,
+        now_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        match (marker, device_time_ms) {
+            (Some(true), _) => true,
+            (Some(false), Some(t)) => {
+                self.clock_sample(device, t, now_ms, out);
+                false
+            }
+            (None, Some(t)) => {
+                let offset = self.clocks.get(&device).map_or(0, |c| c.offset_ms);
+                now_ms.saturating_sub(t).saturating_sub(offset) > self.policy.stale_event_ms
+            }
+            (_, None) => false,
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! Hikvision ISAPI, gatehouse's side of it: what gatehouse asks of a terminal rather than waits
+//! for. Per terminal with `api = { … }`:
+//! - **arming**: hold `GET /ISAPI/Event/notification/alertStream` open (Digest) and read its
+//!   multipart stream; reconnect with backoff (streams drop after ~40 s and at reboots);
+//! - **self-configuration**: write gatehouse's own `httpHosts` entry into the terminal and
+//!   re-check it every `recheck_s` (terminals forget it, other software overwrites it);
+//! - **catch-up**: when the terminal is heard again after a silence (and at start), fetch what it
+//!   stored (`POST /ISAPI/AccessControl/AcsEvent?format=json`); those events are recorded as
+//!   stored — never actuated — and any already decided live are recognised as duplicates;
+//! - **the door**: `PUT /ISAPI/AccessControl/RemoteControl/door/{n}?format=json` where the
+//!   terminal drives it. Never retried, never sent late (> 1 s waiting → dropped).
+use super::client::{ApiError, DeviceApi};
+use super::multipart::{Item, PartStream};
+use crate::backoff::Backoff;
+use crate::config::DeviceApiSection;
+use crate::config::PushMode;
+use crate::device::{Profile, MAX_PAYLOAD};
+use crate::metrics::{worth_logging, Metrics};
+use crate::sources::{checked, DeviceLive, Input, LinkChange, SourceEvent};
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+/// A door command that waited longer than this is for whoever stood there then: dropped.
+const DOOR_MAX_AGE: Duration = Duration::from_secs(1);
+/// Silence after which the terminal counts as unheard; heard again → catch-up.
+const SILENCE_MS: i64 = 60_000;
+/// At start, what the terminal stored this long before is fetched (duplicates are recognised).
+const START_WINDOW_MS: i64 = 10 * 60_000;
+/// A catch-up fetches at most this many pages of 30.
+const MAX_PAGES: usize = 100;
+/// An arming stream that sends nothing (not even its heartbeat) this long is dead.
+const STREAM_IDLE: Duration = Duration::from_secs(90);
+
+/// A terminal whose API gatehouse speaks.
+pub struct ApiDevice {
+    pub device: usize,
+    pub device_id: String,
+    pub profile: Arc<Profile>,
+    pub api: DeviceApiSection,
+    /// Door commands from the actuators (when it was decided, payload).
+    pub doors: mpsc::Receiver<(Instant, Vec<u8>)>,
+    pub live: Arc<DeviceLive>,
+}
+
+/// What the terminal's tasks send to and watch.
+#[derive(Clone)]
+pub struct Context {
+    pub input: mpsc::Sender<Input>,
+    pub events: mpsc::Sender<SourceEvent>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Starts the terminal's tasks: its door, its upkeep (self-configuration, catch-up) and, in
+/// arming mode, its stream. `push_secret`: the password the terminal pushes with, written into
+/// its `httpHosts` entry.
+pub fn spawn(
+    dev: ApiDevice,
+    push_secret: Option<String>,
+    ctx: Context,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let password = dev
+        .api
+        .read_password()
+        .map_err(|e| anyhow::anyhow!("device {}: {e}", dev.device_id))?;
+    let api = DeviceApi {
+        host: dev.api.host(),
+        username: dev.api.username.clone(),
+        password,
+        timeout: Duration::from_millis(dev.api.timeout_ms),
+    };
+    let me = Arc::new(Terminal {
+        device: dev.device,
+        device_id: dev.device_id,
+        profile: dev.profile,
+        live: dev.live,
+        api,
+        ctx,
+    });
+    let mut joins = vec![tokio::spawn(me.clone().doors(dev.doors, dev.api.door))];
+    joins.push(tokio::spawn(me.clone().upkeep(
+        dev.api.push_to.clone(),
+        push_secret,
+        Duration::from_secs(dev.api.recheck_s.max(10)),
+        dev.api.catch_up,
+    )));
+    if dev.api.mode == PushMode::Arming {
+        joins.push(tokio::spawn(me.arming()));
+    }
+    Ok(joins)
+}
+
+struct Terminal {
+    device: usize,
+    device_id: String,
+    profile: Arc<Profile>,
+    live: Arc<DeviceLive>,
+    api: DeviceApi,
+    ctx: Context,
+}
+
+impl Terminal {
+    async fn doors(
+        self: Arc<Self>,
+        mut doors: mpsc::Receiver<(Instant, Vec<u8>)>,
+        door: Option<u32>,
+    ) {
+        let Some(door) = door else { return };
+        let path = format!("/ISAPI/AccessControl/RemoteControl/door/{door}?format=json");
+        let mut stop = self.ctx.shutdown.clone();
+        loop {
+            let (at, payload) = tokio::select! {
+                _ = stop.changed() => return,
+                c = doors.recv() => match c { Some(c) => c, None => return },
+            };
+            let outcome = if at.elapsed() > DOOR_MAX_AGE {
+                Err("waited too long: dropped, the door stays shut".to_string())
+            } else {
+                let body = Some(("application/json", payload));
+                let call = self.api.call(Method::PUT, &path, body).await;
+                call.map(|_| ()).map_err(|e| e.to_string())
+            };
+            if let Err(e) = outcome {
+                let n = self
+                    .ctx
+                    .metrics
+                    .command_errors
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if worth_logging(n) {
+                    warn!(device = %self.device_id, door, error = %e, failures = n, "Door command not carried out.");
+                }
+            }
+        }
+    }
+
+    /// Self-configuration and catch-up, every 5 s.
+    async fn upkeep(
+        self: Arc<Self>,
+        push_to: Option<String>,
+        push_secret: Option<String>,
+        recheck: Duration,
+        catch_up: bool,
+    ) {
+        let mut stop = self.ctx.shutdown.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut checked_at: Option<Instant> = None;
+        // Unheard since (gatehouse ms): at start, as if silent for the start window.
+        let mut unheard_since = Some(crate::now_ms() - START_WINDOW_MS);
+        let mut catch_up = catch_up;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {}
+            }
+            if let Some(url) = &push_to {
+                if checked_at.is_none_or(|t| t.elapsed() >= recheck) {
+                    checked_at = Some(Instant::now());
+                    if let Err(e) = self.check_hosts(url, push_secret.as_deref()).await {
+                        warn!(device = %self.device_id, error = %e, "Terminal's httpHosts entry not checked; tried again later.");
+                    }
+                }
+            }
+            let now = crate::now_ms();
+            let last = self.live.last_seen.load(Ordering::Relaxed);
+            match unheard_since {
+                Some(since) if last > since.max(now - SILENCE_MS) && catch_up => {
+                    match self.catch_up(since - SILENCE_MS, now).await {
+                        Ok(n) => {
+                            if n > 0 {
+                                info!(device = %self.device_id, events = n, "Caught up with what the terminal stored while unheard (recorded, not acted on).");
+                            }
+                            unheard_since = None;
+                        }
+                        Err(ApiError::Status(s)) if s.is_client_error() => {
+                            warn!(device = %self.device_id, status = %s, "Terminal does not offer AcsEvent search: no catch-up.");
+                            catch_up = false;
+                        }
+                        Err(e) => {
+                            warn!(device = %self.device_id, error = %e, "Catch-up failed; tried again.");
+                        }
+                    }
+                }
+                None if now - last > SILENCE_MS => {
+                    unheard_since = Some(last.max(now - START_WINDOW_MS))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Makes the terminal's `httpHosts` entry 1 point at this box.
+    async fn check_hosts(&self, push_to: &str, secret: Option<&str>) -> Result<(), ApiError> {
+        let rest = push_to.trim_start_matches("http://").trim_end_matches('/');
+        let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "80"));
+        let url = match secret {
+            Some(s) => format!("/push/{}/{s}", self.device_id),
+            None => format!("/push/{}", self.device_id),
+        };
+        let path = "/ISAPI/Event/notification/httpHosts/1";
+        let current = self.api.call(Method::GET, path, None).await.ok();
+        let current = current.and_then(|b| crate::device::xml::to_json(&b));
+        let text = |v: &Option<Value>, k: &str| {
+            v.as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        if text(&current, "url").as_deref() == Some(url.as_str())
+            && text(&current, "ipAddress").as_deref() == Some(host)
+            && text(&current, "portNo").as_deref() == Some(port)
+        {
+            return Ok(());
+        }
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<HttpHostNotification version=\"2.0\" \
+             xmlns=\"http://www.isapi.org/ver20/XMLSchema\"><id>1</id><url>{}</url>\
+             <protocolType>HTTP</protocolType><parameterFormatType>JSON</parameterFormatType>\
+             <addressingFormatType>ipaddress</addressingFormatType><ipAddress>{}</ipAddress>\
+             <portNo>{}</portNo><httpAuthenticationMethod>none</httpAuthenticationMethod>\
+             </HttpHostNotification>",
+            xml_text(&url),
+            xml_text(host),
+            xml_text(port)
+        );
+        self.api
+            .call(
+                Method::PUT,
+                path,
+                Some(("application/xml", xml.into_bytes())),
+            )
+            .await?;
+        info!(device = %self.device_id, push_to, "Terminal's httpHosts entry written: it pushes to this box.");
+        Ok(())
+    }
+
+    /// Fetches the access events the terminal stored between `from_ms` and `to_ms` and passes
+    /// them on as stored. Returns how many.
+    async fn catch_up(&self, from_ms: i64, to_ms: i64) -> Result<usize, ApiError> {
+        let path = "/ISAPI/AccessControl/AcsEvent?format=json";
+        let mut position = 0;
+        let mut total = 0;
+        for _ in 0..MAX_PAGES {
+            let cond = json!({"AcsEventCond": {
+                "searchID": format!("gatehouse-{from_ms}"),
+                "searchResultPosition": position,
+                "maxResults": 30,
+                "major": 5,
+                "minor": 0,
+                "startTime": crate::timefmt::rfc3339(from_ms),
+                "endTime": crate::timefmt::rfc3339(to_ms),
+            }});
+            let body = Some(("application/json", cond.to_string().into_bytes()));
+            let answer = self.api.call(Method::POST, path, body).await?;
+            let v: Value = serde_json::from_slice(&answer)
+                .map_err(|e| ApiError::Http(format!("AcsEvent answer not JSON: {e}")))?;
+            let list = v
+                .pointer("/AcsEvent/InfoList")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in &list {
+                // The search gives the event's fields flat, with its time: the same document
+                // as a live event, marked stored.
+                let mut event = item.clone();
+                event["currentEvent"] = Value::Bool(false);
+                let doc = json!({"dateTime": item.get("time"), "AccessControllerEvent": event});
+                self.pass_on(&doc, Some(true)).await;
+            }
+            total += list.len();
+            position += list.len();
+            let more = v
+                .pointer("/AcsEvent/responseStatusStrg")
+                .and_then(Value::as_str)
+                == Some("MORE");
+            if !more || list.is_empty() {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Decodes one event document and hands it to the decision loop (no ack to give: the
+    /// terminal is not waiting for one).
+    async fn pass_on(&self, doc: &Value, stored: Option<bool>) {
+        self.live
+            .last_seen
+            .store(crate::now_ms(), Ordering::Relaxed);
+        Metrics::inc(&self.ctx.metrics.events_received);
+        let decoded = self.profile.decode_value(doc);
+        let Some(mut decoded) = checked(
+            decoded,
+            &self.device_id,
+            &self.profile.name,
+            &self.ctx.metrics,
+        ) else {
+            return;
+        };
+        if stored.is_some() {
+            decoded.stored = stored;
+        }
+        let _ = self
+            .ctx
+            .input
+            .send(Input {
+                device: self.device,
+                decoded: Some(decoded),
+                received: Instant::now(),
+                redelivered: false,
+                ack: Box::new(|| {}),
+                reply: None,
+            })
+            .await;
+    }
+
+    /// Holds the terminal's alertStream open, reconnecting with backoff.
+    async fn arming(self: Arc<Self>) {
+        let mut stop = self.ctx.shutdown.clone();
+        let mut backoff = Backoff::device_link();
+        let mut online: Option<bool> = None;
+        loop {
+            let result = tokio::select! {
+                _ = stop.changed() => return,
+                r = self.stream(&mut online) => r,
+            };
+            let detail = match result {
+                Ok(()) => "alertStream ended".to_string(),
+                Err(e) => e,
+            };
+            if online == Some(true) {
+                // A stream that ends is normal (they drop every ~40 s): reconnect at once once.
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            if online != Some(false) && delay > Duration::from_secs(2) {
+                online = Some(false);
+                self.link(false, &detail);
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One alertStream connection, read until it ends.
+    async fn stream(&self, online: &mut Option<bool>) -> Result<(), String> {
+        let path = "/ISAPI/Event/notification/alertStream";
+        let answer = self
+            .api
+            .request(Method::GET, path, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !answer.status().is_success() {
+            return Err(format!("alertStream answered {}", answer.status()));
+        }
+        let boundary = answer
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| {
+                t.split(';')
+                    .find_map(|p| p.trim().strip_prefix("boundary="))
+            })
+            .unwrap_or("boundary")
+            .to_string();
+        if *online != Some(true) {
+            *online = Some(true);
+            self.link(true, "alertStream open");
+        }
+        let mut parts = PartStream::new(&boundary, MAX_PAYLOAD);
+        let mut body = answer.into_body();
+        let mut items = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(STREAM_IDLE, body.frame())
+                .await
+                .map_err(|_| "alertStream silent too long".to_string())?;
+            let Some(frame) = frame else { return Ok(()) };
+            let frame = frame.map_err(|e| e.to_string())?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            parts.feed(&data, &mut items);
+            for item in items.drain(..) {
+                match item {
+                    Item::Part { content_type, body } => match super::parse(&body, &content_type) {
+                        Ok(doc) => self.pass_on(&doc, None).await,
+                        Err((_, what)) => self.bad(what),
+                    },
+                    // A picture: never read.
+                    Item::Skipped { .. } => {}
+                    Item::Garbage(_) => self.bad("garbage between parts of the alertStream"),
+                }
+            }
+        }
+    }
+
+    fn bad(&self, what: &str) {
+        let n = self
+            .ctx
+            .metrics
+            .decode_errors
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if worth_logging(n) {
+            warn!(device = %self.device_id, bad_messages = n, "Terminal stream: {what}; dropped.");
+        }
+    }
+
+    fn link(&self, online: bool, detail: &str) {
+        let _ = self.ctx.events.try_send(SourceEvent::Link(LinkChange {
+            devices: vec![self.device],
+            online,
+            detail: detail.to_string(),
+        }));
+    }
+}
+
+fn xml_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

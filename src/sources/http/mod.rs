@@ -1,0 +1,396 @@
+//! The HTTP device listener: terminals and cameras that push their events over HTTP (Hikvision
+//! ISAPI "listening mode", Zhenshi HTTP push) POST them here, to `/push/{device id}/{secret}` or
+//! to `/push/{device id}` with Basic authentication. Each push is one event (or heartbeat): its
+//! body — `multipart/form-data` with the event in the profile's part, pictures skipped unread, or
+//! plain JSON or XML — decodes with the device's profile like any other transport's, and goes to
+//! the decision loop as an [`Input`].
+//!
+//! The answer is the ack. A terminal's 200 goes once the decision is durable, like a PUBACK. A
+//! camera whose reply *is* the gate command (`reply = "command"`) is answered with the command the
+//! moment the decision loop sends it (the gate before the record), and with the profile's
+//! non-actuating `ack_body` once durable when nothing opens (a duplicate, a stored record, a
+//! heartbeat) — so a camera replaying its offline store moves on only when each record is stored.
+//!
+//! Bounded everywhere: connections, header and body deadlines (408), the body (413), the event
+//! part (413); every refusal is counted (`device_refusals`), logged at the 1st, 10th, 100th…, and
+//! raised upstream as `device_misbehaving` (at most one a minute per device).
+pub mod client;
+pub mod isapi;
+pub mod multipart;
+
+use crate::config::secrets::Secret;
+use crate::device::profile::Reply;
+use crate::device::{Profile, MAX_PAYLOAD};
+use crate::metrics::Metrics;
+use crate::sources::{checked, DeviceLive, Input, Refusals};
+use bytes::Bytes;
+use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tracing::{info, warn};
+
+/// How long a push waits for its decision to be durable before it is answered 503 (the device
+/// sends it again; the second one is recognised as a duplicate).
+const DURABLE_WAIT: Duration = Duration::from_secs(30);
+
+/// One device that pushes over HTTP.
+pub struct HttpDevice {
+    pub device: usize,
+    pub device_id: String,
+    pub profile: Arc<Profile>,
+    /// What the push must prove (the device's password: in the path or by Basic auth).
+    pub secret: Secret,
+    /// Only pushes from this address are taken, where set.
+    pub from: Option<IpAddr>,
+    pub live: Arc<DeviceLive>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_body: usize,
+}
+
+pub struct Start {
+    pub listen: SocketAddr,
+    pub limits: Limits,
+    pub devices: Vec<HttpDevice>,
+    pub input: mpsc::Sender<Input>,
+    pub refusals: Arc<Refusals>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+struct Shared {
+    by_id: HashMap<String, HttpDevice>,
+    limits: Limits,
+    input: mpsc::Sender<Input>,
+    refusals: Arc<Refusals>,
+    metrics: Arc<Metrics>,
+}
+
+/// Binds the listener (a taken port is a start error) and serves until shutdown.
+pub async fn start(s: Start) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("device HTTP listener on {}: {e}", s.listen))?;
+    let addr = listener.local_addr()?;
+    info!(listen = %addr, devices = s.devices.len(), "Device HTTP listener up.");
+    let shared = Arc::new(Shared {
+        by_id: s
+            .devices
+            .into_iter()
+            .map(|d| (d.device_id.clone(), d))
+            .collect(),
+        limits: s.limits,
+        input: s.input,
+        refusals: s.refusals,
+        metrics: s.metrics,
+    });
+    let mut shutdown = s.shutdown;
+    let join = tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(shared.limits.connections));
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.changed() => break,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "Device HTTP listener: accept failed.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                shared
+                    .refusals
+                    .refuse(None, "unknown", peer, "too many HTTP connections");
+                continue;
+            };
+            let shared = shared.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let service = hyper::service::service_fn(|req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(shared.limits.header_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = stop.changed() => {}
+                }
+            });
+        }
+    });
+    Ok((addr, join))
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn answer(status: StatusCode, body: impl Into<Bytes>) -> Answer {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+/// A refusal: counted, logged, alarmed (rate-limited), answered with `status`.
+fn refused(
+    shared: &Shared,
+    dev: Option<&HttpDevice>,
+    peer: SocketAddr,
+    status: StatusCode,
+    what: &str,
+) -> Answer {
+    let (index, id) = dev.map_or((None, "unknown"), |d| {
+        (Some(d.device), d.device_id.as_str())
+    });
+    shared.refusals.refuse(index, id, peer, what);
+    let mut r = answer(status, format!("{what}\n"));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gatehouse\""),
+        );
+    }
+    r
+}
+
+async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Answer {
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix("/push/") else {
+        return refused(shared, None, peer, StatusCode::NOT_FOUND, "no such path");
+    };
+    let (id, path_secret) = match rest.split_once('/') {
+        Some((id, s)) => (id, Some(s)),
+        None => (rest, None),
+    };
+    let Some(dev) = shared.by_id.get(id) else {
+        return refused(shared, None, peer, StatusCode::NOT_FOUND, "unknown device");
+    };
+    if req.method() != Method::POST {
+        let what = "not a POST";
+        return refused(
+            shared,
+            Some(dev),
+            peer,
+            StatusCode::METHOD_NOT_ALLOWED,
+            what,
+        );
+    }
+    if dev.from.is_some_and(|ip| ip != peer.ip()) {
+        let what = "push from an address not the device's";
+        return refused(shared, Some(dev), peer, StatusCode::FORBIDDEN, what);
+    }
+    let password = path_secret
+        .map(str::to_string)
+        .or_else(|| basic_password(&req, &dev.device_id));
+    if !dev.secret.admits(password.as_deref()) {
+        let what = "wrong or missing credentials";
+        return refused(shared, Some(dev), peer, StatusCode::UNAUTHORIZED, what);
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > shared.limits.max_body as u64) {
+        let what = "body over the size limit";
+        return refused(shared, Some(dev), peer, StatusCode::PAYLOAD_TOO_LARGE, what);
+    }
+    let received = Instant::now();
+    let body = tokio::time::timeout(
+        shared.limits.body_timeout,
+        read_event(req, &dev.profile, shared.limits.max_body),
+    )
+    .await;
+    let value = match body {
+        Err(_) => {
+            let what = "body not complete in time";
+            return refused(shared, Some(dev), peer, StatusCode::REQUEST_TIMEOUT, what);
+        }
+        Ok(Err((status, what))) => return refused(shared, Some(dev), peer, status, what),
+        Ok(Ok(v)) => v,
+    };
+    dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+    Metrics::inc(&shared.metrics.events_received);
+    let decoded = dev.profile.decode_value(&value);
+    let Some(decoded) = checked(decoded, &dev.device_id, &dev.profile.name, &shared.metrics) else {
+        return answer(StatusCode::BAD_REQUEST, "event does not decode\n");
+    };
+    let replies = dev.profile.http.as_ref().map(|h| h.reply) == Some(Reply::Command);
+    let ack_body = dev
+        .profile
+        .http
+        .as_ref()
+        .map_or(String::new(), |h| h.ack_body.clone());
+    let (durable_tx, durable_rx) = oneshot::channel();
+    let (reply_tx, mut reply_rx) = oneshot::channel();
+    let input = Input {
+        device: dev.device,
+        decoded: Some(decoded),
+        received,
+        redelivered: false,
+        ack: Box::new(move || {
+            let _ = durable_tx.send(());
+        }),
+        reply: replies.then_some(reply_tx),
+    };
+    if shared.input.send(input).await.is_err() {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if replies {
+        tokio::select! {
+            command = &mut reply_rx => if let Ok(command) = command {
+                return answer(StatusCode::OK, command);
+            },
+            _ = tokio::time::sleep(DURABLE_WAIT) => {
+                return answer(StatusCode::SERVICE_UNAVAILABLE, "not recorded in time\n");
+            }
+        }
+    }
+    match tokio::time::timeout(DURABLE_WAIT, durable_rx).await {
+        // The command goes before the record: if there was one, it is here by now.
+        Ok(Ok(())) => match reply_rx.try_recv() {
+            Ok(command) => answer(StatusCode::OK, command),
+            Err(_) => answer(StatusCode::OK, ack_body),
+        },
+        _ => answer(StatusCode::SERVICE_UNAVAILABLE, "not recorded in time\n"),
+    }
+}
+
+/// The password of a Basic `Authorization` for `device_id` (the username must name it).
+fn basic_password<B>(req: &Request<B>, device_id: &str) -> Option<String> {
+    use base64::Engine;
+    let h = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let encoded = h.strip_prefix("Basic ")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (user, password) = text.split_once(':')?;
+    (user == device_id).then(|| password.to_string())
+}
+
+type Refusal = (StatusCode, &'static str);
+
+/// Reads the event out of a push: the profile's part of a multipart body (the others, pictures,
+/// streamed past unread), or the whole body as JSON or XML.
+async fn read_event(
+    req: Request<Incoming>,
+    profile: &Profile,
+    max_body: usize,
+) -> Result<Value, Refusal> {
+    let header = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    // Matched without regard to case; the boundary keeps its own.
+    let content_type = header.to_ascii_lowercase();
+    let body = req.into_body();
+    if content_type.starts_with("multipart/") {
+        let boundary = multer::parse_boundary(&header)
+            .map_err(|_| (StatusCode::BAD_REQUEST, "multipart without a boundary"))?;
+        let part = profile
+            .http
+            .as_ref()
+            .map_or("event_log", |h| h.event_part.as_str());
+        let limits = multer::Constraints::new().size_limit(
+            multer::SizeLimit::new()
+                .whole_stream(max_body as u64)
+                .for_field(part, MAX_PAYLOAD as u64),
+        );
+        let mut form =
+            multer::Multipart::with_constraints(BodyDataStream::new(body), boundary, limits);
+        let mut event = None;
+        loop {
+            let field = match form.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(multipart_refusal(&e)),
+            };
+            let kind = field
+                .content_type()
+                .map(|m| m.essence_str().to_ascii_lowercase());
+            let named = field.name() == Some(part);
+            let textual = kind
+                .as_deref()
+                .is_some_and(|k| k.contains("json") || k.contains("xml"));
+            if event.is_none() && (named || (field.file_name().is_none() && textual)) {
+                let bytes = field.bytes().await.map_err(|e| multipart_refusal(&e))?;
+                event = Some(parse(&bytes, kind.as_deref().unwrap_or(""))?);
+            }
+            // Any other part (a picture) is skipped by asking for the next one: never buffered.
+        }
+        return event.ok_or((
+            StatusCode::BAD_REQUEST,
+            "no event part in the multipart body",
+        ));
+    }
+    let known = content_type.is_empty()
+        || ["json", "xml", "text/plain", "x-www-form-urlencoded"]
+            .iter()
+            .any(|k| content_type.contains(k));
+    if !known {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type not an event",
+        ));
+    }
+    let bytes = Limited::new(body, MAX_PAYLOAD)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "event body over the size limit",
+                )
+            } else {
+                (StatusCode::BAD_REQUEST, "body not readable")
+            }
+        })?
+        .to_bytes();
+    parse(&bytes, &content_type)
+}
+
+fn multipart_refusal(e: &multer::Error) -> Refusal {
+    match e {
+        multer::Error::FieldSizeExceeded { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "event part over the size limit",
+        ),
+        multer::Error::StreamSizeExceeded { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "body over the size limit")
+        }
+        _ => (StatusCode::BAD_REQUEST, "malformed multipart body"),
+    }
+}
+
+/// An event body as JSON: XML (by its content type, or by its first character) is turned into
+/// the same shape first, so the profile's pointers read both.
+fn parse(bytes: &[u8], content_type: &str) -> Result<Value, Refusal> {
+    let text = bytes.trim_ascii_start();
+    let xml = content_type.contains("xml") || text.first() == Some(&b'<');
+    if xml {
+        crate::device::xml::to_json(text).ok_or((StatusCode::BAD_REQUEST, "event not XML"))
+    } else {
+        serde_json::from_slice(text).map_err(|_| (StatusCode::BAD_REQUEST, "event not JSON"))
+    }
+}

@@ -1,0 +1,286 @@
+//! A simulated Hikvision ISAPI terminal, the side gatehouse calls: Digest authentication (as
+//! the terminals ask for it), `alertStream` (a `multipart/mixed` stream of events and heartbeats
+//! that it drops on demand, as real streams drop after ~40 s and at reboots), `httpHosts`,
+//! the `AcsEvent` search over what it stored, and `RemoteControl/door`.
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+const BOUNDARY: &str = "boundary";
+const REALM: &str = "DS-K1T671TM";
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+struct State {
+    username: String,
+    password: String,
+    streams: Mutex<Vec<mpsc::Sender<Bytes>>>,
+    hosts: Mutex<Option<String>>,
+    stored: Mutex<Vec<Value>>,
+    doors: mpsc::UnboundedSender<(u32, String)>,
+    refused: AtomicU64,
+    searches: AtomicU64,
+}
+
+/// A running simulated terminal.
+#[derive(Clone)]
+pub struct Terminal {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl Terminal {
+    /// Starts one on a free loopback port; door commands come out of the receiver as (door,
+    /// body).
+    pub async fn start(
+        username: &str,
+        password: &str,
+    ) -> std::io::Result<(Terminal, mpsc::UnboundedReceiver<(u32, String)>)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (doors, doors_rx) = mpsc::unbounded_channel();
+        let state = Arc::new(State {
+            username: username.into(),
+            password: password.into(),
+            streams: Mutex::new(Vec::new()),
+            hosts: Mutex::new(None),
+            stored: Mutex::new(Vec::new()),
+            doors,
+            refused: AtomicU64::new(0),
+            searches: AtomicU64::new(0),
+        });
+        let serving = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(serve(&state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok((Terminal { addr, state }, doors_rx))
+    }
+
+    /// Sends a part to every open alertStream: `json` as `application/json`.
+    pub fn send_event(&self, json: &str) {
+        self.send_raw(
+            format!(
+                "--{BOUNDARY}\r\nContent-Type: application/json; charset=\"UTF-8\"\r\n\
+                 Content-Length: {}\r\n\r\n{json}\r\n",
+                json.len()
+            )
+            .into_bytes(),
+        );
+    }
+
+    /// Sends bytes as they are (garbage between parts, a broken part).
+    pub fn send_raw(&self, bytes: Vec<u8>) {
+        let bytes = Bytes::from(bytes);
+        let mut streams = self.state.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.retain(|s| s.try_send(bytes.clone()).is_ok());
+    }
+
+    /// Ends every open alertStream (the ~40 s drop, a reboot).
+    pub fn drop_streams(&self) {
+        self.state
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// How many alertStreams are open now.
+    pub fn open_streams(&self) -> usize {
+        let mut streams = self.state.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.retain(|s| !s.is_closed());
+        streams.len()
+    }
+
+    /// An event the terminal stored (offered by the AcsEvent search), in the search's flat form.
+    pub fn store(&self, item: Value) {
+        self.state
+            .stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(item);
+    }
+
+    /// The `httpHosts` entry last written, as XML.
+    pub fn hosts(&self) -> Option<String> {
+        self.state
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Requests refused for their credentials; AcsEvent searches answered.
+    pub fn refused(&self) -> u64 {
+        self.state.refused.load(Ordering::Relaxed)
+    }
+
+    pub fn searches(&self) -> u64 {
+        self.state.searches.load(Ordering::Relaxed)
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+/// Whether the request carries a correct Digest answer for our password.
+fn authorized(state: &State, req: &Request<Incoming>) -> bool {
+    let Some(h) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Ok(given) = digest_auth::AuthorizationHeader::parse(h) else {
+        return false;
+    };
+    if given.username != state.username || given.realm != REALM {
+        return false;
+    }
+    let context = digest_auth::AuthContext::new_with_method(
+        state.username.as_str(),
+        state.password.as_str(),
+        given.uri.as_str(),
+        Option::<&[u8]>::None,
+        digest_auth::HttpMethod::from(req.method().as_str()),
+    );
+    let mut expected = given.clone();
+    expected.digest(&context);
+    expected.response == given.response
+}
+
+async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
+    if !authorized(state, &req) {
+        if req.headers().contains_key(AUTHORIZATION) {
+            state.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut r = full(StatusCode::UNAUTHORIZED, "");
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            format!(
+                "Digest realm=\"{REALM}\", qop=\"auth\", nonce=\"4e6f6e6365{}\", algorithm=MD5",
+                crate::now_ms()
+            )
+            .parse()
+            .expect("a valid header"),
+        );
+        return r;
+    }
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    match (method, path.as_str()) {
+        (Method::GET, "/ISAPI/Event/notification/alertStream") => {
+            let (tx, rx) = mpsc::channel::<Bytes>(1024);
+            state
+                .streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(tx);
+            let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+            });
+            let mut r = Response::new(StreamBody::new(frames).boxed());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                format!("multipart/mixed; boundary={BOUNDARY}")
+                    .parse()
+                    .expect("a valid header"),
+            );
+            r
+        }
+        (Method::GET, "/ISAPI/Event/notification/httpHosts/1") => {
+            match state
+                .hosts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                Some(xml) => full(StatusCode::OK, xml),
+                None => full(
+                    StatusCode::OK,
+                    "<HttpHostNotification><id>1</id><url>/other</url><ipAddress>10.0.0.9</ipAddress><portNo>80</portNo></HttpHostNotification>",
+                ),
+            }
+        }
+        (Method::PUT, "/ISAPI/Event/notification/httpHosts/1") => {
+            *state.hosts.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(String::from_utf8_lossy(&body).into_owned());
+            full(
+                StatusCode::OK,
+                "<ResponseStatus><statusCode>1</statusCode></ResponseStatus>",
+            )
+        }
+        (Method::POST, "/ISAPI/AccessControl/AcsEvent") => {
+            state.searches.fetch_add(1, Ordering::Relaxed);
+            let cond: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let position = cond
+                .pointer("/AcsEventCond/searchResultPosition")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize;
+            let max = cond
+                .pointer("/AcsEventCond/maxResults")
+                .and_then(Value::as_u64)
+                .unwrap_or(30) as usize;
+            let stored = state
+                .stored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let page: Vec<Value> = stored.iter().skip(position).take(max).cloned().collect();
+            let more = position + page.len() < stored.len();
+            let status = match (page.is_empty(), more) {
+                (true, _) => "NO MATCH",
+                (false, true) => "MORE",
+                (false, false) => "OK",
+            };
+            full(
+                StatusCode::OK,
+                json!({"AcsEvent": {"searchID": "x", "responseStatusStrg": status,
+                    "numOfMatches": page.len(), "totalMatches": stored.len(), "InfoList": page}})
+                .to_string(),
+            )
+        }
+        (Method::PUT, p) if p.starts_with("/ISAPI/AccessControl/RemoteControl/door/") => {
+            let door = p
+                .rsplit('/')
+                .next()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            let _ = state
+                .doors
+                .send((door, String::from_utf8_lossy(&body).into_owned()));
+            full(StatusCode::OK, "{\"statusCode\":1,\"statusString\":\"OK\"}")
+        }
+        _ => full(StatusCode::NOT_FOUND, ""),
+    }
+}

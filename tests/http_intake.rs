@@ -1,0 +1,631 @@
+//! Terminals and cameras that push over HTTP (issue 15): a Hikvision terminal in listening mode
+//! and in arming mode, a Zhenshi camera whose reply is the gate command — each as a real one
+//! behaves, and each hostile push an attacker on the LAN would try.
+use crate::common::*;
+use gatehouse::device::Unit;
+use gatehouse::proto::v1;
+use gatehouse::tools::sim;
+use gatehouse::tools::sim::http_push::{hikvision_multipart, zhenshi_plate, Pusher};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A resident's card, in the lists the HTTP lanes use.
+const CARD: &str = "3123456789";
+
+/// Lists with cards and plates, in `dir`; the config lines that import them.
+fn lists(dir: &std::path::Path) -> String {
+    let mut csv = String::from("person_id,household,status,valid_until,cards\n");
+    for i in 0..100 {
+        let cards = if i == 2 { CARD } else { "" };
+        csv.push_str(&format!("R{i:06},H{:03},active,,{cards}\n", i / 4));
+    }
+    std::fs::write(dir.join("http-residents.csv"), csv).unwrap();
+    std::fs::write(
+        dir.join("http-plates.csv"),
+        "plate,kind,household,valid_until,lockdown_allowed\n浙A12345,resident,H001,,false\n",
+    )
+    .unwrap();
+    format!(
+        "import = \"{}\"\nplates = \"{}\"",
+        dir.join("http-residents.csv").display(),
+        dir.join("http-plates.csv").display()
+    )
+}
+
+/// The test gateway's config with the HTTP lanes added: `hik-1` (terminal-h pushing over HTTP,
+/// gate-2 an MQTT turnstile) and `cars-1` (cam-z, a Zhenshi camera over HTTP that is its own
+/// barrier), the listener on `http_port` with short deadlines; `more` appended.
+fn with_http_lanes(text: String, lists: &str, http_port: u16, more: &str) -> String {
+    text.replace("import = \"residents.csv\"", lists)
+        + &format!(
+            r#"
+[device_http]
+listen = "127.0.0.1:{http_port}"
+header_timeout_ms = 500
+body_timeout_ms = 1000
+max_body_kib = 12288
+
+[[lanes]]
+id = "hik-1"
+
+[[lanes.devices]]
+id = "terminal-h"
+role = "thermal"
+profile = "hikvision-isapi"
+
+[[lanes.devices]]
+id = "gate-2"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+
+[[lanes]]
+id = "cars-1"
+
+[[lanes.devices]]
+id = "cam-z"
+role = "plate_camera"
+profile = "zhenshi-ivs-http"
+{more}"#
+        )
+}
+
+struct HttpGate {
+    h: Harness,
+    http: String,
+    gate2: tokio::sync::mpsc::Receiver<Result<sim::gate::GateCommand, String>>,
+    _lists: tempfile::TempDir,
+}
+
+impl HttpGate {
+    async fn start(more: &str) -> HttpGate {
+        let lists_dir = tempfile::tempdir().unwrap();
+        let imports = lists(lists_dir.path());
+        let port = gatehouse::tools::company_broker::free_port().unwrap();
+        let broker = start_broker();
+        let more = more.to_string();
+        let h = Harness::start_with(broker.clone(), broker, |t| {
+            with_http_lanes(t, &imports, port, &more)
+        })
+        .await;
+        let gate2 = gate_sim_on(&h.link("gate-2"), "devices/gate-2/cmd");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        HttpGate {
+            h,
+            http: format!("127.0.0.1:{port}"),
+            gate2,
+            _lists: lists_dir,
+        }
+    }
+
+    async fn gate2(&mut self) -> sim::gate::GateCommand {
+        within("a command to gate-2", LONG, self.gate2.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn no_command_on_gate2(&mut self) {
+        let none = tokio::time::timeout(Duration::from_millis(700), self.gate2.recv()).await;
+        assert!(none.is_err(), "no command expected: {none:?}");
+    }
+}
+
+/// Where `id` pushes, with its secret in the path.
+fn path(id: &str) -> String {
+    format!("/push/{id}/{}", device_password(id))
+}
+
+/// A terminal event as a Hikvision terminal posts it, at `device_ms` by its clock.
+fn hik_event(serial: u64, fields: serde_json::Value, device_ms: i64) -> String {
+    let mut ev = serde_json::json!({"deviceName": "DS-K1T671TM", "majorEventType": 5,
+        "subEventType": 75, "serialNo": serial, "name": "张三"});
+    for (k, v) in fields.as_object().unwrap() {
+        ev[k] = v.clone();
+    }
+    serde_json::json!({"ipAddress": "192.168.1.64", "eventType": "AccessControllerEvent",
+        "dateTime": gatehouse::timefmt::rfc3339(device_ms), "AccessControllerEvent": ev})
+    .to_string()
+}
+
+async fn push(p: &mut Pusher, id: &str, event: &str, picture: usize) -> (u16, String) {
+    let (ct, body) = hikvision_multipart(event, picture);
+    let (status, body) = within("an HTTP answer", LONG, p.post(&path(id), &ct, body))
+        .await
+        .unwrap();
+    (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_pushing_multipart_opens_its_gate_and_its_picture_is_never_read() {
+    let mut g = HttpGate::start("").await;
+    let mut p = Pusher::new(&g.http);
+    let now = gatehouse::now_ms();
+    let ev = sim::hikvision::acs_event(1, Some("R000001"), 36.5, Unit::Celsius);
+    assert_eq!(push(&mut p, "terminal-h", &ev, 100_000).await.0, 200);
+    assert_eq!(g.gate2().await.action, "open");
+    let (e, d) = g.h.uplink.passage_from("terminal-h").await;
+    assert_eq!(
+        (d.reason.as_str(), d.subject_id.as_str()),
+        ("ok", "R000001")
+    );
+    assert_eq!(e.lane, "hik-1");
+    // A 10 MB picture is streamed past, not held: the event is decided all the same.
+    let ev = hik_event(
+        2,
+        serde_json::json!({"employeeNoString": "R000003", "currTemperature": 36.4}),
+        now,
+    );
+    assert_eq!(push(&mut p, "terminal-h", &ev, 10 << 20).await.0, 200);
+    assert_eq!(g.gate2().await.action, "open");
+    // Plain JSON and XML bodies are events too.
+    let ev = hik_event(3, serde_json::json!({"employeeNoString": "R000004"}), now);
+    let (s, _) = p
+        .post(&path("terminal-h"), "application/json", ev.into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(s.as_u16(), 200);
+    assert_eq!(g.gate2().await.action, "open");
+    let xml = format!("<EventNotificationAlert><dateTime>{}</dateTime><eventType>AccessControllerEvent</eventType>\
+        <AccessControllerEvent><serialNo>4</serialNo><employeeNoString>R000005</employeeNoString>\
+        <currTemperature>36.6</currTemperature></AccessControllerEvent></EventNotificationAlert>",
+        gatehouse::timefmt::rfc3339(now));
+    let (s, _) = p
+        .post(&path("terminal-h"), "application/xml", xml.into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(s.as_u16(), 200);
+    assert_eq!(g.gate2().await.action, "open");
+}
+
+/// The four traces of a real terminal the issue found mishandled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_terminals_traces_get_the_right_answers() {
+    let mut g = HttpGate::start("").await;
+    let mut p = Pusher::new(&g.http);
+    let now = gatehouse::now_ms();
+    // A card swipe names the card: the resident holding it passes.
+    let swipe = hik_event(
+        2032,
+        serde_json::json!({"subEventType": 9, "cardNo": CARD,
+        "currentVerifyMode": "card", "currTemperature": 36.5}),
+        now,
+    );
+    assert_eq!(push(&mut p, "terminal-h", &swipe, 0).await.0, 200);
+    assert_eq!(g.gate2().await.action, "open");
+    let (_, d) = g.h.uplink.passage_from("terminal-h").await;
+    assert_eq!(
+        (d.reason.as_str(), d.subject_id.as_str()),
+        ("ok", "R000002")
+    );
+    // The same event again (same serial number, same time): answered, not decided again.
+    assert_eq!(push(&mut p, "terminal-h", &swipe, 0).await.0, 200);
+    g.no_command_on_gate2().await;
+    // An event stored 3 h ago and uploaded now: recorded, never opens.
+    let old = hik_event(
+        2033,
+        serde_json::json!({"employeeNoString": "R000001",
+        "currTemperature": 36.5}),
+        now - 3 * 3_600_000,
+    );
+    assert_eq!(push(&mut p, "terminal-h", &old, 0).await.0, 200);
+    g.no_command_on_gate2().await;
+    let (_, d) = g.h.uplink.passage_from("terminal-h").await;
+    assert_eq!(d.reason, "stale_event");
+    assert!(d.not_actuated);
+    // The terminal's own marker says stored, whatever the time.
+    let marked = hik_event(
+        2034,
+        serde_json::json!({"employeeNoString": "R000001",
+        "currentEvent": false}),
+        now,
+    );
+    assert_eq!(push(&mut p, "terminal-h", &marked, 0).await.0, 200);
+    let (_, d) = g.h.uplink.passage_from("terminal-h").await;
+    assert_eq!(d.reason, "stale_event");
+    // A quoted temperature in "Celsius": a fever, denied, alarmed.
+    let hot = hik_event(
+        2035,
+        serde_json::json!({"employeeNoString": "R000001",
+        "currTemperature": "38.2", "thermometryUnit": "Celsius"}),
+        now,
+    );
+    assert_eq!(push(&mut p, "terminal-h", &hot, 0).await.0, 200);
+    assert_eq!(g.gate2().await.action, "deny");
+    let (_, d) = g.h.uplink.passage_from("terminal-h").await;
+    assert_eq!(d.reason, "fever");
+    let a = g.h.uplink.alarm_of(v1::AlarmKind::Fever).await;
+    assert_eq!(a.device, "terminal-h");
+    // A temperature that is no number: the person is told to measure again.
+    let bad = hik_event(
+        2036,
+        serde_json::json!({"employeeNoString": "R000001",
+        "currTemperature": "warm"}),
+        now,
+    );
+    assert_eq!(push(&mut p, "terminal-h", &bad, 0).await.0, 200);
+    assert_eq!(g.gate2().await.action, "deny");
+    let (_, d) = g.h.uplink.passage_from("terminal-h").await;
+    assert_eq!(d.reason, "invalid_reading");
+}
+
+/// Sends raw bytes on a fresh connection and reads the answer's status (0: closed without one).
+async fn raw(http: &str, bytes: &[u8], then_wait: Duration) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(then_wait, s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pushes_are_refused_counted_alarmed_and_the_lane_keeps_deciding() {
+    let mut g = HttpGate::start("").await;
+    let http = g.http.clone();
+    let now = gatehouse::now_ms();
+    let ev = hik_event(1, serde_json::json!({"employeeNoString": "R000001"}), now);
+    let (ct, body) = hikvision_multipart(&ev, 0);
+    let req = |path: &str, extra: &str, body: &[u8]| {
+        let mut r = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let wait = Duration::from_secs(3);
+    // Wrong secret, no secret, another device's secret, the wrong Basic password.
+    assert_eq!(
+        raw(&http, &req("/push/terminal-h/guess", "", &body), wait).await,
+        401
+    );
+    assert_eq!(
+        raw(&http, &req("/push/terminal-h", "", &body), wait).await,
+        401
+    );
+    assert_eq!(
+        raw(
+            &http,
+            &req(
+                &format!("/push/terminal-h/{}", device_password("cam-z")),
+                "",
+                &body
+            ),
+            wait
+        )
+        .await,
+        401
+    );
+    let basic = |pw: &str| {
+        use base64::Engine;
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("terminal-h:{pw}"))
+        )
+    };
+    assert_eq!(
+        raw(&http, &req("/push/terminal-h", &basic("nope"), &body), wait).await,
+        401
+    );
+    // Unknown device, unknown path, not a POST.
+    assert_eq!(
+        raw(&http, &req("/push/nobody/x", "", &body), wait).await,
+        404
+    );
+    assert_eq!(
+        raw(&http, &req("/ISAPI/whatever", "", &body), wait).await,
+        404
+    );
+    let get = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        path("terminal-h")
+    );
+    assert_eq!(raw(&http, get.as_bytes(), wait).await, 405);
+    // Over the body limit by its length; an event part over 256 KiB; a picture's type; garbage.
+    let huge = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: 99999999999\r\n\r\n",
+        path("terminal-h")
+    );
+    assert_eq!(raw(&http, huge.as_bytes(), wait).await, 413);
+    let big_event = format!("{{\"pad\":\"{}\"}}", "x".repeat(300 * 1024));
+    let (_, big) = hikvision_multipart(&big_event, 0);
+    assert_eq!(
+        raw(&http, &req(&path("terminal-h"), "", &big), wait).await,
+        413
+    );
+    let png = format!("POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 4\r\nConnection: close\r\n\r\nPNG!", path("terminal-h"));
+    assert_eq!(raw(&http, png.as_bytes(), wait).await, 415);
+    let broken = b"--MIME_boundary_gatehouse_sim\r\nContent-Disposition: form-data; name=\"event_log\"\r\n\r\n{\"AccessCon";
+    assert_eq!(
+        raw(&http, &req(&path("terminal-h"), "", broken), wait).await,
+        400
+    );
+    let not_json = b"{\"AccessControllerEvent\":";
+    let r = format!("POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", path("terminal-h"), not_json.len());
+    assert_eq!(
+        raw(&http, &[r.as_bytes(), not_json].concat(), wait).await,
+        400
+    );
+    // Slow loris: headers that never end are cut off at the header deadline (500 ms here).
+    let t = std::time::Instant::now();
+    let status = raw(
+        &http,
+        b"POST /push/terminal-h/x HTTP/1.1\r\nHost: x\r\n",
+        wait,
+    )
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(status == 408 || status == 0, "{status}");
+    // A body that never finishes: 408 at the body deadline (1 s here).
+    let slow = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        path("terminal-h"),
+        body.len()
+    );
+    let mut partial = slow.into_bytes();
+    partial.extend_from_slice(&body[..body.len() / 2]);
+    assert_eq!(raw(&http, &partial, wait).await, 408);
+    // Counted, and raised upstream with the address.
+    assert!(gatehouse::metrics::Metrics::get(&g.h.daemon.metrics.device_refusals) >= 12);
+    let a = g.h.uplink.alarm_of(v1::AlarmKind::DeviceMisbehaving).await;
+    assert!(a.detail.contains("127.0.0.1"), "{}", a.detail);
+    // And the lane still decides.
+    let mut p = Pusher::new(&http);
+    assert_eq!(push(&mut p, "terminal-h", &ev, 0).await.0, 200);
+    assert_eq!(g.gate2().await.action, "open");
+    // Basic authentication with the device's own password works as well as the path.
+    let ev = hik_event(
+        2,
+        serde_json::json!({"employeeNoString": "R000001"}),
+        now + 1000,
+    );
+    let (ct, body) = hikvision_multipart(&ev, 0);
+    let ok = format!("POST /push/terminal-h HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n", body.len(), basic(&device_password("terminal-h")));
+    assert_eq!(
+        raw(&http, &[ok.as_bytes(), &body].concat(), wait).await,
+        200
+    );
+    assert_eq!(g.gate2().await.action, "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zhenshi_camera_is_answered_with_the_gate_command_and_its_replay_never_opens() {
+    let g = HttpGate::start("").await;
+    let now_s = gatehouse::now_ms() / 1000;
+    let post = |body: String| {
+        let (http, path) = (g.http.clone(), path("cam-z"));
+        async move {
+            let mut p = Pusher::new(&http);
+            let (s, b) = p
+                .post(&path, "application/json", body.into_bytes())
+                .await
+                .unwrap();
+            (s.as_u16(), String::from_utf8_lossy(&b).into_owned())
+        }
+    };
+    let ok = r#"{"Response_AlarmInfoPlate":{"info":"ok"}}"#.to_string();
+    let no = r#"{"Response_AlarmInfoPlate":{"info":"no"}}"#.to_string();
+    assert_eq!(
+        post(zhenshi_plate(1, "浙A12345", 96, 4, false, now_s)).await,
+        (200, ok),
+        "a resident's car: the reply lifts the barrier"
+    );
+    assert_eq!(
+        post(zhenshi_plate(2, "沪C11111", 96, 4, false, now_s)).await,
+        (200, no.clone()),
+        "unknown plate"
+    );
+    assert_eq!(
+        post(zhenshi_plate(1, "浙A12345", 96, 4, false, now_s)).await,
+        (200, no.clone()),
+        "the same read again"
+    );
+    assert_eq!(
+        post(zhenshi_plate(3, "浙A12345", 96, 4, true, now_s - 600)).await,
+        (200, no.clone()),
+        "a replayed offline record"
+    );
+    assert_eq!(
+        post(sim::http_push::zhenshi_heartbeat(1, now_s)).await,
+        (200, no),
+        "a heartbeat"
+    );
+    let mut h = g.h;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let (_, d) = h.uplink.passage_from("cam-z").await;
+        seen.push((d.reason.clone(), d.not_actuated));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("ok".into(), false),
+            ("unknown_subject".into(), false),
+            ("stale_event".into(), true)
+        ]
+    );
+}
+
+/// The gate before the record, the ack after it: with the outbox writer stalled, the gate still
+/// opens at once, but the terminal's 200 — and the camera's answer to a replayed record — wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_waits_for_the_record_but_the_gate_does_not() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let devices = DeviceSide::endpoint();
+    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let imports = lists(dir.path());
+    let text = with_http_lanes(
+        config_text(dir.path(), &devices, &broker),
+        &imports,
+        port,
+        "",
+    );
+    let config = write_config_text(dir.path(), &text);
+    let mut watcher = Uplink::connect(&broker).await;
+    let mut child = gatehouse_run(&config)
+        .env("GATEHOUSE_TEST_STALL_WRITER_AFTER_MS", "2500")
+        .spawn()
+        .unwrap();
+    watcher.status(v1::GatewayState::Online).await;
+    let mut gate2 = gate_sim_on(&devices.link("gate-2"), "devices/gate-2/cmd");
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let http = format!("127.0.0.1:{port}");
+    let now = gatehouse::now_ms();
+    let ev = hik_event(7, serde_json::json!({"employeeNoString": "R000001"}), now);
+    let (ct, body) = hikvision_multipart(&ev, 0);
+    let mut p = Pusher::new(&http);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        p.post(&path("terminal-h"), &ct, body),
+    )
+    .await;
+    assert!(
+        answer.is_err(),
+        "no 200 before the decision is durable: {answer:?}"
+    );
+    let cmd = within("the gate command", LONG, gate2.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cmd.action, "open");
+    // The camera: a live read is answered at once, a replayed one only once stored.
+    let mut cam = Pusher::new(&http);
+    let live = zhenshi_plate(1, "浙A12345", 96, 4, false, now / 1000);
+    let (s, b) = within(
+        "the camera's answer",
+        Duration::from_secs(2),
+        cam.post(&path("cam-z"), "application/json", live.into_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (s.as_u16(), &b[..]),
+        (200, &br#"{"Response_AlarmInfoPlate":{"info":"ok"}}"#[..])
+    );
+    let replay = zhenshi_plate(2, "浙A12345", 96, 4, true, now / 1000 - 600);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        cam.post(&path("cam-z"), "application/json", replay.into_bytes()),
+    )
+    .await;
+    assert!(
+        answer.is_err(),
+        "a replayed record is answered once stored: {answer:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Arming mode: gatehouse holds the terminal's alertStream open (Digest), reads events out of
+/// it past garbage, reconnects when it drops, writes its own httpHosts entry, fetches what the
+/// terminal stored before it was heard (recorded, never acted on), and opens the terminal's door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_armed_terminal_streams_is_caught_up_configured_and_its_door_opened() {
+    let (term, mut doors) = sim::isapi_terminal::Terminal::start("admin", "hik-12345")
+        .await
+        .unwrap();
+    let now = gatehouse::now_ms();
+    // What it stored while gatehouse could not hear it, 5 minutes ago.
+    term.store(serde_json::json!({"major": 5, "minor": 75, "serialNo": 900,
+        "time": gatehouse::timefmt::rfc3339(now - 300_000), "employeeNoString": "R000007",
+        "currTemperature": 36.4}));
+    let lists_dir = tempfile::tempdir().unwrap();
+    let imports = lists(lists_dir.path());
+    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let broker = start_broker();
+    let lane = format!(
+        r#"
+[[lanes]]
+id = "door-1"
+
+[[lanes.devices]]
+id = "terminal-a"
+role = "thermal"
+profile = "hikvision-isapi"
+api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
+"#,
+        addr = term.addr
+    );
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
+        with_http_lanes(t, &imports, port, &lane)
+    })
+    .await;
+    within("the stream to open", LONG, async {
+        while term.open_streams() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // A live event in the stream, behind some garbage: the door opens over ISAPI.
+    term.send_raw(b"\r\nthis is not a part\r\n".to_vec());
+    term.send_event(&hik_event(
+        1,
+        serde_json::json!({"employeeNoString": "R000001", "currTemperature": 36.5}),
+        gatehouse::now_ms(),
+    ));
+    let (door, body) = within("the door command", LONG, doors.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        (door, body.as_str()),
+        (1, r#"{"RemoteControlDoor":{"cmd":"open"}}"#)
+    );
+    let (_, d) = h.uplink.passage_from("terminal-a").await;
+    assert_eq!(
+        (d.reason.as_str(), d.subject_id.as_str()),
+        ("ok", "R000001")
+    );
+    // Heard: the stored event is fetched and recorded as stale, its door never opened.
+    let (_, d) = h.uplink.passage_from("terminal-a").await;
+    assert_eq!(
+        (d.reason.as_str(), d.subject_id.as_str(), d.not_actuated),
+        ("stale_event", "R000007", true)
+    );
+    assert!(term.searches() >= 1);
+    // Its httpHosts entry points at this box, with the device's path.
+    within("httpHosts written", LONG, async {
+        while term
+            .hosts()
+            .is_none_or(|x| !x.contains("/push/terminal-a/"))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(term
+        .hosts()
+        .unwrap()
+        .contains(&format!("<portNo>{port}</portNo>")));
+    // The stream drops (as they do every ~40 s): gatehouse is back on it, and deciding.
+    term.drop_streams();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    within("the stream to reopen", LONG, async {
+        while term.open_streams() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    term.send_event(&hik_event(
+        2,
+        serde_json::json!({"employeeNoString": "R000009", "currTemperature": 38.5}),
+        gatehouse::now_ms(),
+    ));
+    let (_, d) = h.uplink.passage_from("terminal-a").await;
+    assert_eq!(d.reason, "fever");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), doors.recv())
+            .await
+            .is_err(),
+        "a denial opens no door"
+    );
+    assert_eq!(term.refused(), 0, "Digest answered right every time");
+}
