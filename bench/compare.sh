@@ -8,7 +8,13 @@
 # One lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents and
 # 20,000 plates (the registry issue 7 sizes the box for), a fresh store for every run.
 #
+# HTTP=1: the referee's HTTP mode — the terminal POSTs Hikvision listening-mode multipart bodies to
+# gatehouse's HTTP device listener (`--http-port`) at /push/thermal-1/<its password>; thermal-1 is
+# `hikvision-isapi`, gate-1 stays on the referee's broker. Rows: floor (floor-http), node-red,
+# engine; pass HTTP_LOADGEN_ARGS (e.g. '--http-conns 32 --picture-bytes 100000') through.
+#
 # usage: bench/compare.sh [RATES] [SECONDS] [ENGINES]     e.g. bench/compare.sh 5000 10 floor,direct
+#        HTTP=1 bench/compare.sh 200,1000 10 floor,engine
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 referee=${REFEREE:-$here/../shared/bench/compare.sh}
@@ -25,6 +31,15 @@ cp "$work"/*.csv "$work/direct/"
 write_config "$work" $'mode = "external"\nurl = "mqtt://127.0.0.1:1883"' "mqtt://127.0.0.1:1883"
 export ENGINE_CMD="sh -c 'rm -rf $work/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/gatehouse.toml --broker-port {port}'"
 
+# HTTP: the terminal pushes to the listener with its password in the path.
+mkdir "$work/http"
+cp "$work"/*.csv "$work/http/"
+printf 'thermal-1 bench-terminal-pw\n' >"$work/http/devices.secrets"
+chmod 600 "$work/http/devices.secrets"
+write_config "$work/http" $'mode = "external"\nurl = "mqtt://127.0.0.1:1883"\nsecrets_file = "devices.secrets"' "mqtt://127.0.0.1:1883" hikvision-isapi
+export HTTP_ENGINE_CMD="sh -c 'rm -rf $work/http/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/http/gatehouse.toml --broker-port {port} --http-port {http_port}'"
+export HTTP_PATH=/push/thermal-1/bench-terminal-pw
+
 # direct: the endpoint (its port from `--endpoint-port`), device passwords in a 0600 file.
 uport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 1000000\n' "$uport" >"$work/uplink-mosquitto.conf"
@@ -34,4 +49,8 @@ chmod 600 "$work/direct/devices.secrets"
 write_config "$work/direct" $'secrets_file = "devices.secrets"' "mqtt://127.0.0.1:$uport"
 export DIRECT_CMD="sh -c 'rm -rf $work/direct/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/direct/gatehouse.toml --endpoint-port {port}'"
 export DIRECT_LOADGEN_ARGS="--pub-client-id hik-terminal --pub-user thermal-1 --pub-pass bench-terminal-pw --sub-client-id gate-controller --sub-user gate-1 --sub-pass bench-gate-pw --cmd-filter devices/gate-1/cmd"
-"$referee" "${1:-1000,5000}" "${2:-10}" "${3:-floor,node-red,engine,direct}"
+if [[ ${HTTP:-0} != 0 ]]; then
+  "$referee" "${1:-200,1000}" "${2:-10}" "${3:-floor,node-red,engine}"
+else
+  "$referee" "${1:-1000,5000}" "${2:-10}" "${3:-floor,node-red,engine,direct}"
+fi

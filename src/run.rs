@@ -24,17 +24,18 @@ pub enum RunError {
 /// stored list keeps the gate working — a typo in a list must not keep the gate from starting).
 pub fn load_checked(
     path: &Path,
-    port: Option<PortOverride>,
+    ports: Ports,
     check_lists: bool,
 ) -> Result<(Config, Profiles), ConfigError> {
     let mut config = Config::load(path)?;
-    match port {
-        Some(PortOverride::Broker(p)) => override_port(&mut config, p),
-        Some(PortOverride::Endpoint(p)) => {
-            config.device_broker.mode = crate::config::BrokerMode::Endpoint;
-            config.device_broker.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
-        }
-        None => {}
+    if let Some(p) = ports.broker {
+        override_port(&mut config, p);
+    } else if let Some(p) = ports.endpoint {
+        config.device_broker.mode = crate::config::BrokerMode::Endpoint;
+        config.device_broker.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    }
+    if let Some(p) = ports.http {
+        config.device_http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
     }
     let (profiles, mut problems) = Profiles::load(config.profiles.dir.as_deref());
     problems.extend(config.problems(&profiles));
@@ -57,13 +58,15 @@ pub fn load_checked(
     }
 }
 
-/// A benchmark's port for the device side, given on the command line.
-#[derive(Debug, Clone, Copy)]
-pub enum PortOverride {
+/// A benchmark's ports for the device side, given on the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ports {
     /// `--broker-port`: an external broker on 127.0.0.1.
-    Broker(u16),
+    pub broker: Option<u16>,
     /// `--endpoint-port`: the endpoint on 127.0.0.1.
-    Endpoint(u16),
+    pub endpoint: Option<u16>,
+    /// `--http-port`: the HTTP device listener on 127.0.0.1.
+    pub http: Option<u16>,
 }
 
 /// `--broker-port P`: the device side becomes the external broker on 127.0.0.1:P, and an uplink on
@@ -80,10 +83,10 @@ fn override_port(config: &mut Config, port: u16) {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config_path: &Path, port: Option<PortOverride>) -> Result<(), RunError> {
+pub async fn run(config_path: &Path, ports: Ports) -> Result<(), RunError> {
     // Handlers first: a SIGTERM during start-up must still end in an orderly stop.
     let signal = wait_for_signal();
-    let (config, profiles) = load_checked(config_path, port, false)?;
+    let (config, profiles) = load_checked(config_path, ports, false)?;
     info!(gateway = %config.gateway.id, lanes = config.lanes.len(), config = %config_path.display(), "Starting.");
     let daemon = Daemon::start(config, profiles).await?;
     systemd::notify("READY=1");

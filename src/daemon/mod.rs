@@ -357,6 +357,7 @@ async fn start_http(
         },
         devices,
         input: input.clone(),
+        events: events.clone(),
         refusals: Arc::new(crate::sources::Refusals::new(
             metrics.clone(),
             events.clone(),

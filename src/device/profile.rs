@@ -151,6 +151,10 @@ pub struct HttpSpec {
     /// The vendor API gatehouse speaks to the device itself, where it does (`isapi`: arming
     /// stream, `httpHosts` self-configuration, catch-up, door control).
     pub api: Option<Api>,
+    /// Silence (no event, no heartbeat) longer than this and the device is reported offline
+    /// (`device_offline`), `device_online` when it is heard again. 0: not watched.
+    #[serde(default)]
+    pub offline_after_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -39,6 +39,9 @@ enum Cmd {
         /// starts an engine).
         #[arg(long)]
         endpoint_port: Option<u16>,
+        /// The HTTP device listener listens on 127.0.0.1:PORT (the shared benchmark's HTTP mode).
+        #[arg(long)]
+        http_port: Option<u16>,
     },
     /// Validate a config file: print every problem with its place; exit 78 if there is any.
     CheckConfig { file: PathBuf },
@@ -214,6 +217,39 @@ enum SimProfile {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Hikvision terminal in ISAPI listening mode: POSTs multipart events (and heartbeats) to
+    /// gatehouse's HTTP listener; with --stored, first the records it "stored while offline".
+    #[command(name = "hikvision-isapi")]
+    HikvisionHttp {
+        #[command(flatten)]
+        push: PushArgs,
+        /// A picture part of this many bytes with each event.
+        #[arg(long, default_value_t = 30_000)]
+        picture_bytes: usize,
+    },
+    /// Hikvision terminal for ISAPI arming mode: serves alertStream (Digest), httpHosts, the
+    /// AcsEvent search and RemoteControl/door, and prints each door command.
+    #[command(name = "hikvision-isapi-terminal")]
+    HikvisionTerminal {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+        #[arg(long, default_value = "admin")]
+        username: String,
+        #[arg(long, env = "GATEHOUSE_DEVICE_PASSWORD")]
+        password: String,
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Drop the stream this often, as real terminals do (0: never).
+        #[arg(long, default_value_t = 40)]
+        drop_every_s: u64,
+    },
+    /// Zhenshi plate camera in HTTP push mode: POSTs plate reads (and heartbeats) and prints
+    /// each reply (the reply is the barrier command); with --stored, first its offline records.
+    #[command(name = "zhenshi-ivs-http")]
+    ZhenshiHttp {
+        #[command(flatten)]
+        push: PushArgs,
+    },
     /// Gate controller: subscribes to its command topic and prints every command.
     #[command(name = "generic-gate-mqtt")]
     Gate {
@@ -249,6 +285,45 @@ enum SimProfile {
         #[arg(long, default_value_t = 0.0)]
         ber: f64,
     },
+}
+
+/// Where and what a pushing simulator sends.
+#[derive(clap::Args)]
+struct PushArgs {
+    /// gatehouse's HTTP device listener.
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    listen: String,
+    #[arg(long)]
+    device: String,
+    /// The device's password (it goes in the push path).
+    #[arg(long, env = "GATEHOUSE_DEVICE_PASSWORD")]
+    password: String,
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    #[arg(long, default_value_t = 30)]
+    heartbeat_s: u64,
+    #[arg(long, default_value_t = 0)]
+    stored: u64,
+    #[arg(long, default_value_t = 1000)]
+    residents: u64,
+}
+
+impl PushArgs {
+    fn options(self, picture_bytes: usize) -> crate::tools::sim::http_push::PushOptions {
+        crate::tools::sim::http_push::PushOptions {
+            addr: self.listen,
+            path: format!("/push/{}/{}", self.device, self.password),
+            rate: self.rate,
+            count: self.count,
+            picture_bytes,
+            heartbeat_s: self.heartbeat_s,
+            stored: self.stored,
+            residents: self.residents,
+            seed: crate::now_ms() as u64,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -293,16 +368,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             config,
             broker_port,
             endpoint_port,
+            http_port,
         } => {
-            let port = match (broker_port, endpoint_port) {
-                (Some(p), _) => Some(crate::run::PortOverride::Broker(p)),
-                (None, Some(p)) => Some(crate::run::PortOverride::Endpoint(p)),
-                (None, None) => None,
+            let ports = crate::run::Ports {
+                broker: broker_port,
+                endpoint: endpoint_port,
+                http: http_port,
             };
-            crate::run::run(&config, port).await?
+            crate::run::run(&config, ports).await?
         }
         Cmd::CheckConfig { file } => {
-            let (config, _) = crate::run::load_checked(&file, None, true)?;
+            let (config, _) = crate::run::load_checked(&file, Default::default(), true)?;
             let devices: usize = config.lanes.iter().map(|l| l.devices.len()).sum();
             println!(
                 "{}: ok ({} lanes, {devices} devices)",
@@ -326,7 +402,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             persistence_dir,
         } => {
             use crate::tools::broker_config;
-            let (config, profiles) = crate::run::load_checked(&config, None, false)?;
+            let (config, profiles) = crate::run::load_checked(&config, Default::default(), false)?;
             let sizing = broker_config::Sizing {
                 peak_rate,
                 restart_s,
@@ -465,6 +541,16 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A watch that fires on SIGTERM or Ctrl-C.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::run::wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
 async fn simulate(profile: SimProfile) -> Result<(), RunError> {
     use crate::tools::sim;
     match profile {
@@ -496,11 +582,7 @@ async fn simulate(profile: SimProfile) -> Result<(), RunError> {
                 unit,
                 seed,
             };
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                crate::run::wait_for_signal().await;
-                let _ = stop_tx.send(true);
-            });
+            let stop_rx = stop_on_signal();
             let n = sim::hikvision::run_terminal(
                 o,
                 |s| {
@@ -515,6 +597,45 @@ async fn simulate(profile: SimProfile) -> Result<(), RunError> {
             )
             .await;
             println!("{n} events sent");
+        }
+        SimProfile::HikvisionHttp {
+            push,
+            picture_bytes,
+        } => {
+            let mut print =
+                |what: &str, status: u16, body: &str| println!("{what}: {status} {body}");
+            let n = sim::http_push::run_hikvision(
+                push.options(picture_bytes),
+                &mut print,
+                stop_on_signal(),
+            )
+            .await;
+            println!("{n} events pushed");
+        }
+        SimProfile::ZhenshiHttp { push } => {
+            let mut print =
+                |what: &str, status: u16, body: &str| println!("{what}: {status} {body}");
+            let n =
+                sim::http_push::run_zhenshi(push.options(0), &mut print, stop_on_signal()).await;
+            println!("{n} reads pushed");
+        }
+        SimProfile::HikvisionTerminal {
+            listen,
+            username,
+            password,
+            rate,
+            drop_every_s,
+        } => {
+            sim::isapi_terminal::run(
+                &listen,
+                &username,
+                &password,
+                rate,
+                drop_every_s,
+                stop_on_signal(),
+            )
+            .await
+            .map_err(anyhow::Error::from)?;
         }
         SimProfile::Gate {
             broker,

@@ -65,6 +65,15 @@ pub struct SerialLane {
     pub anti_passback: bool,
 }
 
+/// The demo's HTTP lane: a Hikvision terminal pushing its events to the HTTP listener on
+/// `http_port` (ISAPI listening mode) whose door gatehouse opens over its API at `api`.
+#[derive(Debug, Clone)]
+pub struct HttpLane {
+    pub http_port: u16,
+    pub api: std::net::SocketAddr,
+    pub api_password: String,
+}
+
 /// The demo's vehicle lane: a Zhenshi plate camera and a Modbus TCP relay barrier at `barrier`.
 #[derive(Debug, Clone)]
 pub struct VehicleLane {
@@ -93,6 +102,7 @@ pub struct DemoConfig {
     pub plates: bool,
     pub serial_lane: Option<SerialLane>,
     pub vehicle_lane: Option<VehicleLane>,
+    pub http_lane: Option<HttpLane>,
     /// Lanes of Modbus RTU barriers: (slave address, serial path) each.
     pub rtu_barriers: Vec<(u8, PathBuf)>,
 }
@@ -115,18 +125,23 @@ impl DemoConfig {
             plates: false,
             serial_lane: None,
             vehicle_lane: None,
+            http_lane: None,
             rtu_barriers: Vec::new(),
         }
     }
 
-    /// The MQTT devices of this gate (they connect to the endpoint).
-    pub fn mqtt_devices(&self) -> Vec<&'static str> {
+    /// The devices of this gate that log in with a password (to the endpoint, or in their
+    /// HTTP pushes).
+    pub fn password_devices(&self) -> Vec<&'static str> {
         let mut v = vec!["thermal-1", "gate-1"];
         if self.serial_lane.is_some() {
             v.push("thermal-2");
         }
         if self.vehicle_lane.is_some() {
             v.push("cam-1");
+        }
+        if self.http_lane.is_some() {
+            v.push("terminal-3");
         }
         v
     }
@@ -162,7 +177,7 @@ impl DemoConfig {
                 .truncate(true)
                 .mode(0o600)
                 .open(self.dir.join("devices.secrets"))?;
-            for id in self.mqtt_devices() {
+            for id in self.password_devices() {
                 writeln!(f, "{id} {}", self.password(id))?;
             }
         }
@@ -262,6 +277,26 @@ modbus = {{ tcp = "{}" }}
                 l.auto_close, l.barrier
             ));
         }
+        if let Some(l) = &self.http_lane {
+            text.push_str(&format!(
+                r#"
+[device_http]
+listen = "127.0.0.1:{port}"
+
+[[lanes]]
+id = "west-gate"
+
+[[lanes.devices]]
+id = "terminal-3"
+role = "thermal"
+profile = "hikvision-isapi"
+api = {{ address = "{api}", username = "admin", password = "{pw}", door = 1, push_to = "http://127.0.0.1:{port}" }}
+"#,
+                port = l.http_port,
+                api = l.api,
+                pw = l.api_password,
+            ));
+        }
         for (n, path) in &self.rtu_barriers {
             text.push_str(&format!(
                 r#"
@@ -317,6 +352,13 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
     result
 }
 
+/// A fresh password for a demo device's API.
+fn demo_secret() -> String {
+    crate::config::secrets::generate()
+        .map(|(p, _)| p)
+        .unwrap_or_else(|_| format!("demo-{}", std::process::id()))
+}
+
 async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     write_residents(&dir.join("residents.csv"), o.residents)?;
     // The company's broker, upstream (rumqttd stands in for it); devices connect to gatehouse.
@@ -334,8 +376,17 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         listener,
         sim::barrier::Service([(1, barrier.clone())].into()),
     ));
+    let api_password = demo_secret();
+    let (terminal3, mut doors) =
+        sim::isapi_terminal::Terminal::start("admin", &api_password).await?;
+    let http_port = company_broker::free_port()?;
     let demo = DemoConfig {
         plates: true,
+        http_lane: Some(HttpLane {
+            http_port,
+            api: terminal3.addr,
+            api_password,
+        }),
         serial_lane: Some(SerialLane {
             face: face_pty.path.clone(),
             turnstile: turnstile_pty.path.clone(),
@@ -359,11 +410,14 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         "gatehouse demo — device endpoint on 127.0.0.1:{port} (each device with its password, \
          in {}), company broker on 127.0.0.1:{company}, {} residents; lane east-gate \
          (Hikvision terminal, MQTT turnstile), lane north-gate (thermal station + RS-485 face \
-         reader {} + EB turnstile {}), lane car-gate (plate camera + Modbus TCP barrier {barrier_addr})",
+         reader {} + EB turnstile {}), lane car-gate (plate camera + Modbus TCP barrier {barrier_addr}), \
+         lane west-gate (Hikvision terminal pushing over HTTP to 127.0.0.1:{http_port}, its door \
+         opened over ISAPI at {})",
         dir.join("devices.secrets").display(),
         o.residents,
         face_pty.path.display(),
-        turnstile_pty.path.display()
+        turnstile_pty.path.display(),
+        terminal3.addr
     );
     println!(
         "uplink topics: {}/{{events,alarms,status}}    Ctrl-C stops.\n",
@@ -422,6 +476,24 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         households,
         stop_rx_cars,
     ));
+    let push = sim::http_push::PushOptions {
+        addr: format!("127.0.0.1:{http_port}"),
+        path: format!("/push/terminal-3/{}", demo.password("terminal-3")),
+        rate: o.rate / 2.0,
+        count: 0,
+        picture_bytes: 30_000,
+        heartbeat_s: 10,
+        stored: 3,
+        residents: o.residents + o.residents / 10,
+        seed: crate::now_ms() as u64 ^ 3,
+    };
+    let stop_http = stop_tx.subscribe();
+    let http_lane = tokio::spawn(async move {
+        let mut quiet = |_: &str, _: u16, _: &str| {};
+        sim::http_push::run_hikvision(push, &mut quiet, stop_http).await
+    });
+    // The door commands: the uplink's records show the decisions behind them.
+    let doors_drained = tokio::spawn(async move { while doors.recv().await.is_some() {} });
     let mut gate_commands = 0u64;
     tokio::select! {
         _ = crate::run::wait_for_signal() => {}
@@ -436,8 +508,11 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = terminal.await;
+    let _ = http_lane.await;
     lane2.abort();
     cars.abort();
+    drop(terminal3);
+    doors_drained.abort();
     let m = daemon.metrics.clone();
     daemon.stop().await;
     let tally = watcher.await.unwrap_or_default();

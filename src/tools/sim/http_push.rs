@@ -162,3 +162,127 @@ pub fn zhenshi_heartbeat(count: u64, device_s: i64) -> String {
     })
     .to_string()
 }
+
+/// A pushing device's run: where it pushes and what it sends.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// `host:port` of gatehouse's HTTP listener.
+    pub addr: String,
+    /// `/push/{device}/{password}`.
+    pub path: String,
+    /// Events per second.
+    pub rate: f64,
+    /// Stop after this many events (0: until stopped).
+    pub count: u64,
+    /// A terminal's picture part, bytes (0: none).
+    pub picture_bytes: usize,
+    /// A heartbeat this often (0: none).
+    pub heartbeat_s: u64,
+    /// Records stored while "offline", pushed first, marked as such, dated minutes back.
+    pub stored: u64,
+    /// Residents are `R000000` … this count (terminal), plates `浙A1xxxx` (camera).
+    pub residents: u64,
+    pub seed: u64,
+}
+
+/// What a pushing simulator does with each answer.
+pub type OnAnswer<'a> = &'a mut (dyn FnMut(&str, u16, &str) + Send);
+
+/// A Hikvision terminal in listening mode: its stored records first (`currentEvent: false`,
+/// dated back), then live events at the rate with a heartbeat now and then. Returns how many
+/// events it pushed.
+pub async fn run_hikvision(
+    o: PushOptions,
+    on_answer: OnAnswer<'_>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> u64 {
+    let now = crate::now_ms();
+    let mut rng = super::Rng::new(o.seed);
+    run(&o, on_answer, stop, move |serial, stored| {
+        let who = format!("R{:06}", rng.next_u64() % o.residents.max(1));
+        let t = 36.0 + rng.unit() * if rng.unit() < 0.05 { 3.0 } else { 1.0 };
+        match serial {
+            None => ("application/json".into(), hikvision_heartbeat(crate::now_ms()).into_bytes()),
+            Some(serial) => {
+                let at = if stored { now - 600_000 + serial as i64 * 1000 } else { crate::now_ms() };
+                let ev = serde_json::json!({"ipAddress": "192.168.1.64", "eventType": "AccessControllerEvent",
+                    "dateTime": crate::timefmt::rfc3339(at),
+                    "AccessControllerEvent": {"deviceName": "DS-K1T671TM", "majorEventType": 5,
+                        "subEventType": 75, "serialNo": serial, "employeeNoString": who,
+                        "currTemperature": (t * 10.0).round() / 10.0, "thermometryUnit": "celsius",
+                        "currentEvent": !stored, "name": "张三"}})
+                .to_string();
+                hikvision_multipart(&ev, o.picture_bytes)
+            }
+        }
+    })
+    .await
+}
+
+/// A Zhenshi camera pushing plate reads: its offline store first (`isoffline`), then live reads
+/// at the rate with a heartbeat now and then. Returns how many reads it pushed.
+pub async fn run_zhenshi(
+    o: PushOptions,
+    on_answer: OnAnswer<'_>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> u64 {
+    let mut rng = super::Rng::new(o.seed);
+    let mut beats = 0;
+    run(&o, on_answer, stop, move |serial, stored| {
+        let now_s = crate::now_ms() / 1000;
+        let body = match serial {
+            None => {
+                beats += 1;
+                zhenshi_heartbeat(beats, now_s)
+            }
+            Some(id) => {
+                let plate = format!("浙A1{:04}", rng.next_u64() % o.residents.max(1));
+                let at = if stored {
+                    now_s - 600 + id as i64
+                } else {
+                    now_s
+                };
+                zhenshi_plate(id, &plate, 90 + (rng.next_u64() % 10) as u8, 4, stored, at)
+            }
+        };
+        ("application/json".into(), body.into_bytes())
+    })
+    .await
+}
+
+/// The loop both pushers share: `body(Some(serial), stored)` for an event, `body(None, _)` for
+/// a heartbeat.
+async fn run(
+    o: &PushOptions,
+    on_answer: OnAnswer<'_>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut body: impl FnMut(Option<u64>, bool) -> (String, Vec<u8>),
+) -> u64 {
+    let mut p = Pusher::new(&o.addr);
+    let mut send =
+        async |what: &str, (ct, b): (String, Vec<u8>)| match p.post(&o.path, &ct, b).await {
+            Ok((s, answer)) => on_answer(what, s.as_u16(), &String::from_utf8_lossy(&answer)),
+            Err(e) => on_answer(what, 0, &e),
+        };
+    let mut serial = 0;
+    for _ in 0..o.stored {
+        serial += 1;
+        send(&format!("stored {serial}"), body(Some(serial), true)).await;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / o.rate.max(0.001)));
+    let beat = Duration::from_secs(o.heartbeat_s.max(1));
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+    let mut sent = 0;
+    while o.count == 0 || sent < o.count {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = heartbeat.tick(), if o.heartbeat_s > 0 => send("heartbeat", body(None, false)).await,
+            _ = tick.tick() => {
+                serial += 1;
+                sent += 1;
+                send(&format!("event {serial}"), body(Some(serial), false)).await;
+            }
+        }
+    }
+    sent
+}

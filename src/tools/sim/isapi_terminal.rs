@@ -44,7 +44,16 @@ impl Terminal {
         username: &str,
         password: &str,
     ) -> std::io::Result<(Terminal, mpsc::UnboundedReceiver<(u32, String)>)> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0", username, password).await
+    }
+
+    /// [`Terminal::start`] on `listen`.
+    pub async fn start_on(
+        listen: &str,
+        username: &str,
+        password: &str,
+    ) -> std::io::Result<(Terminal, mpsc::UnboundedReceiver<(u32, String)>)> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (doors, doors_rx) = mpsc::unbounded_channel();
         let state = Arc::new(State {
@@ -282,5 +291,44 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
             full(StatusCode::OK, "{\"statusCode\":1,\"statusString\":\"OK\"}")
         }
         _ => full(StatusCode::NOT_FOUND, ""),
+    }
+}
+
+/// The terminal as `gatehouse simulate hikvision-isapi-terminal` runs it: events into every open
+/// alertStream at `rate` (residents `R000000`…), a heartbeat (`videoloss`, inactive) every 10 s,
+/// the stream dropped every `drop_every_s` (0: never), as real ones do; prints each door command.
+pub async fn run(
+    listen: &str,
+    username: &str,
+    password: &str,
+    rate: f64,
+    drop_every_s: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (t, mut doors) = Terminal::start_on(listen, username, password).await?;
+    println!("ISAPI terminal on {} (user {username})", t.addr);
+    let mut rng = super::Rng::new(crate::now_ms() as u64);
+    let mut events =
+        tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    let mut beat = tokio::time::interval(std::time::Duration::from_secs(10));
+    let every = std::time::Duration::from_secs(drop_every_s.max(1));
+    let mut drops = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut serial = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            Some((door, body)) = doors.recv() => println!("door {door}: {body}"),
+            _ = drops.tick(), if drop_every_s > 0 => t.drop_streams(),
+            _ = beat.tick() => t.send_event(&json!({"eventType": "videoloss", "eventState": "inactive",
+                "dateTime": crate::timefmt::rfc3339(crate::now_ms())}).to_string()),
+            _ = events.tick() => {
+                serial += 1;
+                let who = format!("R{:06}", rng.next_u64() % 1000);
+                t.send_event(&json!({"eventType": "AccessControllerEvent",
+                    "dateTime": crate::timefmt::rfc3339(crate::now_ms()),
+                    "AccessControllerEvent": {"serialNo": serial, "employeeNoString": who,
+                        "currTemperature": 36.5, "currentEvent": true}}).to_string());
+            }
+        }
     }
 }
