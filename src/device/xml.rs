@@ -115,4 +115,12 @@ mod tests {
         assert_eq!(to_json(deep.as_bytes()), None);
         assert_eq!(to_json(b"<a>1</a><b>2</b>"), None, "one root");
     }
+
+    proptest::proptest! {
+        // The plain-test side of `fuzz/fuzz_targets/http_bodies.rs`.
+        #[test]
+        fn any_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024)) {
+            let _ = to_json(&data);
+        }
+    }
 }

@@ -288,4 +288,20 @@ mod tests {
         p.feed(b"\r\n\r\njunk--b\r\nContent-Length: 2\r\n\r\nok", &mut out);
         assert_eq!(parts(&out), vec![(String::new(), "ok".into())]);
     }
+
+    proptest::proptest! {
+        // The plain-test side of `fuzz/fuzz_targets/part_stream.rs`: bounded, no nightly needed.
+        #[test]
+        fn any_bytes_cut_anywhere_never_panic_and_stay_bounded(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            cut in 1usize..64,
+        ) {
+            let mut p = PartStream::new("b", 256);
+            let mut out = Vec::new();
+            for piece in data.chunks(cut) {
+                p.feed(piece, &mut out);
+                proptest::prop_assert!(p.buf.len() <= MAX_HEADERS + 256 + 64);
+            }
+        }
+    }
 }
