@@ -419,4 +419,43 @@ mod tests {
             "{p:?}"
         );
     }
+
+    #[test]
+    fn http_devices_are_checked_like_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let lane = |device: &str| {
+            format!(
+                "\n[device_http]\nlisten = \"0.0.0.0:8088\"\n\n[[lanes]]\nid = \"h\"\n\n[[lanes.devices]]\n{device}"
+            )
+        };
+        let hashed = "password_hash = \"sha256:00:0000000000000000000000000000000000000000000000000000000000000000\"";
+        // A terminal without a secret on the LAN: refused in production, named.
+        let p = problems(
+            d,
+            "listen = \"127.0.0.1:1883\"",
+            &lane("id = \"t\"\nrole = \"thermal\"\nprofile = \"hikvision-isapi\"\napi = { address = \"10.0.0.2\", password = \"x\", door = 1 }"),
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("device t without a secret on the HTTP listener")),
+            "{p:?}"
+        );
+        // With its hash it passes; an api on a profile without one, a door beside a turnstile,
+        // `from` on an MQTT device and a push_to that is no URL are each named.
+        let p = problems(
+            d,
+            "listen = \"127.0.0.1:1883\"",
+            &(lane(&format!("id = \"t\"\nrole = \"thermal\"\nprofile = \"hikvision-isapi\"\n{hashed}\napi = {{ address = \"10.0.0.2\", password = \"x\", door = 1, push_to = \"10.0.0.1\" }}"))
+                + &format!("\n[[lanes.devices]]\nid = \"g\"\nrole = \"turnstile\"\nprofile = \"generic-gate-mqtt\"\n\n[[lanes.devices]]\nid = \"c\"\nrole = \"plate_camera\"\nprofile = \"zhenshi-ivs-http\"\n{hashed}\napi = {{ address = \"10.0.0.3\", password = \"x\" }}\n")),
+        );
+        for want in [
+            "api.door: the lane has a gate of its own",
+            "api.push_to: give this box",
+            "profile \"zhenshi-ivs-http\" has no device API",
+        ] {
+            assert!(p.iter().any(|p| p.contains(want)), "{want}: {p:?}");
+        }
+        assert!(!p.iter().any(|p| p.contains("without a secret")), "{p:?}");
+    }
 }

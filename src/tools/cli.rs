@@ -133,6 +133,15 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         passes: u64,
     },
+    /// The HTTP vendor paths in a child daemon: a Zhenshi camera's POST → reply (the barrier
+    /// command), a Hikvision terminal's POST → door command over ISAPI and POST → 200.
+    BenchHttp {
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Events per second, per device.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+    },
     /// A vehicle lane: plate read → OPEN coil write latency over Modbus TCP, poll-cycle jitter,
     /// and how a dead slave on a shared RTU line delays the others.
     BenchVehicle {
@@ -437,6 +446,12 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 dir,
             })
             .await?
+        }
+        Cmd::BenchHttp { count, rate } => {
+            let r =
+                crate::tools::bench::http(crate::tools::bench::HttpBenchOptions { count, rate })
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
         }
         Cmd::BenchVehicle { count, rate } => {
             let r = crate::tools::bench::vehicle(crate::tools::bench::VehicleBenchOptions {

@@ -72,6 +72,8 @@ pub struct HttpLane {
     pub http_port: u16,
     pub api: std::net::SocketAddr,
     pub api_password: String,
+    /// Also lane `cam-gate`: a Zhenshi camera pushing over HTTP, its barrier lifted by the reply.
+    pub camera: bool,
 }
 
 /// The demo's vehicle lane: a Zhenshi plate camera and a Modbus TCP relay barrier at `barrier`.
@@ -140,8 +142,11 @@ impl DemoConfig {
         if self.vehicle_lane.is_some() {
             v.push("cam-1");
         }
-        if self.http_lane.is_some() {
+        if let Some(l) = &self.http_lane {
             v.push("terminal-3");
+            if l.camera {
+                v.push("cam-3");
+            }
         }
         v
     }
@@ -296,6 +301,19 @@ api = {{ address = "{api}", username = "admin", password = "{pw}", door = 1, pus
                 api = l.api,
                 pw = l.api_password,
             ));
+            if l.camera {
+                text.push_str(
+                    r#"
+[[lanes]]
+id = "cam-gate"
+
+[[lanes.devices]]
+id = "cam-3"
+role = "plate_camera"
+profile = "zhenshi-ivs-http"
+"#,
+                );
+            }
         }
         for (n, path) in &self.rtu_barriers {
             text.push_str(&format!(
@@ -386,6 +404,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
             http_port,
             api: terminal3.addr,
             api_password,
+            camera: false,
         }),
         serial_lane: Some(SerialLane {
             face: face_pty.path.clone(),

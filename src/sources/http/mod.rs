@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{info, warn};
 
+/// A connection's read buffer, at most.
+const READ_BUFFER: usize = 32 * 1024;
+
 /// How long a push waits for its decision to be durable before it is answered 503 (the device
 /// sends it again; the second one is recognised as a duplicate).
 const DURABLE_WAIT: Duration = Duration::from_secs(30);
@@ -134,6 +137,9 @@ pub async fn start(s: Start) -> anyhow::Result<(SocketAddr, tokio::task::JoinHan
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(shared.limits.header_timeout)
+                    // Pictures stream through a small buffer, not hyper's default ~400 KiB one per
+                    // connection (a terminal's headers are far smaller).
+                    .max_buf_size(READ_BUFFER)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 tokio::select! {
                     _ = conn => {}

@@ -1,0 +1,136 @@
+use super::child::{demo_config, spawn_demo};
+use crate::tools::demo::{DemoConfig, HttpLane};
+use crate::tools::sim::http_push::{hikvision_multipart, zhenshi_plate, Pusher};
+use crate::tools::sim::isapi_terminal::Terminal;
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use std::time::{Duration, Instant};
+
+/// `gatehouse bench-http`: the HTTP vendor paths in a child daemon, one device of each at `rate`
+/// events/s for `count` events — a Zhenshi camera whose reply is the barrier command (POST →
+/// reply), and a Hikvision terminal in listening mode whose door gatehouse opens over ISAPI (POST
+/// → door command at the terminal, POST → 200).
+pub struct HttpBenchOptions {
+    pub count: u64,
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HttpReport {
+    pub events: u64,
+    /// Zhenshi: plate read POSTed → the reply (`info: "ok"`, a resident's car) received.
+    pub zhenshi_reply_p50_us: u64,
+    pub zhenshi_reply_p99_us: u64,
+    pub zhenshi_reply_max_us: u64,
+    pub zhenshi_not_ok: u64,
+    /// Hikvision listening mode: event POSTed → `RemoteControl/door` PUT at the terminal.
+    pub hikvision_door_p50_us: u64,
+    pub hikvision_door_p99_us: u64,
+    pub hikvision_door_max_us: u64,
+    pub hikvision_doors_missing: u64,
+    /// Hikvision: event POSTed → its 200 (after the decision is durable).
+    pub hikvision_200_p50_us: u64,
+    pub hikvision_200_p99_us: u64,
+}
+
+pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    crate::tools::demo::write_residents(&dir.join("residents.csv"), 1000)?;
+    crate::tools::demo::write_plates(&dir.join("plates.csv"), 300)?;
+    let (terminal, mut doors) = Terminal::start("admin", "bench-api-pw").await?;
+    let http_port = crate::tools::company_broker::free_port()?;
+    let config = DemoConfig {
+        plates: true,
+        http_lane: Some(HttpLane {
+            http_port,
+            api: terminal.addr,
+            api_password: "bench-api-pw".into(),
+            camera: true,
+        }),
+        ..demo_config(&dir)?
+    };
+    let _daemon = spawn_demo(&config)?;
+    let addr = format!("127.0.0.1:{http_port}");
+    let mut camera = Pusher::new(&addr);
+    let mut term = Pusher::new(&addr);
+    let cam_path = format!("/push/cam-3/{}", config.password("cam-3"));
+    let term_path = format!("/push/terminal-3/{}", config.password("terminal-3"));
+    // Ready when a heartbeat is answered.
+    let beat = crate::tools::sim::http_push::zhenshi_heartbeat(0, crate::now_ms() / 1000);
+    let started = Instant::now();
+    while camera
+        .post(&cam_path, "application/json", beat.clone().into_bytes())
+        .await
+        .map_or(true, |(s, _)| !s.is_success())
+    {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "daemon not up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram");
+    let (mut reply, mut door, mut ok200) = (hist()?, hist()?, hist()?);
+    let mut not_ok = 0;
+    let mut missing = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / o.rate.max(0.1)));
+    for i in 1..=o.count {
+        tick.tick().await;
+        // A resident's car (粤B1xxxx, every third household).
+        let plate = format!("粤B1{:04}", (i * 3) % 300);
+        let body = zhenshi_plate(i, &plate, 96, 4, false, crate::now_ms() / 1000);
+        let t = Instant::now();
+        match camera
+            .post(&cam_path, "application/json", body.into_bytes())
+            .await
+        {
+            Ok((_, b)) if b.as_ref() == br#"{"Response_AlarmInfoPlate":{"info":"ok"}}"# => {
+                let _ = reply.record(t.elapsed().as_micros() as u64);
+            }
+            _ => not_ok += 1,
+        }
+        // An active resident (the demo's list quarantines every 50th, suspends every 70th: skipped).
+        let who = i % 998 + 1;
+        let who = if who % 50 == 49 || who % 70 == 69 { who + 1 } else { who };
+        let ev = serde_json::json!({"dateTime": crate::timefmt::rfc3339(crate::now_ms()),
+            "eventType": "AccessControllerEvent", "AccessControllerEvent": {"serialNo": i,
+            "employeeNoString": format!("R{who:06}"), "currTemperature": 36.5}})
+        .to_string();
+        let (ct, body) = hikvision_multipart(&ev, 30_000);
+        let t = Instant::now();
+        // The door command leaves before the record, so before the 200: both timed from the POST.
+        let door_at = async {
+            match tokio::time::timeout(Duration::from_millis(500), doors.recv()).await {
+                Ok(Some(_)) => Some(t.elapsed()),
+                _ => None,
+            }
+        };
+        let answered = async {
+            let a = term.post(&term_path, &ct, body).await;
+            (a, t.elapsed())
+        };
+        let (door_at, (answer, answered_at)) = tokio::join!(door_at, answered);
+        if matches!(answer, Ok((s, _)) if s.is_success()) {
+            let _ = ok200.record(answered_at.as_micros() as u64);
+        }
+        match door_at {
+            Some(d) => {
+                let _ = door.record(d.as_micros() as u64);
+            }
+            None => missing += 1,
+        }
+    }
+    drop(terminal);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(HttpReport {
+        events: o.count,
+        zhenshi_reply_p50_us: reply.value_at_quantile(0.5),
+        zhenshi_reply_p99_us: reply.value_at_quantile(0.99),
+        zhenshi_reply_max_us: reply.max(),
+        zhenshi_not_ok: not_ok,
+        hikvision_door_p50_us: door.value_at_quantile(0.5),
+        hikvision_door_p99_us: door.value_at_quantile(0.99),
+        hikvision_door_max_us: door.max(),
+        hikvision_doors_missing: missing,
+        hikvision_200_p50_us: ok200.value_at_quantile(0.5),
+        hikvision_200_p99_us: ok200.value_at_quantile(0.99),
+    })
+}
