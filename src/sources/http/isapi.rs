@@ -370,10 +370,11 @@ impl Terminal {
             })
             .unwrap_or("boundary")
             .to_string();
-        if *online != Some(true) {
-            *online = Some(true);
-            self.link(true, "alertStream open");
+        // Online is news only after offline was.
+        if *online == Some(false) {
+            self.link(true, "alertStream open again");
         }
+        *online = Some(true);
         let mut parts = PartStream::new(&boundary, MAX_PAYLOAD);
         let mut body = answer.into_body();
         let mut items = Vec::new();

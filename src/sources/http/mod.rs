@@ -265,7 +265,7 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         read_event(req, &dev.profile, shared.limits.max_body),
     )
     .await;
-    let value = match body {
+    let (value, rest) = match body {
         Err(_) => {
             let what = "body not complete in time";
             return refused(shared, Some(dev), peer, StatusCode::REQUEST_TIMEOUT, what);
@@ -299,6 +299,14 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
     };
     if shared.input.send(input).await.is_err() {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    // The event is on its way to the gate; the parts after it (a picture) are read past now.
+    if let Some(rest) = rest {
+        let drained = tokio::time::timeout(shared.limits.body_timeout, drain(rest)).await;
+        if !matches!(drained, Ok(Ok(()))) {
+            let what = "the parts after the event were not read to the end";
+            return refused(shared, Some(dev), peer, StatusCode::BAD_REQUEST, what);
+        }
     }
     if replies {
         tokio::select! {
@@ -335,13 +343,16 @@ fn basic_password<B>(req: &Request<B>, device_id: &str) -> Option<String> {
 
 type Refusal = (StatusCode, &'static str);
 
-/// Reads the event out of a push: the profile's part of a multipart body (the others, pictures,
-/// streamed past unread), or the whole body as JSON or XML.
+/// A multipart body after its event part.
+type Rest = multer::Multipart<'static>;
+
+/// Reads the event out of a push: the profile's part of a multipart body — the rest (pictures)
+/// comes back to be read past once the event is on its way —, or the whole body as JSON or XML.
 async fn read_event(
     req: Request<Incoming>,
     profile: &Profile,
     max_body: usize,
-) -> Result<Value, Refusal> {
+) -> Result<(Value, Option<Rest>), Refusal> {
     let header = req
         .headers()
         .get(CONTENT_TYPE)
@@ -365,7 +376,6 @@ async fn read_event(
         );
         let mut form =
             multer::Multipart::with_constraints(BodyDataStream::new(body), boundary, limits);
-        let mut event = None;
         loop {
             let field = match form.next_field().await {
                 Ok(Some(f)) => f,
@@ -379,13 +389,15 @@ async fn read_event(
             let textual = kind
                 .as_deref()
                 .is_some_and(|k| k.contains("json") || k.contains("xml"));
-            if event.is_none() && (named || (field.file_name().is_none() && textual)) {
+            if named || (field.file_name().is_none() && textual) {
                 let bytes = field.bytes().await.map_err(|e| multipart_refusal(&e))?;
-                event = Some(parse(&bytes, kind.as_deref().unwrap_or(""))?);
+                let event = parse(&bytes, kind.as_deref().unwrap_or(""))?;
+                return Ok((event, Some(form)));
             }
-            // Any other part (a picture) is skipped by asking for the next one: never buffered.
+            // A part before the event (a picture) is skipped by asking for the next one: never
+            // buffered.
         }
-        return event.ok_or((
+        return Err((
             StatusCode::BAD_REQUEST,
             "no event part in the multipart body",
         ));
@@ -414,7 +426,13 @@ async fn read_event(
             }
         })?
         .to_bytes();
-    parse(&bytes, &content_type)
+    Ok((parse(&bytes, &content_type)?, None))
+}
+
+/// Reads a multipart body's remaining parts to its end, unread.
+async fn drain(mut rest: Rest) -> Result<(), multer::Error> {
+    while rest.next_field().await?.is_some() {}
+    Ok(())
 }
 
 fn multipart_refusal(e: &multer::Error) -> Refusal {

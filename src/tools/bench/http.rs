@@ -89,7 +89,11 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
         }
         // An active resident (the demo's list quarantines every 50th, suspends every 70th: skipped).
         let who = i % 998 + 1;
-        let who = if who % 50 == 49 || who % 70 == 69 { who + 1 } else { who };
+        let who = if who % 50 == 49 || who % 70 == 69 {
+            who + 1
+        } else {
+            who
+        };
         let ev = serde_json::json!({"dateTime": crate::timefmt::rfc3339(crate::now_ms()),
             "eventType": "AccessControllerEvent", "AccessControllerEvent": {"serialNo": i,
             "employeeNoString": format!("R{who:06}"), "currTemperature": 36.5}})
