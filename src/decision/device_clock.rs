@@ -12,14 +12,6 @@ use super::vocabulary::{Alarm, AlarmKind, Output};
 pub const CLOCK_ALARM_MS: i64 = 5 * 60 * 1000;
 const CLOCK_OK_MS: i64 = 60 * 1000;
 
-/// One device's learned clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct DeviceClock {
-    /// Gatehouse's time minus the device's, at the last live sample.
-    pub(super) offset_ms: i64,
-    pub(super) alarmed: bool,
-}
-
 impl Core {
     /// A live sample of `device`'s clock (a heartbeat, an event it marks live): the offset is
     /// learned from it, and an alarm goes up when it is large.

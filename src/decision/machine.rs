@@ -33,6 +33,14 @@ pub(super) struct Waiting {
     pub(super) held: String,
 }
 
+/// One device's clock as learned (`device_clock.rs`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct DeviceClock {
+    /// Gatehouse's time minus the device's, at the last live sample.
+    pub(super) offset_ms: i64,
+    pub(super) alarmed: bool,
+}
+
 #[derive(Debug, Default, Clone)]
 pub(super) struct LaneState {
     /// Unused readings, oldest first; at most [`MAX_READINGS`].
@@ -74,7 +82,7 @@ pub struct Core {
     /// tick.
     pub(super) orphans: Vec<String>,
     /// Each device's clock as learned from its live messages.
-    pub(super) clocks: HashMap<usize, super::device_clock::DeviceClock>,
+    pub(super) clocks: HashMap<usize, DeviceClock>,
 }
 
 /// How many recent device events are remembered for de-duplication (a broker's redelivery, a

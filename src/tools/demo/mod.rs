@@ -3,6 +3,9 @@
 //! turnstile, a thermal station and RS-485 reader, a plate camera and a Modbus barrier), and the
 //! uplink to a stand-in company broker (rumqttd) — with each decision printed as it reaches the
 //! uplink.
+mod lists;
+pub use lists::{write_plates, write_residents};
+
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::device::{Profiles, Unit};
@@ -333,33 +336,6 @@ modbus = {{ serial = {{ path = "{}", baud = 19200 }} }}
         }
         text
     }
-}
-
-/// Resident plates for the demo: 粤B1xxxx for every third household, one blacklisted.
-pub fn write_plates(path: &Path, households: u64) -> std::io::Result<()> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(f, "plate,kind,household,valid_until,lockdown_allowed")?;
-    for h in (0..households).step_by(3) {
-        writeln!(f, "粤B1{h:04},resident,H{h:05},,")?;
-    }
-    writeln!(f, "粤B66666,blacklist,,,")?;
-    f.flush()
-}
-
-/// Writes `R000000` … as residents; every 50th is quarantined and every 70th suspended, so the
-/// demo shows those reasons too.
-pub fn write_residents(path: &Path, n: u64) -> std::io::Result<()> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(f, "person_id,household,status,valid_until")?;
-    for i in 0..n {
-        let status = match i {
-            _ if i % 50 == 49 => "quarantined",
-            _ if i % 70 == 69 => "suspended",
-            _ => "active",
-        };
-        writeln!(f, "R{i:06},H{:05},{status},", i / 3)?;
-    }
-    f.flush()
 }
 
 pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
