@@ -246,6 +246,14 @@ async fn a_real_terminals_traces_get_the_right_answers() {
     assert_eq!(g.gate2().await.action, "deny");
     let (_, d) = g.h.uplink.passage_from("terminal-h").await;
     assert_eq!(d.reason, "invalid_reading");
+    // The terminal unlocks its own door (its lane's gate is the turnstile): reported as such.
+    let locked = hik_event(2037, serde_json::json!({"subEventType": 22}), now);
+    assert_eq!(push(&mut p, "terminal-h", &locked, 0).await.0, 200);
+    let unlocked = hik_event(2038, serde_json::json!({"subEventType": 21}), now);
+    assert_eq!(push(&mut p, "terminal-h", &unlocked, 0).await.0, 200);
+    let a = g.h.uplink.alarm_of(v1::AlarmKind::Tamper).await;
+    assert_eq!(a.device, "terminal-h");
+    assert!(a.detail.contains("unexpected_open"), "{}", a.detail);
 }
 
 /// Sends raw bytes on a fresh connection and reads the answer's status (0: closed without one).

@@ -151,6 +151,7 @@ impl LanePlan {
                                 .unwrap_or(Secret::None),
                             from: d.from,
                             live: live.clone(),
+                            seen_from: Default::default(),
                         });
                         if profile.http.as_ref().map(|h| h.reply) == Some(Reply::Command) {
                             sink = Some(Sink::HttpReply);

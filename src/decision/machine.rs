@@ -250,7 +250,7 @@ impl Core {
             device: Some(device),
             subject_id: String::new(),
             temperature_c: None,
-            detail: "unexpected_open: the arm went up with no open from gatehouse (a coil written on the LAN, a key switch, a broken controller?)".into(),
+            detail: "unexpected_open: the gate opened with no open from gatehouse (a coil written on the LAN, a key switch, a broken controller, a terminal opening its own door?)".into(),
             cause: Vec::new(),
         })
     }

@@ -60,6 +60,18 @@ impl Profile {
                 return Ok(out);
             }
         }
+        if let Some(d) = &spec.door {
+            let code = number_at(v, &d.pointer).ok().flatten().map(|n| n as i64);
+            let arm = match code {
+                Some(c) if d.opened.contains(&c) => Some(crate::decision::barrier::Arm::Up),
+                Some(c) if d.closed.contains(&c) => Some(crate::decision::barrier::Arm::Down),
+                _ => None,
+            };
+            if let Some(arm) = arm {
+                out.state = Some(StateReport::Arm(arm));
+                return Ok(out);
+            }
+        }
         if let Some(p) = &spec.event_id {
             out.event_id = id_at(v, p)?.unwrap_or_default();
         }

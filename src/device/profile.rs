@@ -298,6 +298,18 @@ pub struct Decode {
     /// How the device's heartbeat is told from an event: the field, and the values that mean
     /// "heartbeat" (none: the field being there does). `time` says where its clock is.
     pub heartbeat: Option<Marker>,
+    /// A terminal's report of its own door lock: the field, and the codes for opened and
+    /// closed. An opening no open of gatehouse's explains raises the tamper alarm (the terminal
+    /// opened its door itself, bypassing the rules).
+    pub door: Option<DoorField>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorField {
+    pub pointer: String,
+    pub opened: Vec<i64>,
+    pub closed: Vec<i64>,
 }
 
 /// A field whose value marks a message as something (a stored event, a heartbeat).
@@ -448,6 +460,10 @@ impl Profile {
                 (
                     "decode.heartbeat.pointer",
                     d.heartbeat.as_ref().map(|m| m.pointer.as_str()),
+                ),
+                (
+                    "decode.door.pointer",
+                    d.door.as_ref().map(|m| m.pointer.as_str()),
                 ),
             ]);
             if let Some(t) = &d.temperature {

@@ -391,3 +391,21 @@ fn wrapped_commands_encode_as_the_vendor_expects() {
     let hold = h.encode_command(&args(GateCommandName::HoldOpen)).unwrap();
     assert_eq!(hold, br#"{"RemoteControlDoor":{"cmd":"alwaysOpen"}}"#);
 }
+
+#[test]
+fn a_terminals_lock_reports_are_its_doors_state() {
+    use crate::decision::barrier::Arm;
+    let p = builtin("hikvision-isapi");
+    let opened = br#"{"eventType":"AccessControllerEvent","AccessControllerEvent":{"majorEventType":5,"subEventType":21,"serialNo":9}}"#;
+    assert_eq!(
+        p.decode(opened).unwrap().state,
+        Some(StateReport::Arm(Arm::Up))
+    );
+    let closed = br#"{"AccessControllerEvent":{"subEventType":"22"}}"#;
+    assert_eq!(
+        p.decode(closed).unwrap().state,
+        Some(StateReport::Arm(Arm::Down))
+    );
+    let face = br#"{"AccessControllerEvent":{"subEventType":75,"employeeNoString":"R1"}}"#;
+    assert_eq!(p.decode(face).unwrap().state, None);
+}

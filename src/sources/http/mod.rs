@@ -55,6 +55,8 @@ pub struct HttpDevice {
     /// Only pushes from this address are taken, where set.
     pub from: Option<IpAddr>,
     pub live: Arc<DeviceLive>,
+    /// The address its last accepted push came from (logged when it changes).
+    pub seen_from: std::sync::Mutex<Option<IpAddr>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -274,6 +276,13 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         Ok(Ok(v)) => v,
     };
     dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+    {
+        let mut seen = dev.seen_from.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen != Some(peer.ip()) {
+            info!(device = %dev.device_id, from = %peer.ip(), before = ?*seen, "HTTP device pushes from this address.");
+            *seen = Some(peer.ip());
+        }
+    }
     Metrics::inc(&shared.metrics.events_received);
     let decoded = dev.profile.decode_value(&value);
     let Some(decoded) = checked(decoded, &dev.device_id, &dev.profile.name, &shared.metrics) else {
