@@ -10,6 +10,7 @@ mod endpoint;
 mod endpoint_clients;
 mod http_intake;
 mod interop;
+mod liveness;
 mod orders;
 mod pedestrian_lane;
 mod serial_lane;

@@ -12,7 +12,7 @@ use crate::sources::endpoint::Identity;
 use crate::sources::http::isapi::ApiDevice;
 use crate::sources::http::HttpDevice;
 use crate::sources::modbus::{self, ModbusLink};
-use crate::sources::Route;
+use crate::sources::{liveness, Route};
 use crate::sources::{serial, DeviceLive};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +40,8 @@ pub struct LanePlan {
     /// Devices whose own API gatehouse speaks (arming stream, self-configuration, catch-up,
     /// door).
     pub apis: Vec<ApiDevice>,
+    /// Devices whose profile says how long they may be silent.
+    pub watched: Vec<liveness::Watched>,
 }
 
 impl LanePlan {
@@ -72,6 +74,7 @@ impl LanePlan {
         let mut status = Vec::new();
         let mut http = Vec::new();
         let mut apis = Vec::new();
+        let mut watched = Vec::new();
         for (li, lane) in config.lanes.iter().enumerate() {
             let mut gate = None;
             for d in &lane.devices {
@@ -82,6 +85,18 @@ impl LanePlan {
                 };
                 let profile = Arc::new(profile.clone());
                 let live = Arc::new(DeviceLive::default());
+                // Through an external broker an MQTT device's pings are not seen: only one with
+                // a heartbeat of its own can be watched there.
+                let heard = profile.transport != Transport::Mqtt
+                    || config.device_broker.mode == crate::config::BrokerMode::Endpoint
+                    || profile.has_heartbeat();
+                if profile.offline_after_s > 0 && heard {
+                    watched.push(liveness::Watched {
+                        device: index,
+                        limit: Duration::from_secs(profile.offline_after_s),
+                        live: live.clone(),
+                    });
+                }
                 policy.devices.push(DevicePolicy {
                     id: d.id.clone(),
                     lane: li,
@@ -181,6 +196,7 @@ impl LanePlan {
                                 .unwrap_or(Secret::None),
                             publishes: Vec::new(),
                             command_topic: None,
+                            live: live.clone(),
                         };
                         if profile.decode.is_some() {
                             if let Some(topic) = d
@@ -278,6 +294,7 @@ impl LanePlan {
             status,
             http,
             apis,
+            watched,
         }
     }
 }

@@ -177,6 +177,11 @@ impl Daemon {
         )
         .await?;
         let mut joins = Vec::new();
+        joins.push(crate::sources::liveness::spawn(
+            plan.watched,
+            events_tx.clone(),
+            shutdown_rx.clone(),
+        ));
         joins.extend(
             start_http(
                 &config,
@@ -357,7 +362,6 @@ async fn start_http(
         },
         devices,
         input: input.clone(),
-        events: events.clone(),
         refusals: Arc::new(crate::sources::Refusals::new(
             metrics.clone(),
             events.clone(),

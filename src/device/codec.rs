@@ -188,6 +188,12 @@ impl Profile {
         if payload.len() > MAX_PAYLOAD {
             return Err(DecodeError::TooLarge(payload.len()));
         }
+        if st.kind == StatusKind::Heartbeat {
+            return Ok(Decoded {
+                state: Some(StateReport::Heartbeat),
+                ..Default::default()
+            });
+        }
         let v: Value =
             serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
         let n = match v.pointer(&st.pointer) {
@@ -207,6 +213,7 @@ impl Profile {
             }
             StatusKind::Loop => StateReport::Loop(n != 0),
             StatusKind::Ack => StateReport::Ack(n),
+            StatusKind::Heartbeat => StateReport::Heartbeat,
         };
         Ok(Decoded {
             state: Some(state),

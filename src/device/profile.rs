@@ -130,6 +130,12 @@ pub struct Profile {
     pub status_topics: Vec<StatusTopic>,
     /// HTTP devices: how the device pushes and how its push is answered.
     pub http: Option<HttpSpec>,
+    /// How the device proves it is alive: silence (no event, heartbeat, keep-alive ping, poll)
+    /// longer than this and it is reported offline (`device_offline`, status and twin), and
+    /// `device_online` when it is heard again. 0: not watched this way (serial ports and Modbus
+    /// slaves are watched by their link).
+    #[serde(default)]
+    pub offline_after_s: u64,
 }
 
 /// How an HTTP device pushes its events, and what answers them.
@@ -151,10 +157,6 @@ pub struct HttpSpec {
     /// The vendor API gatehouse speaks to the device itself, where it does (`isapi`: arming
     /// stream, `httpHosts` self-configuration, catch-up, door control).
     pub api: Option<Api>,
-    /// Silence (no event, no heartbeat) longer than this and the device is reported offline
-    /// (`device_offline`), `device_online` when it is heard again. 0: not watched.
-    #[serde(default)]
-    pub offline_after_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -182,7 +184,8 @@ pub struct StatusTopic {
     /// `{device_id}` is replaced.
     pub topic: String,
     pub kind: StatusKind,
-    /// JSON pointer to the value (an integer).
+    /// JSON pointer to the value (an integer); not read for a heartbeat.
+    #[serde(default)]
     pub pointer: String,
     /// For `arm`: the device's codes → `up`, `down`, `moving`.
     #[serde(default)]
@@ -198,6 +201,8 @@ pub enum StatusKind {
     Loop,
     /// The reply to a command: 0 = accepted.
     Ack,
+    /// A keep-alive: the message itself is the sign of life (its value is not read).
+    Heartbeat,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -417,6 +422,16 @@ pub enum Var {
 }
 
 impl Profile {
+    /// Whether the device sends a heartbeat of its own (in its events or on a status topic): how
+    /// it can be heard alive where gatehouse does not see its connection.
+    pub fn has_heartbeat(&self) -> bool {
+        self.decode.as_ref().is_some_and(|d| d.heartbeat.is_some())
+            || self
+                .status_topics
+                .iter()
+                .any(|t| t.kind == StatusKind::Heartbeat)
+    }
+
     /// The status topics of a device of this model: (topic, index).
     pub fn status_topics_for(&self, device_id: &str) -> Vec<(String, usize)> {
         self.status_topics

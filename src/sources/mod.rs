@@ -5,6 +5,7 @@
 //! endpoint or an external broker) the topic routes and their decoding ([`Route`], [`decode`]).
 pub mod endpoint;
 pub mod http;
+pub mod liveness;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;

@@ -228,13 +228,10 @@ impl Harness {
         );
         let uplink = Uplink::connect(&broker).await;
         let config = Config::load(&path).unwrap();
-        let daemon = within(
-            "daemon start",
-            LONG,
-            Daemon::start(config, Profiles::builtin()),
-        )
-        .await
-        .unwrap();
+        let profiles = Profiles::load(config.profiles.dir.as_deref()).0;
+        let daemon = within("daemon start", LONG, Daemon::start(config, profiles))
+            .await
+            .unwrap();
         // The devices: on an external broker the gateway's own address may be a proxy; the
         // simulated devices go to the broker itself.
         let sims = match &devices {
@@ -582,19 +579,24 @@ impl Uplink {
 
     /// The next alarm of `kind` (others are set aside).
     pub async fn alarm_of(&mut self, kind: v1::AlarmKind) -> v1::Alarm {
-        self.next(&format!("a {kind:?} alarm"), |m| match m {
-            Upstream::Alarms(a) => {
-                let (mut hit, rest): (Vec<_>, Vec<_>) =
-                    a.into_iter().partition(|x| x.kind() == kind);
-                if hit.is_empty() {
-                    Err(Upstream::Alarms(rest))
-                } else {
-                    Ok(hit.remove(0))
-                }
-            }
-            m => Err(m),
-        })
-        .await
+        let (first, others) = self
+            .next(&format!("a {kind:?} alarm"), |m| match m {
+                Upstream::Alarms(a) => match a.iter().position(|x| x.kind() == kind) {
+                    Some(i) => {
+                        let mut others = a;
+                        let first = others.remove(i);
+                        Ok((first, others))
+                    }
+                    None => Err(Upstream::Alarms(a)),
+                },
+                m => Err(m),
+            })
+            .await;
+        // Alarms that came in the same message wait for the next call.
+        if !others.is_empty() {
+            self.stash.push_front(Upstream::Alarms(others));
+        }
+        first
     }
 
     /// The next statistics batch.

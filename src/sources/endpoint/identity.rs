@@ -14,6 +14,8 @@ pub struct Identity {
     pub publishes: Vec<String>,
     /// The topic gate commands reach it on, if it takes any.
     pub command_topic: Option<String>,
+    /// Its status: every packet it sends (a PINGREQ too) says it is alive.
+    pub live: std::sync::Arc<crate::sources::DeviceLive>,
 }
 
 impl Identity {
@@ -60,6 +62,7 @@ mod tests {
             secret: Secret::None,
             publishes: vec![],
             command_topic: Some("devices/gate-1/cmd".into()),
+            live: Default::default(),
         };
         let others = vec![
             "devices/thermal-1/event".to_string(),

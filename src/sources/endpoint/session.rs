@@ -450,6 +450,10 @@ impl Session {
     async fn handle(&mut self, p: Packet) -> Result<(), End> {
         let sh = self.shared.clone();
         let who = &sh.identities[self.i];
+        // Any packet, a keep-alive ping too, is a sign of life.
+        who.live
+            .last_seen
+            .store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
         match p {
             Packet::Publish(p) => {
                 if p.dup {

@@ -22,7 +22,7 @@ use crate::config::secrets::Secret;
 use crate::device::profile::Reply;
 use crate::device::{Profile, MAX_PAYLOAD};
 use crate::metrics::Metrics;
-use crate::sources::{checked, DeviceLive, Input, LinkChange, Refusals, SourceEvent};
+use crate::sources::{checked, DeviceLive, Input, Refusals};
 use bytes::Bytes;
 use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -72,7 +72,6 @@ pub struct Start {
     pub limits: Limits,
     pub devices: Vec<HttpDevice>,
     pub input: mpsc::Sender<Input>,
-    pub events: mpsc::Sender<SourceEvent>,
     pub refusals: Arc<Refusals>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
@@ -82,7 +81,6 @@ struct Shared {
     by_id: HashMap<String, HttpDevice>,
     limits: Limits,
     input: mpsc::Sender<Input>,
-    events: mpsc::Sender<SourceEvent>,
     refusals: Arc<Refusals>,
     metrics: Arc<Metrics>,
 }
@@ -102,12 +100,10 @@ pub async fn start(s: Start) -> anyhow::Result<(SocketAddr, tokio::task::JoinHan
             .collect(),
         limits: s.limits,
         input: s.input,
-        events: s.events,
         refusals: s.refusals,
         metrics: s.metrics,
     });
     let mut shutdown = s.shutdown;
-    tokio::spawn(watch_liveness(shared.clone(), shutdown.clone()));
     let join = tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(shared.limits.connections));
         loop {
@@ -151,43 +147,6 @@ pub async fn start(s: Start) -> anyhow::Result<(SocketAddr, tokio::task::JoinHan
         }
     });
     Ok((addr, join))
-}
-
-/// Each device whose profile says how long it may be silent is reported offline past that, and
-/// online when it is heard again (its pushes and heartbeats are what it proves itself alive by).
-async fn watch_liveness(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let start = crate::now_ms();
-    let mut offline: HashMap<usize, bool> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
-        }
-        let now = crate::now_ms();
-        for d in shared.by_id.values() {
-            let limit = d.profile.http.as_ref().map_or(0, |h| h.offline_after_s) as i64 * 1000;
-            if limit == 0 {
-                continue;
-            }
-            // Never heard since the start counts from the start.
-            let last = d.live.last_seen.load(Ordering::Relaxed).max(start);
-            let silent = now - last > limit;
-            let was = offline.insert(d.device, silent).unwrap_or(false);
-            if silent != was {
-                let detail = if silent {
-                    format!("nothing heard for {} s", (now - last) / 1000)
-                } else {
-                    "heard again".to_string()
-                };
-                let _ = shared.events.try_send(SourceEvent::Link(LinkChange {
-                    devices: vec![d.device],
-                    online: !silent,
-                    detail,
-                }));
-            }
-        }
-    }
 }
 
 type Answer = Response<Full<Bytes>>;
