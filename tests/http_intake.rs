@@ -637,3 +637,83 @@ api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = 
     );
     assert_eq!(term.refused(), 0, "Digest answered right every time");
 }
+
+/// A Dahua access terminal: gatehouse holds its eventManager stream open (Digest), reads the
+/// `Code=AccessControl;…;data={…}` parts past garbage and heartbeats, opens its door over CGI,
+/// and is back on the stream when it drops (a reboot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dahua_terminals_stream_is_read_and_its_door_opened() {
+    let (term, mut doors) = sim::isapi_terminal::Terminal::start("admin", "dh-12345")
+        .await
+        .unwrap();
+    let lists_dir = tempfile::tempdir().unwrap();
+    let imports = lists(lists_dir.path());
+    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let broker = start_broker();
+    let lane = format!(
+        r#"
+[[lanes]]
+id = "dahua-1"
+
+[[lanes.devices]]
+id = "dahua-t"
+role = "identifier"
+profile = "dahua-access"
+api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
+"#,
+        term.addr
+    );
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
+        with_http_lanes(t, &imports, port, &lane)
+    })
+    .await;
+    let open = |term: &sim::isapi_terminal::Terminal| {
+        let term = term.clone();
+        async move {
+            while term.open_streams() == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    within("the stream to open", LONG, open(&term)).await;
+    term.send_raw(b"noise between parts\r\n".to_vec());
+    term.send_dahua("Heartbeat");
+    term.send_dahua(r#"Code=AccessControl;action=Pulse;index=0;data={"UserID":"R000001","CardNo":"","Method":15,"Status":1,"Type":"Entry","RecNo":101,"UTC":1795928400,"Similarity":92}"#);
+    let (door, query) = within("the door command", LONG, doors.recv())
+        .await
+        .unwrap();
+    assert_eq!((door, query.as_str()), (1, "action=openDoor&channel=1"));
+    let (_, d) = h.uplink.passage_from("dahua-t").await;
+    assert_eq!(
+        (d.reason.as_str(), d.subject_id.as_str()),
+        ("ok", "R000001")
+    );
+    // A card swipe by the card alone; the same record again is not decided twice.
+    let card = format!(
+        r#"Code=AccessControl;action=Pulse;index=0;data={{"UserID":"","CardNo":"{CARD}","Method":1,"RecNo":102}}"#
+    );
+    term.send_dahua(&card);
+    term.send_dahua(&card);
+    let (_, d) = h.uplink.passage_from("dahua-t").await;
+    assert_eq!(
+        (d.reason.as_str(), d.subject_id.as_str()),
+        ("ok", "R000002")
+    );
+    assert!(within("one door", LONG, doors.recv()).await.is_some());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), doors.recv())
+            .await
+            .is_err(),
+        "the repeat opens nothing"
+    );
+    // Rebooted: the stream drops, gatehouse is back on it.
+    term.drop_streams();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    within("the stream to reopen", LONG, open(&term)).await;
+    term.send_dahua(
+        r#"Code=AccessControl;action=Pulse;index=0;data={"UserID":"R000999","RecNo":103}"#,
+    );
+    let (_, d) = h.uplink.passage_from("dahua-t").await;
+    assert_eq!(d.reason, "unknown_subject");
+    assert_eq!(term.refused(), 0);
+}

@@ -9,7 +9,7 @@ use crate::device::profile::Reply;
 use crate::device::{Profiles, Transport};
 use crate::proto::v1;
 use crate::sources::endpoint::Identity;
-use crate::sources::http::isapi::ApiDevice;
+use crate::sources::http::api::ApiDevice;
 use crate::sources::http::HttpDevice;
 use crate::sources::modbus::{self, ModbusLink};
 use crate::sources::{liveness, Route};

@@ -327,7 +327,7 @@ impl Daemon {
 async fn start_http(
     config: &Config,
     mut devices: Vec<crate::sources::http::HttpDevice>,
-    apis: Vec<crate::sources::http::isapi::ApiDevice>,
+    apis: Vec<crate::sources::http::api::ApiDevice>,
     input: &mpsc::Sender<crate::sources::Input>,
     events: &mpsc::Sender<crate::sources::SourceEvent>,
     metrics: &Arc<Metrics>,
@@ -371,7 +371,7 @@ async fn start_http(
     })
     .await?;
     joins.push(join);
-    let ctx = http::isapi::Context {
+    let ctx = http::api::Context {
         input: input.clone(),
         events: events.clone(),
         metrics: metrics.clone(),
@@ -379,7 +379,7 @@ async fn start_http(
     };
     for api in apis {
         let secret = secrets.get(&api.device_id).cloned();
-        joins.extend(http::isapi::spawn(api, secret, ctx.clone())?);
+        joins.extend(http::api::spawn(api, secret, ctx.clone())?);
     }
     Ok(joins)
 }

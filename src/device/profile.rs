@@ -22,6 +22,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../devices/terminal/hikvision-isapi.toml"),
     ),
     (
+        "devices/terminal/dahua-access.toml",
+        include_str!("../../devices/terminal/dahua-access.toml"),
+    ),
+    (
         "devices/camera/zhenshi-ivs-http.toml",
         include_str!("../../devices/camera/zhenshi-ivs-http.toml"),
     ),
@@ -172,6 +176,8 @@ pub enum Reply {
 pub enum Api {
     /// Hikvision ISAPI.
     Isapi,
+    /// Dahua CGI (`eventManager.cgi` stream, `accessControl.cgi` door).
+    Dahua,
 }
 
 fn default_event_part() -> String {

@@ -33,6 +33,7 @@ fn builtin_profiles_load_without_problems() {
     assert_eq!(
         p.names(),
         vec![
+            "dahua-access",
             "generic-gate-mqtt",
             "hikvision-acs-event",
             "hikvision-isapi",

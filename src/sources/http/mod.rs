@@ -14,8 +14,8 @@
 //! Bounded everywhere: connections, header and body deadlines (408), the body (413), the event
 //! part (413); every refusal is counted (`device_refusals`), logged at the 1st, 10th, 100th…, and
 //! raised upstream as `device_misbehaving` (at most one a minute per device).
+pub mod api;
 pub mod client;
-pub mod isapi;
 pub mod multipart;
 
 use crate::config::secrets::Secret;

@@ -1,11 +1,13 @@
-//! A simulated Hikvision ISAPI terminal, the side gatehouse calls: Digest authentication (as
-//! the terminals ask for it), `alertStream` (a `multipart/mixed` stream of events and heartbeats
-//! that it drops on demand, as real streams drop after ~40 s and at reboots), `httpHosts`,
-//! the `AcsEvent` search over what it stored, and `RemoteControl/door`.
+//! A simulated access terminal, the side gatehouse calls, with Digest authentication as the
+//! terminals ask for it. Hikvision ISAPI: `alertStream` (a `multipart/mixed` stream of events and
+//! heartbeats that it drops on demand, as real streams drop after ~40 s and at reboots),
+//! `httpHosts`, the `AcsEvent` search over what it stored, `RemoteControl/door`. Dahua CGI:
+//! `eventManager.cgi?action=attach` (`multipart/x-mixed-replace`, `Code=…;data={…}` parts) and
+//! `accessControl.cgi?action=openDoor`.
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -91,6 +93,18 @@ impl Terminal {
                 "--{BOUNDARY}\r\nContent-Type: application/json; charset=\"UTF-8\"\r\n\
                  Content-Length: {}\r\n\r\n{json}\r\n",
                 json.len()
+            )
+            .into_bytes(),
+        );
+    }
+
+    /// Sends a Dahua event part (`Code=AccessControl;action=Pulse;index=0;data={json}`, or any
+    /// line, such as `Heartbeat`) to every open eventManager stream.
+    pub fn send_dahua(&self, line: &str) {
+        self.send_raw(
+            format!(
+                "--myboundary\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{line}\r\n",
+                line.len() + 2
             )
             .into_bytes(),
         );
@@ -198,6 +212,7 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
         return r;
     }
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
     let body = req
         .into_body()
@@ -206,7 +221,13 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     match (method, path.as_str()) {
-        (Method::GET, "/ISAPI/Event/notification/alertStream") => {
+        (Method::GET, "/ISAPI/Event/notification/alertStream")
+        | (Method::GET, "/cgi-bin/eventManager.cgi") => {
+            let boundary = if path.starts_with("/cgi-bin") {
+                "multipart/x-mixed-replace; boundary=myboundary"
+            } else {
+                "multipart/mixed; boundary=boundary"
+            };
             let (tx, rx) = mpsc::channel::<Bytes>(1024);
             state
                 .streams
@@ -219,13 +240,18 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
                     .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
             });
             let mut r = Response::new(StreamBody::new(frames).boxed());
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                format!("multipart/mixed; boundary={BOUNDARY}")
-                    .parse()
-                    .expect("a valid header"),
-            );
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(boundary));
             r
+        }
+        (Method::GET, "/cgi-bin/accessControl.cgi") => {
+            let channel = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("channel="))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let _ = state.doors.send((channel, query.clone()));
+            full(StatusCode::OK, "OK\r\n")
         }
         (Method::GET, "/ISAPI/Event/notification/httpHosts/1") => {
             match state

@@ -1,5 +1,7 @@
-//! Hikvision ISAPI, gatehouse's side of it: what gatehouse asks of a terminal rather than waits
-//! for. Per terminal with `api = { … }`:
+//! A terminal's own API, gatehouse's side of it: what gatehouse asks of a terminal rather than
+//! waits for. Dahua (CGI): its `eventManager.cgi` event stream (Digest, `Code=…;data={…}` parts,
+//! a heartbeat part every 5 s) and `accessControl.cgi?action=openDoor`. Hikvision ISAPI, per
+//! terminal with `api = { … }`:
 //! - **arming**: hold `GET /ISAPI/Event/notification/alertStream` open (Digest) and read its
 //!   multipart stream; reconnect with backoff (streams drop after ~40 s and at reboots);
 //! - **self-configuration**: write gatehouse's own `httpHosts` entry into the terminal and
@@ -14,6 +16,7 @@ use super::multipart::{Item, PartStream};
 use crate::backoff::Backoff;
 use crate::config::DeviceApiSection;
 use crate::config::PushMode;
+use crate::device::profile::Api;
 use crate::device::{Profile, MAX_PAYLOAD};
 use crate::metrics::{worth_logging, Metrics};
 use crate::sources::{checked, DeviceLive, Input, LinkChange, SourceEvent};
@@ -75,7 +78,14 @@ pub fn spawn(
         password,
         timeout: Duration::from_millis(dev.api.timeout_ms),
     };
+    let vendor = dev
+        .profile
+        .http
+        .as_ref()
+        .and_then(|h| h.api)
+        .unwrap_or(Api::Isapi);
     let me = Arc::new(Terminal {
+        vendor,
         device: dev.device,
         device_id: dev.device_id,
         profile: dev.profile,
@@ -84,19 +94,23 @@ pub fn spawn(
         ctx,
     });
     let mut joins = vec![tokio::spawn(me.clone().doors(dev.doors, dev.api.door))];
-    joins.push(tokio::spawn(me.clone().upkeep(
-        dev.api.push_to.clone(),
-        push_secret,
-        Duration::from_secs(dev.api.recheck_s.max(10)),
-        dev.api.catch_up,
-    )));
-    if dev.api.mode == PushMode::Arming {
+    // A Dahua terminal has only its stream; ISAPI also has httpHosts and the AcsEvent search.
+    if vendor == Api::Isapi {
+        joins.push(tokio::spawn(me.clone().upkeep(
+            dev.api.push_to.clone(),
+            push_secret,
+            Duration::from_secs(dev.api.recheck_s.max(10)),
+            dev.api.catch_up,
+        )));
+    }
+    if dev.api.mode == PushMode::Arming || vendor == Api::Dahua {
         joins.push(tokio::spawn(me.arming()));
     }
     Ok(joins)
 }
 
 struct Terminal {
+    vendor: Api,
     device: usize,
     device_id: String,
     profile: Arc<Profile>,
@@ -112,7 +126,6 @@ impl Terminal {
         door: Option<u32>,
     ) {
         let Some(door) = door else { return };
-        let path = format!("/ISAPI/AccessControl/RemoteControl/door/{door}?format=json");
         let mut stop = self.ctx.shutdown.clone();
         loop {
             let (at, payload) = tokio::select! {
@@ -122,8 +135,24 @@ impl Terminal {
             let outcome = if at.elapsed() > DOOR_MAX_AGE {
                 Err("waited too long: dropped, the door stays shut".to_string())
             } else {
-                let body = Some(("application/json", payload));
-                let call = self.api.call(Method::PUT, &path, body).await;
+                let call = match self.vendor {
+                    Api::Isapi => {
+                        let path =
+                            format!("/ISAPI/AccessControl/RemoteControl/door/{door}?format=json");
+                        let body = Some(("application/json", payload));
+                        self.api.call(Method::PUT, &path, body).await
+                    }
+                    Api::Dahua => {
+                        // The profile's command names the CGI action (`openDoor`).
+                        let action = serde_json::from_slice::<Value>(&payload)
+                            .ok()
+                            .and_then(|v| v.get("action")?.as_str().map(str::to_string))
+                            .unwrap_or_else(|| "openDoor".into());
+                        let path =
+                            format!("/cgi-bin/accessControl.cgi?action={action}&channel={door}");
+                        self.api.call(Method::GET, &path, None).await
+                    }
+                };
                 call.map(|_| ()).map_err(|e| e.to_string())
             };
             if let Err(e) = outcome {
@@ -351,7 +380,13 @@ impl Terminal {
 
     /// One alertStream connection, read until it ends.
     async fn stream(&self, online: &mut Option<bool>) -> Result<(), String> {
-        let path = "/ISAPI/Event/notification/alertStream";
+        let path = match self.vendor {
+            Api::Isapi => "/ISAPI/Event/notification/alertStream",
+            // A heartbeat part every 5 s: silence longer than the profile's limit is a dead stream.
+            Api::Dahua => {
+                "/cgi-bin/eventManager.cgi?action=attach&codes=[AccessControl]&heartbeat=5"
+            }
+        };
         let answer = self
             .api
             .request(Method::GET, path, None)
@@ -390,9 +425,20 @@ impl Terminal {
             parts.feed(&data, &mut items);
             for item in items.drain(..) {
                 match item {
-                    Item::Part { content_type, body } => match super::parse(&body, &content_type) {
-                        Ok(doc) => self.pass_on(&doc, None).await,
-                        Err((_, what)) => self.bad(what),
+                    Item::Part { content_type, body } => match self.vendor {
+                        Api::Isapi => match super::parse(&body, &content_type) {
+                            Ok(doc) => self.pass_on(&doc, None).await,
+                            Err((_, what)) => self.bad(what),
+                        },
+                        Api::Dahua => {
+                            let docs = dahua_events(&body);
+                            if docs.is_empty() {
+                                self.bad("a Dahua part with no event");
+                            }
+                            for doc in docs {
+                                self.pass_on(&doc, None).await;
+                            }
+                        }
                     },
                     // A picture: never read.
                     Item::Skipped { .. } => {}
@@ -427,4 +473,63 @@ fn xml_text(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The events of one Dahua stream part: lines like
+/// `Code=AccessControl;action=Pulse;index=0;data={…}` become `{"Code":…,"action":…,"index":…,
+/// "data":{…}}`; the keep-alive part (`Heartbeat`) becomes `{"Heartbeat":true}`. Lines that are
+/// neither are left out.
+pub fn dahua_events(body: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.eq_ignore_ascii_case("heartbeat") {
+            out.push(json!({"Heartbeat": true}));
+            continue;
+        }
+        // `data=` runs to the end of the line (its JSON may hold `;`).
+        let (head, data) = match line.find("data=") {
+            Some(i) => (&line[..i], Some(&line[i + 5..])),
+            None => (line, None),
+        };
+        let mut doc = serde_json::Map::new();
+        for pair in head.split(';').filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once('=') {
+                doc.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+            }
+        }
+        if let Some(data) = data {
+            match serde_json::from_str::<Value>(data.trim()) {
+                Ok(v) => {
+                    doc.insert("data".into(), v);
+                }
+                Err(_) => continue,
+            }
+        }
+        if doc.contains_key("Code") {
+            out.push(Value::Object(doc));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dahua_parts_read_as_json() {
+        let part = b"Code=AccessControl;action=Pulse;index=0;data={\"CardNo\":\"3123456789\",\"UserID\":\"R000001\",\"Method\":1,\"Status\":1,\"RecNo\":77,\"UTC\":1795928400,\"Note\":\"a;b\"}\r\n";
+        let v = dahua_events(part);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0]["Code"], "AccessControl");
+        assert_eq!(v[0]["index"], "0");
+        assert_eq!(v[0]["data"]["UserID"], "R000001");
+        assert_eq!(v[0]["data"]["Note"], "a;b");
+        assert_eq!(
+            dahua_events(b"Heartbeat\r\n"),
+            vec![json!({"Heartbeat": true})]
+        );
+        assert!(dahua_events(b"garbage\r\nCode=X;data={broken").is_empty());
+    }
 }
