@@ -30,7 +30,7 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
     if b.len() == 10 {
         return Some(day_ms + 86_400_000 - 1 - CST);
     }
-    if b.len() < 20 || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19 || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -47,6 +47,8 @@ pub fn parse_time_ms(s: &str) -> Option<i64> {
     }
     let offset_ms = match rest {
         "Z" | "z" => 0,
+        // A device's local time without its zone (ZKTeco's `2026-11-29 13:00:00`): China's.
+        "" => CST,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
             // `get`, not slicing: a device's text may hold any UTF-8 here.
             if o.get(3..4) != Some(":") {
@@ -105,6 +107,10 @@ mod tests {
             assert_eq!(parse_time_ms(&rfc3339(ms)), Some(ms), "{}", rfc3339(ms));
         }
         assert_eq!(rfc3339(1_795_928_400_000), "2026-11-29T05:00:00+00:00");
+        assert_eq!(
+            parse_time_ms("2026-11-29 13:00:00"),
+            Some(1_795_928_400_000)
+        );
     }
 
     #[test]

@@ -717,3 +717,90 @@ api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
     assert_eq!(d.reason, "unknown_subject");
     assert_eq!(term.refused(), 0);
 }
+
+/// A ZKTeco terminal on ADMS: served only under its configured serial number and from its
+/// address; its records decided (a stored batch recorded, never opening; a repeat not decided
+/// again; a malformed line skipped); its door opened on its next poll; its command results read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zkteco_terminal_on_adms_is_served_by_serial_and_address_and_polled_for_its_door() {
+    use sim::adms::{attlog, Terminal};
+    let lists_dir = tempfile::tempdir().unwrap();
+    let imports = lists(lists_dir.path());
+    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let broker = start_broker();
+    let lane = r#"
+[[lanes]]
+id = "zk-1"
+
+[[lanes.devices]]
+id = "zk-t"
+role = "identifier"
+profile = "zkteco-adms"
+adms_sn = "CKJ1234567890"
+adms_open = true
+from = "127.0.0.1"
+"#;
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
+        with_http_lanes(t, &imports, port, lane)
+    })
+    .await;
+    let addr = format!("127.0.0.1:{port}");
+    // An unknown serial number gets nothing.
+    let mut stranger = Terminal::new(&addr, "NOTMINE");
+    assert_eq!(stranger.handshake().await.unwrap().0, 404);
+    let mut t = Terminal::new(&addr, "CKJ1234567890");
+    let (status, options) = t.handshake().await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        options.contains("Delay=1") && options.contains("Realtime=1"),
+        "{options}"
+    );
+    // A live record, a malformed line, and one stored 10 minutes ago, in one upload.
+    let now = gatehouse::now_ms();
+    let lines = vec![
+        attlog("R000001", now),
+        "garbage without tabs".to_string(),
+        attlog("R000003", now - 600_000),
+    ];
+    let t0 = std::time::Instant::now();
+    assert_eq!(t.upload(&lines).await.unwrap(), (200, "OK: 2".to_string()));
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let (_, d) = h.uplink.passage_from("zk-t").await;
+        seen.push((d.subject_id.clone(), d.reason.clone()));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("R000001".into(), "ok".into()),
+            ("R000003".into(), "stale_event".into())
+        ]
+    );
+    // The door opens on the next poll: one command, for the live record only.
+    let cmds = t.poll().await.unwrap();
+    let waited = t0.elapsed();
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert_eq!(cmds[0].1, "CONTROL DEVICE 01010105");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert_eq!(t.result(cmds[0].0, 0, &cmds[0].1).await.unwrap().0, 200);
+    // The same record uploaded again (a terminal resending after a lost answer): no new open.
+    assert_eq!(
+        t.upload(&[attlog("R000001", now)]).await.unwrap(),
+        (200, "OK: 1".to_string())
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(t.poll().await.unwrap().is_empty());
+    // 10,000 lines is over the body limit: refused, and the next upload is decided.
+    let many: Vec<String> = (0..10_000)
+        .map(|i| attlog(&format!("R{:06}", i % 100), now))
+        .collect();
+    assert_eq!(t.upload(&many).await.unwrap().0, 413);
+    assert_eq!(
+        t.upload(&[attlog("R000005", gatehouse::now_ms())])
+            .await
+            .unwrap(),
+        (200, "OK: 1".to_string())
+    );
+    assert_eq!(t.poll().await.unwrap().len(), 1);
+}

@@ -3,6 +3,7 @@
 use super::secrets::{read_secrets, Secret};
 use super::validate::private_file_mode;
 use super::{BrokerMode, Config, Security};
+use crate::device::profile::Api;
 use crate::device::{Profiles, Transport};
 use crate::problem::Problem;
 
@@ -221,12 +222,48 @@ impl Config {
                     continue;
                 };
                 if p.transport != Transport::Http {
-                    if d.from.is_some() || d.api.is_some() {
-                        bad(&dp, "from and api are for devices that speak HTTP".into());
+                    if d.from.is_some() || d.api.is_some() || d.adms_sn.is_some() {
+                        bad(
+                            &dp,
+                            "from, api and adms_sn are for devices that speak HTTP".into(),
+                        );
                     }
                     continue;
                 }
                 known.insert(d.id.as_str());
+                let adms = p.http.as_ref().and_then(|h| h.api) == Some(Api::Adms);
+                if adms {
+                    // ADMS has no authentication: only its serial number and address, by choice.
+                    if !d
+                        .adms_sn
+                        .as_deref()
+                        .is_some_and(|s| !s.is_empty() && s.len() <= 64)
+                    {
+                        bad(
+                            &format!("{dp}.adms_sn"),
+                            "a ZKTeco ADMS device needs its serial number".into(),
+                        );
+                    }
+                    if !d.adms_open || d.from.is_none() {
+                        bad(&dp, "ADMS cannot authenticate a device: opt in with adms_open = true and bind it to its address with from = \"IP\"".into());
+                    }
+                    if d.api.is_some() {
+                        bad(
+                            &format!("{dp}.api"),
+                            "an ADMS device polls gatehouse: it has no API to call".into(),
+                        );
+                    }
+                    continue;
+                }
+                if d.adms_sn.is_some() || d.adms_open {
+                    bad(
+                        &dp,
+                        format!(
+                            "adms_sn and adms_open are for ZKTeco ADMS profiles, not {:?}",
+                            d.profile
+                        ),
+                    );
+                }
                 if let Some(Err(e)) = d.password_hash.as_deref().map(Secret::parse_hash) {
                     bad(&format!("{dp}.password_hash"), e);
                 }

@@ -580,6 +580,11 @@ pub struct DeviceSection {
     pub from: Option<std::net::IpAddr>,
     /// HTTP devices with a vendor API (Hikvision ISAPI): where gatehouse reaches the device.
     pub api: Option<DeviceApiSection>,
+    /// ZKTeco ADMS devices: the serial number it identifies itself by, and the explicit opt-in
+    /// to a protocol without authentication (`adms_open = true`; `from` is then required).
+    pub adms_sn: Option<String>,
+    #[serde(default)]
+    pub adms_open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -346,7 +346,7 @@ impl Config {
             let terminal_door = lane
                 .devices
                 .iter()
-                .any(|d| d.api.as_ref().is_some_and(|a| a.door.is_some()));
+                .any(|d| d.api.as_ref().is_some_and(|a| a.door.is_some()) || d.adms_sn.is_some());
             if gates == 0 && (camera_gate || terminal_door) {
                 gates = 1;
             }

@@ -33,6 +33,8 @@ pub enum Sink {
     HttpReply,
     /// The device's vendor API (Hikvision ISAPI `RemoteControl/door`), by its door task.
     Api(mpsc::Sender<(std::time::Instant, Vec<u8>)>),
+    /// Waiting for the device's next poll (ZKTeco ADMS `getrequest`).
+    Poll(Arc<crate::sources::http::adms::Polls>),
 }
 
 /// Every gate of the box and the links to them.
@@ -96,6 +98,7 @@ impl Actuators {
             Sink::Serial(port) => self.serial.get(*port).is_some_and(|w| w.send(payload)),
             Sink::HttpReply => reply.is_some_and(|tx| tx.send(payload).is_ok()),
             Sink::Api(door) => door.try_send((std::time::Instant::now(), payload)).is_ok(),
+            Sink::Poll(polls) => polls.push(&payload),
             // Barriers on Modbus take their commands from the interlock only.
             Sink::Modbus(_) => return,
         };

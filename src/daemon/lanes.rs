@@ -5,10 +5,11 @@ use super::actuate::{Actuator, Sink};
 use crate::config::secrets::Secret;
 use crate::config::Config;
 use crate::decision::{DevicePolicy, JoinWindow, LanePolicy, Policy, Quota, Role};
-use crate::device::profile::Reply;
+use crate::device::profile::{Api, Reply};
 use crate::device::{Profiles, Transport};
 use crate::proto::v1;
 use crate::sources::endpoint::Identity;
+use crate::sources::http::adms::Polls;
 use crate::sources::http::api::ApiDevice;
 use crate::sources::http::HttpDevice;
 use crate::sources::modbus::{self, ModbusLink};
@@ -156,6 +157,11 @@ impl LanePlan {
                     }
                     (_, Transport::Modbus) => {}
                     (_, Transport::Http) => {
+                        let adms = profile.http.as_ref().and_then(|h| h.api) == Some(Api::Adms);
+                        let polls = adms.then(|| Arc::new(Polls::default()));
+                        if let Some(p) = &polls {
+                            sink = Some(Sink::Poll(p.clone()));
+                        }
                         http.push(HttpDevice {
                             device: index,
                             device_id: d.id.clone(),
@@ -167,6 +173,8 @@ impl LanePlan {
                             from: d.from,
                             live: live.clone(),
                             seen_from: Default::default(),
+                            adms_sn: d.adms_sn.clone().filter(|_| adms),
+                            polls,
                         });
                         if profile.http.as_ref().map(|h| h.reply) == Some(Reply::Command) {
                             sink = Some(Sink::HttpReply);
@@ -248,7 +256,9 @@ impl LanePlan {
                 let camera_gate = d.role == Role::PlateCamera
                     && profile.roles.contains(&Role::Barrier)
                     && no_gate;
-                let door = d.api.as_ref().is_some_and(|a| a.door.is_some()) && no_gate;
+                let door = (d.api.as_ref().is_some_and(|a| a.door.is_some())
+                    || d.adms_sn.is_some())
+                    && no_gate;
                 if d.role.is_gate() || camera_gate || door {
                     gate = Some(index);
                     actuator = sink.map(|sink| Actuator {

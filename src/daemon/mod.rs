@@ -347,7 +347,9 @@ async fn start_http(
         if let Some(p) = secrets.get(&d.device_id) {
             d.secret = Secret::Plain(p.clone());
         }
-        if matches!(d.secret, Secret::None) {
+        if let Some(sn) = &d.adms_sn {
+            warn!(device = %d.device_id, sn = %sn, from = ?d.from, "ZKTeco ADMS device: taken on its serial number and address alone (ADMS has no authentication; opted in with adms_open).");
+        } else if matches!(d.secret, Secret::None) {
             warn!(device = %d.device_id, "HTTP device has no secret: its pushes are taken on its id alone (development only).");
         }
     }
@@ -362,6 +364,7 @@ async fn start_http(
         },
         devices,
         input: input.clone(),
+        events: events.clone(),
         refusals: Arc::new(crate::sources::Refusals::new(
             metrics.clone(),
             events.clone(),

@@ -26,6 +26,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../devices/terminal/dahua-access.toml"),
     ),
     (
+        "devices/terminal/zkteco-adms.toml",
+        include_str!("../../devices/terminal/zkteco-adms.toml"),
+    ),
+    (
         "devices/camera/zhenshi-ivs-http.toml",
         include_str!("../../devices/camera/zhenshi-ivs-http.toml"),
     ),
@@ -178,6 +182,8 @@ pub enum Api {
     Isapi,
     /// Dahua CGI (`eventManager.cgi` stream, `accessControl.cgi` door).
     Dahua,
+    /// ZKTeco ADMS ("iclock"): the device polls gatehouse (`sources/http/adms.rs`).
+    Adms,
 }
 
 fn default_event_part() -> String {

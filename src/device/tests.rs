@@ -43,7 +43,8 @@ fn builtin_profiles_load_without_problems() {
             "rs485-turnstile-eb",
             "rs485-wiegand-reader",
             "zhenshi-ivs",
-            "zhenshi-ivs-http"
+            "zhenshi-ivs-http",
+            "zkteco-adms"
         ]
     );
 }

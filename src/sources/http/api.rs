@@ -142,6 +142,8 @@ impl Terminal {
                         let body = Some(("application/json", payload));
                         self.api.call(Method::PUT, &path, body).await
                     }
+                    // ADMS devices poll for their commands; they have no API task.
+                    Api::Adms => return,
                     Api::Dahua => {
                         // The profile's command names the CGI action (`openDoor`).
                         let action = serde_json::from_slice::<Value>(&payload)
@@ -386,6 +388,7 @@ impl Terminal {
             Api::Dahua => {
                 "/cgi-bin/eventManager.cgi?action=attach&codes=[AccessControl]&heartbeat=5"
             }
+            Api::Adms => return Ok(()),
         };
         let answer = self
             .api
@@ -430,6 +433,7 @@ impl Terminal {
                             Ok(doc) => self.pass_on(&doc, None).await,
                             Err((_, what)) => self.bad(what),
                         },
+                        Api::Adms => {}
                         Api::Dahua => {
                             let docs = dahua_events(&body);
                             if docs.is_empty() {

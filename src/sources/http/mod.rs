@@ -14,6 +14,7 @@
 //! Bounded everywhere: connections, header and body deadlines (408), the body (413), the event
 //! part (413); every refusal is counted (`device_refusals`), logged at the 1st, 10th, 100th…, and
 //! raised upstream as `device_misbehaving` (at most one a minute per device).
+pub mod adms;
 pub mod api;
 pub mod client;
 pub mod multipart;
@@ -57,6 +58,9 @@ pub struct HttpDevice {
     pub live: Arc<DeviceLive>,
     /// The address its last accepted push came from (logged when it changes).
     pub seen_from: std::sync::Mutex<Option<IpAddr>>,
+    /// A ZKTeco ADMS device: its serial number, and its door commands waiting for its poll.
+    pub adms_sn: Option<String>,
+    pub polls: Option<Arc<adms::Polls>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +76,7 @@ pub struct Start {
     pub limits: Limits,
     pub devices: Vec<HttpDevice>,
     pub input: mpsc::Sender<Input>,
+    pub events: mpsc::Sender<crate::sources::SourceEvent>,
     pub refusals: Arc<Refusals>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
@@ -79,6 +84,9 @@ pub struct Start {
 
 struct Shared {
     by_id: HashMap<String, HttpDevice>,
+    /// ADMS devices: serial number → id.
+    by_sn: HashMap<String, String>,
+    events: mpsc::Sender<crate::sources::SourceEvent>,
     limits: Limits,
     input: mpsc::Sender<Input>,
     refusals: Arc<Refusals>,
@@ -92,12 +100,19 @@ pub async fn start(s: Start) -> anyhow::Result<(SocketAddr, tokio::task::JoinHan
         .map_err(|e| anyhow::anyhow!("device HTTP listener on {}: {e}", s.listen))?;
     let addr = listener.local_addr()?;
     info!(listen = %addr, devices = s.devices.len(), "Device HTTP listener up.");
+    let by_sn = s
+        .devices
+        .iter()
+        .filter_map(|d| Some((d.adms_sn.clone()?, d.device_id.clone())))
+        .collect();
     let shared = Arc::new(Shared {
         by_id: s
             .devices
             .into_iter()
             .map(|d| (d.device_id.clone(), d))
             .collect(),
+        by_sn,
+        events: s.events,
         limits: s.limits,
         input: s.input,
         refusals: s.refusals,
@@ -181,6 +196,9 @@ fn refused(
 
 async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Answer {
     let path = req.uri().path().to_string();
+    if path.starts_with("/iclock/") {
+        return adms::handle(shared, peer, req).await;
+    }
     let Some(rest) = path.strip_prefix("/push/") else {
         return refused(shared, None, peer, StatusCode::NOT_FOUND, "no such path");
     };

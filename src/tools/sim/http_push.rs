@@ -30,6 +30,23 @@ impl Pusher {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Bytes), String> {
+        self.request(hyper::Method::POST, path, content_type, body)
+            .await
+    }
+
+    /// GETs `path`; the answer's status and body.
+    pub async fn get(&mut self, path: &str) -> Result<(StatusCode, Bytes), String> {
+        self.request(hyper::Method::GET, path, "text/plain", Vec::new())
+            .await
+    }
+
+    async fn request(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), String> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let stream = tokio::net::TcpStream::connect(&self.addr)
                 .await
@@ -46,7 +63,9 @@ impl Pusher {
             return Err("no connection".into());
         };
         sender.ready().await.map_err(|e| e.to_string())?;
-        let req = Request::post(path)
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
             .header(HOST, &self.addr)
             .header(CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))

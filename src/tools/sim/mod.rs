@@ -1,6 +1,7 @@
 //! Device simulators, one per supported profile, usable from tests, the demo, the benchmark and
 //! the command line (`gatehouse simulate <profile> …`). They speak the real protocol over a real
 //! broker; nothing in them reaches into the daemon.
+pub mod adms;
 pub mod barrier;
 pub mod gate;
 pub mod hikvision;
