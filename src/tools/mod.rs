@@ -8,4 +8,5 @@ pub mod company_broker;
 pub mod demo;
 pub mod lists;
 pub mod sim;
+pub mod simulate;
 pub mod tail;

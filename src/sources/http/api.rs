@@ -536,4 +536,12 @@ mod tests {
         );
         assert!(dahua_events(b"garbage\r\nCode=X;data={broken").is_empty());
     }
+
+    proptest::proptest! {
+        // The plain-test side of `fuzz/fuzz_targets/adms_body.rs` for Dahua parts.
+        #[test]
+        fn any_part_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = dahua_events(&data);
+        }
+    }
 }

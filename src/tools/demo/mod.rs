@@ -481,6 +481,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         stored: 3,
         residents: o.residents + o.residents / 10,
         seed: crate::now_ms() as u64 ^ 3,
+        clock_offset_ms: 0,
     };
     let stop_http = stop_tx.subscribe();
     let http_lane = tokio::spawn(async move {

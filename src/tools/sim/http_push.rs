@@ -202,6 +202,8 @@ pub struct PushOptions {
     /// Residents are `R000000` … this count (terminal), plates `浙A1xxxx` (camera).
     pub residents: u64,
     pub seed: u64,
+    /// The device's clock, ahead (+) or behind (−) the true time, ms.
+    pub clock_offset_ms: i64,
 }
 
 /// What a pushing simulator does with each answer.
@@ -215,15 +217,16 @@ pub async fn run_hikvision(
     on_answer: OnAnswer<'_>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> u64 {
-    let now = crate::now_ms();
+    let clock = move || crate::now_ms() + o.clock_offset_ms;
+    let now = clock();
     let mut rng = super::Rng::new(o.seed);
     run(&o, on_answer, stop, move |serial, stored| {
         let who = format!("R{:06}", rng.next_u64() % o.residents.max(1));
         let t = 36.0 + rng.unit() * if rng.unit() < 0.05 { 3.0 } else { 1.0 };
         match serial {
-            None => ("application/json".into(), hikvision_heartbeat(crate::now_ms()).into_bytes()),
+            None => ("application/json".into(), hikvision_heartbeat(clock()).into_bytes()),
             Some(serial) => {
-                let at = if stored { now - 600_000 + serial as i64 * 1000 } else { crate::now_ms() };
+                let at = if stored { now - 600_000 + serial as i64 * 1000 } else { clock() };
                 let ev = serde_json::json!({"ipAddress": "192.168.1.64", "eventType": "AccessControllerEvent",
                     "dateTime": crate::timefmt::rfc3339(at),
                     "AccessControllerEvent": {"deviceName": "DS-K1T671TM", "majorEventType": 5,
@@ -247,8 +250,9 @@ pub async fn run_zhenshi(
 ) -> u64 {
     let mut rng = super::Rng::new(o.seed);
     let mut beats = 0;
+    let offset = o.clock_offset_ms;
     run(&o, on_answer, stop, move |serial, stored| {
-        let now_s = crate::now_ms() / 1000;
+        let now_s = (crate::now_ms() + offset) / 1000;
         let body = match serial {
             None => {
                 beats += 1;
