@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 /// `gatehouse bench-http`: the HTTP vendor paths in a child daemon, one device of each at `rate`
 /// events/s for `count` events — a Zhenshi camera whose reply is the barrier command (POST →
-/// reply), and a Hikvision terminal in listening mode whose door gatehouse opens over ISAPI (POST
-/// → door command at the terminal, POST → 200).
+/// reply), a Hikvision terminal in listening mode whose door gatehouse opens over ISAPI (POST →
+/// door command at the terminal, POST → 200), a Dahua terminal's stream (part → openDoor), and a
+/// ZKTeco terminal on ADMS (every tenth event: record → door command in a poll).
 pub struct HttpBenchOptions {
     pub count: u64,
     pub rate: f64,
@@ -31,6 +32,17 @@ pub struct HttpReport {
     /// Hikvision: event POSTed → its 200 (after the decision is durable).
     pub hikvision_200_p50_us: u64,
     pub hikvision_200_p99_us: u64,
+    /// Dahua: event part written into the eventManager stream → `openDoor` GET at the terminal.
+    pub dahua_door_p50_us: u64,
+    pub dahua_door_p99_us: u64,
+    pub dahua_door_max_us: u64,
+    pub dahua_doors_missing: u64,
+    /// ZKTeco ADMS (`Delay` = 1 s, the terminal polling every second): ATTLOG POSTed → the door
+    /// command in a poll's answer.
+    pub adms_door_p50_us: u64,
+    pub adms_door_p99_us: u64,
+    pub adms_door_max_us: u64,
+    pub adms_doors_missing: u64,
 }
 
 pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
@@ -39,6 +51,7 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
     crate::tools::demo::write_residents(&dir.join("residents.csv"), 1000)?;
     crate::tools::demo::write_plates(&dir.join("plates.csv"), 300)?;
     let (terminal, mut doors) = Terminal::start("admin", "bench-api-pw").await?;
+    let (dahua, mut dahua_doors) = Terminal::start("admin", "bench-api-pw").await?;
     let http_port = crate::tools::company_broker::free_port()?;
     let config = DemoConfig {
         plates: true,
@@ -47,6 +60,8 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
             api: terminal.addr,
             api_password: "bench-api-pw".into(),
             camera: true,
+            dahua: Some(dahua.addr),
+            adms_sn: Some("BENCH0000001".into()),
         }),
         ..demo_config(&dir)?
     };
@@ -71,6 +86,20 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
     let (mut reply, mut door, mut ok200) = (hist()?, hist()?, hist()?);
     let mut not_ok = 0;
     let mut missing = 0;
+    let (mut dahua_door, mut adms_door) = (hist()?, hist()?);
+    let (mut dahua_missing, mut adms_missing) = (0, 0);
+    let mut zk = crate::tools::sim::adms::Terminal::new(&addr, "BENCH0000001");
+    zk.handshake().await.map_err(anyhow::Error::msg)?;
+    let mut zk_next_poll = Instant::now();
+    // The Dahua stream is open before the run.
+    let started = Instant::now();
+    while dahua.open_streams() == 0 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "Dahua stream not opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / o.rate.max(0.1)));
     for i in 1..=o.count {
         tick.tick().await;
@@ -121,8 +150,44 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
             }
             None => missing += 1,
         }
+        // Dahua: into the stream, out at the door.
+        let t = Instant::now();
+        dahua.send_dahua(&format!(
+            r#"Code=AccessControl;action=Pulse;index=0;data={{"UserID":"R{who:06}","Method":15,"RecNo":{i}}}"#
+        ));
+        match tokio::time::timeout(Duration::from_millis(500), dahua_doors.recv()).await {
+            Ok(Some(_)) => {
+                let _ = dahua_door.record(t.elapsed().as_micros() as u64);
+            }
+            _ => dahua_missing += 1,
+        }
+        // ADMS, every tenth event (each waits for a poll): the record up, then polls each second
+        // as the terminal does, from its own schedule.
+        if i % 10 == 0 {
+            let t = Instant::now();
+            let line = crate::tools::sim::adms::attlog(&format!("R{who:06}"), crate::now_ms());
+            let _ = zk.upload(&[line]).await;
+            let mut got = None;
+            while got.is_none() && t.elapsed() < Duration::from_secs(3) {
+                let wait = zk_next_poll.saturating_duration_since(Instant::now());
+                tokio::time::sleep(wait).await;
+                zk_next_poll += Duration::from_secs(1);
+                if let Ok(cmds) = zk.poll().await {
+                    if !cmds.is_empty() {
+                        got = Some(t.elapsed());
+                    }
+                }
+            }
+            match got {
+                Some(d) => {
+                    let _ = adms_door.record(d.as_micros() as u64);
+                }
+                None => adms_missing += 1,
+            }
+        }
     }
     drop(terminal);
+    drop(dahua);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(HttpReport {
         events: o.count,
@@ -136,5 +201,13 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
         hikvision_doors_missing: missing,
         hikvision_200_p50_us: ok200.value_at_quantile(0.5),
         hikvision_200_p99_us: ok200.value_at_quantile(0.99),
+        dahua_door_p50_us: dahua_door.value_at_quantile(0.5),
+        dahua_door_p99_us: dahua_door.value_at_quantile(0.99),
+        dahua_door_max_us: dahua_door.max(),
+        dahua_doors_missing: dahua_missing,
+        adms_door_p50_us: adms_door.value_at_quantile(0.5),
+        adms_door_p99_us: adms_door.value_at_quantile(0.99),
+        adms_door_max_us: adms_door.max(),
+        adms_doors_missing: adms_missing,
     })
 }

@@ -77,6 +77,11 @@ pub struct HttpLane {
     pub api_password: String,
     /// Also lane `cam-gate`: a Zhenshi camera pushing over HTTP, its barrier lifted by the reply.
     pub camera: bool,
+    /// Also lane `dahua-gate`: a Dahua terminal at this address (same API password), its door
+    /// opened over CGI.
+    pub dahua: Option<std::net::SocketAddr>,
+    /// Also lane `zk-gate`: a ZKTeco terminal on ADMS with this serial number, from 127.0.0.1.
+    pub adms_sn: Option<String>,
 }
 
 /// The demo's vehicle lane: a Zhenshi plate camera and a Modbus TCP relay barrier at `barrier`.
@@ -317,6 +322,37 @@ profile = "zhenshi-ivs-http"
 "#,
                 );
             }
+            if let Some(addr) = l.dahua {
+                text.push_str(&format!(
+                    r#"
+[[lanes]]
+id = "dahua-gate"
+
+[[lanes.devices]]
+id = "dahua-4"
+role = "identifier"
+profile = "dahua-access"
+api = {{ address = "{addr}", username = "admin", password = "{}", door = 1 }}
+"#,
+                    l.api_password
+                ));
+            }
+            if let Some(sn) = &l.adms_sn {
+                text.push_str(&format!(
+                    r#"
+[[lanes]]
+id = "zk-gate"
+
+[[lanes.devices]]
+id = "zk-5"
+role = "identifier"
+profile = "zkteco-adms"
+adms_sn = "{sn}"
+adms_open = true
+from = "127.0.0.1"
+"#
+                ));
+            }
         }
         for (n, path) in &self.rtu_barriers {
             text.push_str(&format!(
@@ -381,6 +417,8 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
             api: terminal3.addr,
             api_password,
             camera: false,
+            dahua: None,
+            adms_sn: None,
         }),
         serial_lane: Some(SerialLane {
             face: face_pty.path.clone(),
