@@ -51,6 +51,7 @@ pub fn passage(policy: &Policy, d: Decision, now_ms: i64) -> Record {
             operator_id: d.operator.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
             operator_reason: d.operator.map(|o| o.1).unwrap_or_default(),
             not_actuated: d.not_actuated,
+            device_clock_offset_ms: d.device_clock_offset_ms,
         })),
         ..Default::default()
     })
@@ -257,6 +258,7 @@ mod tests {
             confidence: None,
             operator: None,
             not_actuated: false,
+            device_clock_offset_ms: None,
         };
         let Record::Event(e) = passage(&policy(), d, 1234) else {
             panic!("a passage is an event");

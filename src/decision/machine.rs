@@ -391,6 +391,7 @@ impl Core {
             confidence: None,
             operator: Some(operator),
             not_actuated: false,
+            device_clock_offset_ms: None,
         };
         let mut b_out = Vec::new();
         if let Some(b) = self.barriers.get_mut(&gate) {

@@ -64,6 +64,8 @@ impl Core {
             confidence: None,
             operator: None,
             not_actuated: false,
+            // Its clock minus ours: what the record says of how far the device's clock is off.
+            device_clock_offset_ms: self.clocks.get(&obs.device).map(|c| -c.offset_ms),
         };
         d.vehicle = ev.credential == CredentialKind::Plate;
         d.confidence = ev.confidence;

@@ -70,9 +70,12 @@ fn a_terminal_in_the_wrong_timezone_locks_nobody_out_once_it_was_heard_live() {
         alarms(&again).is_empty(),
         "one alarm, not one per heartbeat"
     );
-    // Now its live events open, and what it stored an hour ago by its own clock does not.
+    // Now its live events open — their records carry the offset —, and what it stored an hour
+    // ago by its own clock does not.
     let now = T0 + 3 * MIN;
-    assert_eq!(one(&mut c, at("R1", now - behind, now)), (true, Reason::Ok));
+    let (d, _) = decide(&mut c, at("R1", now - behind, now));
+    assert_eq!((d.allow, d.reason), (true, Reason::Ok));
+    assert_eq!(d.device_clock_offset_ms, Some(-behind));
     assert_eq!(
         one(&mut c, at("R2", now - behind - H, now + 1)),
         (false, Reason::StaleEvent)

@@ -149,6 +149,8 @@ pub struct Decision {
     /// Not acted on (a redelivery after a restart, whose first decision's command may have gone
     /// out; a stored event): recorded, no gate command, no passage counted.
     pub not_actuated: bool,
+    /// The identifying device's clock offset as learned (its time minus gatehouse's), if any.
+    pub device_clock_offset_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

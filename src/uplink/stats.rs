@@ -167,6 +167,7 @@ mod tests {
             confidence: None,
             operator: None,
             not_actuated: false,
+            device_clock_offset_ms: None,
         }
     }
 
