@@ -63,6 +63,25 @@ profile = "generic-gate-mqtt"
     }
 }
 
+/// Every shipped profile has a simulator (`gatehouse simulate <profile>`; the two RS-485
+/// readers share `rs485-reader`).
+#[test]
+fn gatehouse_simulate_covers_every_shipped_profile() {
+    let out = gatehouse().args(["simulate", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let profiles = gatehouse::device::Profiles::builtin();
+    for name in profiles.names() {
+        let command = match name {
+            "rs485-face-id" | "rs485-wiegand-reader" => "rs485-reader",
+            n => n,
+        };
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(command)),
+            "no simulator for {name}:\n{help}"
+        );
+    }
+}
+
 #[test]
 fn the_shipped_example_config_is_valid() {
     let out = gatehouse()
