@@ -57,8 +57,9 @@ impl Actuators {
         self.by_device.is_empty()
     }
 
-    /// Sends `command` to `gate` now, or drops it (see the module docs). `reply`: the pending
-    /// push of a device whose reply is its command.
+    /// Sends `command` to `gate` now, or drops it (see the module docs). `(since, reply)`: when
+    /// the event behind it arrived (a queued door command ages from then), and the pending push
+    /// of a device whose reply is its command.
     #[allow(clippy::too_many_arguments)]
     pub fn command(
         &self,
@@ -68,7 +69,10 @@ impl Actuators {
         cause: &str,
         reason: &str,
         ts_ms: i64,
-        reply: Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
+        (since, reply): (
+            std::time::Instant,
+            Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
+        ),
     ) {
         let Some(act) = self.by_device.get(gate).and_then(Option::as_ref) else {
             return;
@@ -87,7 +91,7 @@ impl Actuators {
             // A gate without a hold-open command gets a plain open in fire mode.
             if command == GateCommandName::HoldOpen {
                 let open = GateCommandName::OpenOut;
-                self.command(policy, gate, open, cause, reason, ts_ms, reply);
+                self.command(policy, gate, open, cause, reason, ts_ms, (since, reply));
             }
             return;
         };
@@ -97,8 +101,8 @@ impl Actuators {
             }
             Sink::Serial(port) => self.serial.get(*port).is_some_and(|w| w.send(payload)),
             Sink::HttpReply => reply.is_some_and(|tx| tx.send(payload).is_ok()),
-            Sink::Api(door) => door.try_send((std::time::Instant::now(), payload)).is_ok(),
-            Sink::Poll(polls) => polls.push(&payload),
+            Sink::Api(door) => door.try_send((since, payload)).is_ok(),
+            Sink::Poll(polls) => polls.push(since, &payload),
             // Barriers on Modbus take their commands from the interlock only.
             Sink::Modbus(_) => return,
         };

@@ -50,7 +50,7 @@ pub struct DecisionLoop {
     last_trim: Instant,
     /// The event being decided came from a device whose reply is its gate command: the command
     /// for that device goes here (see `sources::http`).
-    reply: Option<(usize, tokio::sync::oneshot::Sender<Vec<u8>>)>,
+    reply: Option<(usize, Instant, tokio::sync::oneshot::Sender<Vec<u8>>)>,
 }
 
 /// Everything that reaches the decision loop, a channel per kind.
@@ -237,7 +237,7 @@ impl DecisionLoop {
             return;
         };
         let mut out = Vec::new();
-        self.reply = i.reply.map(|tx| (i.device, tx));
+        self.reply = i.reply.map(|tx| (i.device, i.received, tx));
         self.core.observe(
             Observation {
                 device: i.device,
@@ -405,8 +405,14 @@ impl DecisionLoop {
                         }
                         let cause = d.cause.first().map_or("", String::as_str);
                         let policy = &self.core.policy;
+                        // Only this push's own decision answers it (not an earlier one the
+                        // same call decided, such as a join window closing).
                         let reply = match self.reply.take() {
-                            Some((device, tx)) if device == g => Some(tx),
+                            Some((device, received, tx))
+                                if device == g && d.device == device && d.received == received =>
+                            {
+                                Some(tx)
+                            }
                             other => {
                                 self.reply = other;
                                 None
@@ -419,7 +425,7 @@ impl DecisionLoop {
                             cause,
                             d.reason.as_str(),
                             now_ms,
-                            reply,
+                            (d.received, reply),
                         );
                     }
                     records.push(records::passage(&self.core.policy, d, now_ms));
@@ -453,8 +459,9 @@ impl DecisionLoop {
                             self.last_open_ms.insert(g, now_ms);
                         }
                         let policy = &self.core.policy;
+                        let now = (Instant::now(), None);
                         self.actuators
-                            .command(policy, g, command, "", "fire_mode", now_ms, None);
+                            .command(policy, g, command, "", "fire_mode", now_ms, now);
                     }
                 }
                 Output::State(k, v) => state.push((k, v)),

@@ -43,7 +43,7 @@ pub struct Polls {
 impl Polls {
     /// Queues `payload` (the profile's command, `{"cmd":"CONTROL DEVICE 01010105"}`); false when
     /// the queue is full (the command is dropped).
-    pub fn push(&self, payload: &[u8]) -> bool {
+    pub fn push(&self, since: Instant, payload: &[u8]) -> bool {
         let cmd = serde_json::from_slice::<serde_json::Value>(payload)
             .ok()
             .and_then(|v| v.get("cmd")?.as_str().map(str::to_string));
@@ -53,7 +53,7 @@ impl Polls {
         if q.len() >= QUEUE {
             return false;
         }
-        q.push_back((Instant::now(), id, cmd));
+        q.push_back((since, id, cmd));
         true
     }
 
@@ -203,7 +203,11 @@ async fn attlog(shared: &Shared, dev: &HttpDevice, body: &[u8]) -> Answer {
     }
     let n = durable.len();
     for rx in durable {
-        if tokio::time::timeout(super::DURABLE_WAIT, rx).await.is_err() {
+        // A dropped ack (the writer gone, a commit abandoned) is no more "stored" than a timeout.
+        if !matches!(
+            tokio::time::timeout(super::DURABLE_WAIT, rx).await,
+            Ok(Ok(()))
+        ) {
             return answer(StatusCode::SERVICE_UNAVAILABLE, "not recorded in time\n");
         }
     }
@@ -243,12 +247,21 @@ mod tests {
     fn a_poll_takes_fresh_commands_only_and_the_queue_is_bounded() {
         let p = Polls::default();
         for _ in 0..QUEUE {
-            assert!(p.push(br#"{"cmd":"CONTROL DEVICE 01010105"}"#));
+            assert!(p.push(Instant::now(), br#"{"cmd":"CONTROL DEVICE 01010105"}"#));
         }
-        assert!(!p.push(br#"{"cmd":"CONTROL DEVICE 01010105"}"#), "full");
+        assert!(
+            !p.push(Instant::now(), br#"{"cmd":"CONTROL DEVICE 01010105"}"#),
+            "full"
+        );
         assert_eq!(p.take().len(), QUEUE);
         assert!(p.take().is_empty());
-        assert!(!p.push(b"not json"));
+        assert!(!p.push(Instant::now(), b"not json"));
+        // A command whose event is older than a poll and a second is never handed out.
+        assert!(p.push(
+            Instant::now() - COMMAND_MAX_AGE - Duration::from_millis(1),
+            br#"{"cmd":"x"}"#
+        ));
+        assert!(p.take().is_empty());
     }
 
     proptest::proptest! {

@@ -35,6 +35,8 @@ const DOOR_MAX_AGE: Duration = Duration::from_secs(1);
 const SILENCE_MS: i64 = 60_000;
 /// At start, what the terminal stored this long before is fetched (duplicates are recognised).
 const START_WINDOW_MS: i64 = 10 * 60_000;
+/// A catch-up stops this long before now: the terminal pushes what is newer as live events.
+const LIVE_MARGIN_MS: i64 = 30_000;
 /// A catch-up fetches at most this many pages of 30.
 const MAX_PAGES: usize = 100;
 /// An arming stream that sends nothing (not even its heartbeat) this long is dead.
@@ -193,7 +195,11 @@ impl Terminal {
             if let Some(url) = &push_to {
                 if checked_at.is_none_or(|t| t.elapsed() >= recheck) {
                     checked_at = Some(Instant::now());
-                    if let Err(e) = self.check_hosts(url, push_secret.as_deref()).await {
+                    let checked = tokio::select! {
+                        _ = stop.changed() => return,
+                        r = self.check_hosts(url, push_secret.as_deref()) => r,
+                    };
+                    if let Err(e) = checked {
                         warn!(device = %self.device_id, error = %e, "Terminal's httpHosts entry not checked; tried again later.");
                     }
                 }
@@ -202,7 +208,13 @@ impl Terminal {
             let last = self.live.last_seen.load(Ordering::Relaxed);
             match unheard_since {
                 Some(since) if last > since.max(now - SILENCE_MS) && catch_up => {
-                    match self.catch_up(since - SILENCE_MS, now).await {
+                    // Up to a little before now: what happened since, the terminal pushes live
+                    // (fetching it here would record a live event as stored).
+                    let fetched = tokio::select! {
+                        _ = stop.changed() => return,
+                        r = self.catch_up(since - SILENCE_MS, now - LIVE_MARGIN_MS) => r,
+                    };
+                    match fetched {
                         Ok(n) => {
                             if n > 0 {
                                 info!(device = %self.device_id, events = n, "Caught up with what the terminal stored while unheard (recorded, not acted on).");
@@ -356,16 +368,18 @@ impl Terminal {
         let mut backoff = Backoff::device_link();
         let mut online: Option<bool> = None;
         loop {
+            let mut opened = false;
             let result = tokio::select! {
                 _ = stop.changed() => return,
-                r = self.stream(&mut online) => r,
+                r = self.stream(&mut online, &mut opened) => r,
             };
             let detail = match result {
                 Ok(()) => "alertStream ended".to_string(),
                 Err(e) => e,
             };
-            if online == Some(true) {
-                // A stream that ends is normal (they drop every ~40 s): reconnect at once once.
+            if opened {
+                // A stream that was open and ended is normal (they drop every ~40 s): reconnect
+                // at once. One that could not be opened backs off further each time.
                 backoff.reset();
             }
             let delay = backoff.next_delay();
@@ -381,7 +395,7 @@ impl Terminal {
     }
 
     /// One alertStream connection, read until it ends.
-    async fn stream(&self, online: &mut Option<bool>) -> Result<(), String> {
+    async fn stream(&self, online: &mut Option<bool>, opened: &mut bool) -> Result<(), String> {
         let path = match self.vendor {
             Api::Isapi => "/ISAPI/Event/notification/alertStream",
             // A heartbeat part every 5 s: silence longer than the profile's limit is a dead stream.
@@ -408,6 +422,7 @@ impl Terminal {
             })
             .unwrap_or("boundary")
             .to_string();
+        *opened = true;
         // Online is news only after offline was.
         if *online == Some(false) {
             self.link(true, "alertStream open again");

@@ -287,11 +287,15 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         return answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
     // The event is on its way to the gate; the parts after it (a picture) are read past now.
+    // If they break off, the event still stands (it may have opened the gate already): the
+    // refusal is counted, and the answer is the event's as usual.
     if let Some(rest) = rest {
         let drained = tokio::time::timeout(shared.limits.body_timeout, drain(rest)).await;
         if !matches!(drained, Ok(Ok(()))) {
             let what = "the parts after the event were not read to the end";
-            return refused(shared, Some(dev), peer, StatusCode::BAD_REQUEST, what);
+            shared
+                .refusals
+                .refuse(Some(dev.device), &dev.device_id, peer, what);
         }
     }
     if replies {

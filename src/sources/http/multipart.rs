@@ -103,9 +103,13 @@ impl PartStream {
                 }
             },
             State::Headers => {
-                let end = find(&self.buf, b"\r\n\r\n")
-                    .map(|i| (i, 4))
-                    .or_else(|| find(&self.buf, b"\n\n").map(|i| (i, 2)));
+                // The earlier of the two ends: a body may hold the other.
+                let crlf = find(&self.buf, b"\r\n\r\n").map(|i| (i, 4));
+                let lf = find(&self.buf, b"\n\n").map(|i| (i, 2));
+                let end = match (crlf, lf) {
+                    (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+                    (a, b) => a.or(b),
+                };
                 let Some((at, sep)) = end else {
                     if self.buf.len() > MAX_HEADERS {
                         out.push(Item::Garbage(self.buf.len()));
