@@ -11,6 +11,8 @@ use super::vocabulary::{Alarm, AlarmKind, Output};
 /// [`CLOCK_OK_MS`]).
 pub const CLOCK_ALARM_MS: i64 = 5 * 60 * 1000;
 const CLOCK_OK_MS: i64 = 60 * 1000;
+/// Stale events in a row (by age alone) after which a device's clock is suspected.
+pub const STALE_IN_A_ROW: u32 = 5;
 
 impl Core {
     /// A live sample of `device`'s clock (a heartbeat, an event it marks live): the offset is
@@ -68,9 +70,43 @@ impl Core {
             }
             (None, Some(t)) => {
                 let offset = self.clocks.get(&device).map_or(0, |c| c.offset_ms);
-                now_ms.saturating_sub(t).saturating_sub(offset) > self.policy.stale_event_ms
+                let stale =
+                    now_ms.saturating_sub(t).saturating_sub(offset) > self.policy.stale_event_ms;
+                self.count_stale(device, stale, now_ms.saturating_sub(t), out);
+                stale
             }
             (_, None) => false,
+        }
+    }
+
+    /// A device with no clock to learn from (no heartbeat time, no live marker) whose events all
+    /// look stale is more likely a clock behind than a terminal replaying: after
+    /// [`STALE_IN_A_ROW`] in a row the guard is told (`device_clock`), once until one is live.
+    fn count_stale(&mut self, device: usize, stale: bool, lag_ms: i64, out: &mut Vec<Output>) {
+        let Some(dev) = self.policy.devices.get(device) else {
+            return;
+        };
+        let lane = dev.lane;
+        let clock = self.clocks.entry(device).or_default();
+        if !stale {
+            clock.stale_in_a_row = 0;
+            return;
+        }
+        clock.stale_in_a_row = clock.stale_in_a_row.saturating_add(1);
+        if clock.stale_in_a_row == STALE_IN_A_ROW {
+            out.push(Output::Alarm(Alarm {
+                kind: AlarmKind::DeviceClock,
+                lane: Some(lane),
+                device: Some(device),
+                subject_id: String::new(),
+                temperature_c: None,
+                detail: format!(
+                    "{STALE_IN_A_ROW} events in a row look stale (the last {} s old by the device's clock): \
+                     a clock behind locks people out — set its time (NTP); or it is replaying stored events",
+                    lag_ms / 1000
+                ),
+                cause: Vec::new(),
+            }));
         }
     }
 }

@@ -39,6 +39,8 @@ pub(super) struct DeviceClock {
     /// Gatehouse's time minus the device's, at the last live sample.
     pub(super) offset_ms: i64,
     pub(super) alarmed: bool,
+    /// Events in a row found stale by their age alone (no live one between).
+    pub(super) stale_in_a_row: u32,
 }
 
 #[derive(Debug, Default, Clone)]

@@ -150,3 +150,24 @@ fn a_stored_reading_of_a_separate_thermal_station_joins_nobody() {
     c.observe(obs(3, Some("R1"), None, T0 + 100), &mut out);
     assert!(decisions(&out).is_empty(), "waits for a live reading");
 }
+
+#[test]
+fn a_device_whose_every_event_looks_stale_is_reported_once() {
+    let mut c = core();
+    let behind = 2 * H;
+    let mut alarms_seen = Vec::new();
+    for i in 0..8 {
+        let now = T0 + i * 1000;
+        let (d, out) = decide(&mut c, at("R1", now - behind, now));
+        assert_eq!(d.reason, Reason::StaleEvent);
+        alarms_seen.extend(alarms(&out));
+    }
+    assert_eq!(
+        alarms_seen,
+        vec![AlarmKind::DeviceClock],
+        "once, not per event"
+    );
+    // A live one resets the count.
+    let now = T0 + 20_000;
+    assert_eq!(one(&mut c, at("R1", now, now)), (true, Reason::Ok));
+}
