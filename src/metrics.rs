@@ -49,6 +49,8 @@ pub struct Metrics {
     pub serial_link_errors: AtomicU64,
     /// Modbus requests answered with an exception, or not answered in time.
     pub modbus_exceptions: AtomicU64,
+    /// Fire-input readings that changed and changed back within the debounce time.
+    pub fire_input_flaps: AtomicU64,
     pub modbus_timeouts: AtomicU64,
     /// Orders from above dropped at the door (the queue of orders to check was full).
     pub orders_dropped: AtomicU64,

@@ -8,6 +8,7 @@ mod commands;
 mod crash;
 mod endpoint;
 mod endpoint_clients;
+mod fire_input;
 mod http_intake;
 mod interop;
 mod liveness;

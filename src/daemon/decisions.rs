@@ -172,6 +172,12 @@ impl DecisionLoop {
                 Some(n) = inbox.source_events.recv() => match n {
                     SourceEvent::Link(l) => self.link(l).await,
                     SourceEvent::Ack { device, code } => self.ack(device, code).await,
+                    SourceEvent::FireInput { device, state, detail } => {
+                        let mut out = Vec::new();
+                        self.core.fire_input(device, state, &detail, &mut out);
+                        self.mode_shown();
+                        self.emit(out, None).await;
+                    }
                     SourceEvent::Misbehaving { device, detail } => {
                         let status = device.and_then(|d| self.status.devices.get(d)).map(|s| &s.0);
                         let r = records::misbehaving_alarm(status, &detail, crate::now_ms());
@@ -329,7 +335,12 @@ impl DecisionLoop {
                 (reply, r)
             }
             Control::FireReset(reply) => {
-                let r = if self.core.fire_reset(&mut out) {
+                let r = if self.core.fire_input_active() {
+                    Err(
+                        "the fire alarm panel's input still reads fire: reset the panel first"
+                            .to_string(),
+                    )
+                } else if self.core.fire_reset(&mut out) {
                     warn!("Fire mode reset locally; gates back to normal operation.");
                     Ok(())
                 } else {

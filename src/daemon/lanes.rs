@@ -9,6 +9,7 @@ use crate::device::profile::{Api, Reply};
 use crate::device::{Profiles, Transport};
 use crate::proto::v1;
 use crate::sources::endpoint::Identity;
+use crate::sources::fire_input::FireInputDevice;
 use crate::sources::http::adms::Polls;
 use crate::sources::http::api::ApiDevice;
 use crate::sources::http::HttpDevice;
@@ -43,6 +44,8 @@ pub struct LanePlan {
     pub apis: Vec<ApiDevice>,
     /// Devices whose profile says how long they may be silent.
     pub watched: Vec<liveness::Watched>,
+    /// Fire panels' inputs on Modbus I/O modules.
+    pub fire_inputs: Vec<FireInputDevice>,
 }
 
 impl LanePlan {
@@ -76,6 +79,7 @@ impl LanePlan {
         let mut http = Vec::new();
         let mut apis = Vec::new();
         let mut watched = Vec::new();
+        let mut fire_inputs = Vec::new();
         for (li, lane) in config.lanes.iter().enumerate() {
             let mut gate = None;
             for d in &lane.devices {
@@ -106,6 +110,21 @@ impl LanePlan {
                     direction: d.direction,
                 });
                 let mut sink = None;
+                if let (Some(m), Some(spec)) = (&d.modbus, &profile.fire_input) {
+                    fire_inputs.push(FireInputDevice {
+                        device: index,
+                        device_id: d.id.clone(),
+                        link: match (&m.tcp, &m.serial) {
+                            (Some(addr), _) => ModbusLink::Tcp(addr.clone()),
+                            (None, Some(s)) => ModbusLink::Rtu(s.clone()),
+                            (None, None) => ModbusLink::Tcp(String::new()),
+                        },
+                        unit: d.address.unwrap_or(1) as u8,
+                        spec: spec.clone(),
+                        live: live.clone(),
+                        timeout: Duration::from_millis(r.modbus_timeout_ms),
+                    });
+                }
                 if let (Some(m), Some(spec)) = (&d.modbus, &profile.modbus) {
                     let link = match (&m.tcp, &m.serial) {
                         (Some(addr), _) => ModbusLink::Tcp(addr.clone()),
@@ -305,6 +324,7 @@ impl LanePlan {
             http,
             apis,
             watched,
+            fire_inputs,
         }
     }
 }

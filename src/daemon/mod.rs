@@ -182,6 +182,14 @@ impl Daemon {
             events_tx.clone(),
             shutdown_rx.clone(),
         ));
+        for f in plan.fire_inputs {
+            joins.push(crate::sources::fire_input::spawn(
+                f,
+                events_tx.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
         joins.extend(
             start_http(
                 &config,

@@ -98,6 +98,8 @@ pub fn alarm(policy: &Policy, a: Alarm, now_ms: i64) -> Record {
             AlarmKind::FireMode => v1::AlarmKind::FireMode,
             AlarmKind::Tamper => v1::AlarmKind::Tamper,
             AlarmKind::DeviceClock => v1::AlarmKind::DeviceClock,
+            AlarmKind::FireInputCleared => v1::AlarmKind::FireInputCleared,
+            AlarmKind::FireInputUnknown => v1::AlarmKind::FireInputUnknown,
         } as i32,
         detail: a.detail,
         temperature_c: a.temperature_c.map(|t| t as f32),

@@ -85,6 +85,8 @@ pub struct Core {
     pub(super) orphans: Vec<String>,
     /// Each device's clock as learned from its live messages.
     pub(super) clocks: HashMap<usize, DeviceClock>,
+    /// Each fire input's last reading.
+    pub(super) fire_inputs: HashMap<usize, super::vocabulary::FireInput>,
 }
 
 /// How many recent device events are remembered for de-duplication (a broker's redelivery, a
@@ -110,6 +112,7 @@ impl Core {
             now_ms: 0,
             orphans: Vec::new(),
             clocks: HashMap::new(),
+            fire_inputs: HashMap::new(),
         }
     }
 

@@ -7,7 +7,9 @@
 //! 0. a stored event — the device marks it so, or it is older than `stale_event_ms` by the
 //!    device's learned clock (`device_clock.rs`) → deny `stale_event`, recorded, never actuated;
 //!    an event that names a person but could not be read in full → deny `invalid_reading`;
-//! 1. `fire` mode → allow `fire_mode` (every exit opens; a fever still raises its alarm);
+//! 1. `fire` mode → allow `fire_mode` (every exit opens; a fever still raises its alarm). Fire
+//!    mode comes from the local command, an order from above, or the fire panel's input
+//!    (`fire_input.rs`), and ends only by the local reset — refused while the input reads fire;
 //! 2. a temperature outside the plausible range → deny `invalid_reading` (measure again);
 //! 3. a temperature at or above the lane's threshold → deny `fever`, and raise a fever alarm;
 //! 4. no temperature where the mode requires one (`epidemic`, `lockdown`) → deny `no_temperature`;
@@ -36,6 +38,7 @@
 //! disagreement is recorded.
 pub mod barrier;
 mod device_clock;
+mod fire_input;
 pub mod held;
 pub mod id;
 pub mod machine;
@@ -57,8 +60,8 @@ pub use registry::{
 };
 pub use state_key::StateKey;
 pub use vocabulary::{
-    Alarm, AlarmKind, CredentialKind, Decision, Decoded, Direction, Hold, Mode, Observation,
-    Origin, Output, Reason, Role, StateReport, SubjectKind,
+    Alarm, AlarmKind, CredentialKind, Decision, Decoded, Direction, FireInput, Hold, Mode,
+    Observation, Origin, Output, Reason, Role, StateReport, SubjectKind,
 };
 
 #[cfg(test)]

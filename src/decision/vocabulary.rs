@@ -168,6 +168,19 @@ pub enum AlarmKind {
     /// A device's clock is far off gatehouse's: its events' age is measured against the
     /// learned offset, but its records' own times are wrong.
     DeviceClock,
+    /// The fire panel's contact is back to normal: fire mode holds until the local reset.
+    FireInputCleared,
+    /// The fire panel's input cannot be read, or its line is faulty: neither fire nor "no fire".
+    FireInputUnknown,
+}
+
+/// What a fire panel's supervised input reads (debounced by its source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FireInput {
+    Normal,
+    Fire,
+    /// The module does not answer, answers with an exception, or reports a line fault.
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -248,6 +261,8 @@ pub enum Role {
     PlateCamera,
     Barrier,
     Loop,
+    /// A dry contact of the fire alarm panel, read through an I/O module.
+    FireInput,
 }
 
 impl Role {
@@ -259,6 +274,7 @@ impl Role {
             Role::PlateCamera => "plate_camera",
             Role::Barrier => "barrier",
             Role::Loop => "loop",
+            Role::FireInput => "fire_input",
         }
     }
 

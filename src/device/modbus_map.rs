@@ -52,3 +52,36 @@ impl Inputs {
         (count < 2000).then_some((lo, count + 1))
     }
 }
+
+/// A fire alarm panel's contact on an I/O module (a profile's `[fire_input]`): the discrete input
+/// it is wired to, the module's line-fault input where it supervises the line, and how long a
+/// reading must hold before it counts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FireInputSpec {
+    /// The discrete input the panel's fire contact is wired to.
+    pub fire: u16,
+    /// What that input reads in fire: `true` for a normally-open contact that closes on fire.
+    #[serde(default = "default_true")]
+    pub fire_when: bool,
+    /// A supervised-input module's line-fault bit (open or short circuit on the contact's line).
+    pub fault: Option<u16>,
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_debounce_ms() -> u64 {
+    300
+}
+
+impl FireInputSpec {
+    /// The first input and how many to read for both.
+    pub fn span(&self) -> (u16, u16) {
+        let lo = self.fire.min(self.fault.unwrap_or(self.fire));
+        let hi = self.fire.max(self.fault.unwrap_or(self.fire));
+        (lo, hi - lo + 1)
+    }
+}

@@ -42,6 +42,10 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../devices/camera/zhenshi-ivs.toml"),
     ),
     (
+        "devices/io/modbus-fire-input.toml",
+        include_str!("../../devices/io/modbus-fire-input.toml"),
+    ),
+    (
         "devices/gate/modbus-relay-barrier.toml",
         include_str!("../../devices/gate/modbus-relay-barrier.toml"),
     ),
@@ -127,6 +131,8 @@ pub struct Profile {
     pub frame_commands: BTreeMap<GateCommandName, BTreeMap<String, u64>>,
     /// Modbus profiles: where the coils and inputs are.
     pub modbus: Option<super::ModbusSpec>,
+    /// Modbus profiles of a fire panel's input: which discrete inputs say fire and line fault.
+    pub fire_input: Option<super::modbus_map::FireInputSpec>,
     /// Serial profiles whose device answers in another layout than the commands (a barrier's
     /// acknowledgements).
     pub reply_frame: Option<FrameSpec>,
@@ -539,7 +545,16 @@ impl Profile {
                 }
             }
             Transport::Modbus => match &self.modbus {
-                None => out.push("modbus: required for a modbus profile".into()),
+                None if self.fire_input.is_some() => {
+                    if let Some(f) = &self.fire_input {
+                        if f.span().1 > 2000 {
+                            out.push(
+                                "fire_input: fire and fault must lie within 2000 inputs".into(),
+                            );
+                        }
+                    }
+                }
+                None => out.push("modbus or fire_input: required for a modbus profile".into()),
                 // One read covers every input: Modbus allows at most 2000 in a request.
                 Some(m) if m.inputs.span().is_none() => {
                     out.push("modbus.inputs: must lie within 2000 consecutive addresses".into())

@@ -37,6 +37,7 @@ fn builtin_profiles_load_without_problems() {
             "generic-gate-mqtt",
             "hikvision-acs-event",
             "hikvision-isapi",
+            "modbus-fire-input",
             "modbus-relay-barrier",
             "rs485-barrier-5b",
             "rs485-face-id",

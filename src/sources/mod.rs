@@ -4,6 +4,7 @@
 //! ([`SourceEvent`]), the status each keeps of its devices ([`DeviceLive`]), and for MQTT (the
 //! endpoint or an external broker) the topic routes and their decoding ([`Route`], [`decode`]).
 pub mod endpoint;
+pub mod fire_input;
 pub mod http;
 pub mod liveness;
 pub mod modbus;
@@ -62,6 +63,12 @@ pub enum SourceEvent {
     /// own, …): `device` when it had authenticated.
     Misbehaving {
         device: Option<usize>,
+        detail: String,
+    },
+    /// A fire panel's input has a new debounced reading (`detail`: why it is unknown).
+    FireInput {
+        device: usize,
+        state: crate::decision::FireInput,
         detail: String,
     },
 }

@@ -174,7 +174,7 @@ async fn run(
     }
 }
 
-async fn connect(link: &ModbusLink, timeout: Duration) -> std::io::Result<Context> {
+pub(crate) async fn connect(link: &ModbusLink, timeout: Duration) -> std::io::Result<Context> {
     match link {
         ModbusLink::Tcp(addr) => {
             let stream = tokio::time::timeout(timeout * 10, tokio::net::TcpStream::connect(addr))

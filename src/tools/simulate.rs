@@ -134,6 +134,17 @@ pub enum SimProfile {
         #[arg(long, default_value = "127.0.0.1:5020")]
         listen: String,
     },
+    /// The fire alarm panel's I/O module on Modbus TCP (unit 1): its contact (DI0) reads fire
+    /// after --fire-after-s, normal again after --clear-after-s (0: never).
+    #[command(name = "modbus-fire-input")]
+    FireInput {
+        #[arg(long, default_value = "127.0.0.1:5021")]
+        listen: String,
+        #[arg(long, default_value_t = 10)]
+        fire_after_s: u64,
+        #[arg(long, default_value_t = 0)]
+        clear_after_s: u64,
+    },
     /// RS-485 5B barrier controller on a new pseudo-terminal (its path is printed); prints every
     /// command frame it decodes and acknowledges it.
     #[command(name = "rs485-barrier-5b")]
@@ -423,6 +434,35 @@ pub async fn simulate(profile: SimProfile) -> Result<(), RunError> {
                     }
                 }
             }
+        }
+        SimProfile::FireInput {
+            listen,
+            fire_after_s,
+            clear_after_s,
+        } => {
+            let panel = sim::fire_panel::FirePanel::default();
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(anyhow::Error::from)?;
+            println!("modbus-fire-input, unit 1, on {listen}: fire in {fire_after_s} s");
+            tokio::spawn(sim::fire_panel::serve_tcp(listener, panel.clone()));
+            let mut stop = stop_on_signal();
+            let secs = std::time::Duration::from_secs;
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                _ = tokio::time::sleep(secs(fire_after_s)) => {}
+            }
+            panel.set_fire(true);
+            println!("the panel's contact reads fire");
+            if clear_after_s > 0 {
+                tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    _ = tokio::time::sleep(secs(clear_after_s)) => {}
+                }
+                panel.set_fire(false);
+                println!("the panel's contact is back to normal (fire mode holds until the reset)");
+            }
+            let _ = stop.changed().await;
         }
         SimProfile::Barrier5b { ber } => {
             let pty = sim::serial::Pty::new().map_err(anyhow::Error::from)?;

@@ -3,6 +3,7 @@
 //! broker; nothing in them reaches into the daemon.
 pub mod adms;
 pub mod barrier;
+pub mod fire_panel;
 pub mod gate;
 pub mod hikvision;
 pub mod http_push;

@@ -1,0 +1,105 @@
+//! The fire alarm panel's input (issue 17 §1): its contact reading fire opens every gate exactly
+//! as the local command does; back to normal it is reported but fire mode holds, and the local
+//! reset is refused while it still reads fire; a bouncing contact is debounced and counted; a
+//! module that stops answering or reports a line fault is "unknown" — an alarm, never "no fire".
+use crate::common::*;
+use gatehouse::metrics::Metrics;
+use gatehouse::proto::v1;
+use gatehouse::tools::sim::fire_panel::{serve_tcp, FirePanel};
+use std::time::Duration;
+
+async fn reset(h: &Harness) -> String {
+    gatehouse::daemon::control::send(&h.dir.path().join("store"), "fire-reset")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fire_panels_contact_opens_every_gate_and_holds_until_the_local_reset() {
+    let panel = FirePanel::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_tcp(listener, panel.clone()));
+    let broker = start_broker();
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
+        t + &format!(
+            r#"
+[[lanes]]
+id = "fire-panel"
+
+[[lanes.devices]]
+id = "fire-1"
+role = "fire_input"
+profile = "modbus-fire-input"
+address = 1
+modbus = {{ tcp = "{addr}" }}
+"#
+        )
+    })
+    .await;
+    // A contact bouncing faster than the debounce time: counted, no fire mode.
+    for _ in 0..10 {
+        panel.set_fire(true);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        panel.set_fire(false);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    assert!(Metrics::get(&h.daemon.metrics.fire_input_flaps) > 0);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), h.gate.recv())
+            .await
+            .is_err(),
+        "a bounce opens nothing"
+    );
+    // Fire: every gate opened and held, the alarm names the panel.
+    panel.set_fire(true);
+    assert_eq!(h.next_command().await.action, "hold_open");
+    let a = h.uplink.alarm_of(v1::AlarmKind::FireMode).await;
+    assert_eq!(a.device, "fire-1");
+    // The reset is refused while the contact reads fire.
+    assert!(
+        reset(&h).await.starts_with("refused"),
+        "reset refused during fire"
+    );
+    // Back to normal: reported, fire mode holds; now the local reset works.
+    panel.set_fire(false);
+    let a = h.uplink.alarm_of(v1::AlarmKind::FireInputCleared).await;
+    assert_eq!(a.device, "fire-1");
+    h.identify(1, Some("R000001"), 36.5, gatehouse::device::Unit::Celsius)
+        .await;
+    loop {
+        let c = h.next_command().await;
+        if c.cause == "1" {
+            assert_eq!(c.reason, "fire_mode", "still fire mode");
+            break;
+        }
+    }
+    assert_eq!(reset(&h).await.trim(), "ok");
+    loop {
+        if h.next_command().await.action == "release" {
+            break;
+        }
+    }
+    // A line fault, then a module that stops answering: unknown, alarmed, not fire.
+    panel.set_line_fault(true);
+    let a = h.uplink.alarm_of(v1::AlarmKind::FireInputUnknown).await;
+    assert!(a.detail.contains("line fault"), "{}", a.detail);
+    panel.set_line_fault(false);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    panel.set_dead(true);
+    let a = h.uplink.alarm_of(v1::AlarmKind::FireInputUnknown).await;
+    assert!(a.detail.contains("does not answer"), "{}", a.detail);
+    h.identify(2, Some("R000001"), 36.5, gatehouse::device::Unit::Celsius)
+        .await;
+    loop {
+        let c = h.next_command().await;
+        if c.cause == "2" {
+            assert_eq!(
+                (c.action.as_str(), c.reason.as_str()),
+                ("open", "ok"),
+                "not fire mode"
+            );
+            break;
+        }
+    }
+}
