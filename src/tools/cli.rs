@@ -98,6 +98,10 @@ enum Cmd {
         rate: f64,
         #[arg(long, default_value_t = 1000)]
         residents: u64,
+        /// The fire alarm panel's contact closes this many seconds in (0: never); fire mode then
+        /// holds until `gatehouse fire-reset --config <the demo's config>`.
+        #[arg(long, default_value_t = 0)]
+        fire_after_s: u64,
     },
     /// Run a device simulator against a broker.
     Simulate {
@@ -265,8 +269,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
         Cmd::Tail(args) => company::tail(args).await?,
         Cmd::Mode { mode, config } => control(&config, &format!("mode {mode}")).await?,
         Cmd::FireReset { config } => control(&config, "fire-reset").await?,
-        Cmd::Demo { rate, residents } => {
-            crate::tools::demo::run(crate::tools::demo::DemoOptions { rate, residents }).await?
+        Cmd::Demo {
+            rate,
+            residents,
+            fire_after_s,
+        } => {
+            crate::tools::demo::run(crate::tools::demo::DemoOptions {
+                rate,
+                residents,
+                fire_after_s,
+            })
+            .await?
         }
         Cmd::Simulate { profile } => super::simulate::simulate(profile).await?,
         Cmd::BenchOutbox {

@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, watch};
 pub struct DemoOptions {
     pub rate: f64,
     pub residents: u64,
+    /// The fire panel's contact closes this many seconds in (0: never).
+    pub fire_after_s: u64,
 }
 
 /// The gate the demo, `gatehouse bench` and the tests run: its place in the tree and one lane
@@ -112,6 +114,8 @@ pub struct DemoConfig {
     pub serial_lane: Option<SerialLane>,
     pub vehicle_lane: Option<VehicleLane>,
     pub http_lane: Option<HttpLane>,
+    /// Lane `fire-panel`: the fire alarm panel's input on a Modbus TCP I/O module here.
+    pub fire_panel: Option<std::net::SocketAddr>,
     /// Lanes of Modbus RTU barriers: (slave address, serial path) each.
     pub rtu_barriers: Vec<(u8, PathBuf)>,
 }
@@ -135,6 +139,7 @@ impl DemoConfig {
             serial_lane: None,
             vehicle_lane: None,
             http_lane: None,
+            fire_panel: None,
             rtu_barriers: Vec::new(),
         }
     }
@@ -353,6 +358,21 @@ from = "127.0.0.1"
                 ));
             }
         }
+        if let Some(addr) = self.fire_panel {
+            text.push_str(&format!(
+                r#"
+[[lanes]]
+id = "fire-panel"
+
+[[lanes.devices]]
+id = "fire-1"
+role = "fire_input"
+profile = "modbus-fire-input"
+address = 1
+modbus = {{ tcp = "{addr}" }}
+"#
+            ));
+        }
         for (n, path) in &self.rtu_barriers {
             text.push_str(&format!(
                 r#"
@@ -409,7 +429,12 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     let (terminal3, mut doors) =
         sim::isapi_terminal::Terminal::start("admin", &api_password).await?;
     let http_port = company_broker::free_port()?;
+    let panel = sim::fire_panel::FirePanel::default();
+    let panel_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let panel_addr = panel_listener.local_addr()?;
+    tokio::spawn(sim::fire_panel::serve_tcp(panel_listener, panel.clone()));
     let demo = DemoConfig {
+        fire_panel: Some(panel_addr),
         plates: true,
         http_lane: Some(HttpLane {
             http_port,
@@ -527,6 +552,21 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     });
     // The door commands: the uplink's records show the decisions behind them.
     let doors_drained = tokio::spawn(async move { while doors.recv().await.is_some() {} });
+    if o.fire_after_s > 0 {
+        let config = dir.join("gatehouse.toml");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(o.fire_after_s)).await;
+            panel.set_fire(true);
+            println!(
+                "\n*** the fire alarm panel's contact closes: every gate opens and holds; reset with \
+                 `gatehouse fire-reset --config {}` once the panel is back to normal ***\n",
+                config.display()
+            );
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            panel.set_fire(false);
+            println!("\n*** the panel is back to normal: fire mode holds until the reset ***\n");
+        });
+    }
     let mut gate_commands = 0u64;
     tokio::select! {
         _ = crate::run::wait_for_signal() => {}
