@@ -78,11 +78,16 @@ struct HttpGate {
 
 impl HttpGate {
     async fn start(more: &str) -> HttpGate {
+        Self::start_with(|_| more.to_string()).await
+    }
+
+    /// With `more(listener port)` appended to the config.
+    async fn start_with(more: impl FnOnce(u16) -> String) -> HttpGate {
         let lists_dir = tempfile::tempdir().unwrap();
         let imports = lists(lists_dir.path());
         let port = gatehouse::tools::company_broker::free_port().unwrap();
         let broker = start_broker();
-        let more = more.to_string();
+        let more = more(port);
         let h = Harness::start_with(broker.clone(), broker, |t| {
             with_http_lanes(t, &imports, port, &more)
         })
@@ -546,12 +551,9 @@ async fn an_armed_terminal_streams_is_caught_up_configured_and_its_door_opened()
     term.store(serde_json::json!({"major": 5, "minor": 75, "serialNo": 900,
         "time": gatehouse::timefmt::rfc3339(now - 300_000), "employeeNoString": "R000007",
         "currTemperature": 36.4}));
-    let lists_dir = tempfile::tempdir().unwrap();
-    let imports = lists(lists_dir.path());
-    let port = gatehouse::tools::company_broker::free_port().unwrap();
-    let broker = start_broker();
-    let lane = format!(
-        r#"
+    let lane = |port| {
+        format!(
+            r#"
 [[lanes]]
 id = "door-1"
 
@@ -561,12 +563,12 @@ role = "thermal"
 profile = "hikvision-isapi"
 api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
 "#,
-        addr = term.addr
-    );
-    let mut h = Harness::start_with(broker.clone(), broker, |t| {
-        with_http_lanes(t, &imports, port, &lane)
-    })
-    .await;
+            addr = term.addr
+        )
+    };
+    let g = HttpGate::start_with(lane).await;
+    let port = g.http.rsplit(':').next().unwrap().to_string();
+    let mut h = g.h;
     within("the stream to open", LONG, async {
         while term.open_streams() == 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -646,10 +648,6 @@ async fn a_dahua_terminals_stream_is_read_and_its_door_opened() {
     let (term, mut doors) = sim::isapi_terminal::Terminal::start("admin", "dh-12345")
         .await
         .unwrap();
-    let lists_dir = tempfile::tempdir().unwrap();
-    let imports = lists(lists_dir.path());
-    let port = gatehouse::tools::company_broker::free_port().unwrap();
-    let broker = start_broker();
     let lane = format!(
         r#"
 [[lanes]]
@@ -663,10 +661,8 @@ api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
 "#,
         term.addr
     );
-    let mut h = Harness::start_with(broker.clone(), broker, |t| {
-        with_http_lanes(t, &imports, port, &lane)
-    })
-    .await;
+    let g = HttpGate::start(&lane).await;
+    let mut h = g.h;
     let open = |term: &sim::isapi_terminal::Terminal| {
         let term = term.clone();
         async move {
@@ -724,10 +720,6 @@ api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zkteco_terminal_on_adms_is_served_by_serial_and_address_and_polled_for_its_door() {
     use sim::adms::{attlog, Terminal};
-    let lists_dir = tempfile::tempdir().unwrap();
-    let imports = lists(lists_dir.path());
-    let port = gatehouse::tools::company_broker::free_port().unwrap();
-    let broker = start_broker();
     let lane = r#"
 [[lanes]]
 id = "zk-1"
@@ -740,11 +732,9 @@ adms_sn = "CKJ1234567890"
 adms_open = true
 from = "127.0.0.1"
 "#;
-    let mut h = Harness::start_with(broker.clone(), broker, |t| {
-        with_http_lanes(t, &imports, port, lane)
-    })
-    .await;
-    let addr = format!("127.0.0.1:{port}");
+    let g = HttpGate::start(lane).await;
+    let addr = g.http.clone();
+    let mut h = g.h;
     // An unknown serial number gets nothing.
     let mut stranger = Terminal::new(&addr, "NOTMINE");
     assert_eq!(stranger.handshake().await.unwrap().0, 404);

@@ -423,13 +423,13 @@ impl Core {
         if ev.subject.is_none() && ev.temperature_c.is_none() && !ev.stranger {
             return;
         }
-        let dev_id = dev.id.clone();
         let stored = self.stored(obs.device, ev.stored, ev.device_time_ms, obs.now_ms, out);
         let mut obs = obs;
         obs.decoded.stored = Some(stored);
         let ev = &obs.decoded;
         // A broker's redelivery, a camera's offline replay: the same event is decided once.
         if !ev.event_id.is_empty() {
+            let dev_id = &self.policy.devices[obs.device].id;
             let key = match ev.device_time_ms {
                 Some(t) => format!("{dev_id}:{}@{t}", ev.event_id),
                 None => format!("{dev_id}:{}", ev.event_id),

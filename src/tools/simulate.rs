@@ -48,17 +48,8 @@ pub enum SimProfile {
     /// AcsEvent search and RemoteControl/door, and prints each door command.
     #[command(name = "hikvision-isapi-terminal")]
     HikvisionTerminal {
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        listen: String,
-        #[arg(long, default_value = "admin")]
-        username: String,
-        #[arg(long, env = "GATEHOUSE_DEVICE_PASSWORD")]
-        password: String,
-        #[arg(long, default_value_t = 1.0)]
-        rate: f64,
-        /// Drop the stream this often, as real terminals do (0: never).
-        #[arg(long, default_value_t = 40)]
-        drop_every_s: u64,
+        #[command(flatten)]
+        terminal: TerminalArgs,
     },
     /// Zhenshi plate camera in HTTP push mode: POSTs plate reads (and heartbeats) and prints
     /// each reply (the reply is the barrier command); with --stored, first its offline records.
@@ -96,21 +87,11 @@ pub enum SimProfile {
         replay: bool,
     },
     /// Dahua access terminal: serves eventManager.cgi (Digest; Code=AccessControl parts and a
-    /// heartbeat every 5 s, the stream dropped now and then) and accessControl.cgi, and prints
-    /// each door command.
+    /// heartbeat every 5 s) and accessControl.cgi, and prints each door command.
     #[command(name = "dahua-access")]
     Dahua {
-        #[arg(long, default_value = "127.0.0.1:8082")]
-        listen: String,
-        #[arg(long, default_value = "admin")]
-        username: String,
-        #[arg(long, env = "GATEHOUSE_DEVICE_PASSWORD")]
-        password: String,
-        #[arg(long, default_value_t = 1.0)]
-        rate: f64,
-        /// Drop the stream this often, as after a reboot (0: never).
-        #[arg(long, default_value_t = 0)]
-        drop_every_s: u64,
+        #[command(flatten)]
+        terminal: TerminalArgs,
     },
     /// ZKTeco terminal on ADMS: handshake, attendance records at the rate (with --stored, a
     /// batch dated minutes back first), a poll every second; prints each command.
@@ -223,6 +204,38 @@ impl PushArgs {
     }
 }
 
+/// A simulated terminal's own server (the side gatehouse calls).
+#[derive(clap::Args)]
+pub struct TerminalArgs {
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: String,
+    #[arg(long, default_value = "admin")]
+    username: String,
+    #[arg(long, env = "GATEHOUSE_DEVICE_PASSWORD")]
+    password: String,
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// Drop the stream this often, as real terminals do every ~40 s and at reboots (0: never).
+    #[arg(long, default_value_t = 40)]
+    drop_every_s: u64,
+}
+
+impl TerminalArgs {
+    async fn run(self, vendor: crate::tools::sim::isapi_terminal::Vendor) -> Result<(), RunError> {
+        crate::tools::sim::isapi_terminal::run(
+            vendor,
+            &self.listen,
+            &self.username,
+            &self.password,
+            self.rate,
+            self.drop_every_s,
+            stop_on_signal(),
+        )
+        .await
+        .map_err(|e| RunError::Runtime(e.into()))
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum UnitArg {
     Celsius,
@@ -325,23 +338,8 @@ pub async fn simulate(profile: SimProfile) -> Result<(), RunError> {
                 sim::http_push::run_zhenshi(push.options(0), &mut print, stop_on_signal()).await;
             println!("{n} reads pushed");
         }
-        SimProfile::HikvisionTerminal {
-            listen,
-            username,
-            password,
-            rate,
-            drop_every_s,
-        } => {
-            sim::isapi_terminal::run(
-                &listen,
-                &username,
-                &password,
-                rate,
-                drop_every_s,
-                stop_on_signal(),
-            )
-            .await
-            .map_err(anyhow::Error::from)?;
+        SimProfile::HikvisionTerminal { terminal } => {
+            terminal.run(sim::isapi_terminal::Vendor::Isapi).await?
         }
         SimProfile::Gate {
             broker,
@@ -383,24 +381,7 @@ pub async fn simulate(profile: SimProfile) -> Result<(), RunError> {
             )
             .await;
         }
-        SimProfile::Dahua {
-            listen,
-            username,
-            password,
-            rate,
-            drop_every_s,
-        } => {
-            sim::isapi_terminal::run_dahua(
-                &listen,
-                &username,
-                &password,
-                rate,
-                drop_every_s,
-                stop_on_signal(),
-            )
-            .await
-            .map_err(anyhow::Error::from)?;
-        }
+        SimProfile::Dahua { terminal } => terminal.run(sim::isapi_terminal::Vendor::Dahua).await?,
         SimProfile::Zkteco {
             listen,
             sn,

@@ -320,10 +320,22 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// The terminal as `gatehouse simulate hikvision-isapi-terminal` runs it: events into every open
-/// alertStream at `rate` (residents `R000000`…), a heartbeat (`videoloss`, inactive) every 10 s,
-/// the stream dropped every `drop_every_s` (0: never), as real ones do; prints each door command.
+/// Which terminal [`run`] plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    /// Hikvision: JSON `AccessControllerEvent` parts, a `videoloss` heartbeat every 10 s.
+    Isapi,
+    /// Dahua: `Code=AccessControl;…;data={…}` parts (one in ten by card alone), a `Heartbeat`
+    /// every 5 s.
+    Dahua,
+}
+
+/// The terminal as `gatehouse simulate hikvision-isapi-terminal | dahua-access` runs it: events
+/// into every open stream at `rate` (residents `R000000`…), its heartbeat, the stream dropped
+/// every `drop_every_s` (0: never) as real ones drop (every ~40 s, at reboots); prints each door
+/// command.
 pub async fn run(
+    vendor: Vendor,
     listen: &str,
     username: &str,
     password: &str,
@@ -332,69 +344,43 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let (t, mut doors) = Terminal::start_on(listen, username, password).await?;
-    println!("ISAPI terminal on {} (user {username})", t.addr);
+    println!("{vendor:?} terminal on {} (user {username})", t.addr);
     let mut rng = super::Rng::new(crate::now_ms() as u64);
+    let secs = std::time::Duration::from_secs;
     let mut events =
         tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / rate.max(0.001)));
-    let mut beat = tokio::time::interval(std::time::Duration::from_secs(10));
-    let every = std::time::Duration::from_secs(drop_every_s.max(1));
+    let mut beat = tokio::time::interval(secs(if vendor == Vendor::Dahua { 5 } else { 10 }));
+    let every = secs(drop_every_s.max(1));
     let mut drops = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut serial = 0u64;
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
-            Some((door, body)) = doors.recv() => println!("door {door}: {body}"),
+            Some((door, what)) = doors.recv() => println!("door {door}: {what}"),
             _ = drops.tick(), if drop_every_s > 0 => t.drop_streams(),
-            _ = beat.tick() => t.send_event(&json!({"eventType": "videoloss", "eventState": "inactive",
-                "dateTime": crate::timefmt::rfc3339(crate::now_ms())}).to_string()),
+            _ = beat.tick() => match vendor {
+                Vendor::Isapi => t.send_event(&json!({"eventType": "videoloss", "eventState": "inactive",
+                    "dateTime": crate::timefmt::rfc3339(crate::now_ms())}).to_string()),
+                Vendor::Dahua => t.send_dahua("Heartbeat"),
+            },
             _ = events.tick() => {
                 serial += 1;
                 let who = format!("R{:06}", rng.next_u64() % 1000);
-                t.send_event(&json!({"eventType": "AccessControllerEvent",
-                    "dateTime": crate::timefmt::rfc3339(crate::now_ms()),
-                    "AccessControllerEvent": {"serialNo": serial, "employeeNoString": who,
-                        "currTemperature": 36.5, "currentEvent": true}}).to_string());
-            }
-        }
-    }
-}
-
-/// The terminal as `gatehouse simulate dahua-access` runs it: `Code=AccessControl` parts into
-/// every open eventManager stream at `rate` (residents `R000000`…, one in ten by card alone), a
-/// `Heartbeat` every 5 s, the stream dropped every `drop_every_s` (0: never); prints each door
-/// command.
-pub async fn run_dahua(
-    listen: &str,
-    username: &str,
-    password: &str,
-    rate: f64,
-    drop_every_s: u64,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let (t, mut doors) = Terminal::start_on(listen, username, password).await?;
-    println!("Dahua terminal on {} (user {username})", t.addr);
-    let mut rng = super::Rng::new(crate::now_ms() as u64);
-    let mut events =
-        tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / rate.max(0.001)));
-    let mut beat = tokio::time::interval(std::time::Duration::from_secs(5));
-    let every = std::time::Duration::from_secs(drop_every_s.max(1));
-    let mut drops = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut rec = 0u64;
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return Ok(()),
-            Some((door, query)) = doors.recv() => println!("door {door}: {query}"),
-            _ = drops.tick(), if drop_every_s > 0 => t.drop_streams(),
-            _ = beat.tick() => t.send_dahua("Heartbeat"),
-            _ = events.tick() => {
-                rec += 1;
-                let who = format!("R{:06}", rng.next_u64() % 1000);
-                let data = if rng.unit() < 0.1 {
-                    json!({"UserID": "", "CardNo": format!("10:{}", 1000 + rng.next_u64() % 1000), "Method": 1, "Status": 1, "RecNo": rec, "UTC": crate::now_ms() / 1000})
-                } else {
-                    json!({"UserID": who, "Method": 15, "Status": 1, "Similarity": 90, "RecNo": rec, "UTC": crate::now_ms() / 1000})
-                };
-                t.send_dahua(&format!("Code=AccessControl;action=Pulse;index=0;data={data}"));
+                let card = rng.unit() < 0.1;
+                match vendor {
+                    Vendor::Isapi => t.send_event(&json!({"eventType": "AccessControllerEvent",
+                        "dateTime": crate::timefmt::rfc3339(crate::now_ms()),
+                        "AccessControllerEvent": {"serialNo": serial, "employeeNoString": who,
+                            "currTemperature": 36.5, "currentEvent": true}}).to_string()),
+                    Vendor::Dahua => {
+                        let data = if card {
+                            json!({"UserID": "", "CardNo": format!("10:{}", 1000 + rng.next_u64() % 1000), "Method": 1, "Status": 1, "RecNo": serial, "UTC": crate::now_ms() / 1000})
+                        } else {
+                            json!({"UserID": who, "Method": 15, "Status": 1, "Similarity": 90, "RecNo": serial, "UTC": crate::now_ms() / 1000})
+                        };
+                        t.send_dahua(&format!("Code=AccessControl;action=Pulse;index=0;data={data}"));
+                    }
+                }
             }
         }
     }
