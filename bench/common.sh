@@ -33,6 +33,10 @@ url = "$3"
 [store]
 dir = "store"
 
+# The bench machine's clock is taken as right.
+[clock]
+trusted = true
+
 # The referee's load generator stamps every event "2020-02-20T08:15:32+08:00": a clock frozen
 # years back, and no heartbeat to learn it from. The age check is off (0) so that each event is
 # decided as a live one; the device's own stored marker would still count.

@@ -4,7 +4,8 @@
 //! the ids already applied is the caller's (it owns them).
 //!
 //! Refused, each with its reason in the `cmd/result`: `malformed`, `unknown_key`,
-//! `bad_signature`, `expired` (past its expiry, or issued longer ago than the maximum lifetime),
+//! `bad_signature`, `clock_unsynced` (anything but a mode change or a ping while the gateway's
+//! clock is not known to be right), `expired` (past its expiry, or issued longer ago than the maximum lifetime),
 //! `lifetime_too_long` (valid for longer than `max_lifetime_s`), `not_yet_valid` (issued further
 //! in the future than the allowed clock skew), `issued_before_store` (issued before this
 //! gateway's store existed: after a lost store its replay ids are gone too), `replayed` (an id
@@ -107,6 +108,8 @@ pub struct Limits {
     /// How long an order may be valid, and how long ago it may have been issued.
     pub max_lifetime_ms: i64,
     pub store: StoreAge,
+    /// The gateway's clock is known to be right: an order's validity can be checked.
+    pub clock_trusted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +219,16 @@ pub fn verify(
         Some(v1::command::Payload::SetThreshold(_)) => Kind::SetThreshold,
         None => return Err(refuse(id, "malformed", "no payload".into())),
     };
+    // A remote open's validity read on a clock that may be decades off proves nothing.
+    if !limits.clock_trusted && !matches!(kind, Kind::SetMode | Kind::Ping) {
+        return Err(refuse(
+            id,
+            "clock_unsynced",
+            "this gateway's clock is not known to be right (not synced since boot): until it is \
+             only a mode change (not fire) is taken"
+                .into(),
+        ));
+    }
     match limits.store {
         StoreAge::Since(created) if c.issued_at_ms < created => {
             return Err(refuse(
@@ -383,6 +396,7 @@ mod tests {
         max_skew_ms: 30_000,
         max_lifetime_ms: 24 * 3600 * 1000,
         store: StoreAge::Since(NOW - 3600 * 1000),
+        clock_trusted: true,
     };
 
     fn check_with(
@@ -603,7 +617,19 @@ mod tests {
             check_with(&sign(&fresh, "company", &company), &trusted, &unknown),
             Err("issued_before_store")
         );
+        let unsynced = Limits {
+            clock_trusted: false,
+            ..LIMITS
+        };
+        assert_eq!(
+            check_with(&sign(&fresh, "company", &company), &trusted, &unsynced),
+            Err("clock_unsynced")
+        );
         let lockdown = command("s2", v1::Level::Street, "330106001", mode("lockdown"));
+        assert_eq!(
+            check_with(&sign(&lockdown, "company", &company), &trusted, &unsynced),
+            Ok(Kind::SetMode)
+        );
         assert_eq!(
             check_with(&sign(&lockdown, "company", &company), &trusted, &unknown),
             Ok(Kind::SetMode)

@@ -249,6 +249,7 @@ async fn a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going() {
             // Far more than the disk holds: the disk is what says "full".
             max_bytes: 1 << 30,
             ttl: [Duration::from_secs(3600); 3],
+            clock: std::sync::Arc::new(gatehouse::clock::ClockWatch::new(true)),
         },
         metrics.clone(),
     )

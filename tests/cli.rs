@@ -367,6 +367,7 @@ fn keygen_and_command_make_a_command_the_gateway_accepts() {
         max_skew_ms: 60_000,
         max_lifetime_ms: 24 * 3600 * 1000,
         store: StoreAge::Since(1),
+        clock_trusted: true,
     };
     let v = verify(&bytes, &trusted, &place, gatehouse::now_ms(), &limits).unwrap();
     assert_eq!(v.kind, Kind::SetMode);

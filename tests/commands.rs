@@ -33,8 +33,6 @@ pub(crate) fn keys_toml() -> String {
         r#"
 [commands]
 max_skew_s = 30
-# The test machine's clock is taken as right (no waiting for NTP to date the store).
-trust_clock = true
 
 [[commands.keys]]
 id = "company"
@@ -264,6 +262,9 @@ city = "3301"
 district = "330106"
 street = "{street}"
 community = "{community}"
+
+[clock]
+trusted = true
 
 [device_broker]
 listen = "127.0.0.1:{devices}"

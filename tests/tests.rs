@@ -4,6 +4,7 @@ mod common;
 
 mod chaos;
 mod cli;
+mod clock;
 mod commands;
 mod crash;
 mod endpoint;

@@ -6,6 +6,8 @@ use crate::mqtt_client::BrokerUrl;
 pub use crate::problem::Problem;
 
 pub mod device_http;
+mod operations;
+pub use operations::{ClockSection, MetricsSection};
 mod device_side;
 pub use device_http::{DeviceApiSection, DeviceHttpSection, PushMode};
 pub mod secrets;
@@ -50,6 +52,10 @@ pub struct Config {
     /// so that "command" means only what goes to a gate.
     #[serde(default, rename = "commands")]
     pub orders: OrdersSection,
+    #[serde(default)]
+    pub clock: ClockSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
 }
 
 /// Signed orders from above (`[commands]`): the keys trusted to sign them, and what each may do.
@@ -67,11 +73,6 @@ pub struct OrdersSection {
     /// refused (a version near the top of the range would freeze sync for good).
     #[serde(default = "default_max_version_step")]
     pub max_version_step: u64,
-    /// The box's clock is right from boot (a battery-backed clock checked at installation): the
-    /// store's creation time is taken at once. Otherwise gatehouse waits for the kernel to report
-    /// the clock synced (NTP) before it trusts the time for replay protection.
-    #[serde(default)]
-    pub trust_clock: bool,
     #[serde(default)]
     pub keys: Vec<KeySection>,
 }
@@ -82,7 +83,6 @@ impl Default for OrdersSection {
             max_skew_s: default_max_skew_s(),
             max_lifetime_s: default_max_lifetime_s(),
             max_version_step: default_max_version_step(),
-            trust_clock: false,
             keys: Vec::new(),
         }
     }

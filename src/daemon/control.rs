@@ -4,9 +4,12 @@
 //! (`SO_PEERCRED`): root or the daemon's own user only. Who asked — pid and uid — is logged with
 //! every change.
 //!
-//! One request line, one reply line: `mode <normal|epidemic|lockdown|fire>`, `fire-reset`.
-//! Replies start with `ok` or `refused:`.
+//! One request line, one reply line: `mode <normal|epidemic|lockdown|fire>`, `fire-reset`
+//! (replies start with `ok` or `refused:`), `status` (the reply is one JSON object: what
+//! `gatehouse status` prints as a table). Debug builds only, for the tests: `test-clock-step <ms>`
+//! and `test-clock-synced <true|false>`.
 use crate::decision::{Mode, Origin};
+use crate::uplink::StatusSource;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -29,6 +32,7 @@ pub fn socket_path(store_dir: &Path) -> PathBuf {
 pub fn serve(
     store_dir: &Path,
     to_core: mpsc::Sender<Control>,
+    status: StatusSource,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = socket_path(store_dir);
@@ -59,8 +63,9 @@ pub fn serve(
                             }
                         };
                         let to_core = to_core.clone();
+                        let status = status.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = answer(stream, to_core, peer).await {
+                            if let Err(e) = answer(stream, to_core, &status, peer).await {
                                 warn!(error = %e, "Control request failed.");
                             }
                         });
@@ -80,12 +85,20 @@ pub fn serve(
 async fn answer(
     stream: UnixStream,
     to_core: mpsc::Sender<Control>,
+    status: &StatusSource,
     peer: tokio::net::unix::UCred,
 ) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     // A request is one short line; more is not ours to read.
     BufReader::new(rd.take(256)).read_line(&mut line).await?;
+    if line.trim() == "status" {
+        let text = format!("{}\n", status.report());
+        return wr.write_all(text.as_bytes()).await;
+    }
+    if let Some(reply) = test_hook(line.trim(), status) {
+        return wr.write_all(format!("{reply}\n").as_bytes()).await;
+    }
     info!(request = %line.trim(), uid = peer.uid(), pid = ?peer.pid(), "Control request from the box.");
     let reply = match request(line.trim()) {
         Err(e) => Err(e),
@@ -106,6 +119,24 @@ async fn answer(
 }
 
 type Reply = oneshot::Sender<Result<(), String>>;
+
+/// The clock test hooks, in debug builds (what `cargo test` builds) only: a release build has
+/// no way to move its clock from outside.
+#[cfg(debug_assertions)]
+fn test_hook(line: &str, status: &StatusSource) -> Option<String> {
+    let mut words = line.split_whitespace();
+    match (words.next()?, words.next()?) {
+        ("test-clock-step", ms) => status.clock.test_step(ms.parse().ok()?),
+        ("test-clock-synced", s) => status.clock.test_force_synced(s == "true"),
+        _ => return None,
+    }
+    Some("ok".into())
+}
+
+#[cfg(not(debug_assertions))]
+fn test_hook(_line: &str, _status: &StatusSource) -> Option<String> {
+    None
+}
 
 fn request(line: &str) -> Result<Box<dyn FnOnce(Reply) -> Control + Send>, String> {
     let mut words = line.split_whitespace();

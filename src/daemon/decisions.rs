@@ -51,6 +51,8 @@ pub struct DecisionLoop {
     /// The event being decided came from a device whose reply is its gate command: the command
     /// for that device goes here (see `sources::http`).
     reply: Option<(usize, Instant, tokio::sync::oneshot::Sender<Vec<u8>>)>,
+    /// What a clock jump made the core say, out with the next emit.
+    clock_out: Vec<Output>,
 }
 
 /// Everything that reaches the decision loop, a channel per kind.
@@ -136,10 +138,12 @@ impl DecisionLoop {
             last_fire_assert: Instant::now(),
             last_trim: Instant::now(),
             reply: None,
+            clock_out: Vec::new(),
         }
     }
 
     pub async fn run(mut self, mut inbox: Inbox, start: Vec<Output>) {
+        self.core.set_clock_trusted(self.status.clock.trusted());
         self.emit(start, None).await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let stall = crate::metrics::stall_at("DECISIONS");
@@ -147,7 +151,7 @@ impl DecisionLoop {
             crate::metrics::stall_if_due(stall, "decision loop").await;
             // A waiting identification is decided when its join window closes, not a tick later.
             let deadline = self.core.next_deadline().map(|at| {
-                let wait = (at - crate::now_ms()).max(0) as u64;
+                let wait = (at - self.now()).max(0) as u64;
                 tokio::time::Instant::now() + Duration::from_millis(wait)
             });
             let window = async {
@@ -180,13 +184,14 @@ impl DecisionLoop {
                     }
                     SourceEvent::Misbehaving { device, detail } => {
                         let status = device.and_then(|d| self.status.devices.get(d)).map(|s| &s.0);
-                        let r = records::misbehaving_alarm(status, &detail, crate::now_ms());
+                        let r = records::misbehaving_alarm(status, &detail, self.status.clock.now());
                         self.append(vec![r], Vec::new(), None).await;
                     }
                 },
                 Some(r) = inbox.barrier_reports.recv() => {
                     let mut out = Vec::new();
-                    self.core.barrier_update(r.device, r.inputs, crate::now_ms(), &mut out);
+                    let now = self.now();
+                    self.core.barrier_update(r.device, r.inputs, now, &mut out);
                     self.faults(&r, &mut out);
                     self.emit(out, None).await;
                 }
@@ -203,7 +208,7 @@ impl DecisionLoop {
 
     async fn observe(&mut self, i: Input) {
         if let Some(state) = i.decoded.as_ref().and_then(|d| d.state) {
-            let now_ms = crate::now_ms();
+            let now_ms = self.now();
             let mut out = Vec::new();
             match state {
                 crate::decision::StateReport::Arm(arm) => {
@@ -244,12 +249,13 @@ impl DecisionLoop {
         };
         let mut out = Vec::new();
         self.reply = i.reply.map(|tx| (i.device, i.received, tx));
+        let now_ms = self.now();
         self.core.observe(
             Observation {
                 device: i.device,
                 decoded,
                 received: i.received,
-                now_ms: crate::now_ms(),
+                now_ms,
                 redelivered: i.redelivered,
             },
             &mut out,
@@ -265,8 +271,9 @@ impl DecisionLoop {
             self.last_trim = Instant::now();
             super::boot::release_free_memory();
         }
+        self.check_clock();
         let mut out = Vec::new();
-        let now = crate::now_ms();
+        let now = self.now();
         self.core.tick(now, &mut out);
         self.orders.tick(now, &mut out);
         if let Some(done) = self.stats.roll(now, self.core.inside()) {
@@ -291,9 +298,10 @@ impl DecisionLoop {
     /// A checked order from above, answered once its change is durable.
     async fn order(&mut self, order: Checked) {
         let mut out = Vec::new();
+        let now = self.now();
         let result = self
             .orders
-            .take(order.verified, &mut self.core, crate::now_ms(), &mut out);
+            .take(order.verified, &mut self.core, now, &mut out);
         self.mode_shown();
         let results = self.orders.answer_later(result);
         self.emit(out, results).await;
@@ -377,12 +385,13 @@ impl DecisionLoop {
         }
         let last = self.last_command.get(&device).copied().unwrap_or("unknown");
         let body = records::command_answer(last, i64::try_from(code).unwrap_or(i64::MAX));
-        let r = records::device_event(&self.core.policy, device, crate::now_ms(), body);
+        let now = self.now();
+        let r = records::device_event(&self.core.policy, device, now, body);
         self.append(vec![r], Vec::new(), None).await;
     }
 
     async fn link(&mut self, l: LinkChange) {
-        let now_ms = crate::now_ms();
+        let now_ms = self.now();
         let mut records = Vec::new();
         for &d in &l.devices {
             let Some((status, live)) = self.status.devices.get(d) else {
@@ -395,10 +404,46 @@ impl DecisionLoop {
         self.append(records, Vec::new(), None).await;
     }
 
+    /// The wall clock, through the watch: a jump since the last reading is first carried across
+    /// the core's timers and the last opens (and reported with the next emit).
+    fn now(&mut self) -> i64 {
+        let now = self.status.clock.now();
+        if let Some(delta_ms) = self.status.clock.take_jump() {
+            warn!(
+                delta_ms,
+                "The wall clock jumped: timers carried across; alarm clock_jump."
+            );
+            self.core.clock_stepped(delta_ms, &mut self.clock_out);
+            for at in self.last_open_ms.values_mut() {
+                *at = at.saturating_add(delta_ms);
+            }
+        }
+        now
+    }
+
+    /// Reads the kernel's sync state again; a change reaches the core and the status.
+    fn check_clock(&mut self) {
+        let clock = &self.status.clock;
+        if !clock.check_sync() || clock.trusted() == self.core.clock_trusted() {
+            return;
+        }
+        let trusted = clock.trusted();
+        self.core.set_clock_trusted(trusted);
+        self.status.changed.notify_one();
+        if trusted {
+            info!("The clock is synced: visitor passes, orders and time rules apply again.");
+        } else {
+            warn!("The clock is no longer known to be synced: visitor passes and orders wait for it; records say clock_unsynced.");
+        }
+    }
+
     /// Carries out the core's outputs: commands first (the fast path), then one append with the
     /// records and state changes, and the device's ack after them.
-    async fn emit(&mut self, out: Vec<Output>, ack: Option<outbox::Ack>) {
-        let now_ms = crate::now_ms();
+    async fn emit(&mut self, mut out: Vec<Output>, ack: Option<outbox::Ack>) {
+        let now_ms = self.now();
+        if !self.clock_out.is_empty() {
+            out.splice(0..0, std::mem::take(&mut self.clock_out));
+        }
         let mut records = Vec::new();
         let mut state = Vec::new();
         let mut counted = false;
@@ -406,7 +451,7 @@ impl DecisionLoop {
             match o {
                 Output::Decision(d) => {
                     Metrics::inc(&self.metrics.decisions);
-                    self.stats.record(&d);
+                    self.stats.record(&d, !self.core.clock_trusted());
                     counted = true;
                     if let Some(g) = d.gate {
                         let command = GateCommandName::of(d.allow.then_some(d.direction), None);
@@ -552,12 +597,15 @@ impl DecisionLoop {
 
     async fn append(
         &self,
-        records: Vec<Record>,
+        mut records: Vec<Record>,
         state: Vec<(StateKey, Option<Vec<u8>>)>,
         ack: Option<outbox::Ack>,
     ) {
         if records.is_empty() && state.is_empty() && ack.is_none() {
             return;
+        }
+        if !self.core.clock_trusted() {
+            records.iter_mut().for_each(Record::mark_clock_unsynced);
         }
         let append = Append {
             records,

@@ -6,6 +6,15 @@
 //!   order to the core — one small function per payload kind — and answers on `cmd/result` once
 //!   the change is durable. A registry sync (whole, or assembled from chunks) is written and
 //!   loaded off the loop and answered when it is swapped in.
+use crate::clock::ClockWatch;
+
+/// What the order checks know of time: the store's creation time (unix ms; 0 while not known —
+/// the desk settles it) and whether the box's clock is right.
+#[derive(Clone)]
+pub struct OrderTime {
+    pub store_created: Arc<AtomicI64>,
+    pub clock: Arc<ClockWatch>,
+}
 use crate::config::Config;
 use crate::decision::{Core, Mode, Origin, Output, Registry, StateKey};
 use crate::metrics::{worth_logging, Metrics};
@@ -50,8 +59,7 @@ pub struct Gatekeeper {
     place: Place,
     max_skew_ms: i64,
     max_lifetime_ms: i64,
-    /// When the store was created (unix ms); 0 while not known. The desk settles it.
-    store_created: Arc<AtomicI64>,
+    time: OrderTime,
     results: mpsc::Sender<v1::CommandResult>,
     refusals: Refusals,
 }
@@ -59,7 +67,7 @@ pub struct Gatekeeper {
 impl Gatekeeper {
     pub fn new(
         config: &Config,
-        store_created: Arc<AtomicI64>,
+        time: OrderTime,
         results: mpsc::Sender<v1::CommandResult>,
         metrics: Arc<Metrics>,
     ) -> Gatekeeper {
@@ -82,7 +90,7 @@ impl Gatekeeper {
             place: place(config),
             max_skew_ms: config.orders.max_skew_s as i64 * 1000,
             max_lifetime_ms: config.orders.max_lifetime_s as i64 * 1000,
-            store_created,
+            time,
             results,
             refusals: Refusals::new(metrics),
         }
@@ -91,8 +99,8 @@ impl Gatekeeper {
     /// Checks every order until the uplink goes; passes the good ones on to the decision loop.
     pub async fn run(mut self, mut raw: mpsc::Receiver<RawOrder>, checked: mpsc::Sender<Checked>) {
         while let Some(order) = raw.recv().await {
-            let now = crate::now_ms();
-            let store = match self.store_created.load(Ordering::Relaxed) {
+            let now = self.time.clock.now();
+            let store = match self.time.store_created.load(Ordering::Relaxed) {
                 0 => StoreAge::Unknown,
                 ms => StoreAge::Since(ms),
             };
@@ -100,6 +108,7 @@ impl Gatekeeper {
                 max_skew_ms: self.max_skew_ms,
                 max_lifetime_ms: self.max_lifetime_ms,
                 store,
+                clock_trusted: self.time.clock.trusted(),
             };
             // Ed25519 and a large decode are CPU work: off the async threads.
             let (bytes, trusted, place) = (order.bytes, self.trusted.clone(), self.place.clone());
@@ -149,10 +158,8 @@ pub struct OrderDesk {
     sync_lock: Arc<std::sync::Mutex<()>>,
     /// Replay refusals answered upstream and logged at a bounded rate, as the gatekeeper's.
     refusals: Refusals,
-    /// The store's creation time, once a synced clock gave it (0 until then).
-    store_created: Arc<AtomicI64>,
-    /// The box's clock is right from boot (`commands.trust_clock`).
-    trust_clock: bool,
+    /// The store's creation time (settled here once a trusted clock gives it), and the clock.
+    time: OrderTime,
 }
 
 /// A registry sync done off the decision loop: the new registry (or why not), and its result.
@@ -189,7 +196,7 @@ impl OrderDesk {
         config: &Config,
         state: &[(String, Vec<u8>)],
         store: Store,
-        store_created: Arc<AtomicI64>,
+        time: OrderTime,
         results: mpsc::Sender<v1::CommandResult>,
         swaps: mpsc::Sender<RegistrySwap>,
         metrics: Arc<Metrics>,
@@ -216,8 +223,7 @@ impl OrderDesk {
             transfers: HashMap::new(),
             sync_lock: Arc::default(),
             refusals: Refusals::new(metrics),
-            store_created,
-            trust_clock: config.orders.trust_clock,
+            time,
         };
         desk.settle_store_age(crate::now_ms());
         desk
@@ -226,20 +232,18 @@ impl OrderDesk {
     /// Takes the store's creation time from the store, or — the first time the clock is known to
     /// be right — records it. Until then orders a replay could abuse are refused.
     fn settle_store_age(&self, now: i64) {
-        if self.store_created.load(Ordering::Relaxed) != 0 {
+        if self.time.store_created.load(Ordering::Relaxed) != 0 {
             return;
         }
         let created = match self.store.created_ms() {
             Ok(Some(ms)) => Ok(ms),
-            Ok(None) if self.trust_clock || crate::clock::synced() => {
-                self.store.settle_created(now)
-            }
+            Ok(None) if self.time.clock.trusted() => self.store.settle_created(now),
             Ok(None) => return,
             Err(e) => Err(e),
         };
         match created {
             Ok(ms) => {
-                self.store_created.store(ms, Ordering::Relaxed);
+                self.time.store_created.store(ms, Ordering::Relaxed);
                 info!(
                     store_created_ms = ms,
                     "Store age known: orders issued before it are refused."
@@ -411,7 +415,7 @@ impl OrderDesk {
     pub fn tick(&mut self, now: i64, out: &mut Vec<Output>) {
         // Only a clock known to be right may expire them: one that booted years ahead would
         // forget every id, and once NTP set it back the orders could be replayed.
-        if self.trust_clock || crate::clock::synced() {
+        if self.time.clock.trusted() {
             self.applied.retain(|id, until| {
                 let keep = *until >= now;
                 if !keep {
@@ -626,7 +630,18 @@ mod tests {
         let (swaps, _) = mpsc::channel(1);
         let created = Arc::new(AtomicI64::new(1));
         (
-            OrderDesk::new(&config, &[], store, created, results, swaps, Arc::default()),
+            OrderDesk::new(
+                &config,
+                &[],
+                store,
+                OrderTime {
+                    store_created: created,
+                    clock: Arc::new(ClockWatch::new(true)),
+                },
+                results,
+                swaps,
+                Arc::default(),
+            ),
             rx,
         )
     }

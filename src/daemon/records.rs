@@ -100,6 +100,7 @@ pub fn alarm(policy: &Policy, a: Alarm, now_ms: i64) -> Record {
             AlarmKind::DeviceClock => v1::AlarmKind::DeviceClock,
             AlarmKind::FireInputCleared => v1::AlarmKind::FireInputCleared,
             AlarmKind::FireInputUnknown => v1::AlarmKind::FireInputUnknown,
+            AlarmKind::ClockJump => v1::AlarmKind::ClockJump,
         } as i32,
         detail: a.detail,
         temperature_c: a.temperature_c.map(|t| t as f32),

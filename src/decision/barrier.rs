@@ -115,6 +115,16 @@ impl Barrier {
         }
     }
 
+    /// The wall clock stepped: the confirmation awaited and the last open move with it.
+    pub fn clock_stepped(&mut self, delta_ms: i64) {
+        if let Some((_, deadline)) = &mut self.awaiting {
+            *deadline = deadline.saturating_add(delta_ms);
+        }
+        if let Some(at) = &mut self.last_open_ms {
+            *at = at.saturating_add(delta_ms);
+        }
+    }
+
     pub fn inputs(&self) -> Option<BarrierInputs> {
         self.inputs
     }

@@ -27,6 +27,10 @@ impl Core {
         let Some(dev) = self.policy.devices.get(device) else {
             return;
         };
+        // Against a gateway clock not known to be right, the offset would be our own error.
+        if !self.clock_trusted {
+            return;
+        }
         let offset_ms = now_ms.saturating_sub(device_time_ms);
         let clock = self.clocks.entry(device).or_default();
         clock.offset_ms = offset_ms;
@@ -68,6 +72,8 @@ impl Core {
                 self.clock_sample(device, t, now_ms, out);
                 false
             }
+            // An age needs our own clock to be right.
+            (None, Some(_)) if !self.clock_trusted => false,
             (None, Some(t)) => {
                 let offset = self.clocks.get(&device).map_or(0, |c| c.offset_ms);
                 let stale =

@@ -87,6 +87,8 @@ pub struct Core {
     pub(super) clocks: HashMap<usize, DeviceClock>,
     /// Each fire input's last reading.
     pub(super) fire_inputs: HashMap<usize, super::vocabulary::FireInput>,
+    /// The gateway's clock is known to be right (`gateway_clock.rs`).
+    pub(super) clock_trusted: bool,
 }
 
 /// How many recent device events are remembered for de-duplication (a broker's redelivery, a
@@ -113,6 +115,7 @@ impl Core {
             orphans: Vec::new(),
             clocks: HashMap::new(),
             fire_inputs: HashMap::new(),
+            clock_trusted: true,
         }
     }
 
@@ -564,7 +567,7 @@ impl Core {
         for (device, b_out) in all {
             self.barrier_outputs(device, b_out, out);
         }
-        if self.mode != Mode::Lockdown {
+        if self.mode != Mode::Lockdown || !self.clock_trusted {
             return;
         }
         let overdue_ms = i64::from(self.policy.quota.overdue_h) * 3600 * 1000;
@@ -709,7 +712,9 @@ impl Core {
                     if self.out_since.remove(person).is_some() {
                         out.push(Output::State(StateKey::OutSince(person.into()), None));
                     }
-                } else if self.mode == Mode::Lockdown {
+                } else if self.mode == Mode::Lockdown && self.clock_trusted {
+                    // On a clock not known to be right the outing's date is unknown: counted at
+                    // a wrong one it would later lock the household in, or vanish.
                     let household = self.registry.household_id(r).to_string();
                     let window = i64::from(self.policy.quota.days) * DAY_MS;
                     let times = self.outings.entry(household.as_str().into()).or_default();

@@ -30,6 +30,10 @@
 //! `lockdown`; anti-passback; otherwise `ok`. A read a camera replays (same `plateid`) is decided
 //! once.
 //!
+//! Time: while the gateway's clock is not known to be right (`gateway_clock.rs`) a visitor pass
+//! is refused `clock_unsynced`; a resident's `valid_until`, the lockdown quota, the overdue-outing
+//! alarm and an event's age are not applied (residents are never locked out by a wrong clock).
+//!
 //! Temperature joins identity on lanes whose thermal station is a separate device: an
 //! identification takes the lane's latest unused reading from `join.before_ms` before it; when the
 //! mode requires a temperature and none is there yet, the decision waits for one until
@@ -39,6 +43,7 @@
 pub mod barrier;
 mod device_clock;
 mod fire_input;
+mod gateway_clock;
 pub mod held;
 pub mod id;
 pub mod machine;
@@ -66,5 +71,7 @@ pub use vocabulary::{
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_clock;
 #[cfg(test)]
 mod tests_stale;

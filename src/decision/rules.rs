@@ -192,7 +192,9 @@ impl Core {
             // A plate read decides by the vehicle rules; it never reaches here.
             Subject::Vehicle(_) => return deny(Reason::UnknownSubject, "registry"),
             Subject::Resident(r) => {
-                if r.status == ResidentStatus::Suspended || now > r.valid_until_ms {
+                // A wrong clock never locks a resident out: `valid_until` waits for a trusted one.
+                let past = self.clock_trusted && now > r.valid_until_ms;
+                if r.status == ResidentStatus::Suspended || past {
                     return deny(Reason::Expired, "registry_validity");
                 }
                 if r.status == ResidentStatus::Quarantined
@@ -200,7 +202,10 @@ impl Core {
                 {
                     return deny(Reason::Quarantined, "quarantine");
                 }
-                if self.mode == Mode::Lockdown && d.direction == Direction::Out {
+                if self.mode == Mode::Lockdown
+                    && d.direction == Direction::Out
+                    && self.clock_trusted
+                {
                     let household = self.registry.household_id(r);
                     let q = self.policy.quota;
                     let window = i64::from(q.days) * DAY_MS;
@@ -244,6 +249,10 @@ impl Core {
         let Some(p) = self.registry.pass(pass) else {
             return Err(Reason::UnknownSubject);
         };
+        // A pass's window read on a clock that may be decades off admits anyone or no one.
+        if !self.clock_trusted {
+            return Err(Reason::ClockUnsynced);
+        }
         let used = self.pass_used.get(&p.id).copied().unwrap_or(0);
         let used_up = direction == Direction::In && used >= p.uses;
         if now < p.valid_from_ms || now > p.valid_until_ms || used_up {
@@ -270,7 +279,9 @@ impl Core {
             Some(Subject::Vehicle(p)) => {
                 match p.holder {
                     PlateHolder::Blacklisted => return deny(Reason::Blacklisted, "blacklist"),
-                    PlateHolder::Resident { valid_until_ms, .. } if now > valid_until_ms => {
+                    PlateHolder::Resident { valid_until_ms, .. }
+                        if self.clock_trusted && now > valid_until_ms =>
+                    {
                         return deny(Reason::Expired, "plate_validity")
                     }
                     _ => {}

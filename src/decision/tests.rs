@@ -11,7 +11,7 @@ pub(super) const T0: i64 = 1_800_000_000_000;
 /// Lane 0 `east-1` (entry): a combined terminal `thermal-1` and a turnstile.
 /// Lane 1 `west-1`: a separate thermal station, an entry reader and an exit reader (card), a
 /// turnstile, join window 3 s before / 1.5 s after, anti-passback on.
-fn policy() -> Policy {
+pub(super) fn policy() -> Policy {
     let dev = |id: &str, lane, role, direction| DevicePolicy {
         id: id.into(),
         lane,
@@ -62,7 +62,7 @@ fn policy() -> Policy {
     }
 }
 
-fn registry() -> Registry {
+pub(super) fn registry() -> Registry {
     let mut b = RegistryBuilder::default();
     b.insert("R1", "H1", ResidentStatus::Active, i64::MAX);
     b.insert("R2", "H1", ResidentStatus::Suspended, i64::MAX);

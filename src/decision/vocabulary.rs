@@ -28,6 +28,9 @@ pub enum Reason {
     /// The event happened a while ago (a terminal's stored record, uploaded late): recorded,
     /// never opens a gate.
     StaleEvent,
+    /// The gateway's clock is not known to be right, and the rule needs it (a visitor pass's
+    /// window): not honoured until it is. Residents are never refused for this.
+    ClockUnsynced,
 }
 
 impl Reason {
@@ -49,6 +52,7 @@ impl Reason {
             Reason::RemoteOpen => "remote_open",
             Reason::DeviceFault => "device_fault",
             Reason::StaleEvent => "stale_event",
+            Reason::ClockUnsynced => "clock_unsynced",
         }
     }
 }
@@ -172,6 +176,8 @@ pub enum AlarmKind {
     FireInputCleared,
     /// The fire panel's input cannot be read, or its line is faulty: neither fire nor "no fire".
     FireInputUnknown,
+    /// The gateway's wall clock stepped (forwards or back) by more than a second.
+    ClockJump,
 }
 
 /// What a fire panel's supervised input reads (debounced by its source).

@@ -78,7 +78,7 @@ pub fn spawn(
             let now = match read {
                 Some(Ok(Ok(bits))) => {
                     misses = 0;
-                    d.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+                    d.live.heard();
                     reading(&d.spec, first, &bits)
                 }
                 Some(Ok(Err(_exception))) => {

@@ -1,5 +1,5 @@
 //! Liveness by silence, for every device whose profile says how it proves it is alive (its
-//! events, heartbeats, keep-alive pings, polls — whatever its source counts in `last_seen`): past
+//! events, heartbeats, keep-alive pings, polls — whatever its source counts in `heard`, on the monotonic clock): past
 //! the profile's `offline_after_s` without a sign it is reported offline (`device_offline`, status
 //! and twin), and online when it is heard again. Serial ports and Modbus slaves are watched by
 //! their links instead.
@@ -28,7 +28,7 @@ pub fn spawn(
         if watched.is_empty() {
             return;
         }
-        let start = crate::now_ms();
+        let start = crate::clock::mono_ms();
         let mut offline = vec![false; watched.len()];
         let mut tick = tokio::time::interval(CHECK_EVERY);
         loop {
@@ -36,10 +36,10 @@ pub fn spawn(
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
-            let now = crate::now_ms();
+            let now = crate::clock::mono_ms();
             for (w, was) in watched.iter().zip(offline.iter_mut()) {
                 // A device not heard since the start counts from the start.
-                let last = w.live.last_seen.load(Ordering::Relaxed).max(start);
+                let last = w.live.heard_mono.load(Ordering::Relaxed).max(start);
                 let silent = now - last > w.limit.as_millis() as i64;
                 if silent == *was {
                     continue;

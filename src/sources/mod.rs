@@ -78,8 +78,20 @@ pub enum SourceEvent {
 pub struct DeviceLive {
     /// Unix ms of the device's last message; 0 when none yet.
     pub last_seen: AtomicI64,
+    /// The same on the monotonic clock ([`crate::clock::mono_ms`]), for liveness: a step of the
+    /// wall clock must not make every device look silent.
+    pub heard_mono: AtomicI64,
     /// The link gatehouse holds for it (a serial port) is down.
     pub offline: AtomicBool,
+}
+
+impl DeviceLive {
+    /// The device was heard from just now.
+    pub fn heard(&self) {
+        self.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+        self.heard_mono
+            .store(crate::clock::mono_ms(), Ordering::Relaxed);
+    }
 }
 
 /// A device whose events arrive on `topic`.
@@ -104,7 +116,7 @@ pub fn decode(
     let Some(r) = routes.get(topic) else {
         return (usize::MAX, None);
     };
-    r.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+    r.live.heard();
     let decoded = match r.status {
         None => r.profile.decode(payload),
         Some(i) => r.profile.decode_status(i, payload),

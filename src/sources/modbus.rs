@@ -277,7 +277,7 @@ async fn poll_all(
                 fault = words.first().copied().filter(|&f| f != 0);
             }
         }
-        d.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+        d.live.heard();
         s.failures = 0;
         s.skip_until = Instant::now();
         if s.offline {

@@ -293,7 +293,7 @@ impl<'a> Lines<'a> {
                     continue;
                 };
                 if let Some(code) = dev.profile.ack_code(&f) {
-                    dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+                    dev.live.heard();
                     let _ = notes.try_send(SourceEvent::Ack {
                         device: dev.device,
                         code,
@@ -305,7 +305,7 @@ impl<'a> Lines<'a> {
                 let Some(decoded) = dev.profile.decode_frame(&f, event_id) else {
                     continue;
                 };
-                dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+                dev.live.heard();
                 Metrics::inc(&metrics.events_received);
                 out.push(Input {
                     reply: None,

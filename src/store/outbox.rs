@@ -16,6 +16,7 @@
 //! the next commit; a commit that adds no record skips the fsync (losing it in a crash only means
 //! the records are sent again, with the same ids).
 use super::{Class, Store, StoreError, HEADER, META};
+use crate::clock::ClockWatch;
 use crate::config::StoreSection;
 use crate::metrics::Metrics;
 use crate::proto::v1;
@@ -35,6 +36,14 @@ pub enum Record {
 }
 
 impl Record {
+    /// Made while the gateway's clock was not known to be right.
+    pub fn mark_clock_unsynced(&mut self) {
+        match self {
+            Record::Event(e) => e.clock_unsynced = true,
+            Record::Alarm(a) => a.clock_unsynced = true,
+        }
+    }
+
     pub fn class(&self) -> Class {
         match self {
             // What the gate did and what became of it: the audit trail, kept before readings.
@@ -71,11 +80,14 @@ pub struct WriterConfig {
     pub max_bytes: u64,
     /// Time-to-live by class ([`Class::index`]).
     pub ttl: [Duration; 3],
+    /// A record's age is measured only on a trusted clock, and not across a jump.
+    pub clock: Arc<ClockWatch>,
 }
 
 impl WriterConfig {
-    pub fn from_config(gateway: &str, s: &StoreSection) -> WriterConfig {
+    pub fn from_config(gateway: &str, s: &StoreSection, clock: Arc<ClockWatch>) -> WriterConfig {
         WriterConfig {
+            clock,
             gateway: gateway.to_string(),
             commit_interval: Duration::from_millis(s.commit_interval_ms),
             commit_max: s.commit_max,
@@ -114,12 +126,16 @@ struct Ledger {
     evicted: [u64; 3],
     /// Past their time-to-live, by class.
     expired: [u64; 3],
+    /// Records below this seq were written on a clock not known to be right, or before a jump:
+    /// their time cannot be compared with now, so they never expire — only room evicts them.
+    age_floor: u64,
 }
 
 impl Ledger {
     fn load(store: &Store) -> Result<Ledger, StoreError> {
         let mut l = Ledger {
             next_seq: store.next_seq()?,
+            age_floor: store.meta("age_floor_seq")?,
             ..Default::default()
         };
         for c in Class::ALL {
@@ -172,6 +188,7 @@ pub fn spawn(
         delete_rx,
         committed: committed_tx,
         record_commits: 0,
+        jumps_seen: 0,
         panic_at: crate::metrics::panic_commit_at(),
     };
     let join = tokio::spawn(w.run(done_tx));
@@ -201,6 +218,8 @@ struct Writer {
     committed: watch::Sender<u64>,
     /// Commits holding records so far, for the commit-panic test hook (`panic_at`, debug builds).
     record_commits: u64,
+    /// The clock's jumps seen at the last commit.
+    jumps_seen: u64,
     panic_at: Option<u64>,
 }
 
@@ -392,7 +411,15 @@ impl Writer {
         let store = self.store.clone();
         let gateway = self.cfg.gateway.clone();
         let ledger = self.ledger.clone();
-        let limits = (self.max_bytes, self.cfg.ttl);
+        // Read through the watch, so a step is seen here even before the decision loop sees it.
+        let now = self.cfg.clock.now();
+        let jumps = self.cfg.clock.jumps.load(Ordering::Relaxed);
+        let clock = Clocked {
+            now,
+            trusted: self.cfg.clock.trusted(),
+            jumped: std::mem::replace(&mut self.jumps_seen, jumps) != jumps,
+        };
+        let limits = (self.max_bytes, self.cfg.ttl, clock);
         let mut taken = std::mem::take(batch);
         let dels = std::mem::take(deletes);
         let durable = durable || records(&taken) > 0;
@@ -470,18 +497,27 @@ fn is_disk_full(e: &StoreError) -> bool {
     io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
 }
 
+/// What the writer knows of the clock at a commit.
+#[derive(Debug, Clone, Copy)]
+struct Clocked {
+    now: i64,
+    trusted: bool,
+    /// It stepped since the last commit.
+    jumped: bool,
+}
+
 /// One transaction: expired records out, room made, the batch's records in with their seqs and
 /// ids, acked records out. Returns the new ledger and how the record count changed.
 fn write(
     store: &Store,
     gateway: &str,
     mut ledger: Ledger,
-    (max_bytes, ttl): (u64, [Duration; 3]),
+    (max_bytes, ttl, clock): (u64, [Duration; 3], Clocked),
     durable: bool,
     batch: &mut [Append],
     deletes: &[(Class, u64)],
 ) -> Result<(Ledger, i64), StoreError> {
-    let now = crate::now_ms();
+    let now = clock.now;
     let mut txn = store.db()?.begin_write()?;
     // Nothing new to keep (only deletes, expiries, or acks of messages with nothing to record):
     // skip the fsync; losing this commit in a crash loses nothing.
@@ -502,10 +538,14 @@ fn write(
                 depth -= 1;
             }
         }
-        for c in Class::ALL {
+        if clock.jumped {
+            ledger.age_floor = ledger.next_seq;
+        }
+        let floor = ledger.age_floor;
+        for c in Class::ALL.into_iter().filter(|_| clock.trusted) {
             let i = c.index();
             let cutoff = now.saturating_sub(ttl[i].as_millis() as i64);
-            while let Some(len) = pop_oldest_if(&mut tables[i], |created| created < cutoff)? {
+            while let Some(len) = pop_oldest_if(&mut tables[i], floor, |t| t < cutoff)? {
                 ledger.bytes[i] -= len;
                 ledger.expired[i] += 1;
                 depth -= 1;
@@ -535,6 +575,9 @@ fn write(
                 encoded.push((r.class(), seq, buf));
             }
         }
+        if !clock.trusted {
+            ledger.age_floor = ledger.next_seq;
+        }
         for (class, seq, buf) in encoded {
             ledger.bytes[class.index()] += buf.len() as u64;
             tables[class.index()].insert(seq, buf.as_slice())?;
@@ -544,7 +587,7 @@ fn write(
         // too, if it alone is larger than the room).
         'room: for c in Class::ALL {
             while ledger.total() > max_bytes {
-                match pop_oldest_if(&mut tables[c.index()], |_| true)? {
+                match pop_oldest_if(&mut tables[c.index()], 0, |_| true)? {
                     Some(len) => {
                         ledger.bytes[c.index()] -= len;
                         ledger.evicted[c.index()] += 1;
@@ -571,6 +614,7 @@ fn write(
 
         let mut meta = txn.open_table(META)?;
         meta.insert("next_seq", ledger.next_seq)?;
+        meta.insert("age_floor_seq", ledger.age_floor)?;
         for c in Class::ALL {
             let i = c.index();
             meta.insert(format!("bytes_{}", c.as_str()).as_str(), ledger.bytes[i])?;
@@ -588,26 +632,29 @@ fn write(
     Ok((ledger, depth))
 }
 
-/// Removes the oldest record of a table if `doomed(created_ms)`; returns its size.
+/// Removes the oldest record of a table from seq `from` on if `doomed(created_ms)`; returns its
+/// size.
 fn pop_oldest_if(
     table: &mut redb::Table<u64, &[u8]>,
+    from: u64,
     doomed: impl Fn(i64) -> bool,
 ) -> Result<Option<u64>, StoreError> {
-    let created = match table.first()? {
+    let (seq, created) = match table.range(from..)?.next() {
         None => return Ok(None),
-        Some((_, v)) => {
+        Some(row) => {
+            let (k, v) = row?;
             let v = v.value();
             let header: [u8; HEADER] = v
                 .get(..HEADER)
                 .and_then(|h| h.try_into().ok())
                 .unwrap_or_default();
-            i64::from_le_bytes(header)
+            (k.value(), i64::from_le_bytes(header))
         }
     };
     if !doomed(created) {
         return Ok(None);
     }
-    Ok(table.pop_first()?.map(|(_, v)| v.value().len() as u64))
+    Ok(table.remove(seq)?.map(|v| v.value().len() as u64))
 }
 
 #[cfg(test)]
@@ -622,6 +669,7 @@ mod tests {
             commit_max: 100,
             max_bytes,
             ttl: [Duration::from_secs(3600); 3],
+            clock: Arc::new(ClockWatch::new(true)),
         }
     }
 
@@ -863,5 +911,56 @@ mod tests {
             2
         );
         assert_eq!(store.meta("expired_routine").unwrap(), 1);
+    }
+
+    /// Appends and waits for the commit.
+    async fn committed(h: &WriterHandle, records: Vec<Record>) {
+        let (tx, rx) = oneshot::channel();
+        let ack: Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        let a = Append {
+            records,
+            state: Vec::new(),
+            ack: Some(ack),
+        };
+        h.appends.send(a).await.unwrap();
+        rx.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_on_an_unknown_clock_or_from_before_a_jump_never_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let clock = Arc::new(ClockWatch::new(false));
+        clock.test_force_synced(false);
+        clock.check_sync();
+        let mut c = cfg(u64::MAX);
+        c.clock = clock.clone();
+        c.ttl[Class::Routine.index()] = Duration::from_millis(1);
+        let h = spawn(store.clone(), c, metrics.clone()).unwrap();
+        // Written while the clock is unknown (a box booted in 1970), then it is synced: a
+        // 56-year step that must not expire them.
+        committed(&h, vec![reading()]).await;
+        clock.test_force_synced(true);
+        clock.check_sync();
+        committed(&h, vec![reading()]).await;
+        clock.test_step(56 * 365 * 86_400_000);
+        committed(&h, vec![reading()]).await;
+        // Past its time-to-live on the new clock, the one written after the jump expires.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        committed(&h, vec![reading()]).await;
+        drop(h.appends);
+        h.appends_done.await.unwrap();
+        drop(h.deletes);
+        h.join.await.unwrap();
+        let left = store
+            .outbox_from(&[Class::Routine], 0, 10, usize::MAX)
+            .unwrap();
+        let seqs: Vec<u64> = left.iter().map(|r| r.seq).collect();
+        // (the last may have expired too, at the final commit)
+        assert!(seqs.starts_with(&[1, 2]) && !seqs.contains(&3), "{seqs:?}");
+        assert_eq!(store.meta("age_floor_seq").unwrap(), 3);
     }
 }

@@ -85,6 +85,15 @@ enum Cmd {
         #[arg(long, default_value = "/var/lib/mosquitto")]
         persistence_dir: String,
     },
+    /// What the running gateway on this box is doing: mode, clock, uplink, outbox, lists, and
+    /// each lane's devices with when they were last heard.
+    Status {
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+        /// The daemon's reply as it came (one JSON object), not the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// End fire mode (only from the box itself): gates back to normal operation, mode normal.
     FireReset {
         #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
@@ -269,6 +278,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
         Cmd::Tail(args) => company::tail(args).await?,
         Cmd::Mode { mode, config } => control(&config, &format!("mode {mode}")).await?,
         Cmd::FireReset { config } => control(&config, "fire-reset").await?,
+        Cmd::Status { config, json } => {
+            let c = crate::config::Config::load(&config).map_err(RunError::Config)?;
+            let reply = crate::daemon::control::send(&c.store.dir, "status").await?;
+            let parsed: serde_json::Value = serde_json::from_str(&reply)
+                .map_err(|_| RunError::Runtime(anyhow::anyhow!("{reply}")))?;
+            if json {
+                println!("{reply}");
+            } else {
+                print!("{}", crate::tools::status::render(&parsed, crate::now_ms()));
+            }
+        }
         Cmd::Demo {
             rate,
             residents,

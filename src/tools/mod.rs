@@ -9,4 +9,5 @@ pub mod demo;
 pub mod lists;
 pub mod sim;
 pub mod simulate;
+pub mod status;
 pub mod tail;

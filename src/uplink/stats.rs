@@ -82,7 +82,9 @@ impl Stats {
         }
     }
 
-    pub fn record(&mut self, d: &Decision) {
+    /// Counts one decision; `clock_unsynced`: made on a clock not known to be right (the period
+    /// says so).
+    pub fn record(&mut self, d: &Decision, clock_unsynced: bool) {
         // Decided again after a restart, too late to act on: counted the first time, if at all.
         if d.not_actuated {
             return;
@@ -90,6 +92,7 @@ impl Stats {
         let Some(s) = self.current.stats.get_mut(d.lane) else {
             return;
         };
+        s.clock_unsynced |= clock_unsynced;
         if d.allow {
             match (d.vehicle, d.direction) {
                 (true, Direction::In) => s.vehicles_in += 1,
@@ -119,8 +122,13 @@ impl Stats {
 
     /// When the period is over: its batch (with the count inside), and counting starts afresh.
     pub fn roll(&mut self, now_ms: i64, inside: usize) -> Option<v1::StatsBatch> {
-        let end = self.current.stats.first().map(|s| s.period_end_ms)?;
-        if now_ms < end {
+        let (start, end) = self
+            .current
+            .stats
+            .first()
+            .map(|s| (s.period_start_ms, s.period_end_ms))?;
+        // A clock stepped back out of the period ends it too.
+        if (start..end).contains(&now_ms) {
             return None;
         }
         let mut done = self.current.clone();
@@ -175,16 +183,22 @@ mod tests {
     fn a_scripted_hour_adds_up_and_the_next_starts_empty() {
         let mut s = Stats::new("gw", vec!["east".into(), "car".into()], H, T0 + 10);
         for _ in 0..5 {
-            s.record(&d(0, true, Reason::Ok, false, Direction::In));
+            s.record(&d(0, true, Reason::Ok, false, Direction::In), false);
         }
-        s.record(&d(0, true, Reason::Ok, false, Direction::Out));
-        s.record(&d(0, false, Reason::Fever, false, Direction::In));
-        s.record(&d(0, false, Reason::Fever, false, Direction::In));
-        s.record(&d(0, false, Reason::UnknownSubject, false, Direction::In));
+        s.record(&d(0, true, Reason::Ok, false, Direction::Out), false);
+        s.record(&d(0, false, Reason::Fever, false, Direction::In), false);
+        s.record(&d(0, false, Reason::Fever, false, Direction::In), false);
+        s.record(
+            &d(0, false, Reason::UnknownSubject, false, Direction::In),
+            false,
+        );
         s.fever(0);
-        s.record(&d(1, true, Reason::Ok, true, Direction::In));
-        s.record(&d(1, true, Reason::RemoteOpen, true, Direction::Out));
-        s.record(&d(1, false, Reason::LowConfidence, true, Direction::In));
+        s.record(&d(1, true, Reason::Ok, true, Direction::In), false);
+        s.record(&d(1, true, Reason::RemoteOpen, true, Direction::Out), false);
+        s.record(
+            &d(1, false, Reason::LowConfidence, true, Direction::In),
+            false,
+        );
         assert!(s.roll(T0 + H - 1, 4).is_none());
         let b = s.roll(T0 + H, 4).unwrap();
         let east = &b.stats[0];

@@ -1,6 +1,7 @@
 //! What the retained `status` says about this gateway: mode, registry version, outbox depth and
 //! each device's link, read fresh whenever a status goes up. The decision loop keeps the mode and
 //! the twins current; the sources keep each device's last-seen time and link.
+use crate::clock::ClockWatch;
 use crate::metrics::Metrics;
 use crate::proto::v1;
 use crate::sources::DeviceLive;
@@ -20,6 +21,7 @@ pub struct StatusSource {
     pub devices: Vec<(v1::DeviceStatus, Arc<DeviceLive>)>,
     pub metrics: Arc<Metrics>,
     pub twins: Arc<Twins>,
+    pub clock: Arc<ClockWatch>,
     /// Poked when what the status says changed (the mode): it goes up at once, not at the next
     /// periodic status.
     pub changed: Arc<Notify>,
@@ -46,7 +48,50 @@ impl StatusSource {
                     ..d.clone()
                 })
                 .collect(),
-            gateway_time_ms: crate::now_ms(),
+            gateway_time_ms: self.clock.now(),
+            clock_unsynced: !self.clock.trusted(),
+            clock_jumps: self.clock.jumps.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl StatusSource {
+    /// What `gatehouse status` shows, as one JSON object: the retained status, with the twins,
+    /// the uplink and the clock.
+    pub fn report(&self) -> String {
+        let s = self.status(v1::GatewayState::Online);
+        let m = &self.metrics;
+        let devices: Vec<_> = self
+            .twins
+            .all()
+            .into_iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.device, "lane": t.lane, "profile": t.profile, "online": t.online,
+                    "last_seen_ms": t.last_seen_ms, "arm": t.arm,
+                    "uncertain_commands": t.uncertain_commands,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "gateway": s.gateway,
+            "version": s.version,
+            "mode": s.mode,
+            "registry_version": s.registry_version,
+            "needs_snapshot": s.needs_snapshot,
+            "time_ms": s.gateway_time_ms,
+            "clock": { "synced": !s.clock_unsynced, "jumps": s.clock_jumps },
+            "uplink": {
+                "connected": m.uplink_connected.load(Ordering::Relaxed),
+                "published": Metrics::get(&m.uplink_published),
+                "acked": Metrics::get(&m.uplink_acked),
+            },
+            "outbox": {
+                "depth": s.outbox_depth, "bytes": s.outbox_bytes, "evicted": s.outbox_evicted,
+            },
+            "decisions": Metrics::get(&m.decisions),
+            "devices": devices,
+        })
+        .to_string()
     }
 }

@@ -53,6 +53,19 @@ impl Twins {
         }
     }
 
+    /// Every twin as it is now, leaving what is to be published as it was.
+    pub fn all(&self) -> Vec<v1::DeviceTwin> {
+        self.lock()
+            .values()
+            .map(|e| {
+                let mut t = e.twin.clone();
+                t.last_seen_ms = e.live.last_seen.load(Ordering::Relaxed);
+                t.online = t.online && !e.live.offline.load(Ordering::Relaxed);
+                t
+            })
+            .collect()
+    }
+
     /// The twins changed since the last call (`all`: every one), with fresh last-seen times.
     pub fn take(&self, all: bool) -> Vec<v1::DeviceTwin> {
         let now = crate::now_ms();

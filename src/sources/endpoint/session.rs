@@ -451,9 +451,7 @@ impl Session {
         let sh = self.shared.clone();
         let who = &sh.identities[self.i];
         // Any packet, a keep-alive ping too, is a sign of life.
-        who.live
-            .last_seen
-            .store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        who.live.heard();
         match p {
             Packet::Publish(p) => {
                 if p.dup {

@@ -87,7 +87,7 @@ pub(super) async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incom
         return refused(shared, Some(dev), peer, StatusCode::FORBIDDEN, what);
     }
     // Every request is a sign of life (the poll every `Delay` s most of all).
-    dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+    dev.live.heard();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/iclock/cdata") => answer(StatusCode::OK, options(sn)),
         (Method::POST, "/iclock/cdata") => {

@@ -332,9 +332,7 @@ impl Terminal {
     /// Decodes one event document and hands it to the decision loop (no ack to give: the
     /// terminal is not waiting for one).
     async fn pass_on(&self, doc: &Value, stored: Option<bool>) {
-        self.live
-            .last_seen
-            .store(crate::now_ms(), Ordering::Relaxed);
+        self.live.heard();
         Metrics::inc(&self.ctx.metrics.events_received);
         let decoded = self.profile.decode_value(doc);
         let Some(mut decoded) = checked(

@@ -33,7 +33,6 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -252,7 +251,7 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         Ok(Err((status, what))) => return refused(shared, Some(dev), peer, status, what),
         Ok(Ok(v)) => v,
     };
-    dev.live.last_seen.store(crate::now_ms(), Ordering::Relaxed);
+    dev.live.heard();
     {
         let mut seen = dev.seen_from.lock().unwrap_or_else(|p| p.into_inner());
         if *seen != Some(peer.ip()) {

@@ -64,6 +64,7 @@ async fn fill_outbox(
             commit_max: 1024,
             max_bytes: u64::MAX,
             ttl: [Duration::from_secs(86_400 * 365); 3],
+            clock: Arc::new(crate::clock::ClockWatch::new(true)),
         },
         metrics.clone(),
     )?;
@@ -201,6 +202,7 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
             commit_max: 1024,
             max_bytes: u64::MAX,
             ttl: [Duration::from_secs(86_400 * 365); 3],
+            clock: Arc::new(crate::clock::ClockWatch::new(true)),
         },
         metrics.clone(),
     )?;
@@ -236,6 +238,7 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
             registry_version: Default::default(),
             devices: Vec::new(),
             metrics: metrics.clone(),
+            clock: std::sync::Arc::new(crate::clock::ClockWatch::new(true)),
         },
     )?;
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel();
