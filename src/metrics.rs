@@ -1,5 +1,7 @@
 //! Counters every part of the pipeline bumps, shared read-only with status, tests and the log.
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -62,9 +64,35 @@ pub struct Metrics {
     pub device_refusals: AtomicU64,
     /// Device messages sent again (MQTT DUP) after a reconnect.
     pub device_redeliveries: AtomicU64,
+    /// Orders from above by result: `applied` or the refusal's reason code (a few a minute).
+    pub orders_by_result: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
+    /// Counts an order's result (`refused` empty: applied).
+    pub fn order_result(&self, refused: &str) {
+        let key = if refused.is_empty() {
+            "applied"
+        } else {
+            refused
+        };
+        let mut m = self
+            .orders_by_result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *m.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// The loops that must keep turning (each at least once a second, idle or not), with their
+    /// turns so far: what the watchdog and `/health` watch.
+    pub fn progress(&self) -> [(&'static str, u64); 3] {
+        [
+            ("decision loop", Self::get(&self.core_ticks)),
+            ("device source", Self::get(&self.source_ticks)),
+            ("outbox writer", Self::get(&self.writer_ticks)),
+        ]
+    }
+
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }

@@ -104,26 +104,16 @@ pub async fn run(config_path: &Path, ports: Ports) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The loops that must keep turning for the watchdog to be fed; each turns at least once a
-/// second even when idle.
-fn progress(m: &Metrics) -> [(&'static str, u64); 3] {
-    [
-        ("decision loop", Metrics::get(&m.core_ticks)),
-        ("device source", Metrics::get(&m.source_ticks)),
-        ("outbox writer", Metrics::get(&m.writer_ticks)),
-    ]
-}
-
 /// Pings the watchdog only while every loop that matters turns: a hung one gets the process
 /// restarted by systemd. Checks at half the watchdog timeout, but never more often than the
 /// loops' one-second idle turn (so `WatchdogSec` must be at least 3 s).
 async fn watchdog(every: std::time::Duration, metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(1100)));
     tick.tick().await;
-    let mut last = progress(&metrics);
+    let mut last = metrics.progress();
     loop {
         tick.tick().await;
-        let now = progress(&metrics);
+        let now = metrics.progress();
         let stalled: Vec<&str> = now
             .iter()
             .zip(&last)

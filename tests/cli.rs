@@ -175,7 +175,10 @@ async fn the_watchdog_is_fed_only_while_every_loop_turns() {
     let mut runs = Vec::new();
     for part in ["DECISIONS", "SOURCE", "WRITER"] {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), &DeviceSide::endpoint(), &broker);
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = config_text(dir.path(), &DeviceSide::endpoint(), &broker)
+            + &format!("\n[metrics]\nlisten = \"{metrics}\"\n");
+        let config = write_config_text(dir.path(), &text);
         let socket_path = dir.path().join("notify.sock");
         let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
         socket
@@ -187,18 +190,27 @@ async fn the_watchdog_is_fed_only_while_every_loop_turns() {
             .env(format!("GATEHOUSE_TEST_STALL_{part}_AFTER_MS"), "4000")
             .spawn()
             .unwrap();
-        runs.push((part, dir, socket, child));
+        runs.push((part, dir, socket, child, metrics));
     }
     // The three daemons side by side; each socket read in its own thread.
     let start = Instant::now();
     let watched: Vec<_> = runs
         .into_iter()
-        .map(|(part, dir, socket, child)| {
+        .map(|(part, dir, socket, child, metrics)| {
             std::thread::spawn(move || {
                 let mut pings = Vec::new();
                 let mut ready = false;
                 let mut buf = [0u8; 256];
+                // `/health` says the same as the watchdog: all well at first, the stalled loop
+                // named once it stopped.
+                let (mut early, mut late) = (None, None);
                 while start.elapsed() < Duration::from_secs(10) {
+                    if early.is_none() && ready && start.elapsed() > Duration::from_secs(2) {
+                        early = http_get(metrics, "/health");
+                    }
+                    if late.is_none() && start.elapsed() > Duration::from_millis(8500) {
+                        late = http_get(metrics, "/health");
+                    }
                     if let Ok(n) = socket.recv(&mut buf) {
                         match &buf[..n] {
                             b"READY=1" => ready = true,
@@ -211,12 +223,23 @@ async fn the_watchdog_is_fed_only_while_every_loop_turns() {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 drop(dir);
-                (part, ready, pings)
+                (part, ready, pings, early, late)
             })
         })
         .collect();
     for w in watched {
-        let (part, ready, pings) = w.join().unwrap();
+        let (part, ready, pings, early, late) = w.join().unwrap();
+        let (code, body) = early.expect("/health answered while turning");
+        assert_eq!(code, 200, "{part}: {body}");
+        let (code, body) = late.expect("/health answered after the stall");
+        assert_eq!(code, 503, "{part}: {body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let name = match part {
+            "DECISIONS" => "decision loop",
+            "SOURCE" => "device source",
+            _ => "outbox writer",
+        };
+        assert_eq!(health["loops"][name]["ok"], false, "{part}: {body}");
         assert!(ready, "{part}: READY=1 sent");
         assert!(
             pings.iter().any(|t| *t < Duration::from_secs(4)),

@@ -13,6 +13,7 @@ mod fire_input;
 mod http_intake;
 mod interop;
 mod liveness;
+mod operations;
 mod orders;
 mod pedestrian_lane;
 mod serial_lane;

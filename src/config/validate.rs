@@ -40,6 +40,18 @@ impl Config {
             }
         }
 
+        if let Some(at) = self.metrics.listen {
+            if !at.ip().is_loopback() && !self.metrics.allow_remote {
+                bad(
+                    "metrics.listen".into(),
+                    format!(
+                        "{at} is reachable from outside the box: metrics tell anyone how the gate \
+                         is used; bind to 127.0.0.1 or set metrics.allow_remote = true"
+                    ),
+                );
+            }
+        }
+
         let b = &self.device_broker;
         match (b.mode, &b.url) {
             (BrokerMode::External, None) => bad(

@@ -53,6 +53,8 @@ pub struct DecisionLoop {
     reply: Option<(usize, Instant, tokio::sync::oneshot::Sender<Vec<u8>>)>,
     /// What a clock jump made the core say, out with the next emit.
     clock_out: Vec<Output>,
+    /// Decisions counted for `/metrics`, when it is served.
+    pub scoreboard: Option<Arc<super::exporter::DecisionMetrics>>,
 }
 
 /// Everything that reaches the decision loop, a channel per kind.
@@ -139,6 +141,7 @@ impl DecisionLoop {
             last_trim: Instant::now(),
             reply: None,
             clock_out: Vec::new(),
+            scoreboard: None,
         }
     }
 
@@ -483,6 +486,10 @@ impl DecisionLoop {
                             now_ms,
                             (d.received, reply),
                         );
+                    }
+                    // After the gate command: the latency is the person's wait.
+                    if let Some(s) = &self.scoreboard {
+                        s.decided(&d);
                     }
                     records.push(records::passage(&self.core.policy, d, now_ms));
                 }

@@ -17,6 +17,7 @@ pub mod actuate;
 pub mod boot;
 pub mod control;
 pub mod decisions;
+pub mod exporter;
 pub mod lanes;
 pub mod orders;
 pub mod records;
@@ -261,7 +262,22 @@ impl Daemon {
             modbus: modbus_writers,
             metrics: metrics.clone(),
         };
-        let decisions = DecisionLoop::new(
+        // The operations team's endpoint; a gate without it still works.
+        let mut scoreboard = None;
+        if let Some(listen) = config.metrics.listen {
+            let lanes: Vec<String> = config.lanes.iter().map(|l| l.id.clone()).collect();
+            let (registry, counts) = exporter::registry(&lanes, status.clone());
+            match exporter::serve(listen, registry, status.clone(), shutdown_rx.clone()).await {
+                Ok(j) => {
+                    joins.push(j);
+                    scoreboard = Some(counts);
+                }
+                Err(e) => {
+                    error!(error = %e, "Metrics endpoint unavailable; the gate works without it.")
+                }
+            }
+        }
+        let mut decisions = DecisionLoop::new(
             core,
             actuators,
             writer.appends,
@@ -270,6 +286,7 @@ impl Daemon {
             stats,
             stats_pending,
         );
+        decisions.scoreboard = scoreboard;
         let inbox = Inbox {
             input: input_rx,
             control: control_rx,

@@ -133,6 +133,7 @@ impl Gatekeeper {
     }
 
     fn refused(&mut self, r: Refused, now: i64) {
+        self.refusals.metrics.order_result(r.reason);
         if self.refusals.allow(&r) {
             let _ =
                 self.results
@@ -259,12 +260,14 @@ impl OrderDesk {
 
     /// Hands a result to the uplink (dropped if its queue is full: the order's effect stands).
     pub fn answer(&self, result: v1::CommandResult) {
+        self.refusals.metrics.order_result(&result.refused);
         let _ = self.results.try_send(result);
     }
 
     /// The result to send once the order's change is durable (the writer calls it).
     pub fn answer_later(&self, result: Option<v1::CommandResult>) -> Option<outbox::Ack> {
         let r = result?;
+        self.refusals.metrics.order_result(&r.refused);
         let results = self.results.clone();
         Some(Box::new(move || {
             let _ = results.try_send(r);

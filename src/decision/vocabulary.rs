@@ -34,6 +34,27 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [Reason; 17] = [
+        Reason::Ok,
+        Reason::Fever,
+        Reason::InvalidReading,
+        Reason::NoTemperature,
+        Reason::UnknownSubject,
+        Reason::Expired,
+        Reason::Quarantined,
+        Reason::QuotaExceeded,
+        Reason::Lockdown,
+        Reason::Blacklisted,
+        Reason::LowConfidence,
+        Reason::AntiPassback,
+        Reason::FireMode,
+        Reason::RemoteOpen,
+        Reason::DeviceFault,
+        Reason::StaleEvent,
+        Reason::ClockUnsynced,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Ok => "ok",

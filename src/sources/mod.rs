@@ -17,7 +17,7 @@ use crate::metrics::{worth_logging, Metrics};
 use crate::store::outbox::Ack;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -81,6 +81,11 @@ pub struct DeviceLive {
     /// The same on the monotonic clock ([`crate::clock::mono_ms`]), for liveness: a step of the
     /// wall clock must not make every device look silent.
     pub heard_mono: AtomicI64,
+    /// Its messages that did not decode (or did not read in full), for the operations team.
+    pub bad_messages: AtomicU64,
+    /// Frames on its serial line dropped for a bad checksum or shape (a bus's noise shows on
+    /// each of its devices: the line is what a technician checks).
+    pub frame_errors: AtomicU64,
     /// The link gatehouse holds for it (a serial port) is down.
     pub offline: AtomicBool,
 }
@@ -123,7 +128,7 @@ pub fn decode(
     };
     (
         r.device,
-        checked(decoded, &r.device_id, &r.profile.name, metrics),
+        checked(decoded, &r.device_id, &r.profile.name, &r.live, metrics),
     )
 }
 
@@ -134,6 +139,7 @@ pub fn checked(
     decoded: Result<Decoded, crate::device::DecodeError>,
     device_id: &str,
     profile: &str,
+    live: &DeviceLive,
     metrics: &Metrics,
 ) -> Option<Decoded> {
     let error = match &decoded {
@@ -141,6 +147,7 @@ pub fn checked(
         Err(e) => Some(e.to_string()),
     };
     if let Some(error) = error {
+        live.bad_messages.fetch_add(1, Ordering::Relaxed);
         let n = metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if worth_logging(n) {
             let kept = decoded.is_ok();

@@ -263,6 +263,10 @@ impl<'a> Lines<'a> {
             );
             Metrics::add(&metrics.frame_malformed, after.malformed - before.malformed);
             let bad = after.checksum_errors - before.checksum_errors;
+            let dropped = bad + after.malformed - before.malformed;
+            for d in devices.iter().filter(|_| dropped > 0) {
+                d.live.frame_errors.fetch_add(dropped, Ordering::Relaxed);
+            }
             if bad > 0 {
                 let n = metrics
                     .frame_checksum_errors

@@ -205,6 +205,10 @@ enum Cmd {
             default_value = "gh/v1/3301/330106/330106001/330106001001/demo-gw/cmd"
         )]
         order_topic: String,
+        /// Scrape the daemon's `/metrics` this often meanwhile (ms; 0: the endpoint is off), as
+        /// a Prometheus server would.
+        #[arg(long, default_value_t = 0)]
+        scrape_ms: u64,
     },
 }
 
@@ -382,6 +386,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             junk_rate,
             junk_bytes,
             order_topic,
+            scrape_ms,
         } => {
             let r = crate::tools::bench::run(crate::tools::bench::BenchOptions {
                 rate,
@@ -394,6 +399,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
                 junk_rate,
                 junk_bytes,
                 order_topic,
+                scrape_ms,
             })
             .await?;
             let kb = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());

@@ -1003,3 +1003,25 @@ pub fn spawn_mosquitto(dir: &Path, conf: &str, ports: &[u16]) -> Mosquitto {
     }
     Mosquitto(child)
 }
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    gatehouse::tools::company_broker::free_port().unwrap()
+}
+
+/// `GET path` on `addr` (blocking, 5 s at most): the status code and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    let code = reply.split_whitespace().nth(1)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}

@@ -440,6 +440,7 @@ impl Session {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let who = &self.shared.identities[self.i];
+        (who.live.bad_messages).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if crate::metrics::worth_logging(n) {
             tracing::warn!(device = %who.id, topic = %topic, bytes = remaining, limit = self.shared.limits.max_packet, bad_messages = n, "Device message too large; skipped unread and acknowledged.");
         }

@@ -174,6 +174,7 @@ async fn attlog(shared: &Shared, dev: &HttpDevice, body: &[u8]) -> Answer {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         Metrics::inc(&shared.metrics.events_received);
         let Some(doc) = attlog_line(line) else {
+            dev.live.bad_messages.fetch_add(1, Ordering::Relaxed);
             let n = shared.metrics.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
             if worth_logging(n) {
                 warn!(device = %dev.device_id, bad_messages = n, "ADMS record line malformed; skipped.");
@@ -181,8 +182,13 @@ async fn attlog(shared: &Shared, dev: &HttpDevice, body: &[u8]) -> Answer {
             continue;
         };
         let decoded = dev.profile.decode_value(&doc);
-        let Some(decoded) = checked(decoded, &dev.device_id, &dev.profile.name, &shared.metrics)
-        else {
+        let Some(decoded) = checked(
+            decoded,
+            &dev.device_id,
+            &dev.profile.name,
+            &dev.live,
+            &shared.metrics,
+        ) else {
             continue;
         };
         let (tx, rx) = tokio::sync::oneshot::channel();

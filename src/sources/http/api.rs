@@ -339,6 +339,7 @@ impl Terminal {
             decoded,
             &self.device_id,
             &self.profile.name,
+            &self.live,
             &self.ctx.metrics,
         ) else {
             return;
@@ -466,6 +467,7 @@ impl Terminal {
     }
 
     fn bad(&self, what: &str) {
+        self.live.bad_messages.fetch_add(1, Ordering::Relaxed);
         let n = self
             .ctx
             .metrics

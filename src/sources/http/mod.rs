@@ -261,7 +261,13 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
     }
     Metrics::inc(&shared.metrics.events_received);
     let decoded = dev.profile.decode_value(&value);
-    let Some(decoded) = checked(decoded, &dev.device_id, &dev.profile.name, &shared.metrics) else {
+    let Some(decoded) = checked(
+        decoded,
+        &dev.device_id,
+        &dev.profile.name,
+        &dev.live,
+        &shared.metrics,
+    ) else {
         return answer(StatusCode::BAD_REQUEST, "event does not decode\n");
     };
     let replies = dev.profile.http.as_ref().map(|h| h.reply) == Some(Reply::Command);

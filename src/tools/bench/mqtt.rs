@@ -7,7 +7,7 @@
 //! Latency runs from each event's *scheduled* send time, so a stalled engine cannot hide its
 //! stall (no coordinated omission). The workload matches `shared/bench`'s loadgen: 5% fever,
 //! 10% strangers, residents `R000000`…; the gate must open only for a resident below 37.3 °C.
-use super::child::{demo_config, rss_kb, spawn_demo, write_residents, Spawned};
+use super::child::{demo_config, rss_kb, spawn_run, write_residents, Spawned};
 use crate::device::Unit;
 use crate::mqtt_client;
 use crate::mqtt_client::{BrokerUrl, DeviceLink};
@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ pub struct BenchOptions {
     pub junk_rate: u64,
     pub junk_bytes: usize,
     pub order_topic: String,
+    /// Scrape the daemon's `/metrics` this often meanwhile (ms; 0: the endpoint is off).
+    pub scrape_ms: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,6 +54,9 @@ pub struct Report {
     pub max_us: u64,
     pub rss_kb: Option<u64>,
     pub peak_rss_kb: Option<u64>,
+    /// Scrapes of `/metrics` during the load, and the slowest (µs).
+    pub scrapes: u64,
+    pub scrape_max_us: u64,
 }
 
 struct Pending {
@@ -79,12 +85,29 @@ fn workload(seq: u64, residents: u64) -> (String, bool) {
 
 /// A daemon on the demo's gate with `residents`; the terminal's and the gate's ways in, and the
 /// company broker its uplink reports to (where orders from above come from).
-fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, DeviceLink, DeviceLink, BrokerUrl)> {
+/// With `metrics`, the daemon serves `/metrics` there.
+fn spawn_daemon(
+    residents: u64,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<(Spawned, DeviceLink, DeviceLink, BrokerUrl)> {
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     write_residents(&dir, residents)?;
     let demo = demo_config(&dir)?;
-    let spawned = spawn_demo(&demo)?;
+    demo.write()?;
+    if let Some(at) = metrics {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("gatehouse.toml"))?;
+        std::io::Write::write_all(
+            &mut f,
+            format!("\n[metrics]\nlisten = \"{at}\"\n").as_bytes(),
+        )?;
+    }
+    let spawned = Spawned {
+        child: spawn_run(&dir, &[])?,
+        dir,
+    };
     let company = BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
@@ -99,6 +122,10 @@ fn spawn_daemon(residents: u64) -> anyhow::Result<(Spawned, DeviceLink, DeviceLi
 }
 
 pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
+    let metrics = (o.scrape_ms > 0)
+        .then(|| crate::tools::company_broker::free_port())
+        .transpose()?
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let (spawned, terminal, gate, company) = match &o.broker {
         Some(b) => {
             let url = BrokerUrl::parse(b).map_err(anyhow::Error::msg)?;
@@ -106,7 +133,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
             (None, link.clone(), link, url)
         }
         None => {
-            let (s, t, g, c) = spawn_daemon(o.residents)?;
+            let (s, t, g, c) = spawn_daemon(o.residents, metrics)?;
             (Some(s), t, g, c)
         }
     };
@@ -247,6 +274,9 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
         })
     });
 
+    let scraped: Arc<Mutex<(u64, u64)>> = Arc::default();
+    let every = Duration::from_millis(o.scrape_ms.max(1));
+    let scraper = metrics.map(|at| tokio::spawn(scrape(at, every, scraped.clone())));
     let total = o.rate * o.seconds;
     let start = Instant::now();
     let period = Duration::from_nanos(1_000_000_000 / o.rate.max(1));
@@ -269,6 +299,10 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = pid.and_then(|p| rss_kb(p, "VmRSS:"));
     let peak = pid.and_then(|p| rss_kb(p, "VmHWM:"));
+    if let Some(j) = &scraper {
+        j.abort();
+    }
+    let (scrapes, scrape_max_us) = *scraped.lock().unwrap_or_else(|e| e.into_inner());
     subscriber.abort();
     poller.abort();
     if let Some(j) = junk {
@@ -293,5 +327,31 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
         max_us: h.max(),
         rss_kb: rss,
         peak_rss_kb: peak,
+        scrapes,
+        scrape_max_us,
     })
+}
+
+/// A Prometheus server's part: `GET /metrics` every `every`, each answer read to its end;
+/// counts the scrapes and keeps the slowest.
+async fn scrape(at: SocketAddr, every: Duration, scraped: Arc<Mutex<(u64, u64)>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tick = tokio::time::interval(every);
+    let mut body = Vec::with_capacity(64 * 1024);
+    loop {
+        tick.tick().await;
+        let t = Instant::now();
+        let Ok(mut s) = tokio::net::TcpStream::connect(at).await else {
+            continue;
+        };
+        let req = b"GET /metrics HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n";
+        body.clear();
+        if s.write_all(req).await.is_err() || s.read_to_end(&mut body).await.is_err() {
+            continue;
+        }
+        let us = t.elapsed().as_micros() as u64;
+        let mut c = scraped.lock().unwrap_or_else(|e| e.into_inner());
+        c.0 += 1;
+        c.1 = c.1.max(us);
+    }
 }
