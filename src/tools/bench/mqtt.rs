@@ -123,7 +123,7 @@ fn spawn_daemon(
 
 pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
     let metrics = (o.scrape_ms > 0)
-        .then(|| crate::tools::company_broker::free_port())
+        .then(crate::tools::company_broker::free_port)
         .transpose()?
         .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let (spawned, terminal, gate, company) = match &o.broker {
