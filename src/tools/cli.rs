@@ -84,6 +84,10 @@ enum Cmd {
         restart_s: u64,
         #[arg(long, default_value = "/var/lib/mosquitto")]
         persistence_dir: String,
+        /// Write nothing (and succeed) when the config's device side is not an external broker:
+        /// how the package's install script keeps the snippet current.
+        #[arg(long)]
+        if_external: bool,
     },
     /// What the running gateway on this box is doing: mode, clock, uplink, outbox, lists, and
     /// each lane's devices with when they were last heard.
@@ -262,9 +266,14 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             peak_rate,
             restart_s,
             persistence_dir,
+            if_external,
         } => {
             use crate::tools::broker_config;
             let (config, profiles) = crate::run::load_checked(&config, Default::default(), false)?;
+            if if_external && config.device_broker.mode != crate::config::BrokerMode::External {
+                println!("the device side is gatehouse's own endpoint: no mosquitto snippet");
+                return Ok(ExitCode::SUCCESS);
+            }
             let sizing = broker_config::Sizing {
                 peak_rate,
                 restart_s,
