@@ -173,6 +173,31 @@ pub fn verify(
     if id.is_empty() || id.len() > 128 {
         return Err(refuse(id, "malformed", "the id must be 1–128 bytes".into()));
     }
+    let kind = match &c.payload {
+        Some(v1::command::Payload::SetMode(m)) if Mode::parse(&m.mode) == Some(Mode::Fire) => {
+            Kind::Fire
+        }
+        Some(v1::command::Payload::SetMode(_)) => Kind::SetMode,
+        Some(v1::command::Payload::RemoteOpen(_)) => Kind::RemoteOpen,
+        Some(v1::command::Payload::Ping(_)) => Kind::Ping,
+        Some(
+            v1::command::Payload::RegistrySnapshot(_)
+            | v1::command::Payload::RegistryDelta(_)
+            | v1::command::Payload::SnapshotChunk(_),
+        ) => Kind::Registry,
+        Some(v1::command::Payload::SetThreshold(_)) => Kind::SetThreshold,
+        None => return Err(refuse(id, "malformed", "no payload".into())),
+    };
+    // A remote open's validity read on a clock that may be decades off proves nothing.
+    if !limits.clock_trusted && !matches!(kind, Kind::SetMode | Kind::Ping) {
+        return Err(refuse(
+            id,
+            "clock_unsynced",
+            "this gateway's clock is not known to be right (not synced since boot): until it is \
+             only a mode change (not fire) is taken, and only one valid by the clock as it reads"
+                .into(),
+        ));
+    }
     if now_ms > c.expires_at_ms {
         return Err(refuse(
             id,
@@ -202,31 +227,6 @@ pub fn verify(
                 "issued {} ms ahead of this gateway's clock",
                 c.issued_at_ms - now_ms
             ),
-        ));
-    }
-    let kind = match &c.payload {
-        Some(v1::command::Payload::SetMode(m)) if Mode::parse(&m.mode) == Some(Mode::Fire) => {
-            Kind::Fire
-        }
-        Some(v1::command::Payload::SetMode(_)) => Kind::SetMode,
-        Some(v1::command::Payload::RemoteOpen(_)) => Kind::RemoteOpen,
-        Some(v1::command::Payload::Ping(_)) => Kind::Ping,
-        Some(
-            v1::command::Payload::RegistrySnapshot(_)
-            | v1::command::Payload::RegistryDelta(_)
-            | v1::command::Payload::SnapshotChunk(_),
-        ) => Kind::Registry,
-        Some(v1::command::Payload::SetThreshold(_)) => Kind::SetThreshold,
-        None => return Err(refuse(id, "malformed", "no payload".into())),
-    };
-    // A remote open's validity read on a clock that may be decades off proves nothing.
-    if !limits.clock_trusted && !matches!(kind, Kind::SetMode | Kind::Ping) {
-        return Err(refuse(
-            id,
-            "clock_unsynced",
-            "this gateway's clock is not known to be right (not synced since boot): until it is \
-             only a mode change (not fire) is taken"
-                .into(),
         ));
     }
     match limits.store {
@@ -623,6 +623,13 @@ mod tests {
         };
         assert_eq!(
             check_with(&sign(&fresh, "company", &company), &trusted, &unsynced),
+            Err("clock_unsynced")
+        );
+        // Whatever the clock makes of its validity (here: expired), the reason is the clock.
+        let mut old_open = fresh.clone();
+        old_open.expires_at_ms = NOW - 1;
+        assert_eq!(
+            check_with(&sign(&old_open, "company", &company), &trusted, &unsynced),
             Err("clock_unsynced")
         );
         let lockdown = command("s2", v1::Level::Street, "330106001", mode("lockdown"));

@@ -73,6 +73,10 @@ pub struct OrdersSection {
     /// refused (a version near the top of the range would freeze sync for good).
     #[serde(default = "default_max_version_step")]
     pub max_version_step: u64,
+    /// Deprecated: `[clock] trusted` (what it meant before the clock had a section of its own);
+    /// still read, so a config written for an older gatehouse keeps starting after an upgrade.
+    #[serde(default)]
+    pub trust_clock: bool,
     #[serde(default)]
     pub keys: Vec<KeySection>,
 }
@@ -83,6 +87,7 @@ impl Default for OrdersSection {
             max_skew_s: default_max_skew_s(),
             max_lifetime_s: default_max_lifetime_s(),
             max_version_step: default_max_version_step(),
+            trust_clock: false,
             keys: Vec::new(),
         }
     }

@@ -427,7 +427,9 @@ impl DecisionLoop {
     /// Reads the kernel's sync state again; a change reaches the core and the status.
     fn check_clock(&mut self) {
         let clock = &self.status.clock;
-        if !clock.check_sync() || clock.trusted() == self.core.clock_trusted() {
+        // A jump may have changed it too, not only the kernel.
+        clock.check_sync();
+        if clock.trusted() == self.core.clock_trusted() {
             return;
         }
         let trusted = clock.trusted();

@@ -5,7 +5,6 @@
 //! Nothing here costs the decision path more than an atomic add and a histogram observation:
 //! the counters the pipeline already keeps (`Metrics`, each device's `DeviceLive`, the twins,
 //! the clock) are read only when scraped, by a collector.
-use crate::clock::ClockWatch;
 use crate::decision::{Decision, Reason};
 use crate::metrics::Metrics;
 use crate::uplink::StatusSource;
@@ -124,8 +123,9 @@ pub async fn serve(
                     }
                 },
             };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break;
+            // Scrapers past the limit are turned away, not queued: the sampler must keep turning.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue;
             };
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -338,7 +338,7 @@ impl Collector for Pipeline {
             gauge(&mut e, name, help, v)?;
         }
         self.orders(&mut e)?;
-        self.devices(&mut e, &self.0.clock)
+        self.devices(&mut e)
     }
 }
 
@@ -365,10 +365,10 @@ impl Pipeline {
         Ok(())
     }
 
-    fn devices(&self, e: &mut DescriptorEncoder, clock: &ClockWatch) -> std::fmt::Result {
+    fn devices(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         use prometheus_client::metrics::MetricType;
         let twins = self.0.twins.all();
-        let now = clock.now();
+        let mono = crate::clock::mono_ms();
         let per_device: [(&str, &str, MetricType); 4] = [
             ("gatehouse_device_online", "1 while the device is online (its link, or heard within its profile's offline_after_s)", MetricType::Gauge),
             ("gatehouse_device_last_seen_age_seconds", "Seconds since the device was last heard (absent: never since the start)", MetricType::Gauge),
@@ -382,8 +382,10 @@ impl Pipeline {
                 let f = family.encode_family(&labels)?;
                 match i {
                     0 => ConstGauge::new(i64::from(t.online)).encode(f)?,
+                    // On the monotonic clock: a step of the wall clock is no silence.
                     1 if t.last_seen_ms > 0 => {
-                        ConstGauge::new((now - t.last_seen_ms).max(0) as f64 / 1000.0).encode(f)?
+                        let heard = live.heard_mono.load(Ordering::Relaxed);
+                        ConstGauge::new((mono - heard).max(0) as f64 / 1000.0).encode(f)?
                     }
                     1 => {}
                     2 => ConstCounter::new(live.bad_messages.load(Ordering::Relaxed)).encode(f)?,

@@ -65,7 +65,12 @@ impl Daemon {
         config.validate(&profiles)?;
         let boot = boot::boot(&config)?;
         let metrics = Arc::new(Metrics::default());
-        let clock = Arc::new(ClockWatch::new(config.clock.trusted));
+        if config.orders.trust_clock {
+            warn!("[commands] trust_clock is deprecated: write [clock] trusted = true.");
+        }
+        let clock = Arc::new(ClockWatch::new(
+            config.clock.trusted || config.orders.trust_clock,
+        ));
         if !clock.trusted() {
             warn!("The clock is not known to be right (not synced, not vouched for): visitor passes and orders from above wait for it; records say clock_unsynced.");
         }

@@ -7,9 +7,11 @@
 //!   (`clock_unsynced`); a device event's age is not judged and no device clock is learned.
 //! - **A jump.** The wall clock stepped by `delta_ms`: every timer in flight (join windows,
 //!   barrier confirmations, the last open, how long a resident has been out, the devices' learned
-//!   offsets) is carried across, so a step of ten years neither fires nor freezes them. Dated
-//!   facts (outings, pass uses) keep the date they were given.
+//!   offsets) is carried across, so a step of ten years neither fires nor freezes them (how long
+//!   a resident has been out is written again). Dated facts (outings, pass uses) keep the date
+//!   they were given; one dated ahead of the clock is not counted.
 use super::machine::Core;
+use super::state_key::StateKey;
 use super::vocabulary::{Alarm, AlarmKind, Output};
 
 impl Core {
@@ -38,8 +40,12 @@ impl Core {
         for b in self.barriers.values_mut() {
             b.clock_stepped(delta_ms);
         }
-        for (since, _) in self.out_since.values_mut() {
+        for (person, (since, _)) in self.out_since.iter_mut() {
             *since = since.saturating_add(delta_ms);
+            out.push(Output::State(
+                StateKey::OutSince(person.to_string()),
+                Some(since.to_le_bytes().to_vec()),
+            ));
         }
         for c in self.clocks.values_mut() {
             c.offset_ms = c.offset_ms.saturating_add(delta_ms);

@@ -511,7 +511,8 @@ impl Core {
             // A newest reading inside the window joins; older ones were someone else's.
             let lane_state = &mut self.lanes[li];
             if let Some(r) = lane_state.readings.pop_back() {
-                if obs.now_ms - r.at_ms <= join.before_ms {
+                // Never one from "the future": a clock that stepped back is not a fresh reading.
+                if (0..=join.before_ms).contains(&(obs.now_ms - r.at_ms)) {
                     self.decide(obs, Some(r), out);
                     return;
                 }

@@ -7,6 +7,10 @@ use super::state_key::StateKey;
 use super::vocabulary::{Mode, Observation};
 use std::time::Instant;
 
+/// The time restored observations are given: long past on any clock, so the first tick decides
+/// or records them (and far enough from `i64::MIN` that shifting it cannot overflow).
+const RESTORED_MS: i64 = i64::MIN / 4;
+
 impl Core {
     /// Restores durable state written through [`Output::State`]. Unknown or damaged entries are
     /// skipped: at worst a counter restarts.
@@ -75,16 +79,17 @@ impl Core {
         }
     }
 
-    /// An observation held when the gateway stopped, back in its lane's queue: decided when its
-    /// window closes (at the first tick: after a restart it has), as a redelivery — recorded,
-    /// not acted on.
+    /// An observation held when the gateway stopped, back in its lane's queue: decided (or, a
+    /// reading, recorded on its own) at the first tick, as a redelivery — recorded, not acted
+    /// on. Not by its old times: after a power cut the clock may read 1970, and a window that
+    /// never closes — or a reading from before the stop joining the next person — must not be.
     fn hold_again(&mut self, key: String, h: Held) {
         let device_of = |id: &str| self.policy.devices.iter().position(|d| d.id == id);
         match h {
             Held::Waiting {
                 device,
                 at_ms,
-                until_ms,
+                until_ms: _,
                 mut decoded,
             } => {
                 let Some(i) = device_of(&device) else {
@@ -101,7 +106,7 @@ impl Core {
                 };
                 let w = Waiting {
                     obs,
-                    until_ms,
+                    until_ms: RESTORED_MS,
                     held: key,
                 };
                 if let Some(lane) = self.lanes.get_mut(li) {
@@ -110,7 +115,7 @@ impl Core {
             }
             Held::Reading {
                 device,
-                at_ms,
+                at_ms: _,
                 temperature_c,
                 device_abnormal,
                 cause,
@@ -121,7 +126,7 @@ impl Core {
                 let li = self.policy.devices[i].lane;
                 let r = Reading {
                     device: i,
-                    at_ms,
+                    at_ms: RESTORED_MS,
                     temperature_c,
                     device_abnormal,
                     cause,

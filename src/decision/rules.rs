@@ -209,10 +209,11 @@ impl Core {
                     let household = self.registry.household_id(r);
                     let q = self.policy.quota;
                     let window = i64::from(q.days) * DAY_MS;
-                    let used = self
-                        .outings
-                        .get(household)
-                        .map_or(0, |t| t.iter().filter(|&&at| now - at < window).count());
+                    let used = self.outings.get(household).map_or(0, |t| {
+                        t.iter()
+                            .filter(|&&at| (0..window).contains(&(now - at)))
+                            .count()
+                    });
                     if used >= q.outings as usize {
                         return deny(Reason::QuotaExceeded, "outing_quota");
                     }

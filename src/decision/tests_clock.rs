@@ -132,3 +132,39 @@ fn a_jump_does_not_make_an_outing_overdue() {
     c.tick(T0 + YEARS_10 + 5 * H, &mut out);
     assert_eq!(alarms(&out), vec![AlarmKind::OutingOverdue]);
 }
+
+#[test]
+fn what_was_held_at_a_power_cut_goes_at_the_first_tick_even_on_a_clock_back_in_1970() {
+    // Lane west-1 joins thermal-2's readings to reader-in's identifications. The box boots with
+    // its clock at 1970.
+    let boot = 60_000;
+    // Someone waiting for a reading when the power went: decided at the first tick.
+    let mut c = Core::new(policy(), registry(), Mode::Epidemic);
+    let mut out = Vec::new();
+    c.observe(obs(3, Some("R1"), None, T0), &mut out);
+    let mut again = restarted(Mode::Epidemic, &out);
+    assert!(
+        again.next_deadline().is_some_and(|d| d <= boot),
+        "due at once"
+    );
+    let mut after = Vec::new();
+    again.tick(boot, &mut after);
+    let d = decisions(&after);
+    assert_eq!(d.len(), 1, "{after:?}");
+    assert!(d[0].not_actuated);
+    // A reading taken just before the cut: recorded on its own, never joined to the next person.
+    let mut c = Core::new(policy(), registry(), Mode::Epidemic);
+    let mut out = Vec::new();
+    c.observe(obs(2, None, Some(36.4), T0), &mut out);
+    let mut again = restarted(Mode::Epidemic, &out);
+    let mut next = Vec::new();
+    again.observe(obs(3, Some("R6"), None, boot + 1_000), &mut next);
+    assert!(
+        decisions(&next).is_empty(),
+        "waits for its own reading: {next:?}"
+    );
+    assert!(
+        next.iter().any(|o| matches!(o, Output::Reading { .. })),
+        "the old reading recorded on its own: {next:?}"
+    );
+}

@@ -417,12 +417,13 @@ impl Writer {
         let clock = Clocked {
             now,
             trusted: self.cfg.clock.trusted(),
-            jumped: std::mem::replace(&mut self.jumps_seen, jumps) != jumps,
+            jumped: jumps != self.jumps_seen,
         };
         let limits = (self.max_bytes, self.cfg.ttl, clock);
         let mut taken = std::mem::take(batch);
         let dels = std::mem::take(deletes);
-        let durable = durable || records(&taken) > 0;
+        // A raised age floor must survive a crash: the records below it would expire after.
+        let durable = durable || records(&taken) > 0 || clock.jumped;
         if records(&taken) > 0 {
             self.record_commits += 1;
         }
@@ -457,6 +458,8 @@ impl Writer {
                 return Err(e);
             }
         };
+        // Only now is the jump written down (a failed commit sees it again).
+        self.jumps_seen = jumps;
         let appended = ledger.next_seq - self.ledger.next_seq;
         let m = &self.metrics;
         Metrics::inc(&m.outbox_commits);
