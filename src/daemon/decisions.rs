@@ -420,6 +420,7 @@ impl DecisionLoop {
             for at in self.last_open_ms.values_mut() {
                 *at = at.saturating_add(delta_ms);
             }
+            self.orders.clock_stepped(delta_ms);
         }
         now
     }

@@ -412,6 +412,13 @@ impl OrderDesk {
         )
     }
 
+    /// The wall clock stepped: a snapshot transfer's time limit moves with it.
+    pub fn clock_stepped(&mut self, delta_ms: i64) {
+        for t in self.transfers.values_mut() {
+            t.started_ms = t.started_ms.saturating_add(delta_ms);
+        }
+    }
+
     /// Order ids whose orders have expired can no longer be replayed: forgotten. Transfers that
     /// did not complete in time are abandoned, with a result. The store's age is settled once
     /// the clock is known to be right.

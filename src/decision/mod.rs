@@ -75,3 +75,5 @@ mod tests;
 mod tests_clock;
 #[cfg(test)]
 mod tests_stale;
+#[cfg(test)]
+mod tests_vehicle;
