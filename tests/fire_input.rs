@@ -22,19 +22,7 @@ async fn the_fire_panels_contact_opens_every_gate_and_holds_until_the_local_rese
     tokio::spawn(serve_tcp(listener, panel.clone()));
     let broker = start_broker();
     let mut h = Harness::start_with(broker.clone(), broker, |t| {
-        t + &format!(
-            r#"
-[[lanes]]
-id = "fire-panel"
-
-[[lanes.devices]]
-id = "fire-1"
-role = "fire_input"
-profile = "modbus-fire-input"
-address = 1
-modbus = {{ tcp = "{addr}" }}
-"#
-        )
+        t + &gatehouse::tools::demo::fire_panel_lane(addr)
     })
     .await;
     // A contact bouncing faster than the debounce time: counted, no fire mode.

@@ -43,11 +43,12 @@ pub struct DecisionMetrics {
 
 impl DecisionMetrics {
     pub fn decided(&self, d: &Decision) {
-        if let Some(c) = self
+        let counter = self
             .by_lane
             .get(d.lane)
-            .and_then(|l| l.get(d.reason as usize))
-        {
+            .and_then(|l| l.get(d.reason as usize));
+        debug_assert!(counter.is_some(), "Reason::ALL lacks {:?}", d.reason);
+        if let Some(c) = counter {
             c.inc();
         }
         self.latency.observe(d.received.elapsed().as_secs_f64());

@@ -34,7 +34,8 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in declaration order (`reason as usize` indexes it).
+    /// Every reason, in declaration order (`reason as usize` indexes it: `/metrics` counts by
+    /// it). A new reason goes here too.
     pub const ALL: [Reason; 17] = [
         Reason::Ok,
         Reason::Fever,
@@ -368,4 +369,18 @@ pub struct Decoded {
     /// Part of the event could not be read (a temperature that is no number, an unknown unit):
     /// why. The person it names is denied `invalid_reading`, so the terminal asks again.
     pub unreadable: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn every_reason_is_listed_once_in_declaration_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+    }
 }

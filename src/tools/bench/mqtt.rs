@@ -7,10 +7,11 @@
 //! Latency runs from each event's *scheduled* send time, so a stalled engine cannot hide its
 //! stall (no coordinated omission). The workload matches `shared/bench`'s loadgen: 5% fever,
 //! 10% strangers, residents `R000000`…; the gate must open only for a resident below 37.3 °C.
-use super::child::{demo_config, rss_kb, spawn_run, write_residents, Spawned};
+use super::child::{demo_config, rss_kb, spawn_demo, write_residents, Spawned};
 use crate::device::Unit;
 use crate::mqtt_client;
 use crate::mqtt_client::{BrokerUrl, DeviceLink};
+use crate::tools::demo::DemoConfig;
 use crate::tools::sim::hikvision::acs_event;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -93,21 +94,11 @@ fn spawn_daemon(
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     write_residents(&dir, residents)?;
-    let demo = demo_config(&dir)?;
-    demo.write()?;
-    if let Some(at) = metrics {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join("gatehouse.toml"))?;
-        std::io::Write::write_all(
-            &mut f,
-            format!("\n[metrics]\nlisten = \"{at}\"\n").as_bytes(),
-        )?;
-    }
-    let spawned = Spawned {
-        child: spawn_run(&dir, &[])?,
-        dir,
+    let demo = DemoConfig {
+        metrics,
+        ..demo_config(&dir)?
     };
+    let spawned = spawn_demo(&demo)?;
     let company = BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
@@ -122,6 +113,9 @@ fn spawn_daemon(
 }
 
 pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
+    if o.scrape_ms > 0 && o.broker.is_some() {
+        bail!("--scrape-ms scrapes the daemon the bench starts itself: leave out --broker");
+    }
     let metrics = (o.scrape_ms > 0)
         .then(crate::tools::company_broker::free_port)
         .transpose()?

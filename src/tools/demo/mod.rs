@@ -65,6 +65,24 @@ profile = "generic-gate-mqtt"
     )
 }
 
+/// Lane `fire-panel`: the fire alarm panel's contact on a Modbus TCP I/O module at `addr`
+/// (unit 1), as the demo and the tests wire it.
+pub fn fire_panel_lane(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[lanes]]
+id = "fire-panel"
+
+[[lanes.devices]]
+id = "fire-1"
+role = "fire_input"
+profile = "modbus-fire-input"
+address = 1
+modbus = {{ tcp = "{addr}" }}
+"#
+    )
+}
+
 /// The demo's second lane, on RS-485: a face-id reader and an EB turnstile on these serial
 /// paths, beside a separate Hikvision thermal station whose readings join the faces.
 #[derive(Debug, Clone)]
@@ -123,6 +141,8 @@ pub struct DemoConfig {
     pub fire_panel: Option<std::net::SocketAddr>,
     /// Lanes of Modbus RTU barriers: (slave address, serial path) each.
     pub rtu_barriers: Vec<(u8, PathBuf)>,
+    /// `/metrics` and `/health` here (off when none).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl DemoConfig {
@@ -146,6 +166,7 @@ impl DemoConfig {
             http_lane: None,
             fire_panel: None,
             rtu_barriers: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -364,19 +385,10 @@ from = "127.0.0.1"
             }
         }
         if let Some(addr) = self.fire_panel {
-            text.push_str(&format!(
-                r#"
-[[lanes]]
-id = "fire-panel"
-
-[[lanes.devices]]
-id = "fire-1"
-role = "fire_input"
-profile = "modbus-fire-input"
-address = 1
-modbus = {{ tcp = "{addr}" }}
-"#
-            ));
+            text.push_str(&fire_panel_lane(addr));
+        }
+        if let Some(addr) = self.metrics {
+            text.push_str(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));
         }
         for (n, path) in &self.rtu_barriers {
             text.push_str(&format!(
