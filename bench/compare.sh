@@ -5,9 +5,9 @@
 #   direct  devices on gatehouse's own endpoint (`--endpoint-port`): the load generator logs in
 #           as thermal-1 and gate-1 with their passwords; the uplink goes to a mosquitto of this
 #           script's own, so decisions are recorded and sent upstream as in the other rows.
-#           DIRECT=least puts examples/least_endpoint.rs in that row instead: parse, check,
-#           answer inline on one thread, nothing durable — the least any engine there can do, so
-#           the row's floor on this machine.
+#           DIRECT=minimal puts examples/minimal_endpoint.rs in that row instead: parse, check,
+#           answer inline on one thread, nothing durable — near the least any engine there can
+#           do, so the row's floor on this machine.
 # One lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents and
 # 20,000 plates (the registry issue 7 sizes the box for), a fresh store for every run.
 #
@@ -18,7 +18,7 @@
 #
 # usage: bench/compare.sh [RATES] [SECONDS] [ENGINES]     e.g. bench/compare.sh 5000 10 floor,direct
 #        HTTP=1 bench/compare.sh 200,1000 10 floor,engine
-#        DIRECT=least bench/compare.sh 5000 10 floor,direct
+#        DIRECT=minimal bench/compare.sh 5000 10 floor,direct
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 referee=${REFEREE:-$here/../shared/bench/compare.sh}
@@ -52,10 +52,11 @@ printf 'thermal-1 bench-terminal-pw\ngate-1 bench-gate-pw\n' >"$work/direct/devi
 chmod 600 "$work/direct/devices.secrets"
 write_config "$work/direct" $'secrets_file = "devices.secrets"' "mqtt://127.0.0.1:$uport"
 export DIRECT_CMD="sh -c 'rm -rf $work/direct/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/direct/gatehouse.toml --endpoint-port {port}'"
-if [[ ${DIRECT:-} == least ]]; then
-  # The calibration: the least an engine on its own endpoint can do (examples/least_endpoint.rs).
-  cargo build --release --quiet --example least_endpoint --manifest-path "$here/Cargo.toml"
-  export DIRECT_CMD="$here/target/release/examples/least_endpoint {port}"
+if [[ ${DIRECT:-} == minimal ]]; then
+  # The calibration: a minimal engine on its own endpoint (examples/minimal_endpoint.rs).
+  cargo build --release --quiet --example minimal_endpoint --manifest-path "$here/Cargo.toml"
+  export DIRECT_CMD="$here/target/release/examples/minimal_endpoint {port}"
+  echo "DIRECT=minimal: the direct row is examples/minimal_endpoint.rs, not gatehouse" >&2
 fi
 export DIRECT_LOADGEN_ARGS="--pub-client-id hik-terminal --pub-user thermal-1 --pub-pass bench-terminal-pw --sub-client-id gate-controller --sub-user gate-1 --sub-pass bench-gate-pw --cmd-filter devices/gate-1/cmd"
 if [[ ${HTTP:-0} != 0 ]]; then

@@ -313,10 +313,10 @@ fn default_replay_rate() -> u64 {
 pub struct StoreSection {
     #[serde(default = "default_store_dir")]
     pub dir: PathBuf,
-    /// A group commit closes this long after its first record (or when full).
+    /// A group commit closes this long after its first record (or, within 10 ms, when full).
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
-    /// A group commit closes at this many records.
+    /// A group commit closes at this many records (seen within 10 ms).
     #[serde(default = "default_commit_max")]
     pub commit_max: usize,
     /// The outbox never holds more than this (MiB); past it the oldest records are evicted,

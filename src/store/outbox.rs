@@ -1,7 +1,6 @@
 //! The outbox writer: the only task that writes the outbox. Group commit: a batch opens with its
-//! first record and closes `commit_interval` later (at once if `commit_max` records are already
-//! queued; more than that wait for the next batch), then is written in one transaction with one
-//! fsync. Only after that commit are the batch's device events
+//! first record and closes `commit_interval` later, or once `commit_max` records are queued (seen
+//! within 10 ms), then is written in one transaction with one fsync. Only after that commit are the batch's device events
 //! acknowledged and the uplink told there is more to send.
 //!
 //! Sequence numbers are handed out here, in commit order, and persisted (`meta.next_seq`) in the
@@ -104,6 +103,8 @@ impl WriterConfig {
 /// the record is sent again later (a duplicate, never a loss).
 pub const APPEND_CAPACITY: usize = 8192;
 pub const DELETE_CAPACITY: usize = 1024;
+/// Longest the writer sleeps at a time while a batch lingers (the default interval is one step).
+const LINGER_STEP: Duration = Duration::from_millis(10);
 
 /// Eviction reports go upstream at most this often.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -251,13 +252,10 @@ impl Writer {
             crate::metrics::stall_if_due(stall, "outbox writer").await;
             Metrics::inc(&self.metrics.writer_ticks);
             self.take_queued(&mut batch, &mut appends_open);
-            // Linger for more records until the interval is up — only when there is something
-            // to make durable (acks of messages with nothing to keep must not wait) and room in
-            // the batch. Asleep, not woken by every append: on two cores a wake-up per event
-            // was half the daemon's context switches and ~60 µs of a burst's gate latency. The
-            // channel holds far more than an interval's appends, so no sender waits meanwhile.
-            if records(&batch) > 0 && records(&batch) < self.cfg.commit_max {
-                tokio::time::sleep(self.cfg.commit_interval).await;
+            // Linger for more records — only when there is something to make durable (acks of
+            // messages with nothing to keep must not wait) and room in the batch.
+            if appends_open && records(&batch) > 0 && records(&batch) < self.cfg.commit_max {
+                self.linger(records(&batch)).await;
                 self.take_queued(&mut batch, &mut appends_open);
             }
             while let Ok(d) = self.delete_rx.try_recv() {
@@ -288,6 +286,28 @@ impl Writer {
                     let _ = d.send(());
                 }
             }
+        }
+    }
+
+    /// Waits until the batch's interval is up, enough is queued to fill it (or the channel),
+    /// or the channel has closed, whichever is first. Asleep, not woken by every append: on two cores a wake-up
+    /// per event was half the daemon's context switches and ~60 µs of the gate latency of a
+    /// burst's later events. A long interval is slept in steps, so a busy one still closes at
+    /// `commit_max` records (within a step) and no sender waits on a full channel for long.
+    async fn linger(&self, in_batch: usize) {
+        let deadline = tokio::time::Instant::now() + self.cfg.commit_interval;
+        let room = self
+            .cfg
+            .commit_max
+            .saturating_sub(in_batch)
+            .min(self.append_rx.max_capacity());
+        loop {
+            let now = tokio::time::Instant::now();
+            let rx = &self.append_rx;
+            if now >= deadline || rx.len() >= room || rx.is_closed() {
+                return;
+            }
+            tokio::time::sleep((deadline - now).min(LINGER_STEP)).await;
         }
     }
 

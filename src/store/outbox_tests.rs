@@ -114,6 +114,38 @@ async fn core_state_commits_with_its_records_and_reads_back_after_reopen() {
     );
 }
 
+/// The writer sleeps through a batch's interval (no wake-up per append), yet a long interval
+/// still closes the batch once `commit_max` records are queued, and a closing channel is seen:
+/// with an hour's interval, both would otherwise hang the test.
+#[tokio::test]
+async fn a_long_interval_still_closes_a_full_batch_and_sees_the_channel_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = cfg(u64::MAX);
+    c.commit_interval = Duration::from_secs(3600);
+    c.commit_max = 10;
+    let h = spawn(store.clone(), c, Arc::new(Metrics::default())).unwrap();
+    let mut committed = h.committed.clone();
+    append(&h, vec![passage("l0")]).await;
+    // The writer is lingering on its first record when the rest arrive.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 1..25 {
+        append(&h, vec![passage(&format!("l{i}"))]).await;
+    }
+    let full = tokio::time::timeout(
+        Duration::from_secs(30),
+        committed.wait_for(|seq| *seq >= 20),
+    );
+    assert!(full.await.is_ok(), "two full batches were not committed");
+    drop(h.appends);
+    let closed = tokio::time::timeout(Duration::from_secs(30), h.appends_done);
+    assert!(
+        closed.await.is_ok(),
+        "the last batch waited for its interval"
+    );
+    assert_eq!(*h.committed.borrow(), 25);
+}
+
 #[tokio::test]
 async fn records_get_gapless_ids_acks_run_after_commit_and_seqs_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,13 @@
-//! The least an engine on its own device endpoint can do: the calibration for the referee's
-//! `direct` row (`DIRECT=least bench/compare.sh 5000 10 floor,direct`).
+//! A minimal engine on its own device endpoint: the calibration for the referee's `direct` row
+//! (`DIRECT=minimal bench/compare.sh 5000 10 floor,direct`).
 //!
 //! It takes the load generator's two MQTT connections itself, answers every CONNECT, SUBSCRIBE
 //! and PINGREQ, and for each event parses the JSON, applies the referee's check (a resident
 //! below 37.3 °C opens) and writes the gate command straight into the gate's socket from the
-//! terminal's read, then the PUBACK. No login, no durability, no uplink, no task hop, one thread.
-//! What it measures is the load generator, the kernel and this machine: a floor for the row, not
-//! an engine to ship.
+//! terminal's read, then the PUBACK (QoS 0 and 1, what the referee sends). No login, no
+//! durability, no uplink, no task hop, one thread. What it measures is mostly the load generator,
+//! the kernel and this machine: near the floor of the row, not an engine to ship. A gate write
+//! that cannot go at once ends the terminal's connection, which the referee counts as missing.
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, SubscribeReasonCode,
@@ -25,7 +26,7 @@ fn main() -> std::io::Result<()> {
     let port: u16 = match std::env::args().nth(1).map(|p| p.parse()) {
         Some(Ok(p)) => p,
         _ => {
-            eprintln!("usage: least_endpoint PORT");
+            eprintln!("usage: minimal_endpoint PORT");
             std::process::exit(2);
         }
     };
@@ -44,7 +45,7 @@ fn main() -> std::io::Result<()> {
             let (r, g) = (residents.clone(), gate.clone());
             tokio::task::spawn_local(async move {
                 if let Err(e) = connection(Rc::new(s), r, g).await {
-                    eprintln!("least_endpoint: {e}");
+                    eprintln!("minimal_endpoint: {e}");
                 }
             });
         }
@@ -107,7 +108,7 @@ async fn connection(
                     if let Some(g) = gate.borrow().as_ref() {
                         write_now(g, &b)?;
                     }
-                    if p.qos != QoS::AtMostOnce {
+                    if p.qos == QoS::AtLeastOnce {
                         Packet::PubAck(PubAck::new(p.pkid))
                             .write(&mut out, usize::MAX)
                             .map_err(bad)?;
