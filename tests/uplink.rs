@@ -1,6 +1,8 @@
 //! The uplink: nothing lost and order kept while the company broker is unreachable.
 use crate::common::*;
-use gatehouse::device::Unit;
+use gatehouse::config::Config;
+use gatehouse::daemon::Daemon;
+use gatehouse::device::{Profiles, Unit};
 use gatehouse::metrics::Metrics;
 use gatehouse::proto::v1;
 use std::time::Duration;
@@ -185,6 +187,61 @@ async fn statistics_per_lane_go_up_at_the_end_of_each_period() {
         (1, 1, Some(&1), Some(&1))
     );
     assert_eq!(counted.inside, 1);
+}
+
+/// Stopped in one period and started after it ended (a power cut across the hour, an update
+/// at the top of it): the counts of the period it stopped in still go up, as their own batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_period_a_restart_skipped_over_still_goes_up_with_its_counts() {
+    const PERIOD_MS: i64 = 3000;
+    let broker = start_broker();
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
+        t.replace("batch_max = 16", "batch_max = 16\nstats_period_s = 3")
+    })
+    .await;
+    let now = gatehouse::now_ms();
+    tokio::time::sleep(Duration::from_millis(
+        (PERIOD_MS - now % PERIOD_MS) as u64 + 50,
+    ))
+    .await;
+    let period = gatehouse::now_ms() / PERIOD_MS * PERIOD_MS;
+    h.identify(1, Some("R000001"), 36.5, Unit::Celsius).await;
+    h.identify(2, Some("R000002"), 36.6, Unit::Celsius).await;
+    for _ in 0..2 {
+        assert_eq!(h.next_command().await.action, "open");
+    }
+    // Both decisions durable (a group commit is 10 ms), then a stop well inside the period.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.daemon.stop().await;
+    assert!(
+        gatehouse::now_ms() < period + PERIOD_MS,
+        "stopped too late for this test"
+    );
+    let wait = period + PERIOD_MS - gatehouse::now_ms() + 200;
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+
+    let config = Config::load(&h.dir.path().join("gatehouse.toml")).unwrap();
+    let daemon = within(
+        "daemon restart",
+        LONG,
+        Daemon::start(config, Profiles::builtin()),
+    )
+    .await
+    .unwrap();
+    let skipped = loop {
+        let b = h.uplink.stats().await;
+        let s = &b.stats[0];
+        assert!(
+            s.period_start_ms <= period,
+            "the period the daemon stopped in never went up"
+        );
+        if s.period_start_ms == period {
+            break b;
+        }
+    };
+    assert_eq!(skipped.stats[0].entries, 2);
+    assert!(skipped.seq > 0);
+    daemon.stop().await;
 }
 
 /// The broker takes a backlog but its PUBACKs are lost: nothing leaves the outbox without one.

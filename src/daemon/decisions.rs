@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::sources::modbus::BarrierReport;
 use crate::sources::{Input, LinkChange, SourceEvent};
 use crate::store::outbox::{self, Append, Record};
-use crate::uplink::stats::{Pending, Stats};
+use crate::uplink::stats::{finished_state, Pending, Stats};
 use crate::uplink::StatusSource;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -70,7 +70,7 @@ pub struct Inbox {
     /// Signed orders from above, checked by the gatekeeper.
     pub orders: mpsc::Receiver<Checked>,
     /// Statistics periods the uplink broker acknowledged.
-    pub stats_acked: mpsc::Receiver<i64>,
+    pub stats_acked: mpsc::Receiver<u64>,
     /// Registry syncs written to the store, with the new registry to swap in.
     pub swaps: mpsc::Receiver<RegistrySwap>,
 }
@@ -172,9 +172,9 @@ impl DecisionLoop {
                 Some(c) = inbox.control.recv() => self.control(c).await,
                 Some(o) = inbox.orders.recv() => self.order(o).await,
                 Some(s) = inbox.swaps.recv() => self.swap(s),
-                Some(start) = inbox.stats_acked.recv() => {
+                Some(seq) = inbox.stats_acked.recv() => {
                     // Upstream has it: the store need not keep it.
-                    self.append(Vec::new(), vec![(StateKey::StatsPeriod(start), None)], None).await;
+                    self.append(Vec::new(), vec![(StateKey::StatsBatch(seq), None)], None).await;
                 }
                 Some(n) = inbox.source_events.recv() => match n {
                     SourceEvent::Link(l) => self.link(l).await,
@@ -279,16 +279,9 @@ impl DecisionLoop {
         let now = self.now();
         self.core.tick(now, &mut out);
         self.orders.tick(now, &mut out);
-        if let Some(done) = self.stats.roll(now, self.core.inside()) {
-            let start = done.stats.first().map_or(0, |s| s.period_start_ms);
-            out.push(Output::State(
-                StateKey::StatsPeriod(start),
-                Some(prost::Message::encode_to_vec(&done)),
-            ));
-            let (k, v) = self.stats.state();
-            out.push(Output::State(k, v));
-            self.stats_pending.add(start, done);
-        }
+        let mut state = Vec::new();
+        self.roll_stats(now, &mut state);
+        out.extend(state.into_iter().map(|(k, v)| Output::State(k, v)));
         if self.core.mode() == Mode::Fire && self.last_fire_assert.elapsed() >= FIRE_REASSERT {
             self.core.hold_barriers(Hold::Open, &mut out);
             out.push(Output::HoldAll(Hold::Open));
@@ -452,6 +445,7 @@ impl DecisionLoop {
         }
         let mut records = Vec::new();
         let mut state = Vec::new();
+        self.roll_stats(now_ms, &mut state);
         let mut counted = false;
         for o in out {
             match o {
@@ -584,6 +578,16 @@ impl DecisionLoop {
             state.push(self.stats.state());
         }
         self.append(records, state, ack).await;
+    }
+
+    /// Closes the statistics period once the clock has left it: at every tick, and before
+    /// anything is counted (a decision in the first second of an hour counts in that hour).
+    fn roll_stats(&mut self, now_ms: i64, state: &mut Vec<(StateKey, Option<Vec<u8>>)>) {
+        if let Some(done) = self.stats.roll(now_ms, self.core.inside()) {
+            state.push(finished_state(&done));
+            state.push(self.stats.state());
+            self.stats_pending.add(done);
+        }
     }
 
     /// A new fault code from a barrier's fault register: kept for its device-state records, and

@@ -25,7 +25,7 @@ pub mod records;
 use crate::clock::ClockWatch;
 use crate::config::Config;
 use crate::decision::barrier::{Arm, BarrierConfig};
-use crate::decision::{Core, Mode};
+use crate::decision::{Core, Mode, Output};
 use crate::device::Profiles;
 use crate::metrics::Metrics;
 use crate::mqtt_client::BrokerUrl;
@@ -86,7 +86,7 @@ impl Daemon {
             };
             (d.device, config)
         });
-        let start_outputs =
+        let mut start_outputs =
             decisions::restore_core(&mut core, barriers, &boot.state, config.rules.mode);
 
         // What the uplink shows: status, twins.
@@ -134,7 +134,8 @@ impl Daemon {
         let period_ms = config.uplink.stats_period_s.max(1) as i64 * 1000;
         let lane_ids = config.lanes.iter().map(|l| l.id.clone()).collect();
         let mut stats = Stats::new(gateway, lane_ids, period_ms, crate::now_ms());
-        stats.restore_from(&boot.state, &stats_pending);
+        let restored = stats.restore_from(&boot.state, &stats_pending, core.inside());
+        start_outputs.extend(restored.into_iter().map(|(k, v)| Output::State(k, v)));
         let (stats_acked_tx, stats_acked_rx) = mpsc::channel(64);
 
         // Orders from above: in through the uplink, checked by the gatekeeper off the decision

@@ -28,8 +28,9 @@ pub enum StateKey {
     Held(String),
     /// The statistics period in progress (value: `StatsBatch`).
     StatsNow,
-    /// A finished statistics period not yet acknowledged upstream, by its start (unix ms).
-    StatsPeriod(i64),
+    /// A finished statistics batch not yet acknowledged upstream, by its `seq` (value:
+    /// `StatsBatch`; stores from before batches had numbers keyed it by its period's start).
+    StatsBatch(u64),
 }
 
 impl StateKey {
@@ -46,7 +47,7 @@ impl StateKey {
             StateKey::Seen(id) => format!("seen/{id}"),
             StateKey::Held(id) => format!("held/{id}"),
             StateKey::StatsNow => "stats_now/".into(),
-            StateKey::StatsPeriod(start) => format!("stats/{start}"),
+            StateKey::StatsBatch(seq) => format!("stats/{seq}"),
         }
     }
 
@@ -66,7 +67,7 @@ impl StateKey {
             "seen" => StateKey::Seen(id),
             "held" => StateKey::Held(id),
             "stats_now" => StateKey::StatsNow,
-            "stats" => StateKey::StatsPeriod(id.parse().ok()?),
+            "stats" => StateKey::StatsBatch(id.parse().ok()?),
             _ => return None,
         })
     }
@@ -91,7 +92,7 @@ mod tests {
             Seen("thermal-1:9@1800000000000".into()),
             Held("face-2/1800000000000/e1".into()),
             StatsNow,
-            StatsPeriod(1_800_000_000_000),
+            StatsBatch(1_800_000_000_000),
         ] {
             assert_eq!(StateKey::decode(&k.encode()), Some(k));
         }

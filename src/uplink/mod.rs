@@ -126,7 +126,7 @@ pub struct Uplink {
 /// Statistics waiting to go up, and where their acknowledgements are reported.
 pub struct StatsOut {
     pub pending: Arc<crate::uplink::stats::Pending>,
-    pub acked: mpsc::Sender<i64>,
+    pub acked: mpsc::Sender<u64>,
 }
 
 /// The largest command taken from above.
@@ -207,11 +207,11 @@ impl Uplink {
         &self,
         client: &AsyncClient,
         fifo: &mut VecDeque<Tag>,
-        sent: &mut std::collections::HashSet<i64>,
+        sent: &mut std::collections::HashSet<u64>,
     ) {
         let Some(s) = &self.stats else { return };
-        for (start, batch) in s.pending.all() {
-            if sent.contains(&start) {
+        for (seq, batch) in s.pending.all() {
+            if sent.contains(&seq) {
                 continue;
             }
             match client.try_publish(
@@ -221,8 +221,8 @@ impl Uplink {
                 batch.encode_to_vec(),
             ) {
                 Ok(()) => {
-                    sent.insert(start);
-                    fifo.push_back(Tag::Stats(start));
+                    sent.insert(seq);
+                    fifo.push_back(Tag::Stats(seq));
                 }
                 Err(_) => break,
             }
@@ -413,10 +413,10 @@ impl Uplink {
                         Metrics::add(&self.metrics.uplink_acked, seqs.len() as u64);
                         acked.extend(seqs);
                     }
-                    Some(Tag::Stats(start)) => {
+                    Some(Tag::Stats(seq)) => {
                         if let Some(s) = &self.stats {
-                            if s.pending.remove(start) {
-                                let _ = s.acked.try_send(start);
+                            if s.pending.remove(seq) {
+                                let _ = s.acked.try_send(seq);
                             }
                         }
                     }

@@ -22,6 +22,7 @@ impl Stats {
             current: v1::StatsBatch {
                 gateway: gateway.to_string(),
                 stats: Vec::new(),
+                seq: 1,
             },
         };
         s.reset(now_ms);
@@ -42,15 +43,6 @@ impl Stats {
             .collect();
     }
 
-    /// Picks up the counts of the current period after a restart (from [`Stats::snapshot`]).
-    pub fn restore(&mut self, saved: v1::StatsBatch) {
-        let same = saved.stats.first().map(|s| s.period_start_ms)
-            == self.current.stats.first().map(|s| s.period_start_ms);
-        if same && saved.stats.len() == self.current.stats.len() {
-            self.current = saved;
-        }
-    }
-
     pub fn snapshot(&self) -> &v1::StatsBatch {
         &self.current
     }
@@ -64,22 +56,72 @@ impl Stats {
         )
     }
 
-    /// After a restart: the period in progress, and the finished ones upstream has not yet
-    /// acknowledged (into `pending`), from the durable state.
-    pub fn restore_from(&mut self, state: &[(String, Vec<u8>)], pending: &Pending) {
+    /// After a restart: the finished batches upstream has not yet acknowledged (into
+    /// `pending`), and the period the daemon stopped in — counted on if it is still the current
+    /// one, else finished now (with `inside`, the count at start) so its counts are not lost.
+    /// Returns the state to write: the batches it finished or numbered, and the period now.
+    pub fn restore_from(
+        &mut self,
+        state: &[(String, Vec<u8>)],
+        pending: &Pending,
+        inside: usize,
+    ) -> Vec<(StateKey, Option<Vec<u8>>)> {
+        let decode = |v: &Vec<u8>| <v1::StatsBatch as prost::Message>::decode(v.as_slice()).ok();
+        let mut saved = None;
+        let mut finished = Vec::new();
         for (k, v) in state {
-            let key = StateKey::decode(k);
-            if !matches!(key, Some(StateKey::StatsNow | StateKey::StatsPeriod(_))) {
-                continue;
-            }
-            let Ok(batch) = <v1::StatsBatch as prost::Message>::decode(v.as_slice()) else {
-                continue;
-            };
-            match key {
-                Some(StateKey::StatsPeriod(start)) => pending.add(start, batch),
-                _ => self.restore(batch),
+            match StateKey::decode(k) {
+                Some(StateKey::StatsNow) => saved = decode(v),
+                Some(StateKey::StatsBatch(key)) => finished.extend(decode(v).map(|b| (key, b))),
+                _ => {}
             }
         }
+        // Numbers go on from the highest in the store (0: a store from before numbers).
+        let mut next = finished
+            .iter()
+            .map(|(_, b)| b.seq)
+            .chain(saved.as_ref().map(|b| b.seq))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let mut number = |b: &mut v1::StatsBatch| {
+            if b.seq == 0 {
+                b.seq = next;
+                next += 1;
+            }
+        };
+        let mut writes = Vec::new();
+        for (key, mut batch) in finished {
+            if batch.seq == 0 {
+                // Keyed by its period's start until now.
+                number(&mut batch);
+                writes.push((StateKey::StatsBatch(key), None));
+                writes.push(finished_state(&batch));
+            }
+            pending.add(batch);
+        }
+        match saved {
+            Some(mut saved) if same_period(&saved, &self.current) => {
+                number(&mut saved);
+                self.current = saved;
+            }
+            Some(mut saved) => {
+                number(&mut saved);
+                for s in &mut saved.stats {
+                    s.inside = inside as u32;
+                }
+                writes.push(finished_state(&saved));
+                pending.add(saved);
+                self.current.seq = 0;
+                number(&mut self.current);
+            }
+            None => {
+                self.current.seq = 0;
+                number(&mut self.current);
+            }
+        }
+        writes.push(self.state());
+        writes
     }
 
     /// Counts one decision; `clock_unsynced`: made on a clock not known to be right (the period
@@ -136,8 +178,26 @@ impl Stats {
             s.inside = inside as u32;
         }
         self.reset(now_ms);
+        self.current.seq = done.seq + 1;
         Some(done)
     }
+}
+
+/// The same period of the same lanes, in the same order (counts are kept by lane index).
+fn same_period(a: &v1::StatsBatch, b: &v1::StatsBatch) -> bool {
+    a.stats.len() == b.stats.len()
+        && a.stats
+            .iter()
+            .zip(&b.stats)
+            .all(|(x, y)| x.lane == y.lane && x.period_start_ms == y.period_start_ms)
+}
+
+/// A finished batch as durable state, kept until upstream acknowledges it.
+pub fn finished_state(batch: &v1::StatsBatch) -> (StateKey, Option<Vec<u8>>) {
+    (
+        StateKey::StatsBatch(batch.seq),
+        Some(prost::Message::encode_to_vec(batch)),
+    )
 }
 
 #[cfg(test)]
@@ -215,32 +275,157 @@ mod tests {
         let next = s.snapshot();
         assert_eq!(next.stats[0].period_start_ms, T0 + H);
         assert_eq!(next.stats[0].entries, 0);
+        assert_eq!((b.seq, next.seq), (1, 2));
+    }
+
+    /// The durable state as `restore_from` reads it after a restart.
+    fn stored(writes: &[(StateKey, Option<Vec<u8>>)]) -> Vec<(String, Vec<u8>)> {
+        let mut state = std::collections::BTreeMap::new();
+        for (k, v) in writes {
+            match v {
+                Some(v) => state.insert(k.encode(), v.clone()),
+                None => state.remove(&k.encode()),
+            };
+        }
+        state.into_iter().collect()
+    }
+
+    fn entered(s: &mut Stats, n: usize) {
+        for _ in 0..n {
+            s.record(&d(0, true, Reason::Ok, false, Direction::In), false);
+        }
+    }
+
+    #[test]
+    fn a_restart_counts_on_in_its_period_and_finishes_one_it_stopped_in() {
+        let lanes = || vec!["east".to_string()];
+        let mut s = Stats::new("gw", lanes(), H, T0 + 10);
+        entered(&mut s, 3);
+        let state = stored(&[s.state()]);
+
+        // Back within the hour: counting goes on, same batch.
+        let mut again = Stats::new("gw", lanes(), H, T0 + 20);
+        let pending = Pending::default();
+        again.restore_from(&state, &pending, 7);
+        assert_eq!(
+            (again.snapshot().stats[0].entries, again.snapshot().seq),
+            (3, 1)
+        );
+        assert!(pending.all().is_empty());
+
+        // Back after the hour: the hour it stopped in goes up as it was (it used to be dropped).
+        let mut later = Stats::new("gw", lanes(), H, T0 + H + 5);
+        let pending = Pending::default();
+        let writes = later.restore_from(&state, &pending, 7);
+        let done = pending.all();
+        assert_eq!(done.len(), 1);
+        let (seq, b) = &done[0];
+        assert_eq!((*seq, b.stats[0].entries, b.stats[0].inside), (1, 3, 7));
+        assert_eq!(b.stats[0].period_start_ms, T0);
+        assert_eq!(later.snapshot().seq, 2);
+        assert_eq!(later.snapshot().stats[0].entries, 0);
+        // ...and is in the store until upstream has it, across another restart.
+        let pending = Pending::default();
+        let mut third = Stats::new("gw", lanes(), H, T0 + H + 9);
+        third.restore_from(&stored(&writes), &pending, 7);
+        assert_eq!(pending.all().len(), 1);
+        assert_eq!(third.snapshot().seq, 2);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_into_a_finished_period_sends_a_second_batch_not_an_overwrite() {
+        let mut s = Stats::new("gw", vec!["east".into()], H, T0 + 10);
+        let pending = Pending::default();
+        entered(&mut s, 2);
+        let first = s.roll(T0 + H + 10, 0).unwrap();
+        pending.add(first);
+        entered(&mut s, 1);
+        // Stepped back into the hour already finished, then on past its end again.
+        let stepped = s.roll(T0 + 20, 0).unwrap();
+        pending.add(stepped);
+        entered(&mut s, 4);
+        pending.add(s.roll(T0 + H + 30, 0).unwrap());
+        let all = pending.all();
+        let counts: Vec<_> = all
+            .iter()
+            .map(|(seq, b)| (*seq, b.stats[0].period_start_ms, b.stats[0].entries))
+            .collect();
+        assert_eq!(counts, [(1, T0, 2), (2, T0 + H, 1), (3, T0, 4)]);
+    }
+
+    #[test]
+    fn batches_stored_before_they_had_numbers_are_numbered_and_rekeyed() {
+        let old = |start: i64, entries: u32| v1::StatsBatch {
+            gateway: "gw".into(),
+            stats: vec![v1::LaneStats {
+                lane: "east".into(),
+                period_start_ms: start,
+                period_end_ms: start + H,
+                entries,
+                ..Default::default()
+            }],
+            seq: 0,
+        };
+        let encode = |b: &v1::StatsBatch| Some(prost::Message::encode_to_vec(b));
+        let state = stored(&[
+            (StateKey::StatsBatch(T0 as u64), encode(&old(T0, 5))),
+            (
+                StateKey::StatsBatch((T0 + H) as u64),
+                encode(&old(T0 + H, 6)),
+            ),
+            (StateKey::StatsNow, encode(&old(T0 + 2 * H, 7))),
+        ]);
+        let mut s = Stats::new("gw", vec!["east".into()], H, T0 + 2 * H + 1);
+        let pending = Pending::default();
+        let writes = s.restore_from(&state, &pending, 0);
+        let seqs: Vec<_> = pending
+            .all()
+            .iter()
+            .map(|(q, b)| (*q, b.stats[0].entries))
+            .collect();
+        assert_eq!(seqs, [(1, 5), (2, 6)]);
+        assert_eq!((s.snapshot().seq, s.snapshot().stats[0].entries), (3, 7));
+        let keys: Vec<_> = stored(
+            &[
+                state
+                    .iter()
+                    .map(|(k, v)| (StateKey::decode(k).unwrap(), Some(v.clone())))
+                    .collect::<Vec<_>>(),
+                writes,
+            ]
+            .concat(),
+        )
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+        assert_eq!(keys, ["stats/1", "stats/2", "stats_now/"]);
     }
 }
 
 /// Finished periods waiting for the uplink's PUBACK (also kept in the store until then).
 #[derive(Debug, Default)]
 pub struct Pending {
-    batches: std::sync::Mutex<std::collections::BTreeMap<i64, v1::StatsBatch>>,
+    /// By `seq`.
+    batches: std::sync::Mutex<std::collections::BTreeMap<u64, v1::StatsBatch>>,
     pub changed: tokio::sync::Notify,
 }
 
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<i64, v1::StatsBatch>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, v1::StatsBatch>> {
         self.batches.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn add(&self, period_start_ms: i64, batch: v1::StatsBatch) {
-        self.lock().insert(period_start_ms, batch);
+    pub fn add(&self, batch: v1::StatsBatch) {
+        self.lock().insert(batch.seq, batch);
         self.changed.notify_one();
     }
 
     /// Everything pending, oldest first.
-    pub fn all(&self) -> Vec<(i64, v1::StatsBatch)> {
+    pub fn all(&self) -> Vec<(u64, v1::StatsBatch)> {
         self.lock().iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
-    pub fn remove(&self, period_start_ms: i64) -> bool {
-        self.lock().remove(&period_start_ms).is_some()
+    pub fn remove(&self, seq: u64) -> bool {
+        self.lock().remove(&seq).is_some()
     }
 }

@@ -9,8 +9,8 @@ use std::collections::{HashMap, VecDeque};
 pub(super) enum Tag {
     Batch(crate::store::outbox::Delete),
     Status,
-    /// A period's statistics (its start).
-    Stats(i64),
+    /// A statistics batch (its seq).
+    Stats(u64),
 }
 
 #[derive(Default)]
