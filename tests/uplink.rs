@@ -193,10 +193,10 @@ async fn statistics_per_lane_go_up_at_the_end_of_each_period() {
 /// at the top of it): the counts of the period it stopped in still go up, as their own batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_period_a_restart_skipped_over_still_goes_up_with_its_counts() {
-    const PERIOD_MS: i64 = 3000;
+    const PERIOD_MS: i64 = 6000;
     let broker = start_broker();
     let mut h = Harness::start_with(broker.clone(), broker, |t| {
-        t.replace("batch_max = 16", "batch_max = 16\nstats_period_s = 3")
+        t.replace("batch_max = 16", "batch_max = 16\nstats_period_s = 6")
     })
     .await;
     let now = gatehouse::now_ms();
@@ -240,7 +240,13 @@ async fn the_period_a_restart_skipped_over_still_goes_up_with_its_counts() {
         }
     };
     assert_eq!(skipped.stats[0].entries, 2);
+    // The identifications came right after the period began: counted in it, not the one before.
     assert!(skipped.seq > 0);
+    let next = h.uplink.stats().await;
+    assert_eq!(
+        (next.stats[0].period_start_ms, next.seq),
+        (period + PERIOD_MS, skipped.seq + 1)
+    );
     daemon.stop().await;
 }
 

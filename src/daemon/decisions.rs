@@ -279,14 +279,12 @@ impl DecisionLoop {
         let now = self.now();
         self.core.tick(now, &mut out);
         self.orders.tick(now, &mut out);
-        let mut state = Vec::new();
-        self.roll_stats(now, &mut state);
-        out.extend(state.into_iter().map(|(k, v)| Output::State(k, v)));
         if self.core.mode() == Mode::Fire && self.last_fire_assert.elapsed() >= FIRE_REASSERT {
             self.core.hold_barriers(Hold::Open, &mut out);
             out.push(Output::HoldAll(Hold::Open));
         }
-        if !out.is_empty() {
+        // emit closes a statistics period the clock has left.
+        if !out.is_empty() || self.stats.ended(now) {
             self.emit(out, None).await;
         }
     }
@@ -445,8 +443,8 @@ impl DecisionLoop {
         }
         let mut records = Vec::new();
         let mut state = Vec::new();
-        self.roll_stats(now_ms, &mut state);
-        let mut counted = false;
+        // Set when the period in progress must be written: a roll, a count, or one handed in.
+        let mut counted = self.roll_stats(now_ms, &mut state);
         for o in out {
             match o {
                 Output::Decision(d) => {
@@ -524,6 +522,8 @@ impl DecisionLoop {
                             .command(policy, g, command, "", "fire_mode", now_ms, now);
                     }
                 }
+                // Whatever period a caller saw, the one in force now is written, last.
+                Output::State(StateKey::StatsNow, _) => counted = true,
                 Output::State(k, v) => state.push((k, v)),
                 Output::Barrier { device, command } => self.actuators.barrier(device, command),
                 Output::Outcome {
@@ -574,7 +574,8 @@ impl DecisionLoop {
             }
         }
         if counted {
-            // The period's counts so far, with the records that changed them.
+            // The period's counts so far, with the records that changed them; last, so no
+            // older copy handed in with the outputs can overwrite it.
             state.push(self.stats.state());
         }
         self.append(records, state, ack).await;
@@ -582,12 +583,16 @@ impl DecisionLoop {
 
     /// Closes the statistics period once the clock has left it: at every tick, and before
     /// anything is counted (a decision in the first second of an hour counts in that hour).
-    fn roll_stats(&mut self, now_ms: i64, state: &mut Vec<(StateKey, Option<Vec<u8>>)>) {
-        if let Some(done) = self.stats.roll(now_ms, self.core.inside()) {
-            state.push(finished_state(&done));
-            state.push(self.stats.state());
-            self.stats_pending.add(done);
-        }
+    /// The finished batch and the new highest seq go into `state`; true if it rolled (the
+    /// caller writes the new period, last).
+    fn roll_stats(&mut self, now_ms: i64, state: &mut Vec<(StateKey, Option<Vec<u8>>)>) -> bool {
+        let Some(done) = self.stats.roll(now_ms, self.core.inside()) else {
+            return false;
+        };
+        state.push(finished_state(&done));
+        state.push(self.stats.seq_state());
+        self.stats_pending.add(done);
+        true
     }
 
     /// A new fault code from a barrier's fault register: kept for its device-state records, and

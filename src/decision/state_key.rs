@@ -31,6 +31,9 @@ pub enum StateKey {
     /// A finished statistics batch not yet acknowledged upstream, by its `seq` (value:
     /// `StatsBatch`; stores from before batches had numbers keyed it by its period's start).
     StatsBatch(u64),
+    /// The highest statistics batch `seq` ever given out (value: u64 LE), so numbers are not
+    /// reused even when every batch is acknowledged and gone.
+    StatsSeq,
 }
 
 impl StateKey {
@@ -48,6 +51,7 @@ impl StateKey {
             StateKey::Held(id) => format!("held/{id}"),
             StateKey::StatsNow => "stats_now/".into(),
             StateKey::StatsBatch(seq) => format!("stats/{seq}"),
+            StateKey::StatsSeq => "stats_seq/".into(),
         }
     }
 
@@ -68,6 +72,7 @@ impl StateKey {
             "held" => StateKey::Held(id),
             "stats_now" => StateKey::StatsNow,
             "stats" => StateKey::StatsBatch(id.parse().ok()?),
+            "stats_seq" => StateKey::StatsSeq,
             _ => return None,
         })
     }
@@ -93,6 +98,7 @@ mod tests {
             Held("face-2/1800000000000/e1".into()),
             StatsNow,
             StatsBatch(1_800_000_000_000),
+            StatsSeq,
         ] {
             assert_eq!(StateKey::decode(&k.encode()), Some(k));
         }

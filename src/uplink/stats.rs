@@ -69,18 +69,23 @@ impl Stats {
         let decode = |v: &Vec<u8>| <v1::StatsBatch as prost::Message>::decode(v.as_slice()).ok();
         let mut saved = None;
         let mut finished = Vec::new();
+        let mut given_out = 0;
         for (k, v) in state {
             match StateKey::decode(k) {
                 Some(StateKey::StatsNow) => saved = decode(v),
                 Some(StateKey::StatsBatch(key)) => finished.extend(decode(v).map(|b| (key, b))),
+                Some(StateKey::StatsSeq) => {
+                    given_out = v.as_slice().try_into().map_or(0, u64::from_le_bytes);
+                }
                 _ => {}
             }
         }
-        // Numbers go on from the highest in the store (0: a store from before numbers).
+        // Numbers go on from the highest ever given out (0: a store from before numbers).
         let mut next = finished
             .iter()
             .map(|(_, b)| b.seq)
             .chain(saved.as_ref().map(|b| b.seq))
+            .chain([given_out])
             .max()
             .unwrap_or(0)
             + 1;
@@ -120,8 +125,18 @@ impl Stats {
                 number(&mut self.current);
             }
         }
+        writes.push(self.seq_state());
         writes.push(self.state());
         writes
+    }
+
+    /// The highest `seq` given out (the current period's), as durable state: written whenever
+    /// a number is given out, so none is given twice.
+    pub fn seq_state(&self) -> (StateKey, Option<Vec<u8>>) {
+        (
+            StateKey::StatsSeq,
+            Some(self.current.seq.to_le_bytes().to_vec()),
+        )
     }
 
     /// Counts one decision; `clock_unsynced`: made on a clock not known to be right (the period
@@ -162,15 +177,17 @@ impl Stats {
         }
     }
 
-    /// When the period is over: its batch (with the count inside), and counting starts afresh.
-    pub fn roll(&mut self, now_ms: i64, inside: usize) -> Option<v1::StatsBatch> {
-        let (start, end) = self
-            .current
+    /// Whether the clock has left the period in progress (a clock stepped back out of it too).
+    pub fn ended(&self, now_ms: i64) -> bool {
+        self.current
             .stats
             .first()
-            .map(|s| (s.period_start_ms, s.period_end_ms))?;
-        // A clock stepped back out of the period ends it too.
-        if (start..end).contains(&now_ms) {
+            .is_some_and(|s| !(s.period_start_ms..s.period_end_ms).contains(&now_ms))
+    }
+
+    /// When the period is over: its batch (with the count inside), and counting starts afresh.
+    pub fn roll(&mut self, now_ms: i64, inside: usize) -> Option<v1::StatsBatch> {
+        if !self.ended(now_ms) {
             return None;
         }
         let mut done = self.current.clone();
@@ -354,6 +371,27 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_not_given_twice_when_every_batch_is_acknowledged_and_gone() {
+        let mut s = Stats::new("gw", vec!["east".into()], H, T0 + 10);
+        let pending = Pending::default();
+        let mut writes = s.restore_from(&[], &pending, 0);
+        for k in 1..4 {
+            let done = s.roll(T0 + k * H, 0).unwrap();
+            writes.push(finished_state(&done));
+            writes.push(s.seq_state());
+            writes.push(s.state());
+            // Acknowledged upstream: deleted.
+            writes.push((StateKey::StatsBatch(done.seq), None));
+        }
+        assert_eq!(s.snapshot().seq, 4);
+        // The period in progress unreadable (damaged, or rewritten by an older version).
+        writes.push((StateKey::StatsNow, Some(vec![0xff, 0xff])));
+        let mut again = Stats::new("gw", vec!["east".into()], H, T0 + 3 * H + 1);
+        again.restore_from(&stored(&writes), &pending, 0);
+        assert_eq!(again.snapshot().seq, 5);
+    }
+
+    #[test]
     fn batches_stored_before_they_had_numbers_are_numbered_and_rekeyed() {
         let old = |start: i64, entries: u32| v1::StatsBatch {
             gateway: "gw".into(),
@@ -398,7 +436,7 @@ mod tests {
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-        assert_eq!(keys, ["stats/1", "stats/2", "stats_now/"]);
+        assert_eq!(keys, ["stats/1", "stats/2", "stats_now/", "stats_seq/"]);
     }
 }
 
