@@ -1,7 +1,7 @@
 //! The outbox writer: the only task that writes the outbox. Group commit: a batch opens with its
 //! first record and closes `commit_interval` later, or once `commit_max` records are queued (seen
-//! within 10 ms), then is written in one transaction with one fsync. Only after that commit are the batch's device events
-//! acknowledged and the uplink told there is more to send.
+//! within 10 ms), then is written in one transaction with one fsync. Only after that commit are
+//! the batch's device events acknowledged and the uplink told there is more to send.
 //!
 //! Sequence numbers are handed out here, in commit order, and persisted (`meta.next_seq`) in the
 //! same transaction as the records, so a seq is never reused, even across a crash.
@@ -290,9 +290,9 @@ impl Writer {
     }
 
     /// Waits until the batch's interval is up, enough is queued to fill it (or the channel),
-    /// or the channel has closed, whichever is first. Asleep, not woken by every append: on two cores a wake-up
-    /// per event was half the daemon's context switches and ~60 µs of the gate latency of a
-    /// burst's later events. A long interval is slept in steps, so a busy one still closes at
+    /// or the channel has closed, whichever is first. Asleep, not woken by every append: on two
+    /// cores a wake-up per event was half the daemon's context switches and ~60 µs of the gate
+    /// latency of a burst's later events. A long interval is slept in steps, so a busy one still closes at
     /// `commit_max` records (within a step) and no sender waits on a full channel for long.
     async fn linger(&self, in_batch: usize) {
         let deadline = tokio::time::Instant::now() + self.cfg.commit_interval;
