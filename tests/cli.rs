@@ -305,6 +305,46 @@ async fn fire_mode_from_the_cli_holds_across_a_crash_until_the_local_reset() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Fire mode found in the store at a restart holds every gate open at once — also when the
+/// config file's mode changed meanwhile (fire refuses it) — not at the next re-assert 5 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_fire_mode_with_a_changed_config_mode_holds_the_gates_open_at_once() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let devices = DeviceSide::endpoint();
+    let config = write_config(dir.path(), &devices, &broker);
+    let mut watcher = Uplink::connect(&broker).await;
+    let mut gate = gate_sim(&devices.link("gate-1"));
+    let mut child = Reaped(gatehouse_run(&config).spawn().unwrap());
+    watcher.status(v1::GatewayState::Online).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = gatehouse()
+        .args(["mode", "fire", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(next_action(&mut gate).await, "hold_open");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // The config's mode changes while the box is down.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[rules]\nmode = \"epidemic\"\n");
+    std::fs::write(&config, text).unwrap();
+    while tokio::time::timeout(Duration::from_millis(50), gate.recv())
+        .await
+        .is_ok()
+    {}
+    let started = std::time::Instant::now();
+    let _child = Reaped(gatehouse_run(&config).spawn().unwrap());
+    assert_eq!(next_action(&mut gate).await, "hold_open");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(4500),
+        "held open at once, not at the 5 s re-assert: {waited:?}"
+    );
+}
+
 async fn next_action(
     gate: &mut tokio::sync::mpsc::Receiver<
         Result<gatehouse::tools::sim::gate::GateCommand, String>,

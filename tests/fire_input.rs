@@ -91,3 +91,53 @@ async fn the_fire_panels_contact_opens_every_gate_and_holds_until_the_local_rese
         }
     }
 }
+
+/// A module that dies mid-fire (a burnt cable): its input is unknown, and unknown is never "no
+/// fire" — the local reset is refused with a reason that says so, and `status` shows what the
+/// input reads. Once it reads normal again the reset goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_reset_is_refused_while_the_panels_input_cannot_be_read() {
+    let panel = FirePanel::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_tcp(listener, panel.clone()));
+    let broker = start_broker();
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
+        t + &gatehouse::tools::demo::fire_panel_lane(addr)
+    })
+    .await;
+    let store = h.dir.path().join("store");
+    let status = || async {
+        let s = gatehouse::daemon::control::send(&store, "status")
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        let fire = v["devices"].as_array().unwrap().iter();
+        let reading = fire
+            .filter(|d| d["id"] == "fire-1")
+            .map(|d| d["fire_input"].clone());
+        reading.collect::<Vec<_>>()[0].as_str().unwrap().to_string()
+    };
+    panel.set_fire(true);
+    assert_eq!(h.next_command().await.action, "hold_open");
+    assert_eq!(status().await, "fire");
+    panel.set_dead(true);
+    let a = h.uplink.alarm_of(v1::AlarmKind::FireInputUnknown).await;
+    assert!(a.detail.contains("does not answer"), "{}", a.detail);
+    let r = reset(&h).await;
+    assert!(
+        r.starts_with("refused") && r.contains("cannot be read"),
+        "reset refused while the input is unknown: {r}"
+    );
+    assert_eq!(status().await, "unknown");
+    // The module back, the panel reset: normal, and now the reset works.
+    panel.set_fire(false);
+    panel.set_dead(false);
+    within("the input read normal", LONG, async {
+        while status().await != "normal" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(reset(&h).await.trim(), "ok");
+}

@@ -261,6 +261,77 @@ async fn a_real_terminals_traces_get_the_right_answers() {
     assert!(a.detail.contains("unexpected_open"), "{}", a.detail);
 }
 
+/// The terminal uploads lock reports it stored while gatehouse could not hear it (its own
+/// "not current" marker, or dated an hour ago): recorded as stored, never taken as the door's
+/// state now — no tamper alarm for an opening that happened long ago, or was ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_lock_reports_are_recorded_as_stored_and_never_raise_a_tamper_alarm() {
+    let mut g = HttpGate::start("").await;
+    let mut p = Pusher::new(&g.http);
+    let now = gatehouse::now_ms();
+    let hour_ago = now - 3_600_000;
+    let stored = [
+        hik_event(
+            3001,
+            serde_json::json!({"subEventType": 22, "currentEvent": false}),
+            now,
+        ),
+        hik_event(
+            3002,
+            serde_json::json!({"subEventType": 21, "currentEvent": false}),
+            now,
+        ),
+        hik_event(3003, serde_json::json!({"subEventType": 22}), hour_ago),
+        hik_event(3004, serde_json::json!({"subEventType": 21}), hour_ago),
+    ];
+    for ev in &stored {
+        assert_eq!(push(&mut p, "terminal-h", ev, 0).await.0, 200);
+    }
+    let mut reports = Vec::new();
+    within("four stored lock reports", LONG, async {
+        while reports.len() < 4 {
+            for e in g.h.uplink.batch().await {
+                if let (true, Some(v1::event::Body::DeviceState(s))) =
+                    (e.device == "terminal-h", e.body)
+                {
+                    reports.push(s);
+                }
+            }
+        }
+    })
+    .await;
+    assert!(reports.iter().all(|s| s.stored), "{reports:?}");
+    assert_eq!(
+        reports.iter().map(|s| s.arm.as_str()).collect::<Vec<_>>(),
+        ["down", "up", "down", "up"]
+    );
+    // A live report after them: what the uplink carried by then holds no tamper alarm.
+    let live = hik_event(3005, serde_json::json!({"subEventType": 22}), now);
+    assert_eq!(push(&mut p, "terminal-h", &live, 0).await.0, 200);
+    within("the live lock report", LONG, async {
+        loop {
+            for e in g.h.uplink.batch().await {
+                if let (true, Some(v1::event::Body::DeviceState(s))) =
+                    (e.device == "terminal-h", e.body)
+                {
+                    if !s.stored {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tamper: Vec<_> =
+        g.h.uplink
+            .alarms_so_far()
+            .into_iter()
+            .filter(|a| a.kind() == v1::AlarmKind::Tamper)
+            .collect();
+    assert!(tamper.is_empty(), "{tamper:?}");
+}
+
 /// Sends raw bytes on a fresh connection and reads the answer's status (0: closed without one).
 async fn raw(http: &str, bytes: &[u8], then_wait: Duration) -> u16 {
     let mut s = tokio::net::TcpStream::connect(http).await.unwrap();

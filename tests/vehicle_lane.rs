@@ -16,6 +16,8 @@ struct VehicleGate {
     barriers: Vec<BarrierSim>,
     /// The barriers' Modbus TCP server (not on RTU), where anyone on the LAN can reach them.
     modbus: Option<std::net::SocketAddr>,
+    /// gatehouse's link to that server (TCP only), which the test can cut.
+    link: Option<TcpCut>,
     _files: tempfile::TempDir,
 }
 
@@ -38,6 +40,7 @@ async fn start(lanes: u8, rtu: bool, mode: &str) -> VehicleGate {
             .collect(),
     );
     let mut modbus = None;
+    let mut cut = None;
     let link = if rtu {
         let pty = Pty::new().unwrap();
         let path = pty.path.display().to_string();
@@ -48,7 +51,10 @@ async fn start(lanes: u8, rtu: bool, mode: &str) -> VehicleGate {
         let addr = listener.local_addr().unwrap();
         modbus = Some(addr);
         tokio::spawn(serve_tcp(listener, service));
-        format!("tcp = \"{addr}\"")
+        let c = TcpCut::start(addr).await;
+        let via = c.addr;
+        cut = Some(c);
+        format!("tcp = \"{via}\"")
     };
     let plates_line = format!(
         "import = \"residents.csv\"\nplates = \"{}\"",
@@ -87,6 +93,7 @@ modbus = {{ {link} }}
         h,
         barriers,
         modbus,
+        link: cut,
         _files: files,
     }
 }
@@ -520,4 +527,176 @@ async fn a_coil_written_by_someone_else_on_the_lan_raises_a_tamper_alarm() {
         b.is_up() || b.counts().0 == 0,
         "the intruder's open, not ours"
     );
+}
+
+/// The barrier's link is cut long enough for the bus's reconnect backoff to reach its longest
+/// pause; a resident's plate is read meanwhile and allowed. The open is refused at once (recorded,
+/// an alarm for the guard: the car may be waiting) and never written when the link comes back —
+/// seconds later the arm would lift for whoever stands there then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plate_read_while_the_barrier_link_is_down_never_lifts_the_arm_after_it_is_back() {
+    let mut g = start(1, false, "normal").await;
+    let b = g.barriers[0].clone();
+    g.h.uplink.twin("barrier-1", |t| t.arm == "down").await;
+    let link = g.link.take().expect("a TCP barrier");
+    link.cut();
+    // 5 s backoff plus 25 % jitter: the bus is asleep in its longest pause.
+    tokio::time::sleep(Duration::from_millis(7000)).await;
+    g.plate(1, 1, "粤B12345", 96).await;
+    let d = g.decision(1).await;
+    assert_eq!((d.reason.as_str(), d.verdict()), ("ok", v1::Verdict::Allow));
+    link.restore();
+    // Back: polled again (the twin says online), and a second longer for any queued write.
+    b.take_logs();
+    wait_for("the barrier polled again", || !b.take_logs().0.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        b.counts(),
+        (0, 0, 0),
+        "no coil written after the link came back"
+    );
+    let refused = within("the open refused", LONG, async {
+        loop {
+            for e in g.h.uplink.batch().await {
+                if let Some(v1::event::Body::CommandOutcome(o)) = e.body {
+                    if e.device == "barrier-1" && o.outcome == "refused" {
+                        return o;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused.command, "open");
+    assert!(refused.detail.contains("link"), "{}", refused.detail);
+    let a = g.h.uplink.alarm_of(v1::AlarmKind::CommandNotSent).await;
+    assert_eq!(a.device, "barrier-1");
+    assert!(b.is_down());
+}
+
+/// A controller that answers an input read with fewer bits than asked for: the missing bits are
+/// unknown, never "clear". A car on the safety loop is never taken for gone, so nothing closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_modbus_answer_is_unknown_and_never_lets_the_arm_close_onto_a_car() {
+    let mut g = start(1, false, "normal").await;
+    let b = g.barriers[0].clone();
+    g.plate(1, 1, "粤B12345", 96).await;
+    wait_for("the arm up", || b.is_up()).await;
+    b.set_safety_loop(true);
+    g.h.uplink.twin("barrier-1", |t| t.safety_loop).await;
+    // The car is still there; the controller starts answering short.
+    b.set_short_answers(true);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(b.counts().1, 0, "no close on a short answer");
+    let t = g.h.uplink.twin("barrier-1", |t| t.arm == "unknown").await;
+    assert!(!t.online);
+    let m = g.h.daemon.metrics.clone();
+    assert!(Metrics::get(&m.modbus_exceptions) >= 1);
+}
+
+/// The Modbus bus on its own, as the interlock drives it: a CLOSE is judged again on a fresh read
+/// at the moment it is written (a car that rolled under the arm since is never under a falling
+/// arm), one sent while the link is down is never written when it comes back, and one older than
+/// the bus's bound is dropped. Each one not written goes back as `NotWritten`, with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_rejudges_a_close_when_it_writes_it_and_never_writes_a_command_from_before_a_cut() {
+    use gatehouse::decision::barrier::BarrierCommand;
+    use gatehouse::device::Profiles;
+    use gatehouse::sources::modbus::{self, Bus, BusCommand, ModbusDevice, ModbusLink};
+    use gatehouse::sources::SourceEvent;
+    use tokio::time::Instant as TokioInstant;
+
+    let b = BarrierSim::new(Duration::from_millis(300));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = listener.local_addr().unwrap();
+    tokio::spawn(serve_tcp(listener, Service([(1, b.clone())].into())));
+    let link = TcpCut::start(sim).await;
+    let profiles = Profiles::builtin();
+    let spec = profiles
+        .get("modbus-relay-barrier")
+        .unwrap()
+        .modbus
+        .clone()
+        .unwrap();
+    let bus = Bus {
+        link: ModbusLink::Tcp(link.addr.to_string()),
+        devices: vec![ModbusDevice {
+            device: 7,
+            device_id: "barrier-7".into(),
+            unit: 1,
+            spec,
+            live: Default::default(),
+        }],
+        poll: Duration::from_millis(50),
+        timeout: Duration::from_millis(300),
+    };
+    let (reports, mut reports_rx) = tokio::sync::mpsc::channel(64);
+    let (links, mut links_rx) = tokio::sync::mpsc::channel(64);
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let (commands, _join) = modbus::spawn(bus, reports, links, metrics, shutdown);
+    tokio::spawn(async move { while reports_rx.recv().await.is_some() {} });
+    let send = |command, age: Duration| {
+        let c = BusCommand {
+            device: 7,
+            command,
+            at: TokioInstant::now() - age,
+        };
+        commands.try_send(c).unwrap();
+    };
+    async fn not_written(
+        rx: &mut tokio::sync::mpsc::Receiver<SourceEvent>,
+    ) -> (&'static str, &'static str) {
+        within("a NotWritten", LONG, async {
+            loop {
+                match rx.recv().await {
+                    Some(SourceEvent::NotWritten {
+                        device: 7,
+                        command,
+                        why,
+                    }) => return (command, why),
+                    Some(_) => {}
+                    None => panic!("bus gone"),
+                }
+            }
+        })
+        .await
+    }
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send(BarrierCommand::Open, Duration::ZERO);
+    wait_for("the arm up", || b.is_up()).await;
+    // A car rolls under the arm after the interlock decided to close.
+    b.set_safety_loop(true);
+    send(BarrierCommand::Close, Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.counts(), (1, 0, 0), "no close onto the car");
+    let (command, why) = not_written(&mut links_rx).await;
+    assert_eq!((command, why), ("close", "safety loop occupied"));
+    b.set_safety_loop(false);
+
+    // A command older than the bus's bound.
+    send(BarrierCommand::Close, Duration::from_millis(1500));
+    let (command, why) = not_written(&mut links_rx).await;
+    assert_eq!(command, "close");
+    assert!(why.contains("bound"), "{why}");
+
+    // The link is cut; the interlock's close comes while it is down; then a car under the arm
+    // and the link back. The close is never written.
+    link.cut();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(BarrierCommand::Close, Duration::ZERO);
+    b.set_safety_loop(true);
+    link.restore();
+    b.take_logs();
+    wait_for("the barrier polled again", || !b.take_logs().0.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        b.counts(),
+        (1, 0, 0),
+        "nothing written after the link came back"
+    );
+    let (command, why) = not_written(&mut links_rx).await;
+    assert_eq!(command, "close");
+    assert!(why.contains("link"), "{why}");
 }

@@ -6,6 +6,7 @@ use crate::decision::barrier::BarrierCommand;
 use crate::decision::Policy;
 use crate::device::{CommandArgs, GateCommandName, Profile};
 use crate::metrics::{worth_logging, Metrics};
+use crate::sources::modbus::BusCommand;
 use crate::sources::mqtt::CommandLink;
 use crate::sources::serial::PortWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +45,7 @@ pub struct Actuators {
     pub mqtt: CommandLink,
     pub mqtt_connected: Arc<AtomicBool>,
     pub serial: Vec<PortWriter>,
-    pub modbus: Vec<mpsc::Sender<(usize, BarrierCommand)>>,
+    pub modbus: Vec<mpsc::Sender<BusCommand>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -57,9 +58,9 @@ impl Actuators {
         self.by_device.is_empty()
     }
 
-    /// Sends `command` to `gate` now, or drops it (see the module docs). `(since, reply)`: when
-    /// the event behind it arrived (a queued door command ages from then), and the pending push
-    /// of a device whose reply is its command.
+    /// Sends `command` to `gate` now, or drops it (see the module docs): Err says why it was
+    /// not handed over. `(since, reply)`: when the event behind it arrived (a queued door
+    /// command ages from then), and the pending push of a device whose reply is its command.
     #[allow(clippy::too_many_arguments)]
     pub fn command(
         &self,
@@ -73,9 +74,9 @@ impl Actuators {
             std::time::Instant,
             Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
         ),
-    ) {
+    ) -> Result<(), &'static str> {
         let Some(act) = self.by_device.get(gate).and_then(Option::as_ref) else {
-            return;
+            return Ok(());
         };
         let lane = &policy.lanes[policy.devices[gate].lane].id;
         let payload = act.profile.encode_command(&CommandArgs {
@@ -91,49 +92,66 @@ impl Actuators {
             // A gate without a hold-open command gets a plain open in fire mode.
             if command == GateCommandName::HoldOpen {
                 let open = GateCommandName::OpenOut;
-                self.command(policy, gate, open, cause, reason, ts_ms, (since, reply));
+                return self.command(policy, gate, open, cause, reason, ts_ms, (since, reply));
             }
-            return;
+            return Ok(());
         };
-        let sent = match &act.sink {
-            Sink::Mqtt(topic) => {
-                self.mqtt_connected.load(Ordering::Relaxed) && self.mqtt.publish(topic, payload)
-            }
-            Sink::Serial(port) => self.serial.get(*port).is_some_and(|w| w.send(payload)),
-            Sink::HttpReply => reply.is_some_and(|tx| tx.send(payload).is_ok()),
-            Sink::Api(door) => door.try_send((since, payload)).is_ok(),
-            Sink::Poll(polls) => polls.push(since, &payload),
+        let (sent, why) = match &act.sink {
+            Sink::Mqtt(topic) => (
+                self.mqtt_connected.load(Ordering::Relaxed) && self.mqtt.publish(topic, payload),
+                "gate not connected, or its command queue full",
+            ),
+            Sink::Serial(port) => (
+                self.serial.get(*port).is_some_and(|w| w.send(payload)),
+                "serial port down, or its queue full",
+            ),
+            Sink::HttpReply => (
+                reply.is_some_and(|tx| tx.send(payload).is_ok()),
+                "the camera's push was answered already, or has gone",
+            ),
+            Sink::Api(door) => (
+                door.try_send((since, payload)).is_ok(),
+                "door task busy or gone",
+            ),
+            Sink::Poll(polls) => (polls.push(since, &payload), "poll queue full"),
             // Barriers on Modbus take their commands from the interlock only.
-            Sink::Modbus(_) => return,
+            Sink::Modbus(_) => return Ok(()),
         };
         if sent {
             Metrics::inc(&self.metrics.commands_sent);
+            Ok(())
         } else {
             let n = self.metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
             if worth_logging(n) {
-                warn!(device = %act.device_id, cause, failures = n, "Gate command not sent: link down or queue full. The gate stays shut.");
+                warn!(device = %act.device_id, cause, failures = n, why, "Gate command not sent. The gate stays shut.");
             }
+            Err(why)
         }
     }
 
     /// A barrier command from the interlock: straight to its bus, never queued behind a down
-    /// link (the interlock reports it uncertain when the arm does not follow).
-    pub fn barrier(&self, device: usize, command: BarrierCommand) {
+    /// link (the bus refuses what it cannot write at once, see `sources::modbus`). Err when it
+    /// could not even be handed over (queue full, bus task gone): not written, never retried.
+    pub fn barrier(&self, device: usize, command: BarrierCommand) -> Result<(), &'static str> {
         let Some(act) = self.by_device.get(device).and_then(Option::as_ref) else {
-            return;
+            return Ok(());
         };
         let Sink::Modbus(bus) = act.sink else {
-            return;
+            return Ok(());
         };
-        let sent = self
-            .modbus
-            .get(bus)
-            .is_some_and(|w| w.try_send((device, command)).is_ok());
+        let c = BusCommand {
+            device,
+            command,
+            at: tokio::time::Instant::now(),
+        };
+        let sent = self.modbus.get(bus).is_some_and(|w| w.try_send(c).is_ok());
         if !sent {
             let n = self.metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
             if worth_logging(n) {
                 warn!(device = %act.device_id, ?command, failures = n, "Barrier command not handed to its bus (queue full or bus task gone).");
             }
+            return Err("barrier bus queue full or its task gone");
         }
+        Ok(())
     }
 }

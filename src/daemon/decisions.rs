@@ -106,8 +106,11 @@ pub fn restore_core(
             StateKey::ConfigMode,
             Some(config_mode.as_str().into()),
         ));
-    } else if core.mode() == Mode::Fire {
-        // Still in fire after a restart: open everything again at once.
+    }
+    // Still in fire after a restart (whatever the config file says now): open everything again
+    // at once, before the first device event is read.
+    let held = out.contains(&Output::HoldAll(Hold::Open));
+    if core.mode() == Mode::Fire && !held {
         core.hold_barriers(Hold::Open, &mut out);
         out.push(Output::HoldAll(Hold::Open));
     }
@@ -165,24 +168,21 @@ impl DecisionLoop {
             };
             tokio::select! {
                 biased;
-                i = inbox.input.recv() => match i {
-                    Some(i) => self.observe(i).await,
-                    None => break,
-                },
-                Some(c) = inbox.control.recv() => self.control(c).await,
-                Some(o) = inbox.orders.recv() => self.order(o).await,
-                Some(s) = inbox.swaps.recv() => self.swap(s),
-                Some(seq) = inbox.stats_acked.recv() => {
-                    // Upstream has it: the store need not keep it.
-                    self.append(Vec::new(), vec![(StateKey::StatsBatch(seq), None)], None).await;
-                }
+                // Fire input readings, links, gate acks; then the guard; then orders from above.
                 Some(n) = inbox.source_events.recv() => match n {
                     SourceEvent::Link(l) => self.link(l).await,
                     SourceEvent::Ack { device, code } => self.ack(device, code).await,
                     SourceEvent::FireInput { device, state, detail } => {
+                        self.status.twins.update(device, |t| t.fire_input = state.as_str().into());
                         let mut out = Vec::new();
                         self.core.fire_input(device, state, &detail, &mut out);
                         self.mode_shown();
+                        self.emit(out, None).await;
+                    }
+                    SourceEvent::GateReady { device } => self.gate_ready(device),
+                    SourceEvent::NotWritten { device, command, why } => {
+                        let mut out = Vec::new();
+                        self.core.command_not_written(device, command, why, &mut out);
                         self.emit(out, None).await;
                     }
                     SourceEvent::Misbehaving { device, detail } => {
@@ -191,6 +191,13 @@ impl DecisionLoop {
                         self.append(vec![r], Vec::new(), None).await;
                     }
                 },
+                Some(c) = inbox.control.recv() => self.control(c).await,
+                Some(o) = inbox.orders.recv() => self.order(o).await,
+                Some(s) = inbox.swaps.recv() => self.swap(s),
+                Some(seq) = inbox.stats_acked.recv() => {
+                    // Upstream has it: the store need not keep it.
+                    self.append(Vec::new(), vec![(StateKey::StatsBatch(seq), None)], None).await;
+                }
                 Some(r) = inbox.barrier_reports.recv() => {
                     let mut out = Vec::new();
                     let now = self.now();
@@ -200,6 +207,13 @@ impl DecisionLoop {
                 }
                 _ = window => self.tick().await,
                 _ = tick.tick() => self.tick().await,
+                // Device input last: whatever else is waiting (the fire panel, the guard's
+                // command, barrier inputs, the timers) goes first, so a device flooding the box
+                // can slow only its own lane's decisions, never fire or the guard.
+                i = inbox.input.recv() => match i {
+                    Some(i) => self.observe(i).await,
+                    None => break,
+                },
             }
             Metrics::inc(&self.metrics.core_ticks);
         }
@@ -213,7 +227,14 @@ impl DecisionLoop {
         if let Some(state) = i.decoded.as_ref().and_then(|d| d.state) {
             let now_ms = self.now();
             let mut out = Vec::new();
+            let stored = i.decoded.as_ref().is_some_and(|d| {
+                let core = &self.core;
+                core.report_is_stored(i.device, d.stored, d.device_time_ms, now_ms)
+            });
             match state {
+                // A stored report (a catch-up, an upload after an outage) is what was: recorded
+                // below, never the device's state now.
+                _ if stored => {}
                 crate::decision::StateReport::Arm(arm) => {
                     let opened = self.last_open_ms.get(&i.device).copied();
                     self.core
@@ -238,7 +259,7 @@ impl DecisionLoop {
                 .get(&i.device)
                 .copied()
                 .unwrap_or("unknown");
-            let record = records::state_report(state, last)
+            let record = records::state_report(state, last, stored)
                 .filter(|_| i.device < self.core.policy.devices.len())
                 .map(|body| records::device_event(&self.core.policy, i.device, now_ms, body));
             records.extend(record);
@@ -337,11 +358,10 @@ impl DecisionLoop {
                 (reply, r)
             }
             Control::FireReset(reply) => {
-                let r = if self.core.fire_input_active() {
-                    Err(
-                        "the fire alarm panel's input still reads fire: reset the panel first"
-                            .to_string(),
-                    )
+                let r = if self.core.mode() != Mode::Fire {
+                    Err("not in fire mode".to_string())
+                } else if let Some(why) = self.core.fire_reset_blocked() {
+                    Err(why)
                 } else if self.core.fire_reset(&mut out) {
                     warn!("Fire mode reset locally; gates back to normal operation.");
                     Ok(())
@@ -370,6 +390,21 @@ impl DecisionLoop {
         if changed {
             self.status.changed.notify_one();
         }
+    }
+
+    /// A gate is reachable again: in fire mode it is held open now, not at the next re-assert.
+    fn gate_ready(&mut self, device: usize) {
+        if self.core.mode() != Mode::Fire {
+            return;
+        }
+        let now_ms = self.now();
+        self.last_open_ms.insert(device, now_ms);
+        let policy = &self.core.policy;
+        let hold = GateCommandName::HoldOpen;
+        let now = (Instant::now(), None);
+        let _ = self
+            .actuators
+            .command(policy, device, hold, "", "fire_mode", now_ms, now);
     }
 
     /// A serial gate acknowledged our last command to it.
@@ -445,7 +480,10 @@ impl DecisionLoop {
         let mut state = Vec::new();
         // Set when the period in progress must be written: a roll, a count, or one handed in.
         let mut counted = self.roll_stats(now_ms, &mut state);
-        for o in out {
+        // Outputs in order; a command that could not be handed over adds what the core makes
+        // of it at the end (its refusal, an alarm), carried out in this same emit.
+        let mut out = std::collections::VecDeque::from(out);
+        while let Some(o) = out.pop_front() {
             match o {
                 Output::Decision(d) => {
                     Metrics::inc(&self.metrics.decisions);
@@ -472,7 +510,7 @@ impl DecisionLoop {
                                 None
                             }
                         };
-                        self.actuators.command(
+                        let sent = self.actuators.command(
                             policy,
                             g,
                             command,
@@ -481,6 +519,12 @@ impl DecisionLoop {
                             now_ms,
                             (d.received, reply),
                         );
+                        if let (Err(why), true) = (sent, d.allow) {
+                            let mut more = Vec::new();
+                            let name = command.as_str();
+                            self.core.command_not_written(g, name, why, &mut more);
+                            out.extend(more);
+                        }
                     }
                     // After the gate command: the latency is the person's wait.
                     if let Some(s) = &self.scoreboard {
@@ -518,14 +562,30 @@ impl DecisionLoop {
                         }
                         let policy = &self.core.policy;
                         let now = (Instant::now(), None);
-                        self.actuators
-                            .command(policy, g, command, "", "fire_mode", now_ms, now);
+                        // Re-asserted every few seconds: a gate it cannot reach is counted and
+                        // logged (and its link's alarm says why), not recorded each time.
+                        let _ = self.actuators.command(
+                            policy,
+                            g,
+                            command,
+                            "",
+                            "fire_mode",
+                            now_ms,
+                            now,
+                        );
                     }
                 }
                 // Whatever period a caller saw, the one in force now is written, last.
                 Output::State(StateKey::StatsNow, _) => counted = true,
                 Output::State(k, v) => state.push((k, v)),
-                Output::Barrier { device, command } => self.actuators.barrier(device, command),
+                Output::Barrier { device, command } => {
+                    if let Err(why) = self.actuators.barrier(device, command) {
+                        let mut more = Vec::new();
+                        let name = command.as_str();
+                        self.core.command_not_written(device, name, why, &mut more);
+                        out.extend(more);
+                    }
+                }
                 Output::Outcome {
                     device,
                     command,
@@ -537,18 +597,9 @@ impl DecisionLoop {
                             .twins
                             .update(device, |t| t.uncertain_commands += 1);
                     }
-                    let body = crate::proto::v1::event::Body::CommandOutcome(
-                        crate::proto::v1::CommandOutcome {
-                            command: command.as_str().into(),
-                            outcome: outcome.into(),
-                            detail: detail.into(),
-                        },
-                    );
-                    records.push(records::device_event(
-                        &self.core.policy,
-                        device,
-                        now_ms,
-                        body,
+                    let policy = &self.core.policy;
+                    records.push(records::command_outcome(
+                        policy, device, command, outcome, detail, now_ms,
                     ));
                 }
                 Output::DeviceState {

@@ -93,12 +93,19 @@ impl Daemon {
         let twins = Arc::new(Twins::default());
         for (i, (s, live)) in plan.status.iter().enumerate() {
             let arm = core.barrier(i).map(|_| Arm::Unknown.as_str().into());
+            // Not read yet: unknown until its first debounced reading.
+            let fire_input = core.policy.devices[i].role == crate::decision::Role::FireInput;
             let twin = v1::DeviceTwin {
                 device: s.id.clone(),
                 lane: s.lane.clone(),
                 profile: s.profile.clone(),
                 online: true,
                 arm: arm.unwrap_or_default(),
+                fire_input: if fire_input {
+                    "unknown".into()
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             };
             twins.add(i, twin, live.clone());

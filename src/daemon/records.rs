@@ -17,6 +17,23 @@ pub fn device_event(policy: &Policy, device: usize, now_ms: i64, body: v1::event
     })
 }
 
+/// What became of a command to a gate (sent, confirmed, uncertain, refused with why).
+pub fn command_outcome(
+    policy: &Policy,
+    device: usize,
+    command: &str,
+    outcome: &str,
+    detail: &str,
+    now_ms: i64,
+) -> Record {
+    let body = v1::event::Body::CommandOutcome(v1::CommandOutcome {
+        command: command.into(),
+        outcome: outcome.into(),
+        detail: detail.into(),
+    });
+    device_event(policy, device, now_ms, body)
+}
+
 /// The passage record of one decision.
 pub fn passage(policy: &Policy, d: Decision, now_ms: i64) -> Record {
     let latency_us = u32::try_from(d.received.elapsed().as_micros()).unwrap_or(u32::MAX);
@@ -101,6 +118,7 @@ pub fn alarm(policy: &Policy, a: Alarm, now_ms: i64) -> Record {
             AlarmKind::FireInputCleared => v1::AlarmKind::FireInputCleared,
             AlarmKind::FireInputUnknown => v1::AlarmKind::FireInputUnknown,
             AlarmKind::ClockJump => v1::AlarmKind::ClockJump,
+            AlarmKind::CommandNotSent => v1::AlarmKind::CommandNotSent,
         } as i32,
         detail: a.detail,
         temperature_c: a.temperature_c.map(|t| t as f32),
@@ -165,18 +183,24 @@ pub fn command_answer(last_command: &str, code: i64) -> v1::event::Body {
 }
 
 /// A device's report about itself (an MQTT camera's barrier status, loop input, command reply);
-/// a heartbeat leaves no record.
-pub fn state_report(state: StateReport, last_command: &str) -> Option<v1::event::Body> {
+/// a heartbeat leaves no record. `stored`: the device stored it and uploaded it late.
+pub fn state_report(
+    state: StateReport,
+    last_command: &str,
+    stored: bool,
+) -> Option<v1::event::Body> {
     Some(match state {
         StateReport::Arm(arm) => v1::event::Body::DeviceState(v1::DeviceState {
             readable: arm != Arm::Unknown,
             arm: arm.as_str().into(),
+            stored,
             ..Default::default()
         }),
         StateReport::Loop(on) => v1::event::Body::DeviceState(v1::DeviceState {
             readable: true,
             arm: Arm::Unknown.as_str().into(),
             arming_loop: on,
+            stored,
             ..Default::default()
         }),
         StateReport::Ack(code) => command_answer(last_command, code),
@@ -192,6 +216,7 @@ pub fn barrier_state(inputs: Option<BarrierInputs>, arm: Arm, fault: u16) -> v1:
         safety_loop: inputs.is_some_and(|i| i.safety_loop),
         arming_loop: inputs.is_some_and(|i| i.arming_loop),
         fault_code: fault.into(),
+        stored: false,
     })
 }
 
@@ -302,7 +327,8 @@ mod tests {
         assert_eq!(a.kind, v1::AlarmKind::CommandOutcomeUncertain as i32);
         assert_eq!((a.lane.as_str(), a.device.as_str()), ("east-1", "gate-1"));
 
-        let v1::event::Body::CommandOutcome(o) = state_report(StateReport::Ack(3), "open").unwrap()
+        let v1::event::Body::CommandOutcome(o) =
+            state_report(StateReport::Ack(3), "open", false).unwrap()
         else {
             panic!("an ack is a command outcome");
         };
@@ -311,7 +337,8 @@ mod tests {
             ("open", "rejected")
         );
         assert_eq!(o.detail, "code 3");
-        let v1::event::Body::DeviceState(s) = state_report(StateReport::Arm(Arm::Up), "").unwrap()
+        let v1::event::Body::DeviceState(s) =
+            state_report(StateReport::Arm(Arm::Up), "", false).unwrap()
         else {
             panic!("an arm report is a device state");
         };

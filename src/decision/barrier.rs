@@ -146,16 +146,19 @@ impl Barrier {
         if self.held_open {
             return Err("held open (fire mode)");
         }
-        let Some(i) = self.inputs else {
-            return Err("barrier state unknown");
-        };
-        if i.safety_loop {
-            return Err("safety loop occupied");
+        may_close(self.inputs)
+    }
+
+    /// A command this barrier was sent never reached it (its link went down first, or it waited
+    /// past its bound). Nothing awaits its confirmation, and an open that was not written cannot
+    /// explain an arm that rises later. Not retried: the arm stays where it is.
+    pub fn not_written(&mut self, c: BarrierCommand) {
+        if matches!(self.awaiting, Some((awaited, _)) if awaited == c) {
+            self.awaiting = None;
         }
-        if self.arm() != Arm::Up {
-            return Err("arm not known to be up");
+        if c == BarrierCommand::Open {
+            self.last_open_ms = None;
         }
-        Ok(())
     }
 
     /// A vehicle may pass: open (once), or keep open if the arm is already up.
@@ -190,6 +193,10 @@ impl Barrier {
         if self.arm() != Arm::Up {
             self.send(BarrierCommand::Open, now_ms, out);
         }
+    }
+
+    pub fn held_open(&self) -> bool {
+        self.held_open
     }
 
     pub fn release(&mut self) {
@@ -236,6 +243,12 @@ impl Barrier {
                 out.push(BarrierOutput::Confirmed(c));
             }
         }
+        // Held open (fire): an arm seen down again — a barrier back after a restart or a link
+        // loss, a controller that closed on its own timer — is opened again at once.
+        if self.held_open && arm == Arm::Down && self.awaiting.is_none() {
+            self.send(BarrierCommand::Open, now_ms, out);
+            return;
+        }
         let Some(i) = self.inputs else { return };
         // The arm coming down onto a vehicle: up again at once (a reversal, not a retry).
         if i.safety_loop && matches!(self.awaiting, Some((BarrierCommand::Close, _))) {
@@ -265,6 +278,23 @@ impl Barrier {
     pub fn next_deadline(&self) -> Option<i64> {
         self.awaiting.map(|(_, d)| d)
     }
+}
+
+/// Whether a CLOSE may be written to a barrier whose inputs read `inputs` (`None`: unreadable),
+/// and if not, why: the arm known up (one limit switch, not both) and the safety loop known clear.
+/// The interlock asks it before it sends a close; the bus asks it again on a fresh read at the
+/// moment it writes one, so a car that arrived in between is never under a falling arm.
+pub fn may_close(inputs: Option<BarrierInputs>) -> Result<(), &'static str> {
+    let Some(i) = inputs else {
+        return Err("barrier state unknown");
+    };
+    if i.safety_loop {
+        return Err("safety loop occupied");
+    }
+    if !i.arm_up || i.arm_down {
+        return Err("arm not known to be up");
+    }
+    Ok(())
 }
 
 /// The tamper rule, for every barrier that reports its arm (an interlocked Modbus barrier, a

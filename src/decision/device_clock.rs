@@ -85,6 +85,28 @@ impl Core {
         }
     }
 
+    /// Whether a device's report about itself (an arm, a lock, a door, a heartbeat) is a stored
+    /// one — the device's marker, or its age by the device's learned clock past
+    /// `stale_event_ms` — and so says what was, not what is: recorded, never taken as the
+    /// device's state now (a catch-up replaying lock reports would raise false tamper alarms).
+    /// Unlike [`Core::stored`] for observations, it teaches nothing and counts nothing.
+    pub fn report_is_stored(
+        &self,
+        device: usize,
+        marker: Option<bool>,
+        device_time_ms: Option<i64>,
+        now_ms: i64,
+    ) -> bool {
+        match (marker, device_time_ms) {
+            (Some(stored), _) => stored,
+            (None, Some(t)) if self.clock_trusted => {
+                let offset = self.clocks.get(&device).map_or(0, |c| c.offset_ms);
+                now_ms.saturating_sub(t).saturating_sub(offset) > self.policy.stale_event_ms
+            }
+            _ => false,
+        }
+    }
+
     /// A device with no clock to learn from (no heartbeat time, no live marker) whose events all
     /// look stale is more likely a clock behind than a terminal replaying: after
     /// [`STALE_IN_A_ROW`] in a row the guard is told (`device_clock`), once until one is live.

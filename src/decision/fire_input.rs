@@ -5,7 +5,7 @@
 //! An input that cannot be read, or whose line is faulty, is "unknown": an alarm to the guard and
 //! upstream, never "no fire", and not fire mode by itself.
 use super::machine::Core;
-use super::vocabulary::{Alarm, AlarmKind, FireInput, Mode, Origin, Output};
+use super::vocabulary::{Alarm, AlarmKind, FireInput, Mode, Origin, Output, Role};
 
 impl Core {
     /// A fire input's new (debounced) reading; `detail` says why it is unknown.
@@ -68,8 +68,50 @@ impl Core {
         }
     }
 
-    /// Whether some fire input still reads fire (the local reset is refused then).
-    pub fn fire_input_active(&self) -> bool {
-        self.fire_inputs.values().any(|s| *s == FireInput::Fire)
+    /// What each fire input reads now, by device index: `None` until its first debounced
+    /// reading (right after a start).
+    pub fn fire_input_readings(&self) -> Vec<(usize, Option<FireInput>)> {
+        let inputs = self.policy.devices.iter().enumerate();
+        inputs
+            .filter(|(_, d)| d.role == Role::FireInput)
+            .map(|(i, _)| (i, self.fire_inputs.get(&i).copied()))
+            .collect()
+    }
+
+    /// Why the local fire reset must wait, if it must: an input that reads fire, or one that
+    /// cannot be read — unknown, or not read yet since the start. Unknown is never "no fire":
+    /// a module that died mid-fire (a burnt cable) must not let the gates close on the people
+    /// still leaving.
+    pub fn fire_reset_blocked(&self) -> Option<String> {
+        let readings = self.fire_input_readings();
+        let id = |i: usize| self.policy.devices[i].id.as_str();
+        if let Some((i, _)) = readings.iter().find(|(_, r)| *r == Some(FireInput::Fire)) {
+            return Some(format!(
+                "the fire alarm panel's input ({}) still reads fire: reset the panel first",
+                id(*i)
+            ));
+        }
+        let (i, r) = readings
+            .iter()
+            .find(|(_, r)| *r != Some(FireInput::Normal))?;
+        let why = match r {
+            None => "has not been read yet since the start",
+            _ => "cannot be read (the module does not answer, or reports a line fault)",
+        };
+        Some(format!(
+            "the fire alarm panel's input ({}) {why}: unknown is not \"no fire\" — \
+             check the module and its wiring, then reset",
+            id(*i)
+        ))
+    }
+}
+
+impl FireInput {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FireInput::Normal => "normal",
+            FireInput::Fire => "fire",
+            FireInput::Unknown => "unknown",
+        }
     }
 }

@@ -161,21 +161,21 @@ impl Core {
                     out.push(Output::Barrier { device, command });
                     out.push(Output::Outcome {
                         device,
-                        command,
+                        command: command.as_str(),
                         outcome: "sent",
                         detail: "",
                     });
                 }
                 BarrierOutput::Confirmed(command) => out.push(Output::Outcome {
                     device,
-                    command,
+                    command: command.as_str(),
                     outcome: "confirmed",
                     detail: "",
                 }),
                 BarrierOutput::Uncertain(command) => {
                     out.push(Output::Outcome {
                         device,
-                        command,
+                        command: command.as_str(),
                         outcome: "uncertain",
                         detail: "limit switch not reached in time; not retried",
                     });
@@ -195,7 +195,7 @@ impl Core {
                 }
                 BarrierOutput::Refused(command, why) => out.push(Output::Outcome {
                     device,
-                    command,
+                    command: command.as_str(),
                     outcome: "refused",
                     detail: why,
                 }),
@@ -210,6 +210,52 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// A gate command that never reached its gate: its link went down before it could be
+    /// written, or it waited past its transport's bound (`why`). It is not retried. Recorded as
+    /// refused; an interlocked barrier stops awaiting it; an open raises `CommandNotSent` — whoever
+    /// was let through may be waiting at the gate.
+    pub fn command_not_written(
+        &mut self,
+        device: usize,
+        command: &'static str,
+        why: &'static str,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(lane) = self.policy.devices.get(device).map(|d| d.lane) else {
+            return;
+        };
+        if let Some(b) = self.barriers.get_mut(&device) {
+            if b.held_open() && command == "open" {
+                // Fire's hold, re-asserted every few seconds while the arm is not seen up: the
+                // barrier's link alarm already says why it cannot be reached.
+                b.not_written(super::barrier::BarrierCommand::Open);
+                return;
+            }
+            match command {
+                "open" => b.not_written(super::barrier::BarrierCommand::Open),
+                "close" => b.not_written(super::barrier::BarrierCommand::Close),
+                _ => {}
+            }
+        }
+        out.push(Output::Outcome {
+            device,
+            command,
+            outcome: "refused",
+            detail: why,
+        });
+        if matches!(command, "open" | "hold_open") {
+            out.push(Output::Alarm(Alarm {
+                kind: AlarmKind::CommandNotSent,
+                lane: Some(lane),
+                device: Some(device),
+                subject_id: String::new(),
+                temperature_c: None,
+                detail: format!("{command} not written to the gate ({why}); not retried — whoever was let through may be waiting there"),
+                cause: Vec::new(),
+            }));
         }
     }
 

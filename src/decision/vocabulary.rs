@@ -200,6 +200,9 @@ pub enum AlarmKind {
     FireInputUnknown,
     /// The gateway's wall clock stepped (forwards or back) by more than a second.
     ClockJump,
+    /// An open was decided and never reached its gate (its link went down first, or it waited
+    /// past its transport's bound): whoever was let through may be waiting there.
+    CommandNotSent,
 }
 
 /// What a fire panel's supervised input reads (debounced by its source).
@@ -252,10 +255,11 @@ pub enum Output {
         device: usize,
         command: BarrierCommand,
     },
-    /// What became of a barrier command: sent, confirmed, uncertain, refused (with why).
+    /// What became of a gate command: sent, confirmed, uncertain, refused (with why). `command`
+    /// as the record names it (`open`, `close`, `open_in`, `hold_open`, …).
     Outcome {
         device: usize,
-        command: BarrierCommand,
+        command: &'static str,
         outcome: &'static str,
         detail: &'static str,
     },

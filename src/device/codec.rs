@@ -69,6 +69,8 @@ impl Profile {
             };
             if let Some(arm) = arm {
                 out.state = Some(StateReport::Arm(arm));
+                // A lock report uploaded late is what was, not what is.
+                out.stored = spec.stored.as_ref().and_then(|m| m.matches(v));
                 return Ok(out);
             }
         }

@@ -3,7 +3,7 @@
 //! misses in a row, an exception or a line fault make the reading "unknown". Each change of the
 //! debounced reading goes to the decision loop; the core decides what it means
 //! (`decision/fire_input.rs`).
-use super::modbus::{connect, ModbusLink};
+use super::modbus::{connect, read_bits, ModbusLink, SHORT_ANSWER};
 use super::{DeviceLive, SourceEvent};
 use crate::decision::FireInput;
 use crate::device::modbus_map::FireInputSpec;
@@ -12,8 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tokio_modbus::client::Reader;
-use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::prelude::{ExceptionCode, SlaveContext};
 use tokio_modbus::Slave;
 use tracing::warn;
 
@@ -70,9 +69,8 @@ pub fn spawn(
                 None => None,
                 Some(c) => {
                     c.set_slave(Slave(d.unit));
-                    tokio::time::timeout(d.timeout, c.read_discrete_inputs(first, count))
-                        .await
-                        .ok()
+                    let read = read_bits(c, first, count);
+                    tokio::time::timeout(d.timeout, read).await.ok()
                 }
             };
             let now = match read {
@@ -81,9 +79,16 @@ pub fn spawn(
                     d.live.heard();
                     reading(&d.spec, first, &bits)
                 }
-                Some(Ok(Err(_exception))) => {
+                Some(Ok(Err(exception))) => {
                     Metrics::inc(&metrics.modbus_exceptions);
-                    (FireInput::Unknown, "the module answers with an exception")
+                    if exception == ExceptionCode::Custom(SHORT_ANSWER) {
+                        (
+                            FireInput::Unknown,
+                            "the module answers with fewer inputs than asked for",
+                        )
+                    } else {
+                        (FireInput::Unknown, "the module answers with an exception")
+                    }
                 }
                 other => {
                     if matches!(other, Some(Err(_))) {

@@ -65,6 +65,18 @@ pub enum SourceEvent {
         device: Option<usize>,
         detail: String,
     },
+    /// A gate command was never written: its link went down before it could be, or it waited
+    /// past its transport's bound (`why`). Never retried.
+    NotWritten {
+        device: usize,
+        command: &'static str,
+        why: &'static str,
+    },
+    /// A gate can take commands again (a device on the endpoint connected with its command
+    /// subscription): in fire mode it is held open at once, not at the next re-assert.
+    GateReady {
+        device: usize,
+    },
     /// A fire panel's input has a new debounced reading (`detail`: why it is unknown).
     FireInput {
         device: usize,
@@ -169,6 +181,11 @@ pub struct Refusals {
 const ALARM_EVERY: Duration = Duration::from_secs(60);
 
 impl Refusals {
+    /// Where the source's other events go (the decision loop's `source_events`).
+    pub fn events(&self) -> &mpsc::Sender<SourceEvent> {
+        &self.events
+    }
+
     pub fn new(metrics: Arc<Metrics>, events: mpsc::Sender<SourceEvent>) -> Refusals {
         Refusals {
             metrics,

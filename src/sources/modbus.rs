@@ -6,11 +6,20 @@
 //! interlock decides what follows). A slave that stops answering is timed out, and after three
 //! misses reported offline (its state unknown, a `device_offline` alarm) and polled with growing
 //! backoff (up to 5 s), so a dead slave costs the others at most its own timeout now and then.
-//! It is back online at its first answer. Exception responses are counted and logged and make
-//! the state unknown, like silence.
+//! It is back online at its first answer. Exception responses and short answers (fewer input
+//! bits than asked for) are counted and logged and make the state unknown, like silence: a
+//! missing bit is never read as "clear".
+//!
+//! Commands (from the interlock) are written only on the link they were sent for: one sent
+//! while the bus was down, or still queued when it went down, is never written after it comes
+//! back, nor one older than [`COMMAND_MAX_AGE`] — a late OPEN lifts the arm for whoever stands
+//! there then. A CLOSE is judged again at the moment it is written, on a fresh read of the
+//! barrier's inputs ([`may_close`]): a car that rolled onto the safety loop since the interlock
+//! decided is never under a falling arm. Every command not written goes back to the decision
+//! loop as [`SourceEvent::NotWritten`], with why.
 use crate::backoff::Backoff;
 use crate::config::SerialSettings;
-use crate::decision::barrier::{BarrierCommand, BarrierInputs};
+use crate::decision::barrier::{may_close, BarrierCommand, BarrierInputs};
 use crate::device::ModbusSpec;
 use crate::metrics::{worth_logging, Metrics};
 use crate::sources::DeviceLive;
@@ -20,8 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_modbus::client::{Context, Reader, Writer};
-use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::client::{Client, Context, Reader, Writer};
+use tokio_modbus::prelude::{ExceptionCode, Request, Response, SlaveContext};
 use tokio_modbus::Slave;
 use tracing::{info, warn};
 
@@ -61,20 +70,43 @@ pub struct BarrierReport {
 /// Misses in a row before a slave is reported offline.
 const MISSES_OFFLINE: u32 = 3;
 
-/// Starts the bus task. Returns where barrier commands go (device index, command).
+/// A barrier command older than this when its turn to be written comes is dropped (the
+/// transport's bound, as for the endpoint's and the serial ports' gate commands).
+pub const COMMAND_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Commands queued for one bus. Full: the command is refused at once (`Actuators::barrier`
+/// reports it not written); a bus that keeps up never holds more than a few.
+pub const COMMAND_QUEUE: usize = 64;
+
+/// One command from the interlock, and when it was sent.
+#[derive(Debug, Clone, Copy)]
+pub struct BusCommand {
+    pub device: usize,
+    pub command: BarrierCommand,
+    pub at: Instant,
+}
+
+/// Starts the bus task. Returns where barrier commands go.
 pub fn spawn(
     bus: Bus,
     reports: mpsc::Sender<BarrierReport>,
     links: mpsc::Sender<SourceEvent>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
-) -> (
-    mpsc::Sender<(usize, BarrierCommand)>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::channel(64);
+) -> (mpsc::Sender<BusCommand>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let join = tokio::spawn(run(bus, reports, links, metrics, shutdown, rx));
     (tx, join)
+}
+
+/// Tells the decision loop that `c` was not written, and why.
+fn not_written(c: BusCommand, why: &'static str, links: &mpsc::Sender<SourceEvent>, m: &Metrics) {
+    Metrics::inc(&m.commands_stale);
+    let _ = links.try_send(SourceEvent::NotWritten {
+        device: c.device,
+        command: c.command.as_str(),
+        why,
+    });
 }
 
 struct SlaveState {
@@ -93,7 +125,7 @@ async fn run(
     links: mpsc::Sender<SourceEvent>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
-    mut commands: mpsc::Receiver<(usize, BarrierCommand)>,
+    mut commands: mpsc::Receiver<BusCommand>,
 ) {
     let name = match &bus.link {
         ModbusLink::Tcp(a) => format!("modbus tcp {a}"),
@@ -114,7 +146,12 @@ async fn run(
         .collect();
     let mut backoff = Backoff::device_link();
     while !*shutdown.borrow() {
-        let mut ctx = match connect(&bus.link, bus.timeout).await {
+        let connecting = connect(&bus.link, bus.timeout);
+        let connected = tokio::select! {
+            _ = shutdown.changed() => return,
+            c = connecting => c,
+        };
+        let mut ctx = match connected {
             Ok(ctx) => ctx,
             Err(e) => {
                 let n = metrics.serial_link_errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -125,13 +162,24 @@ async fn run(
                     mark_offline(d, &mut slaves[i], &reports, &links, &format!("{name}: {e}"))
                         .await;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = shutdown.changed() => {}
+                // Down: whatever the interlock sends now is refused at once, never kept.
+                let pause = tokio::time::sleep(backoff.next_delay());
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        _ = &mut pause => break,
+                        _ = shutdown.changed() => return,
+                        c = commands.recv() => match c {
+                            Some(c) => not_written(c, "barrier link down", &links, &metrics),
+                            None => return,
+                        },
+                    }
                 }
                 continue;
             }
         };
+        // Anything sent before this moment was sent to a link that was down.
+        let up_since = Instant::now();
         backoff.reset();
         let mut poll = tokio::time::interval(bus.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -139,31 +187,25 @@ async fn run(
             tokio::select! {
                 _ = shutdown.changed() => return,
                 c = commands.recv() => {
-                    let Some((device, command)) = c else { return };
-                    let Some(i) = bus.devices.iter().position(|d| d.device == device) else { continue };
-                    let d = &bus.devices[i];
-                    let coil = match command {
-                        BarrierCommand::Open => d.spec.coils.open,
-                        BarrierCommand::Close => d.spec.coils.close,
+                    let Some(c) = c else { return };
+                    let Some(i) = bus.devices.iter().position(|d| d.device == c.device) else { continue };
+                    let why = if c.at.elapsed() > COMMAND_MAX_AGE {
+                        Some("waited past its bound (1 s) for the bus")
+                    } else if c.at < up_since {
+                        Some("barrier link was down when it was sent")
+                    } else {
+                        None
                     };
-                    ctx.set_slave(Slave(d.unit));
-                    match tokio::time::timeout(bus.timeout, ctx.write_single_coil(coil, true)).await {
-                        Ok(Ok(Ok(()))) => {
-                            Metrics::inc(&metrics.commands_sent);
-                            slaves[i].release = Some((coil, Instant::now() + Duration::from_millis(d.spec.pulse_ms)));
-                        }
-                        other => {
-                            // The interlock reports the outcome as uncertain when the limit
-                            // switch does not follow; nothing is retried here.
-                            let n = metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                            if worth_logging(n) {
-                                warn!(device = %d.device_id, ?command, result = ?other.map(|r| r.map(|r| r.is_ok())), "Barrier command not accepted.");
-                            }
-                        }
+                    if let Some(why) = why {
+                        not_written(c, why, &links, &metrics);
+                        continue;
+                    }
+                    if let Err(e) = write(&bus, &mut ctx, i, c, &mut slaves, &reports, &links, &metrics).await {
+                        break e;
                     }
                 }
                 _ = poll.tick() => {
-                    if let Some(e) = poll_all(&bus, &mut ctx, &mut slaves, &reports, &links, &metrics, &name).await {
+                    if let Err(e) = poll_all(&bus, &mut ctx, &mut slaves, &reports, &links, &metrics, &name).await {
                         break e;
                     }
                     Metrics::inc(&metrics.source_ticks);
@@ -171,7 +213,175 @@ async fn run(
             }
         };
         warn!(bus = %name, error = %broken, "Modbus connection lost; reconnecting.");
+        // What was queued for the lost link is never written on the next one.
+        while let Ok(c) = commands.try_recv() {
+            not_written(
+                c,
+                "barrier link went down before it was written",
+                &links,
+                &metrics,
+            );
+        }
     }
+}
+
+/// Writes one command's coil. A CLOSE first reads the barrier afresh and goes only if
+/// [`may_close`] allows it on what it reads now. Returns why the connection broke (TCP), if it
+/// did.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    bus: &Bus,
+    ctx: &mut Context,
+    i: usize,
+    c: BusCommand,
+    slaves: &mut [SlaveState],
+    reports: &mpsc::Sender<BarrierReport>,
+    links: &mpsc::Sender<SourceEvent>,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let d = &bus.devices[i];
+    ctx.set_slave(Slave(d.unit));
+    let coil = match c.command {
+        BarrierCommand::Open => d.spec.coils.open,
+        BarrierCommand::Close => {
+            let fresh = match read_inputs(bus, ctx, d, metrics).await {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    not_written(
+                        c,
+                        "barrier link went down before it was written",
+                        links,
+                        metrics,
+                    );
+                    return Err(e);
+                }
+            };
+            let s = &mut slaves[i];
+            if fresh.is_some() && s.last != fresh {
+                // What the close was judged on goes to the interlock too.
+                s.last = fresh;
+                let report = BarrierReport {
+                    device: d.device,
+                    inputs: fresh,
+                    fault: s.last_fault,
+                };
+                let _ = reports.send(report).await;
+            }
+            if let Err(why) = may_close(fresh) {
+                not_written(c, why, links, metrics);
+                return Ok(());
+            }
+            d.spec.coils.close
+        }
+    };
+    match tokio::time::timeout(bus.timeout, ctx.write_single_coil(coil, true)).await {
+        Ok(Ok(Ok(()))) => {
+            Metrics::inc(&metrics.commands_sent);
+            let release = Instant::now() + Duration::from_millis(d.spec.pulse_ms);
+            slaves[i].release = Some((coil, release));
+        }
+        Ok(Ok(Err(exception))) => {
+            // The slave answered that it did not do it.
+            Metrics::inc(&metrics.command_errors);
+            warn!(device = %d.device_id, command = ?c.command, ?exception, "Barrier refused the command.");
+            not_written(
+                c,
+                "the barrier answered with a Modbus exception",
+                links,
+                metrics,
+            );
+        }
+        Ok(Err(e)) => {
+            Metrics::inc(&metrics.command_errors);
+            not_written(
+                c,
+                "barrier link went down before it was written",
+                links,
+                metrics,
+            );
+            if matches!(bus.link, ModbusLink::Tcp(_)) {
+                return Err(e.to_string());
+            }
+        }
+        Err(_) => {
+            // It may have been written and not answered: the interlock reports the outcome as
+            // uncertain when the limit switch does not follow. Nothing is retried here.
+            let n = metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                warn!(device = %d.device_id, command = ?c.command, "Barrier command not answered in time.");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads `count` discrete inputs from `first`. Fewer bits than asked for is an answer that
+/// cannot be trusted (`Ok(Err(..))`), never padded with "off".
+pub(crate) async fn read_bits(
+    ctx: &mut Context,
+    first: u16,
+    count: u16,
+) -> tokio_modbus::Result<Vec<bool>> {
+    // Through `call`, not `read_discrete_inputs`: that one asserts the count in debug builds.
+    match ctx.call(Request::ReadDiscreteInputs(first, count)).await? {
+        Ok(Response::ReadDiscreteInputs(mut bits)) if bits.len() >= usize::from(count) => {
+            bits.truncate(usize::from(count));
+            Ok(Ok(bits))
+        }
+        Ok(_) => Ok(Err(ExceptionCode::Custom(SHORT_ANSWER))),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// Stands for "the answer had fewer input bits than asked for" among the slave's exceptions.
+pub(crate) const SHORT_ANSWER: u8 = 0xF0;
+
+/// One slave's inputs now: `Ok(None)` when it could not be read (silence, an exception, a short
+/// answer), `Err` when the TCP connection broke.
+async fn read_inputs(
+    bus: &Bus,
+    ctx: &mut Context,
+    d: &ModbusDevice,
+    metrics: &Metrics,
+) -> Result<Option<BarrierInputs>, String> {
+    let Some((first, count)) = d.spec.inputs.span() else {
+        return Ok(None);
+    };
+    ctx.set_slave(Slave(d.unit));
+    let read = tokio::time::timeout(bus.timeout, read_bits(ctx, first, count)).await;
+    let bits = match read {
+        Ok(Ok(Ok(bits))) => bits,
+        Ok(Ok(Err(exception))) => {
+            let n = metrics.modbus_exceptions.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                let short = exception == ExceptionCode::Custom(SHORT_ANSWER);
+                let what = if short {
+                    "fewer input bits than asked for"
+                } else {
+                    "a Modbus exception"
+                };
+                warn!(device = %d.device_id, ?exception, exceptions = n, "Barrier answered with {what}; its state is unknown.");
+            }
+            return Ok(None);
+        }
+        Ok(Err(e)) => {
+            if matches!(bus.link, ModbusLink::Tcp(_)) {
+                return Err(e.to_string());
+            }
+            return Ok(None);
+        }
+        Err(_) => {
+            Metrics::inc(&metrics.modbus_timeouts);
+            return Ok(None);
+        }
+    };
+    let bit = |a: u16| bits[usize::from(a - first)];
+    Ok(Some(BarrierInputs {
+        arm_up: bit(d.spec.inputs.arm_up),
+        arm_down: bit(d.spec.inputs.arm_down),
+        safety_loop: bit(d.spec.inputs.safety_loop),
+        arming_loop: bit(d.spec.inputs.arming_loop),
+    }))
 }
 
 pub(crate) async fn connect(link: &ModbusLink, timeout: Duration) -> std::io::Result<Context> {
@@ -202,7 +412,7 @@ async fn poll_all(
     links: &mpsc::Sender<SourceEvent>,
     metrics: &Metrics,
     name: &str,
-) -> Option<String> {
+) -> Result<(), String> {
     for (i, d) in bus.devices.iter().enumerate() {
         let now = Instant::now();
         if let Some((coil, at)) = slaves[i].release {
@@ -218,33 +428,9 @@ async fn poll_all(
         if now < slaves[i].skip_until {
             continue;
         }
-        ctx.set_slave(Slave(d.unit));
-        let Some((first, count)) = d.spec.inputs.span() else {
-            continue;
-        };
-        let read = tokio::time::timeout(bus.timeout, ctx.read_discrete_inputs(first, count)).await;
-        let bits = match read {
-            Ok(Ok(Ok(bits))) => Some(bits),
-            Ok(Ok(Err(exception))) => {
-                let n = metrics.modbus_exceptions.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
-                    warn!(device = %d.device_id, ?exception, exceptions = n, "Barrier answered with a Modbus exception; its state is unknown.");
-                }
-                None
-            }
-            Ok(Err(e)) => {
-                if matches!(bus.link, ModbusLink::Tcp(_)) {
-                    return Some(e.to_string());
-                }
-                None
-            }
-            Err(_) => {
-                Metrics::inc(&metrics.modbus_timeouts);
-                None
-            }
-        };
+        let inputs = read_inputs(bus, ctx, d, metrics).await?;
         let s = &mut slaves[i];
-        let Some(bits) = bits else {
+        let Some(inputs) = inputs else {
             s.failures += 1;
             if s.failures >= MISSES_OFFLINE {
                 // Degraded: try again after a growing pause, so it never stalls the others.
@@ -261,13 +447,6 @@ async fn poll_all(
                 .await;
             }
             continue;
-        };
-        let bit = |a: u16| bits.get(usize::from(a - first)).copied().unwrap_or(false);
-        let inputs = BarrierInputs {
-            arm_up: bit(d.spec.inputs.arm_up),
-            arm_down: bit(d.spec.inputs.arm_down),
-            safety_loop: bit(d.spec.inputs.safety_loop),
-            arming_loop: bit(d.spec.inputs.arming_loop),
         };
         let mut fault = s.last_fault;
         if let Some(reg) = d.spec.fault_register {
@@ -302,7 +481,7 @@ async fn poll_all(
                 .await;
         }
     }
-    None
+    Ok(())
 }
 
 async fn mark_offline(

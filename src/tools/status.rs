@@ -72,7 +72,7 @@ pub fn render(reply: &Value, now_ms: i64) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<14} {:<18} {:<24} {:<8} {:<14} arm",
+        "\n{:<14} {:<18} {:<24} {:<8} {:<14} state",
         "lane", "device", "profile", "link", "last heard"
     );
     for d in reply["devices"].as_array().into_iter().flatten() {
@@ -90,10 +90,22 @@ pub fn render(reply: &Value, now_ms: i64) -> String {
             s(&d["profile"]),
             yes(&d["online"], "online", "OFFLINE"),
             heard,
-            d["arm"].as_str().filter(|a| !a.is_empty()).unwrap_or("-")
+            state(d)
         );
     }
     out
+}
+
+/// A barrier's arm, a fire input's reading (in capitals when it blocks the fire reset), or "-".
+fn state(d: &serde_json::Value) -> String {
+    let arm = d["arm"].as_str().filter(|a| !a.is_empty());
+    let fire = d["fire_input"].as_str().filter(|f| !f.is_empty());
+    match (arm, fire) {
+        (Some(arm), _) => arm.to_string(),
+        (None, Some("normal")) => "fire input normal".to_string(),
+        (None, Some(f)) => format!("fire input {}", f.to_uppercase()),
+        (None, None) => "-".to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -108,7 +120,9 @@ mod tests {
             "outbox": {"depth": 5, "bytes": 4096, "evicted": 0},
             "decisions": 9,
             "devices": [{"id": "cam-1", "lane": "car-in", "profile": "zhenshi", "online": false,
-                         "last_seen_ms": 1_800_000_000_000i64 - 42_000, "arm": "down"}],
+                         "last_seen_ms": 1_800_000_000_000i64 - 42_000, "arm": "down"},
+                        {"id": "fire-1", "lane": "fire", "profile": "modbus-fire-input",
+                         "online": false, "last_seen_ms": 0, "arm": "", "fire_input": "unknown"}],
         });
         let t = super::render(&reply, 1_800_000_000_000);
         assert!(t.contains("NOT SYNCED"), "{t}");
@@ -118,5 +132,6 @@ mod tests {
             t.contains("cam-1") && t.contains("OFFLINE") && t.contains("42 s ago"),
             "{t}"
         );
+        assert!(t.contains("fire input UNKNOWN"), "{t}");
     }
 }

@@ -69,7 +69,7 @@ impl StatusSource {
                 serde_json::json!({
                     "id": t.device, "lane": t.lane, "profile": t.profile, "online": t.online,
                     "last_seen_ms": t.last_seen_ms, "arm": t.arm,
-                    "uncertain_commands": t.uncertain_commands,
+                    "uncertain_commands": t.uncertain_commands, "fire_input": t.fire_input,
                 })
             })
             .collect();

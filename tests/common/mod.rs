@@ -755,6 +755,82 @@ impl Proxy {
     }
 }
 
+/// A plain TCP forwarder (any protocol: a Modbus TCP barrier's link) that the test can cut: while
+/// cut, every open connection is dropped and nothing listens on its address (connections are
+/// refused, as when a cable is pulled from a Modbus gateway's switch port and it reboots).
+pub struct TcpCut {
+    pub addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpCut {
+    pub async fn start(target: std::net::SocketAddr) -> TcpCut {
+        let first = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = first.local_addr().unwrap();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let mut rx = up.subscribe();
+        tokio::spawn(async move {
+            let mut listener = Some(first);
+            loop {
+                let l = match listener.take() {
+                    Some(l) => l,
+                    None => {
+                        // Cut: wait for the restore, then listen on the same address again.
+                        while !*rx.borrow_and_update() {
+                            if rx.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                        match TcpListener::bind(addr).await {
+                            Ok(l) => l,
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                continue;
+                            }
+                        }
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        a = l.accept() => {
+                            let Ok((mut inbound, _)) = a else { continue };
+                            let mut cut = rx.clone();
+                            tokio::spawn(async move {
+                                let Ok(mut outbound) = TcpStream::connect(target).await else {
+                                    return;
+                                };
+                                tokio::select! {
+                                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                    _ = cut.wait_for(|up| !*up) => {}
+                                }
+                            });
+                        }
+                        c = rx.changed() => {
+                            if c.is_err() {
+                                return;
+                            }
+                            if !*rx.borrow_and_update() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                drop(l);
+            }
+        });
+        TcpCut { addr, up }
+    }
+
+    /// Drops every open connection and stops listening.
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
 /// Copies one direction, obeying the link's mode; ends on EOF, an error or a cut.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,

@@ -64,7 +64,9 @@ const CONNECT_MAX: usize = 16 * 1024;
 /// frees its place in the in-flight window. Their channel has room for the whole window.
 pub(crate) struct Ack {
     pkid: u16,
-    qos2: bool,
+    /// 0: nothing to send back (a QoS 0 publish still held its place in the window until it was
+    /// decided and recorded); 1: PUBACK; 2: PUBREC.
+    qos: u8,
     bytes: usize,
 }
 
@@ -410,7 +412,22 @@ impl Shared {
             commands,
             kill,
         });
-        (slot.generation, present)
+        let ready = !slot.subscriptions.is_empty();
+        let generation = slot.generation;
+        drop(slots);
+        if ready {
+            self.gate_ready(i);
+        }
+        (generation, present)
+    }
+
+    /// Device `i` can take gate commands now (see [`SourceEvent::GateReady`]).
+    fn gate_ready(&self, i: usize) {
+        let who = &self.identities[i];
+        if who.command_topic.is_some() {
+            let ready = SourceEvent::GateReady { device: who.device };
+            let _ = self.refusals.events().try_send(ready);
+        }
     }
 
     /// The connection of generation `generation` ended.
@@ -438,6 +455,8 @@ impl Shared {
         if !subs.iter().any(|f| f == filter) {
             subs.push(filter.to_string());
         }
+        drop(slots);
+        self.gate_ready(i);
         true
     }
 

@@ -357,10 +357,10 @@ impl Session {
     fn write_ack(&mut self, a: Ack) {
         self.inflight = self.inflight.saturating_sub(1);
         self.inflight_bytes = self.inflight_bytes.saturating_sub(a.bytes);
-        let p = if a.qos2 {
-            Packet::PubRec(PubRec::new(a.pkid))
-        } else {
-            Packet::PubAck(PubAck::new(a.pkid))
+        let p = match a.qos {
+            0 => return,
+            2 => Packet::PubRec(PubRec::new(a.pkid)),
+            _ => Packet::PubAck(PubAck::new(a.pkid)),
         };
         let _ = p.write(&mut self.out, usize::MAX);
     }
@@ -519,8 +519,8 @@ impl Session {
         }
     }
 
-    /// Hands one device message to the decision loop. QoS 1 and 2 take a place in the window;
-    /// their ack goes out when the writer has made the decision durable.
+    /// Hands one device message to the decision loop. It takes a place in the window until the
+    /// writer has made its decision durable; then a QoS 1 or 2 one is acked.
     async fn hand_on(
         &mut self,
         qos: u8,
@@ -534,18 +534,15 @@ impl Session {
         let Some(tx) = self.input.clone() else {
             return Ok(());
         };
-        let ack: crate::store::outbox::Ack = if qos == 0 {
-            Box::new(|| {})
-        } else {
-            self.inflight += 1;
-            self.inflight_bytes += bytes;
-            let tx = self.acks_tx.clone();
-            let qos2 = qos == 2;
-            Box::new(move || {
-                // Fails only when the connection is gone: the device sends it again.
-                let _ = tx.try_send(Ack { pkid, qos2, bytes });
-            })
-        };
+        // Every publish takes a place in the window, QoS 0 too (it is only not acked): a device
+        // flooding at QoS 0 is read no faster than its events are decided and recorded.
+        self.inflight += 1;
+        self.inflight_bytes += bytes;
+        let acks = self.acks_tx.clone();
+        let ack: crate::store::outbox::Ack = Box::new(move || {
+            // Fails only when the connection is gone: the device sends it again.
+            let _ = acks.try_send(Ack { pkid, qos, bytes });
+        });
         let input = Input {
             reply: None,
             device,

@@ -22,6 +22,8 @@ struct State {
     dead: bool,
     /// Answers every read with an exception.
     exception: bool,
+    /// Answers input reads with no bits at all (a controller whose firmware answers short).
+    short: bool,
     /// Ignores commands (a jammed arm).
     jammed: bool,
     /// Comes down on its own this long after reaching the top (a controller's own timer).
@@ -84,6 +86,7 @@ impl BarrierSim {
             arming_loop: false,
             dead: false,
             exception: false,
+            short: false,
             jammed: false,
             auto_fall: None,
             up_since: None,
@@ -105,6 +108,10 @@ impl BarrierSim {
     }
     pub fn set_exception(&self, on: bool) {
         self.with(|s| s.exception = on);
+    }
+    /// Input reads are answered with no bits (byte count 0): never "all clear".
+    pub fn set_short_answers(&self, on: bool) {
+        self.with(|s| s.short = on);
     }
     pub fn set_jammed(&self, on: bool) {
         self.with(|s| s.jammed = on);
@@ -173,6 +180,9 @@ impl BarrierSim {
                         return Some(Err(ExceptionCode::ServerDeviceFailure));
                     }
                     log(&mut s.reads);
+                    if s.short {
+                        return Some(Ok(Response::ReadDiscreteInputs(Vec::new())));
+                    }
                     let p = s.now_position();
                     let bits = [p >= 1.0, p <= 0.0, s.safety_loop, s.arming_loop];
                     let out = (*addr..addr.saturating_add(*n))
