@@ -267,6 +267,9 @@ pub fn spawn_commands(
                 Ok(_) => {}
                 Err(e) => {
                     flag.store(false, Ordering::Relaxed);
+                    // rumqttc keeps what was in flight or queued to send it again after the
+                    // reconnect (our session persists): a gate command must never go late.
+                    el.pending.clear();
                     errors += 1;
                     if worth_logging(errors) {
                         warn!(error = %e, failures = errors, "Command connection failed; reconnecting.");
