@@ -14,17 +14,23 @@ async fn reset(h: &Harness) -> String {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fire_panels_contact_opens_every_gate_and_holds_until_the_local_reset() {
+/// The test gate with a fire alarm panel's contact on a simulated Modbus I/O module.
+async fn start() -> (FirePanel, Harness) {
     let panel = FirePanel::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve_tcp(listener, panel.clone()));
     let broker = start_broker();
-    let mut h = Harness::start_with(broker.clone(), broker, |t| {
+    let h = Harness::start_with(broker.clone(), broker, |t| {
         t + &gatehouse::tools::demo::fire_panel_lane(addr)
     })
     .await;
+    (panel, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fire_panels_contact_opens_every_gate_and_holds_until_the_local_reset() {
+    let (panel, mut h) = start().await;
     // A contact bouncing faster than the debounce time: counted, no fire mode.
     for _ in 0..10 {
         panel.set_fire(true);
@@ -97,15 +103,7 @@ async fn the_fire_panels_contact_opens_every_gate_and_holds_until_the_local_rese
 /// input reads. Once it reads normal again the reset goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_reset_is_refused_while_the_panels_input_cannot_be_read() {
-    let panel = FirePanel::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve_tcp(listener, panel.clone()));
-    let broker = start_broker();
-    let mut h = Harness::start_with(broker.clone(), broker, |t| {
-        t + &gatehouse::tools::demo::fire_panel_lane(addr)
-    })
-    .await;
+    let (panel, mut h) = start().await;
     let store = h.dir.path().join("store");
     let status = || async {
         let s = gatehouse::daemon::control::send(&store, "status")

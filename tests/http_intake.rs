@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A resident's card, in the lists the HTTP lanes use.
-const CARD: &str = "3123456789";
+pub(crate) const CARD: &str = "3123456789";
 
 /// Lists with cards and plates, in `dir`; the config lines that import them.
 fn lists(dir: &std::path::Path) -> String {
@@ -69,20 +69,20 @@ profile = "zhenshi-ivs-http"
         )
 }
 
-struct HttpGate {
-    h: Harness,
-    http: String,
+pub(crate) struct HttpGate {
+    pub(crate) h: Harness,
+    pub(crate) http: String,
     gate2: tokio::sync::mpsc::Receiver<Result<sim::gate::GateCommand, String>>,
     _lists: tempfile::TempDir,
 }
 
 impl HttpGate {
-    async fn start(more: &str) -> HttpGate {
+    pub(crate) async fn start(more: &str) -> HttpGate {
         Self::start_with(|_| more.to_string()).await
     }
 
     /// With `more(listener port)` appended to the config.
-    async fn start_with(more: impl FnOnce(u16) -> String) -> HttpGate {
+    pub(crate) async fn start_with(more: impl FnOnce(u16) -> String) -> HttpGate {
         let lists_dir = tempfile::tempdir().unwrap();
         let imports = lists(lists_dir.path());
         let port = gatehouse::tools::company_broker::free_port().unwrap();
@@ -121,7 +121,7 @@ fn path(id: &str) -> String {
 }
 
 /// A terminal event as a Hikvision terminal posts it, at `device_ms` by its clock.
-fn hik_event(serial: u64, fields: serde_json::Value, device_ms: i64) -> String {
+pub(crate) fn hik_event(serial: u64, fields: serde_json::Value, device_ms: i64) -> String {
     let mut ev = serde_json::json!({"deviceName": "DS-K1T671TM", "majorEventType": 5,
         "subEventType": 75, "serialNo": serial, "name": "张三"});
     for (k, v) in fields.as_object().unwrap() {
@@ -607,261 +607,4 @@ async fn the_answer_waits_for_the_record_but_the_gate_does_not() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-}
-
-/// Arming mode: gatehouse holds the terminal's alertStream open (Digest), reads events out of
-/// it past garbage, reconnects when it drops, writes its own httpHosts entry, fetches what the
-/// terminal stored before it was heard (recorded, never acted on), and opens the terminal's door.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_armed_terminal_streams_is_caught_up_configured_and_its_door_opened() {
-    let (term, mut doors) = sim::isapi_terminal::Terminal::start("admin", "hik-12345")
-        .await
-        .unwrap();
-    let now = gatehouse::now_ms();
-    // What it stored while gatehouse could not hear it, 5 minutes ago.
-    term.store(serde_json::json!({"major": 5, "minor": 75, "serialNo": 900,
-        "time": gatehouse::timefmt::rfc3339(now - 300_000), "employeeNoString": "R000007",
-        "currTemperature": 36.4}));
-    let lane = |port| {
-        format!(
-            r#"
-[[lanes]]
-id = "door-1"
-
-[[lanes.devices]]
-id = "terminal-a"
-role = "thermal"
-profile = "hikvision-isapi"
-api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
-"#,
-            addr = term.addr
-        )
-    };
-    let g = HttpGate::start_with(lane).await;
-    let port = g.http.rsplit(':').next().unwrap().to_string();
-    let mut h = g.h;
-    within("the stream to open", LONG, async {
-        while term.open_streams() == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    // A live event in the stream, behind some garbage: the door opens over ISAPI.
-    term.send_raw(b"\r\nthis is not a part\r\n".to_vec());
-    term.send_event(&hik_event(
-        1,
-        serde_json::json!({"employeeNoString": "R000001", "currTemperature": 36.5}),
-        gatehouse::now_ms(),
-    ));
-    let (door, body) = within("the door command", LONG, doors.recv())
-        .await
-        .unwrap();
-    assert_eq!(
-        (door, body.as_str()),
-        (1, r#"{"RemoteControlDoor":{"cmd":"open"}}"#)
-    );
-    let (_, d) = h.uplink.passage_from("terminal-a").await;
-    assert_eq!(
-        (d.reason.as_str(), d.subject_id.as_str()),
-        ("ok", "R000001")
-    );
-    // Heard: the stored event is fetched and recorded as stale, its door never opened.
-    let (_, d) = h.uplink.passage_from("terminal-a").await;
-    assert_eq!(
-        (d.reason.as_str(), d.subject_id.as_str(), d.not_actuated),
-        ("stale_event", "R000007", true)
-    );
-    assert!(term.searches() >= 1);
-    // Its httpHosts entry points at this box, with the device's path.
-    within("httpHosts written", LONG, async {
-        while term
-            .hosts()
-            .is_none_or(|x| !x.contains("/push/terminal-a/"))
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(term
-        .hosts()
-        .unwrap()
-        .contains(&format!("<portNo>{port}</portNo>")));
-    // The stream drops (as they do every ~40 s): gatehouse is back on it, and deciding.
-    term.drop_streams();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    within("the stream to reopen", LONG, async {
-        while term.open_streams() == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    term.send_event(&hik_event(
-        2,
-        serde_json::json!({"employeeNoString": "R000009", "currTemperature": 38.5}),
-        gatehouse::now_ms(),
-    ));
-    let (_, d) = h.uplink.passage_from("terminal-a").await;
-    assert_eq!(d.reason, "fever");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), doors.recv())
-            .await
-            .is_err(),
-        "a denial opens no door"
-    );
-    assert_eq!(term.refused(), 0, "Digest answered right every time");
-}
-
-/// A Dahua access terminal: gatehouse holds its eventManager stream open (Digest), reads the
-/// `Code=AccessControl;…;data={…}` parts past garbage and heartbeats, opens its door over CGI,
-/// and is back on the stream when it drops (a reboot).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dahua_terminals_stream_is_read_and_its_door_opened() {
-    let (term, mut doors) = sim::isapi_terminal::Terminal::start("admin", "dh-12345")
-        .await
-        .unwrap();
-    let lane = format!(
-        r#"
-[[lanes]]
-id = "dahua-1"
-
-[[lanes.devices]]
-id = "dahua-t"
-role = "identifier"
-profile = "dahua-access"
-api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
-"#,
-        term.addr
-    );
-    let g = HttpGate::start(&lane).await;
-    let mut h = g.h;
-    let open = |term: &sim::isapi_terminal::Terminal| {
-        let term = term.clone();
-        async move {
-            while term.open_streams() == 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    within("the stream to open", LONG, open(&term)).await;
-    term.send_raw(b"noise between parts\r\n".to_vec());
-    term.send_dahua("Heartbeat");
-    term.send_dahua(r#"Code=AccessControl;action=Pulse;index=0;data={"UserID":"R000001","CardNo":"","Method":15,"Status":1,"Type":"Entry","RecNo":101,"UTC":1795928400,"Similarity":92}"#);
-    let (door, query) = within("the door command", LONG, doors.recv())
-        .await
-        .unwrap();
-    assert_eq!((door, query.as_str()), (1, "action=openDoor&channel=1"));
-    let (_, d) = h.uplink.passage_from("dahua-t").await;
-    assert_eq!(
-        (d.reason.as_str(), d.subject_id.as_str()),
-        ("ok", "R000001")
-    );
-    // A card swipe by the card alone; the same record again is not decided twice.
-    let card = format!(
-        r#"Code=AccessControl;action=Pulse;index=0;data={{"UserID":"","CardNo":"{CARD}","Method":1,"RecNo":102}}"#
-    );
-    term.send_dahua(&card);
-    term.send_dahua(&card);
-    let (_, d) = h.uplink.passage_from("dahua-t").await;
-    assert_eq!(
-        (d.reason.as_str(), d.subject_id.as_str()),
-        ("ok", "R000002")
-    );
-    assert!(within("one door", LONG, doors.recv()).await.is_some());
-    assert!(
-        tokio::time::timeout(Duration::from_millis(700), doors.recv())
-            .await
-            .is_err(),
-        "the repeat opens nothing"
-    );
-    // Rebooted: the stream drops, gatehouse is back on it.
-    term.drop_streams();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    within("the stream to reopen", LONG, open(&term)).await;
-    term.send_dahua(
-        r#"Code=AccessControl;action=Pulse;index=0;data={"UserID":"R000999","RecNo":103}"#,
-    );
-    let (_, d) = h.uplink.passage_from("dahua-t").await;
-    assert_eq!(d.reason, "unknown_subject");
-    assert_eq!(term.refused(), 0);
-}
-
-/// A ZKTeco terminal on ADMS: served only under its configured serial number and from its
-/// address; its records decided (a stored batch recorded, never opening; a repeat not decided
-/// again; a malformed line skipped); its door opened on its next poll; its command results read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_zkteco_terminal_on_adms_is_served_by_serial_and_address_and_polled_for_its_door() {
-    use sim::adms::{attlog, Terminal};
-    let lane = r#"
-[[lanes]]
-id = "zk-1"
-
-[[lanes.devices]]
-id = "zk-t"
-role = "identifier"
-profile = "zkteco-adms"
-adms_sn = "CKJ1234567890"
-adms_open = true
-from = "127.0.0.1"
-"#;
-    let g = HttpGate::start(lane).await;
-    let addr = g.http.clone();
-    let mut h = g.h;
-    // An unknown serial number gets nothing.
-    let mut stranger = Terminal::new(&addr, "NOTMINE");
-    assert_eq!(stranger.handshake().await.unwrap().0, 404);
-    let mut t = Terminal::new(&addr, "CKJ1234567890");
-    let (status, options) = t.handshake().await.unwrap();
-    assert_eq!(status, 200);
-    assert!(
-        options.contains("Delay=1") && options.contains("Realtime=1"),
-        "{options}"
-    );
-    // A live record, a malformed line, and one stored 10 minutes ago, in one upload.
-    let now = gatehouse::now_ms();
-    let lines = vec![
-        attlog("R000001", now),
-        "garbage without tabs".to_string(),
-        attlog("R000003", now - 600_000),
-    ];
-    let t0 = std::time::Instant::now();
-    assert_eq!(t.upload(&lines).await.unwrap(), (200, "OK: 2".to_string()));
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let (_, d) = h.uplink.passage_from("zk-t").await;
-        seen.push((d.subject_id.clone(), d.reason.clone()));
-    }
-    seen.sort();
-    assert_eq!(
-        seen,
-        vec![
-            ("R000001".into(), "ok".into()),
-            ("R000003".into(), "stale_event".into())
-        ]
-    );
-    // The door opens on the next poll: one command, for the live record only.
-    let cmds = t.poll().await.unwrap();
-    let waited = t0.elapsed();
-    assert_eq!(cmds.len(), 1, "{cmds:?}");
-    assert_eq!(cmds[0].1, "CONTROL DEVICE 01010105");
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
-    assert_eq!(t.result(cmds[0].0, 0, &cmds[0].1).await.unwrap().0, 200);
-    // The same record uploaded again (a terminal resending after a lost answer): no new open.
-    assert_eq!(
-        t.upload(&[attlog("R000001", now)]).await.unwrap(),
-        (200, "OK: 1".to_string())
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(t.poll().await.unwrap().is_empty());
-    // 10,000 lines is over the body limit: refused, and the next upload is decided.
-    let many: Vec<String> = (0..10_000)
-        .map(|i| attlog(&format!("R{:06}", i % 100), now))
-        .collect();
-    assert_eq!(t.upload(&many).await.unwrap().0, 413);
-    assert_eq!(
-        t.upload(&[attlog("R000005", gatehouse::now_ms())])
-            .await
-            .unwrap(),
-        (200, "OK: 1".to_string())
-    );
-    assert_eq!(t.poll().await.unwrap().len(), 1);
 }

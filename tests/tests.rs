@@ -10,6 +10,7 @@ mod crash;
 mod endpoint;
 mod endpoint_clients;
 mod fire_input;
+mod http_api;
 mod http_intake;
 mod interop;
 mod liveness;

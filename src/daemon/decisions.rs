@@ -398,13 +398,35 @@ impl DecisionLoop {
             return;
         }
         let now_ms = self.now();
-        self.last_open_ms.insert(device, now_ms);
+        self.hold(device, Hold::Open, now_ms);
+    }
+
+    /// Fire's hold (or its release) to one gate. Re-asserted every few seconds: a gate it cannot
+    /// reach is counted and logged (its link's alarm says why), not recorded each time.
+    fn hold(&mut self, gate: usize, hold: Hold, now_ms: i64) {
+        if hold == Hold::Open {
+            self.last_open_ms.insert(gate, now_ms);
+        }
+        let command = GateCommandName::of(None, Some(hold));
         let policy = &self.core.policy;
-        let hold = GateCommandName::HoldOpen;
         let now = (Instant::now(), None);
         let _ = self
             .actuators
-            .command(policy, device, hold, "", "fire_mode", now_ms, now);
+            .command(policy, gate, command, "", "fire_mode", now_ms, now);
+    }
+
+    /// A command the actuators could not hand over: what the core makes of it goes out with
+    /// the rest of this emit.
+    fn not_written(
+        &mut self,
+        gate: usize,
+        command: &'static str,
+        why: &'static str,
+        out: &mut std::collections::VecDeque<Output>,
+    ) {
+        let mut more = Vec::new();
+        self.core.command_not_written(gate, command, why, &mut more);
+        out.extend(more);
     }
 
     /// A serial gate acknowledged our last command to it.
@@ -520,10 +542,7 @@ impl DecisionLoop {
                             (d.received, reply),
                         );
                         if let (Err(why), true) = (sent, d.allow) {
-                            let mut more = Vec::new();
-                            let name = command.as_str();
-                            self.core.command_not_written(g, name, why, &mut more);
-                            out.extend(more);
+                            self.not_written(g, command.as_str(), why, &mut out);
                         }
                     }
                     // After the gate command: the latency is the person's wait.
@@ -555,24 +574,8 @@ impl DecisionLoop {
                 Output::Alarm(a) => records.push(records::alarm(&self.core.policy, a, now_ms)),
                 Output::HoldAll(hold) => {
                     self.last_fire_assert = Instant::now();
-                    let command = GateCommandName::of(None, Some(hold));
                     for g in 0..self.actuators.len() {
-                        if hold == Hold::Open {
-                            self.last_open_ms.insert(g, now_ms);
-                        }
-                        let policy = &self.core.policy;
-                        let now = (Instant::now(), None);
-                        // Re-asserted every few seconds: a gate it cannot reach is counted and
-                        // logged (and its link's alarm says why), not recorded each time.
-                        let _ = self.actuators.command(
-                            policy,
-                            g,
-                            command,
-                            "",
-                            "fire_mode",
-                            now_ms,
-                            now,
-                        );
+                        self.hold(g, hold, now_ms);
                     }
                 }
                 // Whatever period a caller saw, the one in force now is written, last.
@@ -580,10 +583,7 @@ impl DecisionLoop {
                 Output::State(k, v) => state.push((k, v)),
                 Output::Barrier { device, command } => {
                     if let Err(why) = self.actuators.barrier(device, command) {
-                        let mut more = Vec::new();
-                        let name = command.as_str();
-                        self.core.command_not_written(device, name, why, &mut more);
-                        out.extend(more);
+                        self.not_written(device, command.as_str(), why, &mut out);
                     }
                 }
                 Output::Outcome {

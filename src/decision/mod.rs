@@ -74,6 +74,8 @@ mod tests;
 #[cfg(test)]
 mod tests_clock;
 #[cfg(test)]
+mod tests_fire;
+#[cfg(test)]
 mod tests_stale;
 #[cfg(test)]
 mod tests_vehicle;

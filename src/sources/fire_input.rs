@@ -3,7 +3,7 @@
 //! misses in a row, an exception or a line fault make the reading "unknown". Each change of the
 //! debounced reading goes to the decision loop; the core decides what it means
 //! (`decision/fire_input.rs`).
-use super::modbus::{connect, read_bits, ModbusLink, SHORT_ANSWER};
+use super::modbus::{connect, read_bits, ModbusLink, Unreadable};
 use super::{DeviceLive, SourceEvent};
 use crate::decision::FireInput;
 use crate::device::modbus_map::FireInputSpec;
@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tokio_modbus::prelude::{ExceptionCode, SlaveContext};
+use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
 use tracing::warn;
 
@@ -79,9 +79,9 @@ pub fn spawn(
                     d.live.heard();
                     reading(&d.spec, first, &bits)
                 }
-                Some(Ok(Err(exception))) => {
+                Some(Ok(Err(unreadable))) => {
                     Metrics::inc(&metrics.modbus_exceptions);
-                    if exception == ExceptionCode::Custom(SHORT_ANSWER) {
+                    if unreadable == Unreadable::Short {
                         (
                             FireInput::Unknown,
                             "the module answers with fewer inputs than asked for",

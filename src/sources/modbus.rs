@@ -73,6 +73,7 @@ const MISSES_OFFLINE: u32 = 3;
 /// A barrier command older than this when its turn to be written comes is dropped (the
 /// transport's bound, as for the endpoint's and the serial ports' gate commands).
 pub const COMMAND_MAX_AGE: Duration = Duration::from_secs(1);
+const TOO_OLD: &str = "waited past its bound (1 s) for the bus";
 
 /// Commands queued for one bus. Full: the command is refused at once (`Actuators::barrier`
 /// reports it not written); a bus that keeps up never holds more than a few.
@@ -99,9 +100,15 @@ pub fn spawn(
     (tx, join)
 }
 
-/// Tells the decision loop that `c` was not written, and why.
+/// Why a command was not written: its link went down first (or it was sent while it was down).
+const LINK_DOWN: &str = "barrier link down when it was to be written";
+
+/// Tells the decision loop that `c` was not written, and why. One kept from a lost link, or past
+/// its bound, also counts as stale (`commands_stale`).
 fn not_written(c: BusCommand, why: &'static str, links: &mpsc::Sender<SourceEvent>, m: &Metrics) {
-    Metrics::inc(&m.commands_stale);
+    if why == LINK_DOWN || why == TOO_OLD {
+        Metrics::inc(&m.commands_stale);
+    }
     let _ = links.try_send(SourceEvent::NotWritten {
         device: c.device,
         command: c.command.as_str(),
@@ -170,7 +177,7 @@ async fn run(
                         _ = &mut pause => break,
                         _ = shutdown.changed() => return,
                         c = commands.recv() => match c {
-                            Some(c) => not_written(c, "barrier link down", &links, &metrics),
+                            Some(c) => not_written(c, LINK_DOWN, &links, &metrics),
                             None => return,
                         },
                     }
@@ -190,9 +197,9 @@ async fn run(
                     let Some(c) = c else { return };
                     let Some(i) = bus.devices.iter().position(|d| d.device == c.device) else { continue };
                     let why = if c.at.elapsed() > COMMAND_MAX_AGE {
-                        Some("waited past its bound (1 s) for the bus")
+                        Some(TOO_OLD)
                     } else if c.at < up_since {
-                        Some("barrier link was down when it was sent")
+                        Some(LINK_DOWN)
                     } else {
                         None
                     };
@@ -215,12 +222,7 @@ async fn run(
         warn!(bus = %name, error = %broken, "Modbus connection lost; reconnecting.");
         // What was queued for the lost link is never written on the next one.
         while let Ok(c) = commands.try_recv() {
-            not_written(
-                c,
-                "barrier link went down before it was written",
-                &links,
-                &metrics,
-            );
+            not_written(c, LINK_DOWN, &links, &metrics);
         }
     }
 }
@@ -247,12 +249,7 @@ async fn write(
             let fresh = match read_inputs(bus, ctx, d, metrics).await {
                 Ok(fresh) => fresh,
                 Err(e) => {
-                    not_written(
-                        c,
-                        "barrier link went down before it was written",
-                        links,
-                        metrics,
-                    );
+                    not_written(c, LINK_DOWN, links, metrics);
                     return Err(e);
                 }
             };
@@ -293,12 +290,7 @@ async fn write(
         }
         Ok(Err(e)) => {
             Metrics::inc(&metrics.command_errors);
-            not_written(
-                c,
-                "barrier link went down before it was written",
-                links,
-                metrics,
-            );
+            not_written(c, LINK_DOWN, links, metrics);
             if matches!(bus.link, ModbusLink::Tcp(_)) {
                 return Err(e.to_string());
             }
@@ -315,26 +307,35 @@ async fn write(
     Ok(())
 }
 
+/// A slave's answer that says nothing about its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreadable {
+    /// It answered with a Modbus exception.
+    Exception(ExceptionCode),
+    /// It answered with fewer input bits than asked for (or with another function's answer).
+    Short,
+}
+
 /// Reads `count` discrete inputs from `first`. Fewer bits than asked for is an answer that
-/// cannot be trusted (`Ok(Err(..))`), never padded with "off".
+/// cannot be trusted, never padded with "off". The outer error is the transport's.
 pub(crate) async fn read_bits(
     ctx: &mut Context,
     first: u16,
     count: u16,
-) -> tokio_modbus::Result<Vec<bool>> {
-    // Through `call`, not `read_discrete_inputs`: that one asserts the count in debug builds.
-    match ctx.call(Request::ReadDiscreteInputs(first, count)).await? {
-        Ok(Response::ReadDiscreteInputs(mut bits)) if bits.len() >= usize::from(count) => {
-            bits.truncate(usize::from(count));
-            Ok(Ok(bits))
-        }
-        Ok(_) => Ok(Err(ExceptionCode::Custom(SHORT_ANSWER))),
-        Err(e) => Ok(Err(e)),
-    }
+) -> Result<Result<Vec<bool>, Unreadable>, tokio_modbus::Error> {
+    // Through `call`, not `read_discrete_inputs`: that one asserts the count in debug builds,
+    // and pads nothing in release ones.
+    Ok(
+        match ctx.call(Request::ReadDiscreteInputs(first, count)).await? {
+            Ok(Response::ReadDiscreteInputs(mut bits)) if bits.len() >= usize::from(count) => {
+                bits.truncate(usize::from(count));
+                Ok(bits)
+            }
+            Ok(_) => Err(Unreadable::Short),
+            Err(e) => Err(Unreadable::Exception(e)),
+        },
+    )
 }
-
-/// Stands for "the answer had fewer input bits than asked for" among the slave's exceptions.
-pub(crate) const SHORT_ANSWER: u8 = 0xF0;
 
 /// One slave's inputs now: `Ok(None)` when it could not be read (silence, an exception, a short
 /// answer), `Err` when the TCP connection broke.
@@ -351,16 +352,10 @@ async fn read_inputs(
     let read = tokio::time::timeout(bus.timeout, read_bits(ctx, first, count)).await;
     let bits = match read {
         Ok(Ok(Ok(bits))) => bits,
-        Ok(Ok(Err(exception))) => {
+        Ok(Ok(Err(unreadable))) => {
             let n = metrics.modbus_exceptions.fetch_add(1, Ordering::Relaxed) + 1;
             if worth_logging(n) {
-                let short = exception == ExceptionCode::Custom(SHORT_ANSWER);
-                let what = if short {
-                    "fewer input bits than asked for"
-                } else {
-                    "a Modbus exception"
-                };
-                warn!(device = %d.device_id, ?exception, exceptions = n, "Barrier answered with {what}; its state is unknown.");
+                warn!(device = %d.device_id, ?unreadable, exceptions = n, "Barrier's answer does not say its inputs; its state is unknown.");
             }
             return Ok(None);
         }
