@@ -605,6 +605,19 @@ async fn the_answer_waits_for_the_record_but_the_gate_does_not() {
         answer.is_err(),
         "a replayed record is answered once stored: {answer:?}"
     );
+    // A live read that is denied: its "no" is no open, so it too waits for the record (the
+    // camera will not send it again; a crash before the commit would lose it).
+    let mut cam = Pusher::new(&http);
+    let stranger = zhenshi_plate(3, "浙Z99999", 96, 4, false, now / 1000);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        cam.post(&path("cam-z"), "application/json", stranger.into_bytes()),
+    )
+    .await;
+    assert!(
+        answer.is_err(),
+        "a denial is answered once stored: {answer:?}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

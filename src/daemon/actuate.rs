@@ -9,6 +9,7 @@ use crate::metrics::{worth_logging, Metrics};
 use crate::sources::modbus::BusCommand;
 use crate::sources::mqtt::CommandLink;
 use crate::sources::serial::PortWriter;
+use crate::sources::PendingReply;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -70,10 +71,7 @@ impl Actuators {
         cause: &str,
         reason: &str,
         ts_ms: i64,
-        (since, reply): (
-            std::time::Instant,
-            Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
-        ),
+        (since, reply): (std::time::Instant, Option<PendingReply>),
     ) -> Result<(), &'static str> {
         let Some(act) = self.by_device.get(gate).and_then(Option::as_ref) else {
             return Ok(());
@@ -106,7 +104,7 @@ impl Actuators {
                 "serial port down, or its queue full",
             ),
             Sink::HttpReply => (
-                reply.is_some_and(|tx| tx.send(payload).is_ok()),
+                reply.is_some_and(|r| r.send(payload, command.opens())),
                 "the camera's push was answered already, or has gone",
             ),
             Sink::Api(door) => (

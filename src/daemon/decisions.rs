@@ -50,7 +50,7 @@ pub struct DecisionLoop {
     last_trim: Instant,
     /// The event being decided came from a device whose reply is its gate command: the command
     /// for that device goes here (see `sources::http`).
-    reply: Option<(usize, Instant, tokio::sync::oneshot::Sender<Vec<u8>>)>,
+    reply: Option<crate::sources::PendingReply>,
     /// What a clock jump made the core say, out with the next emit.
     clock_out: Vec<Output>,
     /// Decisions counted for `/metrics`, when it is served.
@@ -272,7 +272,7 @@ impl DecisionLoop {
             return;
         };
         let mut out = Vec::new();
-        self.reply = i.reply.map(|tx| (i.device, i.received, tx));
+        self.reply = i.reply;
         let now_ms = self.now();
         self.core.observe(
             Observation {
@@ -519,19 +519,7 @@ impl DecisionLoop {
                         }
                         let cause = d.cause.first().map_or("", String::as_str);
                         let policy = &self.core.policy;
-                        // Only this push's own decision answers it (not an earlier one the
-                        // same call decided, such as a join window closing).
-                        let reply = match self.reply.take() {
-                            Some((device, received, tx))
-                                if device == g && d.device == device && d.received == received =>
-                            {
-                                Some(tx)
-                            }
-                            other => {
-                                self.reply = other;
-                                None
-                            }
-                        };
+                        let reply = self.reply.take_if(|r| r.answers(g, d.device, d.received));
                         let sent = self.actuators.command(
                             policy,
                             g,

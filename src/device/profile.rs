@@ -272,6 +272,14 @@ impl GateCommandName {
         }
     }
 
+    /// It lets someone through.
+    pub fn opens(self) -> bool {
+        matches!(
+            self,
+            GateCommandName::OpenIn | GateCommandName::OpenOut | GateCommandName::HoldOpen
+        )
+    }
+
     pub fn of(open: Option<Direction>, hold: Option<Hold>) -> GateCommandName {
         match (hold, open) {
             (Some(Hold::Open), _) => GateCommandName::HoldOpen,

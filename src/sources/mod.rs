@@ -35,7 +35,51 @@ pub struct Input {
     pub ack: Ack,
     /// A device whose reply is its gate command (a camera told "ok" over HTTP): where the
     /// command for this event's decision goes, instead of the gate's usual link.
-    pub reply: Option<tokio::sync::oneshot::Sender<Vec<u8>>>,
+    pub reply: Option<PendingReply>,
+}
+
+/// The answer a pushing device waits for when that answer is its gate command (a Zhenshi camera
+/// told "ok" or "no"). Only the decision on this very push may use it; the source answers an
+/// open at once (the open is the point) and anything else once the record is durable.
+pub struct PendingReply {
+    device: usize,
+    received: Instant,
+    tx: tokio::sync::oneshot::Sender<ReplyCommand>,
+}
+
+/// The gate command a [`PendingReply`] carries back to its source.
+#[derive(Debug)]
+pub struct ReplyCommand {
+    pub payload: Vec<u8>,
+    /// It lets someone through: it may go before the record.
+    pub opens: bool,
+}
+
+impl PendingReply {
+    /// The reply of `device`'s push that arrived at `received`, and where its source waits.
+    pub fn new(
+        device: usize,
+        received: Instant,
+    ) -> (PendingReply, tokio::sync::oneshot::Receiver<ReplyCommand>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reply = PendingReply {
+            device,
+            received,
+            tx,
+        };
+        (reply, rx)
+    }
+
+    /// Whether a decision on `device`'s event of `received`, for `gate`, answers this push: its
+    /// own decision, not an earlier one the same call decided (a join window closing).
+    pub fn answers(&self, gate: usize, device: usize, received: Instant) -> bool {
+        self.device == gate && self.device == device && self.received == received
+    }
+
+    /// False when the push is no longer waiting.
+    pub fn send(self, payload: Vec<u8>, opens: bool) -> bool {
+        self.tx.send(ReplyCommand { payload, opens }).is_ok()
+    }
 }
 
 /// Capacity of the decision loop's input. Full → the events task waits, and the broker holds

@@ -23,7 +23,7 @@ use crate::config::secrets::Secret;
 use crate::device::profile::Reply;
 use crate::device::{Profile, MAX_PAYLOAD};
 use crate::metrics::Metrics;
-use crate::sources::{checked, DeviceLive, Input, Refusals};
+use crate::sources::{checked, DeviceLive, Input, PendingReply, Refusals};
 use bytes::Bytes;
 use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -277,7 +277,7 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         .as_ref()
         .map_or(String::new(), |h| h.ack_body.clone());
     let (durable_tx, durable_rx) = oneshot::channel();
-    let (reply_tx, mut reply_rx) = oneshot::channel();
+    let (reply, mut reply_rx) = PendingReply::new(dev.device, received);
     let input = Input {
         device: dev.device,
         decoded: Some(decoded),
@@ -286,7 +286,7 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         ack: Box::new(move || {
             let _ = durable_tx.send(());
         }),
-        reply: replies.then_some(reply_tx),
+        reply: replies.then_some(reply),
     };
     if shared.input.send(input).await.is_err() {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
@@ -303,21 +303,24 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
                 .refuse(Some(dev.device), &dev.device_id, peer, what);
         }
     }
+    let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
+    let mut command = None;
     if replies {
-        tokio::select! {
-            command = &mut reply_rx => if let Ok(command) = command {
-                return answer(StatusCode::OK, command);
-            },
-            _ = tokio::time::sleep(DURABLE_WAIT) => {
-                return answer(StatusCode::SERVICE_UNAVAILABLE, "not recorded in time\n");
-            }
+        match tokio::time::timeout_at(deadline, &mut reply_rx).await {
+            // An open is the point of the answer: the gate before the record.
+            Ok(Ok(c)) if c.opens => return answer(StatusCode::OK, c.payload),
+            // Anything else ("no") waits for the record: the camera will not send it again.
+            Ok(Ok(c)) => command = Some(c.payload),
+            // No command for this push (a stored read, recorded only): the ack, once durable.
+            Ok(Err(_)) => {}
+            Err(_) => return answer(StatusCode::SERVICE_UNAVAILABLE, "not recorded in time\n"),
         }
     }
-    match tokio::time::timeout(DURABLE_WAIT, durable_rx).await {
+    match tokio::time::timeout_at(deadline, durable_rx).await {
         // The command goes before the record: if there was one, it is here by now.
-        Ok(Ok(())) => match reply_rx.try_recv() {
-            Ok(command) => answer(StatusCode::OK, command),
-            Err(_) => answer(StatusCode::OK, ack_body),
+        Ok(Ok(())) => match command.or_else(|| reply_rx.try_recv().ok().map(|c| c.payload)) {
+            Some(command) => answer(StatusCode::OK, command),
+            None => answer(StatusCode::OK, ack_body),
         },
         _ => answer(StatusCode::SERVICE_UNAVAILABLE, "not recorded in time\n"),
     }
