@@ -630,3 +630,102 @@ async fn over_tls_a_device_certificate_is_its_identity() {
     assert!(Metrics::get(&h.daemon.metrics.device_refusals) >= 3);
     h.daemon.stop().await;
 }
+
+/// With the outbox writer stalled (nothing becomes durable, nothing is acked), a device sending
+/// ten times its window — by count, then by bytes — is read only up to the window: the rest stays
+/// in its socket, not in the box's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_writer_stalled_a_device_is_read_only_up_to_its_window() {
+    // By count: 16 events in flight at most, 160 sent (1 KiB each, far under the byte bound).
+    let (decided, grew_kib) = read_with_a_stalled_writer(16, 4096, 160, 1024).await;
+    assert!(
+        (15..=16).contains(&decided),
+        "count window: {decided} decided"
+    );
+    assert!(grew_kib < 16 * 1024, "RSS grew {grew_kib} KiB");
+    // By bytes: 1 MiB in flight at most, 160 events of 64 KiB sent (10 MiB).
+    let (decided, grew_kib) = read_with_a_stalled_writer(256, 1024, 160, 64 * 1024).await;
+    assert!(
+        (14..=17).contains(&decided),
+        "byte window: {decided} decided"
+    );
+    assert!(grew_kib < 16 * 1024, "RSS grew {grew_kib} KiB");
+}
+
+/// Starts a daemon whose writer stalls once it is up, sends `events` QoS 1 events of about
+/// `size` bytes as `thermal-1`, and returns how many were decided and how much its RSS grew.
+async fn read_with_a_stalled_writer(
+    inflight: usize,
+    inflight_kib: usize,
+    events: u64,
+    size: usize,
+) -> (u64, i64) {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let devices = DeviceSide::endpoint();
+    let text = config_text(dir.path(), &devices, &broker).replace(
+        "[device_broker]\n",
+        &format!("[device_broker]\nmax_inflight = {inflight}\nmax_inflight_kib = {inflight_kib}\n"),
+    );
+    let config = write_config_text(dir.path(), &text);
+    let mut watcher = Uplink::connect(&broker).await;
+    let mut child = gatehouse_run(&config)
+        .env("GATEHOUSE_TEST_STALL_WRITER_AFTER_MS", "1500")
+        .spawn()
+        .unwrap();
+    watcher.status(v1::GatewayState::Online).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let rss = |pid: u32| -> i64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap_or("");
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = rss(child.id());
+    let url = devices.url();
+    let password = device_password("thermal-1");
+    let (mut r, ack) = Raw::connect(
+        &url,
+        "thermal-1",
+        Some(("thermal-1", password.as_str())),
+        true,
+    )
+    .await;
+    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Success));
+    let sender = tokio::spawn(async move {
+        for n in 1..=events {
+            let ev =
+                gatehouse::tools::sim::hikvision::acs_event(n, Some("NOBODY"), 36.5, Unit::Celsius);
+            let mut v: serde_json::Value = serde_json::from_str(&ev).unwrap();
+            v["pad"] = serde_json::Value::String("x".repeat(size));
+            let payload = serde_json::to_vec(&v).unwrap();
+            r.publish(
+                "devices/thermal-1/event",
+                QoS::AtLeastOnce,
+                n as u16,
+                false,
+                &payload,
+            )
+            .await;
+        }
+        r
+    });
+    // Whatever the device could push has been pushed by now (the rest waits in its socket).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let store = dir.path().join("store");
+    let status = gatehouse::daemon::control::send(&store, "status")
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let decided = status["decisions"].as_u64().unwrap();
+    let grew = rss(child.id()) - before;
+    sender.abort();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (decided, grew)
+}
