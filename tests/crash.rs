@@ -77,8 +77,18 @@ async fn crash_cycles(
     let mut company = Uplink::connect(&broker).await;
     // The gate: every open it gets, by the device event that caused it.
     let opens: Arc<std::sync::Mutex<HashMap<u64, u32>>> = Arc::default();
+    // On the endpoint the gate's session goes down with gatehouse: it is back (subscribed) before
+    // the terminal sends again, so redeliveries are decided while the gate can be opened — what
+    // the "never open twice" rule is there for.
+    let (subscribed_tx, subscribed) = tokio::sync::watch::channel(0u64);
     let gate_task = {
-        let (opens, mut gate) = (opens.clone(), gate_sim(&devices.link("gate-1")));
+        let (tx, mut gate) = tokio::sync::mpsc::channel(1024);
+        let link = devices.link("gate-1");
+        let topic = "devices/gate-1/cmd".to_string();
+        let retry = Duration::from_millis(10);
+        let sim_gate = sim::gate::run_gate_with(link, topic, tx, retry, Some(subscribed_tx));
+        tokio::spawn(sim_gate);
+        let opens = opens.clone();
         tokio::spawn(async move {
             while let Some(c) = gate.recv().await {
                 let Ok(c) = c else { continue };
@@ -104,8 +114,10 @@ async fn crash_cycles(
     let acked: Arc<std::sync::Mutex<HashSet<u64>>> = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let gate_back = matches!(devices, DeviceSide::Endpoint(_)).then_some(subscribed);
     let terminal = tokio::spawn(terminal(
         devices.link("thermal-1"),
+        gate_back,
         sent.clone(),
         acked.clone(),
         stop_rx,
@@ -252,6 +264,7 @@ async fn crash_cycles(
 /// (by packet id). Runs until `done`; after `stop` it only sends again and reads acks.
 async fn terminal(
     link: DeviceLink,
+    mut gate_back: Option<tokio::sync::watch::Receiver<u64>>,
     sent: Arc<AtomicU64>,
     acked: Arc<std::sync::Mutex<HashSet<u64>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -309,6 +322,10 @@ async fn terminal(
         if !connected {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
+        }
+        // The gate first (see above), a second at most.
+        if let Some(g) = &mut gate_back {
+            let _ = tokio::time::timeout(Duration::from_secs(1), g.changed()).await;
         }
         order.retain(|p| unacked.contains_key(p));
         let mut again = BytesMut::new();

@@ -24,6 +24,19 @@ pub async fn run_gate(
     topic: String,
     out: mpsc::Sender<Result<GateCommand, String>>,
 ) {
+    run_gate_with(link, topic, out, Duration::from_millis(200), None).await
+}
+
+/// [`run_gate`], reconnecting `retry` after a lost connection, and counting in `subscribed` each
+/// time it is on its command topic again (a test waits for the gate to be back before a device
+/// sends again).
+pub async fn run_gate_with(
+    link: DeviceLink,
+    topic: String,
+    out: mpsc::Sender<Result<GateCommand, String>>,
+    retry: Duration,
+    subscribed: Option<tokio::sync::watch::Sender<u64>>,
+) {
     let opts = link.options(
         &format!(
             "sim-gate-{}-{}",
@@ -46,12 +59,17 @@ pub async fn run_gate(
                     return;
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if let Some(s) = &subscribed {
+                    s.send_modify(|n| *n += 1);
+                }
+            }
             Ok(_) => {}
             Err(_) => {
                 if out.is_closed() {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(retry).await;
             }
         }
     }
