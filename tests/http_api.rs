@@ -3,7 +3,9 @@
 //! event stream and door, a ZKTeco terminal polling on ADMS. The gate and its lists are
 //! `http_intake`'s.
 use crate::common::*;
-use crate::http_intake::{hik_event, HttpGate, CARD};
+use crate::http_intake::{hik_event, lists, with_http_lanes, HttpGate, CARD};
+use gatehouse::metrics::Metrics;
+use gatehouse::proto::v1;
 use gatehouse::tools::sim;
 use std::time::Duration;
 
@@ -183,13 +185,8 @@ api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
     assert_eq!(term.refused(), 0);
 }
 
-/// A ZKTeco terminal on ADMS: served only under its configured serial number and from its
-/// address; its records decided (a stored batch recorded, never opening; a repeat not decided
-/// again; a malformed line skipped); its door opened on its next poll; its command results read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_zkteco_terminal_on_adms_is_served_by_serial_and_address_and_polled_for_its_door() {
-    use sim::adms::{attlog, Terminal};
-    let lane = r#"
+/// A ZKTeco terminal on ADMS (`zk-t`, serial CKJ1234567890), its door opened on its polls.
+const ZK_LANE: &str = r#"
 [[lanes]]
 id = "zk-1"
 
@@ -201,7 +198,14 @@ adms_sn = "CKJ1234567890"
 adms_open = true
 from = "127.0.0.1"
 "#;
-    let g = HttpGate::start(lane).await;
+
+/// A ZKTeco terminal on ADMS: served only under its configured serial number and from its
+/// address; its records decided (a stored batch recorded, never opening; a repeat not decided
+/// again; a malformed line skipped); its door opened on its next poll; its command results read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zkteco_terminal_on_adms_is_served_by_serial_and_address_and_polled_for_its_door() {
+    use sim::adms::{attlog, Terminal};
+    let g = HttpGate::start(ZK_LANE).await;
     let addr = g.http.clone();
     let mut h = g.h;
     // An unknown serial number gets nothing.
@@ -248,8 +252,13 @@ from = "127.0.0.1"
         t.upload(&[attlog("R000001", now)]).await.unwrap(),
         (200, "OK: 1".to_string())
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its OK came after the commit, and a command before the record: nothing more is coming.
     assert!(t.poll().await.unwrap().is_empty());
+    assert_eq!(
+        Metrics::get(&h.daemon.metrics.decisions),
+        2,
+        "not decided again"
+    );
     // 10,000 lines is over the body limit: refused, and the next upload is decided.
     let many: Vec<String> = (0..10_000)
         .map(|i| attlog(&format!("R{:06}", i % 100), now))
@@ -262,4 +271,83 @@ from = "127.0.0.1"
         (200, "OK: 1".to_string())
     );
     assert_eq!(t.poll().await.unwrap().len(), 1);
+}
+
+/// ADMS across a crash: a record answered `OK` is decided once, also when the terminal uploads
+/// it again to the restarted daemon (the answer was lost), and its door is not opened again; and
+/// `OK` comes only once the record is durable — with the writer stalled, no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adms_record_is_answered_once_durable_and_decided_once_across_a_restart() {
+    use sim::adms::{attlog, Terminal};
+    let broker = start_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let devices = DeviceSide::endpoint();
+    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let imports = lists(dir.path());
+    let text = with_http_lanes(
+        config_text(dir.path(), &devices, &broker),
+        &imports,
+        port,
+        ZK_LANE,
+    );
+    let config = write_config_text(dir.path(), &text);
+    let mut company = Uplink::connect(&broker).await;
+    let addr = format!("127.0.0.1:{port}");
+    let now = gatehouse::now_ms();
+    let record = attlog("R000001", now);
+
+    let mut child = gatehouse_run(&config).spawn().unwrap();
+    company.status(v1::GatewayState::Online).await;
+    let mut t = Terminal::new(&addr, "CKJ1234567890");
+    assert_eq!(t.handshake().await.unwrap().0, 200);
+    assert_eq!(
+        t.upload(std::slice::from_ref(&record)).await.unwrap(),
+        (200, "OK: 1".to_string())
+    );
+    assert_eq!(t.poll().await.unwrap().len(), 1, "the door, once");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restarted (its writer stalls 2.5 s after the start): the same record again, then a marker.
+    let mut child = gatehouse_run(&config)
+        .env("GATEHOUSE_TEST_STALL_WRITER_AFTER_MS", "2500")
+        .spawn()
+        .unwrap();
+    let mut t = Terminal::new(&addr, "CKJ1234567890");
+    within("the restarted daemon", LONG, async {
+        while !t.handshake().await.is_ok_and(|(s, _)| s == 200) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        t.upload(std::slice::from_ref(&record)).await.unwrap(),
+        (200, "OK: 1".to_string())
+    );
+    assert!(t.poll().await.unwrap().is_empty(), "not opened again");
+    let marker = attlog("R000002", gatehouse::now_ms());
+    assert_eq!(
+        t.upload(&[marker]).await.unwrap(),
+        (200, "OK: 1".to_string())
+    );
+    // Passages by event id (the uplink may carry a record twice across the crash: the same id).
+    let mut passages = std::collections::BTreeMap::new();
+    while !passages.values().any(|s| s == "R000002") {
+        let (e, d) = company.passage_from("zk-t").await;
+        passages.insert(e.seq, d.subject_id);
+    }
+    let subjects: Vec<_> = passages.values().map(String::as_str).collect();
+    assert_eq!(subjects, ["R000001", "R000002"], "R000001 decided once");
+
+    // The writer stalls: a new record is decided (its door command is queued at once) but
+    // not answered, so the terminal keeps it and sends it again.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let fresh = attlog("R000003", gatehouse::now_ms());
+    let answer = tokio::time::timeout(Duration::from_secs(2), t.upload(&[fresh])).await;
+    assert!(
+        answer.is_err(),
+        "no OK before the record is durable: {answer:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

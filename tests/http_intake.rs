@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub(crate) const CARD: &str = "3123456789";
 
 /// Lists with cards and plates, in `dir`; the config lines that import them.
-fn lists(dir: &std::path::Path) -> String {
+pub(crate) fn lists(dir: &std::path::Path) -> String {
     let mut csv = String::from("person_id,household,status,valid_until,cards\n");
     for i in 0..100 {
         let cards = if i == 2 { CARD } else { "" };
@@ -35,7 +35,7 @@ fn lists(dir: &std::path::Path) -> String {
 /// The test gateway's config with the HTTP lanes added: `hik-1` (terminal-h pushing over HTTP,
 /// gate-2 an MQTT turnstile) and `cars-1` (cam-z, a Zhenshi camera over HTTP that is its own
 /// barrier), the listener on `http_port` with short deadlines; `more` appended.
-fn with_http_lanes(text: String, lists: &str, http_port: u16, more: &str) -> String {
+pub(crate) fn with_http_lanes(text: String, lists: &str, http_port: u16, more: &str) -> String {
     text.replace("import = \"residents.csv\"", lists)
         + &format!(
             r#"
