@@ -186,7 +186,7 @@ api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
 }
 
 /// A ZKTeco terminal on ADMS (`zk-t`, serial CKJ1234567890), its door opened on its polls.
-const ZK_LANE: &str = r#"
+pub(crate) const ZK_LANE: &str = r#"
 [[lanes]]
 id = "zk-1"
 

@@ -7,6 +7,7 @@ mod cli;
 mod clock;
 mod commands;
 mod crash;
+mod durability;
 mod endpoint;
 mod endpoint_clients;
 mod fire_input;
