@@ -332,6 +332,32 @@ async fn stored_lock_reports_are_recorded_as_stored_and_never_raise_a_tamper_ala
     assert!(tamper.is_empty(), "{tamper:?}");
 }
 
+/// After a crash that lost a decision, the terminal resends the event minutes later, still marked
+/// `currentEvent: true` (HTTP has no redelivery flag). Its heartbeat taught gatehouse its clock,
+/// so the event's age gives it away: recorded as `stale_event`, the gate not opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_resent_minutes_later_still_marked_current_is_recorded_and_never_opens() {
+    let mut g = HttpGate::start("").await;
+    let mut p = Pusher::new(&g.http);
+    let now = gatehouse::now_ms();
+    let beat = sim::http_push::hikvision_heartbeat(now);
+    assert_eq!(push(&mut p, "terminal-h", &beat, 0).await.0, 200);
+    let resent = hik_event(
+        4001,
+        serde_json::json!({"employeeNoString": "R000001", "currTemperature": 36.5,
+            "currentEvent": true}),
+        now - 300_000,
+    );
+    assert_eq!(push(&mut p, "terminal-h", &resent, 0).await.0, 200);
+    let (_, d) = g.h.uplink.passage_from("terminal-h").await;
+    assert_eq!(
+        (d.reason.as_str(), d.not_actuated),
+        ("stale_event", true),
+        "{d:?}"
+    );
+    g.no_command_on_gate2().await;
+}
+
 /// Sends raw bytes on a fresh connection and reads the answer's status (0: closed without one).
 async fn raw(http: &str, bytes: &[u8], then_wait: Duration) -> u16 {
     let mut s = tokio::net::TcpStream::connect(http).await.unwrap();

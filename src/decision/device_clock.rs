@@ -34,6 +34,7 @@ impl Core {
         let offset_ms = now_ms.saturating_sub(device_time_ms);
         let clock = self.clocks.entry(device).or_default();
         clock.offset_ms = offset_ms;
+        clock.learned = true;
         if offset_ms.saturating_abs() > CLOCK_ALARM_MS && !clock.alarmed {
             clock.alarmed = true;
             out.push(Output::Alarm(Alarm {
@@ -55,9 +56,14 @@ impl Core {
         }
     }
 
-    /// Whether an event is a stored one: the device says so, or its age by the device's learned
-    /// clock (offset 0 until one is learned) is past the policy's `stale_event_ms`. An event the
-    /// device marks live also teaches the offset.
+    /// Whether an event is a stored one, from every transport alike: the device says so, or its
+    /// age by the device's clock is past the policy's `stale_event_ms` — a terminal resending,
+    /// minutes later, an event whose first decision was lost in a crash, its "current" flag still
+    /// set. The age is measured against the offset learned from the device's heartbeats and
+    /// earlier events, never from the event being judged. Until an offset is known, an event the
+    /// device marks live is live (a terminal with a wrong clock must not lock residents out), the
+    /// guard is told once that its ages cannot be judged yet, and it teaches the offset for the
+    /// next ones; an unmarked one is measured against gatehouse's own clock (offset 0).
     pub(super) fn stored(
         &mut self,
         device: usize,
@@ -66,23 +72,53 @@ impl Core {
         now_ms: i64,
         out: &mut Vec<Output>,
     ) -> bool {
-        match (marker, device_time_ms) {
-            (Some(true), _) => true,
-            (Some(false), Some(t)) => {
-                self.clock_sample(device, t, now_ms, out);
-                false
-            }
+        let t = match (marker, device_time_ms) {
+            (Some(true), _) => return true,
+            (_, None) => return false,
             // An age needs our own clock to be right.
-            (None, Some(_)) if !self.clock_trusted => false,
-            (None, Some(t)) => {
-                let offset = self.clocks.get(&device).map_or(0, |c| c.offset_ms);
-                let stale =
-                    now_ms.saturating_sub(t).saturating_sub(offset) > self.policy.stale_event_ms;
-                self.count_stale(device, stale, now_ms.saturating_sub(t), out);
-                stale
-            }
-            (_, None) => false,
+            (_, Some(_)) if !self.clock_trusted => return false,
+            (_, Some(t)) => t,
+        };
+        let clock = self.clocks.get(&device);
+        if !clock.is_some_and(|c| c.learned) && marker == Some(false) {
+            self.age_unjudged(device, out);
+            self.clock_sample(device, t, now_ms, out);
+            return false;
         }
+        // Not learned yet: gatehouse's own clock (offset 0), carried across its jumps.
+        let offset = clock.map_or(0, |c| c.offset_ms);
+        let lag = now_ms.saturating_sub(t).saturating_sub(offset);
+        let stale = lag > self.policy.stale_event_ms;
+        self.count_stale(device, stale, now_ms.saturating_sub(t), out);
+        // A live one, marked so and on time, keeps the offset current (a clock that drifts).
+        if !stale && marker == Some(false) {
+            self.clock_sample(device, t, now_ms, out);
+        }
+        stale
+    }
+
+    /// The first event a device marks live before any heartbeat taught its clock: its age
+    /// cannot be judged, so a resend of an old event would pass as live. Said once.
+    fn age_unjudged(&mut self, device: usize, out: &mut Vec<Output>) {
+        let Some(dev) = self.policy.devices.get(device) else {
+            return;
+        };
+        let lane = dev.lane;
+        let clock = self.clocks.entry(device).or_default();
+        if std::mem::replace(&mut clock.unjudged_alarmed, true) {
+            return;
+        }
+        out.push(Output::Alarm(Alarm {
+            kind: AlarmKind::DeviceClock,
+            lane: Some(lane),
+            device: Some(device),
+            subject_id: String::new(),
+            temperature_c: None,
+            detail: "its events' age cannot be judged yet (no heartbeat with its time since \
+                     the start): its own \"current\" flag is trusted until one comes"
+                .into(),
+            cause: Vec::new(),
+        }));
     }
 
     /// Whether a device's report about itself (an arm, a lock, a door, a heartbeat) is a stored

@@ -38,7 +38,11 @@ pub(super) struct Waiting {
 pub(super) struct DeviceClock {
     /// Gatehouse's time minus the device's, at the last live sample.
     pub(super) offset_ms: i64,
+    /// An offset was learned (a heartbeat, or an event judged live): ages can be judged.
+    pub(super) learned: bool,
     pub(super) alarmed: bool,
+    /// The guard was told that this device's ages cannot be judged yet.
+    pub(super) unjudged_alarmed: bool,
     /// Events in a row found stale by their age alone (no live one between).
     pub(super) stale_in_a_row: u32,
 }

@@ -106,6 +106,53 @@ fn an_event_the_device_marks_live_teaches_the_offset() {
     );
 }
 
+/// A terminal resends, minutes later, an event whose first decision was lost in a crash — its
+/// "current" flag still set. Once a heartbeat has taught its clock, its age gives it away: on
+/// record, never opening again. The flag alone no longer vouches for it.
+#[test]
+fn a_resend_still_marked_current_is_judged_by_its_age_once_the_clock_is_known() {
+    let mut c = core();
+    let mut out = Vec::new();
+    c.clock_sample(0, T0, T0, &mut out);
+    let mut resend = at("R1", T0 - 5 * MIN, T0 + 1000);
+    resend.decoded.stored = Some(false);
+    let (d, _) = decide(&mut c, resend);
+    assert_eq!((d.allow, d.reason), (false, Reason::StaleEvent));
+    assert!(d.not_actuated && d.gate.is_none(), "{d:?}");
+    // A live one on the same clock opens.
+    let mut live = at("R1", T0 + 2000, T0 + 2100);
+    live.decoded.stored = Some(false);
+    assert_eq!(one(&mut c, live), (true, Reason::Ok));
+}
+
+/// Before any heartbeat the device's own flag is all there is: honoured (nobody locked out by a
+/// wrong clock), the guard told once that ages cannot be judged yet, and the offset learned from
+/// it for the events after — never from the event being judged.
+#[test]
+fn before_a_heartbeat_a_current_flag_is_trusted_and_the_guard_is_told() {
+    let mut c = core();
+    let mut first = at("R1", T0 - 3 * MIN, T0);
+    first.decoded.stored = Some(false);
+    let (d, out) = decide(&mut c, first);
+    assert_eq!((d.allow, d.reason), (true, Reason::Ok));
+    let told: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Alarm(a) if a.detail.contains("cannot be judged") => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{out:?}");
+    // Its clock is 3 min behind: an event it marks current from 10 min ago by that clock is old.
+    let mut old = at("R6", T0 - 10 * MIN, T0 + 1000);
+    old.decoded.stored = Some(false);
+    let (d, out) = decide(&mut c, old);
+    assert_eq!((d.allow, d.reason), (false, Reason::StaleEvent));
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Alarm(a) if a.detail.contains("cannot be judged"))));
+}
+
 #[test]
 fn the_same_event_twice_is_decided_once() {
     let mut c = core();
