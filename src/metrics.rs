@@ -26,6 +26,12 @@ pub struct Metrics {
     pub outbox_bytes: AtomicU64,
     /// Records the outbox dropped for room or age, since the store was created.
     pub outbox_evicted: AtomicU64,
+    /// The store cannot be written: acknowledging from memory, records in memory (degraded).
+    pub store_degraded: AtomicBool,
+    /// Records kept in memory only because the store could not be written, since the start.
+    pub outbox_spilled: AtomicU64,
+    /// Of those, held in memory now (waiting for the uplink or the store).
+    pub outbox_in_memory: AtomicU64,
     /// Bumped by the outbox writer on every turn (at least once a second), for the watchdog.
     pub writer_ticks: AtomicU64,
     pub uplink_published: AtomicU64,
@@ -132,6 +138,19 @@ pub fn stall_at(part: &str) -> Option<std::time::Instant> {
 
 #[cfg(not(debug_assertions))]
 pub fn stall_at(_part: &str) -> Option<std::time::Instant> {
+    None
+}
+
+/// Fault injection for the failing-disk test, debug builds only: with
+/// `GATEHOUSE_TEST_FAIL_COMMITS_WHILE=FILE` every outbox commit fails with EIO while FILE exists
+/// (a store whose disk starts failing, and heals when the file is removed).
+#[cfg(debug_assertions)]
+pub fn fail_commits_while() -> Option<std::path::PathBuf> {
+    std::env::var_os("GATEHOUSE_TEST_FAIL_COMMITS_WHILE").map(Into::into)
+}
+
+#[cfg(not(debug_assertions))]
+pub fn fail_commits_while() -> Option<std::path::PathBuf> {
     None
 }
 

@@ -200,31 +200,6 @@ async fn a_flood_of_garbage_is_shed_and_real_identifications_still_decide() {
     assert!(peak < 96 * 1024, "memory stays bounded: peak {peak} kB");
 }
 
-/// A small filesystem of its own (tmpfs), unmounted on drop. Needs root (CI is); `None` when the
-/// mount is not allowed here.
-struct SmallDisk(tempfile::TempDir);
-
-impl SmallDisk {
-    fn mount(size: &str) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallDisk(dir))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going() {
     use gatehouse::store::outbox::{self, Append, Record, WriterConfig};
@@ -244,6 +219,8 @@ async fn a_full_disk_evicts_like_a_full_outbox_and_the_writer_keeps_going() {
         store.clone(),
         WriterConfig {
             gateway: "gw".into(),
+            // The eviction path is under test here, not degraded mode.
+            degraded_after: Duration::from_secs(3600),
             commit_interval: Duration::from_millis(2),
             commit_max: 64,
             // Far more than the disk holds: the disk is what says "full".

@@ -199,8 +199,11 @@ fn parse(text: &str) -> Vec<Call> {
     let mut pending: HashMap<String, (f64, String)> = HashMap::new();
     let mut calls = Vec::new();
     for line in text.lines() {
-        let mut f = line.splitn(3, ' ');
-        let (Some(pid), Some(ts), Some(rest)) = (f.next(), f.next(), f.next()) else {
+        // `PID TIME CALL…`, the pid padded to a width.
+        let Some((pid, line)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((ts, rest)) = line.trim_start().split_once(' ') else {
             continue;
         };
         let Ok(ts) = ts.parse::<f64>() else { continue };

@@ -7,6 +7,7 @@ mod cli;
 mod clock;
 mod commands;
 mod crash;
+mod degraded;
 mod durability;
 mod endpoint;
 mod endpoint_clients;

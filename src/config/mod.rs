@@ -330,6 +330,11 @@ pub struct StoreSection {
     pub ttl_passage_h: u64,
     #[serde(default = "default_ttl_h")]
     pub ttl_alarm_h: u64,
+    /// After commits have failed this long (s), the box goes on from memory (degraded mode):
+    /// devices acknowledged without the disk, records kept in memory until the uplink has them
+    /// or the store works again. 0: at the first failure.
+    #[serde(default = "default_degraded_after_s")]
+    pub degraded_after_s: u64,
 }
 
 impl Default for StoreSection {
@@ -342,6 +347,7 @@ impl Default for StoreSection {
             ttl_routine_h: default_ttl_routine_h(),
             ttl_passage_h: default_ttl_h(),
             ttl_alarm_h: default_ttl_h(),
+            degraded_after_s: default_degraded_after_s(),
         }
     }
 }
@@ -355,6 +361,12 @@ fn default_ttl_routine_h() -> u64 {
 /// Local journals are kept 30 days (docs/ARCHITECTURE.md, "Contracts"); so is what waits for the uplink.
 fn default_ttl_h() -> u64 {
     30 * 24
+}
+
+/// Long enough for a transient error (a full disk's eviction, a reopen) to pass; short enough
+/// that devices' in-flight windows and the appends queue do not fill at a busy gate.
+fn default_degraded_after_s() -> u64 {
+    5
 }
 
 fn default_store_dir() -> PathBuf {

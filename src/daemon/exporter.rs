@@ -299,6 +299,7 @@ impl Collector for Pipeline {
             ("gatehouse_outbox_commits", "Outbox commits", get(&m.outbox_commits)),
             ("gatehouse_outbox_commit_errors", "Outbox commits that failed (retried)", get(&m.outbox_commit_errors)),
             ("gatehouse_outbox_evicted", "Records dropped for room or age since the store was made", get(&m.outbox_evicted)),
+            ("gatehouse_outbox_spilled", "Records kept in memory only: the store could not be written (degraded)", get(&m.outbox_spilled)),
             ("gatehouse_uplink_published", "Records published upstream", get(&m.uplink_published)),
             ("gatehouse_uplink_acked", "Records the company broker acknowledged", get(&m.uplink_acked)),
             ("gatehouse_orders_dropped", "Orders from above dropped at the door (queue full)", get(&m.orders_dropped)),
@@ -318,6 +319,16 @@ impl Collector for Pipeline {
                 "gatehouse_outbox_bytes",
                 "Bytes the outbox holds",
                 get(&m.outbox_bytes) as i64,
+            ),
+            (
+                "gatehouse_store_degraded",
+                "1 while the store cannot be written: devices acknowledged from memory, records in memory only",
+                i64::from(m.store_degraded.load(Ordering::Relaxed)),
+            ),
+            (
+                "gatehouse_outbox_in_memory",
+                "Records held in memory only (degraded): waiting for the uplink or the store",
+                get(&m.outbox_in_memory) as i64,
             ),
             (
                 "gatehouse_uplink_connected",

@@ -161,6 +161,8 @@ pub struct OrderDesk {
     refusals: Refusals,
     /// The store's creation time (settled here once a trusted clock gives it), and the clock.
     time: OrderTime,
+    /// The blocking task settling it, while one runs.
+    settling: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A registry sync done off the decision loop: the new registry (or why not), and its result.
@@ -211,7 +213,7 @@ impl OrderDesk {
                 _ => None,
             })
             .collect();
-        let desk = OrderDesk {
+        let mut desk = OrderDesk {
             gateway: config.gateway.id.clone(),
             applied,
             results,
@@ -225,32 +227,45 @@ impl OrderDesk {
             sync_lock: Arc::default(),
             refusals: Refusals::new(metrics),
             time,
+            settling: None,
         };
-        desk.settle_store_age(crate::now_ms());
+        // At start, before the decision loop turns: here, at once.
+        desk.settle_store_age(crate::now_ms(), true);
         desk
     }
 
     /// Takes the store's creation time from the store, or — the first time the clock is known to
-    /// be right — records it. Until then orders a replay could abuse are refused.
-    fn settle_store_age(&self, now: i64) {
-        if self.time.store_created.load(Ordering::Relaxed) != 0 {
+    /// be right — records it. Until then orders a replay could abuse are refused. The read (and
+    /// the one write, with its fsync) run off the decision loop, one at a time.
+    fn settle_store_age(&mut self, now: i64, inline: bool) {
+        if self.time.store_created.load(Ordering::Relaxed) != 0
+            || self.settling.as_ref().is_some_and(|t| !t.is_finished())
+        {
             return;
         }
-        let created = match self.store.created_ms() {
-            Ok(Some(ms)) => Ok(ms),
-            Ok(None) if self.time.clock.trusted() => self.store.settle_created(now),
-            Ok(None) => return,
-            Err(e) => Err(e),
-        };
-        match created {
-            Ok(ms) => {
-                self.time.store_created.store(ms, Ordering::Relaxed);
-                info!(
-                    store_created_ms = ms,
-                    "Store age known: orders issued before it are refused."
-                );
+        let (store, trusted) = (self.store.clone(), self.time.clock.trusted());
+        let created = self.time.store_created.clone();
+        let settle = move || {
+            let settled = match store.created_ms() {
+                Ok(Some(ms)) => Ok(ms),
+                Ok(None) if trusted => store.settle_created(now),
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            match settled {
+                Ok(ms) => {
+                    created.store(ms, Ordering::Relaxed);
+                    info!(
+                        store_created_ms = ms,
+                        "Store age known: orders issued before it are refused."
+                    );
+                }
+                Err(e) => warn!(error = %e, "Store creation time not recorded; retrying."),
             }
-            Err(e) => warn!(error = %e, "Store creation time not recorded; retrying."),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if !inline => self.settling = Some(rt.spawn_blocking(settle)),
+            _ => settle(),
         }
     }
 
@@ -452,7 +467,7 @@ impl OrderDesk {
                 self.answer(self.result(id.1, "transfer_timeout", detail, now));
             }
         }
-        self.settle_store_age(now);
+        self.settle_store_age(now, false);
     }
 
     /// Writes a snapshot or delta to the store and loads the new registry, on a blocking thread

@@ -24,6 +24,7 @@
 //! sends again with the same event ids (at-least-once).
 pub mod outbox;
 pub mod residents;
+pub mod spill;
 pub mod sync;
 
 use crate::decision::{Registry, RegistryBuilder, ResidentStatus};
@@ -142,6 +143,8 @@ struct Inner {
     /// `None` only while [`Store::reopen`] swaps it: after an I/O error (a full disk) redb
     /// refuses every further transaction until the file is opened again.
     db: std::sync::RwLock<Option<Arc<Database>>>,
+    /// The outbox records kept in memory while the file cannot be written (`spill.rs`).
+    spill: spill::Spill,
 }
 
 /// What an import did.
@@ -177,6 +180,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 db: std::sync::RwLock::new(Some(Arc::new(db))),
+                spill: spill::Spill::default(),
             }),
         };
         store.mark_creation()?;
@@ -316,6 +320,42 @@ impl Store {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Row>, StoreError> {
+        let spilled = self.spill().rows_from(classes, from, max, max_bytes);
+        let mut out = match self.stored_from(classes, from, max, max_bytes) {
+            Ok(rows) => rows,
+            // The file cannot be read either: what memory holds still goes.
+            Err(_) if !spilled.is_empty() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        out.extend(spilled);
+        out.sort_unstable_by_key(|r| r.seq);
+        let mut bytes = 0;
+        let keep = out
+            .iter()
+            .take_while(|r| {
+                let under = bytes < max_bytes;
+                bytes += r.message.len();
+                under
+            })
+            .count()
+            .min(max);
+        out.truncate(keep);
+        Ok(out)
+    }
+
+    /// The outbox in memory while the file cannot be written (degraded mode).
+    pub fn spill(&self) -> &spill::Spill {
+        &self.inner.spill
+    }
+
+    /// Each class's rows from `from` on, as stored (`outbox_from` orders and bounds them).
+    fn stored_from(
+        &self,
+        classes: &[Class],
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Row>, StoreError> {
         let txn = self.db()?.begin_read()?;
         let mut out = Vec::new();
         for &class in classes {
@@ -335,18 +375,6 @@ impl Store {
                 }
             }
         }
-        out.sort_unstable_by_key(|r| r.seq);
-        let mut bytes = 0;
-        let keep = out
-            .iter()
-            .take_while(|r| {
-                let under = bytes < max_bytes;
-                bytes += r.message.len();
-                under
-            })
-            .count()
-            .min(max);
-        out.truncate(keep);
         Ok(out)
     }
 

@@ -15,6 +15,17 @@
 //! Deletions (records the uplink broker acked) arrive on their own channel and ride along with
 //! the next commit; a commit that adds no record skips the fsync (losing it in a crash only means
 //! the records are sent again, with the same ids).
+//!
+//! **Degraded mode**, the one exception to "acknowledged only once durable": when commits have
+//! failed for `degraded_after` (or the appends back up meanwhile), the writer acknowledges from
+//! memory and keeps the records in the store's memory spill (`spill.rs`, bounded), marked
+//! `not_durable`, where the uplink takes them; their state changes wait in memory too. A storage
+//! alarm says so, and so do the status and `/metrics`. Every few seconds a commit is tried again
+//! with everything the spill holds; once one works the records are in the store with their seqs,
+//! the box is durable again, and an alarm says that too. A crash while degraded loses what only
+//! memory held: that is the price of a gate that keeps opening on a dead disk. Seqs given out
+//! while degraded start at the clock's milliseconds × 1024, so a restart after such a crash (its
+//! store's `next_seq` from before) never hands the same seq to another record.
 use super::{Class, Store, StoreError, HEADER, META};
 use crate::clock::ClockWatch;
 use crate::config::StoreSection;
@@ -41,6 +52,14 @@ impl Record {
         match self {
             Record::Event(e) => e.clock_unsynced = true,
             Record::Alarm(a) => a.clock_unsynced = true,
+        }
+    }
+
+    /// Acknowledged from memory while the store could not be written (degraded mode).
+    pub fn mark_not_durable(&mut self) {
+        match self {
+            Record::Event(e) => e.not_durable = true,
+            Record::Alarm(a) => a.not_durable = true,
         }
     }
 
@@ -74,6 +93,8 @@ pub type Delete = Vec<(Class, u64)>;
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub gateway: String,
+    /// Commits failing this long: degraded mode (see the module docs).
+    pub degraded_after: Duration,
     pub commit_interval: Duration,
     pub commit_max: usize,
     /// The outbox never holds more than this many bytes of records.
@@ -89,6 +110,7 @@ impl WriterConfig {
         WriterConfig {
             clock,
             gateway: gateway.to_string(),
+            degraded_after: Duration::from_secs(s.degraded_after_s),
             commit_interval: Duration::from_millis(s.commit_interval_ms),
             commit_max: s.commit_max,
             max_bytes: s.max_mib << 20,
@@ -108,6 +130,14 @@ const LINGER_STEP: Duration = Duration::from_millis(10);
 
 /// Eviction reports go upstream at most this often.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// A full disk evicts the outbox's own records only while it holds at least this much (below
+/// it, something else filled the disk).
+const DISK_FULL_EVICT_MIN: u64 = 1 << 20;
+/// While degraded, a commit of everything held in memory is tried this often.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// Deletes kept for a store that cannot be written; past this the rest are dropped (those
+/// records go upstream once more, with the same ids).
+const PENDING_DELETES_MAX: usize = 100_000;
 
 pub struct WriterHandle {
     pub appends: mpsc::Sender<Append>,
@@ -192,6 +222,11 @@ pub fn spawn(
         record_commits: 0,
         jumps_seen: 0,
         panic_at: crate::metrics::panic_commit_at(),
+        fail_hook: crate::metrics::fail_commits_while(),
+        failing_since: None,
+        last_probe: tokio::time::Instant::now(),
+        held: Held::default(),
+        notices: Vec::new(),
     };
     let join = tokio::spawn(w.run(done_tx));
     Ok(WriterHandle {
@@ -223,6 +258,28 @@ struct Writer {
     /// The clock's jumps seen at the last commit.
     jumps_seen: u64,
     panic_at: Option<u64>,
+    /// Debug builds: commits fail while this file exists (a store whose disk fails).
+    fail_hook: Option<std::path::PathBuf>,
+    /// Since when commits have failed without a break.
+    failing_since: Option<tokio::time::Instant>,
+    /// When a commit was last tried while degraded.
+    last_probe: tokio::time::Instant,
+    /// What degraded mode holds besides the spilled records.
+    held: Held,
+    /// Alarms of the writer's own (degraded, durable again) for the next commit.
+    notices: Vec<Record>,
+}
+
+/// What degraded mode held, written back in one commit: the spilled rows (class, seq, row as
+/// stored), then the held state and deletes.
+type WriteBack = (Vec<(Class, u64, Vec<u8>)>, Held);
+
+/// Degraded mode's state changes and deletes, for the store once it can be written: written
+/// first in that commit, so newer values never lose to them.
+#[derive(Debug, Default, Clone)]
+struct Held {
+    state: std::collections::BTreeMap<String, Option<Vec<u8>>>,
+    deletes: Vec<(Class, u64)>,
 }
 
 impl Writer {
@@ -273,9 +330,11 @@ impl Writer {
                 self.commit(&mut batch, &mut deletes).await;
             }
             let last_turn = !appends_open && !deletes_open && deletes.is_empty();
-            if let Some(report) = self.eviction_report(last_turn) {
+            let mut notices = std::mem::take(&mut self.notices);
+            notices.extend(self.eviction_report(last_turn));
+            if !notices.is_empty() {
                 batch.push(Append {
-                    records: vec![report],
+                    records: notices,
                     state: Vec::new(),
                     ack: None,
                 });
@@ -365,15 +424,31 @@ impl Writer {
     }
 
     /// Commits until it succeeds: acknowledged device events are only ever those on disk, so a
-    /// failing disk holds the pipeline back rather than dropping anything.
+    /// failing disk holds the pipeline back rather than dropping anything — until it has failed
+    /// for `degraded_after`: then the batch goes to memory (degraded mode, see the module docs).
     async fn commit(&mut self, batch: &mut Vec<Append>, deletes: &mut Delete) {
+        let degraded = self.store.spill().degraded();
+        if degraded && (self.last_probe.elapsed() < PROBE_EVERY || !self.write_back().await) {
+            self.spill(batch, deletes);
+            return;
+        }
         let mut backoff = Duration::from_millis(50);
         loop {
             let e = match self.try_write(batch, deletes, false).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.failing_since = None;
+                    return;
+                }
                 Err(e) => e,
             };
-            let disk_full = is_disk_full(&e);
+            let since = *self
+                .failing_since
+                .get_or_insert_with(tokio::time::Instant::now);
+            // A full disk the outbox itself fills (it is smaller than the configured bound) is
+            // met like a full outbox: the real bound is learned and the oldest go. One that
+            // something else filled is no reason to drop records: a failing store, degraded
+            // after `degraded_after`, written back when room returns.
+            let disk_full = is_disk_full(&e) && self.ledger.total() >= DISK_FULL_EVICT_MIN;
             if disk_full {
                 // The disk is smaller than the configured bound: learn the real one.
                 let shrunk = (self.ledger.total() * 9 / 10).min(self.max_bytes * 9 / 10);
@@ -392,7 +467,22 @@ impl Writer {
             if crate::metrics::worth_logging(n) {
                 error!(error = %e, failures = n, retry_in_ms = backoff.as_millis() as u64, "Outbox commit failed; retrying. Device events stay unacknowledged.");
             }
-            tokio::time::sleep(backoff).await;
+            // Failing too long, or the decision loop about to wait on us: go on from memory
+            // (a full disk of our own records is given the time its eviction takes).
+            let backed_up = |rx: &mpsc::Receiver<Append>| rx.len() >= APPEND_CAPACITY / 2;
+            if since.elapsed() >= self.cfg.degraded_after
+                || (backed_up(&self.append_rx) && !disk_full)
+            {
+                self.enter_degraded(&e);
+                self.spill(batch, deletes);
+                return;
+            }
+            // Asleep in steps: appends backing up end the wait (and the wait for memory).
+            let until = tokio::time::Instant::now() + backoff;
+            while tokio::time::Instant::now() < until && (disk_full || !backed_up(&self.append_rx))
+            {
+                tokio::time::sleep(LINGER_STEP * 5).await;
+            }
             // A failing disk is not a hung writer: the watchdog must not restart us for it.
             Metrics::inc(&self.metrics.writer_ticks);
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -403,7 +493,7 @@ impl Writer {
                     StoreError::Db(redb::Error::PreviousIo) | StoreError::Reopening
                 );
             if broken {
-                if let Err(e) = self.store.reopen() {
+                if let Err(e) = self.reopen().await {
                     warn!(error = %e, "Store could not be reopened yet.");
                     continue;
                 }
@@ -428,6 +518,23 @@ impl Writer {
         deletes: &mut Delete,
         durable: bool,
     ) -> Result<(), StoreError> {
+        self.try_write_with(batch, deletes, durable, None).await
+    }
+
+    /// [`Self::try_write`], with what degraded mode held (`back`: the spilled rows, the held
+    /// state and deletes) written first in the same transaction.
+    async fn try_write_with(
+        &mut self,
+        batch: &mut Vec<Append>,
+        deletes: &mut Delete,
+        durable: bool,
+        back: Option<WriteBack>,
+    ) -> Result<(), StoreError> {
+        if self.fail_hook.as_ref().is_some_and(|f| f.exists()) {
+            return Err(StoreError::Db(redb::Error::Io(
+                std::io::Error::from_raw_os_error(5),
+            )));
+        }
         let store = self.store.clone();
         let gateway = self.cfg.gateway.clone();
         let ledger = self.ledger.clone();
@@ -443,7 +550,7 @@ impl Writer {
         let mut taken = std::mem::take(batch);
         let dels = std::mem::take(deletes);
         // A raised age floor must survive a crash: the records below it would expire after.
-        let durable = durable || records(&taken) > 0 || clock.jumped;
+        let durable = durable || records(&taken) > 0 || clock.jumped || back.is_some();
         if records(&taken) > 0 {
             self.record_commits += 1;
         }
@@ -452,11 +559,19 @@ impl Writer {
             if panic_now {
                 panic!("test hook: this commit panics");
             }
-            let r = write(&store, &gateway, ledger, limits, durable, &mut taken, &dels);
-            (r, taken, dels)
+            let r = write(
+                &store,
+                &gateway,
+                ledger,
+                limits,
+                durable,
+                (&mut taken, &dels),
+                &back,
+            );
+            (r, taken, dels, back)
         })
         .await;
-        let (r, taken, dels) = match result {
+        let (r, taken, dels, back) = match result {
             Ok(x) => x,
             // The runtime is shutting down under us: nothing more will run either way, and the
             // batch's events were never acknowledged.
@@ -480,6 +595,9 @@ impl Writer {
         };
         // Only now is the jump written down (a failed commit sees it again).
         self.jumps_seen = jumps;
+        if let Some((rows, _)) = back {
+            self.store.spill().written_back(&rows);
+        }
         let appended = ledger.next_seq - self.ledger.next_seq;
         let m = &self.metrics;
         Metrics::inc(&m.outbox_commits);
@@ -507,6 +625,140 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Opens the store's file again, off the runtime's workers (an open reads and may repair),
+    /// and reads the ledger back from it: commits made without an fsync (deletes only) may not
+    /// have survived the reopen, and the ledger must say what the file holds.
+    async fn reopen(&mut self) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let reopened = tokio::task::spawn_blocking(move || {
+            store.reopen()?;
+            Ok::<_, StoreError>((Ledger::load(&store)?, store.outbox_len()?))
+        })
+        .await
+        .unwrap_or(Err(StoreError::Reopening));
+        let (ledger, depth) = reopened?;
+        // Seqs handed out while degraded stay handed out.
+        let next_seq = self.ledger.next_seq.max(ledger.next_seq);
+        self.ledger = Ledger { next_seq, ..ledger };
+        self.metrics.outbox_depth.store(depth, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The store has failed for too long: from now on the gate goes on from memory.
+    fn enter_degraded(&mut self, e: &StoreError) {
+        let spill = self.store.spill();
+        spill.set_degraded(true);
+        self.metrics.store_degraded.store(true, Ordering::Relaxed);
+        self.last_probe = tokio::time::Instant::now();
+        // Seqs from here on cannot be written down: start them past anything a restart after a
+        // crash now could hand out again (see the module docs).
+        if self.cfg.clock.trusted() {
+            let past = u64::try_from(self.cfg.clock.now())
+                .unwrap_or(0)
+                .saturating_mul(1024);
+            self.ledger.next_seq = self.ledger.next_seq.max(past);
+        }
+        error!(error = %e, "The store cannot be written: degraded mode. The gate keeps deciding; devices are acknowledged from memory and records wait in memory only (lost if the box stops now).");
+        self.notices.push(storage_alarm(format!(
+            "the store cannot be written ({e}): the gate keeps deciding, devices are \
+             acknowledged from memory and records wait in memory (up to {} MiB) until the uplink \
+             takes them or the store works again; a restart now loses them",
+            super::spill::MAX_BYTES >> 20
+        )));
+    }
+
+    /// Degraded: the batch's records go to memory (marked not durable), its state changes and
+    /// the deletes wait for the store, and its devices are acknowledged now.
+    fn spill(&mut self, batch: &mut Vec<Append>, deletes: &mut Delete) {
+        let now = self.cfg.clock.now();
+        let notices = std::mem::take(&mut self.notices);
+        let mut appended = 0u64;
+        let spill = self.store.spill();
+        let notices = Append {
+            records: notices,
+            state: Vec::new(),
+            ack: None,
+        };
+        for a in std::iter::once(notices).chain(batch.drain(..)) {
+            for mut r in a.records {
+                r.mark_not_durable();
+                let seq = self.ledger.next_seq;
+                self.ledger.next_seq += 1;
+                let row = encode(&mut r, &self.cfg.gateway, seq, now);
+                let evicted = spill.push(r.class(), seq, row);
+                Metrics::add(&self.metrics.outbox_evicted, evicted);
+                appended += 1;
+            }
+            for (k, v) in a.state {
+                self.held.state.insert(k, v);
+            }
+            if let Some(ack) = a.ack {
+                ack();
+            }
+        }
+        for (class, seq) in deletes.drain(..) {
+            if !spill.delete(seq) && self.held.deletes.len() < PENDING_DELETES_MAX {
+                self.held.deletes.push((class, seq));
+            }
+        }
+        Metrics::add(&self.metrics.outbox_spilled, appended);
+        let held = spill.len() as u64;
+        self.metrics.outbox_in_memory.store(held, Ordering::Relaxed);
+        if appended > 0 {
+            self.committed.send_replace(self.ledger.next_seq - 1);
+        }
+    }
+
+    /// Degraded, and time to try the store again: one commit with everything memory holds.
+    /// True if it worked (the box is durable again).
+    async fn write_back(&mut self) -> bool {
+        self.last_probe = tokio::time::Instant::now();
+        // After an I/O error redb refuses everything until the file is opened again.
+        if self.reopen().await.is_err() {
+            return false;
+        }
+        let rows = self.store.spill().snapshot();
+        let held = self.held.clone();
+        let back = Some((rows.clone(), held));
+        let (mut none, mut no_deletes) = (Vec::new(), Vec::new());
+        if let Err(e) = self
+            .try_write_with(&mut none, &mut no_deletes, true, back)
+            .await
+        {
+            warn!(error = %e, "The store still cannot be written; staying in degraded mode.");
+            return false;
+        }
+        self.held = Held::default();
+        self.failing_since = None;
+        // Room came back: the bound a full disk taught no longer holds.
+        self.max_bytes = self.cfg.max_bytes;
+        self.store.spill().set_degraded(false);
+        self.metrics.store_degraded.store(false, Ordering::Relaxed);
+        self.metrics.outbox_in_memory.store(0, Ordering::Relaxed);
+        info!(
+            records = rows.len(),
+            "The store can be written again: what memory held is in it; durable again."
+        );
+        self.notices.push(storage_alarm(format!(
+            "the store can be written again: {} records held in memory are in it; every \
+             acknowledgement is durable again",
+            rows.len()
+        )));
+        true
+    }
+}
+
+/// A storage alarm of the writer's own.
+fn storage_alarm(detail: String) -> Record {
+    Record::Alarm(v1::Alarm {
+        gateway_time_ms: crate::now_ms(),
+        kind: v1::AlarmKind::StorageLoss as i32,
+        detail,
+        ..Default::default()
+    })
+}
+
 /// What a batch has to make durable: its records and its state changes.
 fn records(batch: &[Append]) -> usize {
     batch.iter().map(|a| a.records.len() + a.state.len()).sum()
@@ -529,16 +781,17 @@ struct Clocked {
     jumped: bool,
 }
 
-/// One transaction: expired records out, room made, the batch's records in with their seqs and
-/// ids, acked records out. Returns the new ledger and how the record count changed.
+/// One transaction: what degraded mode held first (`back`), expired records out, room made, the
+/// batch's records in with their seqs and ids, acked records out. Returns the new ledger and how
+/// the record count changed.
 fn write(
     store: &Store,
     gateway: &str,
     mut ledger: Ledger,
     (max_bytes, ttl, clock): (u64, [Duration; 3], Clocked),
     durable: bool,
-    batch: &mut [Append],
-    deletes: &[(Class, u64)],
+    (batch, deletes): (&mut [Append], &[(Class, u64)]),
+    back: &Option<WriteBack>,
 ) -> Result<(Ledger, i64), StoreError> {
     let now = clock.now;
     let mut txn = store.db()?.begin_write()?;
@@ -555,9 +808,31 @@ fn write(
             txn.open_table(Class::Passage.table())?,
             txn.open_table(Class::Alarm.table())?,
         ];
+        if let Some((rows, held)) = back {
+            for (class, seq, row) in rows {
+                ledger.bytes[class.index()] += row.len() as u64;
+                tables[class.index()].insert(*seq, row.as_slice())?;
+                depth += 1;
+            }
+            let mut state = txn.open_table(super::STATE)?;
+            for (k, v) in &held.state {
+                match v {
+                    Some(v) => state.insert(k.as_str(), v.as_slice())?,
+                    None => state.remove(k.as_str())?,
+                };
+            }
+            for &(class, seq) in &held.deletes {
+                if let Some(v) = tables[class.index()].remove(seq)? {
+                    ledger.bytes[class.index()] =
+                        ledger.bytes[class.index()].saturating_sub(v.value().len() as u64);
+                    depth -= 1;
+                }
+            }
+        }
         for &(class, seq) in deletes {
             if let Some(v) = tables[class.index()].remove(seq)? {
-                ledger.bytes[class.index()] -= v.value().len() as u64;
+                ledger.bytes[class.index()] =
+                    ledger.bytes[class.index()].saturating_sub(v.value().len() as u64);
                 depth -= 1;
             }
         }
@@ -569,7 +844,7 @@ fn write(
             let i = c.index();
             let cutoff = now.saturating_sub(ttl[i].as_millis() as i64);
             while let Some(len) = pop_oldest_if(&mut tables[i], floor, |t| t < cutoff)? {
-                ledger.bytes[i] -= len;
+                ledger.bytes[i] = ledger.bytes[i].saturating_sub(len);
                 ledger.expired[i] += 1;
                 depth -= 1;
             }
@@ -580,22 +855,7 @@ fn write(
             for r in a.records.iter_mut() {
                 let seq = ledger.next_seq;
                 ledger.next_seq += 1;
-                let id = format!("{gateway}:{seq}");
-                let mut buf = Vec::with_capacity(256);
-                buf.extend_from_slice(&now.to_le_bytes());
-                match r {
-                    Record::Event(e) => {
-                        e.seq = seq;
-                        e.event_id = id;
-                        e.encode(&mut buf).expect("a Vec grows as needed");
-                    }
-                    Record::Alarm(al) => {
-                        al.seq = seq;
-                        al.alarm_id = id;
-                        al.encode(&mut buf).expect("a Vec grows as needed");
-                    }
-                }
-                encoded.push((r.class(), seq, buf));
+                encoded.push((r.class(), seq, encode(r, gateway, seq, now)));
             }
         }
         if !clock.trusted {
@@ -612,7 +872,7 @@ fn write(
             while ledger.total() > max_bytes {
                 match pop_oldest_if(&mut tables[c.index()], 0, |_| true)? {
                     Some(len) => {
-                        ledger.bytes[c.index()] -= len;
+                        ledger.bytes[c.index()] = ledger.bytes[c.index()].saturating_sub(len);
                         ledger.evicted[c.index()] += 1;
                         depth -= 1;
                     }
@@ -653,6 +913,26 @@ fn write(
     }
     txn.commit()?;
     Ok((ledger, depth))
+}
+
+/// One record as the outbox keeps it: its seq and id set, behind its creation time.
+fn encode(r: &mut Record, gateway: &str, seq: u64, now: i64) -> Vec<u8> {
+    let id = format!("{gateway}:{seq}");
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(&now.to_le_bytes());
+    match r {
+        Record::Event(e) => {
+            e.seq = seq;
+            e.event_id = id;
+            e.encode(&mut buf).expect("a Vec grows as needed");
+        }
+        Record::Alarm(al) => {
+            al.seq = seq;
+            al.alarm_id = id;
+            al.encode(&mut buf).expect("a Vec grows as needed");
+        }
+    }
+    buf
 }
 
 /// Removes the oldest record of a table from seq `from` on if `doomed(created_ms)`; returns its

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 fn cfg(max_bytes: u64) -> WriterConfig {
     WriterConfig {
         gateway: "gw1".into(),
+        degraded_after: Duration::from_secs(3600),
         commit_interval: Duration::from_millis(5),
         commit_max: 100,
         max_bytes,

@@ -47,10 +47,17 @@ pub fn render(reply: &Value, now_ms: i64) -> String {
         (
             "outbox",
             format!(
-                "{} records waiting ({} KiB), {} dropped since the store was made",
+                "{} records waiting ({} KiB), {} dropped since the store was made{}",
                 n(&reply["outbox"]["depth"]),
                 n(&reply["outbox"]["bytes"]) / 1024,
-                n(&reply["outbox"]["evicted"])
+                n(&reply["outbox"]["evicted"]),
+                // Absent in an older daemon's reply: durable.
+                if reply["outbox"]["durable"] == false {
+                    "; NOT DURABLE: the store cannot be written, devices are acknowledged from \
+                     memory and records wait in memory only"
+                } else {
+                    ""
+                }
             ),
         ),
         (
@@ -117,7 +124,7 @@ mod tests {
             "needs_snapshot": false, "time_ms": 1_800_000_000_000i64,
             "clock": {"synced": false, "jumps": 1},
             "uplink": {"connected": false, "published": 3, "acked": 2},
-            "outbox": {"depth": 5, "bytes": 4096, "evicted": 0},
+            "outbox": {"depth": 5, "bytes": 4096, "evicted": 0, "durable": false},
             "decisions": 9,
             "devices": [{"id": "cam-1", "lane": "car-in", "profile": "zhenshi", "online": false,
                          "last_seen_ms": 1_800_000_000_000i64 - 42_000, "arm": "down"},
@@ -133,5 +140,6 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("fire input UNKNOWN"), "{t}");
+        assert!(t.contains("NOT DURABLE"), "{t}");
     }
 }

@@ -509,6 +509,15 @@ impl Uplink {
         inflight: usize,
         bucket: &mut Bucket,
     ) -> Fill {
+        // What memory held while the store failed is in the store now: from the oldest again
+        // (what was sent already goes again with the same ids).
+        let epoch = self.store.spill().epoch();
+        if cur.spill_epoch != epoch {
+            *cur = Cursors {
+                spill_epoch: epoch,
+                ..Cursors::default()
+            };
+        }
         while fifo.len() + inflight < self.cfg.window {
             let committed = *self.committed.borrow();
             if cur.alarms <= committed {
@@ -616,6 +625,8 @@ impl Uplink {
 struct Cursors {
     alarms: u64,
     events: u64,
+    /// The store's spill epoch these cursors were read under.
+    spill_epoch: u64,
 }
 
 enum Fill {

@@ -39,6 +39,7 @@ impl StatusSource {
             outbox_depth: Metrics::get(&self.metrics.outbox_depth),
             outbox_bytes: Metrics::get(&self.metrics.outbox_bytes),
             outbox_evicted: Metrics::get(&self.metrics.outbox_evicted),
+            store_degraded: self.metrics.store_degraded.load(Ordering::Relaxed),
             devices: self
                 .devices
                 .iter()
@@ -88,6 +89,9 @@ impl StatusSource {
             },
             "outbox": {
                 "depth": s.outbox_depth, "bytes": s.outbox_bytes, "evicted": s.outbox_evicted,
+                "durable": !s.store_degraded,
+                "in_memory": Metrics::get(&m.outbox_in_memory),
+                "spilled": Metrics::get(&m.outbox_spilled),
             },
             "decisions": Metrics::get(&m.decisions),
             "devices": devices,

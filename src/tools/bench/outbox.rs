@@ -60,6 +60,7 @@ async fn fill_outbox(
         store.clone(),
         WriterConfig {
             gateway: "bench".into(),
+            degraded_after: Duration::from_secs(5),
             commit_interval,
             commit_max: 1024,
             max_bytes: u64::MAX,
@@ -198,6 +199,7 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
         store.clone(),
         crate::store::outbox::WriterConfig {
             gateway: "bench".into(),
+            degraded_after: Duration::from_secs(5),
             commit_interval: Duration::from_millis(10),
             commit_max: 1024,
             max_bytes: u64::MAX,
