@@ -358,6 +358,31 @@ async fn a_push_resent_minutes_later_still_marked_current_is_recorded_and_never_
     g.no_command_on_gate2().await;
 }
 
+/// The terminal's clock is stepped back two minutes (NTP, a timezone fix): its next heartbeat
+/// teaches the new offset at once — a heartbeat is always now, whatever its clock says — so the
+/// residents it identifies next are not taken for a replay and locked out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_whose_clock_steps_back_is_relearned_from_its_next_heartbeat() {
+    let mut g = HttpGate::start("").await;
+    let mut p = Pusher::new(&g.http);
+    let now = gatehouse::now_ms();
+    let beat = sim::http_push::hikvision_heartbeat(now);
+    assert_eq!(push(&mut p, "terminal-h", &beat, 0).await.0, 200);
+    let behind = now - 120_000;
+    let beat = sim::http_push::hikvision_heartbeat(behind);
+    assert_eq!(push(&mut p, "terminal-h", &beat, 0).await.0, 200);
+    let live = hik_event(
+        5001,
+        serde_json::json!({"employeeNoString": "R000001", "currTemperature": 36.5,
+            "currentEvent": true}),
+        behind + 500,
+    );
+    assert_eq!(push(&mut p, "terminal-h", &live, 0).await.0, 200);
+    let (_, d) = g.h.uplink.passage_from("terminal-h").await;
+    assert_eq!((d.reason.as_str(), d.not_actuated), ("ok", false), "{d:?}");
+    assert_eq!(g.gate2().await.action, "open");
+}
+
 /// Sends raw bytes on a fresh connection and reads the answer's status (0: closed without one).
 async fn raw(http: &str, bytes: &[u8], then_wait: Duration) -> u16 {
     let mut s = tokio::net::TcpStream::connect(http).await.unwrap();

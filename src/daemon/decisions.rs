@@ -227,10 +227,14 @@ impl DecisionLoop {
         if let Some(state) = i.decoded.as_ref().and_then(|d| d.state) {
             let now_ms = self.now();
             let mut out = Vec::new();
-            let stored = i.decoded.as_ref().is_some_and(|d| {
-                let core = &self.core;
-                core.report_is_stored(i.device, d.stored, d.device_time_ms, now_ms)
-            });
+            // A heartbeat is sent now, whatever its clock says: it is what teaches the clock
+            // (judged by the old offset, a device whose clock stepped back would stay stale).
+            let heartbeat = matches!(state, crate::decision::StateReport::Heartbeat);
+            let stored = !heartbeat
+                && i.decoded.as_ref().is_some_and(|d| {
+                    let core = &self.core;
+                    core.report_is_stored(i.device, d.stored, d.device_time_ms, now_ms)
+                });
             match state {
                 // A stored report (a catch-up, an upload after an outage) is what was: recorded
                 // below, never the device's state now.

@@ -149,15 +149,22 @@ impl Barrier {
         may_close(self.inputs)
     }
 
-    /// A command this barrier was sent never reached it (its link went down first, or it waited
-    /// past its bound). Nothing awaits its confirmation, and an open that was not written cannot
-    /// explain an arm that rises later. Not retried: the arm stays where it is.
+    /// A command this barrier was sent never reached it (its link went down first, it waited
+    /// past its bound, or a fresh read refused a close). Nothing awaits its confirmation, and an
+    /// open that was not written cannot explain an arm that rises later. Never resent: an open
+    /// waits for a new decision; a close is judged again on the next fresh inputs, as an
+    /// auto-close is (the passage is not over, so a car that rolled under the arm and leaves
+    /// lets it close then; an arm left up would let everyone after in).
     pub fn not_written(&mut self, c: BarrierCommand) {
         if matches!(self.awaiting, Some((awaited, _)) if awaited == c) {
             self.awaiting = None;
         }
-        if c == BarrierCommand::Open {
-            self.last_open_ms = None;
+        match c {
+            BarrierCommand::Open => self.last_open_ms = None,
+            BarrierCommand::Close => {
+                self.passage = true;
+                self.vehicle_on_loop = true;
+            }
         }
     }
 
@@ -443,6 +450,37 @@ mod tests {
             &mut out,
         );
         assert_eq!(commands(&out), vec![BarrierCommand::Open]);
+    }
+
+    /// The bus refused a close (a car rolled under the arm before it was written): the passage
+    /// is not over — when the car leaves, the next fresh inputs close the arm, never the stale
+    /// command. An arm left up would let everyone after in.
+    #[test]
+    fn a_close_the_bus_did_not_write_is_judged_again_on_the_next_fresh_inputs() {
+        let mut b = barrier(true);
+        let mut out = Vec::new();
+        b.update(Some(DOWN), 0, &mut out);
+        b.open(10, &mut out);
+        b.update(Some(UP), 1000, &mut out);
+        let on_loop = BarrierInputs {
+            safety_loop: true,
+            ..UP
+        };
+        b.update(Some(on_loop), 1500, &mut out);
+        out.clear();
+        b.update(Some(UP), 2000, &mut out);
+        assert_eq!(commands(&out), vec![BarrierCommand::Close]);
+        // A second car under the arm before the bus wrote it: refused there, not written.
+        b.not_written(BarrierCommand::Close);
+        out.clear();
+        b.update(Some(on_loop), 2100, &mut out);
+        assert!(commands(&out).is_empty(), "no close onto the car: {out:?}");
+        b.update(Some(UP), 3000, &mut out);
+        assert_eq!(
+            commands(&out),
+            vec![BarrierCommand::Close],
+            "closed once it left"
+        );
     }
 
     #[derive(Debug, Clone)]

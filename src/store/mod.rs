@@ -256,10 +256,16 @@ impl Store {
     /// Opens the file again (after an I/O error redb refuses every transaction until then).
     /// Fails while another handle still holds the old one; the caller tries again later.
     pub(crate) fn reopen(&self) -> Result<(), StoreError> {
-        let mut db = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
-        // Dropping ours lets the file be opened again once no reader holds the old one.
-        db.take();
-        *db = Some(Arc::new(open_db(&self.inner.path)?));
+        // Dropping ours lets the file be opened again once no reader holds the old one. The
+        // lock is not held across the open (a failing disk may take its time): readers get
+        // `Reopening` meanwhile instead of waiting.
+        self.inner
+            .db
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let db = Arc::new(open_db(&self.inner.path)?);
+        *self.inner.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
         Ok(())
     }
 
@@ -288,6 +294,20 @@ impl Store {
         let txn = self.db()?.begin_read()?;
         let t = txn.open_table(META)?;
         Ok(t.get(key)?.map_or(0, |v| v.value()))
+    }
+
+    /// Counts this run: `meta.run_generation` one up, durably. Degraded mode hands out seqs in
+    /// the run's own range (`outbox_degraded.rs`), which no earlier run can have used.
+    pub fn next_run_generation(&self) -> Result<u64, StoreError> {
+        let txn = self.db()?.begin_write()?;
+        let generation = {
+            let mut meta = txn.open_table(META)?;
+            let g = meta.get("run_generation")?.map_or(0, |v| v.value()) + 1;
+            meta.insert("run_generation", g)?;
+            g
+        };
+        txn.commit()?;
+        Ok(generation)
     }
 
     /// The next sequence number to hand out.
@@ -323,8 +343,9 @@ impl Store {
         let spilled = self.spill().rows_from(classes, from, max, max_bytes);
         let mut out = match self.stored_from(classes, from, max, max_bytes) {
             Ok(rows) => rows,
-            // The file cannot be read either: what memory holds still goes.
-            Err(_) if !spilled.is_empty() => Vec::new(),
+            // The file cannot be read either: what memory holds still goes (the stored rows
+            // after a write-back, which sends the uplink back to the oldest record).
+            Err(_) if self.spill().degraded() || !spilled.is_empty() => Vec::new(),
             Err(e) => return Err(e),
         };
         out.extend(spilled);

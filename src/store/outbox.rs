@@ -141,6 +141,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> Result<WriterHandle, StoreError> {
     let ledger = Ledger::load(&store)?;
+    let generation = store.next_run_generation()?;
     metrics
         .outbox_depth
         .store(store.outbox_len()?, Ordering::Relaxed);
@@ -169,6 +170,7 @@ pub fn spawn(
         record_commits: 0,
         jumps_seen: 0,
         panic_at: crate::metrics::panic_commit_at(),
+        generation,
         fail_hook: crate::metrics::fail_commits_while(),
         failing_since: None,
         last_probe: tokio::time::Instant::now(),
@@ -205,6 +207,8 @@ struct Writer {
     /// The clock's jumps seen at the last commit.
     jumps_seen: u64,
     panic_at: Option<u64>,
+    /// This run's count (`Store::next_run_generation`): where its degraded seqs start.
+    generation: u64,
     /// Debug builds: commits fail while this file exists (a store whose disk fails).
     fail_hook: Option<std::path::PathBuf>,
     /// Since when commits have failed without a break.
@@ -261,7 +265,8 @@ impl Writer {
                         ack();
                     }
                 }
-            } else if !batch.is_empty() || !deletes.is_empty() || self.ttl_due() {
+            } else if !batch.is_empty() || !deletes.is_empty() || self.ttl_due() || self.probe_due()
+            {
                 self.commit(&mut batch, &mut deletes).await;
             }
             let last_turn = !appends_open && !deletes_open && deletes.is_empty();
@@ -276,6 +281,10 @@ impl Writer {
                 self.commit(&mut batch, &mut deletes).await;
             }
             if !appends_open && batch.is_empty() {
+                // A last chance for what memory holds (the disk freed before a restart).
+                if done.is_some() && self.store.spill().degraded() {
+                    self.write_back().await;
+                }
                 if let Some(d) = done.take() {
                     let _ = d.send(());
                 }
@@ -316,6 +325,11 @@ impl Writer {
         }
     }
 
+    /// Degraded, and time to try the store again (also when nothing else comes).
+    fn probe_due(&self) -> bool {
+        self.store.spill().degraded() && self.last_probe.elapsed() >= PROBE_EVERY
+    }
+
     /// Whether to sweep for records past their time-to-live: once a second while any are held.
     fn ttl_due(&self) -> bool {
         self.ledger.total() > 0 && self.last_sweep.elapsed() >= Duration::from_secs(1)
@@ -334,8 +348,9 @@ impl Writer {
         let mut parts = Vec::new();
         for c in Class::ALL {
             let i = c.index();
-            let evicted = self.ledger.evicted[i] - self.reported.evicted[i];
-            let expired = self.ledger.expired[i] - self.reported.expired[i];
+            // A reopen may read back less than was counted (sweeps not fsynced): never below 0.
+            let evicted = self.ledger.evicted[i].saturating_sub(self.reported.evicted[i]);
+            let expired = self.ledger.expired[i].saturating_sub(self.reported.expired[i]);
             if evicted + expired > 0 {
                 parts.push(format!(
                     "{} {}: {evicted} for room, {expired} past their time-to-live",

@@ -9,8 +9,10 @@
 //! with everything the spill holds; once one works the records are in the store with their seqs,
 //! the box is durable again, and an alarm says that too. A crash while degraded loses what only
 //! memory held: that is the price of a gate that keeps opening on a dead disk. Seqs given out
-//! while degraded start at the clock's milliseconds × 1024, so a restart after such a crash (its
-//! store's `next_seq` from before) never hands the same seq to another record.
+//! while degraded start at this run's own range (its generation, counted up durably at every
+//! start, × 2^40), so a restart after such a crash (its store's `next_seq` from before) never
+//! hands the same seq to another record. Memory is written back every few seconds, when idle
+//! too, and once more before a stop.
 use super::*;
 
 /// While degraded, a commit of everything held in memory is tried this often.
@@ -18,6 +20,9 @@ pub(super) const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// Deletes kept for a store that cannot be written; past this the rest are dropped (those
 /// records go upstream once more, with the same ids).
 pub(super) const PENDING_DELETES_MAX: usize = 100_000;
+/// Each run's degraded seqs start at its generation (`meta.run_generation`, counted up durably
+/// at every start) times this: far past any seq a run hands out in normal operation.
+pub(super) const SEQS_PER_RUN: u64 = 1 << 40;
 
 /// What degraded mode held, written back in one commit: the spilled rows (class, seq, row as
 /// stored), then the held state and deletes.
@@ -57,14 +62,10 @@ impl Writer {
         spill.set_degraded(true);
         self.metrics.store_degraded.store(true, Ordering::Relaxed);
         self.last_probe = tokio::time::Instant::now();
-        // Seqs from here on cannot be written down: start them past anything a restart after a
-        // crash now could hand out again (see the module docs).
-        if self.cfg.clock.trusted() {
-            let past = u64::try_from(self.cfg.clock.now())
-                .unwrap_or(0)
-                .saturating_mul(1024);
-            self.ledger.next_seq = self.ledger.next_seq.max(past);
-        }
+        // Seqs from here on cannot be written down: start them in this run's own range, past
+        // anything a restart after a crash now could hand out again (see the module docs).
+        let base = self.generation.saturating_mul(SEQS_PER_RUN);
+        self.ledger.next_seq = self.ledger.next_seq.max(base);
         error!(error = %e, "The store cannot be written: degraded mode. The gate keeps deciding; devices are acknowledged from memory and records wait in memory only (lost if the box stops now).");
         self.notices.push(storage_alarm(format!(
             "the store cannot be written ({e}): the gate keeps deciding, devices are \
@@ -92,8 +93,13 @@ impl Writer {
                 let seq = self.ledger.next_seq;
                 self.ledger.next_seq += 1;
                 let row = encode(&mut r, &self.cfg.gateway, seq, now);
+                // Counted with the store's evictions: reported upstream the same way.
                 let evicted = spill.push(r.class(), seq, row);
-                Metrics::add(&self.metrics.outbox_evicted, evicted);
+                for (total, n) in self.ledger.evicted.iter_mut().zip(evicted) {
+                    *total += n;
+                }
+                let lost = self.ledger.lost();
+                self.metrics.outbox_evicted.store(lost, Ordering::Relaxed);
                 appended += 1;
             }
             for (k, v) in a.state {

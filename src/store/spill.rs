@@ -53,12 +53,12 @@ impl Spill {
     }
 
     /// Keeps one row; the oldest of the lowest class go when over [`MAX_BYTES`]. Returns how
-    /// many were evicted for it.
-    pub(crate) fn push(&self, class: Class, seq: u64, row: Vec<u8>) -> u64 {
+    /// many of each class ([`Class::index`]) were evicted for it.
+    pub(crate) fn push(&self, class: Class, seq: u64, row: Vec<u8>) -> [u64; 3] {
         let mut r = self.rows();
         r.bytes += row.len();
         r.by_seq.insert(seq, (class, row));
-        let mut evicted = 0;
+        let mut evicted = [0; 3];
         for c in Class::ALL {
             while r.bytes > MAX_BYTES {
                 let Some(oldest) = r.by_seq.iter().find(|(_, (k, _))| *k == c).map(|(s, _)| *s)
@@ -67,7 +67,7 @@ impl Spill {
                 };
                 if let Some((_, row)) = r.by_seq.remove(&oldest) {
                     r.bytes -= row.len();
-                    evicted += 1;
+                    evicted[c.index()] += 1;
                 }
             }
         }
@@ -163,7 +163,7 @@ mod tests {
         s.push(Class::Routine, 2, row(big));
         s.push(Class::Passage, 3, row(big));
         s.push(Class::Routine, 4, row(big / 2));
-        assert_eq!(s.push(Class::Passage, 5, row(big)), 1);
+        assert_eq!(s.push(Class::Passage, 5, row(big)), [1, 0, 0]);
         let left: Vec<u64> = s
             .rows_from(&Class::ALL, 0, 100, usize::MAX)
             .iter()
