@@ -699,4 +699,12 @@ async fn the_bus_rejudges_a_close_when_it_writes_it_and_never_writes_a_command_f
     let (command, why) = not_written(&mut links_rx).await;
     assert_eq!(command, "close");
     assert!(why.contains("link"), "{why}");
+
+    // A close, and at once a reversal (the interlock reopening for a car): the close's pulse is
+    // switched off before the open's, and both are released — no coil left on.
+    b.set_safety_loop(false);
+    send(BarrierCommand::Close, Duration::ZERO);
+    send(BarrierCommand::Open, Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.coils_held(), Vec::<u16>::new(), "every pulse released");
 }

@@ -90,8 +90,11 @@ impl Core {
         let lag = now_ms.saturating_sub(t).saturating_sub(offset);
         let stale = lag > self.policy.stale_event_ms;
         self.count_stale(device, stale, now_ms.saturating_sub(t), out);
-        // A live one, marked so and on time, keeps the offset current (a clock that drifts).
-        if !stale && marker == Some(false) {
+        // A live one, marked so and on time, keeps the offset current (a clock that drifts
+        // ahead) — only ever towards judging later events older: one that moved it the other
+        // way could be a resend, and resends in a row would walk the window open. Heartbeats
+        // move it both ways.
+        if !stale && marker == Some(false) && lag < 0 {
             self.clock_sample(device, t, now_ms, out);
         }
         stale

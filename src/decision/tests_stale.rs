@@ -153,6 +153,25 @@ fn before_a_heartbeat_a_current_flag_is_trusted_and_the_guard_is_told() {
         .any(|o| matches!(o, Output::Alarm(a) if a.detail.contains("cannot be judged"))));
 }
 
+/// Resends less than the stale window apart, each still marked current, must not walk the learned
+/// offset along with them until an old event passes as live.
+#[test]
+fn resends_marked_current_cannot_walk_the_offset_open() {
+    let mut c = core();
+    let mut out = Vec::new();
+    c.clock_sample(0, T0, T0, &mut out);
+    // Each 20 s older than the one before, by the device's clock, arriving a second apart.
+    for k in 1..=6 {
+        let mut o = at("R1", T0 - k * 20_000, T0 + k * 1000);
+        o.decoded.event_id = format!("resend{k}");
+        o.decoded.stored = Some(false);
+        let (d, _) = decide(&mut c, o);
+        if k >= 2 {
+            assert_eq!(d.reason, Reason::StaleEvent, "resend {k}: {d:?}");
+        }
+    }
+}
+
 #[test]
 fn the_same_event_twice_is_decided_once() {
     let mut c = core();

@@ -271,10 +271,19 @@ async fn write(
             d.spec.coils.close
         }
     };
+    // A pulse still on (a close a reversal follows within `pulse_ms`) goes off first: two
+    // coils on at once is a controller told to close and open, and the first would never be
+    // released.
+    if let Some((other, _)) = slaves[i].release.filter(|(other, _)| *other != coil) {
+        let off = tokio::time::timeout(bus.timeout, ctx.write_single_coil(other, false)).await;
+        if let Ok(Ok(Ok(()))) = off {
+            slaves[i].release = None;
+        }
+    }
+    let release = Instant::now() + Duration::from_millis(d.spec.pulse_ms);
     match tokio::time::timeout(bus.timeout, ctx.write_single_coil(coil, true)).await {
         Ok(Ok(Ok(()))) => {
             Metrics::inc(&metrics.commands_sent);
-            let release = Instant::now() + Duration::from_millis(d.spec.pulse_ms);
             slaves[i].release = Some((coil, release));
         }
         Ok(Ok(Err(exception))) => {
@@ -297,7 +306,9 @@ async fn write(
         }
         Err(_) => {
             // It may have been written and not answered: the interlock reports the outcome as
-            // uncertain when the limit switch does not follow. Nothing is retried here.
+            // uncertain when the limit switch does not follow. Nothing is retried here, but the
+            // coil is released as if it had been (switching off a coil that is off is harmless).
+            slaves[i].release = Some((coil, release));
             let n = metrics.command_errors.fetch_add(1, Ordering::Relaxed) + 1;
             if worth_logging(n) {
                 warn!(device = %d.device_id, command = ?c.command, "Barrier command not answered in time.");

@@ -24,6 +24,8 @@ struct State {
     exception: bool,
     /// Answers input reads with no bits at all (a controller whose firmware answers short).
     short: bool,
+    /// Coils switched on and not yet off again.
+    held: std::collections::BTreeSet<u16>,
     /// Ignores commands (a jammed arm).
     jammed: bool,
     /// Comes down on its own this long after reaching the top (a controller's own timer).
@@ -87,6 +89,7 @@ impl BarrierSim {
             dead: false,
             exception: false,
             short: false,
+            held: Default::default(),
             jammed: false,
             auto_fall: None,
             up_since: None,
@@ -145,6 +148,11 @@ impl BarrierSim {
         })
     }
 
+    /// The coils on now (a pulse not released yet, or one never released).
+    pub fn coils_held(&self) -> Vec<u16> {
+        self.with(|s| s.held.iter().copied().collect())
+    }
+
     /// (opens, closes, closes while a vehicle was on the safety loop).
     pub fn counts(&self) -> (u32, u32, u32) {
         self.with(|s| (s.opens, s.closes, s.closes_onto_vehicle))
@@ -194,6 +202,11 @@ impl BarrierSim {
                     Ok(Response::ReadHoldingRegisters(vec![s.fault]))
                 }
                 Request::WriteSingleCoil(coil, on) => {
+                    if *on {
+                        s.held.insert(*coil);
+                    } else {
+                        s.held.remove(coil);
+                    }
                     if *on {
                         log(&mut s.coils_on);
                         s.now_position();
