@@ -637,14 +637,22 @@ async fn over_tls_a_device_certificate_is_its_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_writer_stalled_a_device_is_read_only_up_to_its_window() {
     // By count: 16 events in flight at most, 160 sent (1 KiB each, far under the byte bound).
-    let (decided, grew_kib) = read_with_a_stalled_writer(16, 4096, 160, 1024).await;
+    let (decided, grew_kib) =
+        read_with_a_stalled_writer(16, 4096, 160, 1024, QoS::AtLeastOnce).await;
     assert!(
         (15..=16).contains(&decided),
         "count window: {decided} decided"
     );
     assert!(grew_kib < 16 * 1024, "RSS grew {grew_kib} KiB");
+    // QoS 0 is never acked, but each takes its place in the window all the same until durable.
+    let (decided, _) = read_with_a_stalled_writer(16, 4096, 160, 1024, QoS::AtMostOnce).await;
+    assert!(
+        (15..=16).contains(&decided),
+        "count window at QoS 0: {decided} decided"
+    );
     // By bytes: 1 MiB in flight at most, 160 events of 64 KiB sent (10 MiB).
-    let (decided, grew_kib) = read_with_a_stalled_writer(256, 1024, 160, 64 * 1024).await;
+    let (decided, grew_kib) =
+        read_with_a_stalled_writer(256, 1024, 160, 64 * 1024, QoS::AtLeastOnce).await;
     assert!(
         (14..=17).contains(&decided),
         "byte window: {decided} decided"
@@ -652,13 +660,14 @@ async fn with_the_writer_stalled_a_device_is_read_only_up_to_its_window() {
     assert!(grew_kib < 16 * 1024, "RSS grew {grew_kib} KiB");
 }
 
-/// Starts a daemon whose writer stalls once it is up, sends `events` QoS 1 events of about
-/// `size` bytes as `thermal-1`, and returns how many were decided and how much its RSS grew.
+/// Starts a daemon whose writer stalls once it is up, sends `events` events of about `size`
+/// bytes as `thermal-1`, and returns how many were decided and how much its RSS grew.
 async fn read_with_a_stalled_writer(
     inflight: usize,
     inflight_kib: usize,
     events: u64,
     size: usize,
+    qos: QoS,
 ) -> (u64, i64) {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
@@ -704,14 +713,9 @@ async fn read_with_a_stalled_writer(
             let mut v: serde_json::Value = serde_json::from_str(&ev).unwrap();
             v["pad"] = serde_json::Value::String("x".repeat(size));
             let payload = serde_json::to_vec(&v).unwrap();
-            r.publish(
-                "devices/thermal-1/event",
-                QoS::AtLeastOnce,
-                n as u16,
-                false,
-                &payload,
-            )
-            .await;
+            let pkid = if qos == QoS::AtMostOnce { 0 } else { n as u16 };
+            r.publish("devices/thermal-1/event", qos, pkid, false, &payload)
+                .await;
         }
         r
     });

@@ -6,6 +6,7 @@ use crate::common::*;
 use gatehouse::metrics::Metrics;
 use gatehouse::proto::v1;
 use gatehouse::tools::sim::fire_panel::{serve_tcp, FirePanel};
+use rumqttc::QoS;
 use std::time::Duration;
 
 async fn reset(h: &Harness) -> String {
@@ -138,4 +139,103 @@ async fn a_fire_reset_is_refused_while_the_panels_input_cannot_be_read() {
     })
     .await;
     assert_eq!(reset(&h).await.trim(), "ok");
+}
+
+/// A second lane whose terminal floods the box: `thermal-9` and its turnstile `gate-9`.
+fn flooding_lane(t: String) -> String {
+    t + r#"
+[[lanes]]
+id = "side"
+
+[[lanes.devices]]
+id = "thermal-9"
+role = "thermal"
+profile = "hikvision-acs-event"
+
+[[lanes.devices]]
+id = "gate-9"
+role = "turnstile"
+profile = "generic-gate-mqtt"
+"#
+}
+
+/// One authenticated terminal flooding the box at QoS 0 as fast as it can send (a compromised or
+/// broken terminal): the guard's `mode` is still answered within 1 s, and the fire panel's
+/// contact still holds every gate open within 1 s of closing (300 ms of it the debounce).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos0_flood_keeps_neither_fire_nor_the_guard_waiting() {
+    let _heavy = HEAVY.lock().await;
+    let panel = FirePanel::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_tcp(listener, panel.clone()));
+    let broker = start_broker();
+    let mut h = Harness::start_with(broker.clone(), broker, |t| {
+        flooding_lane(t + &gatehouse::tools::demo::fire_panel_lane(addr))
+    })
+    .await;
+    let mut gate9 = gate_sim_on(&h.link("gate-9"), "devices/gate-9/cmd");
+    let flooder = Client::device(&h.link("thermal-9"), "flooder").await;
+    let flood = tokio::spawn(async move {
+        for n in 1.. {
+            let ev = gatehouse::tools::sim::hikvision::acs_event(
+                n,
+                Some("NOBODY"),
+                36.5,
+                gatehouse::device::Unit::Celsius,
+            );
+            let topic = "devices/thermal-9/event";
+            let sent = flooder.client.publish(topic, QoS::AtMostOnce, false, ev);
+            if sent.await.is_err() {
+                break;
+            }
+        }
+    });
+    let decided = || Metrics::get(&h.daemon.metrics.decisions);
+    let before = decided();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let flooded = decided() - before;
+    assert!(
+        flooded > 200,
+        "the flood reaches the box: {flooded} decided"
+    );
+
+    let store = h.dir.path().join("store");
+    let asked = std::time::Instant::now();
+    let answer = gatehouse::daemon::control::send(&store, "mode epidemic");
+    // Starved, it would never be answered: the test fails rather than waits.
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer).await;
+    let took = asked.elapsed();
+    let answer = answer.expect("mode answered at all").unwrap();
+    assert_eq!(answer.trim(), "ok");
+    assert!(took < Duration::from_secs(1), "mode answered in {took:?}");
+
+    panel.set_fire(true);
+    let closed = std::time::Instant::now();
+    let first = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if h.next_command().await.action == "hold_open" {
+                break;
+            }
+        }
+    });
+    assert!(first.await.is_ok(), "gate-1 held open within 1 s");
+    let second = tokio::time::timeout(
+        Duration::from_secs(1).saturating_sub(closed.elapsed()),
+        async {
+            loop {
+                if gate9.recv().await.unwrap().unwrap().action == "hold_open" {
+                    break;
+                }
+            }
+        },
+    );
+    assert!(second.await.is_ok(), "gate-9 held open within 1 s");
+    flood.abort();
+    println!(
+        "QoS 0 flood: {} decisions/s; mode answered in {took:?}; every gate held open {:?} after the contact closed",
+        flooded / 2,
+        closed.elapsed()
+    );
+    h.daemon.stop().await;
 }

@@ -75,6 +75,45 @@ pub struct Inbox {
     pub swaps: mpsc::Receiver<RegistrySwap>,
 }
 
+/// What the decision loop takes next, chosen by `Inbox::next`.
+pub enum Turn {
+    Source(SourceEvent),
+    Control(Control),
+    Order(Checked),
+    Swap(RegistrySwap),
+    StatsAcked(u64),
+    Barrier(BarrierReport),
+    Tick,
+    Input(Input),
+    /// Every device source is gone: the daemon is stopping.
+    Closed,
+}
+
+impl Inbox {
+    /// The one place the loop's priorities live. Fire input readings, links and gate acks first;
+    /// then the guard's command; then orders from above, barrier inputs and the timers; device
+    /// input last, one event a turn: a device flooding the box slows only its own lane's
+    /// decisions, never fire or the guard.
+    pub async fn next(
+        &mut self,
+        window: impl std::future::Future<Output = ()>,
+        tick: &mut tokio::time::Interval,
+    ) -> Turn {
+        tokio::select! {
+            biased;
+            Some(n) = self.source_events.recv() => Turn::Source(n),
+            Some(c) = self.control.recv() => Turn::Control(c),
+            Some(o) = self.orders.recv() => Turn::Order(o),
+            Some(s) = self.swaps.recv() => Turn::Swap(s),
+            Some(seq) = self.stats_acked.recv() => Turn::StatsAcked(seq),
+            Some(r) = self.barrier_reports.recv() => Turn::Barrier(r),
+            _ = window => Turn::Tick,
+            _ = tick.tick() => Turn::Tick,
+            i = self.input.recv() => i.map_or(Turn::Closed, Turn::Input),
+        }
+    }
+}
+
 /// Puts every Modbus barrier under the interlock, restores the durable state and applies the
 /// config's mode when the file changed it. Returns what must go out at once (a fire mode still
 /// in force after a restart opens everything again).
@@ -166,54 +205,62 @@ impl DecisionLoop {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                biased;
-                // Fire input readings, links, gate acks; then the guard; then orders from above.
-                Some(n) = inbox.source_events.recv() => match n {
+            let turn = inbox.next(window, &mut tick).await;
+            match turn {
+                Turn::Source(n) => match n {
                     SourceEvent::Link(l) => self.link(l).await,
                     SourceEvent::Ack { device, code } => self.ack(device, code).await,
-                    SourceEvent::FireInput { device, state, detail } => {
-                        self.status.twins.update(device, |t| t.fire_input = state.as_str().into());
+                    SourceEvent::FireInput {
+                        device,
+                        state,
+                        detail,
+                    } => {
+                        self.status
+                            .twins
+                            .update(device, |t| t.fire_input = state.as_str().into());
                         let mut out = Vec::new();
                         self.core.fire_input(device, state, &detail, &mut out);
                         self.mode_shown();
                         self.emit(out, None).await;
                     }
                     SourceEvent::GateReady { device } => self.gate_ready(device),
-                    SourceEvent::NotWritten { device, command, why } => {
+                    SourceEvent::NotWritten {
+                        device,
+                        command,
+                        why,
+                    } => {
                         let mut out = Vec::new();
-                        self.core.command_not_written(device, command, why, &mut out);
+                        self.core
+                            .command_not_written(device, command, why, &mut out);
                         self.emit(out, None).await;
                     }
                     SourceEvent::Misbehaving { device, detail } => {
-                        let status = device.and_then(|d| self.status.devices.get(d)).map(|s| &s.0);
-                        let r = records::misbehaving_alarm(status, &detail, self.status.clock.now());
+                        let status = device
+                            .and_then(|d| self.status.devices.get(d))
+                            .map(|s| &s.0);
+                        let r =
+                            records::misbehaving_alarm(status, &detail, self.status.clock.now());
                         self.append(vec![r], Vec::new(), None).await;
                     }
                 },
-                Some(c) = inbox.control.recv() => self.control(c).await,
-                Some(o) = inbox.orders.recv() => self.order(o).await,
-                Some(s) = inbox.swaps.recv() => self.swap(s),
-                Some(seq) = inbox.stats_acked.recv() => {
+                Turn::Control(c) => self.control(c).await,
+                Turn::Order(o) => self.order(o).await,
+                Turn::Swap(s) => self.swap(s),
+                Turn::StatsAcked(seq) => {
                     // Upstream has it: the store need not keep it.
-                    self.append(Vec::new(), vec![(StateKey::StatsBatch(seq), None)], None).await;
+                    self.append(Vec::new(), vec![(StateKey::StatsBatch(seq), None)], None)
+                        .await;
                 }
-                Some(r) = inbox.barrier_reports.recv() => {
+                Turn::Barrier(r) => {
                     let mut out = Vec::new();
                     let now = self.now();
                     self.core.barrier_update(r.device, r.inputs, now, &mut out);
                     self.faults(&r, &mut out);
                     self.emit(out, None).await;
                 }
-                _ = window => self.tick().await,
-                _ = tick.tick() => self.tick().await,
-                // Device input last: whatever else is waiting (the fire panel, the guard's
-                // command, barrier inputs, the timers) goes first, so a device flooding the box
-                // can slow only its own lane's decisions, never fire or the guard.
-                i = inbox.input.recv() => match i {
-                    Some(i) => self.observe(i).await,
-                    None => break,
-                },
+                Turn::Tick => self.tick().await,
+                Turn::Input(i) => self.observe(i).await,
+                Turn::Closed => break,
             }
             Metrics::inc(&self.metrics.core_ticks);
         }
@@ -677,5 +724,71 @@ impl DecisionLoop {
         if self.appends.send(append).await.is_err() {
             error!("Outbox writer gone; decision not recorded (its device event stays unacknowledged).");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device flooding the box cannot keep the fire panel or the guard waiting: with a
+    /// thousand device events queued, the fire reading and the guard's command are taken first,
+    /// then a closed join window, then device input one event a turn.
+    #[tokio::test]
+    async fn fire_and_the_guard_go_before_a_flood_of_device_input() {
+        let (input_tx, input) = mpsc::channel(2048);
+        let (control_tx, control) = mpsc::channel(8);
+        let (source_tx, source_events) = mpsc::channel(8);
+        let (_barrier_tx, barrier_reports) = mpsc::channel(8);
+        let (_orders_tx, orders) = mpsc::channel(8);
+        let (_stats_tx, stats_acked) = mpsc::channel(8);
+        let (_swaps_tx, swaps) = mpsc::channel(8);
+        let mut inbox = Inbox {
+            input,
+            control,
+            source_events,
+            barrier_reports,
+            orders,
+            stats_acked,
+            swaps,
+        };
+        for _ in 0..1000 {
+            let i = Input {
+                device: 0,
+                decoded: None,
+                received: Instant::now(),
+                redelivered: false,
+                ack: Box::new(|| {}),
+                reply: None,
+            };
+            input_tx.try_send(i).unwrap();
+        }
+        let (answer, _) = tokio::sync::oneshot::channel();
+        control_tx.try_send(Control::FireReset(answer)).unwrap();
+        let fire = SourceEvent::FireInput {
+            device: 1,
+            state: crate::decision::FireInput::Fire,
+            detail: String::new(),
+        };
+        source_tx.try_send(fire).unwrap();
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.tick().await;
+        let mut turns = Vec::new();
+        for due in [false, false, true, false, false] {
+            // A join window that has closed is decided before the next device event too.
+            let window = async move {
+                if !due {
+                    std::future::pending::<()>().await
+                }
+            };
+            turns.push(match inbox.next(window, &mut tick).await {
+                Turn::Source(SourceEvent::FireInput { .. }) => "fire",
+                Turn::Control(_) => "guard",
+                Turn::Input(_) => "device",
+                Turn::Tick => "window",
+                _ => "other",
+            });
+        }
+        assert_eq!(turns, ["fire", "guard", "window", "device", "device"]);
     }
 }
