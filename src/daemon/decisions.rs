@@ -80,7 +80,7 @@ pub enum Turn {
     Source(SourceEvent),
     Control(Control),
     Order(Checked),
-    Swap(RegistrySwap),
+    Swap(Box<RegistrySwap>),
     StatsAcked(u64),
     Barrier(BarrierReport),
     Tick,
@@ -104,7 +104,7 @@ impl Inbox {
             Some(n) = self.source_events.recv() => Turn::Source(n),
             Some(c) = self.control.recv() => Turn::Control(c),
             Some(o) = self.orders.recv() => Turn::Order(o),
-            Some(s) = self.swaps.recv() => Turn::Swap(s),
+            Some(s) = self.swaps.recv() => Turn::Swap(Box::new(s)),
             Some(seq) = self.stats_acked.recv() => Turn::StatsAcked(seq),
             Some(r) = self.barrier_reports.recv() => Turn::Barrier(r),
             _ = window => Turn::Tick,
@@ -245,7 +245,7 @@ impl DecisionLoop {
                 },
                 Turn::Control(c) => self.control(c).await,
                 Turn::Order(o) => self.order(o).await,
-                Turn::Swap(s) => self.swap(s),
+                Turn::Swap(s) => self.swap(*s),
                 Turn::StatsAcked(seq) => {
                     // Upstream has it: the store need not keep it.
                     self.append(Vec::new(), vec![(StateKey::StatsBatch(seq), None)], None)
