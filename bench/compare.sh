@@ -22,7 +22,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 referee=${REFEREE:-$here/../shared/bench/compare.sh}
-cargo build --release --quiet --manifest-path "$here/Cargo.toml"
+# The box alone (-p): the company's crates never change the features it is built with.
+cargo build --release --quiet -p gatehouse --manifest-path "$here/Cargo.toml"
 work=$(mktemp -d)
 mkdir "$work/direct"
 upid=
@@ -54,7 +55,7 @@ write_config "$work/direct" $'secrets_file = "devices.secrets"' "mqtt://127.0.0.
 export DIRECT_CMD="sh -c 'rm -rf $work/direct/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/direct/gatehouse.toml --endpoint-port {port}'"
 if [[ ${DIRECT:-} == minimal ]]; then
   # The calibration: a minimal engine on its own endpoint (examples/minimal_endpoint.rs).
-  cargo build --release --quiet --example minimal_endpoint --manifest-path "$here/Cargo.toml"
+  cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"
   export DIRECT_CMD="$here/target/release/examples/minimal_endpoint {port}"
   echo "DIRECT=minimal: the direct row is examples/minimal_endpoint.rs, not gatehouse" >&2
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The profiling figures the README quotes, reproducible:
 #   rss        the daemon's RSS under load and its peak since start (VmHWM, which includes the
-#              list import at first start): `gatehouse bench` at RATE, 100,000 residents
+#              list import at first start): `gatehouse-demo bench` at RATE, 100,000 residents
 #   perf       where the daemon's CPU goes at RATE: `perf record` of a `gatehouse run` on the
 #              endpoint while the referee's load generator drives it; the top symbols
 #
@@ -14,14 +14,16 @@ cd "$here"
 
 case $what in
   rss)
-    cargo build --release --quiet
-    ./target/release/gatehouse bench --rate "$rate" --seconds 10 --residents 100000
+    # Each on its own (-p): the demo's crates never change the box's features.
+    cargo build --release --quiet -p gatehouse
+    cargo build --release --quiet -p gatehouse-demo
+    ./target/release/gatehouse-demo bench --rate "$rate" --seconds 10 --residents 100000
     ;;
   perf)
     command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
     # Symbols: a release build without stripping, only for this.
     CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-      cargo build --release --quiet --target-dir target/profile
+      cargo build --release --quiet -p gatehouse --target-dir target/profile
     target=${LOADGEN_TARGET:-$HOME/.cache/bench-loadgen}
     cargo build -q --release --manifest-path "$here/../shared/bench/loadgen/Cargo.toml" --target-dir "$target"
     work=$(mktemp -d)

@@ -12,15 +12,15 @@ mkdir -p "$out"
 case "${1:-}" in
   --arm64)
     packaging/cross-aarch64.sh
-    CARGO_TARGET_DIR=target/cross cargo deb --no-build --no-strip --locked \
+    CARGO_TARGET_DIR=target/cross cargo deb -p gatehouse --no-build --no-strip --locked \
       --target aarch64-unknown-linux-gnu --output "$out" -q
     ;;
   --debug)
-    [ -x target/debug/gatehouse ] || cargo build --locked --bin gatehouse
-    cargo deb --no-build --profile dev --strip --fast --output "$out" -q
+    [ -x target/debug/gatehouse ] || cargo build --locked -p gatehouse --bin gatehouse
+    cargo deb -p gatehouse --no-build --profile dev --strip --fast --output "$out" -q
     ;;
   "")
-    cargo deb --locked --output "$out" -q
+    cargo deb -p gatehouse --locked --output "$out" -q
     ;;
   *)
     echo "usage: $0 [--arm64 | --debug]" >&2

@@ -30,4 +30,4 @@ export CARGO_TARGET_DIR=target/cross
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
-cargo build --locked --target aarch64-unknown-linux-gnu --bin gatehouse "${profile[@]}"
+cargo build --locked --target aarch64-unknown-linux-gnu -p gatehouse --bin gatehouse "${profile[@]}"

@@ -338,52 +338,43 @@ impl Drop for Reaped {
     }
 }
 
-/// An operator's way in: a key pair from `gatehouse keygen`, a command from `gatehouse command`,
-/// and it verifies with that public key.
-#[test]
-fn keygen_and_command_make_a_command_the_gateway_accepts() {
+/// An operator's way in: a key pair from `gatehouse-company keygen`, an order from
+/// `gatehouse-company command`, and it verifies with that public key.
+#[tokio::test]
+async fn keygen_and_command_make_a_command_the_gateway_accepts() {
+    use clap::Parser;
     use gatehouse::orders::{
         parse_public_key, verify, Kind, Level, Limits, Place, StoreAge, TrustedKey,
     };
+    use gatehouse_company::cli::{keygen, order, Cli, Cmd};
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("company.key");
-    let out = gatehouse()
-        .arg("keygen")
-        .arg("--out")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let public = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("public key: "))
-        .expect("public key printed");
+    let public = keygen(&key).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let out = gatehouse()
-        .args([
-            "command",
-            "--key-id",
-            "company",
-            "--target",
-            "street:330106001",
-            "--mode",
-            "lockdown",
-            "--key",
-        ])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hex = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(keygen(&key).is_err(), "never over an existing key");
+    let cli = Cli::try_parse_from([
+        "gatehouse-company",
+        "command",
+        "--key-id",
+        "company",
+        "--target",
+        "street:330106001",
+        "--mode",
+        "lockdown",
+        "--key",
+        key.to_str().unwrap(),
+    ])
+    .unwrap();
+    let Cmd::Command(args) = cli.command else {
+        panic!("not a command")
+    };
+    let lines = order(*args).await.unwrap();
+    let public = public.as_str();
+    let hex = lines[0].clone();
     let bytes = gatehouse::hex::parse_hex(&hex).unwrap();
     let trusted = [TrustedKey {
         id: "company".into(),
@@ -415,7 +406,7 @@ async fn ready_comes_even_when_the_device_broker_cannot_be_reached() {
     let nowhere = gatehouse::mqtt_client::BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
-        port: gatehouse::tools::company_broker::free_port().unwrap(),
+        port: gatehouse_company::broker::free_port().unwrap(),
     };
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &DeviceSide::External(nowhere), &uplink);
@@ -577,4 +568,56 @@ async fn a_panicking_commit_aborts_the_daemon_and_loses_nothing() {
     .await;
     let (status, _) = terminate(&mut child.0).await;
     assert_eq!(status.code(), Some(0));
+}
+
+/// The box's binary links nothing of the company's side: no broker, no database client, no
+/// spreadsheet writer, no web framework, no company or demo crate, and the contract without its
+/// signing feature. Read from `cargo tree` of the box alone, as `cargo build -p gatehouse` sees it.
+#[test]
+fn the_box_links_nothing_of_the_company_side() {
+    let tree = |edges: &str| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["tree", "--offline", "-p", "gatehouse", "--prefix", "none"])
+            .args(["-e", edges])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let crates = tree("normal");
+    let linked: Vec<&str> = crates
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(linked.contains(&"gatehouse-contract"), "{crates}");
+    let company_side = [
+        "gatehouse-company",
+        "gatehouse-demo",
+        "rumqttd",
+        "sqlx",
+        "rusqlite",
+        "tokio-postgres",
+        "postgres",
+        "libsqlite3-sys",
+        "rust_xlsxwriter",
+        "axum",
+        "askama",
+        "maud",
+        "argon2",
+        "fantoccini",
+        "thirtyfour",
+    ];
+    for name in company_side {
+        assert!(!linked.contains(&name), "the box links {name}:\n{crates}");
+    }
+    let features = tree("normal,features");
+    assert!(
+        !features.contains("gatehouse-contract feature \"sign\""),
+        "the box links the signing code:\n{features}"
+    );
 }

@@ -309,7 +309,7 @@ async fn a_street_wide_mode_change_reaches_every_gateway_of_the_street_and_no_ot
     let mut endpoints = Vec::new();
     for (id, street, community) in gateways {
         let path = dir.path().join(format!("{id}.toml"));
-        let port = gatehouse::tools::company_broker::free_port().unwrap();
+        let port = gatehouse_company::broker::free_port().unwrap();
         endpoints.push(port);
         std::fs::write(
             &path,

@@ -41,7 +41,7 @@ async fn killed_or_stopped_under_load_through_mosquitto_it_loses_nothing_and_nev
         return;
     }
     let _heavy = HEAVY.lock().await;
-    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let port = gatehouse_company::broker::free_port().unwrap();
     let url =
         gatehouse::mqtt_client::BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
     // The mosquitto `gatehouse broker-config` sets up (its queues sized to ride out a restart

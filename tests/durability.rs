@@ -33,7 +33,7 @@ async fn every_ack_of_a_record_follows_the_fsync_of_its_commit() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
     let devices = DeviceSide::endpoint();
-    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let port = gatehouse_company::broker::free_port().unwrap();
     let imports = lists(dir.path());
     let text = with_http_lanes(
         config_text(dir.path(), &devices, &broker),

@@ -564,7 +564,7 @@ async fn over_tls_a_device_certificate_is_its_identity() {
     std::fs::create_dir(&other).unwrap();
     crate::interop::make_certs(&other);
     device_cert(&other, "thermal-1", "ca");
-    let tls_port = gatehouse::tools::company_broker::free_port().unwrap();
+    let tls_port = gatehouse_company::broker::free_port().unwrap();
     let c2 = c.clone();
     let mut h = Harness::start_with(start_broker(), start_broker(), move |t| {
         t.replace(

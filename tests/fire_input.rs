@@ -23,7 +23,7 @@ async fn start() -> (FirePanel, Harness) {
     tokio::spawn(serve_tcp(listener, panel.clone()));
     let broker = start_broker();
     let h = Harness::start_with(broker.clone(), broker, |t| {
-        t + &gatehouse::tools::demo::fire_panel_lane(addr)
+        t + &gatehouse::tools::sim::site::fire_panel_lane(addr)
     })
     .await;
     (panel, h)
@@ -171,7 +171,7 @@ async fn a_qos0_flood_keeps_neither_fire_nor_the_guard_waiting() {
     tokio::spawn(serve_tcp(listener, panel.clone()));
     let broker = start_broker();
     let mut h = Harness::start_with(broker.clone(), broker, |t| {
-        flooding_lane(t + &gatehouse::tools::demo::fire_panel_lane(addr))
+        flooding_lane(t + &gatehouse::tools::sim::site::fire_panel_lane(addr))
     })
     .await;
     let mut gate9 = gate_sim_on(&h.link("gate-9"), "devices/gate-9/cmd");

@@ -282,7 +282,7 @@ async fn an_adms_record_is_answered_once_durable_and_decided_once_across_a_resta
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
     let devices = DeviceSide::endpoint();
-    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let port = gatehouse_company::broker::free_port().unwrap();
     let imports = lists(dir.path());
     let text = with_http_lanes(
         config_text(dir.path(), &devices, &broker),

@@ -85,7 +85,7 @@ impl HttpGate {
     pub(crate) async fn start_with(more: impl FnOnce(u16) -> String) -> HttpGate {
         let lists_dir = tempfile::tempdir().unwrap();
         let imports = lists(lists_dir.path());
-        let port = gatehouse::tools::company_broker::free_port().unwrap();
+        let port = gatehouse_company::broker::free_port().unwrap();
         let broker = start_broker();
         let more = more(port);
         let h = Harness::start_with(broker.clone(), broker, |t| {
@@ -596,7 +596,7 @@ async fn the_answer_waits_for_the_record_but_the_gate_does_not() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
     let devices = DeviceSide::endpoint();
-    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    let port = gatehouse_company::broker::free_port().unwrap();
     let imports = lists(dir.path());
     let text = with_http_lanes(
         config_text(dir.path(), &devices, &broker),

@@ -7,8 +7,8 @@ use gatehouse::daemon::Daemon;
 use gatehouse::device::{Profiles, Unit};
 use gatehouse::mqtt_client::{BrokerUrl, DeviceLink};
 use gatehouse::proto::v1;
-use gatehouse::tools::company_broker;
 use gatehouse::tools::sim;
+use gatehouse_company::broker as company_broker;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -410,13 +410,23 @@ async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_c
     let _mosquitto = spawn_mosquitto(d, &conf, &[port, tls]);
     let company = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
     let tools_url = format!("mqtts://localhost:{tls}");
-    let with_tls = |c: &mut Command| {
-        c.arg("--ca")
-            .arg(d.join("ca.pem"))
-            .arg("--client-cert")
-            .arg(d.join("company-tools.pem"))
-            .arg("--client-key")
-            .arg(d.join("company-tools.key"));
+    let tls_args = [
+        "--ca".to_string(),
+        d.join("ca.pem").display().to_string(),
+        "--client-cert".into(),
+        d.join("company-tools.pem").display().to_string(),
+        "--client-key".into(),
+        d.join("company-tools.key").display().to_string(),
+    ];
+    // The company's command line, as an operator would type it.
+    let company_cli = |args: Vec<String>| {
+        use clap::Parser;
+        let argv = std::iter::once("gatehouse-company".to_string())
+            .chain(args)
+            .chain(tls_args.iter().cloned());
+        gatehouse_company::cli::Cli::try_parse_from(argv)
+            .unwrap()
+            .command
     };
     // The gateway: devices on its endpoint, the uplink on the 1 MB company broker.
     let text = config_text(d, &DeviceSide::endpoint(), &company) + &crate::commands::keys_toml();
@@ -437,35 +447,51 @@ async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_c
         csv.push_str(&format!("C{i:06},H{:05},77:{i}\n", i / 3));
     }
     std::fs::write(lists.join("residents.csv"), csv).unwrap();
-    let bin = env!("CARGO_BIN_EXE_gatehouse");
-    let mut tail = Command::new(bin);
-    tail.args(["tail", "--broker", &tools_url])
-        .args(["--filter", &format!("{BASE}/cmd/result")]);
-    with_tls(&mut tail);
-    let mut tail = tail.stdout(Stdio::piped()).spawn().unwrap();
-    let stdout = tail.stdout.take().unwrap();
+    use gatehouse_company::cli::Cmd;
+    let Cmd::Tail(tail) = company_cli(
+        ["tail", "--broker", &tools_url, "--filter"]
+            .map(String::from)
+            .into_iter()
+            .chain([format!("{BASE}/cmd/result")])
+            .collect(),
+    ) else {
+        panic!("not a tail")
+    };
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let lines = std::io::BufReader::new(stdout).lines();
-        for line in lines.map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let tail = tokio::spawn(gatehouse_company::cli::tail(tail, stop, move |line| {
+        let _ = lines_tx.send(line);
+    }));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut push = Command::new(bin);
-    push.args(["command", "--key-id", "company", "--key"])
-        .arg(&key)
-        .args(["--target", &format!("gateway:{GATEWAY_PATH}")])
-        .arg("--snapshot")
-        .arg(&lists)
-        .args(["--version", "9", "--id", "snap-9"])
-        .args(["--publish", &tools_url, "--topic", &format!("{BASE}/cmd")]);
-    with_tls(&mut push);
-    let out = push.output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let Cmd::Command(push) = company_cli(
+        [
+            "command",
+            "--key-id",
+            "company",
+            "--key",
+            &key.display().to_string(),
+            "--target",
+            &format!("gateway:{GATEWAY_PATH}"),
+            "--snapshot",
+            &lists.display().to_string(),
+            "--version",
+            "9",
+            "--id",
+            "snap-9",
+            "--publish",
+            &tools_url,
+            "--topic",
+            &format!("{BASE}/cmd"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    ) else {
+        panic!("not a command")
+    };
+    let said = gatehouse_company::cli::order(*push)
+        .await
+        .unwrap()
+        .join("\n");
     assert!(
         said.contains("message(s)") && !said.contains("(1 message"),
         "chunked: {said}"
@@ -475,16 +501,15 @@ async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_c
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let result = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = lines_rx
-            .recv_timeout(left)
+        let line = tokio::task::block_in_place(|| lines_rx.recv_timeout(left))
             .expect("tail printed the snapshot's result");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         if v["record"]["command_id"] == "snap-9" {
             break v;
         }
     };
-    let _ = tail.kill();
-    let _ = tail.wait();
+    let _ = stop_tx.send(true);
+    tail.await.unwrap().unwrap();
     assert_eq!(result["channel"], "cmd/result");
     assert_eq!(result["record"]["applied"], true, "{result}");
     let detail = result["record"]["detail"].as_str().unwrap();

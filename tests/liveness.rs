@@ -38,7 +38,7 @@ async fn two_alarms(h: &mut Harness, kind: v1::AlarmKind) -> BTreeSet<String> {
 async fn a_silent_device_is_reported_offline_and_online_when_heard_again() {
     let profiles = tempfile::tempdir().unwrap();
     fast_profiles(profiles.path());
-    let http_port = gatehouse::tools::company_broker::free_port().unwrap();
+    let http_port = gatehouse_company::broker::free_port().unwrap();
     let broker = start_broker();
     let dir = profiles.path().display().to_string();
     let mut h = Harness::start_with(broker.clone(), broker, |t| {

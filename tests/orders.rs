@@ -207,7 +207,7 @@ async fn list_sync_is_bounded_like_an_import_and_a_large_snapshot_arrives_in_chu
 
     // 4,000 residents in chunks of 20 kB, as `gatehouse command --snapshot` sends them.
     let key = company();
-    let envelope = gatehouse::tools::lists::Envelope {
+    let envelope = gatehouse_company::lists::Envelope {
         id: "snap-7",
         issued_at_ms: gatehouse::now_ms(),
         expires_at_ms: gatehouse::now_ms() + 60_000,
@@ -219,7 +219,7 @@ async fn list_sync_is_bounded_like_an_import_and_a_large_snapshot_arrives_in_chu
         key: &key,
     };
     let chunks =
-        gatehouse::tools::lists::snapshot_orders(snapshot(7, 0..4000), 20_000, &envelope).unwrap();
+        gatehouse_company::lists::snapshot_orders(snapshot(7, 0..4000), 20_000, &envelope).unwrap();
     assert!(chunks.len() > 3, "{} chunks", chunks.len());
     for c in &chunks {
         send(&admin, &own, c).await;

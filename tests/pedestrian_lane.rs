@@ -218,13 +218,13 @@ async fn malformed_payloads_are_counted_and_the_lane_keeps_deciding() {
 async fn the_demo_gate_decides_on_the_device_endpoint() {
     use gatehouse::tools::sim::hikvision::{run_terminal, TerminalOptions};
     let dir = tempfile::tempdir().unwrap();
-    gatehouse::tools::demo::write_residents(&dir.path().join("residents.csv"), 100).unwrap();
-    let port = gatehouse::tools::company_broker::free_port().unwrap();
+    gatehouse::tools::sim::site::write_residents(&dir.path().join("residents.csv"), 100).unwrap();
+    let port = gatehouse_company::broker::free_port().unwrap();
     let company_broker = start_broker();
-    let demo = gatehouse::tools::demo::DemoConfig::new(dir.path(), port, company_broker.port);
+    let demo = gatehouse::tools::sim::site::DemoConfig::new(dir.path(), port, company_broker.port);
     let path = demo.write().unwrap();
     let config = gatehouse::config::Config::load(&path).unwrap();
-    let base = gatehouse::uplink::topics::Topics::new(&config.gateway)
+    let base = gatehouse_contract::topics::Topics::new(&config.gateway.path())
         .base()
         .to_string();
     let daemon = within(

@@ -133,6 +133,19 @@ pub struct GatewaySection {
     pub community: String,
 }
 
+impl GatewaySection {
+    /// This gateway's place in the uplink's topic tree.
+    pub fn path(&self) -> gatehouse_contract::topics::GatewayPath {
+        gatehouse_contract::topics::GatewayPath {
+            city: self.city.clone(),
+            district: self.district.clone(),
+            street: self.street.clone(),
+            community: self.community.clone(),
+            gateway: self.id.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BrokerMode {

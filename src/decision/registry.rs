@@ -3,31 +3,7 @@
 //! residents and 20,000 plates cost a few megabytes.
 use std::hash::BuildHasher;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResidentStatus {
-    Active,
-    Quarantined,
-    Suspended,
-}
-
-impl ResidentStatus {
-    pub fn parse(s: &str) -> Option<ResidentStatus> {
-        match s {
-            "active" => Some(ResidentStatus::Active),
-            "quarantined" => Some(ResidentStatus::Quarantined),
-            "suspended" => Some(ResidentStatus::Suspended),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResidentStatus::Active => "active",
-            ResidentStatus::Quarantined => "quarantined",
-            ResidentStatus::Suspended => "suspended",
-        }
-    }
-}
+pub use gatehouse_contract::lists::{PlateKind, ResidentStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resident {
@@ -403,11 +379,4 @@ pub struct PassRow<'a> {
     pub credentials: &'a [String],
     /// Licence plates it admits (a visitor vehicle pass).
     pub plates: &'a [String],
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlateKind {
-    Resident,
-    Blacklist,
-    AllowList,
 }

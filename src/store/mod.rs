@@ -23,7 +23,8 @@
 //! Deletions are committed without fsync: a crash may bring acked records back, which the uplink
 //! sends again with the same event ids (at-least-once).
 pub mod outbox;
-pub mod residents;
+/// The list files' formats live in the contract the company's tools share.
+pub use gatehouse_contract::lists as residents;
 pub mod spill;
 pub mod sync;
 

@@ -5,6 +5,7 @@
 use super::{residents, status_byte, Store, StoreError, LISTS, META, RESIDENTS};
 use crate::decision::ResidentStatus;
 use crate::proto::v1;
+use gatehouse_contract::lists::{pass_entry, plate_entry};
 use redb::{ReadableDatabase, ReadableTableMetadata};
 use std::collections::BTreeMap;
 
@@ -428,58 +429,6 @@ impl Store {
                 .collect(),
             households: households.into_iter().collect(),
         })
-    }
-}
-
-/// A pass as the list files hold it, as sync carries it.
-pub fn pass_entry(p: residents::PassRow) -> v1::PassEntry {
-    v1::PassEntry {
-        pass_id: p.pass_id,
-        host_household: p.host_household,
-        credentials: p.credentials,
-        plates: p.plates,
-        valid_from_ms: if p.valid_from_ms == i64::MIN {
-            0
-        } else {
-            p.valid_from_ms
-        },
-        valid_until_ms: p.valid_until_ms,
-        uses: p.uses,
-    }
-}
-
-/// A plate as the list files hold it, as sync carries it.
-pub fn plate_entry(p: residents::PlateRow) -> v1::PlateEntry {
-    v1::PlateEntry {
-        plate: p.plate,
-        kind: match p.kind {
-            crate::decision::PlateKind::Resident => "resident",
-            crate::decision::PlateKind::Blacklist => "blacklist",
-            crate::decision::PlateKind::AllowList => "allowlist",
-        }
-        .into(),
-        household: p.household,
-        valid_until_ms: if p.valid_until_ms == i64::MAX {
-            0
-        } else {
-            p.valid_until_ms
-        },
-        lockdown_allowed: p.lockdown_allowed,
-    }
-}
-
-/// A resident as the list files hold them, as sync carries them.
-pub fn resident_entry(r: residents::Row) -> v1::ResidentEntry {
-    v1::ResidentEntry {
-        person_id: r.person_id,
-        household: r.household,
-        status: r.status.as_str().into(),
-        valid_until_ms: if r.valid_until_ms == i64::MAX {
-            0
-        } else {
-            r.valid_until_ms
-        },
-        cards: r.cards,
     }
 }
 

@@ -12,7 +12,6 @@
 pub mod stats;
 pub mod status;
 mod tags;
-pub mod topics;
 pub mod twins;
 
 use crate::backoff::Backoff;
@@ -23,6 +22,7 @@ use crate::mqtt_client::BrokerUrl;
 use crate::proto::v1;
 use crate::store::outbox::Delete;
 use crate::store::{Class, Store};
+use gatehouse_contract::topics::{Channel, Topics};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
 pub use status::StatusSource;
@@ -34,7 +34,6 @@ use std::time::Duration;
 use tags::{Tag, Tags};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use topics::Topics;
 use tracing::{error, info, warn};
 
 /// A batch stops growing past this many bytes.
@@ -104,7 +103,7 @@ impl UplinkConfig {
             batch_max: u.batch_max,
             window: u.window,
             replay_rate: u.replay_rate,
-            topics: Topics::new(&config.gateway),
+            topics: Topics::new(&config.gateway.path()),
             status_interval: Duration::from_secs(60),
         })
     }
@@ -169,7 +168,7 @@ impl Uplink {
         }
         let offline = status.status(v1::GatewayState::Offline).encode_to_vec();
         opts.set_last_will(LastWill::new(
-            cfg.topics.channel("status"),
+            cfg.topics.channel(&Channel::Status),
             offline.clone(),
             QoS::AtLeastOnce,
             true,
@@ -215,7 +214,7 @@ impl Uplink {
                 continue;
             }
             match client.try_publish(
-                self.topic("stats"),
+                self.topic(&Channel::Stats),
                 QoS::AtLeastOnce,
                 false,
                 batch.encode_to_vec(),
@@ -235,7 +234,7 @@ impl Uplink {
         self
     }
 
-    fn topic(&self, channel: &str) -> String {
+    fn topic(&self, channel: &Channel) -> String {
         self.cfg.topics.channel(channel)
     }
 
@@ -337,7 +336,7 @@ impl Uplink {
                         None => std::future::pending().await,
                     }
                 }, if connected => {
-                    let topic = self.topic("cmd/result");
+                    let topic = self.topic(&Channel::CmdResult);
                     if client.try_publish(topic, QoS::AtLeastOnce, false, result.encode_to_vec()).is_ok() {
                         tags.fifo.push_back(Tag::Status);
                     } else {
@@ -453,7 +452,12 @@ impl Uplink {
         if connected {
             // The will only fires on an unclean end; a clean stop says "offline" itself.
             let offline = std::mem::take(&mut self.offline);
-            let _ = client.try_publish(self.topic("status"), QoS::AtLeastOnce, true, offline);
+            let _ = client.try_publish(
+                self.topic(&Channel::Status),
+                QoS::AtLeastOnce,
+                true,
+                offline,
+            );
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
                 loop {
                     match el.poll().await {
@@ -475,7 +479,7 @@ impl Uplink {
     /// Retained twins: those that changed, or all of them.
     fn publish_twins(&self, client: &AsyncClient, fifo: &mut VecDeque<Tag>, all: bool) {
         for t in self.status.twins.take(all) {
-            let topic = self.topic(&format!("twin/{}", t.device));
+            let topic = self.topic(&Channel::Twin(t.device.clone()));
             match client.try_publish(topic, QoS::AtLeastOnce, true, t.encode_to_vec()) {
                 Ok(()) => fifo.push_back(Tag::Status),
                 // The request queue is full: the next status tick sends every twin again.
@@ -492,7 +496,12 @@ impl Uplink {
         log_failure: bool,
     ) {
         let payload = self.status.status(state).encode_to_vec();
-        match client.try_publish(self.topic("status"), QoS::AtLeastOnce, true, payload) {
+        match client.try_publish(
+            self.topic(&Channel::Status),
+            QoS::AtLeastOnce,
+            true,
+            payload,
+        ) {
             Ok(()) => fifo.push_back(Tag::Status),
             Err(e) if log_failure => warn!(error = %e, "Could not queue the status."),
             Err(_) => {}
@@ -598,11 +607,11 @@ impl Uplink {
             payload.extend_from_slice(&r.message);
         }
         let channel = if classes.contains(&Class::Alarm) {
-            "alarms"
+            Channel::Alarms
         } else {
-            "events"
+            Channel::Events
         };
-        match client.try_publish(self.topic(channel), QoS::AtLeastOnce, false, payload) {
+        match client.try_publish(self.topic(&channel), QoS::AtLeastOnce, false, payload) {
             Ok(()) => {
                 Metrics::add(&self.metrics.uplink_published, rows.len() as u64);
                 *cursor = next;

@@ -13,9 +13,9 @@ use gatehouse::device::{Profiles, Unit};
 use gatehouse::mqtt_client;
 use gatehouse::mqtt_client::{BrokerUrl, DeviceLink};
 use gatehouse::proto::v1;
-use gatehouse::tools::company_broker;
 use gatehouse::tools::sim;
 use gatehouse::tools::sim::gate::GateCommand;
+use gatehouse_company::broker as company_broker;
 use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::future::Future;
@@ -155,7 +155,7 @@ dir = "store"
 import = "residents.csv"
 {gate}"#,
         uport = uplink.port,
-        gate = gatehouse::tools::demo::gate_config(GATEWAY, "east-1"),
+        gate = gatehouse::tools::sim::site::gate_config(GATEWAY, "east-1"),
     )
 }
 
@@ -519,7 +519,7 @@ pub fn spawn_mosquitto(dir: &Path, conf: &str, ports: &[u16]) -> Mosquitto {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    gatehouse::tools::company_broker::free_port().unwrap()
+    gatehouse_company::broker::free_port().unwrap()
 }
 
 /// `GET path` on `addr` (blocking, 5 s at most): the status code and the body.

@@ -9,6 +9,7 @@ pub mod hikvision;
 pub mod http_push;
 pub mod isapi_terminal;
 pub mod serial;
+pub mod site;
 pub mod zhenshi;
 
 /// A small deterministic generator (xorshift64*), so a simulated run can be replayed by seed.

@@ -1,8 +1,8 @@
 use super::child::{demo_config, spawn_demo};
-use crate::tools::demo::{DemoConfig, HttpLane};
-use crate::tools::sim::http_push::{hikvision_multipart, zhenshi_plate, Pusher};
-use crate::tools::sim::isapi_terminal::Terminal;
 use anyhow::Context;
+use gatehouse::tools::sim::http_push::{hikvision_multipart, zhenshi_plate, Pusher};
+use gatehouse::tools::sim::isapi_terminal::Terminal;
+use gatehouse::tools::sim::site::{DemoConfig, HttpLane};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 
@@ -48,11 +48,11 @@ pub struct HttpReport {
 pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-http-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    crate::tools::demo::write_residents(&dir.join("residents.csv"), 1000)?;
-    crate::tools::demo::write_plates(&dir.join("plates.csv"), 300)?;
+    gatehouse::tools::sim::site::write_residents(&dir.join("residents.csv"), 1000)?;
+    gatehouse::tools::sim::site::write_plates(&dir.join("plates.csv"), 300)?;
     let (terminal, mut doors) = Terminal::start("admin", "bench-api-pw").await?;
     let (dahua, mut dahua_doors) = Terminal::start("admin", "bench-api-pw").await?;
-    let http_port = crate::tools::company_broker::free_port()?;
+    let http_port = gatehouse_company::broker::free_port()?;
     let config = DemoConfig {
         plates: true,
         http_lane: Some(HttpLane {
@@ -72,7 +72,7 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
     let cam_path = format!("/push/cam-3/{}", config.password("cam-3"));
     let term_path = format!("/push/terminal-3/{}", config.password("terminal-3"));
     // Ready when a heartbeat is answered.
-    let beat = crate::tools::sim::http_push::zhenshi_heartbeat(0, crate::now_ms() / 1000);
+    let beat = gatehouse::tools::sim::http_push::zhenshi_heartbeat(0, gatehouse::now_ms() / 1000);
     let started = Instant::now();
     while camera
         .post(&cam_path, "application/json", beat.clone().into_bytes())
@@ -88,7 +88,7 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
     let mut missing = 0;
     let (mut dahua_door, mut adms_door) = (hist()?, hist()?);
     let (mut dahua_missing, mut adms_missing) = (0, 0);
-    let mut zk = crate::tools::sim::adms::Terminal::new(&addr, "BENCH0000001");
+    let mut zk = gatehouse::tools::sim::adms::Terminal::new(&addr, "BENCH0000001");
     zk.handshake().await.map_err(anyhow::Error::msg)?;
     let mut zk_next_poll = Instant::now();
     // The Dahua stream is open before the run.
@@ -105,7 +105,7 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
         tick.tick().await;
         // A resident's car (粤B1xxxx, every third household).
         let plate = format!("粤B1{:04}", (i * 3) % 300);
-        let body = zhenshi_plate(i, &plate, 96, 4, false, crate::now_ms() / 1000);
+        let body = zhenshi_plate(i, &plate, 96, 4, false, gatehouse::now_ms() / 1000);
         let t = Instant::now();
         match camera
             .post(&cam_path, "application/json", body.into_bytes())
@@ -123,7 +123,7 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
         } else {
             who
         };
-        let ev = serde_json::json!({"dateTime": crate::timefmt::rfc3339(crate::now_ms()),
+        let ev = serde_json::json!({"dateTime": gatehouse::timefmt::rfc3339(gatehouse::now_ms()),
             "eventType": "AccessControllerEvent", "AccessControllerEvent": {"serialNo": i,
             "employeeNoString": format!("R{who:06}"), "currTemperature": 36.5}})
         .to_string();
@@ -165,7 +165,8 @@ pub async fn http(o: HttpBenchOptions) -> anyhow::Result<HttpReport> {
         // as the terminal does, from its own schedule.
         if i % 10 == 0 {
             let t = Instant::now();
-            let line = crate::tools::sim::adms::attlog(&format!("R{who:06}"), crate::now_ms());
+            let line =
+                gatehouse::tools::sim::adms::attlog(&format!("R{who:06}"), gatehouse::now_ms());
             let _ = zk.upload(&[line]).await;
             let mut got = None;
             while got.is_none() && t.elapsed() < Duration::from_secs(3) {

@@ -8,12 +8,12 @@
 //! stall (no coordinated omission). The workload matches `shared/bench`'s loadgen: 5% fever,
 //! 10% strangers, residents `R000000`…; the gate must open only for a resident below 37.3 °C.
 use super::child::{demo_config, rss_kb, spawn_demo, write_residents, Spawned};
-use crate::device::Unit;
-use crate::mqtt_client;
-use crate::mqtt_client::{BrokerUrl, DeviceLink};
-use crate::tools::demo::DemoConfig;
-use crate::tools::sim::hikvision::acs_event;
 use anyhow::{bail, Context};
+use gatehouse::device::Unit;
+use gatehouse::mqtt_client;
+use gatehouse::mqtt_client::{BrokerUrl, DeviceLink};
+use gatehouse::tools::sim::hikvision::acs_event;
+use gatehouse::tools::sim::site::DemoConfig;
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::HashMap;
@@ -117,7 +117,7 @@ pub async fn run(o: BenchOptions) -> anyhow::Result<Report> {
         bail!("--scrape-ms scrapes the daemon the bench starts itself: leave out --broker");
     }
     let metrics = (o.scrape_ms > 0)
-        .then(crate::tools::company_broker::free_port)
+        .then(gatehouse_company::broker::free_port)
         .transpose()?
         .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let (spawned, terminal, gate, company) = match &o.broker {

@@ -1,6 +1,6 @@
 use super::child::{rss_kb, spawn_run, stop, write_residents};
-use crate::tools::demo::DemoConfig;
 use anyhow::bail;
+use gatehouse::tools::sim::site::DemoConfig;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -46,8 +46,8 @@ fn start_in(dir: &Path, o: &StartBenchOptions) -> anyhow::Result<StartReport> {
         )?;
     }
     plates.flush()?;
-    let port = crate::tools::company_broker::free_port()?;
-    crate::tools::company_broker::start(([127, 0, 0, 1], port).into())?;
+    let port = gatehouse_company::broker::free_port()?;
+    gatehouse_company::broker::start(([127, 0, 0, 1], port).into())?;
     let config = DemoConfig {
         external_broker: true,
         plates: true,

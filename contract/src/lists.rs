@@ -9,11 +9,55 @@
 //! non-face way in, which the law requires. `valid_until` is empty (no end),
 //! a unix time in seconds or milliseconds, `YYYY-MM-DD` (through the end of that day, China
 //! Standard Time, UTC+8), or RFC 3339 with an offset (`2027-01-01T00:00:00+08:00`).
-use crate::decision::ResidentStatus;
+use crate::proto::v1;
 pub use crate::timefmt::parse_time_ms;
 use serde::Deserialize;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResidentStatus {
+    Active,
+    Quarantined,
+    Suspended,
+}
+
+impl ResidentStatus {
+    pub fn parse(s: &str) -> Option<ResidentStatus> {
+        match s {
+            "active" => Some(ResidentStatus::Active),
+            "quarantined" => Some(ResidentStatus::Quarantined),
+            "suspended" => Some(ResidentStatus::Suspended),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResidentStatus::Active => "active",
+            ResidentStatus::Quarantined => "quarantined",
+            ResidentStatus::Suspended => "suspended",
+        }
+    }
+}
+
+/// What a plate on the list is: a resident's car, one never let in, or one always let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlateKind {
+    Resident,
+    Blacklist,
+    AllowList,
+}
+
+impl PlateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlateKind::Resident => "resident",
+            PlateKind::Blacklist => "blacklist",
+            PlateKind::AllowList => "allowlist",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -294,14 +338,13 @@ pub fn parse_passes(text: &str, max: usize) -> Result<Vec<PassRow>, Vec<String>>
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlateRow {
     pub plate: String,
-    pub kind: crate::decision::PlateKind,
+    pub kind: PlateKind,
     pub household: String,
     pub valid_until_ms: i64,
     pub lockdown_allowed: bool,
 }
 
 pub fn parse_plates(text: &str, max: usize) -> Result<Vec<PlateRow>, Vec<String>> {
-    use crate::decision::PlateKind;
     csv(text, &["plate"], max, |col| {
         let plate = col.get("plate");
         if plate.is_empty() || plate.len() > 32 {
@@ -426,6 +469,53 @@ fn csv<T>(
         }
     }
     listed(rows, problems)
+}
+
+/// A pass as the list files hold it, as sync carries it.
+pub fn pass_entry(p: PassRow) -> v1::PassEntry {
+    v1::PassEntry {
+        pass_id: p.pass_id,
+        host_household: p.host_household,
+        credentials: p.credentials,
+        plates: p.plates,
+        valid_from_ms: if p.valid_from_ms == i64::MIN {
+            0
+        } else {
+            p.valid_from_ms
+        },
+        valid_until_ms: p.valid_until_ms,
+        uses: p.uses,
+    }
+}
+
+/// A plate as the list files hold it, as sync carries it.
+pub fn plate_entry(p: PlateRow) -> v1::PlateEntry {
+    v1::PlateEntry {
+        plate: p.plate,
+        kind: p.kind.as_str().into(),
+        household: p.household,
+        valid_until_ms: if p.valid_until_ms == i64::MAX {
+            0
+        } else {
+            p.valid_until_ms
+        },
+        lockdown_allowed: p.lockdown_allowed,
+    }
+}
+
+/// A resident as the list files hold them, as sync carries them.
+pub fn resident_entry(r: Row) -> v1::ResidentEntry {
+    v1::ResidentEntry {
+        person_id: r.person_id,
+        household: r.household,
+        status: r.status.as_str().into(),
+        valid_until_ms: if r.valid_until_ms == i64::MAX {
+            0
+        } else {
+            r.valid_until_ms
+        },
+        cards: r.cards,
+    }
 }
 
 #[cfg(test)]

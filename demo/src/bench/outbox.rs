@@ -1,7 +1,6 @@
-use crate::config::GatewaySection;
-use crate::mqtt_client::BrokerUrl;
-use crate::uplink::topics::Topics;
 use anyhow::bail;
+use gatehouse::mqtt_client::BrokerUrl;
+use gatehouse_contract::topics::{GatewayPath, Topics};
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,10 +20,10 @@ pub struct OutboxBenchOptions {
     pub dir: PathBuf,
 }
 
-fn passage_record(i: u64) -> crate::store::outbox::Record {
-    use crate::proto::v1;
-    crate::store::outbox::Record::Event(v1::Event {
-        gateway_time_ms: crate::now_ms(),
+fn passage_record(i: u64) -> gatehouse::store::outbox::Record {
+    use gatehouse::proto::v1;
+    gatehouse::store::outbox::Record::Event(v1::Event {
+        gateway_time_ms: gatehouse::now_ms(),
         lane: "east-1".into(),
         device: "thermal-1".into(),
         body: Some(v1::event::Body::Passage(v1::PassageDecision {
@@ -49,13 +48,13 @@ fn passage_record(i: u64) -> crate::store::outbox::Record {
 /// them or paced at `rate` per second, and waits for every ack. Returns (events/s made durable,
 /// ack latency histogram in µs, commits).
 async fn fill_outbox(
-    store: &crate::store::Store,
+    store: &gatehouse::store::Store,
     commit_interval: Duration,
     n: u64,
     rate: Option<u64>,
 ) -> anyhow::Result<(f64, Histogram<u64>, u64)> {
-    use crate::store::outbox::{self, Append, WriterConfig};
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    use gatehouse::store::outbox::{self, Append, WriterConfig};
+    let metrics = Arc::new(gatehouse::metrics::Metrics::default());
     let w = outbox::spawn(
         store.clone(),
         WriterConfig {
@@ -65,7 +64,7 @@ async fn fill_outbox(
             commit_max: 1024,
             max_bytes: u64::MAX,
             ttl: [Duration::from_secs(86_400 * 365); 3],
-            clock: Arc::new(crate::clock::ClockWatch::new(true)),
+            clock: Arc::new(gatehouse::clock::ClockWatch::new(true)),
         },
         metrics.clone(),
     )?;
@@ -104,7 +103,7 @@ async fn fill_outbox(
     Ok((
         rate,
         h,
-        crate::metrics::Metrics::get(&metrics.outbox_commits),
+        gatehouse::metrics::Metrics::get(&metrics.outbox_commits),
     ))
 }
 
@@ -118,7 +117,7 @@ pub async fn outbox(o: OutboxBenchOptions) -> anyhow::Result<()> {
 }
 
 async fn outbox_in(base: &Path, o: &OutboxBenchOptions) -> anyhow::Result<()> {
-    use crate::store::Store;
+    use gatehouse::store::Store;
     println!(
         "durable outbox (one fsync per group commit), store in {}",
         base.display()
@@ -185,26 +184,26 @@ async fn outbox_in(base: &Path, o: &OutboxBenchOptions) -> anyhow::Result<()> {
 /// Starts a stand-in company broker and an uplink over the store; returns the seconds from uplink
 /// start until the broker has acknowledged every record and the outbox is empty (drained, as the
 /// gateway sees it).
-async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow::Result<f64> {
-    use crate::uplink::{StatusSource, Uplink, UplinkConfig};
-    let port = crate::tools::company_broker::free_port()?;
-    crate::tools::company_broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+async fn drain(store: &gatehouse::store::Store, n: u64, replay_rate: u64) -> anyhow::Result<f64> {
+    use gatehouse::uplink::{StatusSource, Uplink, UplinkConfig};
+    let port = gatehouse_company::broker::free_port()?;
+    gatehouse_company::broker::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
     let url = BrokerUrl {
         tls: false,
         host: "127.0.0.1".into(),
         port,
     };
-    let metrics = Arc::new(crate::metrics::Metrics::default());
-    let w = crate::store::outbox::spawn(
+    let metrics = Arc::new(gatehouse::metrics::Metrics::default());
+    let w = gatehouse::store::outbox::spawn(
         store.clone(),
-        crate::store::outbox::WriterConfig {
+        gatehouse::store::outbox::WriterConfig {
             gateway: "bench".into(),
             degraded_after: Duration::from_secs(5),
             commit_interval: Duration::from_millis(10),
             commit_max: 1024,
             max_bytes: u64::MAX,
             ttl: [Duration::from_secs(86_400 * 365); 3],
-            clock: Arc::new(crate::clock::ClockWatch::new(true)),
+            clock: Arc::new(gatehouse::clock::ClockWatch::new(true)),
         },
         metrics.clone(),
     )?;
@@ -220,8 +219,8 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
             batch_max: 256,
             window: 8,
             replay_rate,
-            topics: Topics::new(&GatewaySection {
-                id: "bench-gw".into(),
+            topics: Topics::new(&GatewayPath {
+                gateway: "bench-gw".into(),
                 city: "3301".into(),
                 district: "330106".into(),
                 street: "330106001".into(),
@@ -240,7 +239,7 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
             registry_version: Default::default(),
             devices: Vec::new(),
             metrics: metrics.clone(),
-            clock: std::sync::Arc::new(crate::clock::ClockWatch::new(true)),
+            clock: std::sync::Arc::new(gatehouse::clock::ClockWatch::new(true)),
         },
     )?;
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel();
@@ -248,8 +247,8 @@ async fn drain(store: &crate::store::Store, n: u64, replay_rate: u64) -> anyhow:
     let up = tokio::spawn(uplink.run(finish_rx));
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let acked = crate::metrics::Metrics::get(&metrics.uplink_acked);
-        if acked >= n && crate::metrics::Metrics::get(&metrics.outbox_depth) == 0 {
+        let acked = gatehouse::metrics::Metrics::get(&metrics.uplink_acked);
+        if acked >= n && gatehouse::metrics::Metrics::get(&metrics.outbox_depth) == 0 {
             break;
         }
         if start.elapsed() > Duration::from_secs(3600) {

@@ -6,11 +6,10 @@
 //! `passes.csv`, in the import formats (README, "Configuration"). For a delta those are the
 //! upserts, and `remove.csv` (header `list,id`; list `residents`, `households`, `plates` or
 //! `passes`) names what to remove.
-use crate::orders::{sign, MAX_CHUNKS, MAX_TRANSFER_BYTES};
-use crate::proto::v1;
-use crate::store::residents;
-use crate::store::sync::{pass_entry, plate_entry, resident_entry};
 use ed25519_dalek::SigningKey;
+use gatehouse_contract::lists::{self as residents, pass_entry, plate_entry, resident_entry};
+use gatehouse_contract::orders::{sign, MAX_CHUNKS, MAX_TRANSFER_BYTES};
+use gatehouse_contract::proto::v1;
 use prost::Message;
 use std::path::Path;
 

@@ -1,9 +1,14 @@
-//! A stand-in for the property company's broker (rumqttd, in-process) for the demo, the benches
-//! and the tests: the uplink reports to it and the company's tools read it. Devices never connect
-//! to it — they log in to gatehouse's own endpoint (`sources/endpoint`).
+//! The company's broker embedded (rumqttd, in-process): what the demo, the benches and the tests
+//! stand up in place of a real one (EMQX, mosquitto). The gateways' uplinks report to it and the
+//! company's tools read it. Devices never connect to it — they log in to each gateway's own
+//! endpoint. It lives here, on the company's side, so no gate box ever links a broker.
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+/// The largest message it takes: a device event's bound (256 KiB) and its MQTT framing, as the
+/// gateways' uplink batches stay under it.
+const MAX_PAYLOAD: usize = 256 * 1024 + 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -29,7 +34,7 @@ pub fn start_with_memory(
 ) -> Result<(), BrokerError> {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 10_000,
-        max_payload_size: crate::sources::mqtt::MAX_PACKET,
+        max_payload_size: MAX_PAYLOAD,
         max_inflight_count: 1000,
         auth: None,
         external_auth: None,
@@ -83,7 +88,7 @@ pub fn start_with_memory(
     })
 }
 
-/// A loopback port that was free a moment ago (for tests and the demo).
+/// A loopback port that was free a moment ago (for the demo, the benches and the tests).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -1,8 +1,8 @@
 //! The daemon a bench runs: `gatehouse run` as a child process on a config of the bench's own,
 //! stopped and cleaned up on drop, and its memory read from /proc.
-use crate::tools::company_broker::free_port;
-use crate::tools::demo::DemoConfig;
 use anyhow::Context;
+use gatehouse::tools::sim::site::DemoConfig;
+use gatehouse_company::broker::free_port;
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -58,7 +58,7 @@ pub(super) fn intervals(times: &[Instant]) -> anyhow::Result<Histogram<u64>> {
 /// stand-in company broker (rumqttd, in this process) on another.
 pub(super) fn demo_config(dir: &Path) -> anyhow::Result<DemoConfig> {
     let company = free_port()?;
-    crate::tools::company_broker::start(([127, 0, 0, 1], company).into())?;
+    gatehouse_company::broker::start(([127, 0, 0, 1], company).into())?;
     Ok(DemoConfig::new(dir, free_port()?, company))
 }
 
@@ -73,13 +73,26 @@ pub(super) fn spawn_demo(demo: &DemoConfig) -> anyhow::Result<Spawned> {
     })
 }
 
+/// The box's own `gatehouse` binary, built beside this one: a bench measures the daemon a gate
+/// runs, not a copy linked into the demo.
+fn box_binary() -> anyhow::Result<std::path::PathBuf> {
+    let here = std::env::current_exe()?;
+    let path = here.with_file_name("gatehouse");
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build the box too (`cargo build --release --workspace`)",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// `gatehouse run` on `dir/gatehouse.toml`, its log appended to `dir/gatehouse.log`.
 pub(super) fn spawn_run(dir: &Path, env: &[(&str, &Path)]) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("gatehouse.log"))?;
-    let mut cmd = Command::new(std::env::current_exe()?);
+    let mut cmd = Command::new(box_binary()?);
     cmd.args(["run", "--config"])
         .arg(dir.join("gatehouse.toml"))
         .env("RUST_LOG", "warn")

@@ -1,8 +1,8 @@
 //! What the demo prints: one line per decision as it arrives upstream, beside what the
 //! simulated turnstile received, and a tally by reason at the end.
-use crate::mqtt_client::{self, BrokerUrl};
-use crate::proto::v1;
-use crate::uplink::topics::Topics;
+use gatehouse::mqtt_client::{self, BrokerUrl};
+use gatehouse::proto::v1;
+use gatehouse_contract::topics::{Channel, Topics};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::BTreeMap;
@@ -32,8 +32,8 @@ pub(super) async fn watch_uplink(
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let _ = client.try_subscribe(topics.channel("events"), QoS::AtLeastOnce);
-                let _ = client.try_subscribe(topics.channel("alarms"), QoS::AtLeastOnce);
+                let _ = client.try_subscribe(topics.channel(&Channel::Events), QoS::AtLeastOnce);
+                let _ = client.try_subscribe(topics.channel(&Channel::Alarms), QoS::AtLeastOnce);
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/events") => {
                 let Ok(batch) = v1::EventBatch::decode(p.payload.as_ref()) else {

@@ -1,6 +1,6 @@
 use super::child::{demo_config, rss_kb, spawn_demo};
-use crate::tools::demo::{DemoConfig, SerialLane};
 use anyhow::{bail, Context};
+use gatehouse::tools::sim::site::{DemoConfig, SerialLane};
 use hdrhistogram::Histogram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ pub struct SerialReport {
 }
 
 pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
-    use crate::tools::sim::serial::{run_turnstile, Line, Pty, Reader};
+    use gatehouse::tools::sim::serial::{run_turnstile, Line, Pty, Reader};
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-serial-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut csv = String::from("person_id,household,cards\n");
@@ -121,7 +121,7 @@ pub async fn serial(o: SerialBenchOptions) -> anyhow::Result<SerialReport> {
         let unanswered = s2.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
         (lat, lost + unanswered)
     });
-    let mut rng = crate::tools::sim::Rng::new(0x5e71a1);
+    let mut rng = gatehouse::tools::sim::Rng::new(0x5e71a1);
     let start = Instant::now();
     let period = Duration::from_nanos(1_000_000_000 / o.rate.max(1));
     for seq in 0..o.count {

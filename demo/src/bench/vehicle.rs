@@ -1,7 +1,7 @@
 use super::child::{demo_config, intervals, spawn_demo};
-use crate::mqtt_client;
-use crate::tools::demo::{DemoConfig, VehicleLane};
 use anyhow::{bail, Context};
+use gatehouse::mqtt_client;
+use gatehouse::tools::sim::site::{DemoConfig, VehicleLane};
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, QoS};
 use std::time::{Duration, Instant};
@@ -38,12 +38,12 @@ pub struct VehicleReport {
 }
 
 pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
-    use crate::tools::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
+    use gatehouse::tools::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
     let base = std::env::temp_dir().join(format!("gatehouse-bench-vehicle-{}", std::process::id()));
     let dir = base.join("tcp");
     std::fs::create_dir_all(&dir)?;
-    crate::tools::demo::write_residents(&dir.join("residents.csv"), 300)?;
-    crate::tools::demo::write_plates(&dir.join("plates.csv"), 100)?;
+    gatehouse::tools::sim::site::write_residents(&dir.join("residents.csv"), 300)?;
+    gatehouse::tools::sim::site::write_plates(&dir.join("plates.csv"), 100)?;
     let barrier = BarrierSim::new(Duration::from_millis(10));
     barrier.set_auto_fall(Some(Duration::from_millis(150)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -88,7 +88,7 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
     let mut missing = 0u64;
     for id in 0..o.count {
         // A resident's plate (every third household has one).
-        let body = crate::tools::sim::zhenshi::ivs_result(
+        let body = gatehouse::tools::sim::zhenshi::ivs_result(
             id + 1,
             &format!("粤B1{:04}", (id % 30) * 3),
             95,
@@ -134,7 +134,7 @@ pub async fn vehicle(o: VehicleBenchOptions) -> anyhow::Result<VehicleReport> {
     let sims: Vec<BarrierSim> = (0..3)
         .map(|_| BarrierSim::new(Duration::from_secs(2)))
         .collect();
-    let pty = crate::tools::sim::serial::Pty::new()?;
+    let pty = gatehouse::tools::sim::serial::Pty::new()?;
     let path = pty.path.clone();
     tokio::spawn(serve_rtu(
         pty,

@@ -1,15 +1,85 @@
-//! The property company's tools: make and sign orders (with list snapshots and deltas from the
-//! import files, chunked under the broker's message limit), publish them, and read what gateways
-//! send back (`tail`). Over `mqtts://` with the company's CA and client certificate.
-use crate::mqtt_client::{self, BrokerUrl, TlsFiles};
-use crate::proto::v1;
-use crate::run::RunError;
-use crate::tools::lists::{self, Envelope};
-use std::path::PathBuf;
+//! `gatehouse-company`, the property company's command line: make a signing key, make and sign
+//! orders (with list snapshots and deltas from the import files, chunked under the broker's
+//! message limit), publish them, and read what gateways send back (`tail`). Over `mqtts://` with
+//! the company's CA and client certificate.
+use crate::lists::{self, Envelope};
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use gatehouse_contract::mqtt::{self as mqtt_client, BrokerUrl, TlsFiles};
+use gatehouse_contract::{hex, proto::v1};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::watch;
 
-fn fail(e: impl std::fmt::Display) -> RunError {
-    RunError::Runtime(anyhow::anyhow!("{e}"))
+#[derive(Parser, Debug)]
+#[command(
+    name = "gatehouse-company",
+    version,
+    about = "The property company's side of gatehouse: signed orders to the gateways, and what they send back"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Make an Ed25519 key pair for signing orders: the private key goes to FILE (mode 0600),
+    /// the public key is printed (put it in the gateways' `[[commands.keys]]`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make and sign an order; print it as hex, or publish it to a broker. A registry snapshot
+    /// larger than one message goes as signed chunks.
+    Command(Box<OrderArgs>),
+    /// Print what gateways send upstream (events, alarms, status, twins, stats, results) as JSON
+    /// lines.
+    Tail(TailArgs),
+}
+
+impl Cli {
+    /// Runs the subcommand; a tail runs until SIGINT or SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Cmd::Keygen { out } => {
+                let public = keygen(&out)?;
+                println!(
+                    "private key written to {} (keep it secret)\npublic key: {public}",
+                    out.display()
+                );
+            }
+            Cmd::Command(args) => {
+                for line in order(*args).await? {
+                    println!("{line}");
+                }
+            }
+            Cmd::Tail(args) => {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+                tail(args, stop_rx, |line| println!("{line}")).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Where to publish or read, and how to prove who we are.
@@ -31,17 +101,16 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    fn options(&self, url: &BrokerUrl, client_id: &str) -> Result<rumqttc::MqttOptions, RunError> {
+    fn options(&self, url: &BrokerUrl, client_id: &str) -> anyhow::Result<rumqttc::MqttOptions> {
         let tls = TlsFiles {
             ca_file: self.ca.clone(),
             client_cert: self.client_cert.clone().zip(self.client_key.clone()),
         };
-        let mut o = mqtt_client::client_options(url, client_id, Duration::from_secs(30), &tls)
-            .map_err(fail)?;
+        let mut o = mqtt_client::client_options(url, client_id, Duration::from_secs(30), &tls)?;
         if let Some(user) = &self.username {
             let password = match &self.password_file {
                 Some(f) => std::fs::read_to_string(f)
-                    .map_err(|e| fail(format!("{}: {e}", f.display())))?
+                    .with_context(|| f.display().to_string())?
                     .lines()
                     .next()
                     .unwrap_or("")
@@ -54,11 +123,11 @@ impl BrokerArgs {
     }
 }
 
-/// `gatehouse command`.
+/// `gatehouse-company command`.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").args(["mode", "fire", "open", "threshold", "ping", "snapshot", "delta"])))]
 pub struct OrderArgs {
-    /// The private key file from `gatehouse keygen`.
+    /// The private key file from `gatehouse-company keygen`.
     #[arg(long)]
     key: PathBuf,
     #[arg(long)]
@@ -121,7 +190,7 @@ pub struct OrderArgs {
     broker: BrokerArgs,
 }
 
-/// `gatehouse tail`.
+/// `gatehouse-company tail`.
 #[derive(clap::Args, Debug)]
 pub struct TailArgs {
     /// The company broker, mqtt:// or mqtts://host:port.
@@ -134,14 +203,14 @@ pub struct TailArgs {
     tls: BrokerArgs,
 }
 
-fn target(t: &str) -> Result<v1::Scope, RunError> {
+fn target(t: &str) -> anyhow::Result<v1::Scope> {
     let (level, code) = t
         .split_once(':')
-        .ok_or_else(|| fail("--target is level:code, e.g. street:330106001"))?;
+        .ok_or_else(|| anyhow!("--target is level:code, e.g. street:330106001"))?;
     let level = match level {
         "gateway" if !code.contains('/') => {
-            return Err(fail(
-                "a gateway is addressed by its full path: gateway:<community>/<gateway id>",
+            return Err(anyhow!(
+                "a gateway is addressed by its full path: gateway:<community>/<gateway id>"
             ))
         }
         "gateway" => v1::Level::Gateway,
@@ -149,9 +218,9 @@ fn target(t: &str) -> Result<v1::Scope, RunError> {
         "street" => v1::Level::Street,
         "district" => v1::Level::District,
         other => {
-            return Err(fail(format!(
+            return Err(anyhow!(
                 "unknown level {other:?} (gateway, community, street, district)"
-            )))
+            ))
         }
     };
     Ok(v1::Scope {
@@ -160,10 +229,12 @@ fn target(t: &str) -> Result<v1::Scope, RunError> {
     })
 }
 
-pub async fn order(a: OrderArgs) -> Result<(), RunError> {
+/// Makes and signs the order `a` describes; publishes it, or returns it as hex lines (a chunked
+/// snapshot is several). What it published is said in the one line returned.
+pub async fn order(a: OrderArgs) -> anyhow::Result<Vec<String>> {
     use v1::command::Payload;
     let key = read_key(&a.key)?;
-    let now = crate::now_ms();
+    let now = now_ms();
     let id = a.id.clone().unwrap_or_else(|| format!("cmd-{now}"));
     let e = Envelope {
         id: &id,
@@ -175,11 +246,11 @@ pub async fn order(a: OrderArgs) -> Result<(), RunError> {
     };
     let version = a.version.unwrap_or(0);
     let orders = if let Some(dir) = &a.snapshot {
-        let s = lists::snapshot(dir, version).map_err(fail)?;
-        lists::snapshot_orders(s, a.chunk_bytes, &e).map_err(fail)?
+        let s = lists::snapshot(dir, version).map_err(|e| anyhow!(e))?;
+        lists::snapshot_orders(s, a.chunk_bytes, &e).map_err(|e| anyhow!(e))?
     } else {
         let payload = if let Some(dir) = &a.delta {
-            let d = lists::delta(dir, a.base.unwrap_or(0), version).map_err(fail)?;
+            let d = lists::delta(dir, a.base.unwrap_or(0), version).map_err(|e| anyhow!(e))?;
             Payload::RegistryDelta(d)
         } else if a.fire {
             Payload::SetMode(v1::SetMode {
@@ -204,19 +275,17 @@ pub async fn order(a: OrderArgs) -> Result<(), RunError> {
         vec![e.sign(id.clone(), payload)]
     };
     let payloads: Vec<Vec<u8>> = orders.iter().map(prost::Message::encode_to_vec).collect();
-    match (a.publish, a.topic) {
+    Ok(match (a.publish, a.topic) {
         (Some(broker), Some(topic)) => {
-            let url = BrokerUrl::parse(&broker).map_err(fail)?;
+            let url = BrokerUrl::parse(&broker).map_err(|e| anyhow!(e))?;
             publish_all(&url, &a.broker, &topic, &payloads).await?;
-            println!("published {id} to {topic} ({} message(s))", payloads.len());
+            vec![format!(
+                "published {id} to {topic} ({} message(s))",
+                payloads.len()
+            )]
         }
-        _ => {
-            for p in payloads {
-                println!("{}", crate::hex::to_hex(&p));
-            }
-        }
-    }
-    Ok(())
+        _ => payloads.iter().map(|p| hex::to_hex(p)).collect(),
+    })
 }
 
 /// Publishes every payload at QoS 1 and waits for all their PUBACKs.
@@ -225,7 +294,7 @@ async fn publish_all(
     broker: &BrokerArgs,
     topic: &str,
     payloads: &[Vec<u8>],
-) -> Result<(), RunError> {
+) -> anyhow::Result<()> {
     use rumqttc::{AsyncClient, Event, Packet, QoS};
     let mut opts = broker.options(url, &format!("gatehouse-cli-{}", std::process::id()))?;
     let largest = payloads.iter().map(Vec::len).max().unwrap_or(0);
@@ -236,8 +305,7 @@ async fn publish_all(
     for p in payloads {
         client
             .publish(topic, QoS::AtLeastOnce, false, p.clone())
-            .await
-            .map_err(fail)?;
+            .await?;
     }
     let mut acked = 0;
     let all = tokio::time::timeout(Duration::from_secs(30), async {
@@ -253,59 +321,55 @@ async fn publish_all(
     .await;
     match all {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(fail(e)),
-        Err(_) => Err(fail(format!(
-            "{acked} of {} PUBACKs within 30 s",
-            payloads.len()
-        ))),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(anyhow!("{acked} of {} PUBACKs within 30 s", payloads.len())),
     }
 }
 
-pub async fn tail(a: TailArgs) -> Result<(), RunError> {
-    let url = BrokerUrl::parse(&a.broker).map_err(fail)?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::run::wait_for_signal().await;
-        let _ = stop_tx.send(true);
-    });
+/// Hands every record under the filter to `out` as a JSON line, until `stop`.
+pub async fn tail(
+    a: TailArgs,
+    stop: watch::Receiver<bool>,
+    out: impl FnMut(String),
+) -> anyhow::Result<()> {
+    let url = BrokerUrl::parse(&a.broker).map_err(|e| anyhow!(e))?;
     let opts = a
         .tls
         .options(&url, &format!("gatehouse-tail-{}", std::process::id()))?;
-    crate::tools::tail::run(opts, &a.filter, stop_rx)
-        .await
-        .map_err(RunError::Runtime)
+    crate::tail::run(opts, &a.filter, stop, out).await
 }
 
-pub fn keygen(out: &std::path::Path) -> Result<(), RunError> {
+/// Writes a new private key to `out` (mode 0600, never over an existing file); returns the public
+/// key in hex.
+pub fn keygen(out: &Path) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let mut seed = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut seed))
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!("/dev/urandom: {e}")))?;
+        .context("/dev/urandom")?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(out)
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!("{}: {e}", out.display())))?;
-    writeln!(f, "{}", crate::hex::to_hex(&seed)).map_err(|e| RunError::Runtime(e.into()))?;
-    println!(
-        "private key written to {} (keep it secret)\npublic key: {}",
-        out.display(),
-        crate::hex::to_hex(key.verifying_key().as_bytes())
-    );
-    Ok(())
+        .with_context(|| out.display().to_string())?;
+    writeln!(f, "{}", hex::to_hex(&seed)).with_context(|| out.display().to_string())?;
+    Ok(hex::to_hex(key.verifying_key().as_bytes()))
 }
 
-fn read_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, RunError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RunError::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
-    let bytes =
-        crate::hex::parse_hex(text.trim()).map_err(|e| RunError::Runtime(anyhow::anyhow!(e)))?;
+fn read_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let bytes = hex::parse_hex(text.trim()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let seed: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| RunError::Runtime(anyhow::anyhow!("{}: not a 32-byte key", path.display())))?;
+        .map_err(|_| anyhow!("{}: not a 32-byte key", path.display()))?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

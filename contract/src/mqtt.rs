@@ -1,4 +1,5 @@
-//! MQTT client settings shared by the device side, the uplink and the simulators.
+//! MQTT client settings both sides use to reach a broker (`mqtt://`, `mqtts://` with a CA and a
+//! client certificate): the gateway's uplink and device side, the company's tools, the simulators.
 use rumqttc::{MqttOptions, NetworkOptions, TlsConfiguration, Transport};
 use std::path::Path;
 use std::sync::Arc;

@@ -1,8 +1,9 @@
-//! `gatehouse tail`: what gateways send upstream, as JSON lines — the company engineers'
+//! `gatehouse-company tail`: what gateways send upstream, as JSON lines — the company engineers'
 //! `mosquitto_sub` for this protocol. Each line is one record: the topic, the gateway's path, the
 //! channel, and the decoded record (events and alarms one per line, not per batch).
-use crate::mqtt_client;
-use crate::proto::v1;
+use gatehouse_contract::mqtt as mqtt_client;
+use gatehouse_contract::proto::v1;
+use gatehouse_contract::topics::{self, Channel, GatewayPath};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde::Serialize;
@@ -10,74 +11,65 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Serialize)]
-struct Line<'a, T: Serialize> {
+struct Line<'a> {
     topic: &'a str,
+    gateway: &'a GatewayPath,
     channel: &'a str,
-    record: T,
+    record: serde_json::Value,
 }
 
 /// The records of one message, as JSON lines; `None` for a topic that is not a gateway channel.
 pub fn lines(topic: &str, payload: &[u8]) -> Option<Vec<String>> {
-    // gh/v1/{city}/{district}/{street}/{community}/{gateway}/{channel…}
-    let parts: Vec<&str> = topic.splitn(8, '/').collect();
-    let channel = *parts.get(7)?;
-    fn one<T: Serialize>(topic: &str, channel: &str, record: T) -> String {
+    let (gateway, channel) = topics::parse(topic)?;
+    let name = channel.name();
+    let line = |record: serde_json::Value| {
         serde_json::to_string(&Line {
             topic,
-            channel,
+            gateway: &gateway,
+            channel: &name,
             record,
         })
         .unwrap_or_default()
-    }
-    let bad = |e: prost::DecodeError| vec![one(topic, channel, format!("undecodable: {e}"))];
+    };
+    let bad = |e: prost::DecodeError| vec![line(format!("undecodable: {e}").into())];
     Some(match channel {
-        "events" => match v1::EventBatch::decode(payload) {
-            Ok(b) => b
-                .events
-                .into_iter()
-                .map(|e| one(topic, channel, e))
-                .collect(),
+        Channel::Events => match v1::EventBatch::decode(payload) {
+            Ok(b) => b.events.iter().map(|e| line(json(e))).collect(),
             Err(e) => bad(e),
         },
-        "alarms" => match v1::AlarmBatch::decode(payload) {
-            Ok(b) => b
-                .alarms
-                .into_iter()
-                .map(|a| one(topic, channel, a))
-                .collect(),
+        Channel::Alarms => match v1::AlarmBatch::decode(payload) {
+            Ok(b) => b.alarms.iter().map(|a| line(json(a))).collect(),
             Err(e) => bad(e),
         },
-        "status" => match v1::Status::decode(payload) {
-            Ok(s) => vec![one(topic, channel, s)],
-            Err(e) => bad(e),
-        },
-        "stats" => match v1::StatsBatch::decode(payload) {
-            Ok(s) => vec![one(topic, channel, s)],
-            Err(e) => bad(e),
-        },
-        "cmd/result" => match v1::CommandResult::decode(payload) {
-            Ok(r) => vec![one(topic, channel, r)],
-            Err(e) => bad(e),
-        },
-        "cmd" => match v1::SignedCommand::decode(payload)
+        Channel::Status => v1::Status::decode(payload).map_or_else(bad, |s| vec![line(json(&s))]),
+        Channel::Stats => {
+            v1::StatsBatch::decode(payload).map_or_else(bad, |s| vec![line(json(&s))])
+        }
+        Channel::CmdResult => {
+            v1::CommandResult::decode(payload).map_or_else(bad, |r| vec![line(json(&r))])
+        }
+        Channel::Cmd => match v1::SignedCommand::decode(payload)
             .and_then(|s| v1::Command::decode(s.command.as_slice()).map(|c| (s.key_id, c)))
         {
-            Ok((key_id, c)) => vec![one(topic, channel, (key_id, c))],
+            Ok(kc) => vec![line(json(&kc))],
             Err(e) => bad(e),
         },
-        c if c.starts_with("twin/") => match v1::DeviceTwin::decode(payload) {
-            Ok(t) => vec![one(topic, channel, t)],
-            Err(e) => bad(e),
-        },
-        _ => return None,
+        Channel::Twin(_) => {
+            v1::DeviceTwin::decode(payload).map_or_else(bad, |t| vec![line(json(&t))])
+        }
     })
 }
 
-/// Prints every record under `filter` until `stop`.
+fn json(record: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(record).unwrap_or_default()
+}
+
+/// Hands every record under `filter` to `out`, a JSON line each, until `stop`.
 pub async fn run(
     mut opts: rumqttc::MqttOptions,
     filter: &str,
     mut stop: watch::Receiver<bool>,
+    mut out: impl FnMut(String),
 ) -> anyhow::Result<()> {
     opts.set_max_packet_size(32 << 20, 1 << 20);
     let (client, mut el) = AsyncClient::new(opts, 16);
@@ -91,7 +83,7 @@ pub async fn run(
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 for line in lines(&p.topic, &p.payload).unwrap_or_default() {
-                    println!("{line}");
+                    out(line);
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -99,7 +91,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("gatehouse tail: {e}; reconnecting");
+                eprintln!("gatehouse-company tail: {e}; reconnecting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -129,6 +121,8 @@ mod tests {
         assert_eq!(events.len(), 2);
         let v: serde_json::Value = serde_json::from_str(&events[1]).unwrap();
         assert_eq!(v["channel"], "events");
+        assert_eq!(v["gateway"]["gateway"], "gw-1");
+        assert_eq!(v["gateway"]["street"], "330106001");
         assert_eq!(v["record"]["event_id"], "gw-1:2");
         let r = v1::CommandResult {
             command_id: "snap-7".into(),
