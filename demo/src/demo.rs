@@ -3,7 +3,7 @@
 //! turnstile, a thermal station and RS-485 reader, a plate camera and a Modbus barrier), and the
 //! uplink to the company's embedded broker — with each decision printed as it reaches the
 //! uplink.
-use crate::screen::{clock, watch_uplink, GateSeen};
+use crate::screen::{watch_uplink, GateSeen};
 
 use gatehouse::config::Config;
 use gatehouse::daemon::Daemon;
@@ -20,7 +20,7 @@ use gatehouse::tools::sim::site::{
 use gatehouse_company::broker as company_broker;
 use gatehouse_contract::topics::Topics;
 use rumqttc::{AsyncClient, QoS};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -29,6 +29,8 @@ pub struct DemoOptions {
     pub residents: u64,
     /// The fire panel's contact closes this many seconds in (0: never).
     pub fire_after_s: u64,
+    /// Where the daemon's log lines go (kept after the demo stops).
+    pub log: PathBuf,
 }
 
 pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
@@ -115,11 +117,12 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         terminal3.addr
     );
     println!(
-        "uplink topics: {}/{{events,alarms,status}}    Ctrl-C stops.\n",
-        topics.base()
+        "uplink topics: {}/{{events,alarms,status}}    the daemon's log: {}    Ctrl-C stops.\n",
+        topics.base(),
+        o.log.display()
     );
     println!(
-        "{:<8} {:<10} {:<9} {:>8}  {:<6} {:<16} {:>9}  gate",
+        "{:<8} {:<10} {:<9} {:>8}  {:<6} {:<22} {:>9}  gate",
         "time", "lane", "who", "temp", "", "reason", "latency"
     );
 
@@ -131,7 +134,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         "devices/gate-1/cmd".into(),
         gate_tx,
     ));
-    let gate_seen: GateSeen = Default::default();
+    let gate_seen = GateSeen::default();
     let watcher = tokio::spawn(watch_uplink(
         company_url,
         topics,
@@ -159,6 +162,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     let lane2 = tokio::spawn(serial_lane(
         face_pty,
         turnstile_pty,
+        gate_seen.clone(),
         demo.link("thermal-2"),
         o.rate / 2.0,
         o.residents,
@@ -166,6 +170,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     ));
     let cars = tokio::spawn(vehicle_lane(
         barrier,
+        gate_seen.clone(),
         demo.link("cam-1"),
         o.rate / 4.0,
         households,
@@ -188,8 +193,13 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         let mut quiet = |_: &str, _: u16, _: &str| {};
         sim::http_push::run_hikvision(push, &mut quiet, stop_http).await
     });
-    // The door commands: the uplink's records show the decisions behind them.
-    let doors_drained = tokio::spawn(async move { while doors.recv().await.is_some() {} });
+    // The door the terminal opened, for the decision it answers.
+    let seen = gate_seen.clone();
+    let doors_drained = tokio::spawn(async move {
+        while doors.recv().await.is_some() {
+            seen.did("west-gate", true, "door opened (ISAPI)");
+        }
+    });
     if o.fire_after_s > 0 {
         let config = dir.join("gatehouse.toml");
         tokio::spawn(async move {
@@ -212,7 +222,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
             while let Some(cmd) = gate_rx.recv().await {
                 gate_commands += 1;
                 if let Ok(cmd) = cmd {
-                    gate_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(cmd.cause, cmd.action);
+                    gate_seen.caused(cmd.cause, cmd.action);
                 }
             }
         } => {}
@@ -227,19 +237,21 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     let m = daemon.metrics.clone();
     daemon.stop().await;
     let tally = watcher.await.unwrap_or_default();
-    println!("\nstopped: {} decisions, {} gate commands sent ({gate_commands} seen by the turnstile), {} events acknowledged upstream, {} still in the outbox",
+    println!("\nstopped: {} decisions, {} gate commands sent ({gate_commands} seen by east-gate's turnstile), {} events acknowledged upstream, {} still in the outbox",
         Metrics::get(&m.decisions), Metrics::get(&m.commands_sent), Metrics::get(&m.uplink_acked), Metrics::get(&m.outbox_depth));
     for (reason, n) in tally {
         println!("  {reason:<16} {n}");
     }
+    println!("the daemon's log: {}", o.log.display());
     Ok(())
 }
 
 /// Lane north-gate: before each face, the thermal station measures (1 in 12 a fever); the face
-/// reader sends the id (1 in 10 a stranger); every frame the turnstile decodes is printed.
+/// reader sends the id (1 in 10 a stranger); every frame the turnstile decodes is its gate column.
 async fn serial_lane(
     face: Pty,
     turnstile: Pty,
+    gate: GateSeen,
     link: DeviceLink,
     rate: f64,
     residents: u64,
@@ -249,19 +261,18 @@ async fn serial_lane(
     tokio::spawn(sim::serial::run_turnstile(turnstile, 0.0, 1, tx));
     tokio::spawn(async move {
         while let Some(c) = frames.recv().await {
-            let what = match c.cmd {
-                TurnstileCommand::OPEN_LEFT => "open in",
-                TurnstileCommand::OPEN_RIGHT => "open out",
-                TurnstileCommand::BAN => "ban",
-                TurnstileCommand::HOLD_OPEN => "hold open",
-                TurnstileCommand::RELEASE => "release",
-                _ => "?",
+            let (opens, what) = match c.cmd {
+                TurnstileCommand::OPEN_LEFT => (true, "open in"),
+                TurnstileCommand::OPEN_RIGHT => (true, "open out"),
+                TurnstileCommand::BAN => (false, "ban"),
+                TurnstileCommand::HOLD_OPEN => (true, "hold open"),
+                TurnstileCommand::RELEASE => (false, "release"),
+                _ => (false, "?"),
             };
-            println!(
-                "{:<8} {:<10} turnstile-2 ← EB frame cmd {:#04x} ({what})",
-                clock(gatehouse::now_ms()),
+            gate.did(
                 "north-gate",
-                c.cmd
+                opens,
+                format!("EB frame {:#04x} ({what})", c.cmd),
             );
         }
     });
@@ -313,6 +324,7 @@ async fn serial_lane(
 /// then an unsure read); the camera reads it, and when the barrier opens the car drives through.
 async fn vehicle_lane(
     barrier: sim::barrier::BarrierSim,
+    gate: GateSeen,
     link: DeviceLink,
     rate: f64,
     households: u64,
@@ -326,6 +338,19 @@ async fn vehicle_lane(
             if el.poll().await.is_err() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        }
+    }));
+    // Each OPEN coil the barrier saw switched on is the gate column of the plate read it answers.
+    let coils = barrier.clone();
+    let _watch_coils = AbortOnDrop(tokio::spawn(async move {
+        let mut opened = 0;
+        loop {
+            let (opens, _, _) = coils.counts();
+            for _ in opened..opens {
+                gate.did("car-gate", true, "OPEN coil on");
+            }
+            opened = opens;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }));
     let mut rng = sim::Rng::new(gatehouse::now_ms() as u64 ^ 0xca75);

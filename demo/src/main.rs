@@ -128,14 +128,17 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=off,rumqttc=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // The demo's table owns the terminal: the daemon's log lines go to a file it names. A bench
+    // logs to stderr as any tool does.
+    let log = cli
+        .bench
+        .is_none()
+        .then(|| std::env::temp_dir().join(format!("gatehouse-demo-{}.log", std::process::id())));
+    if let Err(e) = logging(log.as_deref()) {
+        eprintln!("gatehouse-demo: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -147,7 +150,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gatehouse-demo: {e:#}");
@@ -156,12 +159,30 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+fn logging(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rumqttd=off,rumqttc=warn".into());
+    let log = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let f = std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            log.with_writer(std::sync::Mutex::new(f))
+                .with_ansi(false)
+                .init();
+        }
+        None => log.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli, log: Option<PathBuf>) -> anyhow::Result<()> {
     let Some(b) = cli.bench else {
         return demo::run(demo::DemoOptions {
             rate: cli.rate,
             residents: cli.residents,
             fire_after_s: cli.fire_after_s,
+            log: log.unwrap_or_default(),
         })
         .await;
     };

@@ -5,7 +5,7 @@
 //! nothing else touches the core.
 use super::actuate::Actuators;
 use super::control::Control;
-use super::orders::{Checked, OrderDesk, RegistrySwap};
+use super::order_desk::{Checked, OrderDesk, RegistrySwap};
 use super::records;
 use crate::decision::barrier::BarrierConfig;
 use crate::decision::{Core, Hold, Mode, Observation, Origin, Output, StateKey};

@@ -18,36 +18,50 @@ pub mod boot;
 pub mod control;
 pub mod decisions;
 pub mod exporter;
+pub mod intake;
 pub mod lanes;
-pub mod orders;
+pub mod order_desk;
 pub mod records;
+pub mod status;
 
 use crate::clock::ClockWatch;
 use crate::config::Config;
-use crate::decision::barrier::{Arm, BarrierConfig};
-use crate::decision::{Core, Mode, Output};
+use crate::decision::barrier::BarrierConfig;
+use crate::decision::{Core, Mode, Output, Registry};
 use crate::device::Profiles;
 use crate::metrics::Metrics;
 use crate::mqtt_client::BrokerUrl;
-use crate::proto::v1;
-use crate::sources::mqtt::{MqttDevices, INPUT_CAPACITY};
-use crate::sources::{modbus, serial};
 use crate::store::outbox::{self, Append, WriterConfig};
 use crate::uplink::stats::{Pending, Stats};
-use crate::uplink::twins::Twins;
 use crate::uplink::{OrdersIn, StatsOut, StatusSource, Uplink, UplinkConfig, ORDER_QUEUE_KIB};
-use actuate::Actuators;
 use decisions::{DecisionLoop, Inbox};
 use lanes::LanePlan;
-use orders::{Gatekeeper, OrderDesk, OrderTime};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use order_desk::{Gatekeeper, OrderDesk, OrderTime};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 /// How long a stop may take before stragglers are abandoned (systemd's stop timeout is longer).
 pub const STOP_DEADLINE: Duration = Duration::from_secs(4);
+
+// The decision loop's other inboxes (device input's is `sources::INPUT_CAPACITY`). Full, the
+// sender waits: nothing here is dropped.
+/// Statistics periods the broker acknowledged: the uplink waits.
+const STATS_ACKED: usize = 64;
+/// Orders as they arrive, before the gatekeeper checks them: the uplink stops reading orders
+/// (their bytes are bounded apart, `ORDER_QUEUE_KIB`).
+const ORDERS_RAW: usize = 256;
+/// Orders checked, waiting for the decision loop: the gatekeeper waits.
+const ORDERS_CHECKED: usize = 16;
+/// Results of orders, waiting for the uplink: the gatekeeper and the desk wait.
+const ORDER_RESULTS: usize = 64;
+/// Registries written to the store, waiting to be swapped in: the desk waits.
+const REGISTRY_SWAPS: usize = 4;
+/// `gatehouse mode` and `fire-reset` requests: the socket's handler waits.
+const CONTROL_REQUESTS: usize = 16;
 
 /// A running gateway.
 pub struct Daemon {
@@ -65,102 +79,50 @@ impl Daemon {
         config.validate(&profiles)?;
         let boot = boot::boot(&config)?;
         let metrics = Arc::new(Metrics::default());
-        if config.orders.trust_clock {
-            warn!("[commands] trust_clock is deprecated: write [clock] trusted = true.");
-        }
-        let clock = Arc::new(ClockWatch::new(
-            config.clock.trusted || config.orders.trust_clock,
-        ));
-        if !clock.trusted() {
-            warn!("The clock is not known to be right (not synced, not vouched for): visitor passes and orders from above wait for it; records say clock_unsynced.");
-        }
-        let plan = LanePlan::build(&config, &profiles);
-
-        // The decision core, its barriers under the interlock, its state restored.
-        let mut core = Core::new(plan.policy.clone(), boot.registry, Mode::Normal);
-        let barriers = plan.buses.iter().flat_map(|bus| &bus.devices).map(|d| {
-            let lane = plan.policy.devices[d.device].lane;
-            let config = BarrierConfig {
-                auto_close: config.lanes.get(lane).is_some_and(|l| l.auto_close),
-                confirm_ms: config.rules.barrier_confirm_ms as i64,
-            };
-            (d.device, config)
-        });
-        let mut start_outputs =
-            decisions::restore_core(&mut core, barriers, &boot.state, config.rules.mode);
-
-        // What the uplink shows: status, twins.
-        let twins = Arc::new(Twins::default());
-        for (i, (s, live)) in plan.status.iter().enumerate() {
-            let arm = core.barrier(i).map(|_| Arm::Unknown.as_str().into());
-            // Not read yet: unknown until its first debounced reading.
-            let fire_input = core.policy.devices[i].role == crate::decision::Role::FireInput;
-            let twin = v1::DeviceTwin {
-                device: s.id.clone(),
-                lane: s.lane.clone(),
-                profile: s.profile.clone(),
-                online: true,
-                arm: arm.unwrap_or_default(),
-                fire_input: if fire_input {
-                    "unknown".into()
-                } else {
-                    String::new()
-                },
-                ..Default::default()
-            };
-            twins.add(i, twin, live.clone());
-        }
-        let status = StatusSource {
-            gateway: config.gateway.id.clone(),
-            mode: Arc::new(Mutex::new(core.mode().as_str())),
-            registry_version: Arc::new(AtomicU64::new(boot.store.registry_version().unwrap_or(0))),
-            devices: plan.status.clone(),
-            metrics: metrics.clone(),
-            twins,
-            clock: clock.clone(),
-            changed: Arc::new(Notify::new()),
-        };
-
+        let clock = clock_watch(&config);
+        let mut plan = LanePlan::build(&config, &profiles);
         let gateway = &config.gateway.id;
-        let writer = outbox::spawn(
-            boot.store.clone(),
-            WriterConfig::from_config(gateway, &config.store, clock.clone()),
-            metrics.clone(),
-        )?;
+
+        // The decision core with its barriers under the interlock, its state restored; what the
+        // uplink and `status` show of it.
+        let (core, mut start_outputs) = restored_core(&config, &plan, boot.registry, &boot.state);
+        let status = status::source(gateway, &plan, &core, &boot.store, &metrics, &clock);
+
+        let writer_config = WriterConfig::from_config(gateway, &config.store, clock.clone());
+        let writer = outbox::spawn(boot.store.clone(), writer_config, metrics.clone())?;
         if !boot.alarms.is_empty() {
-            let first = Append {
-                records: boot.alarms,
-                state: Vec::new(),
-                ack: None,
-            };
-            let _ = writer.appends.send(first).await;
+            let (records, state) = (boot.alarms, Vec::new());
+            let _ = writer
+                .appends
+                .send(Append {
+                    records,
+                    state,
+                    ack: None,
+                })
+                .await;
         }
 
-        // Statistics: the period in progress and finished ones not yet acknowledged upstream.
-        let stats_pending = Arc::new(Pending::default());
-        let period_ms = config.uplink.stats_period_s.max(1) as i64 * 1000;
-        let lane_ids = config.lanes.iter().map(|l| l.id.clone()).collect();
-        let mut stats = Stats::new(gateway, lane_ids, period_ms, crate::now_ms());
-        let restored = stats.restore_from(&boot.state, &stats_pending, core.inside());
-        start_outputs.extend(restored.into_iter().map(|(k, v)| Output::State(k, v)));
-        let (stats_acked_tx, stats_acked_rx) = mpsc::channel(64);
+        let (stats, stats_pending) =
+            restored_stats(&config, &boot.state, &core, &mut start_outputs);
+        let (stats_acked_tx, stats_acked) = mpsc::channel(STATS_ACKED);
 
         // Orders from above: in through the uplink, checked by the gatekeeper off the decision
         // loop, applied on it; results back out through the uplink.
-        let (raw_tx, raw_rx) = mpsc::channel(256);
-        let (checked_tx, checked_rx) = mpsc::channel(16);
-        let (results_tx, results_rx) = mpsc::channel(64);
-        let (swaps_tx, swaps_rx) = mpsc::channel(4);
+        let (raw_tx, raw_rx) = mpsc::channel(ORDERS_RAW);
+        let (checked_tx, checked_rx) = mpsc::channel(ORDERS_CHECKED);
+        let (results_tx, results_rx) = mpsc::channel(ORDER_RESULTS);
+        let (swaps_tx, swaps_rx) = mpsc::channel(REGISTRY_SWAPS);
         let time = OrderTime {
             store_created: Arc::new(AtomicI64::new(0)),
             clock: clock.clone(),
         };
-        let orders = OrderDesk::new(
+        let (store, results) = (boot.store.clone(), results_tx.clone());
+        let desk = OrderDesk::new(
             &config,
             &boot.state,
-            boot.store.clone(),
+            store,
             time.clone(),
-            results_tx.clone(),
+            results,
             swaps_tx,
             metrics.clone(),
         );
@@ -185,167 +147,50 @@ impl Daemon {
             acked: stats_acked_tx,
         });
 
-        // The sources: MQTT devices, serial ports, Modbus buses; each source's channel end.
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (input_tx, input_rx) = mpsc::channel(INPUT_CAPACITY);
-        let (events_tx, events_rx) = mpsc::channel(256);
-        let mqtt = MqttDevices::start(
-            &config.device_broker,
-            plan.routes,
-            plan.identities,
-            input_tx.clone(),
-            events_tx.clone(),
-            metrics.clone(),
-            shutdown_rx.clone(),
-        )
-        .await?;
-        let mut joins = Vec::new();
-        joins.push(crate::sources::liveness::spawn(
-            plan.watched,
-            events_tx.clone(),
-            shutdown_rx.clone(),
-        ));
-        for f in plan.fire_inputs {
-            joins.push(crate::sources::fire_input::spawn(
-                f,
-                events_tx.clone(),
-                metrics.clone(),
-                shutdown_rx.clone(),
-            ));
-        }
-        joins.extend(
-            start_http(
-                &config,
-                plan.http,
-                plan.apis,
-                &input_tx,
-                &events_tx,
-                &metrics,
-                &shutdown_rx,
-            )
-            .await?,
-        );
-        let mut serial_writers = Vec::new();
-        for port in plan.ports {
-            let (w, j) = serial::spawn(
-                port,
-                input_tx.clone(),
-                events_tx.clone(),
-                metrics.clone(),
-                shutdown_rx.clone(),
-            );
-            serial_writers.push(w);
-            joins.push(j);
-        }
-        drop(input_tx);
-        let (reports_tx, reports_rx) = mpsc::channel(1024);
-        let mut modbus_writers = Vec::new();
-        for bus in plan.buses {
-            let (w, j) = modbus::spawn(
-                bus,
-                reports_tx.clone(),
-                events_tx.clone(),
-                metrics.clone(),
-                shutdown_rx.clone(),
-            );
-            modbus_writers.push(w);
-            joins.push(j);
-        }
-        drop(reports_tx);
-        let (control_tx, control_rx) = mpsc::channel(16);
-        // Without its control socket the gate still works; only the local mode commands do not.
-        match control::serve(
-            &config.store.dir,
-            control_tx,
-            status.clone(),
-            shutdown_rx.clone(),
-        ) {
-            Ok(j) => joins.push(j),
-            Err(e) => {
-                error!(error = %e, "Control socket unavailable: `gatehouse mode` and `gatehouse fire-reset` cannot reach this daemon.");
-            }
-        }
-        joins.extend(mqtt.commands_join);
-
-        let actuators = Actuators {
-            by_device: plan.actuators,
-            mqtt: mqtt.commands,
-            mqtt_connected: mqtt.commands_connected,
-            serial: serial_writers,
-            modbus: modbus_writers,
-            metrics: metrics.clone(),
-        };
-        // The operations team's endpoint; a gate without it still works.
-        let mut scoreboard = None;
-        if let Some(listen) = config.metrics.listen {
-            let lanes: Vec<String> = config.lanes.iter().map(|l| l.id.clone()).collect();
-            let (registry, counts) = exporter::registry(&lanes, status.clone());
-            match exporter::serve(listen, registry, status.clone(), shutdown_rx.clone()).await {
-                Ok(j) => {
-                    joins.push(j);
-                    scoreboard = Some(counts);
-                }
-                Err(e) => {
-                    error!(error = %e, "Metrics endpoint unavailable; the gate works without it.")
-                }
-            }
-        }
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let mut intake = intake::start(&config, &mut plan, &metrics, &shutdown).await?;
+        let (control_tx, control) = mpsc::channel(CONTROL_REQUESTS);
+        intake
+            .joins
+            .extend(serve_control(&config, control_tx, &status, &shutdown));
+        let scoreboard = serve_metrics(&config, &status, &shutdown, &mut intake.joins).await;
         let mut decisions = DecisionLoop::new(
             core,
-            actuators,
+            intake.actuators,
             writer.appends,
             status,
-            orders,
+            desk,
             stats,
             stats_pending,
         );
         decisions.scoreboard = scoreboard;
         let inbox = Inbox {
-            input: input_rx,
-            control: control_rx,
-            source_events: events_rx,
-            barrier_reports: reports_rx,
+            input: intake.input,
+            control,
+            source_events: intake.events,
+            barrier_reports: intake.barrier_reports,
             orders: checked_rx,
-            stats_acked: stats_acked_rx,
+            stats_acked,
             swaps: swaps_rx,
         };
-        let core_join = tokio::spawn(decisions.run(inbox, start_outputs));
+        let tasks = Tasks {
+            decisions: tokio::spawn(decisions.run(inbox, start_outputs)),
+            appends_done: writer.appends_done,
+            release: intake.release,
+            uplink: {
+                let (finish, finish_rx) = oneshot::channel();
+                (finish, tokio::spawn(uplink.run(finish_rx)))
+            },
+            mqtt_events: intake.mqtt_events,
+            writer: writer.join,
+            others: intake.joins,
+        };
         tokio::spawn(gatekeeper.run(raw_rx, checked_tx));
-        let (finish_tx, finish_rx) = oneshot::channel();
-        let uplink_join = tokio::spawn(uplink.run(finish_rx));
-
-        let mut stop = shutdown_rx;
-        let appends_done = writer.appends_done;
-        let writer_join = writer.join;
-        let events_join = mqtt.events;
-        let release_tx = mqtt.release;
-        let supervisor = tokio::spawn(async move {
-            let _ = stop.changed().await;
-            let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
-            // The close ripples: sources → decision loop → writer.
-            let _ = tokio::time::timeout_at(deadline, core_join).await;
-            let _ = tokio::time::timeout_at(deadline, appends_done).await;
-            let _ = release_tx.send(());
-            // Leave the uplink time to say "offline" before the deadline.
-            let _ = finish_tx.send(deadline - Duration::from_millis(700));
-            if tokio::time::timeout_at(deadline, uplink_join)
-                .await
-                .is_err()
-            {
-                warn!("Uplink did not finish before the stop deadline.");
-            }
-            let _ = tokio::time::timeout_at(deadline, events_join).await;
-            let _ = tokio::time::timeout_at(deadline, writer_join).await;
-            for j in joins {
-                let _ = tokio::time::timeout_at(deadline, j).await;
-            }
-        });
-
         let daemon = Daemon {
             metrics,
-            device_broker: mqtt.broker,
+            device_broker: intake.device_broker,
             shutdown: shutdown_tx,
-            supervisor,
+            supervisor: tokio::spawn(tasks.stop_in_order(shutdown)),
         };
         daemon.wait_subscribed(Duration::from_secs(3)).await;
         Ok(daemon)
@@ -374,67 +219,125 @@ impl Daemon {
     }
 }
 
-/// The HTTP device listener (when a device pushes over HTTP) and the tasks of the devices whose
-/// own API gatehouse speaks. Device passwords come from the config's hashes or the secrets file.
-async fn start_http(
+/// Everything that runs, in the order a stop takes them.
+struct Tasks {
+    decisions: JoinHandle<()>,
+    /// Fired once the writer has committed and acked the last append.
+    appends_done: oneshot::Receiver<()>,
+    release: oneshot::Sender<()>,
+    uplink: (oneshot::Sender<tokio::time::Instant>, JoinHandle<()>),
+    mqtt_events: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    others: Vec<JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Waits for the stop, then lets the close ripple: sources → decision loop → writer → uplink.
+    async fn stop_in_order(self, mut stop: watch::Receiver<bool>) {
+        let _ = stop.changed().await;
+        let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+        let _ = tokio::time::timeout_at(deadline, self.decisions).await;
+        let _ = tokio::time::timeout_at(deadline, self.appends_done).await;
+        let _ = self.release.send(());
+        // Leave the uplink time to say "offline" before the deadline.
+        let (finish, uplink) = self.uplink;
+        let _ = finish.send(deadline - Duration::from_millis(700));
+        if tokio::time::timeout_at(deadline, uplink).await.is_err() {
+            warn!("Uplink did not finish before the stop deadline.");
+        }
+        let _ = tokio::time::timeout_at(deadline, self.mqtt_events).await;
+        let _ = tokio::time::timeout_at(deadline, self.writer).await;
+        for j in self.others {
+            let _ = tokio::time::timeout_at(deadline, j).await;
+        }
+    }
+}
+
+/// The wall clock, and whether it may be trusted from the start.
+fn clock_watch(config: &Config) -> Arc<ClockWatch> {
+    if config.orders.trust_clock {
+        warn!("[commands] trust_clock is deprecated: write [clock] trusted = true.");
+    }
+    let clock = Arc::new(ClockWatch::new(
+        config.clock.trusted || config.orders.trust_clock,
+    ));
+    if !clock.trusted() {
+        warn!("The clock is not known to be right (not synced, not vouched for): visitor passes and orders from above wait for it; records say clock_unsynced.");
+    }
+    clock
+}
+
+/// The decision core with its barriers under the interlock, and its state as the store left it;
+/// with what it must say at once (fire found in the store holds every gate open).
+fn restored_core(
     config: &Config,
-    mut devices: Vec<crate::sources::http::HttpDevice>,
-    apis: Vec<crate::sources::http::api::ApiDevice>,
-    input: &mpsc::Sender<crate::sources::Input>,
-    events: &mpsc::Sender<crate::sources::SourceEvent>,
-    metrics: &Arc<Metrics>,
+    plan: &LanePlan,
+    registry: Registry,
+    state: &[(String, Vec<u8>)],
+) -> (Core, Vec<Output>) {
+    let mut core = Core::new(plan.policy.clone(), registry, Mode::Normal);
+    let barriers = plan.buses.iter().flat_map(|bus| &bus.devices).map(|d| {
+        let lane = plan.policy.devices[d.device].lane;
+        let config = BarrierConfig {
+            auto_close: config.lanes.get(lane).is_some_and(|l| l.auto_close),
+            confirm_ms: config.rules.barrier_confirm_ms as i64,
+        };
+        (d.device, config)
+    });
+    let out = decisions::restore_core(&mut core, barriers, state, config.rules.mode);
+    (core, out)
+}
+
+/// Statistics: the period in progress and finished ones not yet acknowledged upstream, as the
+/// store left them (what they put back in the durable state goes out with the start's outputs).
+fn restored_stats(
+    config: &Config,
+    state: &[(String, Vec<u8>)],
+    core: &Core,
+    out: &mut Vec<Output>,
+) -> (Stats, Arc<Pending>) {
+    let pending = Arc::new(Pending::default());
+    let period_ms = config.uplink.stats_period_s.max(1) as i64 * 1000;
+    let lane_ids = config.lanes.iter().map(|l| l.id.clone()).collect();
+    let mut stats = Stats::new(&config.gateway.id, lane_ids, period_ms, crate::now_ms());
+    let restored = stats.restore_from(state, &pending, core.inside());
+    out.extend(restored.into_iter().map(|(k, v)| Output::State(k, v)));
+    (stats, pending)
+}
+
+/// The local control socket. Without it the gate still works; only the local mode commands do
+/// not.
+fn serve_control(
+    config: &Config,
+    to_core: mpsc::Sender<control::Control>,
+    status: &StatusSource,
     shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    use crate::config::secrets::{read_secrets, Secret};
-    use crate::sources::http;
-    let mut joins = Vec::new();
-    if devices.is_empty() {
-        return Ok(joins);
-    }
-    let secrets = match &config.device_broker.secrets_file {
-        Some(f) => read_secrets(f).map_err(anyhow::Error::msg)?,
-        None => Default::default(),
-    };
-    for d in &mut devices {
-        if let Some(p) = secrets.get(&d.device_id) {
-            d.secret = Secret::Plain(p.clone());
+) -> Option<JoinHandle<()>> {
+    let served = control::serve(&config.store.dir, to_core, status.clone(), shutdown.clone());
+    served
+        .map_err(|e| error!(error = %e, "Control socket unavailable: `gatehouse mode` and `gatehouse fire-reset` cannot reach this daemon."))
+        .ok()
+}
+
+/// The operations team's `/metrics` and `/health`, when configured; a gate without them still
+/// works.
+async fn serve_metrics(
+    config: &Config,
+    status: &StatusSource,
+    shutdown: &watch::Receiver<bool>,
+    joins: &mut Vec<JoinHandle<()>>,
+) -> Option<Arc<exporter::DecisionMetrics>> {
+    let listen = config.metrics.listen?;
+    let lanes: Vec<String> = config.lanes.iter().map(|l| l.id.clone()).collect();
+    let (registry, counts) = exporter::registry(&lanes, status.clone());
+    match exporter::serve(listen, registry, status.clone(), shutdown.clone()).await {
+        Ok(j) => {
+            joins.push(j);
+            Some(counts)
         }
-        if let Some(sn) = &d.adms_sn {
-            warn!(device = %d.device_id, sn = %sn, from = ?d.from, "ZKTeco ADMS device: taken on its serial number and address alone (ADMS has no authentication; opted in with adms_open).");
-        } else if matches!(d.secret, Secret::None) {
-            warn!(device = %d.device_id, "HTTP device has no secret: its pushes are taken on its id alone (development only).");
+        Err(e) => {
+            error!(error = %e, "Metrics endpoint unavailable; the gate works without it.");
+            None
         }
     }
-    let h = &config.device_http;
-    let (_, join) = http::start(http::Start {
-        listen: h.listen,
-        limits: http::Limits {
-            connections: h.max_connections,
-            header_timeout: Duration::from_millis(h.header_timeout_ms),
-            body_timeout: Duration::from_millis(h.body_timeout_ms),
-            max_body: h.max_body_kib * 1024,
-        },
-        devices,
-        input: input.clone(),
-        events: events.clone(),
-        refusals: Arc::new(crate::sources::Refusals::new(
-            metrics.clone(),
-            events.clone(),
-        )),
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-    })
-    .await?;
-    joins.push(join);
-    let ctx = http::api::Context {
-        input: input.clone(),
-        events: events.clone(),
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-    };
-    for api in apis {
-        let secret = secrets.get(&api.device_id).cloned();
-        joins.extend(http::api::spawn(api, secret, ctx.clone())?);
-    }
-    Ok(joins)
 }
