@@ -1,11 +1,144 @@
-//! Checks of the device side: device identities on the endpoint, credentials that would be
-//! ignored, and what `security = "production"` refuses there.
+//! `[device_broker]`: where the gate's MQTT devices connect (gatehouse's own endpoint or an
+//! external broker), and the device side's checks: device identities on the endpoint,
+//! credentials that would be ignored, and what `security = "production"` refuses there.
 use super::secrets::{read_secrets, Secret};
-use super::validate::private_file_mode;
-use super::{BrokerMode, Config, Security};
+use super::validate::{private_file_mode, Problems};
+use super::{Config, Security};
 use crate::device::profile::Api;
 use crate::device::{Profiles, Transport};
-use crate::problem::Problem;
+use crate::mqtt_client::BrokerUrl;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    /// gatehouse takes the devices' MQTT connections itself (the device endpoint): each device
+    /// with its own identity, bound to its topics. `embedded` is the old name.
+    #[serde(alias = "embedded")]
+    Endpoint,
+    /// A broker on the box or the LAN (e.g. mosquitto), given by `url`.
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBrokerSection {
+    #[serde(default = "default_broker_mode")]
+    pub mode: BrokerMode,
+    /// Endpoint: where devices connect.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Endpoint: device passwords, one `DEVICE_ID PASSWORD` per line; readable by its owner only.
+    /// (A device may instead have `password_hash` in its `[[lanes.devices]]` entry.)
+    pub secrets_file: Option<PathBuf>,
+    /// Endpoint: sockets not yet authenticated, in all and from one address; and the time a
+    /// socket has to send its CONNECT.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    #[serde(default = "default_per_address")]
+    pub max_per_address: usize,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Endpoint: a device's QoS 1 messages awaiting their decision's commit, by count and bytes;
+    /// past either its socket is not read until acks go out.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    #[serde(default = "default_max_inflight_kib")]
+    pub max_inflight_kib: usize,
+    /// Endpoint over TLS as well, on this address (e.g. `0.0.0.0:8883`), with our certificate
+    /// and key (PEM). With `client_ca` every device there must present a certificate that CA
+    /// signed, naming its device id (as a DNS subject alternative name): the certificate is then
+    /// its credential, and a password is not asked for.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    /// External: `mqtt://host:port`.
+    pub url: Option<String>,
+    /// Our client id on the device-side broker; stable, so the broker keeps our session and
+    /// redelivers events we had not acknowledged before a crash.
+    #[serde(default = "default_device_client_id")]
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// External: read the password from this file instead (first line; 0600).
+    pub password_file: Option<PathBuf>,
+    /// External over `mqtts://`: the CA to trust (the system's roots without it) and, for mutual
+    /// TLS, our certificate and key (PEM). `mqtts://` is TLS or a start error, never plain text.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl Default for DeviceBrokerSection {
+    fn default() -> Self {
+        Self {
+            mode: default_broker_mode(),
+            listen: default_listen(),
+            secrets_file: None,
+            max_unauthenticated: default_max_unauthenticated(),
+            max_per_address: default_per_address(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            max_inflight: default_max_inflight(),
+            max_inflight_kib: default_max_inflight_kib(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            url: None,
+            client_id: default_device_client_id(),
+            username: None,
+            password: None,
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+fn default_broker_mode() -> BrokerMode {
+    BrokerMode::Endpoint
+}
+fn default_max_unauthenticated() -> usize {
+    64
+}
+fn default_per_address() -> usize {
+    8
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_inflight() -> usize {
+    256
+}
+fn default_max_inflight_kib() -> usize {
+    4096
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_device_client_id() -> String {
+    "gatehouse-devices".into()
+}
+
+impl DeviceBrokerSection {
+    pub(super) fn problems(&self, path: &str, out: &mut Problems) {
+        match (self.mode, &self.url) {
+            (BrokerMode::External, None) => {
+                out.add(format!("{path}.url"), "required when mode = \"external\"")
+            }
+            (_, Some(url)) => {
+                if let Err(e) = BrokerUrl::parse(url) {
+                    out.add(format!("{path}.url"), e);
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 impl Config {
     /// The MQTT devices of the config, with the path of their entry.
@@ -30,14 +163,10 @@ impl Config {
         })
     }
 
-    pub(super) fn device_side_problems(&self, profiles: &Profiles) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut bad = |path: &str, message: String| {
-            out.push(Problem {
-                path: path.into(),
-                message,
-            })
-        };
+    /// What spans sections on the device side: the devices' identities against the broker's
+    /// mode, and `security = "production"`.
+    pub(super) fn device_side_problems(&self, profiles: &Profiles, out: &mut Problems) {
+        let mut bad = |path: &str, message: String| out.add(path, message);
         let b = &self.device_broker;
         let production = self.uplink.security == Security::Production;
         let endpoint = b.mode == BrokerMode::Endpoint;
@@ -326,7 +455,6 @@ impl Config {
                 );
             }
         }
-        out
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the box's operators configure about the box itself: the clock, and the metrics and
 //! health endpoint.
+use super::validate::Problems;
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -23,4 +24,19 @@ pub struct MetricsSection {
     pub listen: Option<SocketAddr>,
     #[serde(default)]
     pub allow_remote: bool,
+}
+
+impl MetricsSection {
+    pub(super) fn problems(&self, path: &str, out: &mut Problems) {
+        let Some(at) = self.listen else { return };
+        if !at.ip().is_loopback() && !self.allow_remote {
+            out.add(
+                format!("{path}.listen"),
+                format!(
+                    "{at} is reachable from outside the box: metrics tell anyone how the gate is \
+                     used; bind to 127.0.0.1 or set metrics.allow_remote = true"
+                ),
+            );
+        }
+    }
 }

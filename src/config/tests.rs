@@ -1,5 +1,6 @@
 use super::*;
 use crate::device::Profiles;
+use crate::mqtt_client::BrokerUrl;
 
 #[test]
 fn production_security_refuses_plain_mqtt_anonymity_and_readable_keys() {

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::decision::Registry;
 use crate::proto::v1;
 use crate::store::outbox::Record;
-use crate::store::{Imported, Store, StoreError};
+use crate::store::{Imported, List, Store, StoreError};
 use tracing::{error, info};
 
 pub struct Boot {
@@ -34,16 +34,17 @@ pub fn boot(config: &Config) -> Result<Boot, StoreError> {
         ));
     }
     let r = &config.registry;
-    for (name, file) in [
-        ("residents", &r.import),
-        ("passes", &r.passes),
-        ("plates", &r.plates),
-        ("households", &r.households),
+    for (list, file) in [
+        (None, &r.import),
+        (Some(List::Passes), &r.passes),
+        (Some(List::Plates), &r.plates),
+        (Some(List::Households), &r.households),
     ] {
         let Some(file) = file else { continue };
-        let imported = match name {
-            "residents" => store.import_residents(file, r.max_residents),
-            _ => store.import_list(name, file),
+        let name = list.map_or("residents", List::name);
+        let imported = match list {
+            None => store.import_residents(file, r.max_residents),
+            Some(list) => store.import_list(list, file),
         };
         match imported {
             Ok(Imported::Replaced { residents: rows }) => {

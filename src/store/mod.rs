@@ -34,10 +34,69 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Meta keys: when the store was created (unix ms; 1 = before creation times were kept), or that
-/// it was created on a clock not yet known to be right.
-const CREATED: &str = "created_ms";
-const CREATED_PENDING: &str = "created_pending";
+
+/// Every key of the `meta` table (numbers the store keeps about itself), in one place, as
+/// `StateKey` is for the durable state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetaKey {
+    /// When the store was created (unix ms; 1 = before creation times were kept).
+    Created,
+    /// It was created on a clock not yet known to be right: the time is written once it is.
+    CreatedPending,
+    /// The outbox's next sequence number.
+    NextSeq,
+    /// Records below this seq were dropped for age: the uplink skips to it.
+    AgeFloorSeq,
+    /// Counted up at every start: degraded mode's seqs live in the run's own range.
+    RunGeneration,
+    /// The residents file imported last, by its content hash.
+    ImportHash,
+    /// A list file imported last, by its content hash.
+    ListHash(List),
+    /// The registry version in force (a snapshot or delta from above).
+    RegistryVersion,
+    /// The outbox's books per class: bytes held, evicted, expired.
+    Bytes(Class),
+    Evicted(Class),
+    Expired(Class),
+}
+
+impl MetaKey {
+    pub(crate) fn name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            MetaKey::Created => "created_ms".into(),
+            MetaKey::CreatedPending => "created_pending".into(),
+            MetaKey::NextSeq => "next_seq".into(),
+            MetaKey::AgeFloorSeq => "age_floor_seq".into(),
+            MetaKey::RunGeneration => "run_generation".into(),
+            MetaKey::ImportHash => "import_hash".into(),
+            MetaKey::ListHash(l) => format!("{}_hash", l.name()).into(),
+            MetaKey::RegistryVersion => "registry_version".into(),
+            MetaKey::Bytes(c) => format!("bytes_{}", c.as_str()).into(),
+            MetaKey::Evicted(c) => format!("evicted_{}", c.as_str()).into(),
+            MetaKey::Expired(c) => format!("expired_{}", c.as_str()).into(),
+        }
+    }
+}
+
+/// The lists kept whole, as their files came, in the `lists` table (residents have a table of
+/// their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    Passes,
+    Plates,
+    Households,
+}
+
+impl List {
+    pub fn name(self) -> &'static str {
+        match self {
+            List::Passes => "passes",
+            List::Plates => "plates",
+            List::Households => "households",
+        }
+    }
+}
 pub(crate) const RESIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("residents");
 pub(crate) const LISTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lists");
 pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
@@ -194,12 +253,15 @@ impl Store {
     /// number; an empty one is new, whatever left it empty (a fresh file, a zero-length file
     /// after a power cut, a crash right after the tables were made).
     fn mark_creation(&self) -> Result<(), StoreError> {
-        if self.meta(CREATED)? != 0 || self.meta(CREATED_PENDING)? != 0 {
+        if self.meta(MetaKey::Created)? != 0 || self.meta(MetaKey::CreatedPending)? != 0 {
             return Ok(());
         }
         let used = {
             let txn = self.db()?.begin_read()?;
-            let mut used = txn.open_table(META)?.get("next_seq")?.is_some()
+            let mut used = txn
+                .open_table(META)?
+                .get(&*MetaKey::NextSeq.name())?
+                .is_some()
                 || !txn.open_table(STATE)?.is_empty()?
                 || !txn.open_table(RESIDENTS)?.is_empty()?
                 || !txn.open_table(LISTS)?.is_empty()?;
@@ -212,9 +274,9 @@ impl Store {
         {
             let mut meta = txn.open_table(META)?;
             if used {
-                meta.insert(CREATED, 1)?;
+                meta.insert(&*MetaKey::Created.name(), 1)?;
             } else {
-                meta.insert(CREATED_PENDING, 1)?;
+                meta.insert(&*MetaKey::CreatedPending.name(), 1)?;
             }
         }
         txn.commit()?;
@@ -224,7 +286,7 @@ impl Store {
     /// When this store was created (unix ms, from a clock known to be synced); `None` while that
     /// is not known yet. Orders issued before it cannot have been applied here.
     pub fn created_ms(&self) -> Result<Option<i64>, StoreError> {
-        let created = self.meta(CREATED)?;
+        let created = self.meta(MetaKey::Created)?;
         Ok((created != 0).then_some(created as i64))
     }
 
@@ -237,8 +299,8 @@ impl Store {
         let txn = self.db()?.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert(CREATED, now_ms.max(1) as u64)?;
-            meta.remove(CREATED_PENDING)?;
+            meta.insert(&*MetaKey::Created.name(), now_ms.max(1) as u64)?;
+            meta.remove(&*MetaKey::CreatedPending.name())?;
         }
         txn.commit()?;
         Ok(now_ms.max(1))
@@ -291,10 +353,10 @@ impl Store {
         Ok((store, Some(MovedAside { to, error })))
     }
 
-    pub(crate) fn meta(&self, key: &str) -> Result<u64, StoreError> {
+    pub(crate) fn meta(&self, key: MetaKey) -> Result<u64, StoreError> {
         let txn = self.db()?.begin_read()?;
         let t = txn.open_table(META)?;
-        Ok(t.get(key)?.map_or(0, |v| v.value()))
+        Ok(t.get(&*key.name())?.map_or(0, |v| v.value()))
     }
 
     /// Counts this run: `meta.run_generation` one up, durably. Degraded mode hands out seqs in
@@ -303,8 +365,9 @@ impl Store {
         let txn = self.db()?.begin_write()?;
         let generation = {
             let mut meta = txn.open_table(META)?;
-            let g = meta.get("run_generation")?.map_or(0, |v| v.value()) + 1;
-            meta.insert("run_generation", g)?;
+            let key = MetaKey::RunGeneration.name();
+            let g = meta.get(&*key)?.map_or(0, |v| v.value()) + 1;
+            meta.insert(&*key, g)?;
             g
         };
         txn.commit()?;
@@ -315,7 +378,9 @@ impl Store {
     pub fn next_seq(&self) -> Result<u64, StoreError> {
         let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
-        let mut next = meta.get("next_seq")?.map_or(1, |v| v.value());
+        let mut next = meta
+            .get(&*MetaKey::NextSeq.name())?
+            .map_or(1, |v| v.value());
         for c in Class::ALL {
             let t = txn.open_table(c.table())?;
             next = next.max(t.last()?.map_or(1, |(k, _)| k.value() + 1));
@@ -408,7 +473,7 @@ impl Store {
             problems,
         })?;
         let hash = residents::content_hash(&text);
-        if self.meta("import_hash")? == hash {
+        if self.meta(MetaKey::ImportHash)? == hash {
             return Ok(Imported::Unchanged);
         }
         let rows = residents::parse(path, &text, max).map_err(|problems| StoreError::Import {
@@ -432,7 +497,7 @@ impl Store {
                 t.insert(r.person_id.as_str(), buf.as_slice())?;
             }
             let mut meta = txn.open_table(META)?;
-            meta.insert("import_hash", hash)?;
+            meta.insert(&*MetaKey::ImportHash.name(), hash)?;
         }
         txn.commit()?;
         Ok(Imported::Replaced {
@@ -442,27 +507,28 @@ impl Store {
 
     /// Imports a `passes` or `households` list file, replacing the stored one, unless unchanged.
     /// A file with any bad line is refused whole and the stored list kept.
-    pub fn import_list(&self, name: &'static str, path: &Path) -> Result<Imported, StoreError> {
+    pub fn import_list(&self, list: List, path: &Path) -> Result<Imported, StoreError> {
         let refused = |problems| StoreError::Import {
             path: path.to_path_buf(),
             problems,
         };
         let text = residents::read(path, MAX_LIST_ROWS).map_err(refused)?;
         let hash = residents::content_hash(&text);
-        let hash_key = format!("{name}_hash");
-        if self.meta(&hash_key)? == hash {
+        if self.meta(MetaKey::ListHash(list))? == hash {
             return Ok(Imported::Unchanged);
         }
-        let rows = match name {
-            "passes" => residents::parse_passes(&text, MAX_LIST_ROWS).map(|r| r.len()),
-            "plates" => residents::parse_plates(&text, MAX_LIST_ROWS).map(|r| r.len()),
-            _ => residents::parse_households(&text, MAX_LIST_ROWS).map(|r| r.len()),
+        let rows = match list {
+            List::Passes => residents::parse_passes(&text, MAX_LIST_ROWS).map(|r| r.len()),
+            List::Plates => residents::parse_plates(&text, MAX_LIST_ROWS).map(|r| r.len()),
+            List::Households => residents::parse_households(&text, MAX_LIST_ROWS).map(|r| r.len()),
         }
         .map_err(refused)?;
         let txn = self.db()?.begin_write()?;
         {
-            txn.open_table(LISTS)?.insert(name, text.as_bytes())?;
-            txn.open_table(META)?.insert(hash_key.as_str(), hash)?;
+            txn.open_table(LISTS)?
+                .insert(list.name(), text.as_bytes())?;
+            let hash_key = MetaKey::ListHash(list).name();
+            txn.open_table(META)?.insert(&*hash_key, hash)?;
         }
         txn.commit()?;
         Ok(Imported::Replaced { residents: rows })
@@ -532,7 +598,7 @@ impl Store {
             )
         };
         let lists = txn.open_table(LISTS)?;
-        if let Some(text) = lists.get("passes")? {
+        if let Some(text) = lists.get(List::Passes.name())? {
             let text = String::from_utf8_lossy(text.value()).into_owned();
             let rows = residents::parse_passes(&text, MAX_LIST_ROWS).unwrap_or_else(|e| {
                 problems.push(unreadable("passes", e));
@@ -550,7 +616,7 @@ impl Store {
                 });
             }
         }
-        if let Some(text) = lists.get("plates")? {
+        if let Some(text) = lists.get(List::Plates.name())? {
             let text = String::from_utf8_lossy(text.value()).into_owned();
             let rows = residents::parse_plates(&text, MAX_LIST_ROWS).unwrap_or_else(|e| {
                 problems.push(unreadable("plates", e));
@@ -567,7 +633,7 @@ impl Store {
                 );
             }
         }
-        if let Some(text) = lists.get("households")? {
+        if let Some(text) = lists.get(List::Households.name())? {
             let text = String::from_utf8_lossy(text.value()).into_owned();
             let rows = residents::parse_households(&text, MAX_LIST_ROWS).unwrap_or_else(|e| {
                 problems.push(unreadable("households", e));
@@ -581,7 +647,7 @@ impl Store {
         }
         let version = txn
             .open_table(META)?
-            .get("registry_version")?
+            .get(&*MetaKey::RegistryVersion.name())?
             .map_or(0, |v| v.value());
         Ok((b.build(version), problems))
     }

@@ -17,7 +17,7 @@
 //! the records are sent again, with the same ids).
 //!
 //! One exception to "acknowledged only once durable": degraded mode (`outbox_degraded.rs`).
-use super::{Class, Store, StoreError, HEADER, META};
+use super::{Class, MetaKey, Store, StoreError, HEADER, META};
 use crate::clock::ClockWatch;
 use crate::config::StoreSection;
 use crate::metrics::Metrics;
@@ -712,19 +712,13 @@ fn write(
         }
 
         let mut meta = txn.open_table(META)?;
-        meta.insert("next_seq", ledger.next_seq)?;
-        meta.insert("age_floor_seq", ledger.age_floor)?;
+        meta.insert(&*MetaKey::NextSeq.name(), ledger.next_seq)?;
+        meta.insert(&*MetaKey::AgeFloorSeq.name(), ledger.age_floor)?;
         for c in Class::ALL {
             let i = c.index();
-            meta.insert(format!("bytes_{}", c.as_str()).as_str(), ledger.bytes[i])?;
-            meta.insert(
-                format!("evicted_{}", c.as_str()).as_str(),
-                ledger.evicted[i],
-            )?;
-            meta.insert(
-                format!("expired_{}", c.as_str()).as_str(),
-                ledger.expired[i],
-            )?;
+            meta.insert(&*MetaKey::Bytes(c).name(), ledger.bytes[i])?;
+            meta.insert(&*MetaKey::Evicted(c).name(), ledger.evicted[i])?;
+            meta.insert(&*MetaKey::Expired(c).name(), ledger.expired[i])?;
         }
     }
     txn.commit()?;

@@ -21,14 +21,14 @@ impl Ledger {
     pub(super) fn load(store: &Store) -> Result<Ledger, StoreError> {
         let mut l = Ledger {
             next_seq: store.next_seq()?,
-            age_floor: store.meta("age_floor_seq")?,
+            age_floor: store.meta(MetaKey::AgeFloorSeq)?,
             ..Default::default()
         };
         for c in Class::ALL {
             let i = c.index();
-            l.bytes[i] = store.meta(&format!("bytes_{}", c.as_str()))?;
-            l.evicted[i] = store.meta(&format!("evicted_{}", c.as_str()))?;
-            l.expired[i] = store.meta(&format!("expired_{}", c.as_str()))?;
+            l.bytes[i] = store.meta(MetaKey::Bytes(c))?;
+            l.evicted[i] = store.meta(MetaKey::Evicted(c))?;
+            l.expired[i] = store.meta(MetaKey::Expired(c))?;
         }
         Ok(l)
     }

@@ -251,9 +251,9 @@ async fn a_full_outbox_evicts_routine_first_then_oldest_passages_and_alarms_last
         reports.iter().any(|a| a.detail.contains("passage")),
         "{reports:?}"
     );
-    assert_eq!(store.meta("evicted_routine").unwrap(), 5);
-    assert!(store.meta("evicted_passage").unwrap() > 0);
-    assert_eq!(store.meta("evicted_alarm").unwrap(), 0);
+    assert_eq!(store.meta(MetaKey::Evicted(Class::Routine)).unwrap(), 5);
+    assert!(store.meta(MetaKey::Evicted(Class::Passage)).unwrap() > 0);
+    assert_eq!(store.meta(MetaKey::Evicted(Class::Alarm)).unwrap(), 0);
     assert!(Metrics::get(&metrics.outbox_evicted) >= 5);
     assert!(Metrics::get(&metrics.outbox_bytes) <= 1500);
 }
@@ -284,7 +284,7 @@ async fn records_past_their_time_to_live_are_dropped_and_counted() {
             .len(),
         2
     );
-    assert_eq!(store.meta("expired_routine").unwrap(), 1);
+    assert_eq!(store.meta(MetaKey::Expired(Class::Routine)).unwrap(), 1);
 }
 
 /// Appends and waits for the commit.
@@ -335,5 +335,5 @@ async fn records_on_an_unknown_clock_or_from_before_a_jump_never_expire() {
     let seqs: Vec<u64> = left.iter().map(|r| r.seq).collect();
     // (the last may have expired too, at the final commit)
     assert!(seqs.starts_with(&[1, 2]) && !seqs.contains(&3), "{seqs:?}");
-    assert_eq!(store.meta("age_floor_seq").unwrap(), 3);
+    assert_eq!(store.meta(MetaKey::AgeFloorSeq).unwrap(), 3);
 }

@@ -2,7 +2,7 @@
 //! base version. Either is applied in one store transaction and bumps `registry_version`; an
 //! older version never replaces a newer one. The lists land where the file imports put them
 //! (the residents table, the `passes` / `plates` / `households` lists), so loading is the same.
-use super::{residents, status_byte, Store, StoreError, LISTS, META, RESIDENTS};
+use super::{residents, status_byte, List, MetaKey, Store, StoreError, LISTS, META, RESIDENTS};
 use crate::decision::ResidentStatus;
 use crate::proto::v1;
 use gatehouse_contract::lists::{pass_entry, plate_entry};
@@ -235,7 +235,7 @@ fn resident_value(r: &v1::ResidentEntry, status: ResidentStatus) -> Vec<u8> {
 
 impl Store {
     pub fn registry_version(&self) -> Result<u64, StoreError> {
-        self.meta("registry_version")
+        self.meta(MetaKey::RegistryVersion)
     }
 
     /// Replaces every list with `s`, if `s.version` is newer than the stored one.
@@ -323,7 +323,7 @@ impl Store {
             }
             write_lists(&txn, &lists)?;
             txn.open_table(META)?
-                .insert("registry_version", s.version)?;
+                .insert(&*MetaKey::RegistryVersion.name(), s.version)?;
         }
         txn.commit()?;
         Ok(Ok(()))
@@ -400,7 +400,7 @@ impl Store {
             }
             write_lists(&txn, &lists)?;
             txn.open_table(META)?
-                .insert("registry_version", d.version)?;
+                .insert(&*MetaKey::RegistryVersion.name(), d.version)?;
         }
         txn.commit()?;
         Ok(Ok(()))
@@ -434,9 +434,12 @@ impl Store {
 
 fn write_lists(txn: &redb::WriteTransaction, l: &Lists) -> Result<(), StoreError> {
     let mut t = txn.open_table(LISTS)?;
-    t.insert("passes", render_passes(&l.passes).as_bytes())?;
-    t.insert("plates", render_plates(&l.plates).as_bytes())?;
-    t.insert("households", render_households(&l.households).as_bytes())?;
+    t.insert(List::Passes.name(), render_passes(&l.passes).as_bytes())?;
+    t.insert(List::Plates.name(), render_plates(&l.plates).as_bytes())?;
+    t.insert(
+        List::Households.name(),
+        render_households(&l.households).as_bytes(),
+    )?;
     Ok(())
 }
 

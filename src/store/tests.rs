@@ -23,8 +23,8 @@ fn a_store_knows_its_age_only_from_a_synced_clock_and_an_empty_one_is_new() {
     let txn = s.db().unwrap().begin_write().unwrap();
     {
         let mut meta = txn.open_table(META).unwrap();
-        meta.remove(CREATED_PENDING).unwrap();
-        meta.insert("next_seq", 42).unwrap();
+        meta.remove(&*MetaKey::CreatedPending.name()).unwrap();
+        meta.insert(&*MetaKey::NextSeq.name(), 42).unwrap();
     }
     txn.commit().unwrap();
     drop(s);
@@ -169,10 +169,10 @@ fn cards_passes_and_household_statuses_import_and_load_back() {
     std::fs::write(&households, "household,status\nH1,quarantined\nH2,active\n").unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.import_residents(&residents, 10).unwrap();
-    store.import_list("passes", &passes).unwrap();
-    store.import_list("households", &households).unwrap();
+    store.import_list(List::Passes, &passes).unwrap();
+    store.import_list(List::Households, &households).unwrap();
     assert!(matches!(
-        store.import_list("passes", &passes),
+        store.import_list(List::Passes, &passes),
         Ok(Imported::Unchanged)
     ));
     // A bad passes file is refused whole; the stored one stays.
@@ -182,7 +182,10 @@ fn cards_passes_and_household_statuses_import_and_load_back() {
         "pass_id,host_household,credentials,valid_until\nP2,H1,,2027-01-01\nP3,H1,QR-3,soon\n",
     )
     .unwrap();
-    let err = store.import_list("passes", &bad).unwrap_err().to_string();
+    let err = store
+        .import_list(List::Passes, &bad)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("line 2") && err.contains("line 3"), "{err}");
 
     let r = store.load_registry().unwrap();
