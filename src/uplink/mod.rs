@@ -238,6 +238,31 @@ impl Uplink {
         self.cfg.topics.channel(channel)
     }
 
+    /// An order from above, handed to the gatekeeper; dropped (counted, logged) when too many
+    /// wait to be checked, or when it is larger than any order may be.
+    fn take_order(&self, p: &rumqttc::Publish) {
+        let Some(c) = &self.orders else { return };
+        if !self.cfg.topics.orders().contains(&p.topic) {
+            return;
+        }
+        if p.payload.len() > MAX_COMMAND {
+            warn!(topic = %p.topic, bytes = p.payload.len(), "Command over 16 MiB ignored.");
+            return;
+        }
+        let kib = (p.payload.len() / 1024 + 1) as u32;
+        let queued = c.queued.clone().try_acquire_many_owned(kib).ok();
+        let sent = queued.is_some_and(|queued| {
+            let bytes = p.payload.to_vec();
+            c.to_check.try_send(RawOrder { bytes, queued }).is_ok()
+        });
+        if !sent {
+            let n = self.metrics.orders_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                warn!(topic = %p.topic, dropped = n, "Order dropped: too many orders waiting to be checked.");
+            }
+        }
+    }
+
     /// Runs until `finish` delivers a deadline; then drains what it can before it, publishes the
     /// offline status and disconnects.
     pub async fn run(mut self, mut finish: oneshot::Receiver<Instant>) {
@@ -247,8 +272,7 @@ impl Uplink {
         let mut tags = Tags::default();
         let mut cursors = Cursors::default();
         let mut bucket = Bucket::new(self.cfg.replay_rate);
-        let mut connected = false;
-        let mut deadline: Option<Instant> = None;
+        let mut link = Link::Down;
         let mut backoff = Backoff::uplink();
         let mut failures = 0u64;
         let mut status_tick = tokio::time::interval(self.cfg.status_interval);
@@ -272,7 +296,7 @@ impl Uplink {
             }
             let mut exhausted = false;
             let mut throttled = None;
-            if connected && acked.len() < 4 * self.cfg.batch_max {
+            if link.is_up() && acked.len() < 4 * self.cfg.batch_max {
                 let in_flight = tags.in_flight();
                 match self.fill(
                     &client,
@@ -286,9 +310,8 @@ impl Uplink {
                     Fill::WindowFull | Fill::Stuck => {}
                 }
             }
-            if let Some(d) = deadline {
-                let drained = exhausted && tags.is_empty();
-                if !connected || drained || Instant::now() >= d {
+            if let Link::Draining { until } = link {
+                if (exhausted && tags.is_empty()) || Instant::now() >= until {
                     break;
                 }
             }
@@ -304,11 +327,14 @@ impl Uplink {
                     if r.is_err() {
                         // The writer is gone; nothing new will come.
                         writer_gone = true;
-                        deadline.get_or_insert_with(Instant::now);
+                        match link.stopping(Instant::now()) {
+                            Some(next) => link = next,
+                            None => break,
+                        }
                     }
                     continue;
                 }
-                _ = status_tick.tick(), if connected => {
+                _ = status_tick.tick(), if link.is_up() => {
                     self.publish_status(&client, &mut tags.fifo, v1::GatewayState::Online, false);
                     self.publish_twins(&client, &mut tags.fifo, true);
                     continue;
@@ -318,15 +344,15 @@ impl Uplink {
                         Some(s) => s.pending.changed.notified().await,
                         None => std::future::pending().await,
                     }
-                }, if connected => {
+                }, if link.is_up() => {
                     self.publish_stats(&client, &mut tags.fifo, &mut stats_sent);
                     continue;
                 }
-                _ = self.status.changed.notified(), if connected => {
+                _ = self.status.changed.notified(), if link.is_up() => {
                     self.publish_status(&client, &mut tags.fifo, v1::GatewayState::Online, false);
                     continue;
                 }
-                _ = self.status.twins.changed.notified(), if connected => {
+                _ = self.status.twins.changed.notified(), if link.is_up() => {
                     self.publish_twins(&client, &mut tags.fifo, false);
                     continue;
                 }
@@ -335,7 +361,7 @@ impl Uplink {
                         Some(c) => c.results.recv().await,
                         None => std::future::pending().await,
                     }
-                }, if connected => {
+                }, if link.is_up() => {
                     let topic = self.topic(&Channel::CmdResult);
                     if client.try_publish(topic, QoS::AtLeastOnce, false, result.encode_to_vec()).is_ok() {
                         tags.fifo.push_back(Tag::Status);
@@ -344,67 +370,26 @@ impl Uplink {
                     }
                     continue;
                 }
-                d = &mut finish, if deadline.is_none() => {
-                    deadline = Some(d.unwrap_or_else(|_| Instant::now()));
+                d = &mut finish, if !link.is_draining() => {
+                    match link.stopping(d.unwrap_or_else(|_| Instant::now())) {
+                        Some(next) => link = next,
+                        None => break,
+                    }
                     continue;
                 }
-                _ = sleep_until_opt(deadline) => continue,
+                _ = sleep_until_opt(link.deadline()) => continue,
                 _ = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => continue,
             };
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     info!(broker = %format!("{}:{}", self.cfg.url.host, self.cfg.url.port), outbox = Metrics::get(&self.metrics.outbox_depth), "Uplink connected.");
-                    connected = true;
+                    link = Link::Up;
                     self.metrics.uplink_connected.store(true, Ordering::Relaxed);
                     backoff.reset();
                     cursors = Cursors::default();
-                    // Subscribe before saying "online": once the status is seen upstream, a
-                    // command sent to us is not lost to a subscription still on its way.
-                    if self.orders.is_some() {
-                        let filters =
-                            self.cfg.topics.orders().iter().map(|t| {
-                                rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)
-                            });
-                        if let Err(e) = client.try_subscribe_many(filters) {
-                            warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.");
-                        }
-                    }
-                    self.publish_status(&client, &mut tags.fifo, v1::GatewayState::Online, true);
-                    self.publish_twins(&client, &mut tags.fifo, true);
-                    stats_sent.clear();
-                    self.publish_stats(&client, &mut tags.fifo, &mut stats_sent);
+                    self.greet(&client, &mut tags.fifo, &mut stats_sent);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Some(c) = &self.orders {
-                        if self.cfg.topics.orders().contains(&p.topic) {
-                            if p.payload.len() > MAX_COMMAND {
-                                warn!(topic = %p.topic, bytes = p.payload.len(), "Command over 16 MiB ignored.");
-                            } else {
-                                let kib = (p.payload.len() / 1024 + 1) as u32;
-                                let sent = c
-                                    .queued
-                                    .clone()
-                                    .try_acquire_many_owned(kib)
-                                    .ok()
-                                    .is_some_and(|queued| {
-                                        let order = RawOrder {
-                                            bytes: p.payload.to_vec(),
-                                            queued,
-                                        };
-                                        c.to_check.try_send(order).is_ok()
-                                    });
-                                if !sent {
-                                    let n =
-                                        self.metrics.orders_dropped.fetch_add(1, Ordering::Relaxed)
-                                            + 1;
-                                    if worth_logging(n) {
-                                        warn!(topic = %p.topic, dropped = n, "Order dropped: too many orders waiting to be checked.");
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                Ok(Event::Incoming(Packet::Publish(p))) => self.take_order(&p),
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tags.outgoing(pkid),
                 Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => tags.await_ack(pkid),
                 Ok(Event::Incoming(Packet::PubAck(ack))) => match tags.acked(ack.pkid) {
@@ -423,10 +408,10 @@ impl Uplink {
                 },
                 Ok(_) => {}
                 Err(e) => {
-                    if connected {
+                    let was = std::mem::replace(&mut link, Link::Down);
+                    if was.is_up() {
                         warn!(error = %e, "Uplink lost; events wait in the outbox.");
                     }
-                    connected = false;
                     self.metrics
                         .uplink_connected
                         .store(false, Ordering::Relaxed);
@@ -435,12 +420,14 @@ impl Uplink {
                     if worth_logging(failures) {
                         warn!(error = %e, failures, "Uplink connection failed; retrying with backoff.");
                     }
+                    // Stopping with the link down: nothing more can go out.
+                    if was.is_draining() {
+                        break;
+                    }
                     let delay = backoff.next_delay();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        d = &mut finish, if deadline.is_none() => {
-                            deadline = Some(d.unwrap_or_else(|_| Instant::now()));
-                        }
+                        _ = &mut finish => break,
                     }
                 }
             }
@@ -449,31 +436,57 @@ impl Uplink {
         if !acked.is_empty() {
             let _ = self.deletes.try_send(acked);
         }
-        if connected {
-            // The will only fires on an unclean end; a clean stop says "offline" itself.
-            let offline = std::mem::take(&mut self.offline);
-            let _ = client.try_publish(
-                self.topic(&Channel::Status),
-                QoS::AtLeastOnce,
-                true,
-                offline,
-            );
-            let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                loop {
-                    match el.poll().await {
-                        Ok(Event::Incoming(Packet::PubAck(ack)))
-                            if !tags.is_in_flight(ack.pkid) =>
-                        {
-                            break
-                        }
-                        Err(_) => break,
-                        _ => {}
-                    }
-                }
-            })
-            .await;
-            crate::sources::mqtt::disconnect(&client, &mut el).await;
+        if link.is_up() {
+            self.say_offline(&client, &mut el, &tags).await;
         }
+    }
+
+    /// Just connected: subscribe to orders first (once "online" is seen upstream, an order sent
+    /// to us is not lost to a subscription still on its way), then status, twins and statistics.
+    fn greet(
+        &self,
+        client: &AsyncClient,
+        fifo: &mut VecDeque<Tag>,
+        stats_sent: &mut std::collections::HashSet<u64>,
+    ) {
+        if self.orders.is_some() {
+            let orders = self.cfg.topics.orders().iter();
+            let filters =
+                orders.map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+            if let Err(e) = client.try_subscribe_many(filters) {
+                warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.");
+            }
+        }
+        self.publish_status(client, fifo, v1::GatewayState::Online, true);
+        self.publish_twins(client, fifo, true);
+        stats_sent.clear();
+        self.publish_stats(client, fifo, stats_sent);
+    }
+
+    /// A clean stop says "offline" itself (the will fires only on an unclean end), waits a
+    /// moment for its PUBACK, and disconnects.
+    async fn say_offline(
+        &mut self,
+        client: &AsyncClient,
+        el: &mut rumqttc::EventLoop,
+        tags: &Tags,
+    ) {
+        let offline = std::mem::take(&mut self.offline);
+        let topic = self.topic(&Channel::Status);
+        let _ = client.try_publish(topic, QoS::AtLeastOnce, true, offline);
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(ack))) if !tags.is_in_flight(ack.pkid) => {
+                        break
+                    }
+                    Err(_) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        crate::sources::mqtt::disconnect(client, el).await;
     }
 
     /// Retained twins: those that changed, or all of them.
@@ -681,6 +694,44 @@ impl Bucket {
     /// Until one more token.
     fn wait(&self) -> Duration {
         Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.001))
+    }
+}
+
+/// Where the uplink stands; what it may do follows from it.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    /// No connection: records wait in the outbox; reconnecting with backoff.
+    Down,
+    /// Connected: records, status, twins, statistics and order results go out.
+    Up,
+    /// Stopping, still connected: sending what it can until `until`, then "offline".
+    Draining { until: Instant },
+}
+
+impl Link {
+    fn is_up(self) -> bool {
+        matches!(self, Link::Up | Link::Draining { .. })
+    }
+
+    fn is_draining(self) -> bool {
+        matches!(self, Link::Draining { .. })
+    }
+
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Link::Draining { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Told to stop by `until`: connected, it drains until then (already draining, it keeps
+    /// its deadline); down, there is nothing to drain (`None`: stop now).
+    fn stopping(self, until: Instant) -> Option<Link> {
+        match self {
+            Link::Down => None,
+            Link::Up => Some(Link::Draining { until }),
+            draining => Some(draining),
+        }
     }
 }
 
