@@ -1,8 +1,8 @@
 //! `[device_broker]`: where the gate's MQTT devices connect (gatehouse's own endpoint or an
 //! external broker), and the device side's checks: device identities on the endpoint,
 //! credentials that would be ignored, and what `security = "production"` refuses there.
+use super::problems::{private_file_mode, Problems};
 use super::secrets::{read_secrets, Secret};
-use super::validate::{private_file_mode, Problems};
 use super::{Config, Security};
 use crate::device::profile::Api;
 use crate::device::{Profiles, Transport};

@@ -1,5 +1,5 @@
 //! `[gateway]`: this gateway's id and its place in the administrative tree.
-use super::validate::{is_topic_safe, Problems};
+use super::problems::{is_topic_safe, Problems};
 use serde::Deserialize;
 
 /// Where this gateway sits in the administrative tree (docs/ARCHITECTURE.md, "Contracts").

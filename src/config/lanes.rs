@@ -1,5 +1,5 @@
 //! `[[lanes]]` and their `[[lanes.devices]]`: what stands at each gate, on which transport.
-use super::validate::{is_topic_safe, Problems};
+use super::problems::{is_topic_safe, Problems};
 use super::{DeviceApiSection, RulesSection};
 use crate::decision::{Direction, Role};
 use crate::device::{Profiles, Transport};

@@ -9,6 +9,7 @@ mod gateway;
 mod lanes;
 mod operations;
 mod orders;
+mod problems;
 mod registry;
 mod rules;
 pub mod secrets;

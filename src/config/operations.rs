@@ -1,6 +1,6 @@
 //! What the box's operators configure about the box itself: the clock, and the metrics and
 //! health endpoint.
-use super::validate::Problems;
+use super::problems::Problems;
 use serde::Deserialize;
 use std::net::SocketAddr;
 

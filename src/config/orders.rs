@@ -1,6 +1,6 @@
 //! `[commands]`: signed orders from above — the keys trusted to sign them, what each may do, and
 //! the limits every order is checked against.
-use super::validate::Problems;
+use super::problems::Problems;
 use serde::Deserialize;
 
 /// Signed orders from above (`[commands]`): the keys trusted to sign them, and what each may do.

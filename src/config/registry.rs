@@ -1,5 +1,5 @@
 //! `[registry]`: the list files imported at start, and how large the lists may grow.
-use super::validate::Problems;
+use super::problems::Problems;
 use serde::Deserialize;
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! `[rules]`: the decision rules' settings — the mode at start, temperatures, join windows,
 //! quotas, barrier timings.
-use super::validate::Problems;
+use super::problems::Problems;
 use crate::decision::policy::threshold_plausible;
 use crate::decision::Mode;
 use serde::Deserialize;

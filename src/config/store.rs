@@ -1,5 +1,5 @@
 //! `[store]`: where the durable outbox and the lists live, and how it commits and bounds itself.
-use super::validate::Problems;
+use super::problems::Problems;
 use serde::Deserialize;
 use std::path::PathBuf;
 

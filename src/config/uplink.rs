@@ -1,5 +1,5 @@
 //! `[uplink]`: how the gateway reaches the property company's broker, and how it sends.
-use super::validate::{private_file_mode, Problems};
+use super::problems::{private_file_mode, Problems};
 use crate::mqtt_client::BrokerUrl;
 use serde::Deserialize;
 use std::path::PathBuf;

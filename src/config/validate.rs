@@ -3,23 +3,10 @@
 //! section checks itself beside its definition (`problems(&self, path, out)`); this is the one
 //! place that calls them, in order.
 use super::lanes::Seen;
+use super::problems::Problems;
 use super::{Config, ConfigError};
 use crate::device::Profiles;
 use crate::problem::Problem;
-use std::path::Path;
-
-/// The problems found so far, each with its path.
-#[derive(Default)]
-pub(super) struct Problems(Vec<Problem>);
-
-impl Problems {
-    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
 
 impl Config {
     /// Every problem in the config, each with its path. Empty means valid.
@@ -52,19 +39,4 @@ impl Config {
             Err(ConfigError::Invalid(problems))
         }
     }
-}
-
-/// The file's mode if group or others may read or write it (a secret that is not private).
-pub(super) fn private_file_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
-}
-
-/// Safe inside an MQTT topic level and a file name.
-pub(super) fn is_topic_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
