@@ -1,5 +1,5 @@
 //! `[gateway]`: this gateway's id and its place in the administrative tree.
-use super::problems::{is_topic_safe, Problems};
+use super::problems::Problems;
 use serde::Deserialize;
 
 /// Where this gateway sits in the administrative tree (docs/ARCHITECTURE.md, "Contracts").
@@ -32,15 +32,7 @@ impl GatewaySection {
 
 impl GatewaySection {
     pub(super) fn problems(&self, path: &str, out: &mut Problems) {
-        if !is_topic_safe(&self.id) {
-            out.add(
-                format!("{path}.id"),
-                format!(
-                    "{:?} must be non-empty letters, digits, '-' or '_'",
-                    self.id
-                ),
-            );
-        }
+        out.id_is_safe(path, &self.id);
         let codes = [
             ("city", &self.city, 4, None),
             ("district", &self.district, 6, Some(&self.city)),

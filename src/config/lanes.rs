@@ -1,5 +1,5 @@
 //! `[[lanes]]` and their `[[lanes.devices]]`: what stands at each gate, on which transport.
-use super::problems::{is_topic_safe, Problems};
+use super::problems::Problems;
 use super::{DeviceApiSection, RulesSection};
 use crate::decision::{Direction, Role};
 use crate::device::{Profiles, Transport};
@@ -125,15 +125,7 @@ impl LaneSection {
         seen: &mut Seen<'a>,
         out: &mut Problems,
     ) {
-        if !is_topic_safe(&self.id) {
-            out.add(
-                format!("{path}.id"),
-                format!(
-                    "{:?} must be non-empty letters, digits, '-' or '_'",
-                    self.id
-                ),
-            );
-        } else if !seen.lanes.insert(self.id.as_str()) {
+        if out.id_is_safe(path, &self.id) && !seen.lanes.insert(self.id.as_str()) {
             out.add(
                 format!("{path}.id"),
                 format!("duplicate lane id {:?}", self.id),
@@ -185,15 +177,7 @@ impl DeviceSection {
         seen: &mut Seen<'a>,
         out: &mut Problems,
     ) {
-        if !is_topic_safe(&self.id) {
-            out.add(
-                format!("{path}.id"),
-                format!(
-                    "{:?} must be non-empty letters, digits, '-' or '_'",
-                    self.id
-                ),
-            );
-        } else if !seen.devices.insert(self.id.as_str()) {
+        if out.id_is_safe(path, &self.id) && !seen.devices.insert(self.id.as_str()) {
             out.add(
                 format!("{path}.id"),
                 format!("duplicate device id {:?}", self.id),

@@ -14,6 +14,17 @@ impl Problems {
             message: message.into(),
         });
     }
+
+    /// An id that names a topic level and a file: reported at `{path}.id` unless it is safe
+    /// there; whether it is.
+    pub(super) fn id_is_safe(&mut self, path: &str, id: &str) -> bool {
+        let safe = is_topic_safe(id);
+        if !safe {
+            let message = format!("{id:?} must be non-empty letters, digits, '-' or '_'");
+            self.add(format!("{path}.id"), message);
+        }
+        safe
+    }
 }
 
 /// The file's mode if group or others may read or write it (a secret that is not private).
@@ -24,7 +35,7 @@ pub(super) fn private_file_mode(path: &Path) -> Option<u32> {
 }
 
 /// Safe inside an MQTT topic level and a file name.
-pub(super) fn is_topic_safe(s: &str) -> bool {
+fn is_topic_safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
