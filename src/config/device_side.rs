@@ -3,11 +3,12 @@
 //! credentials that would be ignored, and what `security = "production"` refuses there.
 use super::problems::{private_file_mode, Problems};
 use super::secrets::{read_secrets, Secret};
-use super::{Config, Security};
-use crate::device::profile::Api;
+use super::{Config, DeviceHttpSection, DeviceSection, LaneSection, Security};
+use crate::device::profile::{Api, Profile};
 use crate::device::{Profiles, Transport};
 use crate::mqtt_client::BrokerUrl;
 use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -124,22 +125,6 @@ fn default_device_client_id() -> String {
     "gatehouse-devices".into()
 }
 
-impl DeviceBrokerSection {
-    pub(super) fn problems(&self, path: &str, out: &mut Problems) {
-        match (self.mode, &self.url) {
-            (BrokerMode::External, None) => {
-                out.add(format!("{path}.url"), "required when mode = \"external\"")
-            }
-            (_, Some(url)) => {
-                if let Err(e) = BrokerUrl::parse(url) {
-                    out.add(format!("{path}.url"), e);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 impl Config {
     /// The MQTT devices of the config, with the path of their entry.
     pub fn mqtt_devices<'a>(
@@ -162,76 +147,73 @@ impl Config {
             })
         })
     }
+}
 
-    /// What spans sections on the device side: the devices' identities against the broker's
-    /// mode, and `security = "production"`.
-    pub(super) fn device_side_problems(&self, profiles: &Profiles, out: &mut Problems) {
-        let mut bad = |path: &str, message: String| out.add(path, message);
-        let b = &self.device_broker;
-        let production = self.uplink.security == Security::Production;
-        let endpoint = b.mode == BrokerMode::Endpoint;
-        // A credential given where it does nothing is a mistake that looks like security.
-        let ignored = |what: &str| format!("{what} is ignored with mode = {:?}", mode_name(b.mode));
-        if endpoint {
-            for (path, set) in [
-                ("device_broker.url", b.url.is_some()),
-                ("device_broker.username", b.username.is_some()),
-                ("device_broker.password", b.password.is_some()),
-                ("device_broker.password_file", b.password_file.is_some()),
-                ("device_broker.ca_file", b.ca_file.is_some()),
-                ("device_broker.client_cert", b.client_cert.is_some()),
-                ("device_broker.client_key", b.client_key.is_some()),
-            ] {
-                if set {
-                    bad(path, ignored(path));
+impl DeviceBrokerSection {
+    /// The section's own checks, `production` saying what `security = "production"` refuses
+    /// too; returns the secrets file as read, for the devices' checks that follow.
+    pub(super) fn problems(
+        &self,
+        path: &str,
+        production: bool,
+        out: &mut Problems,
+    ) -> HashMap<String, String> {
+        let b = self;
+        let at = |name: &str| format!("{path}.{name}");
+        match (b.mode, &b.url) {
+            (BrokerMode::External, None) => out.add(at("url"), "required when mode = \"external\""),
+            (_, Some(url)) => {
+                if let Err(e) = BrokerUrl::parse(url) {
+                    out.add(at("url"), e);
                 }
+            }
+            _ => {}
+        }
+        let endpoint = b.mode == BrokerMode::Endpoint;
+        if endpoint {
+            // A credential given where it does nothing is a mistake that looks like security.
+            let given = [
+                ("url", b.url.is_some()),
+                ("username", b.username.is_some()),
+                ("password", b.password.is_some()),
+                ("password_file", b.password_file.is_some()),
+                ("ca_file", b.ca_file.is_some()),
+                ("client_cert", b.client_cert.is_some()),
+                ("client_key", b.client_key.is_some()),
+            ];
+            for (name, _) in given.into_iter().filter(|(_, set)| *set) {
+                out.add(at(name), self.ignored(&at(name)));
             }
         } else {
             // With an external broker the secrets file is what `gatehouse broker-config` makes
             // the broker's password file from.
             if b.password.is_some() && b.password_file.is_some() {
-                bad(
-                    "device_broker.password",
-                    "give password or password_file, not both".into(),
-                );
+                out.add(at("password"), "give password or password_file, not both");
             }
             if production && b.password.is_some() {
-                bad("device_broker.password", "security = \"production\": keep the password out of the config, in password_file (0600)".into());
+                out.add(at("password"), "security = \"production\": keep the password out of the config, in password_file (0600)");
             }
             if b.client_cert.is_some() != b.client_key.is_some() {
-                bad(
-                    "device_broker.client_cert",
-                    "client_cert and client_key go together".into(),
-                );
+                out.add(at("client_cert"), "client_cert and client_key go together");
             }
         }
         let tls = [&b.tls_cert, &b.tls_key].map(Option::is_some);
         if endpoint && b.tls_listen.is_some() != (tls == [true, true]) {
-            bad(
-                "device_broker.tls_listen",
-                "tls_listen, tls_cert and tls_key go together".into(),
+            out.add(
+                at("tls_listen"),
+                "tls_listen, tls_cert and tls_key go together",
             );
         }
         if !endpoint || b.tls_listen.is_none() {
-            for (path, set) in [
-                ("device_broker.tls_cert", b.tls_cert.is_some()),
-                ("device_broker.tls_key", b.tls_key.is_some()),
-                ("device_broker.client_ca", b.client_ca.is_some()),
-            ] {
-                if set {
-                    bad(
-                        path,
-                        "ignored: the endpoint's TLS needs tls_listen (and mode = \"endpoint\")"
-                            .into(),
-                    );
-                }
-            }
-        }
-        if production {
-            if let Some(mode) = b.tls_key.as_deref().and_then(private_file_mode) {
-                bad(
-                    "device_broker.tls_key",
-                    format!("readable by others (mode {mode:o}); chmod 600 it"),
+            let given = [
+                ("tls_cert", b.tls_cert.is_some()),
+                ("tls_key", b.tls_key.is_some()),
+                ("client_ca", b.client_ca.is_some()),
+            ];
+            for (name, _) in given.into_iter().filter(|(_, set)| *set) {
+                out.add(
+                    at(name),
+                    "ignored: the endpoint's TLS needs tls_listen (and mode = \"endpoint\")",
                 );
             }
         }
@@ -241,220 +223,284 @@ impl Config {
             || b.max_inflight_kib == 0
             || b.connect_timeout_ms == 0
         {
-            bad(
-                "device_broker",
-                "max_unauthenticated, max_per_address, max_inflight, max_inflight_kib and connect_timeout_ms must be at least 1".into(),
+            out.add(
+                path,
+                "max_unauthenticated, max_per_address, max_inflight, max_inflight_kib and connect_timeout_ms must be at least 1",
             );
         }
-        let secrets = match &b.secrets_file {
-            Some(f) => {
-                if let Some(mode) = private_file_mode(f) {
-                    let message = format!(
-                        "{} is readable by others (mode {mode:o}); chmod 600 it",
-                        f.display()
-                    );
-                    if production {
-                        bad("device_broker.secrets_file", message);
-                    } else {
-                        tracing::warn!("device_broker.secrets_file: {message}");
-                    }
-                }
-                match read_secrets(f) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        bad("device_broker.secrets_file", e);
-                        Default::default()
-                    }
-                }
-            }
-            None => Default::default(),
-        };
         if production {
-            for (path, f) in [
-                ("device_broker.password_file", &b.password_file),
-                ("device_broker.client_key", &b.client_key),
-            ] {
+            let private = [
+                ("tls_key", &b.tls_key),
+                ("password_file", &b.password_file),
+                ("client_key", &b.client_key),
+            ];
+            for (name, f) in private {
                 if let Some(mode) = f.as_deref().and_then(private_file_mode) {
-                    bad(
-                        path,
+                    out.add(
+                        at(name),
                         format!("readable by others (mode {mode:o}); chmod 600 it"),
                     );
                 }
             }
         }
-        let mut known = std::collections::HashSet::new();
-        // Each topic is one device's: a shared one would give one device's events, or commands,
-        // to another.
-        let mut owners: std::collections::HashMap<String, String> = Default::default();
-        for (dp, d) in self.mqtt_devices(profiles) {
-            known.insert(d.id.as_str());
-            if let Some(p) = profiles.get(&d.profile) {
-                let mut topics: Vec<String> = [
-                    d.event_topic.clone().or_else(|| p.event_topic_for(&d.id)),
-                    d.command_topic
-                        .clone()
-                        .or_else(|| p.command_topic_for(&d.id)),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                topics.extend(p.status_topics_for(&d.id).into_iter().map(|(t, _)| t));
-                for t in topics {
-                    if t.contains(['+', '#']) {
-                        bad(
-                            &dp,
-                            format!("topic {t:?} has a wildcard: give the device's own"),
-                        );
-                    } else if let Some(other) = owners.insert(t.clone(), dp.clone()) {
-                        bad(
-                            &dp,
-                            format!("topic {t:?} is also {other}'s: each device needs its own"),
-                        );
-                    }
-                }
+        let Some(f) = &b.secrets_file else {
+            return HashMap::new();
+        };
+        if let Some(mode) = private_file_mode(f) {
+            let message = format!(
+                "{} is readable by others (mode {mode:o}); chmod 600 it",
+                f.display()
+            );
+            if production {
+                out.add(at("secrets_file"), message);
+            } else {
+                tracing::warn!("device_broker.secrets_file: {message}");
             }
-            if let Some(h) = &d.password_hash {
-                if !endpoint {
-                    bad(&format!("{dp}.password_hash"), ignored("password_hash"));
-                } else if let Err(e) = Secret::parse_hash(h) {
-                    bad(&format!("{dp}.password_hash"), e);
-                } else if secrets.contains_key(&d.id) {
-                    bad(
-                        &format!("{dp}.password_hash"),
-                        format!("{} also has a line in the secrets file: give one", d.id),
-                    );
-                }
-            }
-            let has_secret = d.password_hash.is_some() || secrets.contains_key(&d.id);
-            // Reachable from the LAN without a credential: the plain listener on a LAN address,
-            // or the TLS one there without client certificates.
-            let open_tls = b
-                .tls_listen
-                .is_some_and(|l| !l.ip().is_loopback() && b.client_ca.is_none());
-            let lan = !b.listen.ip().is_loopback() || open_tls;
-            if endpoint && production && !has_secret && lan {
-                bad(
-                    &format!("{dp}.password_hash"),
-                    format!(
-                        "security = \"production\" refuses device {} without a secret on a listener reachable from the LAN ({}): give password_hash or a line in device_broker.secrets_file (or client_ca for the TLS listener)",
-                        d.id,
-                        if open_tls { b.tls_listen.map(|l| l.to_string()).unwrap_or_default() } else { b.listen.to_string() }
-                    ),
+        }
+        read_secrets(f).unwrap_or_else(|e| {
+            out.add(at("secrets_file"), e);
+            HashMap::new()
+        })
+    }
+
+    /// Said of a credential given where it does nothing.
+    fn ignored(&self, what: &str) -> String {
+        format!("{what} is ignored with mode = {:?}", mode_name(self.mode))
+    }
+
+    /// Reachable from the LAN without a credential: the plain listener on a LAN address, or the
+    /// TLS one there without client certificates. The listener, if so.
+    fn open_to_the_lan(&self) -> Option<SocketAddr> {
+        let open_tls = self
+            .tls_listen
+            .filter(|l| !l.ip().is_loopback() && self.client_ca.is_none());
+        match open_tls {
+            Some(l) => Some(l),
+            None => Some(self.listen).filter(|l| !l.ip().is_loopback()),
+        }
+    }
+}
+
+/// The devices' checks that need the device side: their credentials against the broker's mode
+/// and the secrets file, their topics against each other, what production refuses. Every device
+/// goes through [`DeviceSide::device`], then [`DeviceSide::finish`] checks what is left over.
+pub(super) struct DeviceSide<'a> {
+    broker: &'a DeviceBrokerSection,
+    http: &'a DeviceHttpSection,
+    production: bool,
+    secrets: HashMap<String, String>,
+    /// The devices that log in with a password (MQTT and HTTP).
+    known: HashSet<&'a str>,
+    /// Each topic is one device's: a shared one would give one device's events, or commands, to
+    /// another.
+    owners: HashMap<String, String>,
+}
+
+impl<'a> DeviceSide<'a> {
+    pub(super) fn new(config: &'a Config, secrets: HashMap<String, String>) -> DeviceSide<'a> {
+        DeviceSide {
+            broker: &config.device_broker,
+            http: &config.device_http,
+            production: config.uplink.security == Security::Production,
+            secrets,
+            known: HashSet::new(),
+            owners: HashMap::new(),
+        }
+    }
+
+    pub(super) fn device(
+        &mut self,
+        path: &str,
+        lane: &LaneSection,
+        d: &'a DeviceSection,
+        profiles: &Profiles,
+        out: &mut Problems,
+    ) {
+        let Some(p) = profiles.get(&d.profile) else {
+            return;
+        };
+        if p.transport != Transport::Http
+            && (d.from.is_some() || d.api.is_some() || d.adms_sn.is_some())
+        {
+            out.add(
+                path,
+                "from, api and adms_sn are for devices that speak HTTP",
+            );
+        }
+        match p.transport {
+            Transport::Mqtt => self.mqtt_device(path, d, p, out),
+            Transport::Http => self.http_device(path, lane, d, p, out),
+            _ => {}
+        }
+    }
+
+    fn mqtt_device(&mut self, path: &str, d: &'a DeviceSection, p: &Profile, out: &mut Problems) {
+        self.known.insert(d.id.as_str());
+        let events = d.event_topic.clone().or_else(|| p.event_topic_for(&d.id));
+        let commands = d
+            .command_topic
+            .clone()
+            .or_else(|| p.command_topic_for(&d.id));
+        let states = p.status_topics_for(&d.id).into_iter().map(|(t, _)| t);
+        for t in events.into_iter().chain(commands).chain(states) {
+            if t.contains(['+', '#']) {
+                out.add(
+                    path,
+                    format!("topic {t:?} has a wildcard: give the device's own"),
+                );
+            } else if let Some(other) = self.owners.insert(t.clone(), path.to_string()) {
+                out.add(
+                    path,
+                    format!("topic {t:?} is also {other}'s: each device needs its own"),
                 );
             }
         }
-        let http = &self.device_http;
-        for (li, lane) in self.lanes.iter().enumerate() {
-            for (di, d) in lane.devices.iter().enumerate() {
-                let dp = format!("lanes[{li}].devices[{di}]");
-                let Some(p) = profiles.get(&d.profile) else {
-                    continue;
-                };
-                if p.transport != Transport::Http {
-                    if d.from.is_some() || d.api.is_some() || d.adms_sn.is_some() {
-                        bad(
-                            &dp,
-                            "from, api and adms_sn are for devices that speak HTTP".into(),
-                        );
-                    }
-                    continue;
-                }
-                known.insert(d.id.as_str());
-                let adms = p.http.as_ref().and_then(|h| h.api) == Some(Api::Adms);
-                if adms {
-                    // ADMS has no authentication: only its serial number and address, by choice.
-                    if !d
-                        .adms_sn
-                        .as_deref()
-                        .is_some_and(|s| !s.is_empty() && s.len() <= 64)
-                    {
-                        bad(
-                            &format!("{dp}.adms_sn"),
-                            "a ZKTeco ADMS device needs its serial number".into(),
-                        );
-                    }
-                    if !d.adms_open || d.from.is_none() {
-                        bad(&dp, "ADMS cannot authenticate a device: opt in with adms_open = true and bind it to its address with from = \"IP\"".into());
-                    }
-                    if d.api.is_some() {
-                        bad(
-                            &format!("{dp}.api"),
-                            "an ADMS device polls gatehouse: it has no API to call".into(),
-                        );
-                    }
-                    continue;
-                }
-                if d.adms_sn.is_some() || d.adms_open {
-                    bad(
-                        &dp,
-                        format!(
-                            "adms_sn and adms_open are for ZKTeco ADMS profiles, not {:?}",
-                            d.profile
-                        ),
-                    );
-                }
-                if let Some(Err(e)) = d.password_hash.as_deref().map(Secret::parse_hash) {
-                    bad(&format!("{dp}.password_hash"), e);
-                }
-                let has_secret = d.password_hash.is_some() || secrets.contains_key(&d.id);
-                if production && !has_secret && !http.listen.ip().is_loopback() {
-                    bad(
-                        &format!("{dp}.password_hash"),
-                        format!(
-                            "security = \"production\" refuses device {} without a secret on the HTTP listener reachable from the LAN ({}): give password_hash or a line in device_broker.secrets_file",
-                            d.id, http.listen
-                        ),
-                    );
-                }
-                let Some(api) = &d.api else { continue };
-                let has_api = p.http.as_ref().is_some_and(|h| h.api.is_some());
-                if !has_api {
-                    bad(
-                        &format!("{dp}.api"),
-                        format!("profile {:?} has no device API gatehouse speaks", d.profile),
-                    );
-                }
-                if api.password.is_none() && api.password_file.is_none() {
-                    bad(
-                        &format!("{dp}.api"),
-                        "password_file (or password) required".into(),
-                    );
-                }
-                if api.door.is_some() && lane.devices.iter().any(|x| x.role.is_gate()) {
-                    bad(
-                        &format!("{dp}.api.door"),
-                        "the lane has a gate of its own: the terminal's door is not driven as well"
-                            .into(),
-                    );
-                }
-                if let Some(url) = &api.push_to {
-                    if !url.starts_with("http://") {
-                        bad(
-                            &format!("{dp}.api.push_to"),
-                            "give this box as the terminal reaches it: http://HOST:PORT".into(),
-                        );
-                    }
-                }
-            }
-        }
-        for (li, lane) in self.lanes.iter().enumerate() {
-            for (di, d) in lane.devices.iter().enumerate() {
-                if d.password_hash.is_some() && !known.contains(d.id.as_str()) {
-                    bad(
-                        &format!("lanes[{li}].devices[{di}].password_hash"),
-                        "only MQTT and HTTP devices log in with a password: ignored here".into(),
-                    );
-                }
-            }
-        }
-        for id in secrets.keys() {
-            if !known.contains(id.as_str()) {
-                bad(
-                    "device_broker.secrets_file",
-                    format!("{id} is not an MQTT or HTTP device of this config: its line would be ignored"),
+        let endpoint = self.broker.mode == BrokerMode::Endpoint;
+        let at = format!("{path}.password_hash");
+        if let Some(h) = &d.password_hash {
+            if !endpoint {
+                out.add(&at, self.broker.ignored("password_hash"));
+            } else if let Err(e) = Secret::parse_hash(h) {
+                out.add(&at, e);
+            } else if self.secrets.contains_key(&d.id) {
+                out.add(
+                    &at,
+                    format!("{} also has a line in the secrets file: give one", d.id),
                 );
             }
         }
+        let lan = self.broker.open_to_the_lan();
+        if let (true, true, false, Some(lan)) = (endpoint, self.production, self.has_secret(d), lan)
+        {
+            out.add(
+                at,
+                format!(
+                    "security = \"production\" refuses device {} without a secret on a listener reachable from the LAN ({lan}): give password_hash or a line in device_broker.secrets_file (or client_ca for the TLS listener)",
+                    d.id
+                ),
+            );
+        }
+    }
+
+    fn http_device(
+        &mut self,
+        path: &str,
+        lane: &LaneSection,
+        d: &'a DeviceSection,
+        p: &Profile,
+        out: &mut Problems,
+    ) {
+        self.known.insert(d.id.as_str());
+        if p.http.as_ref().and_then(|h| h.api) == Some(Api::Adms) {
+            return adms_device(path, d, out);
+        }
+        if d.adms_sn.is_some() || d.adms_open {
+            out.add(
+                path,
+                format!(
+                    "adms_sn and adms_open are for ZKTeco ADMS profiles, not {:?}",
+                    d.profile
+                ),
+            );
+        }
+        if let Some(Err(e)) = d.password_hash.as_deref().map(Secret::parse_hash) {
+            out.add(format!("{path}.password_hash"), e);
+        }
+        let listen = self.http.listen;
+        if self.production && !self.has_secret(d) && !listen.ip().is_loopback() {
+            out.add(
+                format!("{path}.password_hash"),
+                format!(
+                    "security = \"production\" refuses device {} without a secret on the HTTP listener reachable from the LAN ({listen}): give password_hash or a line in device_broker.secrets_file",
+                    d.id
+                ),
+            );
+        }
+        let Some(api) = &d.api else { return };
+        let speaks_api = p.http.as_ref().is_some_and(|h| h.api.is_some());
+        if !speaks_api {
+            out.add(
+                format!("{path}.api"),
+                format!("profile {:?} has no device API gatehouse speaks", d.profile),
+            );
+        }
+        if api.password.is_none() && api.password_file.is_none() {
+            out.add(
+                format!("{path}.api"),
+                "password_file (or password) required",
+            );
+        }
+        if api.door.is_some() && lane.devices.iter().any(|x| x.role.is_gate()) {
+            out.add(
+                format!("{path}.api.door"),
+                "the lane has a gate of its own: the terminal's door is not driven as well",
+            );
+        }
+        if api
+            .push_to
+            .as_ref()
+            .is_some_and(|url| !url.starts_with("http://"))
+        {
+            out.add(
+                format!("{path}.api.push_to"),
+                "give this box as the terminal reaches it: http://HOST:PORT",
+            );
+        }
+    }
+
+    fn has_secret(&self, d: &DeviceSection) -> bool {
+        d.password_hash.is_some() || self.secrets.contains_key(&d.id)
+    }
+
+    /// What is left over once every device was seen: a password where nothing logs in with
+    /// one, a secrets file line for no device.
+    pub(super) fn finish(self, lanes: &[LaneSection], out: &mut Problems) {
+        for (li, lane) in lanes.iter().enumerate() {
+            for (di, d) in lane.devices.iter().enumerate() {
+                if d.password_hash.is_some() && !self.known.contains(d.id.as_str()) {
+                    out.add(
+                        format!("lanes[{li}].devices[{di}].password_hash"),
+                        "only MQTT and HTTP devices log in with a password: ignored here",
+                    );
+                }
+            }
+        }
+        for id in self
+            .secrets
+            .keys()
+            .filter(|id| !self.known.contains(id.as_str()))
+        {
+            out.add(
+                "device_broker.secrets_file",
+                format!(
+                    "{id} is not an MQTT or HTTP device of this config: its line would be ignored"
+                ),
+            );
+        }
+    }
+}
+
+/// ADMS has no authentication: a device is taken on its serial number and address alone, by
+/// choice.
+fn adms_device(path: &str, d: &DeviceSection, out: &mut Problems) {
+    if !d
+        .adms_sn
+        .as_deref()
+        .is_some_and(|s| !s.is_empty() && s.len() <= 64)
+    {
+        out.add(
+            format!("{path}.adms_sn"),
+            "a ZKTeco ADMS device needs its serial number",
+        );
+    }
+    if !d.adms_open || d.from.is_none() {
+        out.add(path, "ADMS cannot authenticate a device: opt in with adms_open = true and bind it to its address with from = \"IP\"");
+    }
+    if d.api.is_some() {
+        out.add(
+            format!("{path}.api"),
+            "an ADMS device polls gatehouse: it has no API to call",
+        );
     }
 }
 

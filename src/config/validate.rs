@@ -2,9 +2,10 @@
 //! installer fixes the file once, and a config error stops the start before anything runs. Each
 //! section checks itself beside its definition (`problems(&self, path, out)`); this is the one
 //! place that calls them, in order.
+use super::device_side::DeviceSide;
 use super::lanes::Seen;
 use super::problems::Problems;
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Security};
 use crate::device::Profiles;
 use crate::problem::Problem;
 
@@ -14,19 +15,26 @@ impl Config {
         let mut out = Problems::default();
         self.gateway.problems("gateway", &mut out);
         self.metrics.problems("metrics", &mut out);
-        self.device_broker.problems("device_broker", &mut out);
+        let production = self.uplink.security == Security::Production;
+        let secrets = self
+            .device_broker
+            .problems("device_broker", production, &mut out);
         self.uplink.problems("uplink", &mut out);
         self.registry.problems("registry", &mut out);
         self.store.problems("store", &mut out);
         self.rules.problems("rules", &mut out);
         self.orders.problems("commands", &mut out);
         let mut seen = Seen::default();
+        // What spans sections: each device against the device side and the security level.
+        let mut side = DeviceSide::new(self, secrets);
         for (i, lane) in self.lanes.iter().enumerate() {
             let path = format!("lanes[{i}]");
             lane.problems(&path, profiles, &self.rules, &mut seen, &mut out);
+            for (j, d) in lane.devices.iter().enumerate() {
+                side.device(&format!("{path}.devices[{j}]"), lane, d, profiles, &mut out);
+            }
         }
-        // What spans sections: the devices against the device side and the security level.
-        self.device_side_problems(profiles, &mut out);
+        side.finish(&self.lanes, &mut out);
         out.0
     }
 
