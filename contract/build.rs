@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["../proto"])?;
-    // Serialize: `gatehouse tail` prints what gateways send as JSON lines.
+    // Serialize: `gatehouse-company tail` prints what gateways send as JSON lines.
     prost_build::Config::new()
         .type_attribute(".", "#[derive(serde::Serialize)]")
         .compile_fds(fds)?;

@@ -379,8 +379,8 @@ async fn with_client_certificates_and_a_per_gateway_acl_a_gateway_cannot_publish
 }
 
 /// The README's worked example, for real: a company key, a 100,000-resident snapshot from the
-/// import files pushed with `gatehouse command --snapshot` through a mosquitto that takes no
-/// packet over 1 MB (EMQX's default), and `gatehouse tail` showing the gateway's result — the
+/// import files pushed with `gatehouse-company command --snapshot` through a mosquitto that takes no
+/// packet over 1 MB (EMQX's default), and `gatehouse-company tail` showing the gateway's result — the
 /// company's tools over mutual TLS, as they would reach a company broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100000_resident_snapshot_reaches_a_gateway_through_a_1_mb_broker_in_chunks() {

@@ -205,7 +205,7 @@ async fn list_sync_is_bounded_like_an_import_and_a_large_snapshot_arrives_in_chu
     assert_eq!(r.refused, "duplicate_ids");
     assert!(r.detail.contains("S000003"), "{r:?}");
 
-    // 4,000 residents in chunks of 20 kB, as `gatehouse command --snapshot` sends them.
+    // 4,000 residents in chunks of 20 kB, as `gatehouse-company command --snapshot` sends them.
     let key = company();
     let envelope = gatehouse_company::lists::Envelope {
         id: "snap-7",

@@ -104,7 +104,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         port: company,
     };
     println!(
-        "gatehouse demo — device endpoint on 127.0.0.1:{port} (each device with its password, \
+        "gatehouse-demo — device endpoint on 127.0.0.1:{port} (each device with its password, \
          in {}), company broker on 127.0.0.1:{company}, {} residents; lane east-gate \
          (Hikvision terminal, MQTT turnstile), lane north-gate (thermal station + RS-485 face \
          reader {} + EB turnstile {}), lane car-gate (plate camera + Modbus TCP barrier {barrier_addr}), \

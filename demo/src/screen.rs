@@ -26,7 +26,13 @@ struct Seen {
 impl GateSeen {
     /// The gate got `action` for the decision on `cause`.
     pub(super) fn caused(&self, cause: String, action: String) {
-        self.with(|s| s.by_cause.insert(cause, action));
+        self.with(|s| {
+            // Commands whose record is never shown (a hold in fire mode) must not pile up.
+            if s.by_cause.len() >= 1024 {
+                s.by_cause.clear();
+            }
+            s.by_cause.insert(cause, action)
+        });
     }
 
     /// `lane`'s actuator did `action` (`opens`: it let someone through).
@@ -43,9 +49,10 @@ impl GateSeen {
 
     /// What the actuator did for this decision: its cause's command, or the lane's next action of
     /// the same kind (an open for an allow, a refusal for a deny). The record usually arrives
-    /// after the actuator moved (the command goes first); an allow waits a moment for it.
+    /// after the actuator moved (the command goes first); an allow waits a moment for it, never
+    /// long enough to keep the watcher from its connection.
     async fn take(&self, lane: &str, cause: &str, allowed: bool) -> Option<String> {
-        for _ in 0..10 {
+        for _ in 0..3 {
             let found = self.with(|s| {
                 if let Some(a) = s.by_cause.remove(cause) {
                     return Some(a);

@@ -383,7 +383,10 @@ impl Uplink {
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     info!(broker = %format!("{}:{}", self.cfg.url.host, self.cfg.url.port), outbox = Metrics::get(&self.metrics.outbox_depth), "Uplink connected.");
-                    link = Link::Up;
+                    // Only a link that was down comes up: a drain keeps its deadline.
+                    if !link.is_up() {
+                        link = Link::Up;
+                    }
                     self.metrics.uplink_connected.store(true, Ordering::Relaxed);
                     backoff.reset();
                     cursors = Cursors::default();

@@ -80,7 +80,7 @@ fn box_binary() -> anyhow::Result<std::path::PathBuf> {
     let path = here.with_file_name("gatehouse");
     anyhow::ensure!(
         path.exists(),
-        "{} not found: build the box too (`cargo build --release --workspace`)",
+        "{} not found: build the box too (`cargo build --release -p gatehouse`)",
         path.display()
     );
     Ok(path)

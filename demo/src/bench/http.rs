@@ -6,7 +6,7 @@ use gatehouse::tools::sim::site::{DemoConfig, HttpLane};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 
-/// `gatehouse bench-http`: the HTTP vendor paths in a child daemon, one device of each at `rate`
+/// `gatehouse-demo bench-http`: the HTTP vendor paths in a child daemon, one device of each at `rate`
 /// events/s for `count` events — a Zhenshi camera whose reply is the barrier command (POST →
 /// reply), a Hikvision terminal in listening mode whose door gatehouse opens over ISAPI (POST →
 /// door command at the terminal, POST → 200), a Dahua terminal's stream (part → openDoor), and a

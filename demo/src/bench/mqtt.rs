@@ -1,4 +1,4 @@
-//! `gatehouse bench`: open-loop load at a fixed rate over MQTT against a running gatehouse,
+//! `gatehouse-demo bench`: open-loop load at a fixed rate over MQTT against a running gatehouse,
 //! measuring event → gate-command latency with an HDR histogram, lost and wrong decisions, and
 //! the daemon's memory. Without `--broker` it starts its own daemon (devices on its endpoint,
 //! logging in as thermal-1 and gate-1; a fresh store, N residents) as a child process and stops

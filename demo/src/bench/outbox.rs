@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `gatehouse bench-outbox`: what the durable outbox sustains with a real fsync per group
+/// `gatehouse-demo bench-outbox`: what the durable outbox sustains with a real fsync per group
 /// commit, how batch interval trades ack latency for throughput, and how long a backlog takes to
 /// drain to a broker once the uplink is back.
 pub struct OutboxBenchOptions {

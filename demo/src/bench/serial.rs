@@ -5,7 +5,7 @@ use hdrhistogram::Histogram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `gatehouse bench-serial`: a pedestrian lane on RS-485 ptys (face-id reader → EB turnstile)
+/// `gatehouse-demo bench-serial`: a pedestrian lane on RS-485 ptys (face-id reader → EB turnstile)
 /// in a child daemon holding `residents` residents (each with a card) and `passes` visitor
 /// passes. Measures identification frame written → turnstile frame read (p50/p99/max) and the
 /// daemon's memory idle and under load. Ptys have no baud rate: on a real line add the frames'

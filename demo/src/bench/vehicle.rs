@@ -6,7 +6,7 @@ use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, QoS};
 use std::time::{Duration, Instant};
 
-/// `gatehouse bench-vehicle`: a vehicle lane in a child daemon (plate camera on the device
+/// `gatehouse-demo bench-vehicle`: a vehicle lane in a child daemon (plate camera on the device
 /// endpoint, a Modbus TCP barrier simulator whose arm comes down on its own), then three barriers on
 /// one RTU line (a pty) with one slave dead.
 pub struct VehicleBenchOptions {

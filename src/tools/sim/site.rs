@@ -5,7 +5,7 @@ use crate::mqtt_client::{BrokerUrl, DeviceLink};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The gate the demo, `gatehouse bench` and the tests run: its place in the tree and one lane
+/// The gate the demo, `gatehouse-demo bench` and the tests run: its place in the tree and one lane
 /// (a Hikvision face + temperature terminal `thermal-1`, an MQTT turnstile `gate-1`).
 pub fn gate_config(gateway: &str, lane: &str) -> String {
     format!(
