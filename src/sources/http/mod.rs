@@ -190,6 +190,15 @@ fn refused(
             HeaderValue::from_static("Basic realm=\"gatehouse\""),
         );
     }
+    // A body too large or too slow is left unread: the connection cannot carry another request,
+    // and the device must know before it sends one on it.
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        r.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     r
 }
 

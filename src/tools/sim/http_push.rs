@@ -47,7 +47,14 @@ impl Pusher {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Bytes), String> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+        // A connection the listener closed (after a refusal it sent `Connection: close`) is not
+        // used again: the next request opens a new one, as a terminal does.
+        if let Some(s) = self.sender.as_mut() {
+            if s.is_closed() || s.ready().await.is_err() {
+                self.sender = None;
+            }
+        }
+        if self.sender.is_none() {
             let stream = tokio::net::TcpStream::connect(&self.addr)
                 .await
                 .map_err(|e| e.to_string())?;
