@@ -9,6 +9,91 @@ use gatehouse::proto::v1;
 use gatehouse::tools::sim;
 use std::time::Duration;
 
+/// A terminal whose catch-up answer holds items that are not events (a number, a string, a
+/// list): each is skipped as outside data that does not decode, the events around it are still
+/// recorded, and the terminal's stream keeps opening its door. Before, assigning into such an item panicked the
+/// catch-up task (a release build aborts: a crash loop, as catch-up runs again at every start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_answer_with_items_that_are_not_events_is_survived() {
+    let (term, mut doors) = sim::isapi_terminal::Terminal::start("admin", "hik-12345")
+        .await
+        .unwrap();
+    let before = gatehouse::now_ms() - 300_000;
+    let stored = |serial: u64, who: &str| {
+        serde_json::json!({"major": 5, "minor": 75, "serialNo": serial,
+            "time": gatehouse::timefmt::rfc3339(before), "employeeNoString": who,
+            "currTemperature": 36.4})
+    };
+    term.store(stored(901, "R000011"));
+    for junk in [
+        serde_json::json!(7),
+        serde_json::json!("not an event"),
+        serde_json::json!([1, 2]),
+    ] {
+        term.store(junk);
+    }
+    term.store(stored(902, "R000012"));
+    let lane = |port| {
+        format!(
+            r#"
+[[lanes]]
+id = "door-1"
+
+[[lanes.devices]]
+id = "terminal-a"
+role = "thermal"
+profile = "hikvision-isapi"
+api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
+"#,
+            addr = term.addr
+        )
+    };
+    let g = HttpGate::start_with(lane).await;
+    let mut h = g.h;
+    within("the stream to open", LONG, async {
+        while term.open_streams() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // Heard live: the door opens, and what the terminal stored is fetched.
+    term.send_event(&hik_event(
+        3,
+        serde_json::json!({"employeeNoString": "R000001", "currTemperature": 36.5}),
+        gatehouse::now_ms(),
+    ));
+    let (door, _) = within("the door command", LONG, doors.recv())
+        .await
+        .unwrap();
+    assert_eq!(door, 1);
+    let (_, d) = h.uplink.passage_from("terminal-a").await;
+    assert_eq!(
+        (d.reason.as_str(), d.subject_id.as_str()),
+        ("ok", "R000001")
+    );
+    let mut recorded = Vec::new();
+    for _ in 0..2 {
+        let (_, d) = h.uplink.passage_from("terminal-a").await;
+        assert_eq!(d.reason, "stale_event");
+        recorded.push(d.subject_id);
+    }
+    recorded.sort();
+    assert_eq!(recorded, ["R000011", "R000012"]);
+    let decided = Metrics::get(&h.daemon.metrics.decisions);
+    assert_eq!(decided, 3, "the junk is no passage");
+    // The terminal still opens its door for the next one.
+    term.send_event(&hik_event(
+        4,
+        serde_json::json!({"employeeNoString": "R000002", "currTemperature": 36.5}),
+        gatehouse::now_ms(),
+    ));
+    let (door, _) = within("the next door command", LONG, doors.recv())
+        .await
+        .unwrap();
+    assert_eq!(door, 1);
+    h.daemon.stop().await;
+}
+
 /// Arming mode: gatehouse holds the terminal's alertStream open (Digest), reads events out of
 /// it past garbage, reconnects when it drops, writes its own httpHosts entry, fetches what the
 /// terminal stored before it was heard (recorded, never acted on), and opens the terminal's door.

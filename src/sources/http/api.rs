@@ -311,8 +311,12 @@ impl Terminal {
             for item in &list {
                 // The search gives the event's fields flat, with its time: the same document
                 // as a live event, marked stored.
+                // An item that is not an object is outside data like any other: it does not
+                // decode, and is counted and logged as such in `pass_on`, never indexed into.
                 let mut event = item.clone();
-                event["currentEvent"] = Value::Bool(false);
+                if let Some(fields) = event.as_object_mut() {
+                    fields.insert("currentEvent".into(), Value::Bool(false));
+                }
                 let doc = json!({"dateTime": item.get("time"), "AccessControllerEvent": event});
                 self.pass_on(&doc, Some(true)).await;
             }
