@@ -15,12 +15,26 @@ fn fewer_malloc_arenas() {
     }
 }
 
+/// A command that prints (`gatehouse device-secret | head`) ends quietly when its reader goes
+/// away, as Unix tools do, instead of panicking on the failed write. The daemon keeps Rust's
+/// default: SIGPIPE ignored, a write to a closed socket an error it handles.
+fn quiet_on_a_closed_pipe() {
+    // SAFETY: resetting a signal's disposition to its default has no preconditions; called
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus names it.
 const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     fewer_malloc_arenas();
     let cli = Cli::parse();
+    if !cli.is_daemon() {
+        quiet_on_a_closed_pipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

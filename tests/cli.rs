@@ -621,3 +621,30 @@ fn the_box_links_nothing_of_the_company_side() {
         "the box links the signing code:\n{features}"
     );
 }
+
+/// `gatehouse device-secret | head -c0`: a command whose reader has gone away ends quietly (as
+/// Unix tools do, by SIGPIPE), never with a panic on the failed write.
+#[test]
+fn a_printing_command_ends_quietly_when_its_reader_is_gone() {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two new descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors are ours, just made; each is owned once.
+    let (read, write) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    let out = gatehouse()
+        .arg("device-secret")
+        .stdout(write)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}

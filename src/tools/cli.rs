@@ -17,6 +17,11 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// `gatehouse run`: the daemon, rather than a command that prints and ends.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Cmd::Run { .. })
+    }
+
     /// Runs the subcommand; the exit code on success.
     pub async fn run(self) -> Result<ExitCode, RunError> {
         dispatch(self.command).await
