@@ -385,15 +385,24 @@ async fn a_terminal_whose_clock_steps_back_is_relearned_from_its_next_heartbeat(
 
 /// Sends raw bytes on a fresh connection and reads the answer's status (0: closed without one).
 async fn raw(http: &str, bytes: &[u8], then_wait: Duration) -> u16 {
+    let text = raw_answer(http, bytes, then_wait).await;
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The whole answer, without its `date` header (the only line that differs between two).
+async fn raw_answer(http: &str, bytes: &[u8], then_wait: Duration) -> String {
     let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(then_wait, s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    let lines = text
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("date:"));
+    lines.collect::<Vec<_>>().join("\r\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,11 +455,13 @@ async fn hostile_pushes_are_refused_counted_alarmed_and_the_lane_keeps_deciding(
         raw(&http, &req("/push/terminal-h", &basic("nope"), &body), wait).await,
         401
     );
-    // Unknown device, unknown path, not a POST.
-    assert_eq!(
-        raw(&http, &req("/push/nobody/x", "", &body), wait).await,
-        404
-    );
+    // An unknown device gets the very answer a known one with a wrong secret gets: device ids
+    // cannot be found by asking.
+    let unknown = raw_answer(&http, &req("/push/nobody/x", "", &body), wait).await;
+    let wrong = raw_answer(&http, &req("/push/terminal-h/x", "", &body), wait).await;
+    assert!(unknown.starts_with("HTTP/1.1 401"), "{unknown}");
+    assert_eq!(unknown, wrong);
+    // Unknown path, not a POST.
     assert_eq!(
         raw(&http, &req("/ISAPI/whatever", "", &body), wait).await,
         404

@@ -183,7 +183,12 @@ fn refused(
         (Some(d.device), d.device_id.as_str())
     });
     shared.refusals.refuse(index, id, peer, what);
-    let mut r = answer(status, format!("{what}\n"));
+    // Every 401 says the same, whatever was wrong: the log has the reason, the asker does not.
+    let said = match status {
+        StatusCode::UNAUTHORIZED => "wrong or missing credentials",
+        _ => what,
+    };
+    let mut r = answer(status, format!("{said}\n"));
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
             WWW_AUTHENTICATE,
@@ -214,9 +219,24 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         Some((id, s)) => (id, Some(s)),
         None => (rest, None),
     };
+    // An unknown device is answered as a known one with a wrong secret, and nothing else about
+    // a device is said before its secret is right: ids cannot be found by asking.
     let Some(dev) = shared.by_id.get(id) else {
-        return refused(shared, None, peer, StatusCode::NOT_FOUND, "unknown device");
+        return refused(
+            shared,
+            None,
+            peer,
+            StatusCode::UNAUTHORIZED,
+            "unknown device",
+        );
     };
+    let password = path_secret
+        .map(str::to_string)
+        .or_else(|| basic_password(&req, &dev.device_id));
+    if !dev.secret.admits(password.as_deref()) {
+        let what = "wrong or missing credentials";
+        return refused(shared, Some(dev), peer, StatusCode::UNAUTHORIZED, what);
+    }
     if req.method() != Method::POST {
         let what = "not a POST";
         return refused(
@@ -230,13 +250,6 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
     if dev.from.is_some_and(|ip| ip != peer.ip()) {
         let what = "push from an address not the device's";
         return refused(shared, Some(dev), peer, StatusCode::FORBIDDEN, what);
-    }
-    let password = path_secret
-        .map(str::to_string)
-        .or_else(|| basic_password(&req, &dev.device_id));
-    if !dev.secret.admits(password.as_deref()) {
-        let what = "wrong or missing credentials";
-        return refused(shared, Some(dev), peer, StatusCode::UNAUTHORIZED, what);
     }
     let declared = req
         .headers()
