@@ -207,6 +207,19 @@ async fn strangers_on_the_lan_can_neither_connect_nor_open_the_gate() {
         Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnectReturnCode::RefusedProtocolVersion),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // As a real MQTT 5 client sends it: properties (a session expiry), a username and password.
+    let mut r = Raw::open(&url).await;
+    let mut v5 = vec![0x10, 37, 0, 4, b'M', b'Q', b'T', b'T', 5, 0xC2, 0, 60];
+    v5.extend_from_slice(&[5, 0x11, 0, 0, 0, 10]);
+    v5.extend_from_slice(&[0, 4, b'd', b'e', b'v', b'5']);
+    v5.extend_from_slice(&[0, 9]);
+    v5.extend_from_slice(b"thermal-1");
+    v5.extend_from_slice(&[0, 2, b'p', b'w']);
+    r.send_bytes(&v5).await;
+    match r.recv().await {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnectReturnCode::RefusedProtocolVersion),
+        other => panic!("expected a refusal of MQTT 5 with properties, got {other:?}"),
+    }
     gate_quiet(&mut h).await;
     assert_eq!(decisions(), before, "nothing was decided");
     let refused = Metrics::get(&h.daemon.metrics.device_refusals);

@@ -78,6 +78,14 @@ pub(super) async fn serve<S>(
     .await;
     let connect = match first {
         Ok(Ok(c)) => c,
+        Ok(Err(why)) if why == MQTT_5 => {
+            // A 3.1.1 server answers a newer protocol with return code 1 (MQTT 3.1.1 §3.1.2.2),
+            // so the client says why instead of retrying blind.
+            let code = ConnectReturnCode::RefusedProtocolVersion;
+            let refusal = Packet::ConnAck(ConnAck::new(code, false));
+            let _ = tokio::time::timeout(WRITE_DEADLINE, write(&mut stream, &refusal)).await;
+            return shared.refuse(None, peer, &why);
+        }
         Ok(Err(why)) => return shared.refuse(None, peer, &why),
         Err(_) => return shared.refuse(None, peer, "no CONNECT in time"),
     };
@@ -145,6 +153,11 @@ async fn read_connect<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
 ) -> Result<Connect, String> {
     loop {
+        // The 3.1.1 codec cannot read an MQTT 5 CONNECT that carries properties: known by its
+        // first bytes, it is refused with its own code.
+        if speaks_mqtt_5(buf) {
+            return Err(MQTT_5.into());
+        }
         match Packet::read(buf, CONNECT_MAX) {
             Ok(Packet::Connect(c)) => return Ok(c),
             Ok(p) => return Err(format!("first packet is not CONNECT ({:?})", kind(&p))),
@@ -159,6 +172,21 @@ async fn read_connect<S: AsyncRead + Unpin>(
     }
 }
 
+const MQTT_5: &str = "MQTT 5 CONNECT (this endpoint speaks 3.1.1)";
+
+/// Whether the bytes read so far begin an MQTT 5 CONNECT: its fixed header, the protocol name
+/// "MQTT" and level 5. The 3.1.1 codec cannot read one that carries properties.
+fn speaks_mqtt_5(buf: &[u8]) -> bool {
+    let Some((&0x10, rest)) = buf.split_first() else {
+        return false;
+    };
+    // The remaining length: 1 to 4 bytes, the last without its top bit.
+    let Some(len_bytes) = rest.iter().take(4).position(|b| b & 0x80 == 0) else {
+        return false;
+    };
+    rest.get(len_bytes + 1..len_bytes + 8) == Some(&[0, 4, b'M', b'Q', b'T', b'T', 5][..])
+}
+
 /// Checks a CONNECT: protocol, known device, secret, will topic. The identity's index, or the
 /// CONNACK code and the reason for the log.
 fn admit(
@@ -167,10 +195,7 @@ fn admit(
     cert: Option<&CertificateDer<'static>>,
 ) -> Result<usize, (ConnectReturnCode, String)> {
     if c.protocol != Protocol::V4 {
-        return Err((
-            ConnectReturnCode::RefusedProtocolVersion,
-            "MQTT 5 CONNECT (this endpoint speaks 3.1.1)".into(),
-        ));
+        return Err((ConnectReturnCode::RefusedProtocolVersion, MQTT_5.into()));
     }
     let Some(login) = &c.login else {
         return Err((ConnectReturnCode::NotAuthorized, "anonymous CONNECT".into()));
