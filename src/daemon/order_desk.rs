@@ -338,14 +338,23 @@ impl OrderDesk {
         if c.transfer_id.is_empty() || c.transfer_id.len() > 128 {
             return ("malformed", "a transfer id is 1–128 bytes".into());
         }
-        if c.count == 0 || c.count > MAX_CHUNKS || c.index >= c.count {
-            return (
-                "malformed",
-                format!(
-                    "chunk {} of {}: at most {MAX_CHUNKS} chunks",
-                    c.index, c.count
-                ),
-            );
+        // Each refusal says what is wrong with this chunk's numbers.
+        let numbers = if c.count == 0 || c.count > MAX_CHUNKS {
+            Some(format!(
+                "a transfer of {} chunks: 1 to {MAX_CHUNKS}",
+                c.count
+            ))
+        } else if c.index >= c.count {
+            let last = c.count - 1;
+            Some(format!(
+                "chunk index {} past the last, {last} (chunks count from 0)",
+                c.index
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = numbers {
+            return ("malformed", detail);
         }
         if c.total_bytes > MAX_TRANSFER_BYTES as u64 || c.sha256.len() != 32 {
             return (
@@ -693,11 +702,15 @@ mod tests {
         desk.chunk("k", chunk("t2", 0, 2), t0);
         // A third transfer at once is refused; bad chunk numbers too.
         assert_eq!(desk.chunk("k", chunk("t3", 0, 2), t0).0, "too_many");
-        assert_eq!(desk.chunk("k", chunk("t1", 3, 3), t0).0, "malformed");
-        assert_eq!(
-            desk.chunk("c-4", chunk("t4", 0, MAX_CHUNKS + 1), t0).0,
-            "malformed"
+        let (refused, detail) = desk.chunk("k", chunk("t1", 3, 3), t0);
+        assert_eq!(refused, "malformed");
+        assert!(
+            detail.contains("chunk index 3 past the last, 2"),
+            "{detail}"
         );
+        let (refused, detail) = desk.chunk("c-4", chunk("t4", 0, MAX_CHUNKS + 1), t0);
+        assert_eq!(refused, "malformed");
+        assert!(detail.contains("1 to 1024"), "{detail}");
         let mut out = Vec::new();
         desk.tick(t0 + TRANSFER_TIMEOUT_MS - 1, &mut out);
         assert!(results.try_recv().is_err(), "still within its time");
