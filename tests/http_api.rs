@@ -9,6 +9,23 @@ use gatehouse::proto::v1;
 use gatehouse::tools::sim;
 use std::time::Duration;
 
+/// Lane `door-1`: Hikvision terminal `terminal-a` at `addr` in arming mode, its door driven over
+/// ISAPI, told to push to this box's HTTP `port`.
+fn armed_lane(addr: std::net::SocketAddr, port: u16) -> String {
+    format!(
+        r#"
+[[lanes]]
+id = "door-1"
+
+[[lanes.devices]]
+id = "terminal-a"
+role = "thermal"
+profile = "hikvision-isapi"
+api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
+"#
+    )
+}
+
 /// A terminal whose catch-up answer holds items that are not events (a number, a string, a
 /// list): each is skipped as outside data that does not decode, the events around it are still
 /// recorded, and the terminal's stream keeps opening its door. Before, assigning into such an item panicked the
@@ -33,22 +50,7 @@ async fn a_catch_up_answer_with_items_that_are_not_events_is_survived() {
         term.store(junk);
     }
     term.store(stored(902, "R000012"));
-    let lane = |port| {
-        format!(
-            r#"
-[[lanes]]
-id = "door-1"
-
-[[lanes.devices]]
-id = "terminal-a"
-role = "thermal"
-profile = "hikvision-isapi"
-api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
-"#,
-            addr = term.addr
-        )
-    };
-    let g = HttpGate::start_with(lane).await;
+    let g = HttpGate::start_with(|port| armed_lane(term.addr, port)).await;
     let mut h = g.h;
     within("the stream to open", LONG, async {
         while term.open_streams() == 0 {
@@ -107,22 +109,7 @@ async fn an_armed_terminal_streams_is_caught_up_configured_and_its_door_opened()
     term.store(serde_json::json!({"major": 5, "minor": 75, "serialNo": 900,
         "time": gatehouse::timefmt::rfc3339(now - 300_000), "employeeNoString": "R000007",
         "currTemperature": 36.4}));
-    let lane = |port| {
-        format!(
-            r#"
-[[lanes]]
-id = "door-1"
-
-[[lanes.devices]]
-id = "terminal-a"
-role = "thermal"
-profile = "hikvision-isapi"
-api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
-"#,
-            addr = term.addr
-        )
-    };
-    let g = HttpGate::start_with(lane).await;
+    let g = HttpGate::start_with(|port| armed_lane(term.addr, port)).await;
     let port = g.http.rsplit(':').next().unwrap().to_string();
     let mut h = g.h;
     within("the stream to open", LONG, async {
