@@ -6,7 +6,7 @@
 //! without the call; SIGKILL keeps the page cache: only the order of the system calls shows it.
 use crate::common::*;
 use crate::http_api::ZK_LANE;
-use crate::http_intake::{lists, with_http_lanes};
+use crate::http_intake::http_child_config;
 use bytes::BytesMut;
 use gatehouse::device::Unit;
 use gatehouse::proto::v1;
@@ -32,16 +32,7 @@ async fn every_ack_of_a_record_follows_the_fsync_of_its_commit() {
     }
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let devices = DeviceSide::endpoint();
-    let port = gatehouse_company::broker::free_port().unwrap();
-    let imports = lists(dir.path());
-    let text = with_http_lanes(
-        config_text(dir.path(), &devices, &broker),
-        &imports,
-        port,
-        ZK_LANE,
-    );
-    let config = write_config_text(dir.path(), &text);
+    let (config, devices, port) = http_child_config(dir.path(), &broker, ZK_LANE);
     let trace = dir.path().join("strace.log");
     let mut company = Uplink::connect(&broker).await;
     let run = gatehouse_run(&config);

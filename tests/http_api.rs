@@ -3,7 +3,7 @@
 //! event stream and door, a ZKTeco terminal polling on ADMS. The gate and its lists are
 //! `http_intake`'s.
 use crate::common::*;
-use crate::http_intake::{hik_event, lists, with_http_lanes, HttpGate, CARD};
+use crate::http_intake::{hik_event, http_child_config, HttpGate, CARD};
 use gatehouse::metrics::Metrics;
 use gatehouse::proto::v1;
 use gatehouse::tools::sim;
@@ -353,16 +353,7 @@ async fn an_adms_record_is_answered_once_durable_and_decided_once_across_a_resta
     use sim::adms::{attlog, Terminal};
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let devices = DeviceSide::endpoint();
-    let port = gatehouse_company::broker::free_port().unwrap();
-    let imports = lists(dir.path());
-    let text = with_http_lanes(
-        config_text(dir.path(), &devices, &broker),
-        &imports,
-        port,
-        ZK_LANE,
-    );
-    let config = write_config_text(dir.path(), &text);
+    let (config, _, port) = http_child_config(dir.path(), &broker, ZK_LANE);
     let mut company = Uplink::connect(&broker).await;
     let addr = format!("127.0.0.1:{port}");
     let now = gatehouse::now_ms();

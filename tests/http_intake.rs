@@ -35,7 +35,22 @@ pub(crate) fn lists(dir: &std::path::Path) -> String {
 /// The test gateway's config with the HTTP lanes added: `hik-1` (terminal-h pushing over HTTP,
 /// gate-2 an MQTT turnstile) and `cars-1` (cam-z, a Zhenshi camera over HTTP that is its own
 /// barrier), the listener on `http_port` with short deadlines; `more` appended.
-pub(crate) fn with_http_lanes(text: String, lists: &str, http_port: u16, more: &str) -> String {
+/// A child daemon's config in `dir`: the test gate's devices on the endpoint, the uplink on
+/// `broker`, the lists, and the HTTP listener on a free port with the HTTP lanes and `more`.
+/// The config file, the device side and the HTTP port.
+pub(crate) fn http_child_config(
+    dir: &std::path::Path,
+    broker: &gatehouse::mqtt_client::BrokerUrl,
+    more: &str,
+) -> (std::path::PathBuf, DeviceSide, u16) {
+    let devices = DeviceSide::endpoint();
+    let port = gatehouse_company::broker::free_port().unwrap();
+    let imports = lists(dir);
+    let text = with_http_lanes(config_text(dir, &devices, broker), &imports, port, more);
+    (write_config_text(dir, &text), devices, port)
+}
+
+fn with_http_lanes(text: String, lists: &str, http_port: u16, more: &str) -> String {
     text.replace("import = \"residents.csv\"", lists)
         + &format!(
             r#"
@@ -606,16 +621,7 @@ async fn a_zhenshi_camera_is_answered_with_the_gate_command_and_its_replay_never
 async fn the_answer_waits_for_the_record_but_the_gate_does_not() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let devices = DeviceSide::endpoint();
-    let port = gatehouse_company::broker::free_port().unwrap();
-    let imports = lists(dir.path());
-    let text = with_http_lanes(
-        config_text(dir.path(), &devices, &broker),
-        &imports,
-        port,
-        "",
-    );
-    let config = write_config_text(dir.path(), &text);
+    let (config, devices, port) = http_child_config(dir.path(), &broker, "");
     let mut watcher = Uplink::connect(&broker).await;
     let mut child = gatehouse_run(&config)
         .env("GATEHOUSE_TEST_STALL_WRITER_AFTER_MS", "2500")

@@ -126,14 +126,6 @@ fn default_device_client_id() -> String {
 }
 
 impl Config {
-    /// The MQTT devices of the config, with the path of their entry.
-    pub fn mqtt_devices<'a>(
-        &'a self,
-        profiles: &'a Profiles,
-    ) -> impl Iterator<Item = (String, &'a super::DeviceSection)> + 'a {
-        self.devices_on(profiles, Transport::Mqtt)
-    }
-
     /// The devices of the config whose profile speaks `transport`, with the path of their entry.
     pub fn devices_on<'a>(
         &'a self,

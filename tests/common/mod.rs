@@ -167,9 +167,10 @@ pub fn write_config_text(dir: &Path, text: &str) -> std::path::PathBuf {
     let config: Config = toml::from_str(text).expect("test config parses");
     if let Some(f) = &config.device_broker.secrets_file {
         let profiles = Profiles::builtin();
+        use gatehouse::device::Transport;
         let lines: String = config
-            .mqtt_devices(&profiles)
-            .chain(config.devices_on(&profiles, gatehouse::device::Transport::Http))
+            .devices_on(&profiles, Transport::Mqtt)
+            .chain(config.devices_on(&profiles, Transport::Http))
             .map(|(_, d)| format!("{} {}\n", d.id, device_password(&d.id)))
             .collect();
         std::fs::write(dir.join(f), lines).unwrap();
