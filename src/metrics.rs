@@ -62,6 +62,8 @@ pub struct Metrics {
     pub modbus_timeouts: AtomicU64,
     /// Orders from above dropped at the door (the queue of orders to check was full).
     pub orders_dropped: AtomicU64,
+    /// Messages on a command topic the uplink could not take (too large, not MQTT).
+    pub order_topics_poisoned: AtomicU64,
     /// Orders refused by their checks, and refusals not answered upstream (rate limit).
     pub orders_refused: AtomicU64,
     pub orders_refusals_unanswered: AtomicU64,

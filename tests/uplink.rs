@@ -4,6 +4,7 @@ use gatehouse::config::Config;
 use gatehouse::daemon::Daemon;
 use gatehouse::device::{Profiles, Unit};
 use gatehouse::metrics::Metrics;
+use gatehouse::mqtt_client::BrokerUrl;
 use gatehouse::proto::v1;
 use std::time::Duration;
 
@@ -368,4 +369,86 @@ async fn backlog(h: &mut Harness, proxy: &Proxy, from: u64, n: u64) {
         }
     })
     .await;
+}
+
+/// Issue 27 §11: a 20 MiB retained message on the street's command topic (larger than any order
+/// may be) used to break every connection right after it subscribed: records and orders stopped
+/// until someone cleared it. Now that topic is left out, with an alarm naming it, and records
+/// and the gateway's own orders flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_command_topic_is_left_out_with_an_alarm_and_records_and_orders_flow() {
+    use crate::commands::{command, company, keys_toml, send};
+    use gatehouse::orders::sign;
+    if !have("mosquitto") {
+        skip(
+            "a_poisoned_command_topic_is_left_out_with_an_alarm_and_records_and_orders_flow",
+            "mosquitto is not installed (apt-get install mosquitto)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf =
+        format!("persistence false\nuser root\nallow_anonymous true\nlistener {port} 127.0.0.1\n");
+    let _mosquitto = spawn_mosquitto(dir.path(), &conf, &[port]);
+    let company_broker = BrokerUrl::parse(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+    let street = BASE.rsplitn(3, '/').nth(2).unwrap();
+    let poisoned = format!("{street}/_all/cmd");
+    poison(&company_broker, &poisoned, 20 << 20).await;
+
+    let keys = keys_toml();
+    let mut h = Harness::start_with(company_broker.clone(), company_broker.clone(), |t| {
+        t + &keys
+    })
+    .await;
+    h.identify(1, Some("R000001"), 36.5, Unit::Celsius).await;
+    let (_, passage) = h.uplink.passage_from("thermal-1").await;
+    assert_eq!(passage.verdict(), v1::Verdict::Allow, "{passage:?}");
+    let alarm = h.uplink.alarm_of(v1::AlarmKind::OrderTopicPoisoned).await;
+    assert!(alarm.detail.contains(&poisoned), "{}", alarm.detail);
+    assert!(
+        alarm.detail.contains("left unsubscribed for 60 s"),
+        "{}",
+        alarm.detail
+    );
+
+    let admin = Client::connect(&company_broker, "company-admin").await;
+    let ping = v1::command::Payload::Ping(v1::Ping {});
+    let order = command("after-poison", v1::Level::Gateway, GATEWAY_PATH, ping);
+    send(
+        &admin,
+        &format!("{BASE}/cmd"),
+        &sign(&order, "company", &company()),
+    )
+    .await;
+    let result = h.uplink.result().await;
+    assert_eq!(result.command_id, "after-poison");
+    assert!(result.applied, "{result:?}");
+    let metrics = h.daemon.metrics.clone();
+    assert!(Metrics::get(&metrics.order_topics_poisoned) >= 1);
+    h.daemon.stop().await;
+}
+
+/// Publishes `bytes` of junk, retained, on `topic`.
+async fn poison(broker: &BrokerUrl, topic: &str, bytes: usize) {
+    use rumqttc::{AsyncClient, Event, Outgoing, QoS};
+    let mut o = gatehouse::mqtt_client::options(broker, "poisoner", Duration::from_secs(30));
+    o.set_max_packet_size(bytes + 4096, bytes + 4096);
+    let (client, mut el) = AsyncClient::new(o, 4);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, vec![b'x'; bytes])
+        .await
+        .unwrap();
+    within("the poison published", LONG, async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) => break,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => panic!("poisoner: {e}"),
+            }
+        }
+    })
+    .await;
+    let _ = client.disconnect().await;
 }

@@ -242,6 +242,11 @@ impl DecisionLoop {
                             records::misbehaving_alarm(status, &detail, self.status.clock.now());
                         self.append(vec![r], Vec::new(), None).await;
                     }
+                    SourceEvent::OrderTopicPoisoned { detail } => {
+                        let kind = crate::proto::v1::AlarmKind::OrderTopicPoisoned;
+                        let r = records::gateway_alarm(kind, detail, self.status.clock.now());
+                        self.append(vec![r], Vec::new(), None).await;
+                    }
                 },
                 Turn::Control(c) => self.control(c).await,
                 Turn::Order(o) => self.order(o).await,

@@ -303,6 +303,7 @@ impl Collector for Pipeline {
             ("gatehouse_uplink_published", "Records published upstream", get(&m.uplink_published)),
             ("gatehouse_uplink_acked", "Records the company broker acknowledged", get(&m.uplink_acked)),
             ("gatehouse_orders_dropped", "Orders from above dropped at the door (queue full)", get(&m.orders_dropped)),
+            ("gatehouse_order_topics_poisoned", "Messages on a command topic the uplink could not take (too large, not MQTT)", get(&m.order_topics_poisoned)),
             ("gatehouse_order_refusals_unanswered", "Order refusals not answered (rate limit)", get(&m.orders_refusals_unanswered)),
             ("gatehouse_clock_jumps", "Steps of the wall clock seen", self.0.clock.jumps.load(Ordering::Relaxed)),
         ];

@@ -18,13 +18,12 @@ use tracing::warn;
 
 /// Links lost and found, gate acks, fire readings: few, and each source waits for the loop to
 /// take one when it is full (a link change is never dropped).
-const SOURCE_EVENTS: usize = 256;
+pub const SOURCE_EVENTS: usize = 256;
 /// Barrier input changes from the Modbus buses: full, a bus waits before its next poll.
 const BARRIER_REPORTS: usize = 1024;
 
 pub struct Intake {
     pub input: mpsc::Receiver<Input>,
-    pub events: mpsc::Receiver<SourceEvent>,
     pub barrier_reports: mpsc::Receiver<BarrierReport>,
     pub actuators: Actuators,
     /// Where devices (and simulators) reach the device-side broker.
@@ -40,10 +39,10 @@ pub async fn start(
     config: &Config,
     plan: &mut LanePlan,
     metrics: &Arc<Metrics>,
+    events_tx: mpsc::Sender<SourceEvent>,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Intake> {
     let (input_tx, input) = mpsc::channel(INPUT_CAPACITY);
-    let (events_tx, events) = mpsc::channel(SOURCE_EVENTS);
     let (reports_tx, barrier_reports) = mpsc::channel(BARRIER_REPORTS);
     let MqttDevices {
         broker,
@@ -101,7 +100,6 @@ pub async fn start(
     };
     Ok(Intake {
         input,
-        events,
         barrier_reports,
         actuators,
         device_broker: broker,

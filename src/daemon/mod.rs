@@ -112,6 +112,8 @@ impl Daemon {
         let (checked_tx, checked_rx) = mpsc::channel(ORDERS_CHECKED);
         let (results_tx, results_rx) = mpsc::channel(ORDER_RESULTS);
         let (swaps_tx, swaps_rx) = mpsc::channel(REGISTRY_SWAPS);
+        // What sources (and the uplink, of a poisoned command topic) tell the decision loop.
+        let (events_tx, source_events) = mpsc::channel(intake::SOURCE_EVENTS);
         let time = OrderTime {
             store_created: Arc::new(AtomicI64::new(0)),
             clock: clock.clone(),
@@ -141,6 +143,7 @@ impl Daemon {
             to_check: raw_tx,
             results: results_rx,
             queued: Arc::new(Semaphore::new(ORDER_QUEUE_KIB)),
+            alarms: events_tx.clone(),
         })
         .with_stats(StatsOut {
             pending: stats_pending.clone(),
@@ -148,7 +151,7 @@ impl Daemon {
         });
 
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let mut intake = intake::start(&config, &mut plan, &metrics, &shutdown).await?;
+        let mut intake = intake::start(&config, &mut plan, &metrics, events_tx, &shutdown).await?;
         let (control_tx, control) = mpsc::channel(CONTROL_REQUESTS);
         intake
             .joins
@@ -167,7 +170,7 @@ impl Daemon {
         let inbox = Inbox {
             input: intake.input,
             control,
-            source_events: intake.events,
+            source_events,
             barrier_reports: intake.barrier_reports,
             orders: checked_rx,
             stats_acked,

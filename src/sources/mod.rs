@@ -121,6 +121,11 @@ pub enum SourceEvent {
     GateReady {
         device: usize,
     },
+    /// A message on a command topic broke the uplink's connection (`detail`: which topic, and
+    /// for how long it is left out).
+    OrderTopicPoisoned {
+        detail: String,
+    },
     /// A fire panel's input has a new debounced reading (`detail`: why it is unknown).
     FireInput {
         device: usize,

@@ -11,6 +11,7 @@
 //! still in the outbox and everything unacked is sent again, in order, with the same ids.
 pub mod stats;
 pub mod status;
+mod subscriptions;
 mod tags;
 pub mod twins;
 
@@ -31,10 +32,28 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use subscriptions::Subscriptions;
 use tags::{Tag, Tags};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
+
+/// What a connection error says of a message from the broker the client could not take (too
+/// large, or not MQTT); `None` for any other end of the link.
+fn unreadable(e: &rumqttc::ConnectionError) -> Option<String> {
+    use rumqttc::mqttbytes::Error as Bytes;
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(b)) => {
+            Some(match b {
+                Bytes::PayloadSizeLimitExceeded(n) => {
+                    format!("a message of {n} bytes (the limit is {MAX_COMMAND})")
+                }
+                other => format!("a message that is not MQTT ({other})"),
+            })
+        }
+        _ => None,
+    }
+}
 
 /// A batch stops growing past this many bytes.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -138,6 +157,8 @@ pub struct OrdersIn {
     /// What orders waiting to be checked may hold, in KiB ([`ORDER_QUEUE_KIB`] permits): a flood
     /// of large junk is dropped here, at the door, not queued.
     pub queued: Arc<tokio::sync::Semaphore>,
+    /// Where a topic poisoned by a message the client cannot take is reported (an alarm).
+    pub alarms: mpsc::Sender<crate::sources::SourceEvent>,
 }
 
 /// Orders waiting to be checked hold at most this many KiB (a few full-size snapshot chunks).
@@ -263,6 +284,33 @@ impl Uplink {
         }
     }
 
+    /// The link broke on a message the client could not take (`what`): counted, and the command
+    /// topic it came on — when it can be told — left out for a while, with an alarm naming it.
+    fn poisoned(&self, subscriptions: &mut Subscriptions, what: &str) {
+        let n = self
+            .metrics
+            .order_topics_poisoned
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let detail = match subscriptions.broken_by_message(Instant::now()) {
+            Some(b) => format!(
+                "{what} on {} broke the uplink's connection; that topic is left unsubscribed for {} s (orders sent there are not received) — clear the retained message there",
+                b.topic,
+                b.pause.as_secs()
+            ),
+            None => format!("{what} on a command topic broke the uplink's connection once (not retained: it does not come again)"),
+        };
+        if worth_logging(n) {
+            error!(poisoned = n, "{detail}.");
+        }
+        if let Some(o) = &self.orders {
+            let event = crate::sources::SourceEvent::OrderTopicPoisoned { detail };
+            if o.alarms.try_send(event).is_err() {
+                warn!("Alarm for a poisoned command topic not raised: the decision loop is busy.");
+            }
+        }
+    }
+
     /// Runs until `finish` delivers a deadline; then drains what it can before it, publishes the
     /// offline status and disconnects.
     pub async fn run(mut self, mut finish: oneshot::Receiver<Instant>) {
@@ -285,6 +333,11 @@ impl Uplink {
         let mut acked: Delete = Vec::new();
         // Statistics periods handed to the client on this connection.
         let mut stats_sent = std::collections::HashSet::new();
+        let order_topics = match &self.orders {
+            Some(_) => self.cfg.topics.orders().to_vec(),
+            None => Vec::new(),
+        };
+        let mut subscriptions = Subscriptions::new(order_topics);
 
         loop {
             if !acked.is_empty() {
@@ -390,7 +443,18 @@ impl Uplink {
                     self.metrics.uplink_connected.store(true, Ordering::Relaxed);
                     backoff.reset();
                     cursors = Cursors::default();
-                    self.greet(&client, &mut tags.fifo, &mut stats_sent);
+                    let first = subscriptions.connected(Instant::now());
+                    self.subscribe_or_greet(&client, first, &mut tags.fifo, &mut stats_sent);
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .contains(&rumqttc::SubscribeReasonCode::Failure)
+                    {
+                        warn!("The broker refused a command topic's subscription (its ACL?): orders on it will not arrive.");
+                    }
+                    let next = subscriptions.acked(Instant::now());
+                    self.subscribe_or_greet(&client, next, &mut tags.fifo, &mut stats_sent);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => self.take_order(&p),
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tags.outgoing(pkid),
@@ -411,6 +475,9 @@ impl Uplink {
                 },
                 Ok(_) => {}
                 Err(e) => {
+                    if let Some(what) = unreadable(&e) {
+                        self.poisoned(&mut subscriptions, &what);
+                    }
                     let was = std::mem::replace(&mut link, Link::Down);
                     if was.is_up() {
                         warn!(error = %e, "Uplink lost; events wait in the outbox.");
@@ -444,22 +511,34 @@ impl Uplink {
         }
     }
 
-    /// Just connected: subscribe to orders first (once "online" is seen upstream, an order sent
-    /// to us is not lost to a subscription still on its way), then status, twins and statistics.
+    /// Just connected, or a command topic's SUBACK came: subscribe to the `next` topic, one at
+    /// a time (`subscriptions.rs`); with all subscribed, greet. Orders first: once "online" is
+    /// seen upstream, an order sent to us is not lost to a subscription still on its way.
+    fn subscribe_or_greet(
+        &self,
+        client: &AsyncClient,
+        next: Option<String>,
+        fifo: &mut VecDeque<Tag>,
+        stats_sent: &mut std::collections::HashSet<u64>,
+    ) {
+        if let Some(topic) = next {
+            match client.try_subscribe(topic, QoS::AtLeastOnce) {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.")
+                }
+            }
+        }
+        self.greet(client, fifo, stats_sent);
+    }
+
+    /// Subscribed: status, twins and statistics.
     fn greet(
         &self,
         client: &AsyncClient,
         fifo: &mut VecDeque<Tag>,
         stats_sent: &mut std::collections::HashSet<u64>,
     ) {
-        if self.orders.is_some() {
-            let orders = self.cfg.topics.orders().iter();
-            let filters =
-                orders.map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-            if let Err(e) = client.try_subscribe_many(filters) {
-                warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.");
-            }
-        }
         self.publish_status(client, fifo, v1::GatewayState::Online, true);
         self.publish_twins(client, fifo, true);
         stats_sent.clear();
