@@ -6,7 +6,7 @@ use gatehouse::metrics::Metrics;
 use gatehouse::proto::v1;
 use gatehouse::tools::sim::barrier::{serve_rtu, serve_tcp, BarrierSim, Service};
 use gatehouse::tools::sim::serial::{run_barrier_5b, BarrierFrame, Line, Pty};
-use gatehouse::tools::sim::zhenshi::ivs_result;
+use gatehouse::tools::sim::zhenshi::{ivs_result, ivs_result_of, PlateRead};
 use std::time::{Duration, Instant};
 
 const TRAVEL: Duration = Duration::from_millis(700);
@@ -109,6 +109,16 @@ impl VehicleGate {
             .await;
     }
 
+    async fn read(&self, lane: u8, read: &PlateRead) {
+        self.h
+            .publish_as(
+                &format!("cam-{lane}"),
+                &format!("device/cam-{lane}/message/up/ivs_result"),
+                ivs_result_of(read).into_bytes(),
+            )
+            .await;
+    }
+
     async fn decision(&mut self, lane: u8) -> v1::PassageDecision {
         self.h.uplink.passage_from(&format!("cam-{lane}")).await.1
     }
@@ -142,7 +152,8 @@ async fn a_resident_plate_opens_the_barrier_and_it_closes_only_after_the_car_cle
     let mut g = start(1, false, "normal").await;
     let b = g.barriers[0].clone();
     let asked = Instant::now();
-    g.plate(1, 1001, "粤B12345", 96).await;
+    let read = PlateRead::live(1001, "粤B12345", 96, 4);
+    g.read(1, &read).await;
     let d = g.decision(1).await;
     assert_eq!((d.reason.as_str(), d.verdict()), ("ok", v1::Verdict::Allow));
     assert_eq!(
@@ -167,7 +178,7 @@ async fn a_resident_plate_opens_the_barrier_and_it_closes_only_after_the_car_cle
     assert_eq!(b.counts(), (1, 1, 0));
 
     // The camera replays the same read after a reconnect: decided once, no second open.
-    g.plate(1, 1001, "粤B12345", 96).await;
+    g.read(1, &read).await;
     // Unknown, blacklisted, unsure, garbled: denied, and the barrier is not touched.
     g.plate(1, 1002, "粤Z77777", 95).await;
     assert_eq!(g.decision(1).await.reason, "unknown_subject");
@@ -195,6 +206,51 @@ async fn a_resident_plate_opens_the_barrier_and_it_closes_only_after_the_car_cle
         "the replayed read was not decided again"
     );
     assert_eq!(b.counts(), (1, 1, 0));
+}
+
+/// Issue 27 §3: over MQTT too, a read the camera kept while offline (`isoffline`) is recorded
+/// and never lifts the arm (it was decided live and opened); and a read's identity carries the
+/// camera's time, so after the camera restarts its plateid count its live reads are decided
+/// (they were dropped as replays: no decision, no record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mqtt_a_stored_read_never_opens_and_a_restarted_plateid_count_still_opens() {
+    let mut g = start(1, false, "normal").await;
+    let b = g.barriers[0].clone();
+    let now_s = gatehouse::now_ms() / 1000;
+    let first = PlateRead {
+        device_s: now_s - 5,
+        ..PlateRead::live(7, "粤B12345", 96, 4)
+    };
+    g.read(1, &first).await;
+    assert_eq!(g.decision(1).await.reason, "ok");
+    wait_for("the arm up", || b.is_up()).await;
+    assert!(b.car_passes(LONG).await);
+    wait_for("the arm down", || b.is_down()).await;
+
+    let stored = PlateRead {
+        offline: true,
+        device_s: now_s - 600,
+        ..PlateRead::live(8, "粤B12345", 96, 4)
+    };
+    g.read(1, &stored).await;
+    let d = g.decision(1).await;
+    assert_eq!(
+        (d.reason.as_str(), d.not_actuated),
+        ("stale_event", true),
+        "{d:?}"
+    );
+
+    // The camera restarted: plateid 7 again, a new read.
+    let again = PlateRead::live(7, "粤B12345", 96, 4);
+    g.read(1, &again).await;
+    let d = g.decision(1).await;
+    assert_eq!((d.reason.as_str(), d.not_actuated), ("ok", false), "{d:?}");
+    wait_for("the arm up again", || b.is_up()).await;
+    assert_eq!(
+        b.counts().0,
+        2,
+        "one open for each live read, none for the stored one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

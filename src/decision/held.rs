@@ -128,6 +128,8 @@ impl Held {
                         dedupe,
                         state: None,
                         device_time_ms,
+                        // Only the dedupe key, taken before the event was held.
+                        id_time_ms: None,
                         stored: None,
                         unreadable: None,
                     },
@@ -253,6 +255,7 @@ mod tests {
                 dedupe: true,
                 state: None,
                 device_time_ms: Some(1_799_999_999_000),
+                id_time_ms: None,
                 stored: None,
                 unreadable: None,
             },

@@ -480,10 +480,11 @@ impl Core {
         let mut obs = obs;
         obs.decoded.stored = Some(stored);
         let ev = &obs.decoded;
-        // A broker's redelivery, a camera's offline replay: the same event is decided once.
+        // A broker's redelivery, a camera's offline replay: the same event is decided once. Its
+        // identity is the device's id with its time: devices restart their counters.
         if !ev.event_id.is_empty() {
             let dev_id = &self.policy.devices[obs.device].id;
-            let key = match ev.device_time_ms {
+            let key = match ev.device_time_ms.or(ev.id_time_ms) {
                 Some(t) => format!("{dev_id}:{}@{t}", ev.event_id),
                 None => format!("{dev_id}:{}", ev.event_id),
             };

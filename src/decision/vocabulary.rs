@@ -366,6 +366,8 @@ pub struct Decoded {
     pub state: Option<StateReport>,
     /// When the device saw it, by the device's clock (unix ms), where the profile reads it.
     pub device_time_ms: Option<i64>,
+    /// A device time read only for the event's identity (the profile's `id_time`), unix ms.
+    pub id_time_ms: Option<i64>,
     /// The device's own marker: `Some(true)` a stored record uploaded late (Hikvision
     /// `currentEvent: false`, Zhenshi `isoffline`), `Some(false)` live. The core also marks an
     /// event stored when its age, by the device's learned clock, is past `stale_event_ms`.

@@ -77,6 +77,9 @@ impl Profile {
         if let Some(p) = &spec.event_id {
             out.event_id = id_at(v, p)?.unwrap_or_default();
         }
+        if let Some(p) = &spec.id_time {
+            out.id_time_ms = time_at(v, p);
+        }
         out.credential = spec.credential;
         if let Some(p) = &spec.subject {
             out.subject = id_at(v, p)?.filter(|s| !s.is_empty());

@@ -320,6 +320,9 @@ pub struct Decode {
     /// When the device saw it, by its own clock (RFC 3339 text, or unix seconds / ms): part of
     /// the event's identity (terminals restart their serial numbers) and its age.
     pub time: Option<String>,
+    /// A time the device stamps its events with, read only as part of the event's identity —
+    /// never as its age — where the device's clock cannot be trusted as one (`time` does both).
+    pub id_time: Option<String>,
     /// A card number (string or number), read as the card credential when `subject` names
     /// nobody: a terminal reports a card swipe by the card, not the person.
     pub card: Option<String>,

@@ -412,3 +412,32 @@ fn a_terminals_lock_reports_are_its_doors_state() {
     let face = br#"{"AccessControllerEvent":{"subEventType":75,"employeeNoString":"R1"}}"#;
     assert_eq!(p.decode(face).unwrap().state, None);
 }
+
+#[test]
+fn a_dahua_records_time_is_part_of_its_identity_but_never_its_age() {
+    let p = Profiles::builtin().get("dahua-access").unwrap().clone();
+    let part = br#"{"Code":"AccessControl","data":{"RecNo":12,"UserID":"R1","UTC":1800000000}}"#;
+    let d = p.decode(part).unwrap();
+    assert_eq!(d.event_id, "12");
+    assert_eq!(
+        (d.id_time_ms, d.device_time_ms),
+        (Some(1_800_000_000_000), None)
+    );
+}
+
+#[test]
+fn a_zhenshi_mqtt_read_says_its_time_and_whether_it_was_stored() {
+    use crate::tools::sim::zhenshi::{ivs_result_of, PlateRead};
+    let p = Profiles::builtin().get("zhenshi-ivs").unwrap().clone();
+    let read = PlateRead {
+        offline: true,
+        device_s: 1_800_000_000,
+        ..PlateRead::live(3, "粤B12345", 96, 4)
+    };
+    let d = p.decode(ivs_result_of(&read).as_bytes()).unwrap();
+    assert_eq!(
+        (d.event_id.as_str(), d.subject.as_deref(), d.stored),
+        ("3", Some("粤B12345"), Some(true))
+    );
+    assert_eq!(d.device_time_ms, Some(1_800_000_000_000));
+}

@@ -1,6 +1,5 @@
 //! What a pushing device does over HTTP: POSTs on one keep-alive connection (reopened when it
 //! fails), and the bodies Hikvision terminals and Zhenshi cameras push.
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -153,28 +152,13 @@ pub fn zhenshi_plate(
     offline: bool,
     device_s: i64,
 ) -> String {
-    let license = base64::engine::general_purpose::STANDARD.encode(plate.as_bytes());
-    serde_json::json!({
-        "AlarmInfoPlate": {
-            "channel": 0,
-            "deviceName": "IVS",
-            "ipaddr": "192.168.1.100",
-            "serialno": "e5ad4f1c-3c6f0a10",
-            "result": {
-                "PlateResult": {
-                    "license": license,
-                    "colorType": 1,
-                    "confidence": confidence,
-                    "direction": direction,
-                    "triggerType": 8,
-                    "plateid": plateid,
-                    "isoffline": u8::from(offline),
-                    "timeStamp": { "Timeval": { "sec": device_s, "usec": 0 } }
-                }
-            }
-        }
-    })
-    .to_string()
+    let read = super::zhenshi::PlateRead {
+        offline,
+        device_s,
+        ..super::zhenshi::PlateRead::live(plateid, plate, confidence, direction)
+    };
+    read.alarm_info_plate(super::zhenshi::base64_of(plate))
+        .to_string()
 }
 
 /// A Zhenshi camera's heartbeat.

@@ -2,34 +2,80 @@
 //! `gatehouse simulate zhenshi-ivs`, publishes them with its keep-alive.
 use base64::Engine;
 
-/// One plate read as the camera publishes it on `device/{sn}/message/up/ivs_result`.
-/// `direction`: 4 towards the camera, 3 away, 0 unknown.
+/// One plate read as the camera publishes it on `device/{sn}/message/up/ivs_result`, live and
+/// stamped now. `direction`: 4 towards the camera, 3 away, 0 unknown.
 pub fn ivs_result(plateid: u64, plate: &str, confidence: u8, direction: u8) -> String {
-    let license = base64::engine::general_purpose::STANDARD.encode(plate.as_bytes());
+    let read = PlateRead::live(plateid, plate, confidence, direction);
+    ivs_result_of(&read)
+}
+
+/// [`ivs_result`] of any read: one from the camera's offline store, or stamped by its clock.
+pub fn ivs_result_of(read: &PlateRead) -> String {
     serde_json::json!({
-        "id": plateid,
-        "sn": "e5ad4f1c-3c6f0a10",
+        "id": read.plateid,
+        "sn": SERIAL,
         "name": "ivs_result",
-        "payload": {
+        "payload": read.alarm_info_plate(base64_of(&read.plate)),
+    })
+    .to_string()
+}
+
+const SERIAL: &str = "e5ad4f1c-3c6f0a10";
+
+/// A plate read, as both of the camera's pushes (MQTT and HTTP) carry it.
+#[derive(Debug, Clone)]
+pub struct PlateRead {
+    pub plateid: u64,
+    pub plate: String,
+    pub confidence: u8,
+    /// 4 towards the camera, 3 away, 0 unknown.
+    pub direction: u8,
+    /// Replayed from the camera's offline store (`isoffline`).
+    pub offline: bool,
+    /// The camera's clock when it read the plate (unix s).
+    pub device_s: i64,
+}
+
+impl PlateRead {
+    pub fn live(plateid: u64, plate: &str, confidence: u8, direction: u8) -> PlateRead {
+        PlateRead {
+            plateid,
+            plate: plate.into(),
+            confidence,
+            direction,
+            offline: false,
+            device_s: crate::now_ms() / 1000,
+        }
+    }
+
+    /// `{"AlarmInfoPlate": …}` with the plate written as `license`.
+    pub fn alarm_info_plate(&self, license: String) -> serde_json::Value {
+        serde_json::json!({
             "AlarmInfoPlate": {
                 "channel": 0,
                 "deviceName": "IVS",
-                "serialno": "e5ad4f1c-3c6f0a10",
+                "ipaddr": "192.168.1.100",
+                "serialno": SERIAL,
                 "result": {
                     "PlateResult": {
                         "license": license,
                         "colorType": 1,
-                        "confidence": confidence,
-                        "direction": direction,
+                        "confidence": self.confidence,
+                        "direction": self.direction,
                         "triggerType": 8,
-                        "plateid": plateid,
-                        "timeStamp": { "Timeval": { "sec": 1_764_300_000u64, "usec": 0 } }
+                        "plateid": self.plateid,
+                        "isoffline": u8::from(self.offline),
+                        "timeStamp": { "Timeval": { "sec": self.device_s, "usec": 0 } }
                     }
                 }
             }
-        }
-    })
-    .to_string()
+        })
+    }
+}
+
+/// How the MQTT push writes a plate: base64 of its UTF-8.
+pub fn base64_of(plate: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(plate.as_bytes())
 }
 
 /// Publishes plate reads at `rate` (resident plates 粤B1xxxx of every third household, one in
