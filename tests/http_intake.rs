@@ -498,6 +498,22 @@ async fn hostile_pushes_are_refused_counted_alarmed_and_the_lane_keeps_deciding(
         raw(&http, &req(&path("terminal-h"), "", &big), wait).await,
         413
     );
+    // Issue 27 §5: any JSON part is capped, not only the one named `event_log` (a part named
+    // otherwise was read whole, up to the 16 MiB body limit: 64 of them passed MemoryMax).
+    let unnamed = format!(
+        "--MIME_boundary_gatehouse_sim\r\nContent-Disposition: form-data; name=\"other\"\r\n\
+         Content-Type: application/json\r\n\r\n{{\"pad\":\"{}\"}}\r\n--MIME_boundary_gatehouse_sim--\r\n",
+        "x".repeat(1 << 20)
+    );
+    assert_eq!(
+        raw(
+            &http,
+            &req(&path("terminal-h"), "", unnamed.as_bytes()),
+            wait
+        )
+        .await,
+        413
+    );
     let png = format!("POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 4\r\nConnection: close\r\n\r\nPNG!", path("terminal-h"));
     assert_eq!(raw(&http, png.as_bytes(), wait).await, 415);
     let broken = b"--MIME_boundary_gatehouse_sim\r\nContent-Disposition: form-data; name=\"event_log\"\r\n\r\n{\"AccessCon";
@@ -535,7 +551,7 @@ async fn hostile_pushes_are_refused_counted_alarmed_and_the_lane_keeps_deciding(
     partial.extend_from_slice(&body[..body.len() / 2]);
     assert_eq!(raw(&http, &partial, wait).await, 408);
     // Counted, and raised upstream with the address.
-    assert!(gatehouse::metrics::Metrics::get(&g.h.daemon.metrics.device_refusals) >= 12);
+    assert!(gatehouse::metrics::Metrics::get(&g.h.daemon.metrics.device_refusals) >= 13);
     let a = g.h.uplink.alarm_of(v1::AlarmKind::DeviceMisbehaving).await;
     assert!(a.detail.contains("127.0.0.1"), "{}", a.detail);
     // And the lane still decides.
@@ -557,60 +573,84 @@ async fn hostile_pushes_are_refused_counted_alarmed_and_the_lane_keeps_deciding(
     assert_eq!(g.gate2().await.action, "open");
 }
 
+/// Zhenshi's HTTP push as the vendor documents it (issue 27 §1): the plate as text — UTF-8, or
+/// GB2312 where the body says so (read as base64 before: every real read was refused 400) —,
+/// every answer naming the read's `plateid`, a stored read answered with `ContinuePushOffline`
+/// (the camera sends the next one only then), and its multipart heartbeat form taken as a sign
+/// of life (refused 400 before, so a camera sending only heartbeats went offline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zhenshi_camera_is_answered_with_the_gate_command_and_its_replay_never_opens() {
     let g = HttpGate::start("").await;
     let now_s = gatehouse::now_ms() / 1000;
-    let post = |body: String| {
+    let post_as = |content_type: String, body: Vec<u8>| {
         let (http, path) = (g.http.clone(), path("cam-z"));
         async move {
             let mut p = Pusher::new(&http);
-            let (s, b) = p
-                .post(&path, "application/json", body.into_bytes())
-                .await
-                .unwrap();
+            let (s, b) = p.post(&path, &content_type, body).await.unwrap();
             (s.as_u16(), String::from_utf8_lossy(&b).into_owned())
         }
     };
-    let ok = r#"{"Response_AlarmInfoPlate":{"info":"ok"}}"#.to_string();
-    let no = r#"{"Response_AlarmInfoPlate":{"info":"no"}}"#.to_string();
+    let post = |body: String| post_as("application/json".into(), body.into_bytes());
+    let ok = |id: u64| format!(r#"{{"Response_AlarmInfoPlate":{{"info":"ok","plateid":{id}}}}}"#);
+    let no = |id: u64| format!(r#"{{"Response_AlarmInfoPlate":{{"info":"no","plateid":{id}}}}}"#);
     assert_eq!(
         post(zhenshi_plate(1, "浙A12345", 96, 4, false, now_s)).await,
-        (200, ok),
+        (200, ok(1)),
         "a resident's car: the reply lifts the barrier"
     );
     assert_eq!(
         post(zhenshi_plate(2, "沪C11111", 96, 4, false, now_s)).await,
-        (200, no.clone()),
+        (200, no(2)),
         "unknown plate"
     );
     assert_eq!(
         post(zhenshi_plate(1, "浙A12345", 96, 4, false, now_s)).await,
-        (200, no.clone()),
+        (200, no(1)),
         "the same read again"
     );
     assert_eq!(
         post(zhenshi_plate(3, "浙A12345", 96, 4, true, now_s - 600)).await,
-        (200, no.clone()),
-        "a replayed offline record"
+        (
+            200,
+            r#"{"Response_AlarmInfoPlate":{"ContinuePushOffline":{"plateid":3,"continue":1}}}"#
+                .into()
+        ),
+        "a replayed offline record: go on with the next"
     );
     assert_eq!(
         post(sim::http_push::zhenshi_heartbeat(1, now_s)).await,
-        (200, no),
+        (200, String::new()),
         "a heartbeat"
+    );
+    let (ct, form) = sim::http_push::zhenshi_heartbeat_form();
+    assert_eq!(
+        post_as(ct, form).await,
+        (200, String::new()),
+        "its heartbeat form"
+    );
+    let text = zhenshi_plate(4, "浙A12345", 96, 4, false, now_s);
+    let (gb, _, unmappable) = encoding_rs::GBK.encode(&text);
+    assert!(!unmappable);
+    assert_ne!(&gb[..], text.as_bytes());
+    let gb2312 = "application/json; charset=GB2312".to_string();
+    assert_eq!(
+        post_as(gb2312, gb.into_owned()).await,
+        (200, ok(4)),
+        "GB2312"
     );
     let mut h = g.h;
     let mut seen = Vec::new();
-    while seen.len() < 3 {
+    while seen.len() < 4 {
         let (_, d) = h.uplink.passage_from("cam-z").await;
-        seen.push((d.reason.clone(), d.not_actuated));
+        seen.push((d.reason.clone(), d.subject_id.clone(), d.not_actuated));
     }
     assert_eq!(
         seen,
         vec![
-            ("ok".into(), false),
-            ("unknown_subject".into(), false),
-            ("stale_event".into(), true)
+            ("ok".into(), "浙A12345".into(), false),
+            ("unknown_subject".into(), String::new(), false),
+            ("stale_event".into(), "浙A12345".into(), true),
+            ("ok".into(), "浙A12345".into(), false),
         ]
     );
 }
@@ -661,7 +701,10 @@ async fn the_answer_waits_for_the_record_but_the_gate_does_not() {
     .unwrap();
     assert_eq!(
         (s.as_u16(), &b[..]),
-        (200, &br#"{"Response_AlarmInfoPlate":{"info":"ok"}}"#[..])
+        (
+            200,
+            &br#"{"Response_AlarmInfoPlate":{"info":"ok","plateid":1}}"#[..]
+        )
     );
     let replay = zhenshi_plate(2, "浙A12345", 96, 4, true, now / 1000 - 600);
     let answer = tokio::time::timeout(

@@ -305,6 +305,7 @@ impl Profile {
                 Var::Action => write_json_str(&mut out, action),
                 Var::Reason => write_json_str(&mut out, c.reason),
                 Var::Cause => write_json_str(&mut out, c.cause),
+                Var::EventId => out.extend_from_slice(super::profile::json_id(c.cause).as_bytes()),
                 Var::Lane => write_json_str(&mut out, c.lane),
                 Var::Device => write_json_str(&mut out, c.device),
                 Var::Ts => out.extend_from_slice(c.ts_ms.to_string().as_bytes()),

@@ -166,8 +166,21 @@ pub struct HttpSpec {
     #[serde(default)]
     pub reply: Reply,
     /// The body of an answer that opens nothing (a duplicate, a stored record, a heartbeat).
+    /// `{event_id}` in it stands for the event's id (a number as a number, else a JSON string);
+    /// an answer to a push with no id (a heartbeat) is then empty.
     #[serde(default)]
     pub ack_body: String,
+    /// The answer to a record the device kept while offline (its `stored` marker), once it is
+    /// stored, where it differs from `ack_body`: Zhenshi's `ContinuePushOffline`, which the camera
+    /// waits for before it sends the next one.
+    pub stored_ack_body: Option<String>,
+    /// The body's character set where the device mislabels it (`gb18030`, `gbk`, `gb2312`,
+    /// `utf-8`); otherwise the `charset` of its Content-Type says, UTF-8 without one.
+    pub charset: Option<String>,
+    /// A multipart body with this field and no event part is the device's heartbeat (Zhenshi's
+    /// registration form: `device_name`, `ipaddr`, …, `serialno`): answered empty, and the
+    /// device heard.
+    pub heartbeat_field: Option<String>,
     /// The vendor API gatehouse speaks to the device itself, where it does (`isapi`: arming
     /// stream, `httpHosts` self-configuration, catch-up, door control).
     pub api: Option<Api>,
@@ -445,9 +458,38 @@ pub enum Var {
     Action,
     Reason,
     Cause,
+    /// The id of the event that caused it: a number as a number, else a string (a camera that
+    /// wants its read's id back, as Zhenshi's `plateid`).
+    EventId,
     Lane,
     Device,
     Ts,
+}
+
+impl HttpSpec {
+    /// The body that answers a push that opens nothing: the stored answer for a record the
+    /// device kept while offline, with the event's id filled in.
+    pub fn ack_for(&self, event_id: &str, stored: bool) -> String {
+        let template = match (&self.stored_ack_body, stored) {
+            (Some(body), true) => body,
+            _ => &self.ack_body,
+        };
+        if !template.contains("{event_id}") {
+            return template.clone();
+        }
+        if event_id.is_empty() {
+            return String::new();
+        }
+        template.replace("{event_id}", &json_id(event_id))
+    }
+}
+
+/// An event id as JSON: a number stays a number.
+pub fn json_id(id: &str) -> String {
+    match id.parse::<u64>() {
+        Ok(n) => n.to_string(),
+        Err(_) => serde_json::Value::from(id).to_string(),
+    }
 }
 
 impl Profile {
@@ -539,6 +581,12 @@ impl Profile {
             Transport::Http => {
                 if self.http.is_none() {
                     out.push("http: required for an http profile".into());
+                }
+                let charset = self.http.as_ref().and_then(|h| h.charset.as_deref());
+                if let Some(c) = charset {
+                    if encoding_rs::Encoding::for_label(c.as_bytes()).is_none() {
+                        out.push(format!("http.charset: {c:?} is not a character set"));
+                    }
                 }
                 if senses && self.decode.is_none() {
                     out.push("decode: required for a profile with a sensing role".into());

@@ -265,13 +265,13 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         read_event(req, &dev.profile, shared.limits.max_body),
     )
     .await;
-    let (value, rest) = match body {
+    let pushed = match body {
         Err(_) => {
             let what = "body not complete in time";
             return refused(shared, Some(dev), peer, StatusCode::REQUEST_TIMEOUT, what);
         }
         Ok(Err((status, what))) => return refused(shared, Some(dev), peer, status, what),
-        Ok(Ok(v)) => v,
+        Ok(Ok(p)) => p,
     };
     dev.live.heard();
     {
@@ -281,6 +281,11 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
             *seen = Some(peer.ip());
         }
     }
+    let (value, rest) = match pushed {
+        // Nothing to decide: the device is alive, and the answer says nothing to it.
+        Pushed::HeartbeatForm => return answer(StatusCode::OK, ""),
+        Pushed::Event(value, rest) => (value, rest),
+    };
     Metrics::inc(&shared.metrics.events_received);
     let decoded = dev.profile.decode_value(&value);
     let Some(decoded) = checked(
@@ -293,11 +298,9 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
         return answer(StatusCode::BAD_REQUEST, "event does not decode\n");
     };
     let replies = dev.profile.http.as_ref().map(|h| h.reply) == Some(Reply::Command);
-    let ack_body = dev
-        .profile
-        .http
-        .as_ref()
-        .map_or(String::new(), |h| h.ack_body.clone());
+    let ack_body = dev.profile.http.as_ref().map_or(String::new(), |h| {
+        h.ack_for(&decoded.event_id, decoded.stored == Some(true))
+    });
     let (durable_tx, durable_rx) = oneshot::channel();
     let (reply, mut reply_rx) = PendingReply::new(dev.device, received);
     let input = Input {
@@ -366,13 +369,22 @@ type Refusal = (StatusCode, &'static str);
 /// A multipart body after its event part.
 type Rest = multer::Multipart<'static>;
 
+/// What a push carried.
+enum Pushed {
+    /// The event (or a heartbeat the profile decodes), and the multipart parts after it.
+    Event(Value, Option<Rest>),
+    /// A multipart heartbeat form (the profile's `heartbeat_field`), read to its end.
+    HeartbeatForm,
+}
+
 /// Reads the event out of a push: the profile's part of a multipart body — the rest (pictures)
 /// comes back to be read past once the event is on its way —, or the whole body as JSON or XML.
+/// Every part read is capped at [`MAX_PAYLOAD`]; files are skipped unread.
 async fn read_event(
     req: Request<Incoming>,
     profile: &Profile,
     max_body: usize,
-) -> Result<(Value, Option<Rest>), Refusal> {
+) -> Result<Pushed, Refusal> {
     let header = req
         .headers()
         .get(CONTENT_TYPE)
@@ -381,41 +393,44 @@ async fn read_event(
         .to_string();
     // Matched without regard to case; the boundary keeps its own.
     let content_type = header.to_ascii_lowercase();
+    let http = profile.http.as_ref();
+    let forced = http.and_then(|h| h.charset.as_deref());
     let body = req.into_body();
     if content_type.starts_with("multipart/") {
         let boundary = multer::parse_boundary(&header)
             .map_err(|_| (StatusCode::BAD_REQUEST, "multipart without a boundary"))?;
-        let part = profile
-            .http
-            .as_ref()
-            .map_or("event_log", |h| h.event_part.as_str());
-        let limits = multer::Constraints::new().size_limit(
-            multer::SizeLimit::new()
-                .whole_stream(max_body as u64)
-                .for_field(part, MAX_PAYLOAD as u64),
-        );
+        let part = http.map_or("event_log", |h| h.event_part.as_str());
+        let heartbeat = http.and_then(|h| h.heartbeat_field.as_deref());
+        let limits = multer::Constraints::new()
+            .size_limit(multer::SizeLimit::new().whole_stream(max_body as u64));
         let mut form =
             multer::Multipart::with_constraints(BodyDataStream::new(body), boundary, limits);
+        let mut heartbeat_seen = false;
         loop {
             let field = match form.next_field().await {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => return Err(multipart_refusal(&e)),
             };
-            let kind = field
-                .content_type()
-                .map(|m| m.essence_str().to_ascii_lowercase());
+            heartbeat_seen |= heartbeat.is_some() && field.name() == heartbeat;
+            let mime = field.content_type().cloned();
+            let kind = mime.as_ref().map(|m| m.essence_str().to_ascii_lowercase());
             let named = field.name() == Some(part);
             let textual = kind
                 .as_deref()
                 .is_some_and(|k| k.contains("json") || k.contains("xml"));
             if named || (field.file_name().is_none() && textual) {
-                let bytes = field.bytes().await.map_err(|e| multipart_refusal(&e))?;
-                let event = parse(&bytes, kind.as_deref().unwrap_or(""))?;
-                return Ok((event, Some(form)));
+                let bytes = read_part(field).await?;
+                let declared = mime.as_ref().and_then(|m| m.get_param("charset"));
+                let text = in_utf8(&bytes, forced.or(declared.map(|c| c.as_str())))?;
+                let event = parse(&text, kind.as_deref().unwrap_or(""))?;
+                return Ok(Pushed::Event(event, Some(form)));
             }
-            // A part before the event (a picture) is skipped by asking for the next one: never
-            // buffered.
+            // Any other part (a picture, a form field) is skipped by asking for the next one:
+            // never buffered.
+        }
+        if heartbeat_seen {
+            return Ok(Pushed::HeartbeatForm);
         }
         return Err((
             StatusCode::BAD_REQUEST,
@@ -446,7 +461,48 @@ async fn read_event(
             }
         })?
         .to_bytes();
-    Ok((parse(&bytes, &content_type)?, None))
+    let declared = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("charset="))
+        .map(|c| c.trim_matches('"'));
+    let text = in_utf8(&bytes, forced.or(declared))?;
+    Ok(Pushed::Event(parse(&text, &content_type)?, None))
+}
+
+/// One multipart part, at most [`MAX_PAYLOAD`] bytes.
+async fn read_part(mut field: multer::Field<'static>) -> Result<Vec<u8>, Refusal> {
+    let mut out = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_refusal(&e))? {
+        if out.len() + chunk.len() > MAX_PAYLOAD {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event part over the size limit",
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A body in `charset` (UTF-8 when none is said) as UTF-8: a camera set to GB2312 writes its
+/// plates so.
+fn in_utf8<'a>(
+    bytes: &'a [u8],
+    charset: Option<&str>,
+) -> Result<std::borrow::Cow<'a, [u8]>, Refusal> {
+    let encoding = charset
+        .and_then(|c| encoding_rs::Encoding::for_label(c.trim().as_bytes()))
+        .unwrap_or(encoding_rs::UTF_8);
+    if encoding == encoding_rs::UTF_8 {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    match encoding.decode_without_bom_handling_and_without_replacement(bytes) {
+        Some(text) => Ok(std::borrow::Cow::Owned(text.into_owned().into_bytes())),
+        None => Err((
+            StatusCode::BAD_REQUEST,
+            "body not in the character set it says",
+        )),
+    }
 }
 
 /// Reads a multipart body's remaining parts to its end, unread.
@@ -477,5 +533,22 @@ fn parse(bytes: &[u8], content_type: &str) -> Result<Value, Refusal> {
         crate::device::xml::to_json(text).ok_or((StatusCode::BAD_REQUEST, "event not XML"))
     } else {
         serde_json::from_slice(text).map_err(|_| (StatusCode::BAD_REQUEST, "event not JSON"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_utf8;
+
+    #[test]
+    fn a_body_is_read_in_the_charset_said_and_the_profiles_word_wins_over_a_mislabel() {
+        let (gbk, _, _) = encoding_rs::GBK.encode(r#"{"license":"浙A12345"}"#);
+        let text = in_utf8(&gbk, Some("gb2312")).unwrap();
+        assert_eq!(&text[..], r#"{"license":"浙A12345"}"#.as_bytes());
+        // Labelled UTF-8 but GBK: read as UTF-8 it is not the plate; the profile's `charset`
+        // (passed over the label) reads it right.
+        assert_ne!(&in_utf8(&gbk, Some("utf-8")).unwrap()[..], &text[..]);
+        assert_eq!(&in_utf8(&gbk, Some("gbk")).unwrap()[..], &text[..]);
+        assert!(in_utf8(&[0x81, 0x20], Some("gbk")).is_err());
     }
 }

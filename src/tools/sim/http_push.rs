@@ -157,8 +157,42 @@ pub fn zhenshi_plate(
         device_s,
         ..super::zhenshi::PlateRead::live(plateid, plate, confidence, direction)
     };
-    read.alarm_info_plate(super::zhenshi::base64_of(plate))
-        .to_string()
+    read.alarm_info_plate(plate.to_string()).to_string()
+}
+
+/// A Zhenshi camera's "普通心跳" heartbeat as its HTTP push sends it: a multipart form of its
+/// registration (content type, body). It carries the camera's web login, which gatehouse
+/// never reads.
+pub fn zhenshi_heartbeat_form() -> (String, Vec<u8>) {
+    let mut body = String::new();
+    for (name, value) in [
+        ("device_name", "IVS"),
+        ("ipaddr", "192.168.1.100"),
+        ("port", "80"),
+        ("user_name", "admin"),
+        ("pass_wd", "admin"),
+        ("serialno", "e5ad4f1c-3c6f0a10"),
+        ("channel_num", "1"),
+    ] {
+        body.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    (
+        format!("multipart/form-data; boundary={BOUNDARY}"),
+        body.into_bytes(),
+    )
+}
+
+/// Whether a Zhenshi camera sends its next stored read after this answer to stored read
+/// `plateid`: only on `ContinuePushOffline` naming it with `continue: 1`.
+pub fn zhenshi_continues(plateid: u64, status: u16, answer: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(answer) else {
+        return false;
+    };
+    let c = &v["Response_AlarmInfoPlate"]["ContinuePushOffline"];
+    status == 200 && c["plateid"].as_u64() == Some(plateid) && c["continue"].as_u64() == Some(1)
 }
 
 /// A Zhenshi camera's heartbeat.
@@ -211,13 +245,20 @@ pub async fn run_hikvision(
     let clock = move || crate::now_ms() + o.clock_offset_ms;
     let now = clock();
     let mut rng = super::Rng::new(o.seed);
-    run(&o, on_answer, stop, move |serial, stored| {
+    let body = move |serial: Option<u64>, stored| {
         let who = format!("R{:06}", rng.next_u64() % o.residents.max(1));
         let t = 36.0 + rng.unit() * if rng.unit() < 0.05 { 3.0 } else { 1.0 };
         match serial {
-            None => ("application/json".into(), hikvision_heartbeat(clock()).into_bytes()),
+            None => (
+                "application/json".into(),
+                hikvision_heartbeat(clock()).into_bytes(),
+            ),
             Some(serial) => {
-                let at = if stored { now - 600_000 + serial as i64 * 1000 } else { clock() };
+                let at = if stored {
+                    now - 600_000 + serial as i64 * 1000
+                } else {
+                    clock()
+                };
                 let ev = serde_json::json!({"ipAddress": "192.168.1.64", "eventType": "AccessControllerEvent",
                     "dateTime": crate::timefmt::rfc3339(at),
                     "AccessControllerEvent": {"deviceName": "DS-K1T671TM", "majorEventType": 5,
@@ -228,8 +269,9 @@ pub async fn run_hikvision(
                 hikvision_multipart(&ev, o.picture_bytes)
             }
         }
-    })
-    .await
+    };
+    // A terminal sends its next stored record once the last one was taken.
+    run(&o, on_answer, stop, body, |_, status, _| status == 200).await
 }
 
 /// A Zhenshi camera pushing plate reads: its offline store first (`isoffline`), then live reads
@@ -240,15 +282,11 @@ pub async fn run_zhenshi(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> u64 {
     let mut rng = super::Rng::new(o.seed);
-    let mut beats = 0;
     let offset = o.clock_offset_ms;
-    run(&o, on_answer, stop, move |serial, stored| {
+    let body = move |serial: Option<u64>, stored| {
         let now_s = (crate::now_ms() + offset) / 1000;
         let body = match serial {
-            None => {
-                beats += 1;
-                zhenshi_heartbeat(beats, now_s)
-            }
+            None => return zhenshi_heartbeat_form(),
             Some(id) => {
                 let plate = format!("浙A1{:04}", rng.next_u64() % o.residents.max(1));
                 let at = if stored {
@@ -260,28 +298,36 @@ pub async fn run_zhenshi(
             }
         };
         ("application/json".into(), body.into_bytes())
-    })
-    .await
+    };
+    run(&o, on_answer, stop, body, zhenshi_continues).await
 }
 
 /// The loop both pushers share: `body(Some(serial), stored)` for an event, `body(None, _)` for
-/// a heartbeat.
+/// a heartbeat; `goes_on(serial, status, answer)`: whether the device sends its next stored
+/// record after that answer (it stops its replay, as the real ones do, where not).
 async fn run(
     o: &PushOptions,
     on_answer: OnAnswer<'_>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     mut body: impl FnMut(Option<u64>, bool) -> (String, Vec<u8>),
+    goes_on: impl Fn(u64, u16, &str) -> bool,
 ) -> u64 {
     let mut p = Pusher::new(&o.addr);
-    let mut send =
-        async |what: &str, (ct, b): (String, Vec<u8>)| match p.post(&o.path, &ct, b).await {
-            Ok((s, answer)) => on_answer(what, s.as_u16(), &String::from_utf8_lossy(&answer)),
-            Err(e) => on_answer(what, 0, &e),
+    let mut send = async |what: &str, (ct, b): (String, Vec<u8>)| {
+        let (status, answer) = match p.post(&o.path, &ct, b).await {
+            Ok((s, answer)) => (s.as_u16(), String::from_utf8_lossy(&answer).into_owned()),
+            Err(e) => (0, e),
         };
+        on_answer(what, status, &answer);
+        (status, answer)
+    };
     let mut serial = 0;
     for _ in 0..o.stored {
         serial += 1;
-        send(&format!("stored {serial}"), body(Some(serial), true)).await;
+        let (status, answer) = send(&format!("stored {serial}"), body(Some(serial), true)).await;
+        if !goes_on(serial, status, &answer) {
+            break;
+        }
     }
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / o.rate.max(0.001)));
     let beat = Duration::from_secs(o.heartbeat_s.max(1));
@@ -290,7 +336,9 @@ async fn run(
     while o.count == 0 || sent < o.count {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = heartbeat.tick(), if o.heartbeat_s > 0 => send("heartbeat", body(None, false)).await,
+            _ = heartbeat.tick(), if o.heartbeat_s > 0 => {
+                send("heartbeat", body(None, false)).await;
+            }
             _ = tick.tick() => {
                 serial += 1;
                 sent += 1;
