@@ -249,11 +249,24 @@ api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
     term.drop_streams();
     tokio::time::sleep(Duration::from_millis(100)).await;
     within("the stream to reopen", LONG, open(&term)).await;
-    term.send_dahua(
-        r#"Code=AccessControl;action=Pulse;index=0;data={"UserID":"R000999","RecNo":103}"#,
+    // As terminals write it, over many lines (issue 27 §2: only the first line was read, and the
+    // event was never decided).
+    term.send_dahua_access(
+        &serde_json::json!({"UserID": "R000999", "RecNo": 103, "UTC": 1795928500}),
     );
     let (_, d) = h.uplink.passage_from("dahua-t").await;
     assert_eq!(d.reason, "unknown_subject");
+    // Its record numbers restarted with the reboot: record 101 again, a new event by its time
+    // (issue 27 §3: dropped as a replay before).
+    term.send_dahua_access(
+        &serde_json::json!({"UserID": "R000001", "Method": 15, "RecNo": 101, "UTC": 1795928600}),
+    );
+    let (_, d) = h.uplink.passage_from("dahua-t").await;
+    assert_eq!(
+        (d.reason.as_str(), d.subject_id.as_str()),
+        ("ok", "R000001")
+    );
+    assert!(within("the door again", LONG, doors.recv()).await.is_some());
     assert_eq!(term.refused(), 0);
 }
 

@@ -498,42 +498,46 @@ fn xml_text(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The events of one Dahua stream part: lines like
-/// `Code=AccessControl;action=Pulse;index=0;data={…}` become `{"Code":…,"action":…,"index":…,
-/// "data":{…}}`; the keep-alive part (`Heartbeat`) becomes `{"Heartbeat":true}`. Lines that are
-/// neither are left out.
+/// The events of one Dahua stream part: `Code=AccessControl;action=Pulse;index=0;data={…}`
+/// becomes `{"Code":…,"action":…,"index":…,"data":{…}}`; the keep-alive part (`Heartbeat`)
+/// becomes `{"Heartbeat":true}`. An event starts on a line of its own with `Code=`, and its
+/// `data=` JSON runs to the next such line or the part's end: terminals write it over many lines
+/// (and it may hold `;`). Anything else is left out.
 pub fn dahua_events(body: &[u8]) -> Vec<Value> {
     let text = String::from_utf8_lossy(body);
     let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if line.eq_ignore_ascii_case("heartbeat") {
+    let mut events: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.eq_ignore_ascii_case("heartbeat") {
             out.push(json!({"Heartbeat": true}));
-            continue;
-        }
-        // `data=` runs to the end of the line (its JSON may hold `;`).
-        let (head, data) = match line.find("data=") {
-            Some(i) => (&line[..i], Some(&line[i + 5..])),
-            None => (line, None),
-        };
-        let mut doc = serde_json::Map::new();
-        for pair in head.split(';').filter(|p| !p.is_empty()) {
-            if let Some((k, v)) = pair.split_once('=') {
-                doc.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
-            }
-        }
-        if let Some(data) = data {
-            match serde_json::from_str::<Value>(data.trim()) {
-                Ok(v) => {
-                    doc.insert("data".into(), v);
-                }
-                Err(_) => continue,
-            }
-        }
-        if doc.contains_key("Code") {
-            out.push(Value::Object(doc));
+        } else if trimmed.starts_with("Code=") {
+            events.push(trimmed.to_string());
+        } else if let Some(event) = events.last_mut() {
+            event.push('\n');
+            event.push_str(line);
         }
     }
+    out.extend(events.iter().filter_map(|e| dahua_event(e)));
     out
+}
+
+/// One `Code=…;data=…` event (see [`dahua_events`]).
+fn dahua_event(event: &str) -> Option<Value> {
+    let (head, data) = match event.find("data=") {
+        Some(i) => (&event[..i], Some(&event[i + 5..])),
+        None => (event, None),
+    };
+    let mut doc = serde_json::Map::new();
+    for pair in head.split(';').filter(|p| !p.is_empty()) {
+        if let Some((k, v)) = pair.split_once('=') {
+            doc.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+        }
+    }
+    if let Some(data) = data {
+        doc.insert("data".into(), serde_json::from_str(data.trim()).ok()?);
+    }
+    Some(Value::Object(doc))
 }
 
 #[cfg(test)]
@@ -554,6 +558,16 @@ mod tests {
             vec![json!({"Heartbeat": true})]
         );
         assert!(dahua_events(b"garbage\r\nCode=X;data={broken").is_empty());
+    }
+
+    #[test]
+    fn a_dahua_event_whose_data_runs_over_many_lines_is_read_whole() {
+        let part = "Code=AccessControl;action=Pulse;index=0;data={\r\n   \"CardNo\" : \"\",\r\n   \"RecNo\" : 12,\r\n   \"UserID\" : \"R000001\"\r\n}\r\nCode=DoorStatus;action=Pulse;index=0;data={\r\n   \"Status\" : \"Open\"\r\n}\r\n";
+        let v = dahua_events(part.as_bytes());
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_eq!(v[0]["data"]["UserID"], "R000001");
+        assert_eq!(v[0]["data"]["RecNo"], 12);
+        assert_eq!(v[1]["Code"], "DoorStatus");
     }
 
     proptest::proptest! {

@@ -110,6 +110,15 @@ impl Terminal {
         );
     }
 
+    /// Sends an `AccessControl` event with `data` as the terminals write it: over many lines.
+    pub fn send_dahua_access(&self, data: &serde_json::Value) {
+        let pretty = serde_json::to_string_pretty(data).unwrap_or_default();
+        self.send_dahua(&format!(
+            "Code=AccessControl;action=Pulse;index=0;data={}",
+            pretty.replace('\n', "\r\n")
+        ));
+    }
+
     /// Sends bytes as they are (garbage between parts, a broken part).
     pub fn send_raw(&self, bytes: Vec<u8>) {
         let bytes = Bytes::from(bytes);
@@ -378,7 +387,7 @@ pub async fn run(
                         } else {
                             json!({"UserID": who, "Method": 15, "Status": 1, "Similarity": 90, "RecNo": serial, "UTC": crate::now_ms() / 1000})
                         };
-                        t.send_dahua(&format!("Code=AccessControl;action=Pulse;index=0;data={data}"));
+                        t.send_dahua_access(&data);
                     }
                 }
             }
