@@ -360,10 +360,9 @@ fn stored_markers_and_heartbeats_are_told_apart() {
     assert_eq!(d.device_time_ms, Some(1_795_928_400_000));
 
     let z = builtin("zhenshi-ivs-http");
-    let offline =
-        br#"{"AlarmInfoPlate":{"result":{"PlateResult":{"license":"5rWZQTEyMzQ1","confidence":96,
+    let offline = r#"{"AlarmInfoPlate":{"result":{"PlateResult":{"license":"浙A12345","confidence":96,
         "plateid":77,"isoffline":1,"timeStamp":{"Timeval":{"sec":1795928400}}}}}}"#;
-    let d = z.decode(offline).unwrap();
+    let d = z.decode(offline.as_bytes()).unwrap();
     assert_eq!(
         (d.stored, d.device_time_ms, d.event_id.as_str()),
         (Some(true), Some(1_795_928_400_000), "77")
@@ -385,9 +384,15 @@ fn wrapped_commands_encode_as_the_vendor_expects() {
     };
     let z = builtin("zhenshi-ivs-http");
     let open = z.encode_command(&args(GateCommandName::OpenIn)).unwrap();
-    assert_eq!(open, br#"{"Response_AlarmInfoPlate":{"info":"ok"}}"#);
+    assert_eq!(
+        open,
+        br#"{"Response_AlarmInfoPlate":{"info":"ok","plateid":1}}"#
+    );
     let no = z.encode_command(&args(GateCommandName::Deny)).unwrap();
-    assert_eq!(no, br#"{"Response_AlarmInfoPlate":{"info":"no"}}"#);
+    assert_eq!(
+        no,
+        br#"{"Response_AlarmInfoPlate":{"info":"no","plateid":1}}"#
+    );
     let h = builtin("hikvision-isapi");
     let open = h.encode_command(&args(GateCommandName::OpenIn)).unwrap();
     assert_eq!(open, br#"{"RemoteControlDoor":{"cmd":"open"}}"#);
