@@ -135,7 +135,9 @@ async fn an_order_valid_for_longer_than_the_maximum_lifetime_is_refused() {
 async fn after_a_lost_store_a_captured_order_is_not_applied_again_and_sync_starts_over() {
     let broker = start_broker();
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), &DeviceSide::endpoint(), &broker) + &keys_toml();
+    // A small skew, so that the test need not wait long for it to pass.
+    let keys = keys_toml().replace("max_skew_s = 30", "max_skew_s = 3");
+    let text = config_text(dir.path(), &DeviceSide::endpoint(), &broker) + &keys;
     let path = write_config_text(dir.path(), &text);
     let admin = Client::connect(&broker, "company-admin").await;
     let own = format!("{BASE}/cmd");
@@ -152,6 +154,18 @@ async fn after_a_lost_store_a_captured_order_is_not_applied_again_and_sync_start
         &company(),
     );
     send(&admin, &own, &captured).await;
+    assert!(up.result().await.applied);
+    // Issue 27 §12: one issued ahead of the gateway's clock, inside the skew: it stays valid
+    // past the moment the new store is made.
+    let mut ahead = command(
+        "open-ahead",
+        v1::Level::Gateway,
+        GATEWAY_PATH,
+        open("east-1"),
+    );
+    ahead.issued_at_ms += 2_500;
+    let ahead = sign(&ahead, "company", &company());
+    send(&admin, &own, &ahead).await;
     assert!(up.result().await.applied);
     let snap = command(
         "snap-5",
@@ -176,7 +190,13 @@ async fn after_a_lost_store_a_captured_order_is_not_applied_again_and_sync_start
     send(&admin, &own, &captured).await;
     let r = up.result().await;
     assert_eq!(r.refused, "issued_before_store", "{r:?}");
-    // The company sends anew: that applies.
+    // Replayed after the new store was made, still inside its validity (it was applied before
+    // the loss at most the skew ahead): refused too (it was applied again).
+    send(&admin, &own, &ahead).await;
+    let r = up.result().await;
+    assert_eq!(r.refused, "issued_before_store", "{r:?}");
+    // The company sends anew once the skew has passed: that applies.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let fresh = command("open-B", v1::Level::Gateway, GATEWAY_PATH, open("east-1"));
     send(&admin, &own, &sign(&fresh, "company", &company())).await;
     assert!(up.result().await.applied);
@@ -328,4 +348,52 @@ async fn a_flood_of_junk_orders_is_answered_at_a_bounded_rate_and_gates_keep_dec
         gatehouse::metrics::Metrics::get(&m.orders_refusals_unanswered) > unanswered + 200,
         "replays are answered at the bounded rate too"
     );
+}
+
+/// Issue 27 §13: every applied id is kept until its order expires, and a key could send valid
+/// orders without end (a ping-only key at 3,000/s grew memory and the store by 10 MB per
+/// 100,000). Now a key gets a burst of 2,048, then one a second: the rest are refused
+/// `too_many_orders`, and another key's order still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_flooding_valid_orders_is_refused_past_its_quota_and_other_keys_are_not() {
+    let pinger = ed25519_dalek::SigningKey::from_bytes(&[44; 32]);
+    let key = format!(
+        "\n[[commands.keys]]\nid = \"pinger\"\npublic_key = \"{}\"\nlevels = [\"gateway\"]\nkinds = [\"ping\"]\n",
+        gatehouse::hex::to_hex(pinger.verifying_key().as_bytes())
+    );
+    let mut h = harness(|t| t + &key).await;
+    let admin = Client::connect(&h.broker, "company-admin").await;
+    let own = format!("{BASE}/cmd");
+    let ping = || v1::command::Payload::Ping(v1::Ping {});
+    let started = Instant::now();
+    for i in 0..2_100 {
+        let c = command(
+            &format!("ping-{i}"),
+            v1::Level::Gateway,
+            GATEWAY_PATH,
+            ping(),
+        );
+        send(&admin, &own, &sign(&c, "pinger", &pinger)).await;
+    }
+    let mut applied = 0;
+    loop {
+        let r = h.uplink.result().await;
+        if r.refused == "too_many_orders" {
+            assert!(r.detail.contains("\"pinger\""), "{r:?}");
+            break;
+        }
+        assert!(r.applied, "{r:?}");
+        applied += 1;
+    }
+    let allowed = 2_048 + started.elapsed().as_secs() as usize + 1;
+    assert!(applied <= allowed, "{applied} applied, at most {allowed}");
+    let c = command("company-ping", v1::Level::Gateway, GATEWAY_PATH, ping());
+    send(&admin, &own, &sign(&c, "company", &company())).await;
+    loop {
+        let r = h.uplink.result().await;
+        if r.command_id == "company-ping" {
+            assert!(r.applied, "{r:?}");
+            break;
+        }
+    }
 }

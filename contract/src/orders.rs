@@ -232,7 +232,7 @@ pub fn verify(
                 id,
                 "issued_before_store",
                 format!(
-                    "issued at {}, before this gateway's store was created ({created}); send it anew",
+                    "issued at {}, before {created}: this gateway's store was made then (after a lost store, that and the allowed clock skew), so it may have been applied to the lost one; send it anew, issued after that",
                     c.issued_at_ms
                 ),
             ));

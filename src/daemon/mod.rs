@@ -21,6 +21,7 @@ pub mod exporter;
 pub mod intake;
 pub mod lanes;
 pub mod order_desk;
+mod order_quota;
 pub mod records;
 pub mod status;
 

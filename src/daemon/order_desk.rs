@@ -15,6 +15,7 @@ pub struct OrderTime {
     pub store_created: Arc<AtomicI64>,
     pub clock: Arc<ClockWatch>,
 }
+use super::order_quota::Quotas;
 use crate::config::Config;
 use crate::decision::{Core, Mode, Origin, Output, Registry, StateKey};
 use crate::metrics::{worth_logging, Metrics};
@@ -48,6 +49,14 @@ fn place(config: &Config) -> Place {
         street: g.street.clone(),
         district: g.district.clone(),
     }
+}
+
+/// An applied id's stored value: its order's expiry (i64 LE), then the key that signed it
+/// (absent in ids stored before keys were kept).
+fn applied_value(v: &[u8]) -> Option<(i64, String)> {
+    let expires = i64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+    let key = String::from_utf8_lossy(&v[8..]).into_owned();
+    Some((expires, key))
 }
 
 /// Refusals answered upstream: at most this many in a burst, then one a second.
@@ -145,8 +154,10 @@ impl Gatekeeper {
 /// Orders answer with a result; the registry syncs answer later, with the new lists.
 pub struct OrderDesk {
     gateway: String,
-    /// Order ids applied, until when they stay refused as replays.
-    applied: HashMap<String, i64>,
+    /// Order ids applied: until when they stay refused as replays, and the key that signed them.
+    applied: HashMap<String, (i64, String)>,
+    /// Each key's rate and its share of `applied`.
+    quotas: Quotas,
     results: mpsc::Sender<v1::CommandResult>,
     /// For registry sync, which writes and loads the lists off the decision loop.
     store: Store,
@@ -163,6 +174,9 @@ pub struct OrderDesk {
     time: OrderTime,
     /// The blocking task settling it, while one runs.
     settling: Option<tokio::task::JoinHandle<()>>,
+    /// `[commands] max_skew_s`: after a lost store, orders issued this long after the new one
+    /// was made are refused too.
+    max_skew_ms: i64,
 }
 
 /// A registry sync done off the decision loop: the new registry (or why not), and its result.
@@ -204,18 +218,21 @@ impl OrderDesk {
         swaps: mpsc::Sender<RegistrySwap>,
         metrics: Arc<Metrics>,
     ) -> OrderDesk {
-        let applied = state
+        let applied: HashMap<String, (i64, String)> = state
             .iter()
             .filter_map(|(k, v)| match StateKey::decode(k)? {
-                StateKey::OrderApplied(id) => {
-                    Some((id, i64::from_le_bytes(v.as_slice().try_into().ok()?)))
-                }
+                StateKey::OrderApplied(id) => Some((id, applied_value(v)?)),
                 _ => None,
             })
             .collect();
+        let mut quotas = Quotas::default();
+        for (_, key) in applied.values() {
+            quotas.hold(key);
+        }
         let mut desk = OrderDesk {
             gateway: config.gateway.id.clone(),
             applied,
+            quotas,
             results,
             store,
             sync_limits: SyncLimits {
@@ -228,6 +245,7 @@ impl OrderDesk {
             refusals: Refusals::new(metrics),
             time,
             settling: None,
+            max_skew_ms: config.orders.max_skew_s as i64 * 1000,
         };
         // At start, before the decision loop turns: here, at once.
         desk.settle_store_age(crate::now_ms(), true);
@@ -245,6 +263,7 @@ impl OrderDesk {
         }
         let (store, trusted) = (self.store.clone(), self.time.clock.trusted());
         let created = self.time.store_created.clone();
+        let max_skew_ms = self.max_skew_ms;
         let settle = move || {
             let settled = match store.created_ms() {
                 Ok(Some(ms)) => Ok(ms),
@@ -252,12 +271,17 @@ impl OrderDesk {
                 Ok(None) => return,
                 Err(e) => Err(e),
             };
+            // A store made anew after a loss: an order applied to the lost one may have been
+            // issued up to the allowed skew after this one was made (ahead of the clock then).
+            let after_loss = store.made_after_loss().unwrap_or(true);
+            let margin = if after_loss { max_skew_ms } else { 0 };
             match settled {
                 Ok(ms) => {
-                    created.store(ms, Ordering::Relaxed);
+                    created.store(ms + margin, Ordering::Relaxed);
                     info!(
                         store_created_ms = ms,
-                        "Store age known: orders issued before it are refused."
+                        after_loss,
+                        "Store age known: orders issued before it (after a loss: before it and the allowed clock skew) are refused."
                     );
                 }
                 Err(e) => warn!(error = %e, "Store creation time not recorded; retrying."),
@@ -307,11 +331,27 @@ impl OrderDesk {
             return None;
         }
         let id = v.command.id.clone();
+        if let Err(detail) = self.quotas.take(&v.key_id, std::time::Instant::now()) {
+            let r = Refused {
+                id: id.clone(),
+                reason: "too_many_orders",
+                detail,
+            };
+            let result = self.result(id, r.reason, r.detail.clone(), now);
+            if self.refusals.allow(&r) {
+                self.answer(result);
+            }
+            return None;
+        }
+        let expires = v.command.expires_at_ms;
+        let mut value = expires.to_le_bytes().to_vec();
+        value.extend_from_slice(v.key_id.as_bytes());
         out.push(Output::State(
             StateKey::OrderApplied(id.clone()),
-            Some(v.command.expires_at_ms.to_le_bytes().to_vec()),
+            Some(value),
         ));
-        self.applied.insert(id.clone(), v.command.expires_at_ms);
+        self.quotas.hold(&v.key_id);
+        self.applied.insert(id.clone(), (expires, v.key_id.clone()));
         use v1::command::Payload;
         let (refused, detail) = match v.command.payload {
             Some(Payload::SetMode(m)) => set_mode(core, &id, &m, out),
@@ -450,10 +490,12 @@ impl OrderDesk {
         // Only a clock known to be right may expire them: one that booted years ahead would
         // forget every id, and once NTP set it back the orders could be replayed.
         if self.time.clock.trusted() {
-            self.applied.retain(|id, until| {
+            let quotas = &mut self.quotas;
+            self.applied.retain(|id, (until, key)| {
                 let keep = *until >= now;
                 if !keep {
                     out.push(Output::State(StateKey::OrderApplied(id.clone()), None));
+                    quotas.release(key);
                 }
                 keep
             });

@@ -43,6 +43,9 @@ pub(crate) enum MetaKey {
     Created,
     /// It was created on a clock not yet known to be right: the time is written once it is.
     CreatedPending,
+    /// It was made anew because the one before was damaged: orders applied to that one may have
+    /// been issued up to the allowed clock skew after this one's creation.
+    AfterLoss,
     /// The outbox's next sequence number.
     NextSeq,
     /// Records below this seq were dropped for age: the uplink skips to it.
@@ -66,6 +69,7 @@ impl MetaKey {
         match self {
             MetaKey::Created => "created_ms".into(),
             MetaKey::CreatedPending => "created_pending".into(),
+            MetaKey::AfterLoss => "after_loss".into(),
             MetaKey::NextSeq => "next_seq".into(),
             MetaKey::AgeFloorSeq => "age_floor_seq".into(),
             MetaKey::RunGeneration => "run_generation".into(),
@@ -290,6 +294,11 @@ impl Store {
         Ok((created != 0).then_some(created as i64))
     }
 
+    /// Whether this store was made anew after the one before was lost.
+    pub fn made_after_loss(&self) -> Result<bool, StoreError> {
+        Ok(self.meta(MetaKey::AfterLoss)? != 0)
+    }
+
     /// Records `now_ms` as the creation time if it is still unknown; call it only with a clock
     /// known to be synced. Returns the creation time.
     pub fn settle_created(&self, now_ms: i64) -> Result<i64, StoreError> {
@@ -350,7 +359,15 @@ impl Store {
         })?;
         tracing::error!(error = %error, moved_to = %to.display(), "Store file damaged; moved aside, starting a fresh one.");
         let store = Store::open(dir)?;
+        store.set_meta(MetaKey::AfterLoss, 1)?;
         Ok((store, Some(MovedAside { to, error })))
+    }
+
+    fn set_meta(&self, key: MetaKey, value: u64) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
+        txn.open_table(META)?.insert(&*key.name(), value)?;
+        txn.commit()?;
+        Ok(())
     }
 
     pub(crate) fn meta(&self, key: MetaKey) -> Result<u64, StoreError> {
