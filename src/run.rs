@@ -27,6 +27,15 @@ pub fn load_checked(
     ports: Ports,
     check_lists: bool,
 ) -> Result<(Config, Profiles), ConfigError> {
+    load_warned(path, ports, check_lists).map(|(config, profiles, _)| (config, profiles))
+}
+
+/// [`load_checked`], with the warnings: what starts, but should not at a real gate.
+pub fn load_warned(
+    path: &Path,
+    ports: Ports,
+    check_lists: bool,
+) -> Result<(Config, Profiles, Vec<Problem>), ConfigError> {
     let mut config = Config::load(path)?;
     if let Some(p) = ports.broker {
         override_port(&mut config, p);
@@ -38,7 +47,8 @@ pub fn load_checked(
         config.device_http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], p));
     }
     let (profiles, mut problems) = Profiles::load(config.profiles.dir.as_deref());
-    problems.extend(config.problems(&profiles));
+    let (found, warnings) = config.check(&profiles);
+    problems.extend(found);
     let import = config.registry.import.as_ref().filter(|_| check_lists);
     if let Some(file) = import.filter(|f| f.is_file()) {
         let max = config.registry.max_residents;
@@ -52,7 +62,7 @@ pub fn load_checked(
         }
     }
     if problems.is_empty() {
-        Ok((config, profiles))
+        Ok((config, profiles, warnings))
     } else {
         Err(ConfigError::Invalid(problems))
     }
@@ -86,7 +96,10 @@ fn override_port(config: &mut Config, port: u16) {
 pub async fn run(config_path: &Path, ports: Ports) -> Result<(), RunError> {
     // Handlers first: a SIGTERM during start-up must still end in an orderly stop.
     let signal = wait_for_signal();
-    let (config, profiles) = load_checked(config_path, ports, false)?;
+    let (config, profiles, warnings) = load_warned(config_path, ports, false)?;
+    for w in &warnings {
+        tracing::warn!(at = %w.path, "{}", w.message);
+    }
     info!(gateway = %config.gateway.id, lanes = config.lanes.len(), config = %config_path.display(), "Starting.");
     let daemon = Daemon::start(config, profiles).await?;
     systemd::notify("READY=1");

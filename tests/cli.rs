@@ -82,18 +82,62 @@ fn gatehouse_simulate_covers_every_shipped_profile() {
     }
 }
 
+/// The shipped example is production (issue 27 §9), and valid once the uplink password file
+/// the package makes is in place.
 #[test]
 fn the_shipped_example_config_is_valid() {
-    let out = gatehouse()
-        .arg("check-config")
-        .arg("systemd/gatehouse.toml")
-        .output()
-        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string("systemd/gatehouse.toml").unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        example.contains("\nsecurity = \"production\""),
+        "the example is production"
     );
+    let pass = dir.path().join("uplink.pass");
+    std::fs::write(&pass, "the-uplink-password\n").unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = example.replace("/etc/gatehouse/uplink.pass", &pass.display().to_string());
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = gatehouse().arg("check-config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// Issue 27 §9: in development, a device without a secret on a listener the LAN reaches starts
+/// (it logs in on its id alone) — and `check-config` says so for each, instead of a bare "ok".
+#[test]
+fn check_config_warns_of_each_device_anyone_on_the_lan_could_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = gatehouse::mqtt_client::BrokerUrl::parse("mqtt://127.0.0.1:1883").unwrap();
+    let text = config_text(dir.path(), &DeviceSide::endpoint(), &broker)
+        .replace("listen = \"127.0.0.1:", "listen = \"0.0.0.0:");
+    let text = strip_secrets(&text);
+    let path = write_config_text(dir.path(), &text);
+    let out = gatehouse().arg("check-config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for device in ["thermal-1", "gate-1"] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with("warning:")
+                && l.contains(&format!("device {device} has no secret"))),
+            "no warning for {device}: {stderr}"
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warnings)") && !stdout.contains(" 0 warnings"),
+        "{stdout}"
+    );
+}
+
+/// The config without its device secrets: no `password_hash` lines, no secrets file.
+fn strip_secrets(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("password_hash") && !l.starts_with("secrets_file"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

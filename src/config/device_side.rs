@@ -362,15 +362,18 @@ impl<'a> DeviceSide<'a> {
             }
         }
         let lan = self.broker.open_to_the_lan();
-        if let (true, true, false, Some(lan)) = (endpoint, self.production, self.has_secret(d), lan)
-        {
-            out.add(
-                at,
-                format!(
-                    "security = \"production\" refuses device {} without a secret on a listener reachable from the LAN ({lan}): give password_hash or a line in device_broker.secrets_file (or client_ca for the TLS listener)",
-                    d.id
-                ),
-            );
+        if let (true, false, Some(lan)) = (endpoint, self.has_secret(d), lan) {
+            if self.production {
+                out.add(
+                    at,
+                    format!(
+                        "security = \"production\" refuses device {} without a secret on a listener reachable from the LAN ({lan}): give password_hash or a line in device_broker.secrets_file (or client_ca for the TLS listener)",
+                        d.id
+                    ),
+                );
+            } else {
+                out.warn(at, no_secret(&d.id, &lan.to_string()));
+            }
         }
     }
 
@@ -399,14 +402,19 @@ impl<'a> DeviceSide<'a> {
             out.add(format!("{path}.password_hash"), e);
         }
         let listen = self.http.listen;
-        if self.production && !self.has_secret(d) && !listen.ip().is_loopback() {
-            out.add(
-                format!("{path}.password_hash"),
-                format!(
-                    "security = \"production\" refuses device {} without a secret on the HTTP listener reachable from the LAN ({listen}): give password_hash or a line in device_broker.secrets_file",
-                    d.id
-                ),
-            );
+        if !self.has_secret(d) && !listen.ip().is_loopback() {
+            let at = format!("{path}.password_hash");
+            if self.production {
+                out.add(
+                    at,
+                    format!(
+                        "security = \"production\" refuses device {} without a secret on the HTTP listener reachable from the LAN ({listen}): give password_hash or a line in device_broker.secrets_file",
+                        d.id
+                    ),
+                );
+            } else {
+                out.warn(at, no_secret(&d.id, &format!("HTTP {listen}")));
+            }
         }
         let Some(api) = &d.api else { return };
         let speaks_api = p.http.as_ref().is_some_and(|h| h.api.is_some());
@@ -501,6 +509,13 @@ fn mode_name(m: BrokerMode) -> &'static str {
         BrokerMode::Endpoint => "endpoint",
         BrokerMode::External => "external",
     }
+}
+
+/// The warning for a device without a secret on a listener the LAN reaches (development).
+fn no_secret(id: &str, listener: &str) -> String {
+    format!(
+        "device {id} has no secret on a listener reachable from the LAN ({listener}): it is taken on its id alone, so anyone on the gate LAN can be it — give it a password_hash or a line in device_broker.secrets_file (security = \"production\" refuses this)"
+    )
 }
 
 #[cfg(test)]

@@ -3,13 +3,24 @@
 use crate::problem::Problem;
 use std::path::Path;
 
-/// The problems found so far, each with its path.
+/// The problems found so far, each with its path, and the warnings: what starts, but should
+/// not at a real gate.
 #[derive(Default)]
-pub(super) struct Problems(pub(super) Vec<Problem>);
+pub(super) struct Problems {
+    pub(super) found: Vec<Problem>,
+    pub(super) warnings: Vec<Problem>,
+}
 
 impl Problems {
     pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
+        self.found.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem {
             path: path.into(),
             message: message.into(),
         });

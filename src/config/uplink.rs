@@ -99,6 +99,16 @@ impl UplinkSection {
         if self.security == Security::Production {
             self.production_problems(path, out);
         }
+        let empty = |f: &std::path::PathBuf| std::fs::metadata(f).is_ok_and(|m| m.len() == 0);
+        if let Some(f) = self.password_file.as_ref().filter(|f| empty(f)) {
+            out.warn(
+                format!("{path}.password_file"),
+                format!(
+                    "{} is empty: the uplink logs in with no password (write it on the first line)",
+                    f.display()
+                ),
+            );
+        }
         if self.batch_max == 0 || self.window == 0 || self.replay_rate == 0 {
             out.add(path, "batch_max, window and replay_rate must be at least 1");
         }

@@ -12,6 +12,12 @@ use crate::problem::Problem;
 impl Config {
     /// Every problem in the config, each with its path. Empty means valid.
     pub fn problems(&self, profiles: &Profiles) -> Vec<Problem> {
+        self.check(profiles).0
+    }
+
+    /// The problems (it does not start) and the warnings (it starts, but should not at a real
+    /// gate: a device anyone on the LAN can be).
+    pub fn check(&self, profiles: &Profiles) -> (Vec<Problem>, Vec<Problem>) {
         let mut out = Problems::default();
         self.gateway.problems("gateway", &mut out);
         self.metrics.problems("metrics", &mut out);
@@ -35,7 +41,7 @@ impl Config {
             }
         }
         side.finish(&self.lanes, &mut out);
-        out.0
+        (out.found, out.warnings)
     }
 
     /// [`Config::problems`] as a `Result`.

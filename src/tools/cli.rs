@@ -130,12 +130,16 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             crate::run::run(&config, ports).await?
         }
         Cmd::CheckConfig { file } => {
-            let (config, _) = crate::run::load_checked(&file, Default::default(), true)?;
+            let (config, _, warnings) = crate::run::load_warned(&file, Default::default(), true)?;
+            for w in &warnings {
+                eprintln!("warning: {}: {}", w.path, w.message);
+            }
             let devices: usize = config.lanes.iter().map(|l| l.devices.len()).sum();
             println!(
-                "{}: ok ({} lanes, {devices} devices)",
+                "{}: ok ({} lanes, {devices} devices, {} warnings)",
                 file.display(),
-                config.lanes.len()
+                config.lanes.len(),
+                warnings.len()
             );
         }
         Cmd::DeviceSecret => {
