@@ -427,3 +427,132 @@ async fn an_adms_record_is_answered_once_durable_and_decided_once_across_a_resta
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Issue 27 §8: a host answering at the terminal's address with `401 Basic` used to be sent
+/// `Basic admin:<password>`. Digest is the default: the password never crosses the wire, and a
+/// Basic-only host gets nothing (its device is reported as not reachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impostor_asking_for_basic_gets_no_password() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let impostor = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = impostor.local_addr().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = impostor.accept().await {
+            let seen = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = seen.send(String::from_utf8_lossy(&got).into_owned());
+                let _ = s
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"DS-K1T671TM\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let g = HttpGate::start_with(|port| armed_lane(addr, port)).await;
+    let mut requests = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(200), seen.recv()).await {
+            requests.push(r);
+        }
+    }
+    assert!(!requests.is_empty(), "gatehouse asked the impostor");
+    let basic: Vec<_> = requests
+        .iter()
+        .filter(|r| r.to_ascii_lowercase().contains("authorization: basic"))
+        .collect();
+    assert!(basic.is_empty(), "the password went out: {basic:?}");
+    drop(g);
+}
+
+/// Issue 27 §8: a terminal reached over `https://` with its certificate pinned streams as
+/// before; an impostor with another certificate at a terminal's address is not even asked
+/// (no request, no login, no events that open gates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_only_the_pinned_certificate_is_spoken_to() {
+    if !have("openssl") {
+        skip(
+            "over_https_only_the_pinned_certificate_is_spoken_to",
+            "openssl is not installed (apt-get install openssl)",
+        );
+        return;
+    }
+    let (real, fake) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    crate::interop::make_certs(real.path());
+    crate::interop::make_certs(fake.path());
+    let cert = |dir: &std::path::Path| (dir.join("server.pem"), dir.join("server.key"));
+    let (c, k) = cert(real.path());
+    let (term, mut doors) = sim::isapi_terminal::Terminal::start_tls("admin", "hik-12345", &c, &k)
+        .await
+        .unwrap();
+    let (c2, k2) = cert(fake.path());
+    let (impostor, _) = sim::isapi_terminal::Terminal::start_tls("admin", "hik-12345", &c2, &k2)
+        .await
+        .unwrap();
+    let pin = {
+        use sha2::Digest;
+        let pem = std::fs::read(&c).unwrap();
+        let der = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        gatehouse::hex::to_hex(&sha2::Sha256::digest(der.as_ref()))
+    };
+    let lanes = |port: u16| {
+        let https = |addr| format!("https://{addr}");
+        format!(
+            r#"
+[[lanes]]
+id = "door-1"
+
+[[lanes.devices]]
+id = "terminal-a"
+role = "thermal"
+profile = "hikvision-isapi"
+api = {{ address = "{}", tls_fingerprint = "{pin}", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
+
+[[lanes]]
+id = "door-2"
+
+[[lanes.devices]]
+id = "terminal-b"
+role = "thermal"
+profile = "hikvision-isapi"
+api = {{ address = "{}", tls_fingerprint = "{pin}", password = "hik-12345", mode = "arming", door = 1 }}
+"#,
+            https(term.addr),
+            https(impostor.addr)
+        )
+    };
+    let g = HttpGate::start_with(lanes).await;
+    let mut h = g.h;
+    within("the stream to open", LONG, async {
+        while term.open_streams() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    term.send_event(&hik_event(
+        1,
+        serde_json::json!({"employeeNoString": "R000001", "currTemperature": 36.5}),
+        gatehouse::now_ms(),
+    ));
+    assert!(within("the door", LONG, doors.recv()).await.is_some());
+    let (_, d) = h.uplink.passage_from("terminal-a").await;
+    assert_eq!(d.reason, "ok");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        impostor.open_streams(),
+        0,
+        "the impostor's stream was opened"
+    );
+    assert_eq!(impostor.requests(), 0, "the impostor was asked");
+}

@@ -95,6 +95,23 @@ pub struct DeviceApiSection {
     /// Requests to the device time out after this.
     #[serde(default = "default_api_timeout_ms")]
     pub timeout_ms: u64,
+    /// How gatehouse answers the device's 401: `digest` (the default: the password never
+    /// crosses the wire) or `basic`, which hands the password to whoever answers at the
+    /// device's address — only for a device that offers nothing else.
+    #[serde(default)]
+    pub auth: ApiAuth,
+    /// With an `https://` address: the SHA-256 of the device's own certificate (hex, colons
+    /// allowed), the only one taken there — an impostor at its address can neither learn the
+    /// login nor stream events that open gates.
+    pub tls_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiAuth {
+    #[default]
+    Digest,
+    Basic,
 }
 
 fn default_username() -> String {
@@ -111,13 +128,38 @@ fn default_api_timeout_ms() -> u64 {
 }
 
 impl DeviceApiSection {
-    /// `host:port`.
+    /// `host:port` (80, or 443 for `https://`).
     pub fn host(&self) -> String {
-        if self.address.contains(':') {
-            self.address.clone()
+        let address = self.address.trim_end_matches('/');
+        let (bare, port) = match address.strip_prefix("https://") {
+            Some(rest) => (rest, 443),
+            None => (address.strip_prefix("http://").unwrap_or(address), 80),
+        };
+        if bare.contains(':') {
+            bare.to_string()
         } else {
-            format!("{}:80", self.address)
+            format!("{bare}:{port}")
         }
+    }
+
+    /// Whether the device is reached over TLS.
+    pub fn https(&self) -> bool {
+        self.address.starts_with("https://")
+    }
+
+    /// The pinned certificate's SHA-256, from `tls_fingerprint`.
+    pub fn fingerprint(&self) -> Result<Option<[u8; 32]>, String> {
+        let Some(text) = &self.tls_fingerprint else {
+            return Ok(None);
+        };
+        let hex: String = text.chars().filter(|c| *c != ':').collect();
+        let bytes = crate::hex::parse_hex(&hex)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| format!("{text:?} is not a SHA-256 (64 hex digits, colons allowed)"))?;
+        let mut out = [0; 32];
+        out.copy_from_slice(&bytes);
+        Ok(Some(out))
     }
 
     /// The password, from its file or the config.

@@ -3,7 +3,7 @@
 //! credentials that would be ignored, and what `security = "production"` refuses there.
 use super::problems::{private_file_mode, Problems};
 use super::secrets::{read_secrets, Secret};
-use super::{Config, DeviceHttpSection, DeviceSection, LaneSection, Security};
+use super::{ApiAuth, Config, DeviceHttpSection, DeviceSection, LaneSection, Security};
 use crate::device::profile::{Api, Profile};
 use crate::device::{Profiles, Transport};
 use crate::mqtt_client::BrokerUrl;
@@ -428,6 +428,24 @@ impl<'a> DeviceSide<'a> {
             out.add(
                 format!("{path}.api"),
                 "password_file (or password) required",
+            );
+        }
+        match (api.https(), api.fingerprint()) {
+            (_, Err(e)) => out.add(format!("{path}.api.tls_fingerprint"), e),
+            (true, Ok(None)) => out.add(
+                format!("{path}.api.tls_fingerprint"),
+                "an https:// address needs the device certificate's SHA-256 (its certificate is its own, signed by no CA gatehouse knows)",
+            ),
+            (false, Ok(Some(_))) => out.add(
+                format!("{path}.api.tls_fingerprint"),
+                "given, but the address is not https://",
+            ),
+            _ => {}
+        }
+        if api.auth == ApiAuth::Basic && !api.https() {
+            out.warn(
+                format!("{path}.api.auth"),
+                format!("basic over plain http hands device {}'s password to whoever answers at its address", d.id),
             );
         }
         if api.door.is_some() && lane.devices.iter().any(|x| x.role.is_gate()) {

@@ -16,7 +16,7 @@ pub mod secrets;
 mod store;
 mod uplink;
 mod validate;
-pub use device_http::{DeviceApiSection, DeviceHttpSection, PushMode};
+pub use device_http::{ApiAuth, DeviceApiSection, DeviceHttpSection, PushMode};
 pub use device_side::{BrokerMode, DeviceBrokerSection};
 pub use gateway::GatewaySection;
 pub use lanes::{DeviceSection, LaneSection, ModbusSection, Parity, SerialSettings};

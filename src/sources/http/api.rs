@@ -74,11 +74,21 @@ pub fn spawn(
         .api
         .read_password()
         .map_err(|e| anyhow::anyhow!("device {}: {e}", dev.device_id))?;
+    let pin = dev
+        .api
+        .fingerprint()
+        .map_err(|e| anyhow::anyhow!("device {}: {e}", dev.device_id))?;
+    let tls = match pin.filter(|_| dev.api.https()) {
+        Some(pin) => Some(super::client::pinned(pin)?),
+        None => None,
+    };
     let api = DeviceApi {
         host: dev.api.host(),
         username: dev.api.username.clone(),
         password,
         timeout: Duration::from_millis(dev.api.timeout_ms),
+        auth: dev.api.auth,
+        tls,
     };
     let vendor = dev
         .profile

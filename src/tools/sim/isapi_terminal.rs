@@ -30,6 +30,8 @@ struct State {
     doors: mpsc::UnboundedSender<(u32, String)>,
     refused: AtomicU64,
     searches: AtomicU64,
+    /// Every request served (after TLS, where it is on).
+    requests: AtomicU64,
 }
 
 /// A running simulated terminal.
@@ -55,6 +57,28 @@ impl Terminal {
         username: &str,
         password: &str,
     ) -> std::io::Result<(Terminal, mpsc::UnboundedReceiver<(u32, String)>)> {
+        Self::start_with(listen, username, password, None).await
+    }
+
+    /// [`Terminal::start`] over HTTPS with its own certificate and key (PEM), as terminals
+    /// offer it.
+    pub async fn start_tls(
+        username: &str,
+        password: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> std::io::Result<(Terminal, mpsc::UnboundedReceiver<(u32, String)>)> {
+        let tls = crate::mqtt_client::tls_acceptor(cert, key, None)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Self::start_with("127.0.0.1:0", username, password, Some(tls)).await
+    }
+
+    async fn start_with(
+        listen: &str,
+        username: &str,
+        password: &str,
+        tls: Option<rumqttc::tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<(Terminal, mpsc::UnboundedReceiver<(u32, String)>)> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (doors, doors_rx) = mpsc::unbounded_channel();
@@ -67,19 +91,32 @@ impl Terminal {
             doors,
             refused: AtomicU64::new(0),
             searches: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         });
         let serving = state.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = serving.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(serve(&state, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            http.serve_connection(io, service).await
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            http.serve_connection(io, service).await
+                        }
+                    };
                 });
             }
         });
@@ -160,6 +197,11 @@ impl Terminal {
             .clone()
     }
 
+    /// Requests served (after TLS, where it is on).
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
     /// Requests refused for their credentials; AcsEvent searches answered.
     pub fn refused(&self) -> u64 {
         self.state.refused.load(Ordering::Relaxed)
@@ -204,6 +246,7 @@ fn authorized(state: &State, req: &Request<Incoming>) -> bool {
 }
 
 async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
+    state.requests.fetch_add(1, Ordering::Relaxed);
     if !authorized(state, &req) {
         if req.headers().contains_key(AUTHORIZATION) {
             state.refused.fetch_add(1, Ordering::Relaxed);
