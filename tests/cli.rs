@@ -692,3 +692,74 @@ fn a_printing_command_ends_quietly_when_its_reader_is_gone() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
+
+/// Issue 27 §7: `broker-config --nft` writes a packet filter for the device-side ports that
+/// admits only the configured devices' addresses; it names every device and loads (`nft -c`, in
+/// a network namespace of its own); a device on the network without an address is refused.
+#[test]
+fn broker_config_writes_a_packet_filter_that_names_every_device_and_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = gatehouse::mqtt_client::BrokerUrl::parse("mqtt://127.0.0.1:1883").unwrap();
+    let cars = "\n[[lanes]]\nid = \"cars-1\"\n\n[[lanes.devices]]\nid = \"cam-z\"\nrole = \"plate_camera\"\nprofile = \"zhenshi-ivs-http\"\n";
+    let text = config_text(dir.path(), &DeviceSide::endpoint(), &broker)
+        .replace(
+            "id = \"thermal-1\"\n",
+            "id = \"thermal-1\"\nfrom = \"192.168.1.64\"\n",
+        )
+        .replace(
+            "id = \"gate-1\"\n",
+            "id = \"gate-1\"\nfrom = \"192.168.1.70\"\n",
+        )
+        + cars;
+    let nft = dir.path().join("gatehouse.nft");
+    let run = |text: &str| {
+        let path = write_config_text(dir.path(), text);
+        gatehouse()
+            .args(["broker-config", "--config"])
+            .arg(&path)
+            .arg("--nft")
+            .arg(&nft)
+            .output()
+            .unwrap()
+    };
+    let out = run(&text);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no address for cam-z"), "{stderr}");
+
+    let text = text.replace("id = \"cam-z\"\n", "id = \"cam-z\"\nfrom = \"fd00::5\"\n");
+    let out = run(&text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = std::fs::read_to_string(&nft).unwrap();
+    for (ip, id) in [
+        ("192.168.1.64", "thermal-1"),
+        ("192.168.1.70", "gate-1"),
+        ("fd00::5", "cam-z"),
+    ] {
+        assert!(
+            rules.lines().any(|l| l.contains(ip) && l.contains(id)),
+            "{id}: {rules}"
+        );
+    }
+    assert!(rules.contains("8088"), "the HTTP listener's port: {rules}");
+    if !have("nft") || !have("unshare") {
+        return skip(
+            "broker_config_writes_a_packet_filter_that_names_every_device_and_loads",
+            "nft or unshare is not installed (apt-get install nftables util-linux)",
+        );
+    }
+    let check = std::process::Command::new("unshare")
+        .args(["-n", "nft", "-c", "-f"])
+        .arg(&nft)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "nft -c: {}\n{rules}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -375,6 +375,51 @@ async fn idle_sockets_cannot_lock_the_devices_out() {
     h.daemon.stop().await;
 }
 
+/// Issue 27 §6: sockets that never send CONNECT, 8 each from 9 addresses — past the 64 not yet
+/// logged in — locked every reconnecting device out. An MQTT device's `from` address has slots
+/// of its own; and it may log in from there only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_own_address_gets_in_past_idle_sockets_from_many_strangers() {
+    let h = Harness::start_with(start_broker(), start_broker(), |t| {
+        t.replace(
+            "[device_broker]\n",
+            "[device_broker]\nconnect_timeout_ms = 3000\n",
+        )
+        .replace(
+            "id = \"thermal-1\"\n",
+            "id = \"thermal-1\"\nfrom = \"127.0.0.1\"\n",
+        )
+    })
+    .await;
+    let url = h.devices.url();
+    let pw = device_password("thermal-1");
+    let mut elsewhere = Raw::open_from(&url, [127, 0, 0, 7]).await.unwrap();
+    let ack = elsewhere
+        .hello("t", Some(("thermal-1", &pw)), false, 30)
+        .await;
+    assert_eq!(
+        ack.map(|a| a.code),
+        Some(ConnectReturnCode::NotAuthorized),
+        "not its address"
+    );
+    let mut idle = Vec::new();
+    for host in 10..19 {
+        for _ in 0..8 {
+            idle.extend(Raw::open_from(&url, [127, 0, 0, host]).await.ok());
+        }
+    }
+    let mut stranger = Raw::open_from(&url, [127, 0, 0, 30]).await.unwrap();
+    assert!(
+        stranger.closed_within(Duration::from_millis(500)).await,
+        "the strangers' share is full"
+    );
+    let mut own = Raw::open_from(&url, [127, 0, 0, 1]).await.unwrap();
+    let ack = own.hello("t", Some(("thermal-1", &pw)), false, 30).await;
+    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Success));
+    drop(idle);
+    h.daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_or_retained_message_is_acked_and_counted_and_the_lane_keeps_deciding() {
     let mut h = Harness::start().await;

@@ -98,13 +98,21 @@ impl HttpGate {
 
     /// With `more(listener port)` appended to the config.
     pub(crate) async fn start_with(more: impl FnOnce(u16) -> String) -> HttpGate {
+        Self::start_edited(more, |t| t).await
+    }
+
+    /// [`HttpGate::start_with`], the whole config then changed by `edit`.
+    async fn start_edited(
+        more: impl FnOnce(u16) -> String,
+        edit: impl FnOnce(String) -> String,
+    ) -> HttpGate {
         let lists_dir = tempfile::tempdir().unwrap();
         let imports = lists(lists_dir.path());
         let port = gatehouse_company::broker::free_port().unwrap();
         let broker = start_broker();
         let more = more(port);
         let h = Harness::start_with(broker.clone(), broker, |t| {
-            with_http_lanes(t, &imports, port, &more)
+            edit(with_http_lanes(t, &imports, port, &more))
         })
         .await;
         let gate2 = gate_sim_on(&h.link("gate-2"), "devices/gate-2/cmd");
@@ -418,6 +426,52 @@ async fn raw_answer(http: &str, bytes: &[u8], then_wait: Duration) -> String {
         .split("\r\n")
         .filter(|l| !l.to_ascii_lowercase().starts_with("date:"));
     lines.collect::<Vec<_>>().join("\r\n")
+}
+
+/// Issue 27 §6: the listener's 64 slots were one pool: 64 idle sockets from one LAN host locked
+/// every terminal out. Now one address holds at most 8, strangers share 64, and a terminal's
+/// `from` address has slots of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_from_strangers_never_lock_a_terminal_out() {
+    let mut g = HttpGate::start_edited(
+        |_| String::new(),
+        |t| {
+            t.replace(
+                "id = \"terminal-h\"\n",
+                "id = \"terminal-h\"\nfrom = \"127.0.0.1\"\n",
+            )
+        },
+    )
+    .await;
+    let addr: std::net::SocketAddr = g.http.parse().unwrap();
+    let idle_from = |host: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, host], 0).into()).unwrap();
+        socket.connect(addr).await
+    };
+    // 64 from one host, then 8 each from eight more: the strangers' 64 are all taken.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.extend(idle_from(2).await.ok());
+    }
+    for host in 3..11 {
+        for _ in 0..8 {
+            idle.extend(idle_from(host).await.ok());
+        }
+    }
+    let now = gatehouse::now_ms();
+    let ev = hik_event(31, serde_json::json!({"employeeNoString": "R000001"}), now);
+    let (ct, body) = hikvision_multipart(&ev, 0);
+    let mut p = Pusher::new(&g.http);
+    let answer = within(
+        "the terminal's answer",
+        LONG,
+        p.post(&path("terminal-h"), &ct, body),
+    )
+    .await;
+    assert_eq!(answer.map(|(s, _)| s.as_u16()), Ok(200));
+    assert_eq!(g.gate2().await.action, "open");
+    drop(idle);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,13 @@ pub struct DeviceHttpSection {
     /// Where the pushes arrive: the device LAN's side of the box.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Connections at once (a terminal keeps one or two).
+    /// Connections at once from addresses no device has (a terminal keeps one or two)…
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// …and from one address. A device's `from` address has this many of its own, which
+    /// strangers never take.
+    #[serde(default = "default_http_per_address")]
+    pub max_per_address: usize,
     /// A request's headers must be in within this; its body within `body_timeout_ms`.
     #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: u64,
@@ -31,6 +35,7 @@ impl Default for DeviceHttpSection {
         Self {
             listen: default_listen(),
             max_connections: default_max_connections(),
+            max_per_address: default_http_per_address(),
             header_timeout_ms: default_header_timeout_ms(),
             body_timeout_ms: default_body_timeout_ms(),
             max_body_kib: default_max_body_kib(),
@@ -43,6 +48,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_max_connections() -> usize {
     64
+}
+fn default_http_per_address() -> usize {
+    8
 }
 fn default_header_timeout_ms() -> u64 {
     5_000

@@ -311,12 +311,14 @@ impl<'a> DeviceSide<'a> {
         let Some(p) = profiles.get(&d.profile) else {
             return;
         };
-        if p.transport != Transport::Http
-            && (d.from.is_some() || d.api.is_some() || d.adms_sn.is_some())
-        {
+        if p.transport != Transport::Http && (d.api.is_some() || d.adms_sn.is_some()) {
+            out.add(path, "api and adms_sn are for devices that speak HTTP");
+        }
+        let networked = matches!(p.transport, Transport::Http | Transport::Mqtt);
+        if d.from.is_some() && !networked {
             out.add(
-                path,
-                "from, api and adms_sn are for devices that speak HTTP",
+                format!("{path}.from"),
+                "for devices on the network (MQTT or HTTP)",
             );
         }
         match p.transport {

@@ -144,6 +144,7 @@ async fn start_http(
         listen: h.listen,
         limits: http::Limits {
             connections: h.max_connections,
+            per_address: h.max_per_address,
             header_timeout: Duration::from_millis(h.header_timeout_ms),
             body_timeout: Duration::from_millis(h.body_timeout_ms),
             max_body: h.max_body_kib * 1024,

@@ -260,6 +260,7 @@ impl LanePlan {
             device: p.index,
             id: d.id.clone(),
             secret: secret_of(d),
+            from: d.from,
             publishes: Vec::new(),
             command_topic: None,
             live: p.live.clone(),

@@ -10,6 +10,7 @@ pub mod liveness;
 pub mod modbus;
 pub mod mqtt;
 pub mod serial;
+pub mod slots;
 
 use crate::decision::Decoded;
 use crate::device::Profile;

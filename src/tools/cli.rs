@@ -80,6 +80,11 @@ enum Cmd {
         /// how the package's install script keeps the snippet current.
         #[arg(long)]
         if_external: bool,
+        /// Also write an nftables ruleset to this file that admits only the configured devices'
+        /// addresses to the device-side ports (the endpoint's, the HTTP listener's, mosquitto's);
+        /// on the endpoint, the ruleset alone.
+        #[arg(long, value_name = "FILE")]
+        nft: Option<PathBuf>,
     },
     /// What the running gateway on this box is doing: mode, clock, uplink, outbox, lists, and
     /// each lane's devices with when they were last heard.
@@ -156,10 +161,22 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             restart_s,
             persistence_dir,
             if_external,
+            nft,
         } => {
             use crate::tools::broker_config;
             let (config, profiles) = crate::run::load_checked(&config, Default::default(), false)?;
-            if if_external && config.device_broker.mode != crate::config::BrokerMode::External {
+            let external = config.device_broker.mode == crate::config::BrokerMode::External;
+            if let Some(file) = &nft {
+                let mosquitto = external.then_some(listen);
+                let rules = broker_config::packet_filter(&config, &profiles, mosquitto)?;
+                std::fs::write(file, rules)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                println!("wrote {}; load it with nft -f {0}", file.display());
+                if !external {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            if if_external && !external {
                 println!("the device side is gatehouse's own endpoint: no mosquitto snippet");
                 return Ok(ExitCode::SUCCESS);
             }

@@ -10,6 +10,8 @@ pub struct Identity {
     /// Its id, which is also its MQTT username.
     pub id: String,
     pub secret: Secret,
+    /// Where it must connect from, where the config says (`from`).
+    pub from: Option<std::net::IpAddr>,
     /// The topics it may publish on: its events and status topics.
     pub publishes: Vec<String>,
     /// The topic gate commands reach it on, if it takes any.
@@ -60,6 +62,7 @@ mod tests {
             device: 1,
             id: "gate-1".into(),
             secret: Secret::None,
+            from: None,
             publishes: vec![],
             command_topic: Some("devices/gate-1/cmd".into()),
             live: Default::default(),

@@ -28,10 +28,10 @@ use crate::metrics::{worth_logging, Metrics};
 use crate::sources::Route;
 use crate::sources::{Input, SourceEvent};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 /// The endpoint's limits (config `[device_broker]`).
@@ -104,8 +104,8 @@ pub(crate) struct Shared {
     routes: HashMap<String, Route>,
     slots: Mutex<Vec<Slot>>,
     limits: Limits,
-    unauthenticated: Arc<Semaphore>,
-    per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Sockets not yet authenticated: strangers' share, per address, known devices' own.
+    unauthenticated: Arc<crate::sources::slots::Slots>,
     refusals: crate::sources::Refusals,
     metrics: Arc<Metrics>,
     /// Intake stops (the daemon is stopping); connections stay up to write the last acks.
@@ -185,12 +185,15 @@ impl Endpoint {
                 .filter_map(|(i, d)| Some((d.command_topic.clone()?, i)))
                 .collect(),
             slots: Mutex::new((0..s.identities.len()).map(|_| Slot::default()).collect()),
-            identities: s.identities,
             others,
             routes: s.routes,
-            unauthenticated: Arc::new(Semaphore::new(s.limits.unauthenticated)),
+            unauthenticated: crate::sources::slots::Slots::new(
+                s.limits.unauthenticated,
+                s.limits.per_address,
+                s.identities.iter().filter_map(|d| d.from).collect(),
+            ),
+            identities: s.identities,
             limits: s.limits,
-            per_address: Mutex::new(HashMap::new()),
             refusals: crate::sources::Refusals::new(s.metrics.clone(), s.events),
             metrics: s.metrics,
             shutdown: s.shutdown,
@@ -321,54 +324,19 @@ async fn accept_tls(
 }
 
 /// A new socket's place among those not yet authenticated, or `None` (refused and counted)
-/// when there is no room: in all, or from its address.
+/// when there is no room ([`crate::sources::slots`]).
 fn admit_socket(shared: &Arc<Shared>, peer: SocketAddr) -> Option<Pending> {
-    let Ok(permit) = shared.unauthenticated.clone().try_acquire_owned() else {
-        shared.refuse(None, peer, "too many connections not yet authenticated");
-        return None;
-    };
-    let Some(entry) = AddressEntry::enter(shared, peer.ip()) else {
-        shared.refuse(None, peer, "too many connections from one address");
-        return None;
-    };
-    Some((permit, entry))
+    match shared.unauthenticated.take(peer.ip()) {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            shared.refuse(None, peer, why);
+            None
+        }
+    }
 }
 
 /// A socket's place among the unauthenticated ones, given back once the device is known.
-pub(crate) type Pending = (tokio::sync::OwnedSemaphorePermit, AddressEntry);
-
-/// A socket's place in its address's count until it has authenticated.
-pub(crate) struct AddressEntry {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl AddressEntry {
-    fn enter(shared: &Arc<Shared>, ip: IpAddr) -> Option<AddressEntry> {
-        let mut m = shared.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= shared.limits.per_address {
-            return None;
-        }
-        *n += 1;
-        Some(AddressEntry {
-            shared: shared.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for AddressEntry {
-    fn drop(&mut self) {
-        let mut m = (self.shared.per_address.lock()).unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
+pub(crate) type Pending = crate::sources::slots::Slot;
 
 impl Shared {
     /// Counts and logs a refusal, and raises `device_misbehaving` upstream unless one went for

@@ -89,7 +89,7 @@ pub(super) async fn serve<S>(
         Ok(Err(why)) => return shared.refuse(None, peer, &why),
         Err(_) => return shared.refuse(None, peer, "no CONNECT in time"),
     };
-    let i = match admit(&shared, &connect, cert.as_ref()) {
+    let i = match admit(&shared, &connect, cert.as_ref(), peer.ip()) {
         Ok(i) => i,
         Err((code, why)) => {
             let refusal = Packet::ConnAck(ConnAck::new(code, false));
@@ -193,6 +193,7 @@ fn admit(
     shared: &Shared,
     c: &Connect,
     cert: Option<&CertificateDer<'static>>,
+    peer: std::net::IpAddr,
 ) -> Result<usize, (ConnectReturnCode, String)> {
     if c.protocol != Protocol::V4 {
         return Err((ConnectReturnCode::RefusedProtocolVersion, MQTT_5.into()));
@@ -220,6 +221,12 @@ fn admit(
         return Err((
             ConnectReturnCode::BadUserNamePassword,
             format!("wrong password for {}", who.id),
+        ));
+    }
+    if who.from.is_some_and(|from| from != peer) {
+        return Err((
+            ConnectReturnCode::NotAuthorized,
+            format!("{} from an address not its own", who.id),
         ));
     }
     if let Some(w) = &c.last_will {

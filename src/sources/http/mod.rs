@@ -23,6 +23,7 @@ use crate::config::secrets::Secret;
 use crate::device::profile::Reply;
 use crate::device::{Profile, MAX_PAYLOAD};
 use crate::metrics::Metrics;
+use crate::sources::slots::Slots;
 use crate::sources::{checked, DeviceLive, Input, PendingReply, Refusals};
 use bytes::Bytes;
 use http_body_util::{BodyDataStream, BodyExt, Full, Limited};
@@ -35,7 +36,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 /// A connection's read buffer, at most.
@@ -64,7 +65,10 @@ pub struct HttpDevice {
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Connections from addresses no device has, in all…
     pub connections: usize,
+    /// …and from one address (a device's `from` has as many of its own).
+    pub per_address: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub max_body: usize,
@@ -118,8 +122,9 @@ pub async fn start(s: Start) -> anyhow::Result<(SocketAddr, tokio::task::JoinHan
         metrics: s.metrics,
     });
     let mut shutdown = s.shutdown;
+    let known = shared.by_id.values().filter_map(|d| d.from).collect();
+    let slots = Slots::new(shared.limits.connections, shared.limits.per_address, known);
     let join = tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(shared.limits.connections));
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -132,11 +137,12 @@ pub async fn start(s: Start) -> anyhow::Result<(SocketAddr, tokio::task::JoinHan
                     }
                 },
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                shared
-                    .refusals
-                    .refuse(None, "unknown", peer, "too many HTTP connections");
-                continue;
+            let slot = match slots.take(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    shared.refusals.refuse(None, "unknown", peer, why);
+                    continue;
+                }
             };
             let shared = shared.clone();
             let mut stop = shutdown.clone();
