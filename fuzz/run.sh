@@ -11,5 +11,8 @@ RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions" \
   cargo build --release --target "$triple" --bin "$target"
+# New inputs go to corpus/ (not kept in git); seeds/ holds what the simulators send (kept).
 mkdir -p "corpus/$target"
-"./target/$triple/release/$target" -max_total_time="$secs" "corpus/$target"
+seeds=()
+[ -d "seeds/$target" ] && seeds=("seeds/$target")
+"./target/$triple/release/$target" -max_total_time="$secs" "corpus/$target" "${seeds[@]}"

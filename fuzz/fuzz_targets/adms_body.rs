@@ -12,7 +12,10 @@ fn profiles() -> &'static Profiles {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (Some(zk), Some(dh)) = (profiles().get("zkteco-adms"), profiles().get("dahua-access")) else {
+    let (Some(zk), Some(dh)) = (
+        profiles().get("zkteco-adms"),
+        profiles().get("dahua-access"),
+    ) else {
         return;
     };
     for line in String::from_utf8_lossy(data).lines() {

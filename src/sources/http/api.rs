@@ -311,32 +311,13 @@ impl Terminal {
             }});
             let body = Some(("application/json", cond.to_string().into_bytes()));
             let answer = self.api.call(Method::POST, path, body).await?;
-            let v: Value = serde_json::from_slice(&answer)
-                .map_err(|e| ApiError::Http(format!("AcsEvent answer not JSON: {e}")))?;
-            let list = v
-                .pointer("/AcsEvent/InfoList")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for item in &list {
-                // The search gives the event's fields flat, with its time: the same document
-                // as a live event, marked stored.
-                // An item that is not an object is outside data like any other: it does not
-                // decode, and is counted and logged as such in `pass_on`, never indexed into.
-                let mut event = item.clone();
-                if let Some(fields) = event.as_object_mut() {
-                    fields.insert("currentEvent".into(), Value::Bool(false));
-                }
-                let doc = json!({"dateTime": item.get("time"), "AccessControllerEvent": event});
-                self.pass_on(&doc, Some(true)).await;
+            let (docs, more) = catch_up_page(&answer).map_err(ApiError::Http)?;
+            for doc in &docs {
+                self.pass_on(doc, Some(true)).await;
             }
-            total += list.len();
-            position += list.len();
-            let more = v
-                .pointer("/AcsEvent/responseStatusStrg")
-                .and_then(Value::as_str)
-                == Some("MORE");
-            if !more || list.is_empty() {
+            total += docs.len();
+            position += docs.len();
+            if !more || docs.is_empty() {
                 break;
             }
         }
@@ -456,22 +437,16 @@ impl Terminal {
             parts.feed(&data, &mut items);
             for item in items.drain(..) {
                 match item {
-                    Item::Part { content_type, body } => match self.vendor {
-                        Api::Isapi => match super::parse(&body, &content_type) {
-                            Ok(doc) => self.pass_on(&doc, None).await,
-                            Err((_, what)) => self.bad(what),
-                        },
-                        Api::Adms => {}
-                        Api::Dahua => {
-                            let docs = dahua_events(&body);
-                            if docs.is_empty() {
-                                self.bad("a Dahua part with no event");
+                    Item::Part { content_type, body } => {
+                        match stream_part(self.vendor, &content_type, &body) {
+                            Ok(docs) => {
+                                for doc in docs {
+                                    self.pass_on(&doc, None).await;
+                                }
                             }
-                            for doc in docs {
-                                self.pass_on(&doc, None).await;
-                            }
+                            Err(what) => self.bad(what),
                         }
-                    },
+                    }
                     // A picture: never read.
                     Item::Skipped { .. } => {}
                     Item::Garbage(_) => self.bad("garbage between parts of the alertStream"),
@@ -506,6 +481,54 @@ fn xml_text(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// One page of a catch-up search's answer (`AcsEvent`): each stored event as the document a
+/// live one is, marked stored (`currentEvent: false`), and whether more pages follow. An item
+/// that is not an object is passed on as it is — outside data that does not decode, counted as
+/// such —, never indexed into.
+pub fn catch_up_page(answer: &[u8]) -> Result<(Vec<Value>, bool), String> {
+    let v: Value =
+        serde_json::from_slice(answer).map_err(|e| format!("AcsEvent answer not JSON: {e}"))?;
+    let list = v.pointer("/AcsEvent/InfoList").and_then(Value::as_array);
+    let docs = list
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            // The search gives the event's fields flat, with its time.
+            let mut event = item.clone();
+            if let Some(fields) = event.as_object_mut() {
+                fields.insert("currentEvent".into(), Value::Bool(false));
+            }
+            json!({"dateTime": item.get("time"), "AccessControllerEvent": event})
+        })
+        .collect();
+    let more = v
+        .pointer("/AcsEvent/responseStatusStrg")
+        .and_then(Value::as_str)
+        == Some("MORE");
+    Ok((docs, more))
+}
+
+/// The event documents in one part of a terminal's event stream, or why there are none.
+pub fn stream_part(
+    vendor: Api,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Vec<Value>, &'static str> {
+    match vendor {
+        Api::Isapi => super::parse(body, content_type)
+            .map(|doc| vec![doc])
+            .map_err(|(_, what)| what),
+        Api::Dahua => {
+            let docs = dahua_events(body);
+            if docs.is_empty() {
+                return Err("a Dahua part with no event");
+            }
+            Ok(docs)
+        }
+        Api::Adms => Ok(Vec::new()),
+    }
 }
 
 /// The events of one Dahua stream part: `Code=AccessControl;action=Pulse;index=0;data={…}`

@@ -370,13 +370,14 @@ fn basic_password<B>(req: &Request<B>, device_id: &str) -> Option<String> {
     (user == device_id).then(|| password.to_string())
 }
 
-type Refusal = (StatusCode, &'static str);
+/// Why a push is refused: its answer's status, and what to log.
+pub type Refusal = (StatusCode, &'static str);
 
 /// A multipart body after its event part.
-type Rest = multer::Multipart<'static>;
+pub type Rest = multer::Multipart<'static>;
 
 /// What a push carried.
-enum Pushed {
+pub enum Pushed {
     /// The event (or a heartbeat the profile decodes), and the multipart parts after it.
     Event(Value, Option<Rest>),
     /// A multipart heartbeat form (the profile's `heartbeat_field`), read to its end.
@@ -403,45 +404,7 @@ async fn read_event(
     let forced = http.and_then(|h| h.charset.as_deref());
     let body = req.into_body();
     if content_type.starts_with("multipart/") {
-        let boundary = multer::parse_boundary(&header)
-            .map_err(|_| (StatusCode::BAD_REQUEST, "multipart without a boundary"))?;
-        let part = http.map_or("event_log", |h| h.event_part.as_str());
-        let heartbeat = http.and_then(|h| h.heartbeat_field.as_deref());
-        let limits = multer::Constraints::new()
-            .size_limit(multer::SizeLimit::new().whole_stream(max_body as u64));
-        let mut form =
-            multer::Multipart::with_constraints(BodyDataStream::new(body), boundary, limits);
-        let mut heartbeat_seen = false;
-        loop {
-            let field = match form.next_field().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(multipart_refusal(&e)),
-            };
-            heartbeat_seen |= heartbeat.is_some() && field.name() == heartbeat;
-            let mime = field.content_type().cloned();
-            let kind = mime.as_ref().map(|m| m.essence_str().to_ascii_lowercase());
-            let named = field.name() == Some(part);
-            let textual = kind
-                .as_deref()
-                .is_some_and(|k| k.contains("json") || k.contains("xml"));
-            if named || (field.file_name().is_none() && textual) {
-                let bytes = read_part(field).await?;
-                let declared = mime.as_ref().and_then(|m| m.get_param("charset"));
-                let text = in_utf8(&bytes, forced.or(declared.map(|c| c.as_str())))?;
-                let event = parse(&text, kind.as_deref().unwrap_or(""))?;
-                return Ok(Pushed::Event(event, Some(form)));
-            }
-            // Any other part (a picture, a form field) is skipped by asking for the next one:
-            // never buffered.
-        }
-        if heartbeat_seen {
-            return Ok(Pushed::HeartbeatForm);
-        }
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "no event part in the multipart body",
-        ));
+        return read_form(BodyDataStream::new(body), &header, profile, max_body).await;
     }
     let known = content_type.is_empty()
         || ["json", "xml", "text/plain", "x-www-form-urlencoded"]
@@ -473,6 +436,62 @@ async fn read_event(
         .map(|c| c.trim_matches('"'));
     let text = in_utf8(&bytes, forced.or(declared))?;
     Ok(Pushed::Event(parse(&text, &content_type)?, None))
+}
+
+/// A `multipart/form-data` push (`header`: its Content-Type): the profile's event part, or
+/// any JSON or XML part, read whole up to [`MAX_PAYLOAD`] — every part is capped, files are
+/// skipped unread —, with the parts after it to read past; or the device's heartbeat form.
+/// Public for its fuzz target (`fuzz/fuzz_targets/push_form.rs`).
+pub async fn read_form<S, E>(
+    stream: S,
+    header: &str,
+    profile: &Profile,
+    max_body: usize,
+) -> Result<Pushed, Refusal>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let http = profile.http.as_ref();
+    let forced = http.and_then(|h| h.charset.as_deref());
+    let boundary = multer::parse_boundary(header)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "multipart without a boundary"))?;
+    let part = http.map_or("event_log", |h| h.event_part.as_str());
+    let heartbeat = http.and_then(|h| h.heartbeat_field.as_deref());
+    let limits = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(max_body as u64));
+    let mut form = multer::Multipart::with_constraints(stream, boundary, limits);
+    let mut heartbeat_seen = false;
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_refusal(&e)),
+        };
+        heartbeat_seen |= heartbeat.is_some() && field.name() == heartbeat;
+        let mime = field.content_type().cloned();
+        let kind = mime.as_ref().map(|m| m.essence_str().to_ascii_lowercase());
+        let named = field.name() == Some(part);
+        let textual = kind
+            .as_deref()
+            .is_some_and(|k| k.contains("json") || k.contains("xml"));
+        if named || (field.file_name().is_none() && textual) {
+            let bytes = read_part(field).await?;
+            let declared = mime.as_ref().and_then(|m| m.get_param("charset"));
+            let text = in_utf8(&bytes, forced.or(declared.map(|c| c.as_str())))?;
+            let event = parse(&text, kind.as_deref().unwrap_or(""))?;
+            return Ok(Pushed::Event(event, Some(form)));
+        }
+        // Any other part (a picture, a form field) is skipped by asking for the next one:
+        // never buffered.
+    }
+    if heartbeat_seen {
+        return Ok(Pushed::HeartbeatForm);
+    }
+    Err((
+        StatusCode::BAD_REQUEST,
+        "no event part in the multipart body",
+    ))
 }
 
 /// One multipart part, at most [`MAX_PAYLOAD`] bytes.

@@ -125,35 +125,18 @@ impl Terminal {
 
     /// Sends a part to every open alertStream: `json` as `application/json`.
     pub fn send_event(&self, json: &str) {
-        self.send_raw(
-            format!(
-                "--{BOUNDARY}\r\nContent-Type: application/json; charset=\"UTF-8\"\r\n\
-                 Content-Length: {}\r\n\r\n{json}\r\n",
-                json.len()
-            )
-            .into_bytes(),
-        );
+        self.send_raw(isapi_part(json));
     }
 
     /// Sends a Dahua event part (`Code=AccessControl;action=Pulse;index=0;data={json}`, or any
     /// line, such as `Heartbeat`) to every open eventManager stream.
     pub fn send_dahua(&self, line: &str) {
-        self.send_raw(
-            format!(
-                "--myboundary\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{line}\r\n",
-                line.len() + 2
-            )
-            .into_bytes(),
-        );
+        self.send_raw(dahua_part(line));
     }
 
     /// Sends an `AccessControl` event with `data` as the terminals write it: over many lines.
     pub fn send_dahua_access(&self, data: &serde_json::Value) {
-        let pretty = serde_json::to_string_pretty(data).unwrap_or_default();
-        self.send_dahua(&format!(
-            "Code=AccessControl;action=Pulse;index=0;data={}",
-            pretty.replace('\n', "\r\n")
-        ));
+        self.send_dahua(&dahua_access(data));
     }
 
     /// Sends bytes as they are (garbage between parts, a broken part).
@@ -210,6 +193,41 @@ impl Terminal {
     pub fn searches(&self) -> u64 {
         self.state.searches.load(Ordering::Relaxed)
     }
+}
+
+/// One alertStream part holding `json`, as a Hikvision terminal writes it.
+pub fn isapi_part(json: &str) -> Vec<u8> {
+    format!(
+        "--{BOUNDARY}\r\nContent-Type: application/json; charset=\"UTF-8\"\r\n\
+         Content-Length: {}\r\n\r\n{json}\r\n",
+        json.len()
+    )
+    .into_bytes()
+}
+
+/// One eventManager part holding `line` (boundary `myboundary`), as a Dahua terminal writes it.
+pub fn dahua_part(line: &str) -> Vec<u8> {
+    format!(
+        "--myboundary\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{line}\r\n",
+        line.len() + 2
+    )
+    .into_bytes()
+}
+
+/// A Dahua `AccessControl` event with `data` over many lines, as terminals write it.
+pub fn dahua_access(data: &Value) -> String {
+    let pretty = serde_json::to_string_pretty(data).unwrap_or_default();
+    format!(
+        "Code=AccessControl;action=Pulse;index=0;data={}",
+        pretty.replace('\n', "\r\n")
+    )
+}
+
+/// A page of the `AcsEvent` search's answer: `status` MORE, OK or NO MATCH.
+pub fn acs_event_answer(page: &[Value], status: &str, total: usize) -> String {
+    json!({"AcsEvent": {"searchID": "x", "responseStatusStrg": status,
+        "numOfMatches": page.len(), "totalMatches": total, "InfoList": page}})
+    .to_string()
 }
 
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -352,9 +370,7 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
             };
             full(
                 StatusCode::OK,
-                json!({"AcsEvent": {"searchID": "x", "responseStatusStrg": status,
-                    "numOfMatches": page.len(), "totalMatches": stored.len(), "InfoList": page}})
-                .to_string(),
+                acs_event_answer(&page, status, stored.len()),
             )
         }
         (Method::PUT, p) if p.starts_with("/ISAPI/AccessControl/RemoteControl/door/") => {
