@@ -16,6 +16,12 @@ dpkg --purge gatehouse >/dev/null 2>&1 || true
 step "install $(basename "$deb")"
 dpkg -i "$deb" >/dev/null
 /usr/bin/gatehouse --version | grep -q '^gatehouse ' || fail "--version"
+# The example is production: its uplink password file comes empty, and is refused so.
+[ "$(stat -c '%U %a' /etc/gatehouse/uplink.pass)" = "gatehouse 600" ] || fail "uplink.pass: $(stat -c '%U %a' /etc/gatehouse/uplink.pass)"
+if /usr/bin/gatehouse check-config /etc/gatehouse/gatehouse.toml >/dev/null 2>&1; then
+  fail "check-config passed with no uplink password"
+fi
+echo "operator-set-uplink-password" > /etc/gatehouse/uplink.pass
 /usr/bin/gatehouse check-config /etc/gatehouse/gatehouse.toml >/dev/null || fail "check-config on the installed example"
 getent passwd gatehouse >/dev/null || fail "no gatehouse user"
 [ "$(stat -c '%U %a' /var/lib/gatehouse)" = "gatehouse 700" ] || fail "state directory: $(stat -c '%U %a' /var/lib/gatehouse)"

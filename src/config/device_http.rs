@@ -30,6 +30,24 @@ pub struct DeviceHttpSection {
     pub max_body_kib: usize,
 }
 
+impl DeviceHttpSection {
+    pub(super) fn problems(&self, path: &str, out: &mut super::problems::Problems) {
+        let limits = [
+            self.max_connections,
+            self.max_per_address,
+            self.max_body_kib,
+            self.header_timeout_ms as usize,
+            self.body_timeout_ms as usize,
+        ];
+        if limits.contains(&0) {
+            out.add(
+                path,
+                "max_connections, max_per_address, max_body_kib, header_timeout_ms and body_timeout_ms must be at least 1",
+            );
+        }
+    }
+}
+
 impl Default for DeviceHttpSection {
     fn default() -> Self {
         Self {

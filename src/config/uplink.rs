@@ -99,15 +99,20 @@ impl UplinkSection {
         if self.security == Security::Production {
             self.production_problems(path, out);
         }
-        let empty = |f: &std::path::PathBuf| std::fs::metadata(f).is_ok_and(|m| m.len() == 0);
+        // The package makes the file empty, for the operator to fill.
+        let empty = |f: &std::path::PathBuf| {
+            std::fs::read_to_string(f)
+                .is_ok_and(|t| t.lines().next().unwrap_or("").trim().is_empty())
+        };
         if let Some(f) = self.password_file.as_ref().filter(|f| empty(f)) {
-            out.warn(
-                format!("{path}.password_file"),
-                format!(
-                    "{} is empty: the uplink logs in with no password (write it on the first line)",
-                    f.display()
-                ),
+            let message = format!(
+                "{} has no password on its first line: write the uplink's password there",
+                f.display()
             );
+            match self.security {
+                Security::Production => out.add(format!("{path}.password_file"), message),
+                _ => out.warn(format!("{path}.password_file"), message),
+            }
         }
         if self.batch_max == 0 || self.window == 0 || self.replay_rate == 0 {
             out.add(path, "batch_max, window and replay_rate must be at least 1");

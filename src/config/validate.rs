@@ -25,6 +25,7 @@ impl Config {
         let secrets = self
             .device_broker
             .problems("device_broker", production, &mut out);
+        self.device_http.problems("device_http", &mut out);
         self.uplink.problems("uplink", &mut out);
         self.registry.problems("registry", &mut out);
         self.store.problems("store", &mut out);

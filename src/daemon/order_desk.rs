@@ -51,14 +51,6 @@ fn place(config: &Config) -> Place {
     }
 }
 
-/// An applied id's stored value: its order's expiry (i64 LE), then the key that signed it
-/// (absent in ids stored before keys were kept).
-fn applied_value(v: &[u8]) -> Option<(i64, String)> {
-    let expires = i64::from_le_bytes(v.get(..8)?.try_into().ok()?);
-    let key = String::from_utf8_lossy(&v[8..]).into_owned();
-    Some((expires, key))
-}
-
 /// Refusals answered upstream: at most this many in a burst, then one a second.
 const REFUSAL_BURST: f64 = 10.0;
 
@@ -218,17 +210,19 @@ impl OrderDesk {
         swaps: mpsc::Sender<RegistrySwap>,
         metrics: Arc<Metrics>,
     ) -> OrderDesk {
+        // Restored ids count against no key: a key's cap bounds what it applied since the start
+        // (the stored value stays the expiry alone, as every version reads it).
         let applied: HashMap<String, (i64, String)> = state
             .iter()
             .filter_map(|(k, v)| match StateKey::decode(k)? {
-                StateKey::OrderApplied(id) => Some((id, applied_value(v)?)),
+                StateKey::OrderApplied(id) => {
+                    let expires = i64::from_le_bytes(v.as_slice().try_into().ok()?);
+                    Some((id, (expires, String::new())))
+                }
                 _ => None,
             })
             .collect();
-        let mut quotas = Quotas::default();
-        for (_, key) in applied.values() {
-            quotas.hold(key);
-        }
+        let quotas = Quotas::default();
         let mut desk = OrderDesk {
             gateway: config.gateway.id.clone(),
             applied,
@@ -331,7 +325,13 @@ impl OrderDesk {
             return None;
         }
         let id = v.command.id.clone();
-        if let Err(detail) = self.quotas.take(&v.key_id, std::time::Instant::now()) {
+        // A mode change (lockdown, fire's end by order, …) is never held back by the rate: a
+        // flood of pings on the same key must not delay it. It still counts against the cap.
+        let urgent = matches!(v.command.payload, Some(v1::command::Payload::SetMode(_)));
+        if let Err(detail) = self
+            .quotas
+            .take(&v.key_id, urgent, std::time::Instant::now())
+        {
             let r = Refused {
                 id: id.clone(),
                 reason: "too_many_orders",
@@ -344,8 +344,7 @@ impl OrderDesk {
             return None;
         }
         let expires = v.command.expires_at_ms;
-        let mut value = expires.to_le_bytes().to_vec();
-        value.extend_from_slice(v.key_id.as_bytes());
+        let value = expires.to_le_bytes().to_vec();
         out.push(Output::State(
             StateKey::OrderApplied(id.clone()),
             Some(value),

@@ -1,8 +1,11 @@
 //! How many orders one key may have applied. Every applied id is kept, in memory and in the
 //! store, until its order expires (up to a day) so that it cannot be replayed: a key that floods
 //! valid orders — captured, or a company tool gone wrong — would grow both without end. So each
-//! key has a rate (a burst, then one a second) and a cap on the ids it holds; past either its
-//! orders are refused `too_many_orders`, and other keys' orders are untouched.
+//! key has a rate (a burst, then one a second) and a cap on the ids it applied since the start
+//! (ids restored from the store count against no key; they expire within a day); past either
+//! its orders are refused `too_many_orders`, and other keys' orders are untouched. A mode change
+//! is not held back by the rate (a flood of pings on its key must not delay a lockdown), only by
+//! the cap.
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -25,8 +28,8 @@ struct Quota {
 }
 
 impl Quotas {
-    /// Takes one order of `key`, or says why it is refused.
-    pub fn take(&mut self, key: &str, now: Instant) -> Result<(), String> {
+    /// Takes one order of `key`, or says why it is refused; an `urgent` one passes the rate.
+    pub fn take(&mut self, key: &str, urgent: bool, now: Instant) -> Result<(), String> {
         let q = self.keys.entry(key.to_string()).or_insert(Quota {
             tokens: BURST,
             at: now,
@@ -39,6 +42,9 @@ impl Quotas {
             return Err(format!(
                 "key {key:?} holds {MAX_HELD} applied ids until their orders expire: send orders with shorter lifetimes, or wait"
             ));
+        }
+        if urgent {
+            return Ok(());
         }
         if q.tokens < 1.0 {
             return Err(format!(
@@ -81,12 +87,18 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Quotas::default();
         for _ in 0..BURST as usize {
-            assert!(q.take("ping-only", t0).is_ok());
+            assert!(q.take("ping-only", false, t0).is_ok());
         }
-        assert!(q.take("ping-only", t0).is_err());
-        assert!(q.take("company", t0).is_ok());
+        assert!(q.take("ping-only", false, t0).is_err());
+        assert!(
+            q.take("ping-only", true, t0).is_ok(),
+            "a mode change passes the rate"
+        );
+        assert!(q.take("company", false, t0).is_ok());
         let t1 = t0 + Duration::from_secs(3);
-        let taken = (0..10).filter(|_| q.take("ping-only", t1).is_ok()).count();
+        let taken = (0..10)
+            .filter(|_| q.take("ping-only", false, t1).is_ok())
+            .count();
         assert_eq!(taken, 3);
     }
 
@@ -97,9 +109,9 @@ mod tests {
         for _ in 0..MAX_HELD {
             q.hold("k");
         }
-        let refused = q.take("k", t0).unwrap_err();
+        let refused = q.take("k", true, t0).unwrap_err();
         assert!(refused.contains("20000 applied ids"), "{refused}");
         q.release("k");
-        assert!(q.take("k", t0).is_ok());
+        assert!(q.take("k", false, t0).is_ok());
     }
 }

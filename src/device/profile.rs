@@ -486,9 +486,10 @@ impl HttpSpec {
 
 /// An event id as JSON: a number stays a number.
 pub fn json_id(id: &str) -> String {
+    // Only an id written as a number is one ("007" stays the string it was).
     match id.parse::<u64>() {
-        Ok(n) => n.to_string(),
-        Err(_) => serde_json::Value::from(id).to_string(),
+        Ok(n) if n.to_string() == id => id.to_string(),
+        _ => serde_json::Value::from(id).to_string(),
     }
 }
 

@@ -364,9 +364,10 @@ fn stored_markers_and_heartbeats_are_told_apart() {
         "plateid":77,"isoffline":1,"timeStamp":{"Timeval":{"sec":1795928400}}}}}}"#;
     let d = z.decode(offline.as_bytes()).unwrap();
     assert_eq!(
-        (d.stored, d.device_time_ms, d.event_id.as_str()),
+        (d.stored, d.id_time_ms, d.event_id.as_str()),
         (Some(true), Some(1_795_928_400_000), "77")
     );
+    assert_eq!(d.device_time_ms, None, "the read's time names it, never dates it");
     let beat = br#"{"heartbeat":{"countid":3,"timeStamp":{"Timeval":{"sec":1795928400}}}}"#;
     assert_eq!(z.decode(beat).unwrap().state, Some(StateReport::Heartbeat));
 }
@@ -431,7 +432,7 @@ fn a_dahua_records_time_is_part_of_its_identity_but_never_its_age() {
 }
 
 #[test]
-fn a_zhenshi_mqtt_read_says_its_time_and_whether_it_was_stored() {
+fn a_zhenshi_mqtt_read_is_named_by_its_id_and_time_and_says_whether_it_was_stored() {
     use crate::tools::sim::zhenshi::{ivs_result_of, PlateRead};
     let p = Profiles::builtin().get("zhenshi-ivs").unwrap().clone();
     let read = PlateRead {
@@ -444,5 +445,8 @@ fn a_zhenshi_mqtt_read_says_its_time_and_whether_it_was_stored() {
         (d.event_id.as_str(), d.subject.as_deref(), d.stored),
         ("3", Some("粤B12345"), Some(true))
     );
-    assert_eq!(d.device_time_ms, Some(1_800_000_000_000));
+    assert_eq!(
+        (d.id_time_ms, d.device_time_ms),
+        (Some(1_800_000_000_000), None)
+    );
 }

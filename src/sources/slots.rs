@@ -26,7 +26,7 @@ impl Slots {
     pub fn new(max: usize, per_address: usize, known: HashSet<IpAddr>) -> Arc<Slots> {
         Arc::new(Slots {
             strangers: Arc::new(Semaphore::new(max)),
-            known,
+            known: known.into_iter().map(|ip| ip.to_canonical()).collect(),
             per_address,
             by_address: Mutex::new(HashMap::new()),
         })
@@ -34,9 +34,9 @@ impl Slots {
 
     /// A slot for a connection from `ip`, or why there is none.
     pub fn take(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let ip = ip.to_canonical();
         let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        let n = by_address.entry(ip).or_insert(0);
-        if *n >= self.per_address {
+        if by_address.get(&ip).is_some_and(|n| *n >= self.per_address) {
             return Err("too many connections from one address");
         }
         let stranger = match self.known.contains(&ip) {
@@ -46,7 +46,8 @@ impl Slots {
                 Err(_) => return Err("too many connections from addresses no device has"),
             },
         };
-        *n += 1;
+        // Entered only once it has its slot: a refused address leaves nothing behind.
+        *by_address.entry(ip).or_insert(0) += 1;
         Ok(Slot {
             slots: self.clone(),
             ip,

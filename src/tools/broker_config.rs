@@ -238,7 +238,7 @@ pub fn packet_filter(
             host.trim_matches(['[', ']']).parse::<IpAddr>().ok()
         });
         match d.from.or(api) {
-            Some(ip) => by_address.entry(ip).or_default().push(&d.id),
+            Some(ip) => by_address.entry(ip.to_canonical()).or_default().push(&d.id),
             None => without.push(d.id.as_str()),
         }
     }

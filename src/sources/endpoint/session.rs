@@ -223,7 +223,10 @@ fn admit(
             format!("wrong password for {}", who.id),
         ));
     }
-    if who.from.is_some_and(|from| from != peer) {
+    if who
+        .from
+        .is_some_and(|from| from.to_canonical() != peer.to_canonical())
+    {
         return Err((
             ConnectReturnCode::NotAuthorized,
             format!("{} from an address not its own", who.id),

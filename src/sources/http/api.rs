@@ -544,7 +544,10 @@ pub fn dahua_events(body: &[u8]) -> Vec<Value> {
         let trimmed = line.trim();
         if trimmed.eq_ignore_ascii_case("heartbeat") {
             out.push(json!({"Heartbeat": true}));
-        } else if trimmed.starts_with("Code=") {
+        } else if trimmed
+            .get(..5)
+            .is_some_and(|c| c.eq_ignore_ascii_case("code="))
+        {
             events.push(trimmed.to_string());
         } else if let Some(event) = events.last_mut() {
             event.push('\n');

@@ -65,10 +65,12 @@ impl DeviceApi {
             .map(|v| v.trim_start().to_string())
             .collect();
         drop(first);
-        let digest = challenges
-            .iter()
-            .find(|c| c.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("digest")));
-        let authorization = if let Some(challenge) = digest {
+        // One header may carry several challenges (`Basic realm=…, Digest realm=…`).
+        let digest = challenges.iter().find_map(|c| {
+            let at = c.to_ascii_lowercase().find("digest ")?;
+            Some(format!("Digest {}", &c[at + 7..]))
+        });
+        let authorization = if let Some(challenge) = &digest {
             let mut prompt =
                 digest_auth::parse(challenge).map_err(|e| ApiError::Http(e.to_string()))?;
             let context = digest_auth::AuthContext::new_with_method(

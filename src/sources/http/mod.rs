@@ -253,7 +253,10 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
             what,
         );
     }
-    if dev.from.is_some_and(|ip| ip != peer.ip()) {
+    if dev
+        .from
+        .is_some_and(|ip| ip.to_canonical() != peer.ip().to_canonical())
+    {
         let what = "push from an address not the device's";
         return refused(shared, Some(dev), peer, StatusCode::FORBIDDEN, what);
     }
