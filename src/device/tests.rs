@@ -367,7 +367,10 @@ fn stored_markers_and_heartbeats_are_told_apart() {
         (d.stored, d.id_time_ms, d.event_id.as_str()),
         (Some(true), Some(1_795_928_400_000), "77")
     );
-    assert_eq!(d.device_time_ms, None, "the read's time names it, never dates it");
+    assert_eq!(
+        d.device_time_ms, None,
+        "the read's time names it, never dates it"
+    );
     let beat = br#"{"heartbeat":{"countid":3,"timeStamp":{"Timeval":{"sec":1795928400}}}}"#;
     assert_eq!(z.decode(beat).unwrap().state, Some(StateReport::Heartbeat));
 }

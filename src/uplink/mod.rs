@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use subscriptions::Subscriptions;
+use subscriptions::{Step, Subscriptions};
 use tags::{Tag, Tags};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -314,8 +314,7 @@ impl Uplink {
     /// Runs until `finish` delivers a deadline; then drains what it can before it, publishes the
     /// offline status and disconnects.
     pub async fn run(mut self, mut finish: oneshot::Receiver<Instant>) {
-        let (client, mut el) = AsyncClient::new(self.opts.clone(), 64 + self.cfg.window);
-        el.set_network_options(mqtt_client::network_options());
+        let (mut client, mut el) = self.client();
 
         let mut tags = Tags::default();
         let mut cursors = Cursors::default();
@@ -431,6 +430,12 @@ impl Uplink {
                     continue;
                 }
                 _ = sleep_until_opt(link.deadline()) => continue,
+                _ = sleep_until_opt(subscriptions.due()), if link.is_up() => {
+                    if let Some(topic) = subscriptions.tick(Instant::now()) {
+                        self.subscribe(&client, topic, &mut subscriptions);
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => continue,
             };
             match ev {
@@ -443,8 +448,13 @@ impl Uplink {
                     self.metrics.uplink_connected.store(true, Ordering::Relaxed);
                     backoff.reset();
                     cursors = Cursors::default();
-                    let first = subscriptions.connected(Instant::now());
-                    self.subscribe_or_greet(&client, first, &mut tags.fifo, &mut stats_sent);
+                    match subscriptions.connected(Instant::now()) {
+                        Step::Subscribe(topic) => {
+                            self.subscribe(&client, topic, &mut subscriptions)
+                        }
+                        Step::Greet => self.greet(&client, &mut tags.fifo, &mut stats_sent),
+                        Step::Wait => {}
+                    }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     if ack
@@ -453,8 +463,9 @@ impl Uplink {
                     {
                         warn!("The broker refused a command topic's subscription (its ACL?): orders on it will not arrive.");
                     }
-                    let next = subscriptions.acked(Instant::now());
-                    self.subscribe_or_greet(&client, next, &mut tags.fifo, &mut stats_sent);
+                    if subscriptions.acked(Instant::now()) == Step::Greet {
+                        self.greet(&client, &mut tags.fifo, &mut stats_sent);
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => self.take_order(&p),
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tags.outgoing(pkid),
@@ -477,6 +488,9 @@ impl Uplink {
                 Err(e) => {
                     if let Some(what) = unreadable(&e) {
                         self.poisoned(&mut subscriptions, &what);
+                        // A fresh client: rumqttc keeps what it read before the break (a SUBACK)
+                        // and what was queued (a SUBSCRIBE) for the next connection.
+                        (client, el) = self.client();
                     }
                     let was = std::mem::replace(&mut link, Link::Down);
                     if was.is_up() {
@@ -511,25 +525,21 @@ impl Uplink {
         }
     }
 
-    /// Just connected, or a command topic's SUBACK came: subscribe to the `next` topic, one at
-    /// a time (`subscriptions.rs`); with all subscribed, greet. Orders first: once "online" is
-    /// seen upstream, an order sent to us is not lost to a subscription still on its way.
-    fn subscribe_or_greet(
-        &self,
-        client: &AsyncClient,
-        next: Option<String>,
-        fifo: &mut VecDeque<Tag>,
-        stats_sent: &mut std::collections::HashSet<u64>,
-    ) {
-        if let Some(topic) = next {
-            match client.try_subscribe(topic, QoS::AtLeastOnce) {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(error = %e, "Could not subscribe to commands; retrying at the next connect.")
-                }
-            }
+    /// The MQTT client and its event loop.
+    fn client(&self) -> (AsyncClient, rumqttc::EventLoop) {
+        let (client, mut el) = AsyncClient::new(self.opts.clone(), 64 + self.cfg.window);
+        el.set_network_options(mqtt_client::network_options());
+        (client, el)
+    }
+
+    /// Asks for one command topic (`subscriptions.rs`: one at a time). Orders first: "online"
+    /// goes once every topic is subscribed, so an order sent once it is seen upstream is not
+    /// lost to a subscription still on its way.
+    fn subscribe(&self, client: &AsyncClient, topic: String, subscriptions: &mut Subscriptions) {
+        if let Err(e) = client.try_subscribe(topic, QoS::AtLeastOnce) {
+            warn!(error = %e, "Could not ask for a command topic; asking again shortly.");
+            subscriptions.not_asked(Instant::now());
         }
-        self.greet(client, fifo, stats_sent);
     }
 
     /// Subscribed: status, twins and statistics.

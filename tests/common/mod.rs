@@ -232,6 +232,8 @@ impl Harness {
             &edit(config_text(dir.path(), &devices, &uplink_url)),
         );
         let uplink = Uplink::connect(&broker).await;
+        // Straight to the company broker (not through a proxy a test may cut).
+        let uplink_reachable = uplink_url == broker;
         let config = Config::load(&path).unwrap();
         let profiles = Profiles::load(config.profiles.dir.as_deref()).0;
         let daemon = within("daemon start", LONG, Daemon::start(config, profiles))
@@ -245,8 +247,12 @@ impl Harness {
         };
         let gate = gate_sim(&sims.link("gate-1"));
         let terminal = Client::device(&sims.link("thermal-1"), "test-terminal").await;
-        // Let the simulated gate's subscription land.
+        // Let the simulated gate's subscription land, and the gateway's order topics'.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut uplink = uplink;
+        if uplink_reachable {
+            uplink.online().await;
+        }
         Harness {
             dir,
             broker,

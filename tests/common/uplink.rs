@@ -282,6 +282,26 @@ impl Uplink {
         .await
     }
 
+    /// Waits until the gateway says it is online — its order topics subscribed — leaving that
+    /// status and everything before it for later calls.
+    pub async fn online(&mut self) {
+        let seen = |m: &Upstream| matches!(m, Upstream::Status { status, .. } if status.state() == v1::GatewayState::Online);
+        if self.stash.iter().any(seen) {
+            return;
+        }
+        within("the gateway online", LONG, async {
+            loop {
+                let m = self.rx.recv().await.expect("watcher running");
+                let online = seen(&m);
+                self.stash.push_back(m);
+                if online {
+                    return;
+                }
+            }
+        })
+        .await
+    }
+
     pub async fn retained_status(&mut self) -> v1::Status {
         self.next("a retained status", |m| match m {
             Upstream::Status {
