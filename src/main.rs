@@ -43,7 +43,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            gatehouse::metrics::bench_knob("WORKERS")
+                .unwrap_or(2)
+                .max(1) as usize,
+        )
+        .thread_name("gh-worker")
         // Commits, signature checks and snapshot loads run on blocking threads; bounded so the
         // unit's TasksMax can never be reached by the runtime (4 threads measured under load).
         .max_blocking_threads(16)

@@ -127,6 +127,33 @@ pub fn worth_logging(count: u64) -> bool {
 }
 
 /// Fault injection for the watchdog tests, in debug builds only (what `cargo test` builds):
+/// `GATEHOUSE_BENCH_{NAME}`: a number that changes how the daemon runs, for the benchmarks
+/// that measure one change at a time (`bench/tail.sh`); never set in production.
+pub fn bench_knob(name: &str) -> Option<i64> {
+    std::env::var(format!("GATEHOUSE_BENCH_{name}"))
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `GATEHOUSE_BENCH_{name}` as the calling thread's nice value, where set (a bench knob).
+pub fn bench_nice(name: &str) {
+    if let Some(nice) = bench_knob(name) {
+        // SAFETY: plain syscall; on Linux PRIO_PROCESS with 0 is the calling thread.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice as libc::c_int);
+        }
+    }
+}
+
+/// Names the calling thread (for `/proc/PID/task/*/comm`, `top -H`, `bench/tail.sh`).
+pub fn name_thread(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes (longer is cut).
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+    }
+}
+
 /// `GATEHOUSE_TEST_STALL_{PART}_AFTER_MS` makes that loop stop turning after so long, as a hung
 /// one would. A release build never reads it, so no environment can hang a gate in production.
 #[cfg(debug_assertions)]

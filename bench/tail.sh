@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Where the tail comes from (issue 28). gatehouse on its own endpoint under the referee's load
+# generator, its uplink to a mosquitto of this script's own (as compare.sh's direct row), and per
+# thread group — runtime workers, the outbox writer, the rest — the CPU time and the context
+# switches per event (voluntary: it waited for something; involuntary: it was preempted), read
+# from /proc/PID/task/*/{stat,status} before and after the load. The load generator's own
+# latency line comes first. Environment variables pass through to the daemon, so one change is
+# tried at a time: GATEHOUSE_BENCH_WORKERS=1, GATEHOUSE_BENCH_WRITER_NICE=10, …
+#
+# usage: bench/tail.sh [RATE] [SECONDS] [RUNS]        e.g. GATEHOUSE_BENCH_WORKERS=1 bench/tail.sh 5000 20 3
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+rate=${1:-5000}
+secs=${2:-20}
+runs=${3:-3}
+cargo build --release --quiet -p gatehouse --manifest-path "$here/Cargo.toml"
+target=${LOADGEN_TARGET:-$HOME/.cache/bench-loadgen}
+cargo build -q --release --manifest-path "$here/../shared/bench/loadgen/Cargo.toml" --target-dir "$target"
+work=$(mktemp -d)
+gpid= upid=
+trap '[ -n "$gpid" ] && kill "$gpid" 2>/dev/null; [ -n "$upid" ] && kill "$upid" 2>/dev/null; rm -rf "$work"' EXIT
+# shellcheck source=bench/common.sh
+. "$here/bench/common.sh"
+write_lists "$work"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+uport=$(free_port)
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 1000000\n' "$uport" >"$work/uplink-mosquitto.conf"
+mosquitto -c "$work/uplink-mosquitto.conf" >"$work/uplink-mosquitto.log" 2>&1 & upid=$!
+printf 'thermal-1 tail-terminal\ngate-1 tail-gate\n' >"$work/devices.secrets"
+chmod 600 "$work/devices.secrets"
+write_config "$work" $'secrets_file = "devices.secrets"' "mqtt://127.0.0.1:$uport"
+
+# Per thread: name, CPU ticks (utime + stime), voluntary and involuntary switches.
+threads() { # pid
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s %s %s\n' "$(tr ' ' '_' <"$t/comm")" \
+      "$(awk '{print $14 + $15}' "$t/stat")" \
+      "$(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status")" \
+      "$(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status")"
+  done
+}
+
+for ((run = 1; run <= runs; run++)); do
+  rm -rf "$work/store"
+  port=$(free_port)
+  RUST_LOG=warn "$here/target/release/gatehouse" run --config "$work/gatehouse.toml" --endpoint-port "$port" 2>"$work/gh.log" & gpid=$!
+  sleep 3
+  threads "$gpid" >"$work/before"
+  line=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" \
+    --pub-user thermal-1 --pub-pass tail-terminal --sub-user gate-1 --sub-pass tail-gate \
+    --cmd-filter devices/gate-1/cmd)
+  threads "$gpid" >"$work/after"
+  kill "$gpid"; wait "$gpid" 2>/dev/null || true; gpid=
+  events=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["received"])' "$line")
+  echo "run $run: $line"
+  # Thread groups: the runtime's workers, the writer, everything else (blocking pool, main).
+  python3 - "$work/before" "$work/after" "$events" <<'PY'
+import sys
+hz = 100  # USER_HZ: /proc's ticks
+def read(path):
+    out = {}
+    for line in open(path):
+        name, ticks, vol, invol = line.split()
+        out.setdefault(name, [0, 0, 0])
+        for i, v in enumerate((int(ticks), int(vol), int(invol))):
+            out[name][i] += v
+    return out
+before, after, events = read(sys.argv[1]), read(sys.argv[2]), max(int(sys.argv[3]), 1)
+for name in sorted(after):
+    b = before.get(name, [0, 0, 0])
+    d = [a - x for a, x in zip(after[name], b)]
+    if d == [0, 0, 0]:
+        continue
+    print(f"  {name:16} cpu {d[0] * 1e6 / hz / events:6.1f} µs/event   voluntary {d[1] / events:5.2f}/event   involuntary {d[2] / events:5.3f}/event")
+PY
+done
