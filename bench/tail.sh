@@ -7,6 +7,9 @@
 # latency line comes first. Environment variables pass through to the daemon, so one change is
 # tried at a time: GATEHOUSE_BENCH_WORKERS=1, GATEHOUSE_BENCH_WRITER_NICE=10, …
 #
+# TAIL_UPLINK=none points the uplink at a closed port (records stay in the outbox: the uplink's
+# work and its broker's leave the machine); TAIL_SED='sed expression' edits the config.
+#
 # usage: bench/tail.sh [RATE] [SECONDS] [RUNS]        e.g. GATEHOUSE_BENCH_WORKERS=1 bench/tail.sh 5000 20 3
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +31,10 @@ printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_q
 mosquitto -c "$work/uplink-mosquitto.conf" >"$work/uplink-mosquitto.log" 2>&1 & upid=$!
 printf 'thermal-1 tail-terminal\ngate-1 tail-gate\n' >"$work/devices.secrets"
 chmod 600 "$work/devices.secrets"
-write_config "$work" $'secrets_file = "devices.secrets"' "mqtt://127.0.0.1:$uport"
+uplink="mqtt://127.0.0.1:$uport"
+[[ ${TAIL_UPLINK:-} == none ]] && uplink="mqtt://127.0.0.1:$(free_port)"
+write_config "$work" $'secrets_file = "devices.secrets"' "$uplink"
+[[ -n ${TAIL_SED:-} ]] && sed -i "$TAIL_SED" "$work/gatehouse.toml"
 
 # Per thread: name, CPU ticks (utime + stime), voluntary and involuntary switches.
 threads() { # pid
