@@ -7,6 +7,8 @@
 # latency line comes first. Environment variables pass through to the daemon, so one change is
 # tried at a time: GATEHOUSE_BENCH_WORKERS=1, GATEHOUSE_BENCH_WRITER_NICE=10, …
 #
+# TAIL_ENGINE=minimal runs examples/minimal_endpoint.rs instead (the calibration: parse, check,
+# answer inline on one thread, nothing durable).
 # TAIL_UPLINK=none points the uplink at a closed port (records stay in the outbox: the uplink's
 # work and its broker's leave the machine); TAIL_SED='sed expression' edits the config.
 #
@@ -17,6 +19,7 @@ rate=${1:-5000}
 secs=${2:-20}
 runs=${3:-3}
 cargo build --release --quiet -p gatehouse --manifest-path "$here/Cargo.toml"
+[[ ${TAIL_ENGINE:-} == minimal ]] && cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"
 target=${LOADGEN_TARGET:-$HOME/.cache/bench-loadgen}
 cargo build -q --release --manifest-path "$here/../shared/bench/loadgen/Cargo.toml" --target-dir "$target"
 work=$(mktemp -d)
@@ -49,7 +52,11 @@ threads() { # pid
 for ((run = 1; run <= runs; run++)); do
   rm -rf "$work/store"
   port=$(free_port)
-  RUST_LOG=warn "$here/target/release/gatehouse" run --config "$work/gatehouse.toml" --endpoint-port "$port" 2>"$work/gh.log" & gpid=$!
+  if [[ ${TAIL_ENGINE:-} == minimal ]]; then
+    "$here/target/release/examples/minimal_endpoint" "$port" 2>"$work/gh.log" & gpid=$!
+  else
+    RUST_LOG=warn "$here/target/release/gatehouse" run --config "$work/gatehouse.toml" --endpoint-port "$port" 2>"$work/gh.log" & gpid=$!
+  fi
   sleep 3
   threads "$gpid" >"$work/before"
   line=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" \

@@ -136,12 +136,21 @@ pub fn bench_knob(name: &str) -> Option<i64> {
         .ok()
 }
 
-/// `GATEHOUSE_BENCH_{name}` as the calling thread's nice value, where set (a bench knob).
-pub fn bench_nice(name: &str) {
-    if let Some(nice) = bench_knob(name) {
+/// `GATEHOUSE_BENCH_{name}_NICE` as the calling thread's nice value and
+/// `GATEHOUSE_BENCH_{name}_POLICY` as its scheduling policy (3 batch, 5 idle), where set (bench
+/// knobs).
+pub fn bench_priority(name: &str) {
+    if let Some(nice) = bench_knob(&format!("{name}_NICE")) {
         // SAFETY: plain syscall; on Linux PRIO_PROCESS with 0 is the calling thread.
         unsafe {
             libc::setpriority(libc::PRIO_PROCESS, 0, nice as libc::c_int);
+        }
+    }
+    if let Some(policy) = bench_knob(&format!("{name}_POLICY")) {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on the calling thread (0) with a valid parameter.
+        unsafe {
+            libc::sched_setscheduler(0, policy as libc::c_int, &param);
         }
     }
 }
