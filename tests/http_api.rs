@@ -26,6 +26,16 @@ api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = 
     )
 }
 
+/// Until gatehouse holds `term`'s event stream open.
+async fn stream_open(term: &sim::isapi_terminal::Terminal, what: &str) {
+    within(what, LONG, async {
+        while term.open_streams() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// A terminal whose catch-up answer holds items that are not events (a number, a string, a
 /// list): each is skipped as outside data that does not decode, the events around it are still
 /// recorded, and the terminal's stream keeps opening its door. Before, assigning into such an item panicked the
@@ -52,12 +62,7 @@ async fn a_catch_up_answer_with_items_that_are_not_events_is_survived() {
     term.store(stored(902, "R000012"));
     let g = HttpGate::start_with(|port| armed_lane(term.addr, port)).await;
     let mut h = g.h;
-    within("the stream to open", LONG, async {
-        while term.open_streams() == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    stream_open(&term, "the stream to open").await;
     // Heard live: the door opens, and what the terminal stored is fetched.
     term.send_event(&hik_event(
         3,
@@ -112,12 +117,7 @@ async fn an_armed_terminal_streams_is_caught_up_configured_and_its_door_opened()
     let g = HttpGate::start_with(|port| armed_lane(term.addr, port)).await;
     let port = g.http.rsplit(':').next().unwrap().to_string();
     let mut h = g.h;
-    within("the stream to open", LONG, async {
-        while term.open_streams() == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    stream_open(&term, "the stream to open").await;
     // A live event in the stream, behind some garbage: the door opens over ISAPI.
     term.send_raw(b"\r\nthis is not a part\r\n".to_vec());
     term.send_event(&hik_event(
@@ -161,12 +161,7 @@ async fn an_armed_terminal_streams_is_caught_up_configured_and_its_door_opened()
     // The stream drops (as they do every ~40 s): gatehouse is back on it, and deciding.
     term.drop_streams();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    within("the stream to reopen", LONG, async {
-        while term.open_streams() == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    stream_open(&term, "the stream to reopen").await;
     term.send_event(&hik_event(
         2,
         serde_json::json!({"employeeNoString": "R000009", "currTemperature": 38.5}),
@@ -206,15 +201,7 @@ api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
     );
     let g = HttpGate::start(&lane).await;
     let mut h = g.h;
-    let open = |term: &sim::isapi_terminal::Terminal| {
-        let term = term.clone();
-        async move {
-            while term.open_streams() == 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    within("the stream to open", LONG, open(&term)).await;
+    stream_open(&term, "the stream to open").await;
     term.send_raw(b"noise between parts\r\n".to_vec());
     term.send_dahua("Heartbeat");
     term.send_dahua(r#"Code=AccessControl;action=Pulse;index=0;data={"UserID":"R000001","CardNo":"","Method":15,"Status":1,"Type":"Entry","RecNo":101,"UTC":1795928400,"Similarity":92}"#);
@@ -248,7 +235,7 @@ api = {{ address = "{}", username = "admin", password = "dh-12345", door = 1 }}
     // Rebooted: the stream drops, gatehouse is back on it.
     term.drop_streams();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    within("the stream to reopen", LONG, open(&term)).await;
+    stream_open(&term, "the stream to reopen").await;
     // As terminals write it, over many lines (issue 27 §2: only the first line was read, and the
     // event was never decided).
     term.send_dahua_access(
@@ -534,12 +521,7 @@ api = {{ address = "{}", tls_fingerprint = "{pin}", password = "hik-12345", mode
     };
     let g = HttpGate::start_with(lanes).await;
     let mut h = g.h;
-    within("the stream to open", LONG, async {
-        while term.open_streams() == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    stream_open(&term, "the stream to open").await;
     term.send_event(&hik_event(
         1,
         serde_json::json!({"employeeNoString": "R000001", "currTemperature": 36.5}),
