@@ -9,6 +9,7 @@
 //! Matching PUBACKs to batches is `tags.rs`. The session is clean: after a reconnect
 //! rumqttc drops what it had in flight, and so do we — the cursors go back to the oldest records
 //! still in the outbox and everything unacked is sent again, in order, with the same ids.
+mod pacing;
 pub mod stats;
 pub mod status;
 mod subscriptions;
@@ -24,6 +25,7 @@ use crate::proto::v1;
 use crate::store::outbox::Delete;
 use crate::store::{Class, Store};
 use gatehouse_contract::topics::{Channel, Topics};
+use pacing::{sleep_until_opt, Bucket};
 use prost::Message;
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
 pub use status::StatusSource;
@@ -32,28 +34,11 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use subscriptions::{Step, Subscriptions};
+use subscriptions::{unreadable, Step, Subscriptions};
 use tags::{Tag, Tags};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
-
-/// What a connection error says of a message from the broker the client could not take (too
-/// large, or not MQTT); `None` for any other end of the link.
-fn unreadable(e: &rumqttc::ConnectionError) -> Option<String> {
-    use rumqttc::mqttbytes::Error as Bytes;
-    match e {
-        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(b)) => {
-            Some(match b {
-                Bytes::PayloadSizeLimitExceeded(n) => {
-                    format!("a message of {n} bytes (the limit is {MAX_COMMAND})")
-                }
-                other => format!("a message that is not MQTT ({other})"),
-            })
-        }
-        _ => None,
-    }
-}
 
 /// A batch stops growing past this many bytes.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -753,42 +738,6 @@ enum Fill {
     Stuck,
 }
 
-/// Events per second the uplink may publish (a backlog replays at this rate): a token bucket
-/// holding one second's worth.
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: u64) -> Self {
-        let rate = rate.max(1) as f64;
-        Self {
-            rate,
-            tokens: rate,
-            at: Instant::now(),
-        }
-    }
-
-    fn available(&mut self) -> usize {
-        let now = Instant::now();
-        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.rate).min(self.rate);
-        self.at = now;
-        self.tokens as usize
-    }
-
-    fn take(&mut self, n: usize) {
-        self.tokens -= n as f64;
-    }
-
-    /// Until one more token.
-    fn wait(&self) -> Duration {
-        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.001))
-    }
-}
-
 /// Where the uplink stands; what it may do follows from it.
 #[derive(Debug, Clone, Copy)]
 enum Link {
@@ -824,13 +773,6 @@ impl Link {
             Link::Up => Some(Link::Draining { until }),
             draining => Some(draining),
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

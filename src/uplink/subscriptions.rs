@@ -165,6 +165,26 @@ impl Subscriptions {
     }
 }
 
+/// What a connection error says of a message from the broker the client could not take (too
+/// large, or not MQTT); `None` for any other end of the link.
+pub fn unreadable(e: &rumqttc::ConnectionError) -> Option<String> {
+    use rumqttc::mqttbytes::Error as Bytes;
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(b)) => {
+            Some(match b {
+                Bytes::PayloadSizeLimitExceeded(n) => {
+                    format!(
+                        "a message of {n} bytes (the limit is {})",
+                        super::MAX_COMMAND
+                    )
+                }
+                other => format!("a message that is not MQTT ({other})"),
+            })
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
