@@ -136,17 +136,20 @@ pub fn bench_knob(name: &str) -> Option<i64> {
         .ok()
 }
 
-/// `GATEHOUSE_BENCH_{name}_NICE` as the calling thread's nice value and
-/// `GATEHOUSE_BENCH_{name}_POLICY` as its scheduling policy (3 batch, 5 idle), where set (bench
-/// knobs).
-pub fn bench_priority(name: &str) {
-    if let Some(nice) = bench_knob(&format!("{name}_NICE")) {
+/// `GATEHOUSE_BENCH_WRITER_NICE` as the calling thread's nice value and
+/// `GATEHOUSE_BENCH_WRITER_POLICY` as its scheduling policy (3 batch, 5 idle), where set (bench
+/// knobs, read once).
+pub fn writer_priority() {
+    static KNOBS: std::sync::OnceLock<(Option<i64>, Option<i64>)> = std::sync::OnceLock::new();
+    let (nice, policy) =
+        *KNOBS.get_or_init(|| (bench_knob("WRITER_NICE"), bench_knob("WRITER_POLICY")));
+    if let Some(nice) = nice {
         // SAFETY: plain syscall; on Linux PRIO_PROCESS with 0 is the calling thread.
         unsafe {
             libc::setpriority(libc::PRIO_PROCESS, 0, nice as libc::c_int);
         }
     }
-    if let Some(policy) = bench_knob(&format!("{name}_POLICY")) {
+    if let Some(policy) = policy {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: plain syscall on the calling thread (0) with a valid parameter.
         unsafe {

@@ -9,21 +9,28 @@ use gatehouse::proto::v1;
 use gatehouse::tools::sim;
 use std::time::Duration;
 
-/// Lane `door-1`: Hikvision terminal `terminal-a` at `addr` in arming mode, its door driven over
-/// ISAPI, told to push to this box's HTTP `port`.
-fn armed_lane(addr: std::net::SocketAddr, port: u16) -> String {
+/// Lane `lane`: Hikvision terminal `device` at `address` in arming mode, its door driven over
+/// ISAPI; `more`: further `api` keys.
+fn armed(lane: &str, device: &str, address: &str, more: &str) -> String {
     format!(
         r#"
 [[lanes]]
-id = "door-1"
+id = "{lane}"
 
 [[lanes.devices]]
-id = "terminal-a"
+id = "{device}"
 role = "thermal"
 profile = "hikvision-isapi"
-api = {{ address = "{addr}", username = "admin", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
+api = {{ address = "{address}", username = "admin", password = "hik-12345", mode = "arming", door = 1{more} }}
 "#
     )
+}
+
+/// Lane `door-1`: terminal `terminal-a` at `addr` in arming mode, told to push to this box's
+/// HTTP `port`.
+fn armed_lane(addr: std::net::SocketAddr, port: u16) -> String {
+    let push_to = format!(", push_to = \"http://127.0.0.1:{port}\"");
+    armed("door-1", "terminal-a", &addr.to_string(), &push_to)
 }
 
 /// Until gatehouse holds `term`'s event stream open.
@@ -494,30 +501,11 @@ async fn over_https_only_the_pinned_certificate_is_spoken_to() {
         gatehouse::hex::to_hex(&sha2::Sha256::digest(der.as_ref()))
     };
     let lanes = |port: u16| {
+        let pinned = format!(", tls_fingerprint = \"{pin}\"");
         let https = |addr| format!("https://{addr}");
-        format!(
-            r#"
-[[lanes]]
-id = "door-1"
-
-[[lanes.devices]]
-id = "terminal-a"
-role = "thermal"
-profile = "hikvision-isapi"
-api = {{ address = "{}", tls_fingerprint = "{pin}", password = "hik-12345", mode = "arming", door = 1, push_to = "http://127.0.0.1:{port}" }}
-
-[[lanes]]
-id = "door-2"
-
-[[lanes.devices]]
-id = "terminal-b"
-role = "thermal"
-profile = "hikvision-isapi"
-api = {{ address = "{}", tls_fingerprint = "{pin}", password = "hik-12345", mode = "arming", door = 1 }}
-"#,
-            https(term.addr),
-            https(impostor.addr)
-        )
+        let push_to = format!("{pinned}, push_to = \"http://127.0.0.1:{port}\"");
+        armed("door-1", "terminal-a", &https(term.addr), &push_to)
+            + &armed("door-2", "terminal-b", &https(impostor.addr), &pinned)
     };
     let g = HttpGate::start_with(lanes).await;
     let mut h = g.h;

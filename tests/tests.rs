@@ -12,6 +12,7 @@ mod durability;
 mod endpoint;
 mod endpoint_clients;
 mod fire_input;
+mod fuzz_seeds;
 mod http_api;
 mod http_intake;
 mod interop;

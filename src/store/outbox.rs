@@ -507,7 +507,7 @@ impl Writer {
         let panic_now = self.panic_at == Some(self.record_commits) && records(&taken) > 0;
         let result = tokio::task::spawn_blocking(move || {
             crate::metrics::name_thread(c"gh-writer");
-            crate::metrics::bench_priority("WRITER");
+            crate::metrics::writer_priority();
             if panic_now {
                 panic!("test hook: this commit panics");
             }
