@@ -7,7 +7,9 @@
 #           script's own, so decisions are recorded and sent upstream as in the other rows.
 #           DIRECT=minimal puts examples/minimal_endpoint.rs in that row instead: parse, check,
 #           answer inline on one thread, nothing durable — near the least any engine there can
-#           do, so the row's floor on this machine.
+#           do, so the row's floor on this machine. DIRECT=minimal-durable adds the durable work
+#           gatehouse guarantees (record and dedupe key group-committed with an fsync, PUBACK
+#           after the commit, gate command first): the least engine doing the same durable work.
 # One lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents and
 # 20,000 plates (the registry issue 7 sizes the box for), a fresh store for every run.
 #
@@ -19,6 +21,7 @@
 # usage: bench/compare.sh [RATES] [SECONDS] [ENGINES]     e.g. bench/compare.sh 5000 10 floor,direct
 #        HTTP=1 bench/compare.sh 200,1000 10 floor,engine
 #        DIRECT=minimal bench/compare.sh 5000 10 floor,direct
+#        DIRECT=minimal-durable bench/compare.sh 5000 20 direct
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 referee=${REFEREE:-$here/../shared/bench/compare.sh}
@@ -53,11 +56,14 @@ printf 'thermal-1 bench-terminal-pw\ngate-1 bench-gate-pw\n' >"$work/direct/devi
 chmod 600 "$work/direct/devices.secrets"
 write_config "$work/direct" $'secrets_file = "devices.secrets"' "mqtt://127.0.0.1:$uport"
 export DIRECT_CMD="sh -c 'rm -rf $work/direct/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/direct/gatehouse.toml --endpoint-port {port}'"
-if [[ ${DIRECT:-} == minimal ]]; then
+if [[ ${DIRECT:-} == minimal || ${DIRECT:-} == minimal-durable ]]; then
   # The calibration: a minimal engine on its own endpoint (examples/minimal_endpoint.rs).
   cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"
   export DIRECT_CMD="$here/target/release/examples/minimal_endpoint {port}"
-  echo "DIRECT=minimal: the direct row is examples/minimal_endpoint.rs, not gatehouse" >&2
+  if [[ $DIRECT == minimal-durable ]]; then
+    export DIRECT_CMD="sh -c 'rm -rf $work/minimal; exec $here/target/release/examples/minimal_endpoint {port} --durable $work/minimal'"
+  fi
+  echo "DIRECT=$DIRECT: the direct row is examples/minimal_endpoint.rs, not gatehouse" >&2
 fi
 export DIRECT_LOADGEN_ARGS="--pub-client-id hik-terminal --pub-user thermal-1 --pub-pass bench-terminal-pw --sub-client-id gate-controller --sub-user gate-1 --sub-pass bench-gate-pw --cmd-filter devices/gate-1/cmd"
 if [[ ${HTTP:-0} != 0 ]]; then

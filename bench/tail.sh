@@ -8,7 +8,8 @@
 # tried at a time: GATEHOUSE_BENCH_WORKERS=1, GATEHOUSE_BENCH_WRITER_NICE=10, …
 #
 # TAIL_ENGINE=minimal runs examples/minimal_endpoint.rs instead (the calibration: parse, check,
-# answer inline on one thread, nothing durable).
+# answer inline on one thread, nothing durable); TAIL_ENGINE=minimal-durable adds its durable work
+# (group commit with an fsync on a writer thread, PUBACK after the commit).
 # TAIL_UPLINK=none points the uplink at a closed port (records stay in the outbox: the uplink's
 # work and its broker's leave the machine); TAIL_SED='sed expression' edits the config.
 #
@@ -19,7 +20,7 @@ rate=${1:-5000}
 secs=${2:-20}
 runs=${3:-3}
 cargo build --release --quiet -p gatehouse --manifest-path "$here/Cargo.toml"
-[[ ${TAIL_ENGINE:-} == minimal ]] && cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"
+[[ ${TAIL_ENGINE:-} == minimal* ]] && cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"
 target=${LOADGEN_TARGET:-$HOME/.cache/bench-loadgen}
 cargo build -q --release --manifest-path "$here/../shared/bench/loadgen/Cargo.toml" --target-dir "$target"
 work=$(mktemp -d)
@@ -54,6 +55,9 @@ for ((run = 1; run <= runs; run++)); do
   port=$(free_port)
   if [[ ${TAIL_ENGINE:-} == minimal ]]; then
     "$here/target/release/examples/minimal_endpoint" "$port" 2>"$work/gh.log" & gpid=$!
+  elif [[ ${TAIL_ENGINE:-} == minimal-durable ]]; then
+    rm -rf "$work/minimal"
+    "$here/target/release/examples/minimal_endpoint" "$port" --durable "$work/minimal" 2>"$work/gh.log" & gpid=$!
   else
     RUST_LOG=warn "$here/target/release/gatehouse" run --config "$work/gatehouse.toml" --endpoint-port "$port" 2>"$work/gh.log" & gpid=$!
   fi

@@ -8,6 +8,12 @@
 //! durability, no uplink, no task hop, one thread. What it measures is mostly the load generator,
 //! the kernel and this machine: near the floor of the row, not an engine to ship. A gate write
 //! that cannot go at once ends the terminal's connection, which the referee counts as missing.
+//!
+//! `minimal_endpoint PORT --durable DIR` is the calibration for the durable work (issue 28): the
+//! same, plus what gatehouse guarantees and nothing else — each event's record (about 200 bytes)
+//! and its dedupe key written to a redb file in DIR by a writer thread that group-commits (10 ms
+//! linger, up to 1,024 records, fsync per commit, as gatehouse's defaults), and the terminal's
+//! PUBACK only after the commit. The gate command still goes first, straight from the read.
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, SubscribeReasonCode,
@@ -17,16 +23,36 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::rc::Rc;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 /// The gate's connection, once it has logged in as `gate-1`.
 type Gate = Rc<RefCell<Option<Rc<TcpStream>>>>;
 
+/// One event for the writer: its record, its dedupe key, and where its PUBACK goes after the
+/// commit (none for QoS 0).
+struct Durable {
+    record: Vec<u8>,
+    key: String,
+    ack: Option<(u16, mpsc::UnboundedSender<u16>)>,
+}
+
 fn main() -> std::io::Result<()> {
-    let port: u16 = match std::env::args().nth(1).map(|p| p.parse()) {
+    let args: Vec<String> = std::env::args().collect();
+    let port: u16 = match args.get(1).map(|p| p.parse()) {
         Some(Ok(p)) => p,
         _ => {
-            eprintln!("usage: minimal_endpoint PORT");
+            eprintln!("usage: minimal_endpoint PORT [--durable DIR]");
+            std::process::exit(2);
+        }
+    };
+    let writer = match (args.get(2).map(String::as_str), args.get(3)) {
+        (Some("--durable"), Some(dir)) => Some(spawn_writer(std::path::Path::new(dir))?),
+        (None, _) => None,
+        _ => {
+            eprintln!("usage: minimal_endpoint PORT [--durable DIR]");
             std::process::exit(2);
         }
     };
@@ -42,9 +68,9 @@ fn main() -> std::io::Result<()> {
         loop {
             let (s, _) = listener.accept().await?;
             s.set_nodelay(true)?;
-            let (r, g) = (residents.clone(), gate.clone());
+            let (r, g, w) = (residents.clone(), gate.clone(), writer.clone());
             tokio::task::spawn_local(async move {
-                if let Err(e) = connection(Rc::new(s), r, g).await {
+                if let Err(e) = connection(Rc::new(s), r, g, w).await {
                     eprintln!("minimal_endpoint: {e}");
                 }
             });
@@ -56,9 +82,11 @@ async fn connection(
     s: Rc<TcpStream>,
     residents: Rc<HashSet<String>>,
     gate: Gate,
+    writer: Option<std_mpsc::Sender<Durable>>,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(8192);
     let mut out = BytesMut::new();
+    let (acks_tx, mut acks) = mpsc::unbounded_channel::<u16>();
     let bad = |e: rumqttc::mqttbytes::Error| std::io::Error::other(e.to_string());
     loop {
         loop {
@@ -108,7 +136,24 @@ async fn connection(
                     if let Some(g) = gate.borrow().as_ref() {
                         write_now(g, &b)?;
                     }
-                    if p.qos == QoS::AtLeastOnce {
+                    let ack = p.qos == QoS::AtLeastOnce;
+                    if let Some(w) = &writer {
+                        let record = format!(
+                            r#"{{"serial":{},"person":"{person}","celsius":{celsius},"open":{open},"at":{}}}"#,
+                            e["serialNo"],
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap_or_default()
+                                .as_millis()
+                        );
+                        let d = Durable {
+                            record: record.into_bytes(),
+                            key: format!("seen/thermal-1/{}", e["serialNo"]),
+                            ack: ack.then(|| (p.pkid, acks_tx.clone())),
+                        };
+                        w.send(d)
+                            .map_err(|_| std::io::Error::other("writer gone"))?;
+                    } else if ack {
                         Packet::PubAck(PubAck::new(p.pkid))
                             .write(&mut out, usize::MAX)
                             .map_err(bad)?;
@@ -122,7 +167,16 @@ async fn connection(
             out.clear();
         }
         buf.reserve(8192);
-        s.readable().await?;
+        tokio::select! {
+            r = s.readable() => r?,
+            Some(pkid) = acks.recv() => {
+                PubAck::new(pkid).write(&mut out).map_err(bad)?;
+                while let Ok(pkid) = acks.try_recv() {
+                    PubAck::new(pkid).write(&mut out).map_err(bad)?;
+                }
+                continue;
+            }
+        }
         match s.try_read_buf(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(_) => {}
@@ -143,4 +197,50 @@ fn write_now(s: &TcpStream, b: &[u8]) -> std::io::Result<()> {
         ))),
         Err(e) => Err(e),
     }
+}
+
+/// The group-committing writer: waits for a first event, lingers 10 ms asleep, takes what came
+/// (at most 1,024 in all), writes them in one redb transaction with an fsync, then sends their PUBACKs.
+fn spawn_writer(dir: &std::path::Path) -> std::io::Result<std_mpsc::Sender<Durable>> {
+    const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+    const SEEN: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("seen");
+    std::fs::create_dir_all(dir)?;
+    let db = redb::Database::create(dir.join("minimal.redb")).map_err(std::io::Error::other)?;
+    let (tx, rx) = std_mpsc::channel::<Durable>();
+    std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            let mut seq: u64 = 0;
+            while let Ok(first) = rx.recv() {
+                // Asleep through the linger, not woken by every event: a wake-up per event
+                // would be the cost measured, not the commit's.
+                std::thread::sleep(Duration::from_millis(10));
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter().take(1023));
+                let committed = (|| -> Result<(), redb::Error> {
+                    let txn = db.begin_write()?;
+                    {
+                        let mut records = txn.open_table(RECORDS)?;
+                        let mut seen = txn.open_table(SEEN)?;
+                        for d in &batch {
+                            seq += 1;
+                            records.insert(seq, d.record.as_slice())?;
+                            seen.insert(d.key.as_str(), seq)?;
+                        }
+                    }
+                    txn.commit()?;
+                    Ok(())
+                })();
+                if let Err(e) = committed {
+                    eprintln!("minimal_endpoint: commit failed: {e}");
+                    std::process::exit(1);
+                }
+                for d in batch {
+                    if let Some((pkid, to)) = d.ack {
+                        let _ = to.send(pkid);
+                    }
+                }
+            }
+        })?;
+    Ok(tx)
 }
