@@ -203,11 +203,20 @@ async fn a_killed_gateway_is_marked_offline_by_its_will() {
     let config = write_config(dir.path(), &DeviceSide::endpoint(), &broker);
     let mut watcher = Uplink::connect(&broker).await;
     let mut child = gatehouse_run(&config).spawn().unwrap();
-    watcher.status(v1::GatewayState::Online).await;
+    let online = watcher.status(v1::GatewayState::Online).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let s = watcher.status(v1::GatewayState::Offline).await;
-    assert_eq!(s.gateway, GATEWAY);
+    let will = watcher.status(v1::GatewayState::Offline).await;
+    assert_eq!(will.gateway, GATEWAY);
+    // The will was encoded at the start, yet it orders after every status of its boot and
+    // before the next boot's (issue 29: the company keeps the newest by (boot, seq)).
+    assert!(online.boot >= 1 && online.seq >= 1, "{online:?}");
+    assert_eq!((will.boot, will.seq), (online.boot, u64::MAX));
+    let mut child = gatehouse_run(&config).spawn().unwrap();
+    let again = watcher.status(v1::GatewayState::Online).await;
+    assert!((again.boot, again.seq) > (will.boot, will.seq), "{again:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// A stalled decision loop, device source or outbox writer stops the watchdog pings (so systemd

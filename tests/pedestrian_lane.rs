@@ -124,15 +124,28 @@ async fn every_decision_reaches_the_uplink_as_protobuf_with_its_event_id() {
     );
     assert_eq!(ok.temperature_c, Some(36.6));
     assert!(ok.decision_latency_us > 0);
+    // What the company's forms need, said by the record (issue 29): a person, of which household,
+    // screened against which threshold, and the verdict on the temperature.
+    assert_eq!(
+        (ok.medium(), ok.household.as_str()),
+        (v1::Medium::Person, "H002")
+    );
+    assert_eq!((ok.fever_threshold_c, ok.fever), (Some(37.3), false));
     let fever = passage("12");
     assert_eq!(
         (fever.verdict(), fever.reason.as_str()),
         (v1::Verdict::Deny, "fever")
     );
+    assert_eq!((fever.fever_threshold_c, fever.fever), (Some(37.3), true));
+    assert_eq!(fever.household, "H003");
     let stranger = passage("13");
     assert_eq!(
         (stranger.subject_kind(), stranger.subject_id.as_str()),
         (v1::SubjectKind::Unknown, "")
+    );
+    assert_eq!(
+        (stranger.medium(), stranger.household.as_str()),
+        (v1::Medium::Person, "")
     );
 
     let alarm = h.uplink.alarm().await;

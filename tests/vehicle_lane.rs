@@ -160,6 +160,11 @@ async fn a_resident_plate_opens_the_barrier_and_it_closes_only_after_the_car_cle
         (d.subject_kind(), d.subject_id.as_str()),
         (v1::SubjectKind::Plate, "粤B12345")
     );
+    // A vehicle, of household H001, says the record itself (issue 29).
+    assert_eq!(
+        (d.medium(), d.household.as_str(), d.fever_threshold_c),
+        (v1::Medium::Plate, "H001", None)
+    );
     assert_eq!(g.outcome(1).await.outcome, "sent");
     wait_for("the arm up", || b.is_up()).await;
     assert_eq!(g.outcome(1).await.outcome, "confirmed");

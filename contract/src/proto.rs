@@ -4,3 +4,6 @@
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/gatehouse.v1.rs"));
 }
+
+#[cfg(test)]
+mod golden;

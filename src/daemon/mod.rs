@@ -87,10 +87,11 @@ impl Daemon {
         // The decision core with its barriers under the interlock, its state restored; what the
         // uplink and `status` show of it.
         let (core, mut start_outputs) = restored_core(&config, &plan, boot.registry, &boot.state);
-        let status = status::source(gateway, &plan, &core, &boot.store, &metrics, &clock);
+        let mut status = status::source(gateway, &plan, &core, &boot.store, &metrics, &clock);
 
         let writer_config = WriterConfig::from_config(gateway, &config.store, clock.clone());
         let writer = outbox::spawn(boot.store.clone(), writer_config, metrics.clone())?;
+        status.boot = writer.generation;
         if !boot.alarms.is_empty() {
             let (records, state) = (boot.alarms, Vec::new());
             let _ = writer

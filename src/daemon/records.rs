@@ -1,7 +1,9 @@
 //! The pure mapping of the decision core's outputs to the uplink's protobuf records: indices
 //! become lane and device ids, enums become the wire's. No I/O, no clock (the time is given).
 use crate::decision::barrier::{Arm, BarrierInputs};
-use crate::decision::{Alarm, AlarmKind, Decision, Direction, Policy, StateReport, SubjectKind};
+use crate::decision::{
+    Alarm, AlarmKind, CredentialKind, Decision, Direction, Policy, StateReport, SubjectKind,
+};
 use crate::proto::v1;
 use crate::store::outbox::Record;
 
@@ -34,9 +36,22 @@ pub fn command_outcome(
     device_event(policy, device, now_ms, body)
 }
 
+/// The lane's fever threshold in force and whether `celsius` is at or above it, for the record:
+/// the forms read the verdict from the record, never from a threshold of their own.
+fn fever_fields(policy: &Policy, lane: usize, celsius: Option<f64>) -> (Option<f32>, bool) {
+    match celsius {
+        Some(t) => (
+            policy.lanes.get(lane).map(|l| l.fever_threshold_c as f32),
+            policy.is_fever(lane, t),
+        ),
+        None => (None, false),
+    }
+}
+
 /// The passage record of one decision.
 pub fn passage(policy: &Policy, d: Decision, now_ms: i64) -> Record {
     let latency_us = u32::try_from(d.received.elapsed().as_micros()).unwrap_or(u32::MAX);
+    let (fever_threshold_c, fever) = fever_fields(policy, d.lane, d.temperature_c);
     Record::Event(v1::Event {
         gateway_time_ms: now_ms,
         lane: policy.lanes[d.lane].id.clone(),
@@ -69,6 +84,15 @@ pub fn passage(policy: &Policy, d: Decision, now_ms: i64) -> Record {
             operator_reason: d.operator.map(|o| o.1).unwrap_or_default(),
             not_actuated: d.not_actuated,
             device_clock_offset_ms: d.device_clock_offset_ms,
+            medium: match d.credential {
+                Some(CredentialKind::Person) => v1::Medium::Person,
+                Some(CredentialKind::Card) => v1::Medium::Card,
+                Some(CredentialKind::Plate) => v1::Medium::Plate,
+                None => v1::Medium::Remote,
+            } as i32,
+            household: d.household,
+            fever_threshold_c,
+            fever,
         })),
         ..Default::default()
     })
@@ -83,6 +107,7 @@ pub fn reading(
     cause: String,
     now_ms: i64,
 ) -> Record {
+    let (fever_threshold_c, fever) = fever_fields(policy, lane, Some(temperature_c));
     Record::Event(v1::Event {
         gateway_time_ms: now_ms,
         lane: policy.lanes[lane].id.clone(),
@@ -90,6 +115,8 @@ pub fn reading(
         body: Some(v1::event::Body::Reading(v1::Reading {
             temperature_c: temperature_c as f32,
             cause,
+            fever_threshold_c,
+            fever,
         })),
         ..Default::default()
     })
@@ -287,6 +314,8 @@ mod tests {
             operator: None,
             not_actuated: false,
             device_clock_offset_ms: None,
+            credential: None,
+            household: String::new(),
         };
         let Record::Event(e) = passage(&policy(), d, 1234) else {
             panic!("a passage is an event");

@@ -51,5 +51,7 @@ pub fn source(
         twins,
         clock: clock.clone(),
         changed: Arc::new(Notify::new()),
+        boot: 0,
+        seq: Arc::new(AtomicU64::new(0)),
     }
 }

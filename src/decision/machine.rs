@@ -450,6 +450,8 @@ impl Core {
             operator: Some(operator),
             not_actuated: false,
             device_clock_offset_ms: None,
+            credential: None,
+            household: String::new(),
         };
         let mut b_out = Vec::new();
         if let Some(b) = self.barriers.get_mut(&gate) {

@@ -66,6 +66,8 @@ impl Core {
             not_actuated: false,
             // Its clock minus ours: what the record says of how far the device's clock is off.
             device_clock_offset_ms: self.clocks.get(&obs.device).map(|c| -c.offset_ms),
+            credential: Some(ev.credential),
+            household: String::new(),
         };
         d.vehicle = ev.credential == CredentialKind::Plate;
         d.confidence = ev.confidence;
@@ -83,6 +85,7 @@ impl Core {
                 Subject::Vehicle(_) => SubjectKind::Plate,
             };
             d.subject_id = id;
+            d.household = household_of(&self.registry, &s).to_string();
             s
         });
         let fever = temperature_c.is_some_and(|t| self.policy.is_fever(li, t));
@@ -314,5 +317,21 @@ impl Core {
             }
         }
         (true, Reason::Ok, rule)
+    }
+}
+
+/// The household a subject belongs to, for the record: empty for plates that belong to none.
+fn household_of<'r>(registry: &'r super::registry::Registry, s: &Subject) -> &'r str {
+    match s {
+        Subject::Resident(r) => registry.household_id(r),
+        Subject::Visitor(i) => registry
+            .pass(*i)
+            .map_or("", |p| registry.household_name(p.host_household)),
+        Subject::Vehicle(p) => match p.holder {
+            super::registry::PlateHolder::Resident { household, .. } => {
+                registry.household_name(household)
+            }
+            _ => "",
+        },
     }
 }

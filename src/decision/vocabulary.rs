@@ -177,6 +177,11 @@ pub struct Decision {
     pub not_actuated: bool,
     /// The identifying device's clock offset as learned (its time minus gatehouse's), if any.
     pub device_clock_offset_ms: Option<i64>,
+    /// How the subject was identified; `None` for a remote open.
+    pub credential: Option<CredentialKind>,
+    /// The subject's household: a resident's, a resident vehicle's, a visitor pass's host; empty
+    /// when there is none.
+    pub household: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

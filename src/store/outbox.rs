@@ -133,6 +133,8 @@ pub struct WriterHandle {
     /// Fires when the appends channel has closed and everything in it is durable.
     pub appends_done: oneshot::Receiver<()>,
     pub join: tokio::task::JoinHandle<()>,
+    /// This run's count (`Store::next_run_generation`): the status's `boot`.
+    pub generation: u64,
 }
 
 pub fn spawn(
@@ -184,6 +186,7 @@ pub fn spawn(
         committed: committed_rx,
         appends_done: done_rx,
         join,
+        generation,
     })
 }
 

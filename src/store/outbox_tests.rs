@@ -28,6 +28,7 @@ fn reading() -> Record {
         body: Some(v1::event::Body::Reading(v1::Reading {
             temperature_c: 36.5,
             cause: "x".repeat(50),
+            ..Default::default()
         })),
         ..Default::default()
     })

@@ -172,7 +172,7 @@ impl Uplink {
         if let Some(u) = &cfg.username {
             opts.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
         }
-        let offline = status.status(v1::GatewayState::Offline).encode_to_vec();
+        let offline = status.will().encode_to_vec();
         opts.set_last_will(LastWill::new(
             cfg.topics.channel(&Channel::Status),
             offline.clone(),

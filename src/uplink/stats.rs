@@ -253,6 +253,8 @@ mod tests {
             operator: None,
             not_actuated: false,
             device_clock_offset_ms: None,
+            credential: None,
+            household: String::new(),
         }
     }
 

@@ -25,11 +25,34 @@ pub struct StatusSource {
     /// Poked when what the status says changed (the mode): it goes up at once, not at the next
     /// periodic status.
     pub changed: Arc<Notify>,
+    /// This run's count from the store (the status's `boot`), and the statuses it has made.
+    pub boot: u64,
+    pub seq: Arc<AtomicU64>,
 }
 
 impl StatusSource {
+    /// The next status to publish: numbered after every one before it in this boot.
     pub fn status(&self, state: v1::GatewayState) -> v1::Status {
         v1::Status {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            ..self.now(state)
+        }
+    }
+
+    /// The MQTT will (and the clean stop's "offline"): made at the start, so numbered last of
+    /// its boot — newer than every status this boot publishes, older than the next boot's.
+    pub fn will(&self) -> v1::Status {
+        v1::Status {
+            seq: u64::MAX,
+            ..self.now(v1::GatewayState::Offline)
+        }
+    }
+
+    /// What a status would say now, unnumbered.
+    fn now(&self, state: v1::GatewayState) -> v1::Status {
+        v1::Status {
+            boot: self.boot,
+            seq: 0,
             gateway: self.gateway.clone(),
             state: state as i32,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -60,7 +83,7 @@ impl StatusSource {
     /// What `gatehouse status` shows, as one JSON object: the retained status, with the twins,
     /// the uplink and the clock.
     pub fn report(&self) -> String {
-        let s = self.status(v1::GatewayState::Online);
+        let s = self.now(v1::GatewayState::Online);
         let m = &self.metrics;
         let devices: Vec<_> = self
             .twins

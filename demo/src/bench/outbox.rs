@@ -240,6 +240,8 @@ async fn drain(store: &gatehouse::store::Store, n: u64, replay_rate: u64) -> any
             devices: Vec::new(),
             metrics: metrics.clone(),
             clock: std::sync::Arc::new(gatehouse::clock::ClockWatch::new(true)),
+            boot: w.generation,
+            seq: Default::default(),
         },
     )?;
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel();
