@@ -36,6 +36,16 @@ pub enum Cmd {
     /// Print what gateways send upstream (events, alarms, status, twins, stats, results) as JSON
     /// lines.
     Tail(TailArgs),
+    /// Take every gateway's records from the broker into the database (the long-running
+    /// service; a shared subscription, so several instances split the stream).
+    Ingest(Box<crate::records_cli::IngestArgs>),
+    /// Write a form (entry register, temperature register, a street's or district's summary)
+    /// for a day or a range: XLSX, CSV or text.
+    Form(crate::records_cli::FormArgs),
+    /// Apply the database migrations, or roll the newest back (--down).
+    Migrate(crate::records_cli::MigrateArgs),
+    /// Delete temperatures (health data): a person's, or all before a day.
+    Forget(crate::records_cli::ForgetArgs),
 }
 
 impl Cli {
@@ -62,6 +72,17 @@ impl Cli {
                 });
                 tail(args, stop_rx, |line| println!("{line}")).await?;
             }
+            Cmd::Ingest(args) => {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+                crate::records_cli::ingest(*args, stop_rx).await?;
+            }
+            Cmd::Form(args) => crate::records_cli::form(args).await?,
+            Cmd::Migrate(args) => crate::records_cli::migrate(args).await?,
+            Cmd::Forget(args) => crate::records_cli::forget(args).await?,
         }
         Ok(())
     }
@@ -101,7 +122,11 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    fn options(&self, url: &BrokerUrl, client_id: &str) -> anyhow::Result<rumqttc::MqttOptions> {
+    pub fn options(
+        &self,
+        url: &BrokerUrl,
+        client_id: &str,
+    ) -> anyhow::Result<rumqttc::MqttOptions> {
         let tls = TlsFiles {
             ca_file: self.ca.clone(),
             client_cert: self.client_cert.clone().zip(self.client_key.clone()),

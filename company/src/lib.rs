@@ -1,9 +1,17 @@
-//! The property company's side of gatehouse: what runs at the company, never at a gate. Today its
-//! command line (`gatehouse-company`): signing keys, signed orders with the lists, `tail`; and
-//! the broker it embeds for the demo and the tests. The ingest into the database and the daily
-//! forms, with their web pages, come here next. It shares only the wire contract
-//! (`gatehouse-contract`) with the gate box, and the box links nothing of it.
+//! The property company's side of gatehouse: what runs at the company, never at a gate — its
+//! command line (`gatehouse-company`: signing keys, signed orders with the lists, `tail`), the
+//! ingest of every gateway's records into a database (`ingest`, `db`), the daily forms the
+//! community workers used to fill in by hand (`forms`), and the broker it embeds for the demo and
+//! the tests. It shares only the wire contract (`gatehouse-contract`) with the gate box, and the
+//! box links nothing of it.
 pub mod broker;
 pub mod cli;
+pub mod db;
+pub mod forms;
+pub mod ingest;
 pub mod lists;
+pub mod records_cli;
 pub mod tail;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,10 @@
+DROP TABLE quarantine;
+DROP TABLE rollup_denials;
+DROP TABLE rollups;
+DROP TABLE twins;
+DROP TABLE gateway_status;
+DROP TABLE stats;
+DROP TABLE alarms;
+DROP TABLE temperatures;
+DROP TABLE passages;
+DROP TABLE gateways;

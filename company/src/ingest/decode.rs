@@ -1,0 +1,395 @@
+//! What one message from a gateway becomes: rows to store, nothing (a channel the ingest does not
+//! keep), or a reason to quarantine it. Pure: no I/O, no clock.
+use gatehouse_contract::proto::v1;
+use gatehouse_contract::topics::{self, Channel, GatewayPath};
+use prost::Message;
+use std::sync::Arc;
+
+/// The largest message kept: anything larger is quarantined unread (a gateway's batches are far
+/// smaller; the broker's own limit should be lower still).
+pub const MAX_MESSAGE: usize = 8 << 20;
+
+/// A gateway by its full path: gateway ids are unique only within a community.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Gw {
+    /// `city/district/street/community/gateway`: the key of every record.
+    pub path: String,
+    pub district: String,
+    pub street: String,
+    pub community: String,
+}
+
+impl Gw {
+    pub fn new(p: &GatewayPath) -> Gw {
+        Gw {
+            path: format!(
+                "{}/{}/{}/{}/{}",
+                p.city, p.district, p.street, p.community, p.gateway
+            ),
+            district: p.district.clone(),
+            street: p.street.clone(),
+            community: p.community.clone(),
+        }
+    }
+}
+
+/// Who passed, as the forms split them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Resident,
+    Visitor,
+    /// Nobody identified (a remote open, a stranger, an allow-listed plate).
+    Other,
+}
+
+impl Who {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Who::Resident => "resident",
+            Who::Visitor => "visitor",
+            Who::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passage {
+    pub gw: Arc<Gw>,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub lane: String,
+    pub device: String,
+    /// A vehicle (by its plate), not a person.
+    pub vehicle: bool,
+    pub who: Who,
+    pub subject_id: String,
+    pub household: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub inbound: bool,
+    pub mode: String,
+    pub not_actuated: bool,
+}
+
+/// A temperature: health data, kept in a table of its own with its own retention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Temperature {
+    pub gw: Arc<Gw>,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub lane: String,
+    pub device: String,
+    pub subject_id: String,
+    pub household: String,
+    pub celsius: f64,
+    /// The lane's threshold in force, as the gateway said; `None` from a gateway before it.
+    pub threshold: Option<f64>,
+    pub fever: bool,
+    pub device_disagrees: bool,
+    /// Counted by the gateway's statistics as a fever (a passage denied `fever` and acted on, or
+    /// a lone reading at or above the threshold).
+    pub counted_fever: bool,
+    /// A lone reading (no passage came with it).
+    pub lone: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmRow {
+    pub gw: Arc<Gw>,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub lane: String,
+    pub device: String,
+    pub kind: String,
+    pub detail: String,
+    pub subject_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsRow {
+    pub gw: Arc<Gw>,
+    pub stats_seq: i64,
+    pub lane: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub entries: i64,
+    pub exits: i64,
+    pub vehicles_in: i64,
+    pub vehicles_out: i64,
+    pub fevers: i64,
+    pub inside: i64,
+    /// Denials by reason, as JSON (`{"fever":2}`).
+    pub denials: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    pub gw: Arc<Gw>,
+    pub boot: i64,
+    pub seq: i64,
+    pub online: bool,
+    pub mode: String,
+    pub version: String,
+    pub outbox_depth: i64,
+    pub gateway_time_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwinRow {
+    pub gw: Arc<Gw>,
+    pub device: String,
+    pub lane: String,
+    pub online: bool,
+    pub arm: String,
+    pub fault_code: i64,
+    pub last_seen_ms: i64,
+    pub gateway_time_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    Passage(Passage),
+    Temperature(Temperature),
+    Alarm(AlarmRow),
+    Stats(StatsRow),
+    Status(StatusRow),
+    Twin(TwinRow),
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    Rows(Vec<Row>),
+    /// A channel the ingest does not keep (orders, their results): acked, counted.
+    Skipped,
+    /// Kept raw with this error: never a reason to stop the stream.
+    Quarantine(String),
+}
+
+/// The rows of one message from `topic`.
+pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
+    if payload.len() > MAX_MESSAGE {
+        return Decoded::Quarantine(format!(
+            "{} bytes, over the {MAX_MESSAGE}-byte limit",
+            payload.len()
+        ));
+    }
+    let Some((path, channel)) = topics::parse(topic) else {
+        return Decoded::Quarantine("not a gateway channel topic".into());
+    };
+    let gw = Arc::new(Gw::new(&path));
+    let bad = |what: &str, e: prost::DecodeError| Decoded::Quarantine(format!("{what}: {e}"));
+    match channel {
+        Channel::Events => match v1::EventBatch::decode(payload) {
+            Ok(b) => Decoded::Rows(b.events.into_iter().flat_map(|e| event(&gw, e)).collect()),
+            Err(e) => bad("not an EventBatch", e),
+        },
+        Channel::Alarms => match v1::AlarmBatch::decode(payload) {
+            Ok(b) => Decoded::Rows(b.alarms.into_iter().map(|a| alarm(&gw, a)).collect()),
+            Err(e) => bad("not an AlarmBatch", e),
+        },
+        Channel::Stats => match v1::StatsBatch::decode(payload) {
+            Ok(b) => Decoded::Rows(stats(&gw, b)),
+            Err(e) => bad("not a StatsBatch", e),
+        },
+        Channel::Status => match v1::Status::decode(payload) {
+            Ok(s) => Decoded::Rows(vec![Row::Status(StatusRow {
+                gw,
+                boot: s.boot as i64,
+                // The will's 2^64 − 1 stays the largest in a signed column.
+                seq: s.seq.min(i64::MAX as u64) as i64,
+                online: s.state() == v1::GatewayState::Online,
+                mode: s.mode,
+                version: s.version,
+                outbox_depth: s.outbox_depth as i64,
+                gateway_time_ms: s.gateway_time_ms,
+            })]),
+            Err(e) => bad("not a Status", e),
+        },
+        Channel::Twin(device) => match v1::DeviceTwin::decode(payload) {
+            Ok(t) => Decoded::Rows(vec![Row::Twin(TwinRow {
+                gw,
+                device,
+                lane: t.lane,
+                online: t.online,
+                arm: t.arm,
+                fault_code: i64::from(t.fault_code),
+                last_seen_ms: t.last_seen_ms,
+                gateway_time_ms: t.gateway_time_ms,
+            })]),
+            Err(e) => bad("not a DeviceTwin", e),
+        },
+        Channel::Cmd | Channel::CmdResult => Decoded::Skipped,
+    }
+}
+
+fn event(gw: &Arc<Gw>, e: v1::Event) -> Vec<Row> {
+    let seq = e.seq as i64;
+    let temperature = |celsius: f32, threshold: Option<f32>, fever: bool| Temperature {
+        gw: gw.clone(),
+        seq,
+        at_ms: e.gateway_time_ms,
+        lane: e.lane.clone(),
+        device: e.device.clone(),
+        subject_id: String::new(),
+        household: String::new(),
+        celsius: round2(celsius),
+        threshold: threshold.map(round2),
+        fever,
+        device_disagrees: false,
+        counted_fever: false,
+        lone: false,
+    };
+    match e.body {
+        Some(v1::event::Body::Passage(ref p)) => {
+            let vehicle = match p.medium() {
+                v1::Medium::Plate => true,
+                v1::Medium::Unspecified => p.subject_kind() == v1::SubjectKind::Plate,
+                _ => false,
+            };
+            let who = match p.subject_kind() {
+                v1::SubjectKind::Resident => Who::Resident,
+                v1::SubjectKind::Visitor => Who::Visitor,
+                // A known plate is a resident's car unless the list says otherwise; the
+                // household says whose.
+                v1::SubjectKind::Plate if !p.household.is_empty() => Who::Resident,
+                _ => Who::Other,
+            };
+            let allowed = p.verdict() == v1::Verdict::Allow;
+            let mut rows = Vec::with_capacity(2);
+            if let Some(t) = p.temperature_c {
+                rows.push(Row::Temperature(Temperature {
+                    subject_id: p.subject_id.clone(),
+                    household: p.household.clone(),
+                    device_disagrees: p.device_flag_disagrees,
+                    counted_fever: p.reason == "fever" && !p.not_actuated,
+                    ..temperature(t, p.fever_threshold_c, p.fever || p.reason == "fever")
+                }));
+            }
+            rows.push(Row::Passage(Passage {
+                gw: gw.clone(),
+                seq,
+                at_ms: e.gateway_time_ms,
+                lane: e.lane,
+                device: e.device,
+                vehicle,
+                who,
+                subject_id: p.subject_id.clone(),
+                household: p.household.clone(),
+                allowed,
+                reason: p.reason.clone(),
+                inbound: p.direction() != v1::Direction::Out,
+                mode: p.mode.clone(),
+                not_actuated: p.not_actuated,
+            }));
+            rows
+        }
+        Some(v1::event::Body::Reading(ref r)) => {
+            // A gateway before the verdict field: no threshold, so no fever is claimed.
+            vec![Row::Temperature(Temperature {
+                counted_fever: r.fever,
+                lone: true,
+                ..temperature(r.temperature_c, r.fever_threshold_c, r.fever)
+            })]
+        }
+        // Barrier inputs and command outcomes: the twins say the device's state.
+        _ => Vec::new(),
+    }
+}
+
+/// Device temperatures come as f32 (36.6 is 36.599998…): kept to the hundredth, as measured.
+fn round2(c: f32) -> f64 {
+    (f64::from(c) * 100.0).round() / 100.0
+}
+
+fn alarm(gw: &Arc<Gw>, a: v1::Alarm) -> Row {
+    Row::Alarm(AlarmRow {
+        gw: gw.clone(),
+        seq: a.seq as i64,
+        at_ms: a.gateway_time_ms,
+        kind: a.kind().as_str_name().to_string(),
+        lane: a.lane,
+        device: a.device,
+        detail: a.detail,
+        subject_id: a.subject_id,
+    })
+}
+
+fn stats(gw: &Arc<Gw>, b: v1::StatsBatch) -> Vec<Row> {
+    b.stats
+        .into_iter()
+        .map(|s| {
+            let denials: std::collections::BTreeMap<_, _> = s.denials.into_iter().collect();
+            Row::Stats(StatsRow {
+                gw: gw.clone(),
+                stats_seq: b.seq as i64,
+                lane: s.lane,
+                start_ms: s.period_start_ms,
+                end_ms: s.period_end_ms,
+                entries: i64::from(s.entries),
+                exits: i64::from(s.exits),
+                vehicles_in: i64::from(s.vehicles_in),
+                vehicles_out: i64::from(s.vehicles_out),
+                fevers: i64::from(s.fevers),
+                inside: i64::from(s.inside),
+                denials: serde_json::to_string(&denials).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "gh/v1/3301/330106/330106001/330106001001/gw-1";
+
+    #[test]
+    fn garbage_an_unknown_topic_and_oversize_are_quarantined_with_why() {
+        let q = |d| matches!(d, Decoded::Quarantine(_));
+        assert!(q(decode(&format!("{BASE}/events"), b"\xff\xff\xff")));
+        assert!(q(decode("gh/v1/elsewhere", b"")));
+        assert!(q(decode(
+            &format!("{BASE}/alarms"),
+            &vec![0; MAX_MESSAGE + 1]
+        )));
+        assert_eq!(decode(&format!("{BASE}/cmd/result"), b""), Decoded::Skipped);
+    }
+
+    #[test]
+    fn a_fever_passage_is_a_passage_and_a_temperature_keyed_by_the_full_path() {
+        let e = v1::Event {
+            seq: 9,
+            gateway_time_ms: 1_000,
+            lane: "east".into(),
+            body: Some(v1::event::Body::Passage(v1::PassageDecision {
+                subject_kind: v1::SubjectKind::Resident as i32,
+                subject_id: "R1".into(),
+                household: "H1".into(),
+                temperature_c: Some(38.2),
+                fever_threshold_c: Some(37.3),
+                fever: true,
+                reason: "fever".into(),
+                verdict: v1::Verdict::Deny as i32,
+                medium: v1::Medium::Person as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let b = v1::EventBatch { events: vec![e] }.encode_to_vec();
+        let Decoded::Rows(rows) = decode(&format!("{BASE}/events"), &b) else {
+            panic!()
+        };
+        let [Row::Temperature(t), Row::Passage(p)] = rows.as_slice() else {
+            panic!("{rows:?}")
+        };
+        assert_eq!(p.gw.path, "3301/330106/330106001/330106001001/gw-1");
+        assert_eq!(
+            (p.seq, p.who, p.vehicle, p.allowed),
+            (9, Who::Resident, false, false)
+        );
+        assert_eq!(
+            (t.celsius, t.threshold, t.fever, t.counted_fever),
+            (38.2, Some(37.3), true, true)
+        );
+    }
+}
