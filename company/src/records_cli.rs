@@ -175,7 +175,8 @@ pub async fn form(a: FormArgs) -> anyhow::Result<()> {
     let to = a.to.unwrap_or(from);
     anyhow::ensure!(to >= from, "--to is before --date");
     let db = a.db.open().await?;
-    let form = forms::build(&db, a.form, &scope, tz, from, to).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let form = forms::build(&db, a.form, &scope, tz, (from, to), now).await?;
     match a.out {
         Some(path) => {
             export::write(&form, export::Format::of(&path), &path)?;

@@ -119,6 +119,64 @@ pub struct FeverRow {
     pub device_disagrees: bool,
 }
 
+/// A passage as the day's lists read it (visitors, vehicles, lockdown outings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassageRow {
+    pub gw: String,
+    pub at_ms: i64,
+    pub lane: String,
+    pub who: String,
+    pub subject_id: String,
+    pub household: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub inbound: bool,
+    pub mode: String,
+}
+
+/// Which passages a list reads (never those not acted on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// Visitors let in.
+    Visitors,
+    /// Vehicles, let through or not.
+    Vehicles,
+    /// Residents' passages (and denials) in lockdown mode.
+    Lockdown,
+}
+
+impl Which {
+    /// The SQL condition, the same in both dialects.
+    fn condition(self) -> &'static str {
+        match self {
+            Which::Visitors => "who = 'visitor' AND allowed = TRUE AND inbound = TRUE",
+            Which::Vehicles => "vehicle = TRUE",
+            Which::Lockdown => "who = 'resident' AND mode = 'lockdown'",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmListRow {
+    pub gw: String,
+    pub at_ms: i64,
+    pub lane: String,
+    pub device: String,
+    pub kind: String,
+    pub detail: String,
+    pub subject_id: String,
+}
+
+/// A gateway's newest status, and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayRow {
+    pub gw: String,
+    pub online: bool,
+    pub outbox_depth: i64,
+    pub mode: String,
+    pub received_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusRow {
     pub gw: String,
@@ -229,6 +287,43 @@ impl Db {
         match self {
             Db::Sqlite(d) => d.fevers(community, from_ms, to_ms).await,
             Db::Postgres(d) => d.fevers(community, from_ms, to_ms).await,
+        }
+    }
+
+    /// A community's passages of one kind, in time order (not-acted-on ones left out).
+    pub async fn passages(
+        &self,
+        community: &str,
+        from_ms: i64,
+        to_ms: i64,
+        which: Which,
+    ) -> anyhow::Result<Vec<PassageRow>> {
+        match self {
+            Db::Sqlite(d) => d.passages(community, from_ms, to_ms, which).await,
+            Db::Postgres(d) => d.passages(community, from_ms, to_ms, which).await,
+        }
+    }
+
+    /// A community's alarms of the given kinds (`ALARM_KIND_…`), in time order.
+    pub async fn alarms(
+        &self,
+        community: &str,
+        from_ms: i64,
+        to_ms: i64,
+        kinds: &[&str],
+    ) -> anyhow::Result<Vec<AlarmListRow>> {
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+        match self {
+            Db::Sqlite(d) => d.alarms(community, from_ms, to_ms, kinds).await,
+            Db::Postgres(d) => d.alarms(community, from_ms, to_ms, kinds).await,
+        }
+    }
+
+    /// The newest status of each of a community's gateways.
+    pub async fn gateways(&self, community: &str) -> anyhow::Result<Vec<GatewayRow>> {
+        match self {
+            Db::Sqlite(d) => d.gateways(community).await,
+            Db::Postgres(d) => d.gateways(community).await,
         }
     }
 

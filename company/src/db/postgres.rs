@@ -4,8 +4,8 @@
 //! keys in order (two instances adding to the same hour never deadlock). Passages are
 //! partitioned by local day; a day's partition is made before its first record.
 use super::{
-    denial_total, rollup_sql, Applied, Batch, DenialRow, FeverRow, Migration, Retention, RollupRow,
-    Scope, StatsRow, StatusRow, Table,
+    denial_total, rollup_sql, AlarmListRow, Applied, Batch, DenialRow, FeverRow, GatewayRow,
+    Migration, PassageRow, Retention, RollupRow, Scope, StatsRow, StatusRow, Table, Which,
 };
 use crate::ingest::decode::Row;
 use crate::ingest::rollup::{self, COLUMNS};
@@ -284,6 +284,87 @@ impl Postgres {
                 threshold: r.get(7),
                 fever: r.get(8),
                 device_disagrees: r.get(9),
+            })
+            .collect())
+    }
+
+    pub async fn passages(
+        &self,
+        community: &str,
+        from_ms: i64,
+        to_ms: i64,
+        which: Which,
+    ) -> anyhow::Result<Vec<PassageRow>> {
+        let sql = format!(
+            "SELECT gw, at_ms, lane, who, subject_id, household, allowed, reason, inbound, mode
+             FROM passages WHERE community = $1 AND at_ms >= $2 AND at_ms < $3
+               AND NOT not_actuated AND {} ORDER BY at_ms, gw, seq",
+            which.condition()
+        );
+        let rows = self.query(&sql, &[&community, &from_ms, &to_ms]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| PassageRow {
+                gw: r.get(0),
+                at_ms: r.get(1),
+                lane: r.get(2),
+                who: r.get(3),
+                subject_id: r.get(4),
+                household: r.get(5),
+                allowed: r.get(6),
+                reason: r.get(7),
+                inbound: r.get(8),
+                mode: r.get(9),
+            })
+            .collect())
+    }
+
+    pub async fn alarms(
+        &self,
+        community: &str,
+        from_ms: i64,
+        to_ms: i64,
+        kinds: Vec<String>,
+    ) -> anyhow::Result<Vec<AlarmListRow>> {
+        let rows = self
+            .query(
+                "SELECT gw, at_ms, lane, device, kind, detail, subject_id FROM alarms
+                 WHERE community = $1 AND at_ms >= $2 AND at_ms < $3 AND kind = ANY($4)
+                 ORDER BY at_ms, gw, seq",
+                &[&community, &from_ms, &to_ms, &kinds],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AlarmListRow {
+                gw: r.get(0),
+                at_ms: r.get(1),
+                lane: r.get(2),
+                device: r.get(3),
+                kind: r.get(4),
+                detail: r.get(5),
+                subject_id: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn gateways(&self, community: &str) -> anyhow::Result<Vec<GatewayRow>> {
+        let rows = self
+            .query(
+                "SELECT s.gw, s.online, s.outbox_depth, s.mode, s.received_ms
+                 FROM gateway_status s JOIN gateways g ON g.gw = s.gw
+                 WHERE g.community = $1 ORDER BY s.gw",
+                &[&community],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| GatewayRow {
+                gw: r.get(0),
+                online: r.get(1),
+                outbox_depth: r.get(2),
+                mode: r.get(3),
+                received_ms: r.get(4),
             })
             .collect())
     }

@@ -2,8 +2,8 @@
 //! thread. Each batch is one transaction: rows inserted unless already there (their key is the
 //! gateway's path and seq), the rollups of the new ones added, the quarantine, then the commit.
 use super::{
-    denial_total, rollup_sql, Applied, Batch, DenialRow, FeverRow, Migration, Retention, RollupRow,
-    Scope, StatsRow, StatusRow, Table,
+    denial_total, rollup_sql, AlarmListRow, Applied, Batch, DenialRow, FeverRow, GatewayRow,
+    Migration, PassageRow, Retention, RollupRow, Scope, StatsRow, StatusRow, Table, Which,
 };
 use crate::ingest::decode::Row;
 use crate::ingest::rollup::{self, COLUMNS};
@@ -214,6 +214,96 @@ impl Sqlite {
                     threshold: r.get(7)?,
                     fever: r.get(8)?,
                     device_disagrees: r.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn passages(
+        &self,
+        community: &str,
+        from_ms: i64,
+        to_ms: i64,
+        which: Which,
+    ) -> anyhow::Result<Vec<PassageRow>> {
+        let community = community.to_string();
+        let sql = format!(
+            "SELECT gw, at_ms, lane, who, subject_id, household, allowed, reason, inbound, mode
+             FROM passages WHERE community = ?1 AND at_ms >= ?2 AND at_ms < ?3
+               AND not_actuated = FALSE AND {} ORDER BY at_ms, gw, seq",
+            which.condition()
+        );
+        self.with(move |c| {
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params![community, from_ms, to_ms], |r| {
+                Ok(PassageRow {
+                    gw: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    lane: r.get(2)?,
+                    who: r.get(3)?,
+                    subject_id: r.get(4)?,
+                    household: r.get(5)?,
+                    allowed: r.get(6)?,
+                    reason: r.get(7)?,
+                    inbound: r.get(8)?,
+                    mode: r.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn alarms(
+        &self,
+        community: &str,
+        from_ms: i64,
+        to_ms: i64,
+        kinds: Vec<String>,
+    ) -> anyhow::Result<Vec<AlarmListRow>> {
+        let community = community.to_string();
+        self.with(move |c| {
+            // The kinds as a JSON array: one statement for any number of them.
+            let kinds = serde_json::to_string(&kinds)?;
+            let mut st = c.prepare(
+                "SELECT gw, at_ms, lane, device, kind, detail, subject_id FROM alarms
+                 WHERE community = ?1 AND at_ms >= ?2 AND at_ms < ?3
+                   AND kind IN (SELECT value FROM json_each(?4))
+                 ORDER BY at_ms, gw, seq",
+            )?;
+            let rows = st.query_map(params![community, from_ms, to_ms, kinds], |r| {
+                Ok(AlarmListRow {
+                    gw: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    lane: r.get(2)?,
+                    device: r.get(3)?,
+                    kind: r.get(4)?,
+                    detail: r.get(5)?,
+                    subject_id: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn gateways(&self, community: &str) -> anyhow::Result<Vec<GatewayRow>> {
+        let community = community.to_string();
+        self.with(move |c| {
+            let mut st = c.prepare(
+                "SELECT s.gw, s.online, s.outbox_depth, s.mode, s.received_ms
+                 FROM gateway_status s JOIN gateways g ON g.gw = s.gw
+                 WHERE g.community = ?1 ORDER BY s.gw",
+            )?;
+            let rows = st.query_map([community], |r| {
+                Ok(GatewayRow {
+                    gw: r.get(0)?,
+                    online: r.get(1)?,
+                    outbox_depth: r.get(2)?,
+                    mode: r.get(3)?,
+                    received_ms: r.get(4)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)

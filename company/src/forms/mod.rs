@@ -6,6 +6,7 @@
 //! Each form is a table (`Form`): a title, headers in Chinese as on the paper forms, rows, and
 //! notes; `export` writes it as XLSX, CSV or text.
 pub mod export;
+mod lists;
 
 use crate::db::{Db, DenialRow, RollupRow, Scope, StatsRow};
 use crate::ingest::rollup::{col, Counts, COLUMNS, HOUR_MS};
@@ -47,6 +48,14 @@ pub enum Kind {
     Temperature,
     /// A street's or a district's day: one row per community (street) or street (district).
     Summary,
+    /// 访客登记: passes used, by host household.
+    Visitor,
+    /// 车辆登记: vehicles in and out, resident or visitor, dwell time.
+    Vehicle,
+    /// 封控外出: households' outings in lockdown, quota refusals, overdue returns.
+    Outings,
+    /// 设备状况: device downtime, offline alarms, gateways' outbox backlog.
+    Health,
 }
 
 /// The local days `from..=to` as unix ms `[start, end)`.
@@ -101,20 +110,31 @@ fn stats_counted(s: &StatsRow) -> i64 {
     s.entries + s.exits + s.vehicles_in + s.vehicles_out + s.denials
 }
 
-/// Builds the form `kind` for `scope` over the local days `from..=to`.
+/// Builds the form `kind` for `scope` over the local days `from..=to`, as of `now_ms` (a device
+/// still offline is offline until then).
 pub async fn build(
     db: &Db,
     kind: Kind,
     scope: &Scope,
     tz: Tz,
-    from: NaiveDate,
-    to: NaiveDate,
+    (from, to): (NaiveDate, NaiveDate),
+    now_ms: i64,
 ) -> anyhow::Result<Form> {
     match (kind, scope) {
         (Kind::Entry, Scope::Community(c)) => entry(db, c, tz, from, to).await,
         (Kind::Temperature, Scope::Community(c)) => temperature(db, c, tz, from, to).await,
         (Kind::Summary, Scope::Street(_) | Scope::District(_)) => {
             summary(db, scope, tz, from, to).await
+        }
+        (Kind::Visitor | Kind::Vehicle | Kind::Outings | Kind::Health, Scope::Community(c)) => {
+            let span = span(tz, from, to)?;
+            let days = dates(from, to);
+            match kind {
+                Kind::Visitor => lists::visitors(db, c, tz, span, days).await,
+                Kind::Vehicle => lists::vehicles(db, c, tz, span, days).await,
+                Kind::Outings => lists::outings(db, c, tz, span, days).await,
+                _ => lists::health(db, c, tz, span, days, now_ms).await,
+            }
         }
         (Kind::Summary, Scope::Community(_)) => {
             anyhow::bail!("the summary is a street's or a district's: give --street or --district")

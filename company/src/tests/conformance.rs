@@ -31,6 +31,13 @@ async fn put(db: &Db, topic: &str, payload: &[u8], received_ms: i64) -> Applied 
     db.apply(&b).await.unwrap()
 }
 
+/// A form of the test day, as of two days later.
+async fn form_of(db: &Db, kind: Kind, scope: &Scope) -> forms::Form {
+    forms::build(db, kind, scope, TZ, (day(), day()), NINE_AM + 48 * HOUR)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn sqlite_and_postgresql_pass_the_same_suite() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,6 +63,7 @@ async fn suite(db: &Db, name: &str) {
     the_entry_register_shows_a_withheld_records_gap_exactly(db).await;
     the_temperature_register_lists_every_fever(db).await;
     a_streets_summary_has_a_row_per_community(db).await;
+    the_days_lists(db).await;
     retention_and_forgetting(db).await;
 }
 
@@ -208,16 +216,7 @@ async fn the_entry_register_shows_a_withheld_records_gap_exactly(db: &Db) {
         NINE_AM + HOUR,
     )
     .await;
-    let form = forms::build(
-        db,
-        Kind::Entry,
-        &Scope::Community(community.into()),
-        TZ,
-        day(),
-        day(),
-    )
-    .await
-    .unwrap();
+    let form = form_of(db, Kind::Entry, &Scope::Community(community.into())).await;
     let gap = form.headers.iter().position(|h| *h == "差额").unwrap();
     let total = form.rows.last().unwrap();
     assert_eq!(total[gap], Cell::Int(3), "{form:#?}");
@@ -233,16 +232,7 @@ async fn the_entry_register_shows_a_withheld_records_gap_exactly(db: &Db) {
 
     // The outbox empties the next morning: the gap closes, and the day is marked amended.
     put(db, &t, &events(withheld), NINE_AM + 24 * HOUR).await;
-    let form = forms::build(
-        db,
-        Kind::Entry,
-        &Scope::Community(community.into()),
-        TZ,
-        day(),
-        day(),
-    )
-    .await
-    .unwrap();
+    let form = form_of(db, Kind::Entry, &Scope::Community(community.into())).await;
     let total = form.rows.last().unwrap();
     assert_eq!(total[gap], Cell::Int(0), "{form:#?}");
     let amended = form.headers.iter().position(|h| *h == "补录").unwrap();
@@ -286,16 +276,7 @@ async fn the_temperature_register_lists_every_fever(db: &Db) {
         NINE_AM,
     )
     .await;
-    let form = forms::build(
-        db,
-        Kind::Temperature,
-        &Scope::Community(community.into()),
-        TZ,
-        day(),
-        day(),
-    )
-    .await
-    .unwrap();
+    let form = form_of(db, Kind::Temperature, &Scope::Community(community.into())).await;
     assert_eq!(form.rows.len(), 2, "{form:#?}");
     assert_eq!(form.rows[0][0], Cell::text("2026-12-07 09:00:05"));
     assert_eq!(form.rows[0][3], Cell::Num(38.2));
@@ -313,32 +294,14 @@ async fn the_temperature_register_lists_every_fever(db: &Db) {
 }
 
 async fn a_streets_summary_has_a_row_per_community(db: &Db) {
-    let form = forms::build(
-        db,
-        Kind::Summary,
-        &Scope::Street(STREET.into()),
-        TZ,
-        day(),
-        day(),
-    )
-    .await
-    .unwrap();
+    let form = form_of(db, Kind::Summary, &Scope::Street(STREET.into())).await;
     let names: Vec<_> = form.rows.iter().map(|r| r[0].clone()).collect();
     for c in ["330106001101", "330106001106", "330106001107"] {
         assert!(names.contains(&Cell::text(c)), "{names:?}");
     }
     assert_eq!(names.last(), Some(&Cell::text("合计")));
     // The district's summary has one row per street: this one.
-    let form = forms::build(
-        db,
-        Kind::Summary,
-        &Scope::District("330106".into()),
-        TZ,
-        day(),
-        day(),
-    )
-    .await
-    .unwrap();
+    let form = form_of(db, Kind::Summary, &Scope::District("330106".into())).await;
     assert_eq!(form.rows.len(), 2, "{form:#?}");
     assert_eq!(form.rows[0][0], Cell::text(STREET));
 
@@ -400,4 +363,223 @@ async fn rollback(db: Db, url: &str) {
     drop(db);
     let db = Db::open(url, TZ).await.unwrap();
     assert_eq!(db.count(Table::Passages).await.unwrap(), 0);
+}
+
+/// A passage edited: a vehicle's, a way out, a mode.
+fn edited(mut e: v1::Event, f: impl FnOnce(&mut v1::PassageDecision)) -> v1::Event {
+    if let Some(v1::event::Body::Passage(p)) = &mut e.body {
+        f(p);
+    }
+    e
+}
+
+async fn the_days_lists(db: &Db) {
+    let community = "330106001108";
+    let scope = Scope::Community(community.into());
+    let t = topic(community, "gw-1", "events");
+    let visitor = |seq, pass: &str, host: &str| {
+        passage(
+            seq,
+            NINE_AM + seq as i64 * 60_000,
+            v1::SubjectKind::Visitor,
+            pass,
+            host,
+            true,
+            "ok",
+        )
+    };
+    let car = |seq: u64, at: i64, kind, id: &str, household: &str, allow: bool, out: bool| {
+        edited(
+            passage(
+                seq,
+                at,
+                kind,
+                id,
+                household,
+                allow,
+                if allow { "ok" } else { "unknown_subject" },
+            ),
+            |p| {
+                p.medium = v1::Medium::Plate as i32;
+                p.temperature_c = None;
+                if out {
+                    p.direction = v1::Direction::Out as i32;
+                }
+            },
+        )
+    };
+    let lockdown =
+        |seq: u64, person: &str, household: &str, allow: bool, out: bool, reason: &str| {
+            edited(
+                passage(
+                    seq,
+                    NINE_AM + seq as i64 * 60_000,
+                    v1::SubjectKind::Resident,
+                    person,
+                    household,
+                    allow,
+                    reason,
+                ),
+                |p| {
+                    p.mode = "lockdown".into();
+                    if out {
+                        p.direction = v1::Direction::Out as i32;
+                    }
+                },
+            )
+        };
+    put(
+        db,
+        &t,
+        &events(vec![
+            visitor(1, "P1", "H7"),
+            visitor(2, "P1", "H7"),
+            visitor(3, "P2", "H8"),
+            car(
+                4,
+                NINE_AM,
+                v1::SubjectKind::Plate,
+                "粤B12345",
+                "H1",
+                true,
+                false,
+            ),
+            car(
+                5,
+                NINE_AM + 90 * 60_000,
+                v1::SubjectKind::Plate,
+                "粤B12345",
+                "H1",
+                true,
+                true,
+            ),
+            car(
+                6,
+                NINE_AM + 60_000,
+                v1::SubjectKind::Visitor,
+                "P3",
+                "H7",
+                true,
+                false,
+            ),
+            car(
+                7,
+                NINE_AM + 120_000,
+                v1::SubjectKind::Unknown,
+                "",
+                "",
+                false,
+                false,
+            ),
+            lockdown(8, "R1", "H1", true, true, "ok"),
+            lockdown(9, "R1", "H1", true, false, "ok"),
+            lockdown(10, "R2", "H2", true, true, "ok"),
+            lockdown(11, "R3", "H2", false, true, "quota_exceeded"),
+        ]),
+        NINE_AM,
+    )
+    .await;
+    let alarm = |seq: u64, at: i64, kind: v1::AlarmKind, device: &str, subject: &str| v1::Alarm {
+        seq,
+        gateway_time_ms: at,
+        kind: kind as i32,
+        device: device.into(),
+        subject_id: subject.into(),
+        detail: "out over 4 h".into(),
+        ..Default::default()
+    };
+    let alarms = v1::AlarmBatch {
+        alarms: vec![
+            alarm(
+                20,
+                NINE_AM + 3 * HOUR,
+                v1::AlarmKind::OutingOverdue,
+                "",
+                "R2",
+            ),
+            alarm(21, NINE_AM, v1::AlarmKind::DeviceOffline, "barrier-1", ""),
+            alarm(
+                22,
+                NINE_AM + 30 * 60_000,
+                v1::AlarmKind::DeviceOnline,
+                "barrier-1",
+                "",
+            ),
+            // Still offline at the end of the day (15 hours on).
+            alarm(
+                23,
+                NINE_AM + HOUR,
+                v1::AlarmKind::DeviceOffline,
+                "turnstile-1",
+                "",
+            ),
+        ],
+    };
+    put(
+        db,
+        &topic(community, "gw-1", "alarms"),
+        &alarms.encode_to_vec(),
+        NINE_AM,
+    )
+    .await;
+
+    let f = form_of(db, Kind::Visitor, &scope).await;
+    let rows: Vec<_> = f
+        .rows
+        .iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Cell::text("H7"), Cell::text("P1"), Cell::Int(2)),
+            (Cell::text("H7"), Cell::text("P3"), Cell::Int(1)),
+            (Cell::text("H8"), Cell::text("P2"), Cell::Int(1)),
+            (Cell::text("合计"), Cell::Empty, Cell::Int(4)),
+        ]
+    );
+
+    let f = form_of(db, Kind::Vehicle, &scope).await;
+    assert_eq!(f.rows.len(), 4, "{f:#?}");
+    let out = f.rows.iter().find(|r| r[2] == Cell::text("出")).unwrap();
+    assert_eq!(
+        (out[3].clone(), out[4].clone(), out[7].clone()),
+        (Cell::text("粤B12345"), Cell::text("居民"), Cell::Int(90))
+    );
+    assert!(f.rows.iter().any(|r| r[3] == Cell::text("未登记车辆")
+        && matches!(&r[6], Cell::Text(s) if s.starts_with("拒绝"))));
+    assert!(f
+        .rows
+        .iter()
+        .any(|r| r[3] == Cell::text("P3") && r[4] == Cell::text("访客")));
+
+    let f = form_of(db, Kind::Outings, &scope).await;
+    let h2 = f.rows.iter().find(|r| r[0] == Cell::text("H2")).unwrap();
+    // H2: one outing, no return, one refused over its quota, one overdue.
+    assert_eq!(
+        h2[1..],
+        [Cell::Int(1), Cell::Int(0), Cell::Int(1), Cell::Int(1)]
+    );
+    let h1 = f.rows.iter().find(|r| r[0] == Cell::text("H1")).unwrap();
+    assert_eq!(
+        h1[1..],
+        [Cell::Int(1), Cell::Int(1), Cell::Int(0), Cell::Int(0)]
+    );
+
+    let f = form_of(db, Kind::Health, &scope).await;
+    let device = |d: &str| {
+        f.rows
+            .iter()
+            .find(|r| r[1] == Cell::text(d))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        device("barrier-1")[2..],
+        [Cell::Int(1), Cell::Int(30), Cell::text("在线")]
+    );
+    assert_eq!(
+        device("turnstile-1")[2..],
+        [Cell::Int(1), Cell::Int(14 * 60), Cell::text("离线")]
+    );
 }
