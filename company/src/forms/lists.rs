@@ -17,7 +17,8 @@ pub async fn visitors(
         .passages(community, span.0, span.1, Which::Visitors)
         .await?;
     // (host household, pass) → (entries, first, last, lanes)
-    let mut by: BTreeMap<(String, String), (i64, i64, i64, Vec<String>)> = BTreeMap::new();
+    type Uses = (i64, i64, i64, Vec<String>);
+    let mut by: BTreeMap<(String, String), Uses> = BTreeMap::new();
     for p in &rows {
         let e = by
             .entry((p.household.clone(), p.subject_id.clone()))
