@@ -3,12 +3,22 @@
 #   packaging/build-deb.sh           this machine's architecture, release build
 #   packaging/build-deb.sh --arm64   the gate boxes' (aarch64), cross-built (cross-aarch64.sh)
 #   packaging/build-deb.sh --debug   from the debug binary `cargo test` built (CI's install test)
+#   packaging/build-deb.sh --company [--debug]   the company side's package (gatehouse-company)
 # Needs cargo-deb (`cargo install cargo-deb --locked`). Prints the .deb's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || { echo "$0: cargo install cargo-deb --locked" >&2; exit 1; }
 out=target/debian
 mkdir -p "$out"
+if [ "${1:-}" = --company ]; then
+  if [ "${2:-}" = --debug ]; then
+    [ -x target/debug/gatehouse-company ] || cargo build --locked -p gatehouse-company --bin gatehouse-company
+    cargo deb -p gatehouse-company --no-build --profile dev --strip --fast --output "$out" -q
+  else
+    cargo deb -p gatehouse-company --locked --output "$out" -q
+  fi
+  exit 0
+fi
 case "${1:-}" in
   --arm64)
     packaging/cross-aarch64.sh

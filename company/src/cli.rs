@@ -46,6 +46,8 @@ pub enum Cmd {
     Migrate(crate::records_cli::MigrateArgs),
     /// Delete temperatures (health data): a person's, or all before a day.
     Forget(crate::records_cli::ForgetArgs),
+    /// Check the ingest service's configuration file: every problem by its key (exit 78).
+    CheckConfig { file: PathBuf },
 }
 
 impl Cli {
@@ -83,6 +85,7 @@ impl Cli {
             Cmd::Form(args) => crate::records_cli::form(args).await?,
             Cmd::Migrate(args) => crate::records_cli::migrate(args).await?,
             Cmd::Forget(args) => crate::records_cli::forget(args).await?,
+            Cmd::CheckConfig { file } => crate::records_cli::check_config(&file)?,
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! box links nothing of it.
 pub mod broker;
 pub mod cli;
+pub mod config;
 pub mod db;
 pub mod forms;
 pub mod ingest;

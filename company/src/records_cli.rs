@@ -2,7 +2,8 @@
 //! for a community, street or district, a day or a range, to XLSX, CSV or the terminal),
 //! `migrate` (apply, or roll back one step) and `forget` (delete temperatures).
 use crate::cli::BrokerArgs;
-use crate::db::{Db, Retention, Scope};
+use crate::config::{self, Config};
+use crate::db::{Db, Scope};
 use crate::forms::{self, export};
 use crate::ingest::{self, Counters, Settings};
 use anyhow::{anyhow, Context};
@@ -41,12 +42,16 @@ impl DbArgs {
     }
 }
 
-/// `gatehouse-company ingest`.
+/// `gatehouse-company ingest`: from a configuration file (the service), or from flags.
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
+    /// The configuration file (`/etc/gatehouse-company/company.toml`); the flags below are
+    /// for a quick start without one.
+    #[arg(long, conflicts_with = "broker")]
+    pub config: Option<PathBuf>,
     /// The company broker, mqtt:// or mqtts://host:port.
-    #[arg(long)]
-    pub broker: String,
+    #[arg(long, required_unless_present = "config")]
+    pub broker: Option<String>,
     /// This instance's client id: fixed, so its persistent session (and what it had not acked)
     /// survives a restart. Each instance needs its own.
     #[arg(long, default_value = "gatehouse-ingest-1")]
@@ -54,19 +59,47 @@ pub struct IngestArgs {
     /// The shared subscription's group: instances of one group split the stream.
     #[arg(long, default_value = "gatehouse-ingest")]
     pub group: String,
-    /// At most this many messages per commit.
-    #[arg(long, default_value_t = 500)]
-    pub batch_max: usize,
-    /// Passages (and alarms) are kept this many days; 0 keeps them for ever.
-    #[arg(long, default_value_t = 180)]
-    pub keep_passages_days: u32,
-    /// Temperatures (health data) are kept this many days; 0 keeps them for ever.
-    #[arg(long, default_value_t = 14)]
-    pub keep_temperatures_days: u32,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
     pub tls: BrokerArgs,
+}
+
+impl IngestArgs {
+    /// The configuration: the file's, checked, or the flags' (with the defaults).
+    fn config(&self) -> anyhow::Result<Config> {
+        if let Some(path) = &self.config {
+            let (config, checked) = config::load(path).map_err(|e| anyhow!(e))?;
+            for w in &checked.warnings {
+                tracing::warn!("{}: {w}", path.display());
+            }
+            anyhow::ensure!(
+                checked.problems.is_empty(),
+                "{}: {}",
+                path.display(),
+                checked.problems.join("; ")
+            );
+            return Ok(config);
+        }
+        Ok(Config {
+            broker: config::Broker {
+                url: self.broker.clone().unwrap_or_default(),
+                client_id: self.client_id.clone(),
+                group: self.group.clone(),
+                ca: self.tls.ca.clone(),
+                client_cert: self.tls.client_cert.clone(),
+                client_key: self.tls.client_key.clone(),
+                username: self.tls.username.clone(),
+                password_file: self.tls.password_file.clone(),
+            },
+            database: config::Database {
+                url: self.db.database.clone(),
+                timezone: self.db.timezone.clone(),
+            },
+            retention: Default::default(),
+            ingest: Default::default(),
+        })
+    }
 }
 
 /// `gatehouse-company form`.
@@ -117,15 +150,24 @@ pub struct ForgetArgs {
 }
 
 pub async fn ingest(a: IngestArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let url = BrokerUrl::parse(&a.broker).map_err(|e| anyhow!(e))?;
-    let opts = a.tls.options(&url, &a.client_id)?;
-    let tz = a.db.tz()?;
-    let db = Arc::new(a.db.open().await?);
-    let counters = Arc::new(Counters::default());
-    let retention = Retention {
-        passages_days: a.keep_passages_days,
-        temperatures_days: a.keep_temperatures_days,
+    let c = a.config()?;
+    let url = BrokerUrl::parse(&c.broker.url).map_err(|e| anyhow!(e))?;
+    let tls = BrokerArgs {
+        ca: c.broker.ca.clone(),
+        client_cert: c.broker.client_cert.clone(),
+        client_key: c.broker.client_key.clone(),
+        username: c.broker.username.clone(),
+        password_file: c.broker.password_file.clone(),
     };
+    let opts = tls.options(&url, &c.broker.client_id)?;
+    let tz: Tz = c
+        .database
+        .timezone
+        .parse()
+        .map_err(|e| anyhow!("database.timezone: {e}"))?;
+    let db = Arc::new(Db::open(&c.database.url, tz).await?);
+    let counters = Arc::new(Counters::default());
+    let retention = c.retention.retention();
     // Retention, and a line of counts, every hour.
     let (db2, c2) = (db.clone(), counters.clone());
     let housekeeping = tokio::spawn(async move {
@@ -149,14 +191,44 @@ pub async fn ingest(a: IngestArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         }
     });
     let settings = Settings {
-        group: a.group,
-        batch_max: a.batch_max.max(1),
+        group: c.broker.group.clone(),
+        batch_max: c.ingest.batch_max.max(1),
         tz,
         ..Settings::default()
     };
+    tracing::info!(
+        "ingest {} (group {}) from {} into {}",
+        c.broker.client_id,
+        c.broker.group,
+        c.broker.url,
+        c.database.url.split('@').next_back().unwrap_or("")
+    );
     let r = ingest::run(opts, settings, db, counters, stop).await;
     housekeeping.abort();
     r
+}
+
+/// `check-config FILE`: every problem and warning; exit 78 (EX_CONFIG) on a problem.
+pub fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    match config::load(path) {
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(78);
+        }
+        Ok((_, checked)) => {
+            for w in &checked.warnings {
+                eprintln!("warning: {w}");
+            }
+            for p in &checked.problems {
+                eprintln!("{p}");
+            }
+            if !checked.problems.is_empty() {
+                std::process::exit(78);
+            }
+            println!("{}: ok", path.display());
+            Ok(())
+        }
+    }
 }
 
 pub async fn form(a: FormArgs) -> anyhow::Result<()> {
