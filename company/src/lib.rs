@@ -8,6 +8,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod fleet;
 pub mod forms;
 pub mod ingest;
 pub mod lists;

@@ -97,6 +97,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     };
     let config = Config::load(&demo.write()?)?;
     let topics = Topics::new(&config.gateway.path());
+    let community = config.gateway.path().community;
     let daemon = Daemon::start(config, Profiles::builtin()).await?;
     let company_url = BrokerUrl {
         tls: false,
@@ -127,6 +128,16 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The company side on its embedded default: the ingest into one SQLite file, the forms read
+    // from it as the gate decides.
+    let records = dir.join("records.db");
+    let forms = crate::forms::start(&records, company, &community, stop_rx.clone()).await?;
+    println!(
+        "the company's ingest stores every record in {}; today's forms: gatehouse-company form \
+         --form entry|temperature|visitor|vehicle|health --community {community} --database sqlite:{}\n",
+        records.display(),
+        records.display()
+    );
     // What the simulated turnstile received, by cause, shown beside the uplink's record of it.
     let (gate_tx, mut gate_rx) = mpsc::channel(1024);
     tokio::spawn(sim::gate::run_gate(
@@ -242,6 +253,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     for (reason, n) in tally {
         println!("  {reason:<16} {n}");
     }
+    forms.finish().await;
     println!("the daemon's log: {}", o.log.display());
     Ok(())
 }

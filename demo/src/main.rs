@@ -3,6 +3,7 @@
 //! broker or a child daemon. A developer's and a salesman's tool: no gate box carries it.
 mod bench;
 mod demo;
+mod forms;
 mod screen;
 
 use clap::{Parser, Subcommand};
@@ -91,6 +92,48 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         idle_seconds: u64,
     },
+    /// The company ingest into a running database from a fleet of simulated gateways on a
+    /// running broker (`bench/ingest.sh` starts both): records/s, lost, duplicated, across a
+    /// killed instance and a database restart.
+    BenchIngest {
+        #[arg(long)]
+        broker_port: u16,
+        /// `postgres://…` or `sqlite:PATH`.
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value_t = 2)]
+        instances: u32,
+        #[arg(long, default_value_t = 50)]
+        communities: u32,
+        /// Gateways per community.
+        #[arg(long, default_value_t = 4)]
+        gateways: u32,
+        /// Records per second, the whole fleet.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// Records per EventBatch.
+        #[arg(long, default_value_t = 50)]
+        batch: u32,
+        /// kill -9 one instance this many seconds in, restart it a second later (0: never).
+        #[arg(long, default_value_t = 0)]
+        kill_at_s: u32,
+        /// Seconds in, then a shell command restarting the database.
+        #[arg(long, value_parser = parse_at)]
+        db_restart: Option<(u32, String)>,
+    },
+    /// How long the forms take on a street of many communities and millions of passages in a
+    /// running database (seeded through the ingest's commit).
+    BenchForms {
+        /// `postgres://…` or `sqlite:PATH`.
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value_t = 50)]
+        communities: u32,
+        #[arg(long, default_value_t = 2_000_000)]
+        passages: u64,
+    },
     /// Open-loop load over MQTT; event → gate-command latency, losses, wrong decisions, memory.
     Bench {
         #[arg(long, default_value_t = 5000)]
@@ -157,6 +200,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `SECONDS:COMMAND`.
+fn parse_at(s: &str) -> Result<(u32, String), String> {
+    let (at, cmd) = s.split_once(':').ok_or("SECONDS:COMMAND")?;
+    Ok((
+        at.parse().map_err(|e| format!("{at}: {e}"))?,
+        cmd.to_string(),
+    ))
 }
 
 fn logging(file: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -234,6 +286,46 @@ async fn run(cli: Cli, log: Option<PathBuf>) -> anyhow::Result<()> {
                 r.loaded_rss_kb.unwrap_or(0),
                 r.peak_rss_kb.unwrap_or(0)
             );
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Cmd::BenchIngest {
+            broker_port,
+            database,
+            instances,
+            communities,
+            gateways,
+            rate,
+            seconds,
+            batch,
+            kill_at_s,
+            db_restart,
+        } => {
+            let r = bench::ingest(bench::IngestBenchOptions {
+                broker_port,
+                database,
+                instances,
+                communities,
+                gateways,
+                rate,
+                seconds,
+                batch,
+                kill_at_s,
+                db_restart,
+            })
+            .await?;
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        Cmd::BenchForms {
+            database,
+            communities,
+            passages,
+        } => {
+            let r = bench::forms(bench::FormsBenchOptions {
+                database,
+                communities,
+                passages,
+            })
+            .await?;
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }
         Cmd::BenchStart {

@@ -115,7 +115,10 @@ impl Postgres {
             if let Err(e) = c.batch_execute(&sql).await {
                 // Another instance made it at the same moment, or the default partition already
                 // holds that day's rows: they stay there, still counted and still found.
-                tracing::warn!("partition passages_{name}: {e}");
+                let why = e
+                    .as_db_error()
+                    .map_or(e.to_string(), |d| d.message().to_string());
+                tracing::warn!("partition passages_{name}: {why}");
             }
             if let Ok(mut p) = self.partitions.lock() {
                 p.insert(name);

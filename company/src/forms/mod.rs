@@ -252,10 +252,11 @@ async fn entry(
         Cell::Int(totals[col("not_actuated")]),
         Cell::Int(stats_total),
         Cell::Int(gap_total),
-        Cell::text(if gap_total == 0 {
-            "一致"
-        } else {
-            "有差额"
+        Cell::text(match (gap_total, pending) {
+            (0, 0) => "一致",
+            (0, p) if p == hours.len() => "未核对",
+            (0, _) => "部分核对",
+            _ => "有差额",
         }),
         Cell::Int(totals[col("amended")]),
     ]);
