@@ -7,6 +7,7 @@
 # (counted in the database), records/s.
 #   bench/ingest.sh [PG_RATE] [SQLITE_RATE] [SECONDS]      e.g. bench/ingest.sh 20000 5000 30
 #   ONLY=forms bench/ingest.sh                             the forms' bench alone
+#   ONLY=ingest PG_INSTANCES=1 bench/ingest.sh 30000 8000 20   one instance's capacity (no forms)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pg_rate=${1:-20000}
@@ -42,13 +43,14 @@ restart="$( [ "$(id -u)" = 0 ] && echo 'runuser -u postgres -- ')sh -c \"$pg_ctl
 
 if [ "${ONLY:-}" != forms ]; then
 "$bin/gatehouse-demo" bench-ingest --broker-port "$mport" \
-  --database "postgres://postgres@127.0.0.1:$pport/postgres" --instances 2 \
+  --database "postgres://postgres@127.0.0.1:$pport/postgres" --instances "${PG_INSTANCES:-2}" \
   --rate "$pg_rate" --seconds "$secs" --kill-at-s $((secs / 3)) \
   --db-restart "$((secs * 2 / 3)):$restart"
 "$bin/gatehouse-demo" bench-ingest --broker-port "$mport" \
   --database "sqlite:$work/records.db" --instances 1 --rate "$sqlite_rate" --seconds "$secs" \
   --kill-at-s $((secs / 2))
 fi
+[ "${ONLY:-}" = ingest ] && exit 0
 # The forms on a street of 50 communities and FORMS_PASSAGES passages of one day (PostgreSQL; a
 # fresh database, seeded through the ingest's own commit).
 as_pg "$pgbin/createdb" -h 127.0.0.1 -p "$pport" -U postgres forms

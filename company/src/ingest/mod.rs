@@ -100,11 +100,16 @@ pub async fn run(
     opts.set_manual_acks(true);
     opts.set_clean_session(false);
     opts.set_max_packet_size(decode::MAX_MESSAGE + 4096, 1 << 20);
-    let (client, el) = AsyncClient::new(opts, 64);
-    let (tx, mut rx) = mpsc::channel::<Publish>(4096);
+    // Room for a whole batch's acks at once.
+    let (client, el) = AsyncClient::new(opts, settings.batch_max + 64);
+    // Unbounded, so the connection's task never waits on this loop: it must go on polling (the
+    // acks go out through it, and the keep-alive). What bounds it is the broker's in-flight
+    // window: no more unacked messages than that come (README, sizing the broker).
+    let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
     let filters = filters(&settings.group);
     let poller = tokio::spawn(poll(el, client.clone(), filters, tx));
     let result = async {
+        let mut warned = 0u64;
         loop {
             // The first message of a batch, then more until full or the linger is over.
             let first = tokio::select! {
@@ -120,6 +125,15 @@ pub async fn run(
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(p)) => taken.push(take(p, &counters)),
                     _ => break,
+                }
+            }
+            if rx.len() > WINDOW_WARNING {
+                warned += 1;
+                if worth_logging(warned) {
+                    tracing::warn!(
+                        "{} messages wait for the database: is the broker's in-flight window bounded?",
+                        rx.len()
+                    );
                 }
             }
             if !commit(&db, &taken, &counters, &mut stop).await {
@@ -225,20 +239,34 @@ async fn commit(
     }
 }
 
-/// Drives the broker connection: (re)subscribes at every CONNACK, hands every publish on.
+/// Unacked messages waiting for the database beyond which the broker's in-flight window is
+/// surely misconfigured (unbounded): said in the log.
+const WINDOW_WARNING: usize = 100_000;
+
+/// Drives the broker connection: (re)subscribes at every CONNACK, hands every publish on. It
+/// never waits on anything but the connection itself: a task that waited here for the batch
+/// loop, while the batch loop waited for it to send the acks, would hang both (it did, once).
 async fn poll(
     mut el: EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
-    tx: mpsc::Sender<Publish>,
+    tx: mpsc::UnboundedSender<Publish>,
 ) {
     el.set_network_options(gatehouse_contract::mqtt::network_options());
     let mut errors = 0u64;
     let mut since = Instant::now();
+    // Subscriptions still to ask for (the request queue was full).
+    let mut to_subscribe: Vec<String> = Vec::new();
     loop {
+        while let Some(f) = to_subscribe.last() {
+            if client.try_subscribe(f.as_str(), QoS::AtLeastOnce).is_err() {
+                break;
+            }
+            to_subscribe.pop();
+        }
         match el.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send(p).await.is_err() {
+                if tx.send(p).is_err() {
                     return;
                 }
             }
@@ -248,15 +276,7 @@ async fn poll(
                     "connected to the broker (session present: {})",
                     c.session_present
                 );
-                for f in &filters {
-                    if client
-                        .subscribe(f.as_str(), QoS::AtLeastOnce)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+                to_subscribe = filters.clone();
             }
             Ok(_) => {}
             Err(e) => {

@@ -148,9 +148,19 @@ async fn the_ingest_stores_each_record_once_across_a_killed_instance_and_quarant
     task.abort();
     let _ = task.await;
     publish_batches(&client, COMMUNITY_A, 80, 20).await;
+    // A backlog larger than any channel of the ingest's own, one record a message: it came
+    // back with the broker sending it all at once, and once hung there (the connection's task
+    // waiting for the batch loop, the batch loop for the connection's task to send its acks).
+    for seq in 1001..=6000 {
+        let e = events(vec![resident_in(seq, NINE_AM + seq as i64)]);
+        client
+            .publish(topic(COMMUNITY_A, "gw-1", "events"), QoS::AtLeastOnce, false, e)
+            .await
+            .unwrap();
+    }
     let (_task, _stop) = instance(broker.port, "ingest-a", db.clone());
-    wait_for_count(&db, Table::Passages, 1000).await;
-    assert_eq!(residents_rolled_up(&db, COMMUNITY_A).await, 1000);
+    wait_for_count(&db, Table::Passages, 6000).await;
+    assert_eq!(residents_rolled_up(&db, COMMUNITY_A).await, 6000);
     assert_eq!(db.count(Table::Quarantine).await.unwrap(), 1);
 }
 

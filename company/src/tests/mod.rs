@@ -60,7 +60,7 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_inflight_messages 100\nmax_queued_messages 100000\n"
+                 max_inflight_messages 0\nmax_queued_messages 100000\n"
             ),
         )
         .unwrap();
