@@ -79,8 +79,9 @@ impl Postgres {
         r
     }
 
-    /// Makes the day partitions the batch's passages need (within a window around today: a
-    /// record dated decades off goes to the default partition instead).
+    /// Makes the day partitions the batch's passages need, and today's and the next two days'
+    /// ahead (within a window around today: a record dated decades off goes to the default
+    /// partition instead).
     async fn make_partitions(&self, c: &Client, batch: &Batch) -> anyhow::Result<()> {
         let days: BTreeSet<NaiveDate> = batch
             .rows
@@ -89,9 +90,10 @@ impl Postgres {
                 Row::Passage(p) => Some(p.at_ms),
                 _ => None,
             })
-            .chain([batch.received_ms])
+            // Today's, and the next two days' ahead of their first record.
+            .chain([0, 1, 2].map(|d| batch.received_ms + d * DAY_MS))
             .filter(|ms| {
-                (batch.received_ms - 400 * DAY_MS..batch.received_ms + 2 * DAY_MS).contains(ms)
+                (batch.received_ms - 400 * DAY_MS..=batch.received_ms + 2 * DAY_MS).contains(ms)
             })
             .filter_map(|ms| self.tz.timestamp_millis_opt(ms).single())
             .map(|t| t.date_naive())

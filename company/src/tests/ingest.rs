@@ -154,7 +154,12 @@ async fn the_ingest_stores_each_record_once_across_a_killed_instance_and_quarant
     for seq in 1001..=6000 {
         let e = events(vec![resident_in(seq, NINE_AM + seq as i64)]);
         client
-            .publish(topic(COMMUNITY_A, "gw-1", "events"), QoS::AtLeastOnce, false, e)
+            .publish(
+                topic(COMMUNITY_A, "gw-1", "events"),
+                QoS::AtLeastOnce,
+                false,
+                e,
+            )
             .await
             .unwrap();
     }
@@ -214,6 +219,31 @@ async fn a_pg_dump_restores_into_a_new_database() {
         b.rows = rows;
     }
     db.apply(&b).await.unwrap();
+    // The day's partition and the next two days', made ahead of their first record.
+    let (c, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let parts: Vec<String> = c
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'passages' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            "passages_20261207",
+            "passages_20261208",
+            "passages_20261209",
+            "passages_default"
+        ]
+    );
     let dump = pg.dir().join("records.dump");
     let port = pg.port().to_string();
     let run = |mut c: std::process::Command| {
