@@ -452,3 +452,30 @@ async fn poison(broker: &BrokerUrl, topic: &str, bytes: usize) {
     .await;
     let _ = client.disconnect().await;
 }
+
+/// A cut link fires the gateway's will; the "online" it sends on its next connection must be
+/// newer than that will, or the company would show it offline until its next reboot (issue 29).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_online_status_after_a_cut_link_is_newer_than_its_will() {
+    let broker = start_broker();
+    let proxy = Proxy::start(broker.clone()).await;
+    let mut h = Harness::start_with_uplink(broker, proxy.url.clone()).await;
+    let before = h.uplink.status(v1::GatewayState::Online).await;
+    proxy.cut();
+    let will = h.uplink.status(v1::GatewayState::Offline).await;
+    proxy.restore();
+    let after = h.uplink.status(v1::GatewayState::Online).await;
+    assert_eq!(
+        (before.boot, will.boot, after.boot),
+        (before.boot, before.boot, before.boot)
+    );
+    assert!(
+        (before.boot, before.seq) < (will.boot, will.seq)
+            && (will.boot, will.seq) < (after.boot, after.seq),
+        "{} < {} < {}",
+        before.seq,
+        will.seq,
+        after.seq
+    );
+    h.daemon.stop().await;
+}

@@ -86,11 +86,12 @@ impl Gateway {
 
     pub fn topic(&self, channel: &str) -> String {
         let c = &self.community;
+        let part = |n: usize| c.get(..n).unwrap_or(c);
         format!(
             "gh/v1/{}/{}/{}/{c}/{}/{channel}",
-            &c[..4],
-            &c[..6],
-            &c[..9],
+            part(4),
+            part(6),
+            part(9),
             self.id
         )
     }

@@ -27,7 +27,7 @@ use crate::store::{Class, Store};
 use gatehouse_contract::topics::{Channel, Topics};
 use pacing::{sleep_until_opt, Bucket};
 use prost::Message;
-use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 pub use status::StatusSource;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -116,7 +116,6 @@ impl UplinkConfig {
 pub struct Uplink {
     cfg: UplinkConfig,
     opts: rumqttc::MqttOptions,
-    offline: Vec<u8>,
     store: Store,
     committed: watch::Receiver<u64>,
     deletes: mpsc::Sender<Delete>,
@@ -172,13 +171,8 @@ impl Uplink {
         if let Some(u) = &cfg.username {
             opts.set_credentials(u, cfg.password.as_deref().unwrap_or(""));
         }
-        let offline = status.will().encode_to_vec();
-        opts.set_last_will(LastWill::new(
-            cfg.topics.channel(&Channel::Status),
-            offline.clone(),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        status.next_connection();
+        opts.set_last_will(status.last_will(&cfg.topics));
         // TLS is set up here, so a bad CA file stops the start instead of the uplink.
         if cfg.url.tls {
             let client = cfg
@@ -190,7 +184,6 @@ impl Uplink {
         Ok(Self {
             cfg,
             opts,
-            offline,
             store,
             committed,
             deletes,
@@ -477,6 +470,11 @@ impl Uplink {
                         // and what was queued (a SUBSCRIBE) for the next connection.
                         (client, el) = self.client();
                     }
+                    // The next connection's will, numbered after this one's statuses.
+                    self.status.next_connection();
+                    let will = self.status.last_will(&self.cfg.topics);
+                    self.opts.set_last_will(will.clone());
+                    el.mqtt_options.set_last_will(will);
                     let was = std::mem::replace(&mut link, Link::Down);
                     if was.is_up() {
                         warn!(error = %e, "Uplink lost; events wait in the outbox.");
@@ -548,7 +546,7 @@ impl Uplink {
         el: &mut rumqttc::EventLoop,
         tags: &Tags,
     ) {
-        let offline = std::mem::take(&mut self.offline);
+        let offline = self.status.will().encode_to_vec();
         let topic = self.topic(&Channel::Status);
         let _ = client.try_publish(topic, QoS::AtLeastOnce, true, offline);
         let _ = tokio::time::timeout(Duration::from_millis(500), async {

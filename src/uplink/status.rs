@@ -6,6 +6,8 @@ use crate::metrics::Metrics;
 use crate::proto::v1;
 use crate::sources::DeviceLive;
 use crate::uplink::twins::Twins;
+use gatehouse_contract::topics::{Channel, Topics};
+use prost::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -25,10 +27,14 @@ pub struct StatusSource {
     /// Poked when what the status says changed (the mode): it goes up at once, not at the next
     /// periodic status.
     pub changed: Arc<Notify>,
-    /// This run's count from the store (the status's `boot`), and the statuses it has made.
+    /// This run's count from the store (the status's `boot`); the status's `seq`: the uplink's
+    /// connection in the high 32 bits, the statuses made on it in the low ones.
     pub boot: u64,
     pub seq: Arc<AtomicU64>,
 }
+
+/// The low 32 bits of `seq`, all ones: a will, last of its connection.
+const LAST_OF_CONNECTION: u64 = 0xFFFF_FFFF;
 
 impl StatusSource {
     /// The next status to publish: numbered after every one before it in this boot.
@@ -39,13 +45,30 @@ impl StatusSource {
         }
     }
 
-    /// The MQTT will (and the clean stop's "offline"): made at the start, so numbered last of
-    /// its boot — newer than every status this boot publishes, older than the next boot's.
+    /// Numbers a new uplink connection (before each connect): its statuses come after the last
+    /// connection's will.
+    pub fn next_connection(&self) {
+        let connection = (self.seq.load(Ordering::Relaxed) >> 32) + 1;
+        self.seq.store(connection << 32, Ordering::Relaxed);
+    }
+
+    /// The MQTT will of the connection about to be made (and the clean stop's "offline"):
+    /// encoded before the connection, yet numbered last of it — newer than every status it
+    /// carries, older than the next connection's (a network blip's will must not outrank the
+    /// "online" after it) and the next boot's.
     pub fn will(&self) -> v1::Status {
         v1::Status {
-            seq: u64::MAX,
+            seq: self.seq.load(Ordering::Relaxed) | LAST_OF_CONNECTION,
             ..self.now(v1::GatewayState::Offline)
         }
+    }
+
+    /// The will of the connection about to be made, as the MQTT client takes it: its
+    /// "offline", retained on the status topic.
+    pub fn last_will(&self, topics: &Topics) -> rumqttc::LastWill {
+        let will = self.will().encode_to_vec();
+        let topic = topics.channel(&Channel::Status);
+        rumqttc::LastWill::new(topic, will, rumqttc::QoS::AtLeastOnce, true)
     }
 
     /// What a status would say now, unnumbered.

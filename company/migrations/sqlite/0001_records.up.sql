@@ -72,8 +72,10 @@ CREATE TABLE rollup_denials (
     PRIMARY KEY (gw, lane, hour_ms, reason)
 );
 CREATE INDEX rollup_denials_by_community ON rollup_denials (community, hour_ms);
--- What could not be decoded, kept raw: acked, counted, never a reason to stop the stream.
+-- What could not be decoded, kept raw: acked, counted, never a reason to stop the stream; a
+-- redelivered one (same topic, same bytes: `digest`, SHA-256) is kept once.
 CREATE TABLE quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL, topic TEXT NOT NULL,
-    error TEXT NOT NULL, payload BLOB NOT NULL
+    error TEXT NOT NULL, digest TEXT NOT NULL, payload BLOB NOT NULL
 );
+CREATE UNIQUE INDEX quarantine_once ON quarantine (topic, digest);

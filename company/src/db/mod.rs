@@ -38,6 +38,14 @@ pub struct Quarantined {
     pub payload: Vec<u8>,
 }
 
+impl Quarantined {
+    /// What makes a redelivered message the same one: its bytes' SHA-256, in hex.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        gatehouse_contract::hex::to_hex(&sha2::Sha256::digest(&self.payload))
+    }
+}
+
 /// What a commit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -361,6 +369,28 @@ impl Db {
             Db::Sqlite(d) => d.forget_temperatures(subject, before_ms).await,
             Db::Postgres(d) => d.forget_temperatures(subject, before_ms).await,
         }
+    }
+}
+
+/// Whether the database refused a batch for its data — a constraint, a value out of range or of
+/// the wrong type — rather than being unable to take any (down, read-only, a deadlock, a
+/// timeout). Only such a refusal sends a message to the quarantine.
+pub fn refused_for_data(e: &anyhow::Error) -> bool {
+    if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
+        // SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
+        return pg
+            .code()
+            .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"));
+    }
+    match e.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            f.code,
+            rusqlite::ErrorCode::ConstraintViolation
+                | rusqlite::ErrorCode::TooBig
+                | rusqlite::ErrorCode::TypeMismatch
+        ),
+        Some(rusqlite::Error::ToSqlConversionFailure(_)) => true,
+        _ => false,
     }
 }
 

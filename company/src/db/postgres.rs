@@ -13,6 +13,7 @@ use anyhow::Context;
 use chrono::{Days, NaiveDate, TimeZone};
 use chrono_tz::Tz;
 use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
@@ -24,6 +25,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 const DAY_MS: i64 = 86_400_000;
+
+/// The longest a batch's commit may take before its connection is taken for dead.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A query parameter.
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
@@ -55,7 +59,17 @@ impl Postgres {
     /// The client, connecting first if there is none or the last one broke.
     async fn connected<'a>(&self, slot: &'a mut Option<Client>) -> anyhow::Result<&'a mut Client> {
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            let mut config: tokio_postgres::Config = self.url.parse().context("database.url")?;
+            // A server gone without a word (a cable, a failover) is noticed in seconds, not
+            // after the kernel's two hours.
+            config
+                .connect_timeout(Duration::from_secs(10))
+                .keepalives_idle(Duration::from_secs(10))
+                .keepalives_interval(Duration::from_secs(5))
+                .keepalives_retries(3)
+                .tcp_user_timeout(Duration::from_secs(30));
+            let (client, connection) = config
+                .connect(NoTls)
                 .await
                 .context("connecting to PostgreSQL")?;
             tokio::spawn(async move {
@@ -71,12 +85,25 @@ impl Postgres {
     pub async fn apply(&self, batch: &Batch) -> anyhow::Result<Applied> {
         let mut guard = self.client.lock().await;
         let c = self.connected(&mut guard).await?;
-        self.make_partitions(c, batch).await?;
-        let r = apply(c, batch, self.tz).await;
-        if r.is_err() && c.is_closed() {
-            *guard = None;
+        let r = tokio::time::timeout(APPLY_TIMEOUT, async {
+            self.make_partitions(c, batch).await?;
+            apply(c, batch, self.tz).await
+        })
+        .await;
+        match r {
+            Ok(r) => {
+                if r.is_err() && c.is_closed() {
+                    *guard = None;
+                }
+                r
+            }
+            Err(_) => {
+                // A connection that stopped answering: dropped (its transaction rolls back
+                // with it), made anew at the next try.
+                *guard = None;
+                anyhow::bail!("the commit took over {APPLY_TIMEOUT:?}")
+            }
         }
-        r
     }
 
     /// Makes the day partitions the batch's passages need, and today's and the next two days'
@@ -92,8 +119,10 @@ impl Postgres {
             })
             // Today's, and the next two days' ahead of their first record.
             .chain([0, 1, 2].map(|d| batch.received_ms + d * DAY_MS))
+            // A gateway clock up to 30 days fast still gets day partitions of its own, so the
+            // default one never holds a day that comes later.
             .filter(|ms| {
-                (batch.received_ms - 400 * DAY_MS..=batch.received_ms + 2 * DAY_MS).contains(ms)
+                (batch.received_ms - 400 * DAY_MS..=batch.received_ms + 30 * DAY_MS).contains(ms)
             })
             .filter_map(|ms| self.tz.timestamp_millis_opt(ms).single())
             .map(|t| t.date_naive())
@@ -114,16 +143,22 @@ impl Postgres {
                 "CREATE TABLE IF NOT EXISTS passages_{name} PARTITION OF passages
                  FOR VALUES FROM ({start}) TO ({end})"
             );
-            if let Err(e) = c.batch_execute(&sql).await {
-                // Another instance made it at the same moment, or the default partition already
-                // holds that day's rows: they stay there, still counted and still found.
-                let why = e
-                    .as_db_error()
-                    .map_or(e.to_string(), |d| d.message().to_string());
-                tracing::warn!("partition passages_{name}: {why}");
-            }
-            if let Ok(mut p) = self.partitions.lock() {
-                p.insert(name);
+            match c.batch_execute(&sql).await {
+                Ok(()) => {
+                    if let Ok(mut p) = self.partitions.lock() {
+                        p.insert(name);
+                    }
+                }
+                Err(e) => {
+                    // Another instance made it at the same moment (then it is there), or the
+                    // default partition already holds that day's rows (a gateway clock more
+                    // than 30 days fast): they stay there, still counted and found. Not taken
+                    // as made, so it is tried again with the next batch of that day.
+                    let why = e
+                        .as_db_error()
+                        .map_or(e.to_string(), |d| d.message().to_string());
+                    tracing::warn!("partition passages_{name}: {why}");
+                }
             }
         }
         Ok(())
@@ -496,6 +531,18 @@ async fn migrate(c: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A row's table and key, for the insert order.
+fn row_key(r: &Row) -> (u8, &str, i64) {
+    match r {
+        Row::Passage(p) => (0, &p.gw.path, p.seq),
+        Row::Temperature(t) => (1, &t.gw.path, t.seq),
+        Row::Alarm(a) => (2, &a.gw.path, a.seq),
+        Row::Stats(s) => (3, &s.gw.path, s.stats_seq),
+        Row::Status(s) => (4, &s.gw.path, s.seq),
+        Row::Twin(t) => (5, &t.gw.path, t.gateway_time_ms),
+    }
+}
+
 /// Columns of one table's new rows, as arrays for `UNNEST`.
 #[derive(Default)]
 struct Cols {
@@ -544,7 +591,11 @@ async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Result<Applied>
     // entries, exits, vehicles_in, vehicles_out, fevers, inside.
     let mut stats = Cols::new(6, 9, 0, 0);
     let mut gateways: BTreeSet<(String, String, String, String)> = BTreeSet::new();
-    for row in &batch.rows {
+    // In key order: two instances inserting the same records (a redelivery racing its first
+    // delivery) take their row locks in the same order, and never deadlock.
+    let mut rows: Vec<&Row> = batch.rows.iter().collect();
+    rows.sort_by(|a, b| row_key(a).cmp(&row_key(b)));
+    for row in rows {
         match row {
             Row::Passage(p) => {
                 for (i, v) in [
@@ -863,12 +914,14 @@ async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Result<Applied>
         .await?;
     }
     for q in &batch.quarantine {
-        tx.execute(
-            "INSERT INTO quarantine (received_ms, topic, error, payload) VALUES ($1, $2, $3, $4)",
-            &[&received_ms, &q.topic, &q.error, &q.payload],
-        )
-        .await?;
-        applied.quarantined += 1;
+        let n = tx
+            .execute(
+                "INSERT INTO quarantine (received_ms, topic, error, digest, payload)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&received_ms, &q.topic, &q.error, &q.digest(), &q.payload],
+            )
+            .await?;
+        applied.quarantined += n;
     }
     tx.commit().await?;
     Ok(applied)

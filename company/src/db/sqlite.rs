@@ -607,11 +607,17 @@ fn apply(
             ])?;
         }
         let mut q = tx.prepare_cached(
-            "INSERT INTO quarantine (received_ms, topic, error, payload) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO quarantine (received_ms, topic, error, digest, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
         )?;
         for m in quarantine {
-            q.execute(params![received_ms, m.topic, m.error, m.payload])?;
-            applied.quarantined += 1;
+            applied.quarantined += q.execute(params![
+                received_ms,
+                m.topic,
+                m.error,
+                m.digest(),
+                m.payload
+            ])? as u64;
         }
     }
     tx.commit()?;

@@ -82,10 +82,14 @@ pub async fn vehicles(
             p.subject_id.clone()
         };
         let mut dwell = Cell::Empty;
+        // Unregistered vehicles leave no id (privacy): they are counted, never paired.
+        let known = !p.subject_id.is_empty();
         if p.allowed {
             if p.inbound {
                 ins += 1;
-                entered.insert(id.clone(), p.at_ms);
+                if known {
+                    entered.insert(id.clone(), p.at_ms);
+                }
             } else {
                 outs += 1;
                 if let Some(t) = entered.remove(&id) {

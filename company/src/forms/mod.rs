@@ -336,7 +336,22 @@ async fn temperature(
             ]
         })
         .collect();
-    let counted: i64 = sum("counted_fevers");
+    // Reconciled only over the lane-hours the gateways have reported (not the hour in progress).
+    let covered: std::collections::BTreeSet<(&str, &str, i64)> = stats
+        .iter()
+        .map(|s| {
+            (
+                s.gw.as_str(),
+                s.lane.as_str(),
+                s.start_ms.div_euclid(HOUR_MS) * HOUR_MS,
+            )
+        })
+        .collect();
+    let counted: i64 = rollups
+        .iter()
+        .filter(|r| covered.contains(&(r.gw.as_str(), r.lane.as_str(), r.hour_ms)))
+        .map(|r| r.counts[col("counted_fevers")])
+        .sum();
     let stats_fevers: i64 = stats.iter().map(|s| s.fevers).sum();
     let mut notes = vec![
         format!(

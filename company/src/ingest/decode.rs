@@ -188,14 +188,14 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
             Err(e) => bad("not an AlarmBatch", e),
         },
         Channel::Stats => match v1::StatsBatch::decode(payload) {
-            Ok(b) => Decoded::Rows(stats(&gw, b)),
+            Ok(b) => Decoded::Rows(stats(&gw, b, payload)),
             Err(e) => bad("not a StatsBatch", e),
         },
         Channel::Status => match v1::Status::decode(payload) {
             Ok(s) => Decoded::Rows(vec![Row::Status(StatusRow {
                 gw,
                 boot: s.boot as i64,
-                // The will's 2^64 − 1 stays the largest in a signed column.
+                // Within a signed column (a connection count never nears 2^31).
                 seq: s.seq.min(i64::MAX as u64) as i64,
                 online: s.state() == v1::GatewayState::Online,
                 mode: s.mode,
@@ -233,7 +233,7 @@ fn event(gw: &Arc<Gw>, e: v1::Event) -> Vec<Row> {
         subject_id: String::new(),
         household: String::new(),
         celsius: round2(celsius),
-        threshold: threshold.map(round2),
+        threshold: threshold.filter(|t| t.is_finite()).map(round2),
         fever,
         device_disagrees: false,
         counted_fever: false,
@@ -256,7 +256,9 @@ fn event(gw: &Arc<Gw>, e: v1::Event) -> Vec<Row> {
             };
             let allowed = p.verdict() == v1::Verdict::Allow;
             let mut rows = Vec::with_capacity(2);
-            if let Some(t) = p.temperature_c {
+            // A reading the gateway found unusable (NaN, infinite) is no temperature: the
+            // passage stays, denied `invalid_reading`.
+            if let Some(t) = p.temperature_c.filter(|t| t.is_finite()) {
                 rows.push(Row::Temperature(Temperature {
                     subject_id: p.subject_id.clone(),
                     household: p.household.clone(),
@@ -283,7 +285,7 @@ fn event(gw: &Arc<Gw>, e: v1::Event) -> Vec<Row> {
             }));
             rows
         }
-        Some(v1::event::Body::Reading(ref r)) => {
+        Some(v1::event::Body::Reading(ref r)) if r.temperature_c.is_finite() => {
             // A gateway before the verdict field: no threshold, so no fever is claimed.
             vec![Row::Temperature(Temperature {
                 counted_fever: r.fever,
@@ -314,14 +316,24 @@ fn alarm(gw: &Arc<Gw>, a: v1::Alarm) -> Row {
     })
 }
 
-fn stats(gw: &Arc<Gw>, b: v1::StatsBatch) -> Vec<Row> {
+fn stats(gw: &Arc<Gw>, b: v1::StatsBatch, payload: &[u8]) -> Vec<Row> {
+    // A gateway before the batch's `seq` sends 0: the batch's own bytes stand in for it (a
+    // redelivery is the same bytes; another batch for the same hour is not), as a negative
+    // number no gateway's `seq` can be.
+    let stats_seq = if b.seq > 0 {
+        b.seq.min(i64::MAX as u64) as i64
+    } else {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(payload);
+        -(i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) & i64::MAX) - 1
+    };
     b.stats
         .into_iter()
         .map(|s| {
             let denials: std::collections::BTreeMap<_, _> = s.denials.into_iter().collect();
             Row::Stats(StatsRow {
                 gw: gw.clone(),
-                stats_seq: b.seq as i64,
+                stats_seq,
                 lane: s.lane,
                 start_ms: s.period_start_ms,
                 end_ms: s.period_end_ms,

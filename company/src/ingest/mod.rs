@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+/// MQTT's largest packet (its remaining length is at most 268,435,455 bytes).
+const MQTT_MAX_PACKET: usize = 268_435_460;
+
 /// The channels the ingest keeps, below each gateway's path.
 pub const CHANNELS: [&str; 5] = ["events", "alarms", "stats", "status", "twin/+"];
 
@@ -83,9 +86,10 @@ fn worth_logging(n: u64) -> bool {
     n > 0 && 10u64.pow(n.ilog10()) == n
 }
 
-/// One message taken: what to ack, and what it decoded to.
+/// One message taken: what to ack, on which connection it came, and what it decoded to.
 struct Taken {
     publish: Publish,
+    connection: u64,
     decoded: Decoded,
 }
 
@@ -99,15 +103,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     opts.set_manual_acks(true);
     opts.set_clean_session(false);
-    opts.set_max_packet_size(decode::MAX_MESSAGE + 4096, 1 << 20);
+    // Any packet MQTT allows: a larger one than the broker should let through is quarantined by
+    // `decode`, never refused by the client (a refusal ends the connection, and the persistent
+    // session would send the same message again at every reconnect).
+    opts.set_max_packet_size(MQTT_MAX_PACKET, 1 << 20);
     // Room for a whole batch's acks at once.
     let (client, el) = AsyncClient::new(opts, settings.batch_max + 64);
     // Unbounded, so the connection's task never waits on this loop: it must go on polling (the
     // acks go out through it, and the keep-alive). What bounds it is the broker's in-flight
     // window: no more unacked messages than that come (README, sizing the broker).
-    let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Publish)>();
     let filters = filters(&settings.group);
-    let poller = tokio::spawn(poll(el, client.clone(), filters, tx));
+    // The connection in use (counted at every CONNACK): a message is acked only on the one it
+    // came on. After a reconnect the broker sends again what was not acked, under the same packet
+    // ids, and may give an id freed by one of our acks to a new message: an ack of the old copy
+    // sent then would ack that new message before it is stored.
+    let connection = Arc::new(AtomicU64::new(0));
+    let poller = tokio::spawn(poll(el, client.clone(), filters, tx, connection.clone()));
     let result = async {
         let mut warned = 0u64;
         loop {
@@ -139,7 +151,8 @@ pub async fn run(
             if !commit(&db, &taken, &counters, &mut stop).await {
                 return Ok(());
             }
-            for t in &taken {
+            let now = connection.load(Ordering::Relaxed);
+            for t in taken.iter().filter(|t| t.connection == now) {
                 client.ack(&t.publish).await?;
             }
         }
@@ -150,7 +163,7 @@ pub async fn run(
     result
 }
 
-fn take(publish: Publish, counters: &Counters) -> Taken {
+fn take((connection, publish): (u64, Publish), counters: &Counters) -> Taken {
     counters.messages.fetch_add(1, Ordering::Relaxed);
     let decoded = decode::decode(&publish.topic, &publish.payload);
     if let Decoded::Quarantine(why) = &decoded {
@@ -165,7 +178,11 @@ fn take(publish: Publish, counters: &Counters) -> Taken {
     if decoded == Decoded::Skipped {
         counters.skipped.fetch_add(1, Ordering::Relaxed);
     }
-    Taken { publish, decoded }
+    Taken {
+        publish,
+        connection,
+        decoded,
+    }
 }
 
 fn batch_of<'a>(taken: impl IntoIterator<Item = &'a Taken>, db_error: Option<&str>) -> Batch {
@@ -179,7 +196,9 @@ fn batch_of<'a>(taken: impl IntoIterator<Item = &'a Taken>, db_error: Option<&st
             (Decoded::Quarantine(error), _) => b.quarantine.push(Quarantined {
                 topic: t.publish.topic.clone(),
                 error: error.clone(),
-                payload: t.publish.payload.to_vec(),
+                // An oversize message is kept in part: its error says how large it was.
+                payload: t.publish.payload[..t.publish.payload.len().min(decode::MAX_MESSAGE)]
+                    .to_vec(),
             }),
             (Decoded::Rows(_), Some(e)) => b.quarantine.push(Quarantined {
                 topic: t.publish.topic.clone(),
@@ -192,7 +211,10 @@ fn batch_of<'a>(taken: impl IntoIterator<Item = &'a Taken>, db_error: Option<&st
     b
 }
 
-/// Commits `taken`, retrying while the database is down; `false` if told to stop first.
+/// Commits `taken`, retrying while the database is down; `false` if told to stop first. A
+/// batch the database refuses for its data (a constraint, a value out of range) is committed
+/// message by message, the refused one quarantined; any other error (down, read-only, a
+/// deadlock, a timeout) is waited out with backoff and nothing acked.
 async fn commit(
     db: &Db,
     taken: &[Taken],
@@ -209,26 +231,12 @@ async fn commit(
             Err(e) => e,
         };
         let n = counters.db_errors.fetch_add(1, Ordering::Relaxed) + 1;
-        if db.ping().await.is_ok() {
-            // The database works and refuses this batch: find the message it refuses and keep
-            // that one in the quarantine, so the stream goes on.
-            tracing::warn!("a batch was refused ({e:#}); committing its messages one by one");
-            for t in taken {
-                let a = match db.apply(&batch_of([t], None)).await {
-                    Ok(a) => a,
-                    Err(e) => match db.apply(&batch_of([t], Some(&format!("{e:#}")))).await {
-                        Ok(a) => a,
-                        // Down after all: start over with the whole batch.
-                        Err(_) => return Box::pin(commit(db, taken, counters, stop)).await,
-                    },
-                };
-                counters.add(a);
-            }
+        if crate::db::refused_for_data(&e) && one_by_one(db, taken, counters).await {
             return true;
         }
         if worth_logging(n) {
             tracing::warn!(
-                "the database is unreachable ({e:#}); nothing is acked, retrying in {backoff:?} ({n} errors so far)"
+                "the database cannot take the batch ({e:#}); nothing is acked, retrying in {backoff:?} ({n} errors so far)"
             );
         }
         tokio::select! {
@@ -237,6 +245,27 @@ async fn commit(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// Each message on its own, the one refused for its data quarantined; `false` at the first
+/// error of another kind (the caller backs off and retries the batch: what went in meanwhile is
+/// a duplicate then, which changes nothing).
+async fn one_by_one(db: &Db, taken: &[Taken], counters: &Counters) -> bool {
+    tracing::warn!("a batch was refused for its data; committing its messages one by one");
+    for t in taken {
+        let a = match db.apply(&batch_of([t], None)).await {
+            Ok(a) => a,
+            Err(e) if crate::db::refused_for_data(&e) => {
+                match db.apply(&batch_of([t], Some(&format!("{e:#}")))).await {
+                    Ok(a) => a,
+                    Err(_) => return false,
+                }
+            }
+            Err(_) => return false,
+        };
+        counters.add(a);
+    }
+    true
 }
 
 /// Unacked messages waiting for the database beyond which the broker's in-flight window is
@@ -250,7 +279,8 @@ async fn poll(
     mut el: EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
-    tx: mpsc::UnboundedSender<Publish>,
+    tx: mpsc::UnboundedSender<(u64, Publish)>,
+    connection: Arc<AtomicU64>,
 ) {
     el.set_network_options(gatehouse_contract::mqtt::network_options());
     let mut errors = 0u64;
@@ -266,11 +296,12 @@ async fn poll(
         }
         match el.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send(p).is_err() {
+                if tx.send((connection.load(Ordering::Relaxed), p)).is_err() {
                     return;
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                connection.fetch_add(1, Ordering::Relaxed);
                 since = Instant::now();
                 tracing::info!(
                     "connected to the broker (session present: {})",

@@ -120,6 +120,49 @@ async fn garbage_is_quarantined_and_the_rest_stored(db: &Db) {
     .await;
     assert_eq!(a.stored, 2);
     assert_eq!(db.count(Table::Quarantine).await.unwrap(), before + 1);
+    // Redelivered, the same garbage is kept once.
+    let a = put(
+        db,
+        &topic("330106001102", "gw-1", "events"),
+        b"\x0a\xff\xff",
+        NINE_AM,
+    )
+    .await;
+    assert_eq!(a.quarantined, 0);
+    assert_eq!(db.count(Table::Quarantine).await.unwrap(), before + 1);
+    // A temperature the gateway could not use (NaN) is no temperature; the passage is kept.
+    let mut nan = passage(
+        2,
+        NINE_AM,
+        v1::SubjectKind::Resident,
+        "R1",
+        "H1",
+        false,
+        "invalid_reading",
+    );
+    if let Some(v1::event::Body::Passage(p)) = &mut nan.body {
+        p.temperature_c = Some(f32::NAN);
+    }
+    let a = put(
+        db,
+        &topic("330106001102", "gw-1", "events"),
+        &events(vec![nan]),
+        NINE_AM,
+    )
+    .await;
+    assert_eq!((a.stored, a.quarantined), (1, 0));
+    // Statistics from a gateway before the batch's seq (0): two batches of one hour are both
+    // kept, a redelivered one once.
+    let t = topic("330106001102", "gw-1", "stats");
+    let before = db.count(Table::Stats).await.unwrap();
+    for b in [
+        stats(0, NINE_AM, 5, &[]),
+        stats(0, NINE_AM, 2, &[]),
+        stats(0, NINE_AM, 5, &[]),
+    ] {
+        put(db, &t, &b, NINE_AM).await;
+    }
+    assert_eq!(db.count(Table::Stats).await.unwrap(), before + 2);
 }
 
 async fn the_newest_status_and_twin_win(db: &Db) {
@@ -135,21 +178,47 @@ async fn the_newest_status_and_twin_win(db: &Db) {
         }
         .encode_to_vec()
     };
-    put(db, &t, &status(1, 5, v1::GatewayState::Online), NINE_AM).await;
-    // The will, encoded at the start of boot 1: last of its boot.
+    let conn = |c: u64, n: u64| (c << 32) | n;
     put(
         db,
         &t,
-        &status(1, u64::MAX, v1::GatewayState::Offline),
+        &status(1, conn(1, 5), v1::GatewayState::Online),
         NINE_AM,
     )
     .await;
-    // A status of boot 1 arriving late changes nothing.
-    put(db, &t, &status(1, 7, v1::GatewayState::Online), NINE_AM).await;
+    // The will of boot 1's first connection: last of that connection.
+    let will = status(1, conn(1, 0xFFFF_FFFF), v1::GatewayState::Offline);
+    put(db, &t, &will, NINE_AM).await;
+    // A status of that connection arriving late changes nothing.
+    put(
+        db,
+        &t,
+        &status(1, conn(1, 7), v1::GatewayState::Online),
+        NINE_AM,
+    )
+    .await;
     assert!(!db.status(gw).await.unwrap().unwrap().online);
-    put(db, &t, &status(2, 1, v1::GatewayState::Online), NINE_AM).await;
+    // The next connection's "online" (after a cut link) is newer than the will.
+    put(
+        db,
+        &t,
+        &status(1, conn(2, 1), v1::GatewayState::Online),
+        NINE_AM,
+    )
+    .await;
+    assert!(db.status(gw).await.unwrap().unwrap().online);
+    put(
+        db,
+        &t,
+        &status(2, conn(1, 1), v1::GatewayState::Online),
+        NINE_AM,
+    )
+    .await;
     let s = db.status(gw).await.unwrap().unwrap();
-    assert!(s.online && s.boot == 2 && s.seq == 1, "{s:?}");
+    assert!(
+        s.online && s.boot == 2 && s.seq == conn(1, 1) as i64,
+        "{s:?}"
+    );
 
     let twin = |at: i64, arm: &str| {
         v1::DeviceTwin {
