@@ -9,7 +9,7 @@ pub mod export;
 mod lists;
 
 use crate::db::{Db, DenialRow, RollupRow, Scope, StatsRow};
-use crate::ingest::rollup::{col, Counts, COLUMNS, HOUR_MS};
+use crate::ingest::rollup::{col, Counts, COLUMNS, COUNTED_BY_GATEWAY, HOUR_MS};
 use anyhow::Context;
 use chrono::{Days, NaiveDate, TimeZone};
 use chrono_tz::Tz;
@@ -90,20 +90,7 @@ fn dates(from: NaiveDate, to: NaiveDate) -> String {
 
 /// The passages a gateway's statistics count: people and vehicles let through, and denials.
 fn counted(c: &Counts) -> i64 {
-    [
-        "residents_in",
-        "residents_out",
-        "visitors_in",
-        "visitors_out",
-        "others_in",
-        "others_out",
-        "vehicles_in",
-        "vehicles_out",
-        "denied",
-    ]
-    .iter()
-    .map(|n| c[col(n)])
-    .sum()
+    COUNTED_BY_GATEWAY.iter().map(|n| c[col(n)]).sum()
 }
 
 fn stats_counted(s: &StatsRow) -> i64 {
@@ -147,6 +134,19 @@ pub async fn build(
 
 type LaneHour = (String, String, i64);
 
+/// A scope's rollups and the gateways' statistics over the local days `from..=to`, and the span.
+async fn read(
+    db: &Db,
+    scope: &Scope,
+    tz: Tz,
+    (from, to): (NaiveDate, NaiveDate),
+) -> anyhow::Result<(Vec<RollupRow>, Vec<StatsRow>, (i64, i64))> {
+    let (start, end) = span(tz, from, to)?;
+    let rollups = db.rollups(scope, start, end).await?;
+    let stats = db.stats(scope, start, end).await?;
+    Ok((rollups, stats, (start, end)))
+}
+
 async fn entry(
     db: &Db,
     community: &str,
@@ -154,10 +154,8 @@ async fn entry(
     from: NaiveDate,
     to: NaiveDate,
 ) -> anyhow::Result<Form> {
-    let (start, end) = span(tz, from, to)?;
     let scope = Scope::Community(community.to_string());
-    let rollups = db.rollups(&scope, start, end).await?;
-    let stats = db.stats(&scope, start, end).await?;
+    let (rollups, stats, (start, end)) = read(db, &scope, tz, (from, to)).await?;
     let denials = db.denials(community, start, end).await?;
     // Every lane-hour either side has, in order; a gateway's statistics summed per hour (one hour
     // may come in two batches).
@@ -194,19 +192,8 @@ async fn entry(
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let shown = [
-        "residents_in",
-        "residents_out",
-        "visitors_in",
-        "visitors_out",
-        "others_in",
-        "others_out",
-        "vehicles_in",
-        "vehicles_out",
-        "visitor_vehicles_in",
-        "visitor_vehicles_out",
-        "denied",
-    ];
+    // The entry register's counters: the rollup's first eleven (people, vehicles, denied).
+    let shown = &COLUMNS[..=col("denied")];
     let mut totals = [0i64; COLUMNS.len()];
     let (mut stats_total, mut gap_total, mut pending) = (0i64, 0i64, 0usize);
     let mut rows = Vec::new();
@@ -314,10 +301,8 @@ async fn temperature(
     from: NaiveDate,
     to: NaiveDate,
 ) -> anyhow::Result<Form> {
-    let (start, end) = span(tz, from, to)?;
     let scope = Scope::Community(community.to_string());
-    let rollups = db.rollups(&scope, start, end).await?;
-    let stats = db.stats(&scope, start, end).await?;
+    let (rollups, stats, (start, end)) = read(db, &scope, tz, (from, to)).await?;
     let fevers = db.fevers(community, start, end).await?;
     let sum = |name: &str| rollups.iter().map(|r| r.counts[col(name)]).sum::<i64>();
     let rows = fevers
@@ -395,9 +380,7 @@ async fn summary(
     from: NaiveDate,
     to: NaiveDate,
 ) -> anyhow::Result<Form> {
-    let (start, end) = span(tz, from, to)?;
-    let rollups = db.rollups(scope, start, end).await?;
-    let stats = db.stats(scope, start, end).await?;
+    let (rollups, stats, _) = read(db, scope, tz, (from, to)).await?;
     // One row per community of a street, per street of a district.
     let unit = |community: &str, street: &str| match scope {
         Scope::District(_) => street.to_string(),

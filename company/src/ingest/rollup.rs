@@ -42,6 +42,20 @@ pub const COLUMNS: [&str; 16] = [
     "amended",
 ];
 
+/// The counters a gateway's `StatsBatch` counts too (entries, exits, vehicles, denials): what
+/// the forms reconcile.
+pub const COUNTED_BY_GATEWAY: [&str; 9] = [
+    "residents_in",
+    "residents_out",
+    "visitors_in",
+    "visitors_out",
+    "others_in",
+    "others_out",
+    "vehicles_in",
+    "vehicles_out",
+    "denied",
+];
+
 pub fn col(name: &str) -> usize {
     COLUMNS.iter().position(|c| *c == name).unwrap_or(0)
 }

@@ -7,7 +7,7 @@
 use anyhow::Context;
 use gatehouse_company::db::{Db, Scope, Table};
 use gatehouse_company::fleet::{self, Fleet};
-use gatehouse_company::ingest::rollup::{col, COLUMNS};
+use gatehouse_company::ingest::rollup::{col, COUNTED_BY_GATEWAY};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -163,19 +163,10 @@ pub async fn ingest(o: IngestBenchOptions) -> anyhow::Result<IngestBenchReport> 
         .await?
         .iter()
         .map(|r| {
-            COLUMNS
+            // Every passage falls in exactly one of these (not acted on counted apart).
+            COUNTED_BY_GATEWAY
                 .iter()
-                .filter(|c| {
-                    ![
-                        "visitor_vehicles_in",
-                        "visitor_vehicles_out",
-                        "screened",
-                        "fevers",
-                        "counted_fevers",
-                        "amended",
-                    ]
-                    .contains(c)
-                })
+                .chain(&["not_actuated"])
                 .map(|c| r.counts[col(c)])
                 .sum::<i64>()
         })
