@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod db;
 pub mod fleet;
 pub mod forms;

@@ -1,8 +1,8 @@
 //! The command line of the records side: `ingest` (the long-running service), `form` (any form
 //! for a community, street or district, a day or a range, to XLSX, CSV or the terminal),
 //! `migrate` (apply, or roll back one step) and `forget` (delete temperatures).
-use crate::cli::BrokerArgs;
 use crate::config::{self, Config};
+use crate::connect::BrokerArgs;
 use crate::db::{Db, Scope};
 use crate::forms::{self, export};
 use crate::ingest::{self, Counters, Settings};
