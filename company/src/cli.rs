@@ -49,6 +49,11 @@ pub enum Cmd {
     Forget(crate::records_cli::ForgetArgs),
     /// Check the ingest service's configuration file: every problem by its key (exit 78).
     CheckConfig { file: PathBuf },
+    /// Serve the web pages: the forms for each community, street and district, the fleet and
+    /// its alarms for the company.
+    Serve(Box<crate::web::users::ServeArgs>),
+    /// Add, disable, enable, reset and list the pages' users; read the audit trail.
+    User(crate::web::users::UserArgs),
 }
 
 impl Cli {
@@ -87,6 +92,15 @@ impl Cli {
             Cmd::Migrate(args) => crate::records_cli::migrate(args).await?,
             Cmd::Forget(args) => crate::records_cli::forget(args).await?,
             Cmd::CheckConfig { file } => crate::records_cli::check_config(&file)?,
+            Cmd::Serve(args) => {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+                crate::web::users::serve(*args, stop_rx).await?;
+            }
+            Cmd::User(args) => crate::web::users::run(args).await?,
         }
         Ok(())
     }

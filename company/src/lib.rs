@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod lists;
 pub mod records_cli;
 pub mod tail;
+pub mod web;
 
 #[cfg(test)]
 mod tests;

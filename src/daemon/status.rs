@@ -53,5 +53,6 @@ pub fn source(
         changed: Arc::new(Notify::new()),
         boot: 0,
         seq: Arc::new(AtomicU64::new(0)),
+        period_ms: 0,
     }
 }

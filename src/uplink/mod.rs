@@ -160,8 +160,9 @@ impl Uplink {
         store: Store,
         committed: watch::Receiver<u64>,
         deletes: mpsc::Sender<Delete>,
-        status: StatusSource,
+        mut status: StatusSource,
     ) -> Result<Self, mqtt_client::TlsError> {
+        status.period_ms = cfg.status_interval.as_millis().min(u64::MAX as u128) as u64;
         let metrics = status.metrics.clone();
         let mut opts = mqtt_client::options(&cfg.url, &cfg.client_id, cfg.keep_alive);
         opts.set_clean_session(true);

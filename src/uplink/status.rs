@@ -31,6 +31,9 @@ pub struct StatusSource {
     /// connection in the high 32 bits, the statuses made on it in the low ones.
     pub boot: u64,
     pub seq: Arc<AtomicU64>,
+    /// How often a status goes up, ms (the uplink sets it): the company flags a status older
+    /// than that as stale.
+    pub period_ms: u64,
 }
 
 /// The low 32 bits of `seq`, all ones: a will, last of its connection.
@@ -98,6 +101,7 @@ impl StatusSource {
             gateway_time_ms: self.clock.now(),
             clock_unsynced: !self.clock.trusted(),
             clock_jumps: self.clock.jumps.load(Ordering::Relaxed),
+            status_period_ms: self.period_ms,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Clients: `tokio-postgres` (async, pipelined, arrays for multi-row upserts in one round trip,
 //! no macros or compile-time database) and `rusqlite` (SQLite compiled in, synchronous: it runs
 //! on a blocking thread). One SQL dialect each, written out, instead of a query builder.
+pub mod generic;
 pub mod postgres;
 pub mod sqlite;
 
@@ -193,6 +194,21 @@ pub struct StatusRow {
     pub online: bool,
     pub outbox_depth: i64,
 }
+
+/// An order seen issued: kept once; if its result came first, the order fills in its row.
+pub const ORDER_ISSUED_SQL: &str =
+    "INSERT INTO orders (gw, command_id, kind, issued_ms, expires_ms,
+        applied, refused, detail, result_ms)
+     VALUES ($1, $2, $3, $4, $5, NULL, '', '', NULL)
+     ON CONFLICT (gw, command_id) DO UPDATE SET kind = excluded.kind,
+        issued_ms = excluded.issued_ms, expires_ms = excluded.expires_ms";
+/// An order's result: the gateway answers each id once, so the newest answer is the answer.
+pub const ORDER_RESULT_SQL: &str =
+    "INSERT INTO orders (gw, command_id, kind, issued_ms, expires_ms,
+        applied, refused, detail, result_ms)
+     VALUES ($1, $2, '', 0, 0, $3, $4, $5, $6)
+     ON CONFLICT (gw, command_id) DO UPDATE SET applied = excluded.applied,
+        refused = excluded.refused, detail = excluded.detail, result_ms = excluded.result_ms";
 
 /// The database, either kind.
 pub enum Db {

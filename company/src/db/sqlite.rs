@@ -5,7 +5,8 @@ use super::{
     denial_total, rollup_sql, AlarmListRow, Applied, Batch, DenialRow, FeverRow, GatewayRow,
     Migration, PassageRow, Retention, RollupRow, Scope, StatsRow, StatusRow, Table, Which,
 };
-use crate::ingest::decode::Row;
+use super::{generic, ORDER_ISSUED_SQL, ORDER_RESULT_SQL};
+use crate::ingest::decode::{OrderSeen, Row};
 use crate::ingest::rollup::{self, COLUMNS};
 use anyhow::Context;
 use chrono_tz::Tz;
@@ -13,12 +14,20 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_records",
-    up: include_str!("../../migrations/sqlite/0001_records.up.sql"),
-    down: include_str!("../../migrations/sqlite/0001_records.down.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_records",
+        up: include_str!("../../migrations/sqlite/0001_records.up.sql"),
+        down: include_str!("../../migrations/sqlite/0001_records.down.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_web",
+        up: include_str!("../../migrations/sqlite/0002_web.up.sql"),
+        down: include_str!("../../migrations/sqlite/0002_web.down.sql"),
+    },
+];
 
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
@@ -46,7 +55,7 @@ impl Sqlite {
     }
 
     /// Runs `f` on the connection, on a blocking thread.
-    async fn with<T: Send + 'static>(
+    pub(super) async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
@@ -431,8 +440,9 @@ fn apply(
              ON CONFLICT DO NOTHING",
         )?;
         let mut alarm = tx.prepare_cached(
-            "INSERT INTO alarms (gw, seq, at_ms, community, lane, device, kind, detail, subject_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+            "INSERT INTO alarms (gw, seq, at_ms, community, lane, device, kind, detail, subject_id,
+                received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
         )?;
         let mut stats = tx.prepare_cached(
             "INSERT INTO stats (gw, stats_seq, lane, start_ms, end_ms, community, street, district,
@@ -442,14 +452,19 @@ fn apply(
         )?;
         let mut status = tx.prepare_cached(
             "INSERT INTO gateway_status (gw, boot, seq, online, mode, version, outbox_depth,
-                gateway_time_ms, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                gateway_time_ms, received_ms, registry_version, clock_unsynced, store_degraded,
+                period_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (gw) DO UPDATE SET boot = excluded.boot, seq = excluded.seq,
                 online = excluded.online, mode = excluded.mode, version = excluded.version,
                 outbox_depth = excluded.outbox_depth, gateway_time_ms = excluded.gateway_time_ms,
-                received_ms = excluded.received_ms
+                received_ms = excluded.received_ms, registry_version = excluded.registry_version,
+                clock_unsynced = excluded.clock_unsynced, store_degraded = excluded.store_degraded,
+                period_ms = excluded.period_ms
              WHERE (excluded.boot, excluded.seq) > (gateway_status.boot, gateway_status.seq)",
         )?;
+        let mut order_issued = tx.prepare_cached(&generic::sqlite_sql(ORDER_ISSUED_SQL))?;
+        let mut order_result = tx.prepare_cached(&generic::sqlite_sql(ORDER_RESULT_SQL))?;
         let mut twin = tx.prepare_cached(
             "INSERT INTO twins (gw, device, lane, online, arm, fault_code, last_seen_ms,
                 gateway_time_ms)
@@ -468,6 +483,7 @@ fn apply(
                 Row::Stats(s) => &s.gw,
                 Row::Status(s) => &s.gw,
                 Row::Twin(t) => &t.gw,
+                Row::Order(o) => &o.gw,
             };
             if seen_gw != Some(gw.path.as_str()) {
                 gateway.execute(params![gw.path, gw.district, gw.street, gw.community])?;
@@ -516,7 +532,8 @@ fn apply(
                     a.device,
                     a.kind,
                     a.detail,
-                    a.subject_id
+                    a.subject_id,
+                    received_ms
                 ])?,
                 Row::Stats(s) => stats.execute(params![
                     s.gw.path,
@@ -545,7 +562,11 @@ fn apply(
                         s.version,
                         s.outbox_depth,
                         s.gateway_time_ms,
-                        received_ms
+                        received_ms,
+                        s.registry_version,
+                        s.clock_unsynced,
+                        s.store_degraded,
+                        s.period_ms
                     ])?;
                     continue;
                 }
@@ -560,6 +581,35 @@ fn apply(
                         t.last_seen_ms,
                         t.gateway_time_ms
                     ])?;
+                    continue;
+                }
+                Row::Order(o) => {
+                    match &o.what {
+                        OrderSeen::Issued {
+                            kind,
+                            issued_ms,
+                            expires_ms,
+                        } => order_issued.execute(params![
+                            o.gw.path,
+                            o.command_id,
+                            kind,
+                            issued_ms,
+                            expires_ms
+                        ])?,
+                        OrderSeen::Result {
+                            applied,
+                            refused,
+                            detail,
+                            gateway_time_ms,
+                        } => order_result.execute(params![
+                            o.gw.path,
+                            o.command_id,
+                            applied,
+                            refused,
+                            detail,
+                            gateway_time_ms
+                        ])?,
+                    };
                     continue;
                 }
             };

@@ -45,7 +45,9 @@ fn plain(c: &Cell) -> String {
 
 pub fn write(form: &Form, format: Format, path: &Path) -> anyhow::Result<()> {
     match format {
-        Format::Xlsx => xlsx(form, path),
+        Format::Xlsx => {
+            std::fs::write(path, xlsx(form)?).with_context(|| path.display().to_string())
+        }
         Format::Csv => std::fs::write(path, csv(form)).with_context(|| path.display().to_string()),
         Format::Text => {
             std::fs::write(path, text(form)).with_context(|| path.display().to_string())
@@ -114,7 +116,8 @@ pub fn text(form: &Form) -> String {
     out
 }
 
-fn xlsx(form: &Form, path: &Path) -> anyhow::Result<()> {
+/// The form as an XLSX file's bytes.
+pub fn xlsx(form: &Form) -> anyhow::Result<Vec<u8>> {
     use rust_xlsxwriter::{Format as Style, Workbook};
     let mut book = Workbook::new();
     let sheet = book.add_worksheet();
@@ -143,7 +146,5 @@ fn xlsx(form: &Form, path: &Path) -> anyhow::Result<()> {
     for (i, n) in form.notes.iter().enumerate() {
         sheet.write_string(after + i as u32, 0, n)?;
     }
-    book.save(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    book.save_to_buffer().context("writing the XLSX")
 }

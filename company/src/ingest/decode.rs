@@ -132,6 +132,11 @@ pub struct StatusRow {
     pub version: String,
     pub outbox_depth: i64,
     pub gateway_time_ms: i64,
+    pub registry_version: i64,
+    pub clock_unsynced: bool,
+    pub store_degraded: bool,
+    /// How often the gateway sends its status, ms (0: a gateway before the field).
+    pub period_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +151,29 @@ pub struct TwinRow {
     pub gateway_time_ms: i64,
 }
 
+/// An order seen on a gateway's `cmd` topic, or its result from `cmd/result`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRow {
+    pub gw: Arc<Gw>,
+    pub command_id: String,
+    pub what: OrderSeen,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderSeen {
+    Issued {
+        kind: String,
+        issued_ms: i64,
+        expires_ms: i64,
+    },
+    Result {
+        applied: bool,
+        refused: String,
+        detail: String,
+        gateway_time_ms: i64,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Row {
     Passage(Passage),
@@ -154,6 +182,7 @@ pub enum Row {
     Stats(StatsRow),
     Status(StatusRow),
     Twin(TwinRow),
+    Order(OrderRow),
 }
 
 #[derive(Debug, PartialEq)]
@@ -200,8 +229,12 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
                 online: s.state() == v1::GatewayState::Online,
                 mode: s.mode,
                 version: s.version,
-                outbox_depth: s.outbox_depth as i64,
+                outbox_depth: s.outbox_depth.min(i64::MAX as u64) as i64,
                 gateway_time_ms: s.gateway_time_ms,
+                registry_version: s.registry_version.min(i64::MAX as u64) as i64,
+                clock_unsynced: s.clock_unsynced,
+                store_degraded: s.store_degraded,
+                period_ms: s.status_period_ms.min(i64::MAX as u64) as i64,
             })]),
             Err(e) => bad("not a Status", e),
         },
@@ -218,8 +251,57 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
             })]),
             Err(e) => bad("not a DeviceTwin", e),
         },
-        Channel::Cmd | Channel::CmdResult => Decoded::Skipped,
+        Channel::Cmd => match v1::SignedCommand::decode(payload)
+            .and_then(|s| v1::Command::decode(s.command.as_slice()))
+        {
+            Ok(c) => match order_kind(&c) {
+                Some(kind) => Decoded::Rows(vec![Row::Order(OrderRow {
+                    gw,
+                    command_id: c.id,
+                    what: OrderSeen::Issued {
+                        kind,
+                        issued_ms: c.issued_at_ms,
+                        expires_ms: c.expires_at_ms,
+                    },
+                })]),
+                None => Decoded::Skipped,
+            },
+            Err(e) => bad("not a SignedCommand", e),
+        },
+        Channel::CmdResult => match v1::CommandResult::decode(payload) {
+            // The answer to an order too broken to have an id: nothing to show it against.
+            Ok(r) if r.command_id.is_empty() => Decoded::Skipped,
+            Ok(r) => Decoded::Rows(vec![Row::Order(OrderRow {
+                gw,
+                command_id: r.command_id,
+                what: OrderSeen::Result {
+                    applied: r.applied,
+                    refused: r.refused,
+                    detail: r.detail,
+                    gateway_time_ms: r.gateway_time_ms,
+                },
+            })]),
+            Err(e) => bad("not a CommandResult", e),
+        },
     }
+}
+
+/// What an order does, as the operator's page names it; a snapshot's chunks after the first
+/// are not orders of their own (none).
+fn order_kind(c: &v1::Command) -> Option<String> {
+    use v1::command::Payload;
+    Some(match c.payload.as_ref()? {
+        Payload::SetMode(m) => format!("set_mode {}", m.mode),
+        Payload::RemoteOpen(o) => format!("remote_open {}", o.lane),
+        Payload::Ping(_) => "ping".into(),
+        Payload::RegistrySnapshot(_) => "registry_snapshot".into(),
+        Payload::RegistryDelta(_) => "registry_delta".into(),
+        Payload::SetThreshold(_) => "set_threshold".into(),
+        Payload::SnapshotChunk(k) if k.index == 0 => {
+            format!("registry_snapshot ({} chunks)", k.count)
+        }
+        Payload::SnapshotChunk(_) => return None,
+    })
 }
 
 fn event(gw: &Arc<Gw>, e: v1::Event) -> Vec<Row> {

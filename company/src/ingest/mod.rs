@@ -29,7 +29,16 @@ use tokio::sync::{mpsc, watch};
 const MQTT_MAX_PACKET: usize = 268_435_460;
 
 /// The channels the ingest keeps, below each gateway's path.
-pub const CHANNELS: [&str; 5] = ["events", "alarms", "stats", "status", "twin/+"];
+pub const CHANNELS: [&str; 7] = [
+    "events",
+    "alarms",
+    "stats",
+    "status",
+    "twin/+",
+    // Orders to one gateway and what became of them: the operator's page.
+    "cmd",
+    "cmd/result",
+];
 
 /// The shared-subscription filters of `group`.
 pub fn filters(group: &str) -> Vec<String> {
@@ -82,7 +91,7 @@ impl Counters {
 }
 
 /// Logged at the 1st, 10th, 100th… time.
-fn worth_logging(n: u64) -> bool {
+pub(crate) fn worth_logging(n: u64) -> bool {
     n > 0 && 10u64.pow(n.ilog10()) == n
 }
 

@@ -427,6 +427,12 @@ async fn retention_and_forgetting(db: &Db) {
 
 /// The newest migration rolls back one step, and comes back at the next start.
 async fn rollback(db: Db, url: &str) {
+    assert_eq!(db.rollback_one().await.unwrap(), Some(2));
+    assert!(db
+        .query("SELECT count(*) FROM users", vec![])
+        .await
+        .is_err());
+    assert!(db.count(Table::Passages).await.is_ok());
     assert_eq!(db.rollback_one().await.unwrap(), Some(1));
     assert!(db.count(Table::Passages).await.is_err());
     drop(db);

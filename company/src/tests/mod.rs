@@ -5,6 +5,7 @@
 mod conformance;
 mod ingest;
 pub mod pg;
+mod web;
 
 use gatehouse_contract::proto::v1;
 use prost::Message;

@@ -242,6 +242,7 @@ async fn drain(store: &gatehouse::store::Store, n: u64, replay_rate: u64) -> any
             clock: std::sync::Arc::new(gatehouse::clock::ClockWatch::new(true)),
             boot: w.generation,
             seq: Default::default(),
+            period_ms: 0,
         },
     )?;
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel();

@@ -19,12 +19,20 @@ use tokio_postgres::{Client, NoTls};
 
 mod write;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_records",
-    up: include_str!("../../../migrations/postgres/0001_records.up.sql"),
-    down: include_str!("../../../migrations/postgres/0001_records.down.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_records",
+        up: include_str!("../../../migrations/postgres/0001_records.up.sql"),
+        down: include_str!("../../../migrations/postgres/0001_records.down.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_web",
+        up: include_str!("../../../migrations/postgres/0002_web.up.sql"),
+        down: include_str!("../../../migrations/postgres/0002_web.down.sql"),
+    },
+];
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -82,6 +90,16 @@ impl Postgres {
             *slot = Some(client);
         }
         slot.as_mut().context("no PostgreSQL client")
+    }
+
+    /// The client, held (the queries written once for both databases: `db::generic`).
+    pub(in crate::db) async fn client(
+        &self,
+    ) -> anyhow::Result<tokio::sync::MappedMutexGuard<'_, Client>> {
+        let mut guard = self.client.lock().await;
+        self.connected(&mut guard).await?;
+        tokio::sync::MutexGuard::try_map(guard, |c| c.as_mut())
+            .map_err(|_| anyhow::anyhow!("no PostgreSQL client"))
     }
 
     pub async fn apply(&self, batch: &Batch) -> anyhow::Result<Applied> {

@@ -1,8 +1,8 @@
 //! One batch's transaction in PostgreSQL: every table's rows in as arrays (`UNNEST`), in key
 //! order, the new ones back (`RETURNING`), their rollups added in one upsert, the quarantine.
 use super::Param;
-use crate::db::{rollup_sql, Applied, Batch};
-use crate::ingest::decode::Row;
+use crate::db::{rollup_sql, Applied, Batch, ORDER_ISSUED_SQL, ORDER_RESULT_SQL};
+use crate::ingest::decode::{OrderSeen, Row};
 use crate::ingest::rollup::{self, COLUMNS};
 use chrono_tz::Tz;
 use std::collections::{BTreeSet, HashSet};
@@ -17,6 +17,7 @@ fn row_key(r: &Row) -> (u8, &str, i64) {
         Row::Stats(s) => (3, &s.gw.path, s.stats_seq),
         Row::Status(s) => (4, &s.gw.path, s.seq),
         Row::Twin(t) => (5, &t.gw.path, t.gateway_time_ms),
+        Row::Order(o) => (6, &o.gw.path, 0),
     }
 }
 
@@ -63,7 +64,7 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
     // bool: fever, device_disagrees, lone; float: celsius, threshold.
     let mut temps = Cols::new(6, 2, 3, 2);
     // text: gw, community, lane, device, kind, detail, subject_id; int: seq, at_ms.
-    let mut alarms = Cols::new(7, 2, 0, 0);
+    let mut alarms = Cols::new(7, 3, 0, 0);
     // text: gw, lane, community, street, district, denials; int: stats_seq, start_ms, end_ms,
     // entries, exits, vehicles_in, vehicles_out, fevers, inside.
     let mut stats = Cols::new(6, 9, 0, 0);
@@ -144,6 +145,7 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
                 }
                 alarms.int[0].push(a.seq);
                 alarms.int[1].push(a.at_ms);
+                alarms.int[2].push(batch.received_ms);
             }
             Row::Stats(s) => {
                 for (i, v) in [
@@ -176,7 +178,7 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
                     stats.int[i].push(v);
                 }
             }
-            Row::Status(_) | Row::Twin(_) => {}
+            Row::Status(_) | Row::Twin(_) | Row::Order(_) => {}
         }
         let gw = match row {
             Row::Passage(p) => &p.gw,
@@ -185,6 +187,7 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
             Row::Stats(s) => &s.gw,
             Row::Status(s) => &s.gw,
             Row::Twin(t) => &t.gw,
+            Row::Order(o) => &o.gw,
         };
         // One look-up per row, not a scan of the gateways seen.
         if seen.insert(gw.path.as_str()) {
@@ -253,9 +256,9 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
         let n = tx
             .execute(
                 "INSERT INTO alarms (gw, community, lane, device, kind, detail, subject_id, seq,
-                    at_ms)
+                    at_ms, received_ms)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                    $6::text[], $7::text[], $8::bigint[], $9::bigint[])
+                    $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[])
                  ON CONFLICT DO NOTHING",
                 &alarms.params(),
             )
@@ -283,13 +286,17 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
             Row::Status(s) => {
                 tx.execute(
                     "INSERT INTO gateway_status (gw, boot, seq, online, mode, version,
-                        outbox_depth, gateway_time_ms, received_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                        outbox_depth, gateway_time_ms, received_ms, registry_version,
+                        clock_unsynced, store_degraded, period_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                      ON CONFLICT (gw) DO UPDATE SET boot = excluded.boot, seq = excluded.seq,
                         online = excluded.online, mode = excluded.mode,
                         version = excluded.version, outbox_depth = excluded.outbox_depth,
                         gateway_time_ms = excluded.gateway_time_ms,
-                        received_ms = excluded.received_ms
+                        received_ms = excluded.received_ms,
+                        registry_version = excluded.registry_version,
+                        clock_unsynced = excluded.clock_unsynced,
+                        store_degraded = excluded.store_degraded, period_ms = excluded.period_ms
                      WHERE (excluded.boot, excluded.seq)
                          > (gateway_status.boot, gateway_status.seq)",
                     &[
@@ -302,6 +309,10 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
                         &s.outbox_depth,
                         &s.gateway_time_ms,
                         &received_ms,
+                        &s.registry_version,
+                        &s.clock_unsynced,
+                        &s.store_degraded,
+                        &s.period_ms,
                     ],
                 )
                 .await?;
@@ -328,6 +339,40 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
                     ],
                 )
                 .await?;
+            }
+            Row::Order(o) => {
+                match &o.what {
+                    OrderSeen::Issued {
+                        kind,
+                        issued_ms,
+                        expires_ms,
+                    } => {
+                        tx.execute(
+                            ORDER_ISSUED_SQL,
+                            &[&o.gw.path, &o.command_id, kind, issued_ms, expires_ms],
+                        )
+                        .await?
+                    }
+                    OrderSeen::Result {
+                        applied,
+                        refused,
+                        detail,
+                        gateway_time_ms,
+                    } => {
+                        tx.execute(
+                            ORDER_RESULT_SQL,
+                            &[
+                                &o.gw.path,
+                                &o.command_id,
+                                applied,
+                                refused,
+                                detail,
+                                gateway_time_ms,
+                            ],
+                        )
+                        .await?
+                    }
+                };
             }
             _ => {}
         }

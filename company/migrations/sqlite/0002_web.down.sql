@@ -1,0 +1,14 @@
+ALTER TABLE gateway_status DROP COLUMN period_ms;
+ALTER TABLE gateway_status DROP COLUMN store_degraded;
+ALTER TABLE gateway_status DROP COLUMN clock_unsynced;
+ALTER TABLE gateway_status DROP COLUMN registry_version;
+DROP INDEX alarms_by_received;
+ALTER TABLE alarms DROP COLUMN received_ms;
+DROP TABLE notifications;
+DROP TABLE orders;
+DROP TABLE alarm_acks;
+DROP TABLE audit;
+DROP TABLE web_sessions;
+DROP TABLE users;
+DROP INDEX gateways_by_street;
+DROP INDEX gateways_by_community;

@@ -1,0 +1,813 @@
+//! The web pages as an attacker tries them: every route of `web::ROUTES` asked by each role for
+//! places inside and outside its scope, without a session, without the CSRF token; device
+//! strings carrying markup and formulas; logins guessed; and the pages' queries on both
+//! databases.
+use super::pg::Pg;
+use super::*;
+use crate::db::{Batch, Db, Quarantined};
+use crate::ingest::decode::{decode, Decoded};
+use crate::web::auth::{self, Role};
+use crate::web::labels::Labels;
+use crate::web::{self, Access, App};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const TZ: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+
+/// A place: community, street, district.
+type Place = (&'static str, &'static str, &'static str);
+const A: Place = ("330106001001", "330106001", "330106");
+const B: Place = ("330106001002", "330106001", "330106");
+const C: Place = ("330106002001", "330106002", "330106");
+const D: Place = ("330107001001", "330107001", "330107");
+
+fn topic_of(p: Place, gw: &str, channel: &str) -> String {
+    format!("gh/v1/3301/{}/{}/{}/{gw}/{channel}", p.2, p.1, p.0)
+}
+
+/// Stores one message as the ingest would.
+pub async fn put(db: &Db, topic: &str, payload: &[u8], received_ms: i64) {
+    let mut b = Batch {
+        received_ms,
+        ..Default::default()
+    };
+    match decode(topic, payload) {
+        Decoded::Rows(rows) => b.rows = rows,
+        Decoded::Quarantine(error) => b.quarantine.push(Quarantined {
+            topic: topic.into(),
+            error,
+            payload: payload.to_vec(),
+        }),
+        Decoded::Skipped => {}
+    }
+    db.apply(&b).await.unwrap();
+}
+
+fn alarm(seq: u64, at_ms: i64, kind: v1::AlarmKind, device: &str, detail: &str) -> Vec<u8> {
+    v1::AlarmBatch {
+        alarms: vec![v1::Alarm {
+            seq,
+            gateway_time_ms: at_ms,
+            kind: kind as i32,
+            lane: "east".into(),
+            device: device.into(),
+            detail: detail.into(),
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn status(online: bool, seq: u64, period_ms: u64) -> Vec<u8> {
+    v1::Status {
+        gateway: "gw-1".into(),
+        state: if online {
+            v1::GatewayState::Online
+        } else {
+            v1::GatewayState::Offline
+        } as i32,
+        mode: "normal".into(),
+        registry_version: 42,
+        outbox_depth: 7,
+        boot: 1,
+        seq,
+        status_period_ms: period_ms,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Every place has a gateway with a day of records; `now` is when they arrived.
+async fn seed(db: &Db, now: i64) {
+    for (i, p) in [A, B, C, D].into_iter().enumerate() {
+        let evs: Vec<v1::Event> = (1..=5)
+            .map(|s| resident_in(s, now - 60_000 + s as i64))
+            .collect();
+        put(db, &topic_of(p, "gw-1", "events"), &events(evs), now).await;
+        put(
+            db,
+            &topic_of(p, "gw-1", "status"),
+            &status(true, 1, 60_000),
+            now,
+        )
+        .await;
+        put(
+            db,
+            &topic_of(p, "gw-1", "alarms"),
+            &alarm(
+                100 + i as u64,
+                now - 1000,
+                v1::AlarmKind::Fever,
+                "thermal-1",
+                "38.2",
+            ),
+            now,
+        )
+        .await;
+    }
+}
+
+struct Site {
+    router: axum::Router,
+    db: Db,
+    _dir: tempfile::TempDir,
+}
+
+/// A session cookie for a new user of `role` and `scope` (made directly: the login itself is
+/// tested on its own).
+async fn session_for(db: &Db, name: &str, role: Role, scope: &str) -> (String, String) {
+    crate::web::users::add(db, name, role, scope, "a long password 1")
+        .await
+        .unwrap();
+    let (token, csrf) = (format!("token-{name}"), format!("csrf-{name}"));
+    let now = auth::now_ms();
+    web::store::open_session(
+        db,
+        &auth::token_hash(&token),
+        name,
+        &csrf,
+        now,
+        now + 3_600_000,
+    )
+    .await
+    .unwrap();
+    (format!("gh_session={token}"), csrf)
+}
+
+async fn site() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("records.db").display());
+    let db = Db::open(&url, TZ).await.unwrap();
+    let pages = Db::open(&url, TZ).await.unwrap();
+    let app = Arc::new(App::new(vec![pages], TZ, Labels::builtin(), false).unwrap());
+    Site {
+        router: web::router(app),
+        db,
+        _dir: dir,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn ask(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<String>,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    if form.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    }
+    let mut req = req.body(Body::from(form.unwrap_or_default())).unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(SocketAddr::from((
+            [192, 0, 2, 7],
+            40000,
+        ))));
+    let r = router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = r.into_parts();
+    let body = axum::body::to_bytes(body, 16 << 20).await.unwrap().to_vec();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+fn fill(path: &str, p: Place) -> String {
+    path.replace(":community", p.0)
+        .replace(":street", p.1)
+        .replace(":district", p.2)
+        .replace(":kind", "entry")
+}
+
+/// Whether `role` with `scope` may see route access `access` at place `p`: the rule the test
+/// holds the code to, written apart from it.
+fn may(role: Role, scope: &str, access: Access, p: Place) -> bool {
+    let mine = |level: usize| {
+        let codes = [p.0, p.1, p.2];
+        codes[level] == scope
+    };
+    match (access, role) {
+        (Access::Public | Access::Signed, _) | (_, Role::Company) => true,
+        (Access::Company, _) => false,
+        (Access::Community, Role::Community) => mine(0),
+        (Access::Community, Role::Street) => mine(1),
+        (Access::Community, Role::District) => mine(2),
+        (Access::Street, Role::Street) => mine(1),
+        (Access::Street, Role::District) => mine(2),
+        (Access::District, Role::District) => mine(2),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn every_route_refuses_whoever_is_outside_its_scope() {
+    let s = site().await;
+    let now = auth::now_ms();
+    seed(&s.db, now).await;
+    let people = [
+        ("worker-a", Role::Community, A.0),
+        ("officer-s1", Role::Street, A.1),
+        ("district-d", Role::District, A.2),
+        ("operator", Role::Company, ""),
+    ];
+    let mut cookies = Vec::new();
+    for (name, role, scope) in people {
+        cookies.push((role, scope, session_for(&s.db, name, role, scope).await));
+    }
+    let mut asked = 0;
+    for r in web::ROUTES.iter().filter(|r| r.access != Access::Public) {
+        for p in [A, B, C, D] {
+            let path = fill(r.path, p);
+            // No session: only the login page.
+            let none = ask(
+                &s.router,
+                r.method,
+                &format!("{path}?format=csv"),
+                None,
+                None,
+            )
+            .await;
+            assert_eq!(
+                none.status,
+                StatusCode::SEE_OTHER,
+                "{} {path} without a session",
+                r.method
+            );
+            assert_eq!(none.headers[header::LOCATION], "/login");
+            for (role, scope, (cookie, csrf)) in &cookies {
+                let allowed = may(*role, scope, r.access, p);
+                let a = if r.method == "POST" {
+                    let form = format!("csrf={csrf}&gw=x&seq=1&at_ms=1");
+                    ask(&s.router, "POST", &path, Some(cookie), Some(form)).await
+                } else {
+                    ask(
+                        &s.router,
+                        "GET",
+                        &format!("{path}?format=csv"),
+                        Some(cookie),
+                        None,
+                    )
+                    .await
+                };
+                asked += 1;
+                if allowed {
+                    assert!(
+                        a.status == StatusCode::OK || a.status == StatusCode::SEE_OTHER,
+                        "{} {path} as {role:?} {scope}: {} {}",
+                        r.method,
+                        a.status,
+                        a.text()
+                    );
+                } else {
+                    assert_eq!(
+                        a.status,
+                        StatusCode::FORBIDDEN,
+                        "{} {path} as {role:?} {scope} must be refused",
+                        r.method
+                    );
+                }
+                // Logging out ends the session: sign in again for the next route.
+                if r.path == "/logout" && allowed {
+                    let name = people.iter().find(|x| x.1 == *role).unwrap().0;
+                    let token = format!("token-{name}");
+                    web::store::open_session(
+                        &s.db,
+                        &auth::token_hash(&token),
+                        name,
+                        csrf,
+                        now,
+                        now + 3_600_000,
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+    }
+    assert!(asked > 150, "{asked} requests");
+}
+
+#[tokio::test]
+async fn a_post_without_the_sessions_csrf_token_is_refused() {
+    let s = site().await;
+    let now = auth::now_ms();
+    seed(&s.db, now).await;
+    let (op, csrf) = session_for(&s.db, "operator", Role::Company, "").await;
+    let (_, other_csrf) = session_for(&s.db, "operator-2", Role::Company, "").await;
+    let alarms = web::store::alarms(&s.db, 0, 10).await.unwrap();
+    let a = &alarms[0];
+    let form = |token: &str| format!("csrf={token}&gw={}&seq={}&at_ms={}", a.gw, a.seq, a.at_ms);
+    for (token, why) in [
+        ("", "no token"),
+        (other_csrf.as_str(), "another session's token"),
+    ] {
+        let r = ask(
+            &s.router,
+            "POST",
+            "/fleet/alarms/ack",
+            Some(&op),
+            Some(form(token)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{why}");
+    }
+    let r = ask(
+        &s.router,
+        "POST",
+        "/logout",
+        Some(&op),
+        Some("csrf=".into()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(web::store::alarms(&s.db, 0, 10).await.unwrap()[0]
+        .acked
+        .is_none());
+    // With it: acknowledged once, audited, shown with who.
+    let r = ask(
+        &s.router,
+        "POST",
+        "/fleet/alarms/ack",
+        Some(&op),
+        Some(form(&csrf)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let again = ask(
+        &s.router,
+        "POST",
+        "/fleet/alarms/ack",
+        Some(&op),
+        Some(form(&csrf)),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    let acked: Vec<_> = web::store::alarms(&s.db, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.acked.is_some())
+        .collect();
+    assert_eq!(acked.len(), 1);
+    assert_eq!(acked[0].acked.as_ref().unwrap().0, "operator");
+    let trail = web::store::audit_trail(&s.db, 10).await.unwrap();
+    assert_eq!(
+        trail.iter().filter(|t| t.2 == "alarm_ack").count(),
+        1,
+        "{trail:?}"
+    );
+    let page = ask(&s.router, "GET", "/fleet/alarms", Some(&op), None)
+        .await
+        .text();
+    assert!(page.contains("operator (company)"), "{page}");
+}
+
+#[tokio::test]
+async fn logins_are_checked_limited_and_audited() {
+    let s = site().await;
+    crate::web::users::add(&s.db, "worker", Role::Community, A.0, "the right password")
+        .await
+        .unwrap();
+    let login_page = ask(&s.router, "GET", "/login", None, None).await;
+    let set = login_page.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let pre = set.split(';').next().unwrap().to_string();
+    let token = pre.split('=').nth(1).unwrap().to_string();
+    let try_login =
+        |password: &str, csrf: &str| format!("name=worker&password={password}&csrf={csrf}");
+    // Without the login form's own token: refused before anything is checked.
+    let r = ask(
+        &s.router,
+        "POST",
+        "/login",
+        None,
+        Some(try_login("the+right+password", &token)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The right password: a session cookie, HttpOnly and SameSite=Strict, and the home page.
+    let r = ask(
+        &s.router,
+        "POST",
+        "/login",
+        Some(&pre),
+        Some(try_login("the+right+password", &token)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let cookie = r.headers[header::SET_COOKIE].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("gh_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+    );
+    assert!(!cookie.contains("Secure"), "plain HTTP: no Secure flag");
+    let session = cookie.split(';').next().unwrap().to_string();
+    let home = ask(&s.router, "GET", "/", Some(&session), None).await;
+    assert_eq!(home.headers[header::LOCATION], format!("/c/{}", A.0));
+    // Five wrong guesses, then even the right password is refused for a while.
+    for _ in 0..5 {
+        let r = ask(
+            &s.router,
+            "POST",
+            "/login",
+            Some(&pre),
+            Some(try_login("guess", &token)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = ask(
+        &s.router,
+        "POST",
+        "/login",
+        Some(&pre),
+        Some(try_login("the+right+password", &token)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let trail = web::store::audit_trail(&s.db, 20).await.unwrap();
+    assert_eq!(trail.iter().filter(|t| t.2 == "login_failed").count(), 5);
+    assert_eq!(trail.iter().filter(|t| t.2 == "login_limited").count(), 1);
+    assert_eq!(trail.iter().filter(|t| t.2 == "login").count(), 1);
+    // Disabled: the open session ends at once.
+    web::store::set_disabled(&s.db, "worker", true)
+        .await
+        .unwrap();
+    let r = ask(
+        &s.router,
+        "GET",
+        &format!("/c/{}", A.0),
+        Some(&session),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn device_strings_render_inert_in_pages_and_exports() {
+    let s = site().await;
+    let now = auth::now_ms();
+    let script = "<script>alert(1)</script>";
+    let formula = "=HYPERLINK(\"http://evil.example/\",\"click\")";
+    // A plate and a device name from a hostile LAN: a vehicle passage and an alarm.
+    let mut e = passage(
+        1,
+        now - 5000,
+        v1::SubjectKind::Resident,
+        formula,
+        "H1",
+        true,
+        "ok",
+    );
+    e.device = script.into();
+    e.lane = script.into();
+    if let Some(v1::event::Body::Passage(p)) = &mut e.body {
+        p.medium = v1::Medium::Plate as i32;
+        p.temperature_c = None;
+    }
+    put(&s.db, &topic_of(A, "gw-1", "events"), &events(vec![e]), now).await;
+    put(
+        &s.db,
+        &topic_of(A, "gw-1", "alarms"),
+        &alarm(
+            1,
+            now - 4000,
+            v1::AlarmKind::DeviceMisbehaving,
+            script,
+            formula,
+        ),
+        now,
+    )
+    .await;
+    put(
+        &s.db,
+        &topic_of(A, "gw-1", "status"),
+        &status(true, 1, 60_000),
+        now,
+    )
+    .await;
+    let (op, _) = session_for(&s.db, "operator", Role::Company, "").await;
+    let (worker, _) = session_for(&s.db, "worker", Role::Community, A.0).await;
+    let mut pages = vec![
+        ask(&s.router, "GET", "/fleet/alarms", Some(&op), None).await,
+        ask(&s.router, "GET", "/fleet", Some(&op), None).await,
+    ];
+    for kind in ["vehicle", "entry", "health"] {
+        pages.push(
+            ask(
+                &s.router,
+                "GET",
+                &format!("/c/{}/forms/{kind}", A.0),
+                Some(&worker),
+                None,
+            )
+            .await,
+        );
+    }
+    for p in &pages {
+        assert_eq!(p.status, StatusCode::OK);
+        let t = p.text();
+        assert!(!t.contains("<script"), "{t}");
+        let csp = p.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && !csp.contains("script-src"),
+            "{csp}"
+        );
+    }
+    assert!(
+        pages[0].text().contains("&lt;script&gt;"),
+        "the alarm's device is shown, as text"
+    );
+    let vehicles = pages[2].text();
+    assert!(
+        vehicles.contains("=HYPERLINK"),
+        "the plate is shown as it is on the page"
+    );
+    // In the exports the formula is text: a leading apostrophe, never evaluated.
+    let csv = ask(
+        &s.router,
+        "GET",
+        &format!("/c/{}/forms/vehicle/export?format=csv", A.0),
+        Some(&worker),
+        None,
+    )
+    .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    let csv = csv.text();
+    assert!(csv.contains("'=HYPERLINK"), "{csv}");
+    assert!(
+        !csv.contains(",=HYPERLINK") && !csv.contains(",\"=HYPERLINK"),
+        "{csv}"
+    );
+    let xlsx = ask(
+        &s.router,
+        "GET",
+        &format!("/c/{}/forms/vehicle/export?format=xlsx", A.0),
+        Some(&worker),
+        None,
+    )
+    .await;
+    assert_eq!(xlsx.status, StatusCode::OK);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.xlsx");
+    std::fs::write(&path, &xlsx.body).unwrap();
+    use calamine::Reader;
+    let mut book: calamine::Xlsx<_> = calamine::open_workbook(&path).unwrap();
+    let sheet = book.worksheet_range_at(0).unwrap().unwrap();
+    let cells: Vec<String> = sheet.cells().map(|(_, _, c)| c.to_string()).collect();
+    assert!(
+        cells.iter().any(|c| c.starts_with("'=HYPERLINK")),
+        "{cells:?}"
+    );
+    assert!(!cells.iter().any(|c| c.starts_with("=HYPERLINK")));
+    let formulas = book
+        .worksheet_formula(&book.sheet_names()[0].clone())
+        .unwrap();
+    assert!(
+        formulas.cells().all(|(_, _, f)| f.is_empty()),
+        "no formula in the export"
+    );
+    // Every export is audited: who, what.
+    let trail = web::store::audit_trail(&s.db, 10).await.unwrap();
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|t| t.1 == "worker" && t.2 == "export")
+            .count(),
+        2,
+        "{trail:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_gateway_shows_stale_and_a_will_shows_offline() {
+    let s = site().await;
+    let now = auth::now_ms();
+    put(
+        &s.db,
+        &topic_of(A, "gw-1", "status"),
+        &status(true, 1, 30_000),
+        now - 10 * 60_000,
+    )
+    .await;
+    put(
+        &s.db,
+        &topic_of(B, "gw-1", "status"),
+        &status(true, 1, 30_000),
+        now,
+    )
+    .await;
+    put(
+        &s.db,
+        &topic_of(C, "gw-1", "status"),
+        &status(false, u32::MAX as u64, 30_000),
+        now,
+    )
+    .await;
+    let (op, _) = session_for(&s.db, "operator", Role::Company, "").await;
+    let page = ask(&s.router, "GET", "/fleet", Some(&op), None)
+        .await
+        .text();
+    let row = |community: &str| {
+        page.split("<tr>")
+            .find(|r| r.contains(&format!(">{community}<")))
+            .unwrap_or_else(|| panic!("no row for {community}: {page}"))
+            .to_string()
+    };
+    assert!(row(A.0).contains("状态过期"), "{}", row(A.0));
+    assert!(row(B.0).contains("在线"), "{}", row(B.0));
+    assert!(row(C.0).contains("离线"), "{}", row(C.0));
+}
+
+/// The pages' queries, on SQLite and on a real PostgreSQL.
+#[tokio::test]
+async fn the_pages_queries_agree_on_both_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Db::open(&format!("sqlite:{}", dir.path().join("r.db").display()), TZ)
+        .await
+        .unwrap();
+    queries(&sqlite).await;
+    if let Some(pg) = Pg::start() {
+        queries(&Db::open(&pg.url, TZ).await.unwrap()).await;
+    }
+}
+
+async fn queries(db: &Db) {
+    use crate::web::store;
+    let now = auth::now_ms();
+    seed(db, now).await;
+    crate::web::users::add(db, "u", Role::Street, A.1, "a long password 1")
+        .await
+        .unwrap();
+    assert!(crate::web::users::add(db, "u", Role::Street, A.1, "x")
+        .await
+        .is_err());
+    let hash = auth::token_hash("t");
+    store::open_session(db, &hash, "u", "c", now, now + 1000)
+        .await
+        .unwrap();
+    let who = store::session(db, &hash, now).await.unwrap().unwrap();
+    assert_eq!(
+        (who.role, who.scope.as_str(), who.csrf.as_str()),
+        (Role::Street, A.1, "c")
+    );
+    assert!(
+        store::session(db, &hash, now + 2000)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    store::set_disabled(db, "u", true).await.unwrap();
+    assert!(
+        store::session(db, &hash, now).await.unwrap().is_none(),
+        "disabled"
+    );
+    assert_eq!(
+        store::community_parents(db, B.0).await.unwrap(),
+        Some((B.1.to_string(), B.2.to_string()))
+    );
+    assert_eq!(
+        store::street_district(db, C.1).await.unwrap().as_deref(),
+        Some(C.2)
+    );
+    let span = (now - 3_600_000 * 2, now + 3_600_000);
+    let t = store::totals(db, Role::Street, A.1, span).await.unwrap();
+    assert_eq!((t.entries, t.communities), (10, 2), "{t:?}");
+    let t = store::totals(db, Role::Community, A.0, span).await.unwrap();
+    assert_eq!(t.entries, 5);
+    let fleet = store::fleet(db, 0).await.unwrap();
+    assert_eq!(fleet.len(), 4);
+    let a = fleet.iter().find(|f| f.community == A.0).unwrap();
+    let st = a.status.as_ref().unwrap();
+    assert_eq!(
+        (st.registry_version, st.outbox_depth, st.period_ms),
+        (42, 7, 60_000)
+    );
+    assert_eq!(a.open_alarms, 1);
+    let alarms = store::alarms(db, 0, 10).await.unwrap();
+    let first = &alarms[0];
+    assert!(store::acknowledge(
+        db,
+        (&first.gw, first.seq, first.at_ms),
+        "op",
+        "company",
+        now
+    )
+    .await
+    .unwrap());
+    assert!(!store::acknowledge(
+        db,
+        (&first.gw, first.seq, first.at_ms),
+        "op2",
+        "gateway",
+        now
+    )
+    .await
+    .unwrap());
+    assert!(
+        !store::acknowledge(db, ("no/such", 1, 1), "op", "company", now)
+            .await
+            .unwrap()
+    );
+    let open: i64 = store::fleet(db, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.open_alarms)
+        .sum();
+    assert_eq!(open, 3);
+    // An order seen on a gateway's `cmd` topic and its result from `cmd/result`, in either
+    // order.
+    let order = |id: &str| {
+        let c = v1::Command {
+            id: id.into(),
+            issued_at_ms: now,
+            expires_at_ms: now + 60_000,
+            payload: Some(v1::command::Payload::SetMode(v1::SetMode {
+                mode: "lockdown".into(),
+            })),
+            ..Default::default()
+        };
+        v1::SignedCommand {
+            command: c.encode_to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let result = |id: &str, applied: bool| {
+        v1::CommandResult {
+            command_id: id.into(),
+            applied,
+            refused: if applied { "" } else { "fire_mode" }.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    put(db, &topic_of(A, "gw-1", "cmd"), &order("o-1"), now).await;
+    put(
+        db,
+        &topic_of(A, "gw-1", "cmd/result"),
+        &result("o-1", true),
+        now,
+    )
+    .await;
+    put(
+        db,
+        &topic_of(A, "gw-1", "cmd/result"),
+        &result("o-2", false),
+        now,
+    )
+    .await;
+    put(db, &topic_of(A, "gw-1", "cmd"), &order("o-2"), now).await;
+    put(db, &topic_of(A, "gw-1", "cmd"), &order("o-3"), now).await;
+    let mut orders = store::orders(db, 10).await.unwrap();
+    orders.sort_by(|a, b| a.command_id.cmp(&b.command_id));
+    let seen: Vec<_> = orders
+        .iter()
+        .map(|o| {
+            (
+                o.command_id.as_str(),
+                o.kind.as_str(),
+                o.applied,
+                o.refused.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("o-1", "set_mode lockdown", Some(true), ""),
+            ("o-2", "set_mode lockdown", Some(false), "fire_mode"),
+            ("o-3", "set_mode lockdown", None, ""),
+        ]
+    );
+}

@@ -1,0 +1,303 @@
+//! The company service's web pages, served by the same binary (`gatehouse-company serve`): each
+//! person sees their own level — a community worker their community's forms beside the street's
+//! figures, a street officer or a district their communities side by side, the company's
+//! operator the fleet, its alarms and its orders.
+//!
+//! `ROUTES` is the one list of what is served and who may ask for it; the router is built from
+//! it, and the tests walk it to ask every route as someone who must be refused. Pages are
+//! rendered on the server (maud: escaped at compile time), charts are inline SVG, there is no
+//! JavaScript.
+pub mod auth;
+mod chart;
+pub mod fleet;
+pub mod labels;
+mod layout;
+pub mod notify;
+mod pages;
+pub mod store;
+pub mod users;
+
+use crate::db::Db;
+use auth::{Limiter, Who};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
+use chrono_tz::Tz;
+use labels::Labels;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Who may ask for a route: anyone, anyone signed in, or someone whose scope holds the place
+/// the path names (`:community`, `:street`, `:district`), or the company alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Signed,
+    Community,
+    Street,
+    District,
+    Company,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+    }
+}
+
+/// Everything served. A POST needs the session's CSRF token (the login form its own).
+pub const ROUTES: &[Route] = &[
+    route("GET", "/login", Access::Public),
+    route("POST", "/login", Access::Public),
+    route("POST", "/logout", Access::Signed),
+    route("GET", "/", Access::Signed),
+    route("GET", "/c/:community", Access::Community),
+    route("GET", "/c/:community/forms/:kind", Access::Community),
+    route("GET", "/c/:community/forms/:kind/export", Access::Community),
+    route("GET", "/s/:street", Access::Street),
+    route("GET", "/s/:street/export", Access::Street),
+    route("GET", "/d/:district", Access::District),
+    route("GET", "/d/:district/export", Access::District),
+    route("GET", "/fleet", Access::Company),
+    route("GET", "/fleet/alarms", Access::Company),
+    route("POST", "/fleet/alarms/ack", Access::Company),
+    route("GET", "/fleet/orders", Access::Company),
+];
+
+fn handler(r: &Route) -> MethodRouter<Arc<App>> {
+    use axum::routing::{get, post};
+    match (r.method, r.path) {
+        ("GET", "/login") => get(auth::login_page),
+        ("POST", "/login") => post(auth::login),
+        ("POST", "/logout") => post(auth::logout),
+        ("GET", "/") => get(pages::home),
+        ("GET", "/c/:community") => get(pages::community),
+        ("GET", "/c/:community/forms/:kind") => get(pages::community_form),
+        ("GET", "/c/:community/forms/:kind/export") => get(pages::community_export),
+        ("GET", "/s/:street") => get(pages::street),
+        ("GET", "/s/:street/export") => get(pages::street_export),
+        ("GET", "/d/:district") => get(pages::district),
+        ("GET", "/d/:district/export") => get(pages::district_export),
+        ("GET", "/fleet") => get(fleet::gateways),
+        ("GET", "/fleet/alarms") => get(fleet::alarms),
+        ("POST", "/fleet/alarms/ack") => post(fleet::acknowledge),
+        ("GET", "/fleet/orders") => get(fleet::orders),
+        // A route in the table with no handler is a bug found by the first test that builds
+        // the router.
+        _ => unreachable!("no handler for {} {}", r.method, r.path),
+    }
+}
+
+/// What every handler shares.
+pub struct App {
+    /// A few connections, used in turn: pages are read while the ingest writes.
+    dbs: Vec<Db>,
+    next: AtomicUsize,
+    pub tz: Tz,
+    pub labels: Labels,
+    /// Cookies marked `Secure` (served over TLS).
+    pub secure: bool,
+    pub limiter: Limiter,
+    cache: pages::FormCache,
+}
+
+impl App {
+    pub fn new(dbs: Vec<Db>, tz: Tz, labels: Labels, secure: bool) -> anyhow::Result<App> {
+        anyhow::ensure!(!dbs.is_empty(), "no database connection");
+        Ok(App {
+            dbs,
+            next: AtomicUsize::new(0),
+            tz,
+            labels,
+            secure,
+            limiter: Limiter::default(),
+            cache: Default::default(),
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.dbs[self.next.fetch_add(1, Ordering::Relaxed) % self.dbs.len()]
+    }
+
+    pub fn t<'a>(&'a self, key: &'a str) -> &'a str {
+        self.labels.get(key)
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let mut r = Router::new();
+    for route in ROUTES {
+        r = r.route(route.path, handler(route));
+    }
+    r.fallback(|| async { Failure::NotFound })
+        .layer(axum::middleware::map_response(harden))
+        .with_state(app)
+}
+
+/// Headers every answer carries: no framing (clickjacking), no sniffing, no scripts at all
+/// (the pages have none, so an injected one cannot run even if escaping ever failed), and
+/// pages with someone's data are not cached by a shared browser.
+async fn harden(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.insert(k, axum::http::HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::REFERRER_POLICY, "same-origin");
+    if !h.contains_key(header::CACHE_CONTROL) {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    r
+}
+
+/// Why a request was not answered with its page.
+#[derive(Debug)]
+pub enum Failure {
+    /// No session: to the login page.
+    SignIn,
+    Forbidden,
+    NotFound,
+    BadRequest(String),
+    Csrf,
+    Server(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Server(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (code, what) = match self {
+            Failure::SignIn => {
+                return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response()
+            }
+            Failure::Forbidden => (StatusCode::FORBIDDEN, "403 forbidden".to_string()),
+            Failure::NotFound => (StatusCode::NOT_FOUND, "404 not found".to_string()),
+            Failure::BadRequest(why) => (StatusCode::BAD_REQUEST, format!("400 {why}")),
+            Failure::Csrf => (StatusCode::FORBIDDEN, "403 csrf".to_string()),
+            Failure::Server(e) => {
+                tracing::warn!("web: {e:#}");
+                (StatusCode::SERVICE_UNAVAILABLE, "503".to_string())
+            }
+        };
+        (
+            code,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            what,
+        )
+            .into_response()
+    }
+}
+
+/// How the service is reached: plain HTTP on loopback (behind the company's proxy), or HTTPS
+/// with the given certificate and key (PEM).
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Serves until `stop`.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let service = router(app);
+    let Some(tls) = tls else {
+        let app = service.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await?;
+        return Ok(());
+    };
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, never spin.
+                    tracing::warn!("web: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let (tls, service) = (tls.clone(), service.clone());
+        tokio::spawn(async move {
+            // A client that never finishes its handshake is dropped.
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await;
+            let Ok(Ok(stream)) = handshake else { return };
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let mut s = service.clone();
+                async move {
+                    use tower::Service;
+                    s.call(req.map(axum::body::Body::new)).await
+                }
+            });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
+}
+
+/// A TLS acceptor from a certificate chain and key (PEM files).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).with_context(|| cert.display().to_string())?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| cert.display().to_string())?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).with_context(|| key.display().to_string())?,
+    ))?
+    .with_context(|| format!("no private key in {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The signed-in person of a request, or the way to the login page.
+pub type Signed = Who;
+
+/// `Method` from a route's name (the tests' requests).
+pub fn method(r: &Route) -> Method {
+    Method::from_bytes(r.method.as_bytes()).unwrap_or(Method::GET)
+}

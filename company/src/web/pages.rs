@@ -1,0 +1,528 @@
+//! The forms' pages: a community's day (its forms, and its figures beside its street's — what
+//! never came back down before), a street's and a district's communities side by side, and
+//! every form's XLSX/CSV download (audited).
+use super::auth::{self, permit_community, permit_district, permit_street, Role, Who};
+use super::{chart, layout, store, App, Failure};
+use crate::db::Scope;
+use crate::forms::{self, export, Cell, Form, Kind};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{Days, NaiveDate};
+use maud::{html, Markup};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest span a page or an export covers (a quarter).
+const MAX_DAYS: u64 = 93;
+/// How long a built form is served again: a street's day is read by many at once, and a page
+/// says the time it was made.
+const CACHE_FOR: Duration = Duration::from_secs(10);
+
+/// Forms built in the last `CACHE_FOR`, by what they are.
+#[derive(Default)]
+pub struct FormCache(Mutex<HashMap<String, (Instant, Arc<Form>, i64)>>);
+
+#[derive(Deserialize, Default)]
+pub struct Dates {
+    date: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+}
+
+impl Dates {
+    /// The local days asked for (today by default), checked.
+    fn span(&self, app: &App) -> Result<(NaiveDate, NaiveDate), Failure> {
+        let today = chrono::Utc::now().with_timezone(&app.tz).date_naive();
+        let parse = |s: &Option<String>, default: NaiveDate| match s.as_deref() {
+            None | Some("") => Ok(default),
+            Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map_err(|_| Failure::BadRequest(format!("not a date: {s:?}"))),
+        };
+        let from = parse(&self.date, today)?;
+        let to = parse(&self.to, from)?;
+        if to < from || (to - from).num_days() as u64 >= MAX_DAYS {
+            return Err(Failure::BadRequest(format!(
+                "{from}..{to}: at most {MAX_DAYS} days, in order"
+            )));
+        }
+        Ok((from, to))
+    }
+
+    fn query(from: NaiveDate, to: NaiveDate) -> String {
+        if from == to {
+            format!("?date={from}")
+        } else {
+            format!("?date={from}&to={to}")
+        }
+    }
+}
+
+fn community_kind(name: &str) -> Option<Kind> {
+    Some(match name {
+        "entry" => Kind::Entry,
+        "temperature" => Kind::Temperature,
+        "visitor" => Kind::Visitor,
+        "vehicle" => Kind::Vehicle,
+        "outings" => Kind::Outings,
+        "health" => Kind::Health,
+        _ => return None,
+    })
+}
+
+const COMMUNITY_FORMS: [(&str, &str); 6] = [
+    ("entry", "form_entry"),
+    ("temperature", "form_temperature"),
+    ("visitor", "form_visitor"),
+    ("vehicle", "form_vehicle"),
+    ("outings", "form_outings"),
+    ("health", "form_health"),
+];
+
+/// A form, from the cache when it was built within `CACHE_FOR`; with the time it was built.
+async fn form(
+    app: &App,
+    kind: Kind,
+    scope: &Scope,
+    (from, to): (NaiveDate, NaiveDate),
+) -> Result<(Arc<Form>, i64), Failure> {
+    let key = format!("{kind:?}|{scope:?}|{from}|{to}");
+    if let Ok(c) = app.cache.0.lock() {
+        if let Some((at, f, made)) = c.get(&key) {
+            if at.elapsed() < CACHE_FOR {
+                return Ok((f.clone(), *made));
+            }
+        }
+    }
+    let now = auth::now_ms();
+    let f = Arc::new(forms::build(app.db(), kind, scope, app.tz, (from, to), now).await?);
+    if let Ok(mut c) = app.cache.0.lock() {
+        if c.len() > 1000 {
+            c.retain(|_, (at, _, _)| at.elapsed() < CACHE_FOR);
+        }
+        c.insert(key, (Instant::now(), f.clone(), now));
+    }
+    Ok((f, now))
+}
+
+fn local_time(app: &App, ms: i64) -> String {
+    use chrono::TimeZone;
+    app.tz
+        .timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn dates_form(app: &App, from: NaiveDate, to: NaiveDate) -> Markup {
+    html! {
+        form.q method="get" {
+            label { (app.t("date")) " " input type="date" name="date" value=(from); }
+            label { (app.t("to")) " " input type="date" name="to" value=(to); }
+            button type="submit" { (app.t("show")) }
+        }
+    }
+}
+
+/// A form as an HTML table; `link` makes a first-column code a link (drill-down).
+fn form_table(app: &App, f: &Form, link: Option<&dyn Fn(&str) -> Option<String>>) -> Markup {
+    html! {
+        h2 { (f.title) }
+        p.sub { (f.subtitle) }
+        @if f.rows.is_empty() {
+            p { (app.t("no_rows")) }
+        } @else {
+            div.wrap { table {
+                thead { tr { @for h in &f.headers { th { (h) } } } }
+                tbody { @for row in &f.rows { tr {
+                    @for (i, c) in row.iter().enumerate() {
+                        @match c {
+                            Cell::Text(s) => {
+                                @if let Some(href) = link.filter(|_| i == 0).and_then(|l| l(s)) {
+                                    td { a href=(href) { (s) } }
+                                } @else {
+                                    td { (s) }
+                                }
+                            }
+                            Cell::Int(n) => td.n { (n) },
+                            Cell::Num(x) => td.n { (format!("{x:.2}")) },
+                            Cell::Empty => td {},
+                        }
+                    }
+                } } }
+            } }
+        }
+        @if !f.notes.is_empty() {
+            ul.notes { @for n in &f.notes { li { (n) } } }
+        }
+    }
+}
+
+fn downloads(app: &App, base: &str, q: &str) -> Markup {
+    html! {
+        p {
+            a.btn href=(format!("{base}{q}&format=xlsx")) { (app.t("download_xlsx")) }
+            " "
+            a.btn href=(format!("{base}{q}&format=csv")) { (app.t("download_csv")) }
+        }
+    }
+}
+
+/// A path segment as it may appear in a file name.
+fn file_part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A form's download, audited.
+async fn download(
+    app: &App,
+    who: &Who,
+    (f, kind, code): (&Form, &str, &str),
+    (from, to): (NaiveDate, NaiveDate),
+    format: Option<&str>,
+) -> Result<Response, Failure> {
+    let (body, mime, ext) = match format {
+        Some("xlsx") => (
+            export::xlsx(f)?,
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "xlsx",
+        ),
+        Some("csv") => (export::csv(f), "text/csv; charset=utf-8", "csv"),
+        other => {
+            return Err(Failure::BadRequest(format!(
+                "format {other:?}: xlsx or csv"
+            )))
+        }
+    };
+    let name = format!("{kind}-{}-{from}-{to}.{ext}", file_part(code));
+    store::audit(
+        app.db(),
+        &who.name,
+        &who.address,
+        "export",
+        &format!("{kind} {code} {from}..{to} {ext}"),
+    )
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn home(who: Who) -> Redirect {
+    Redirect::to(&who.home())
+}
+
+fn ratio(part: i64, whole: i64) -> String {
+    if whole == 0 {
+        "—".into()
+    } else {
+        format!("{:.2}%", 100.0 * part as f64 / whole as f64)
+    }
+}
+
+pub async fn community(
+    State(app): State<Arc<App>>,
+    who: Who,
+    Path(community): Path<String>,
+    Query(q): Query<Dates>,
+) -> Result<Response, Failure> {
+    permit_community(&app, &who, &community).await?;
+    let (from, to) = q.span(&app)?;
+    let span = forms::span(app.tz, from, to)?;
+    let week = Days::new(7);
+    let before = forms::span(
+        app.tz,
+        from.checked_sub_days(week).unwrap_or(from),
+        to.checked_sub_days(week).unwrap_or(to),
+    )?;
+    let db = app.db();
+    let mine = store::totals(db, Role::Community, &community, span).await?;
+    let last_week = store::totals(db, Role::Community, &community, before).await?;
+    let parents = store::community_parents(db, &community).await?;
+    let (street_total, street_denials) = match &parents {
+        Some((street, _)) => (
+            store::totals(db, Role::Street, street, span).await?,
+            store::denials_by_reason(db, Role::Street, street, span).await?,
+        ),
+        None => Default::default(),
+    };
+    let my_denials = store::denials_by_reason(db, Role::Community, &community, span).await?;
+    let per = street_total.communities.max(1);
+    let avg = |v: i64| format!("{:.1}", v as f64 / per as f64);
+    // People in per hour of the span (a day: 24 bars), and fevers per day over the last 14.
+    let hourly = store::hourly(db, &community, span).await?;
+    let mut per_hour = vec![0i64; 24];
+    for (hour_ms, n, _) in &hourly {
+        let h = local_time(&app, *hour_ms)
+            .get(11..13)
+            .and_then(|h| h.parse::<usize>().ok());
+        if let Some(h) = h.filter(|h| *h < 24) {
+            per_hour[h] += n;
+        }
+    }
+    let fortnight_from = to.checked_sub_days(Days::new(13)).unwrap_or(to);
+    let fortnight = store::hourly(db, &community, forms::span(app.tz, fortnight_from, to)?).await?;
+    let mut per_day: Vec<(String, i64)> = (0..14)
+        .filter_map(|d| fortnight_from.checked_add_days(Days::new(d)))
+        .map(|d| (d.format("%m-%d").to_string(), 0))
+        .collect();
+    for (hour_ms, _, fevers) in &fortnight {
+        let day = local_time(&app, *hour_ms)
+            .get(5..10)
+            .unwrap_or("")
+            .to_string();
+        if let Some(e) = per_day.iter_mut().find(|(d, _)| *d == day) {
+            e.1 += fevers;
+        }
+    }
+    let q = Dates::query(from, to);
+    let figures: [(&str, i64, String, i64); 5] = [
+        (
+            "entries",
+            mine.entries,
+            avg(street_total.entries),
+            last_week.entries,
+        ),
+        (
+            "exits",
+            mine.exits,
+            avg(street_total.exits),
+            last_week.exits,
+        ),
+        (
+            "vehicles",
+            mine.vehicles,
+            avg(street_total.vehicles),
+            last_week.vehicles,
+        ),
+        (
+            "screened",
+            mine.screened,
+            avg(street_total.screened),
+            last_week.screened,
+        ),
+        (
+            "denials",
+            mine.denied,
+            avg(street_total.denied),
+            last_week.denied,
+        ),
+    ];
+    let mut reasons: Vec<&str> = my_denials
+        .iter()
+        .chain(&street_denials)
+        .map(|(r, _)| r.as_str())
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    let n_of = |v: &[(String, i64)], r: &str| v.iter().find(|(x, _)| x == r).map_or(0, |x| x.1);
+    let body = html! {
+        h1 { (app.t("community")) " " (community) }
+        @if let Some((street, _)) = &parents {
+            p.sub { (app.t("street")) " " (street) }
+        }
+        (dates_form(&app, from, to))
+        h2 { (app.t("forms")) }
+        div.tiles {
+            @for (kind, label) in COMMUNITY_FORMS {
+                a href=(format!("/c/{community}/forms/{kind}{q}")) { (app.t(label)) }
+            }
+        }
+        h2 { (app.t("compare_title")) }
+        div.wrap { table {
+            thead { tr {
+                th { (app.t("figure")) } th { (app.t("this_community")) }
+                th { (app.t("street_average")) } th { (app.t("previous_week")) }
+            } }
+            tbody {
+                @for (label, v, a, w) in &figures {
+                    tr { td { (app.t(label)) } td.n { (v) } td.n { (a) } td.n { (w) } }
+                }
+                tr {
+                    td { (app.t("fever_rate")) }
+                    td.n { (ratio(mine.fevers, mine.screened)) }
+                    td.n { (ratio(street_total.fevers, street_total.screened)) }
+                    td.n { (ratio(last_week.fevers, last_week.screened)) }
+                }
+            }
+        } }
+        h2 { (app.t("denials_by_reason")) }
+        @if reasons.is_empty() {
+            p { (app.t("no_rows")) }
+        } @else {
+            div.wrap { table {
+                thead { tr { th { (app.t("reason")) } th { (app.t("this_community")) } th { (app.t("street_average")) } } }
+                tbody { @for r in &reasons { tr {
+                    td { (forms::reason_zh(r)) }
+                    td.n { (n_of(&my_denials, r)) }
+                    td.n { (avg(n_of(&street_denials, r))) }
+                } } }
+            } }
+        }
+        h2 { (app.t("chart_entries_per_hour")) }
+        (chart::bars(app.t("chart_entries_per_hour"),
+            &per_hour.iter().enumerate().map(|(h, n)| (format!("{h}"), *n)).collect::<Vec<_>>(),
+            "#2f6db3"))
+        h2 { (app.t("chart_fevers_per_day")) }
+        (chart::bars(app.t("chart_fevers_per_day"), &per_day, "#b3261e"))
+    };
+    Ok(layout::page(
+        &app,
+        &who,
+        &format!("{} {community}", app.t("community")),
+        body,
+    )
+    .into_response())
+}
+
+pub async fn community_form(
+    State(app): State<Arc<App>>,
+    who: Who,
+    Path((community, kind)): Path<(String, String)>,
+    Query(q): Query<Dates>,
+) -> Result<Response, Failure> {
+    permit_community(&app, &who, &community).await?;
+    let k = community_kind(&kind).ok_or(Failure::NotFound)?;
+    let (from, to) = q.span(&app)?;
+    let (f, made) = form(&app, k, &Scope::Community(community.clone()), (from, to)).await?;
+    let query = Dates::query(from, to);
+    let body = html! {
+        p { a href=(format!("/c/{community}{query}")) { "← " (app.t("community")) " " (community) } }
+        (dates_form(&app, from, to))
+        (form_table(&app, &f, None))
+        p.sub { (app.t("as_of")) " " (local_time(&app, made)) }
+        (downloads(&app, &format!("/c/{community}/forms/{kind}/export"), &query))
+    };
+    Ok(layout::page(&app, &who, &f.title, body).into_response())
+}
+
+pub async fn community_export(
+    State(app): State<Arc<App>>,
+    who: Who,
+    Path((community, kind)): Path<(String, String)>,
+    Query(q): Query<Dates>,
+) -> Result<Response, Failure> {
+    permit_community(&app, &who, &community).await?;
+    let k = community_kind(&kind).ok_or(Failure::NotFound)?;
+    let span = q.span(&app)?;
+    let (f, _) = form(&app, k, &Scope::Community(community.clone()), span).await?;
+    download(
+        &app,
+        &who,
+        (&f, &kind, &community),
+        span,
+        q.format.as_deref(),
+    )
+    .await
+}
+
+/// A street's or a district's page: its summary, each row a way down.
+async fn summary_page(app: &App, who: &Who, scope: Scope, q: &Dates) -> Result<Response, Failure> {
+    let (from, to) = q.span(app)?;
+    let (f, made) = form(app, Kind::Summary, &scope, (from, to)).await?;
+    let query = Dates::query(from, to);
+    let (level, code, down, base) = match &scope {
+        Scope::Street(s) => (app.t("street"), s.clone(), "/c/", format!("/s/{s}/export")),
+        Scope::District(d) => (
+            app.t("district"),
+            d.clone(),
+            "/s/",
+            format!("/d/{d}/export"),
+        ),
+        Scope::Community(c) => (app.t("community"), c.clone(), "/c/", String::new()),
+    };
+    let total = app.t("total").to_string();
+    let link =
+        move |code: &str| (code != total && code != "合计").then(|| format!("{down}{code}{query}"));
+    let query = Dates::query(from, to);
+    let body = html! {
+        h1 { (level) " " (code) }
+        (dates_form(app, from, to))
+        (form_table(app, &f, Some(&link)))
+        p.sub { (app.t("as_of")) " " (local_time(app, made)) }
+        (downloads(app, &base, &query))
+    };
+    Ok(layout::page(app, who, &format!("{level} {code}"), body).into_response())
+}
+
+pub async fn street(
+    State(app): State<Arc<App>>,
+    who: Who,
+    Path(street): Path<String>,
+    Query(q): Query<Dates>,
+) -> Result<Response, Failure> {
+    permit_street(&app, &who, &street).await?;
+    summary_page(&app, &who, Scope::Street(street), &q).await
+}
+
+pub async fn street_export(
+    State(app): State<Arc<App>>,
+    who: Who,
+    Path(street): Path<String>,
+    Query(q): Query<Dates>,
+) -> Result<Response, Failure> {
+    permit_street(&app, &who, &street).await?;
+    let span = q.span(&app)?;
+    let (f, _) = form(&app, Kind::Summary, &Scope::Street(street.clone()), span).await?;
+    download(
+        &app,
+        &who,
+        (&f, "street", &street),
+        span,
+        q.format.as_deref(),
+    )
+    .await
+}
+
+pub async fn district(
+    State(app): State<Arc<App>>,
+    who: Who,
+    Path(district): Path<String>,
+    Query(q): Query<Dates>,
+) -> Result<Response, Failure> {
+    permit_district(&who, &district)?;
+    summary_page(&app, &who, Scope::District(district), &q).await
+}
+
+pub async fn district_export(
+    State(app): State<Arc<App>>,
+    who: Who,
+    Path(district): Path<String>,
+    Query(q): Query<Dates>,
+) -> Result<Response, Failure> {
+    permit_district(&who, &district)?;
+    let span = q.span(&app)?;
+    let (f, _) = form(
+        &app,
+        Kind::Summary,
+        &Scope::District(district.clone()),
+        span,
+    )
+    .await?;
+    download(
+        &app,
+        &who,
+        (&f, "district", &district),
+        span,
+        q.format.as_deref(),
+    )
+    .await
+}
