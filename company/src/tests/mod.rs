@@ -4,6 +4,7 @@
 //! or fails under `GATEHOUSE_NO_SKIP=1` (CI installs them).
 mod conformance;
 mod ingest;
+mod notify;
 pub mod pg;
 mod web;
 
