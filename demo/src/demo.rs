@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub fire_after_s: u64,
     /// Where the daemon's log lines go (kept after the demo stops).
     pub log: PathBuf,
+    /// The company's pages (another port when it is taken).
+    pub web_port: u16,
 }
 
 pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
@@ -97,7 +99,8 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     };
     let config = Config::load(&demo.write()?)?;
     let topics = Topics::new(&config.gateway.path());
-    let community = config.gateway.path().community;
+    let place = config.gateway.path();
+    let community = place.community.clone();
     let daemon = Daemon::start(config, Profiles::builtin()).await?;
     let company_url = BrokerUrl {
         tls: false,
@@ -131,7 +134,7 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
     // The company side on its embedded default: the ingest into one SQLite file, the forms read
     // from it as the gate decides.
     let records = dir.join("records.db");
-    let forms = crate::forms::start(&records, company, &community, stop_rx.clone()).await?;
+    let forms = crate::forms::start(&records, company, &place, o.web_port, stop_rx.clone()).await?;
     println!(
         "the company's ingest stores every record in {}; today's forms: gatehouse-company form \
          --form entry|temperature|visitor|vehicle|health --community {community} --database sqlite:{}\n",

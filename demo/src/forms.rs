@@ -1,6 +1,7 @@
 //! The demo's company side: the ingest on its embedded default (one SQLite file) taking the
-//! gate's records from the embedded broker, and today's forms filling as the gate decides — a
-//! line every 30 s, the entry and temperature registers in full at the end.
+//! gate's records from the embedded broker, today's forms filling as the gate decides — a line
+//! every 30 s, the entry and temperature registers in full at the end — and the company's web
+//! pages on them, with a login printed for each level.
 use gatehouse_company::db::Db;
 use gatehouse_company::forms::{self, export, Cell, Kind};
 use gatehouse_company::ingest::{self, Counters, Settings};
@@ -20,10 +21,14 @@ const TZ: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
 pub async fn start(
     records: &Path,
     broker_port: u16,
-    community: &str,
+    place: &gatehouse_contract::topics::GatewayPath,
+    web_port: u16,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Forms> {
-    let db = Arc::new(Db::open(&format!("sqlite:{}", records.display()), TZ).await?);
+    let community = place.community.as_str();
+    let url = format!("sqlite:{}", records.display());
+    let db = Arc::new(Db::open(&url, TZ).await?);
+    let web = pages(&db, &url, place, web_port, stop.clone()).await?;
     let opts = rumqttc::MqttOptions::new("demo-ingest", "127.0.0.1", broker_port);
     let settings = Settings {
         tz: TZ,
@@ -54,8 +59,70 @@ pub async fn start(
     Ok(Forms {
         db,
         community: community.to_string(),
-        tasks: vec![ingest, lines],
+        tasks: vec![ingest, lines, web],
     })
+}
+
+/// The company's pages on the demo's records: a user for each level, made (or given a new
+/// password) at every start and printed.
+async fn pages(
+    db: &Db,
+    url: &str,
+    place: &gatehouse_contract::topics::GatewayPath,
+    port: u16,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use gatehouse_company::web::{self, auth::Role, store, users};
+    let people = [
+        (
+            "worker",
+            Role::Community,
+            place.community.as_str(),
+            "community",
+        ),
+        ("officer", Role::Street, place.street.as_str(), "street"),
+        (
+            "district",
+            Role::District,
+            place.district.as_str(),
+            "district",
+        ),
+        ("operator", Role::Company, "", "the company"),
+    ];
+    // Port 8080, or any free one when it is taken.
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let addr = listener.local_addr()?;
+    println!("the company's pages: http://{addr}/ — log in as");
+    for (name, role, scope, level) in people {
+        let password = users::new_password();
+        if store::user(db, name).await?.is_some() {
+            store::set_hash(db, name, &web::auth::hash_password(&password)?).await?;
+        } else {
+            users::add(db, name, role, scope, &password).await?;
+        }
+        println!(
+            "  {name:<9} password {password}   ({})",
+            format!("{level} {scope}").trim_end()
+        );
+    }
+    let app = users::app(
+        &gatehouse_company::records_cli::DbArgs {
+            database: url.to_string(),
+            timezone: TZ.name().to_string(),
+        },
+        2,
+        None,
+        false,
+    )
+    .await?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = web::serve(app, listener, None, stop).await {
+            tracing::warn!("the demo's pages: {e:#}");
+        }
+    }))
 }
 
 async fn form(db: &Db, community: &str, kind: Kind) -> anyhow::Result<forms::Form> {

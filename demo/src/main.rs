@@ -26,6 +26,9 @@ struct Cli {
     /// holds until `gatehouse fire-reset --config <the demo's config>`.
     #[arg(long, default_value_t = 0)]
     fire_after_s: u64,
+    /// The company's web pages, on loopback (another port when this one is taken).
+    #[arg(long, default_value_t = 8080)]
+    web_port: u16,
     /// A bench instead of the demo.
     #[command(subcommand)]
     bench: Option<Cmd>,
@@ -235,6 +238,7 @@ async fn run(cli: Cli, log: Option<PathBuf>) -> anyhow::Result<()> {
             residents: cli.residents,
             fire_after_s: cli.fire_after_s,
             log: log.unwrap_or_default(),
+            web_port: cli.web_port,
         })
         .await;
     };

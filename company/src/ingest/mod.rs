@@ -28,23 +28,36 @@ use tokio::sync::{mpsc, watch};
 /// MQTT's largest packet (its remaining length is at most 268,435,455 bytes).
 const MQTT_MAX_PACKET: usize = 268_435_460;
 
-/// The channels the ingest keeps, below each gateway's path.
-pub const CHANNELS: [&str; 7] = [
+/// The channels the ingest keeps, below each gateway's path, split among the instances of a
+/// group (a shared subscription).
+pub const CHANNELS: [&str; 5] = [
     "events",
     "alarms",
     "stats",
-    "status",
-    "twin/+",
     // Orders to one gateway and what became of them: the operator's page.
     "cmd",
     "cmd/result",
 ];
 
-/// The shared-subscription filters of `group`.
+/// The retained channels — a gateway's status (its will when it is gone) and its devices'
+/// twins — are taken by every instance on a subscription of its own: a broker sends retained
+/// messages to a new subscription but never to a shared one, so an instance started after a
+/// gateway connected would otherwise not know it until its next status. Storing one is
+/// idempotent (the newest wins), so every instance storing each costs a little, loses nothing.
+pub const RETAINED: [&str; 2] = ["status", "twin/+"];
+
+/// The subscription filters of `group`. Each channel's shared subscription has a group name
+/// of its own (`gatehouse-ingest-events`, …): MQTT scopes a group to its filter, but rumqttd
+/// (the demo's embedded broker) keys a group by its name alone, with one cursor for all its
+/// filters — one group over five filters there skipped most alarms.
 pub fn filters(group: &str) -> Vec<String> {
     CHANNELS
         .iter()
-        .map(|c| format!("$share/{group}/gh/v1/+/+/+/+/+/{c}"))
+        .map(|c| {
+            let name = c.replace('/', "-");
+            format!("$share/{group}-{name}/gh/v1/+/+/+/+/+/{c}")
+        })
+        .chain(RETAINED.iter().map(|c| format!("gh/v1/+/+/+/+/+/{c}")))
         .collect()
 }
 

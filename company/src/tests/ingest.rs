@@ -285,3 +285,41 @@ async fn a_pg_dump_restores_into_a_new_database() {
     assert_eq!(restored.count(Table::Passages).await.unwrap(), 25);
     assert_eq!(residents_rolled_up(&restored, community).await, 25);
 }
+
+/// The demo's embedded broker (rumqttd) keys a shared group by its name alone: with one group
+/// over every channel, interleaved events and alarms were skipped. Each channel has a group of
+/// its own now, and every record of either kind is stored.
+#[tokio::test]
+async fn on_the_embedded_broker_interleaved_events_and_alarms_are_all_stored() {
+    let port = crate::broker::free_port().unwrap();
+    crate::broker::start(([127, 0, 0, 1], port).into()).unwrap();
+    wait_for_port(port);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("records.db").display());
+    let db = Arc::new(Db::open(&url, TZ).await.unwrap());
+    let client = publisher(port).await;
+    let (_task, _stop) = instance(port, "ingest-embedded", db.clone());
+    subscribed(&client, &db, COMMUNITY_A).await;
+    for i in 1..=40u64 {
+        publish_batches(&client, COMMUNITY_A, i, 1).await;
+        let alarm = v1::AlarmBatch {
+            alarms: vec![v1::Alarm {
+                seq: 10_000 + i,
+                gateway_time_ms: NINE_AM + i as i64,
+                kind: v1::AlarmKind::Fever as i32,
+                ..Default::default()
+            }],
+        };
+        client
+            .publish(
+                topic(COMMUNITY_A, "gw-1", "alarms"),
+                QoS::AtLeastOnce,
+                false,
+                alarm.encode_to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+    wait_for_count(&db, Table::Passages, 400).await;
+    wait_for_count(&db, Table::Alarms, 40).await;
+}

@@ -2,6 +2,7 @@
 //! PostgreSQL started here when it is installed), the forms and their exports, and the ingest
 //! against a real mosquitto. A test that needs a missing system package prints why and passes,
 //! or fails under `GATEHOUSE_NO_SKIP=1` (CI installs them).
+mod browser;
 mod conformance;
 mod ingest;
 mod notify;

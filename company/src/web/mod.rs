@@ -228,9 +228,7 @@ pub async fn serve(
     let Some(tls) = tls else {
         let app = service.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+            .with_graceful_shutdown(async move { stopped(&mut stop).await })
             .await?;
         return Ok(());
     };
@@ -245,7 +243,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stopped(&mut stop) => return Ok(()),
         };
         let (tls, service) = (tls.clone(), service.clone());
         tokio::spawn(async move {
@@ -267,6 +265,15 @@ pub async fn serve(
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
         });
+    }
+}
+
+/// Until `stop` says so (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
     }
 }
 
