@@ -119,7 +119,7 @@ async fn pages(
     )
     .await?;
     Ok(tokio::spawn(async move {
-        if let Err(e) = web::serve(app, listener, None, stop).await {
+        if let Err(e) = web::serve(Arc::new(app), listener, None, stop).await {
             tracing::warn!("the demo's pages: {e:#}");
         }
     }))

@@ -111,6 +111,9 @@ pub struct App {
     pub secure: bool,
     pub limiter: Limiter,
     cache: pages::FormCache,
+    /// How long a built form is served again (0: never): a street's day is read by many at
+    /// once, and each page says when its form was made.
+    pub cache_for: std::time::Duration,
 }
 
 impl App {
@@ -124,6 +127,7 @@ impl App {
             secure,
             limiter: Limiter::default(),
             cache: Default::default(),
+            cache_for: std::time::Duration::from_secs(10),
         })
     }
 

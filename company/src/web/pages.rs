@@ -13,15 +13,11 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The longest span a page or an export covers (a quarter).
 const MAX_DAYS: u64 = 93;
-/// How long a built form is served again: a street's day is read by many at once, and a page
-/// says the time it was made.
-const CACHE_FOR: Duration = Duration::from_secs(10);
-
-/// Forms built in the last `CACHE_FOR`, by what they are.
+/// Forms built in the last `App::cache_for`, by what they are.
 #[derive(Default)]
 pub struct FormCache(Mutex<HashMap<String, (Instant, Arc<Form>, i64)>>);
 
@@ -91,16 +87,16 @@ async fn form(
     let key = format!("{kind:?}|{scope:?}|{from}|{to}");
     if let Ok(c) = app.cache.0.lock() {
         if let Some((at, f, made)) = c.get(&key) {
-            if at.elapsed() < CACHE_FOR {
+            if at.elapsed() < app.cache_for {
                 return Ok((f.clone(), *made));
             }
         }
     }
     let now = auth::now_ms();
     let f = Arc::new(forms::build(app.db(), kind, scope, app.tz, (from, to), now).await?);
-    if let Ok(mut c) = app.cache.0.lock() {
+    if let (false, Ok(mut c)) = (app.cache_for.is_zero(), app.cache.0.lock()) {
         if c.len() > 1000 {
-            c.retain(|_, (at, _, _)| at.elapsed() < CACHE_FOR);
+            c.retain(|_, (at, _, _)| at.elapsed() < app.cache_for);
         }
         c.insert(key, (Instant::now(), f.clone(), now));
     }

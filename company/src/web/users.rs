@@ -195,6 +195,9 @@ pub struct ServeArgs {
     /// Alarms that need someone now go out by webhook and e-mail as this file says.
     #[arg(long)]
     pub notify: Option<PathBuf>,
+    /// Seconds a built form is served again to the next who asks (0: built for every request).
+    #[arg(long, default_value_t = 10)]
+    pub form_cache_s: u64,
 }
 
 /// Builds the pages' shared state.
@@ -203,7 +206,7 @@ pub async fn app(
     connections: usize,
     labels: Option<&std::path::Path>,
     secure: bool,
-) -> anyhow::Result<Arc<App>> {
+) -> anyhow::Result<App> {
     let tz = db.tz()?;
     let mut dbs = Vec::new();
     for _ in 0..connections.max(1) {
@@ -213,7 +216,7 @@ pub async fn app(
         Some(p) => Labels::load(p)?,
         None => Labels::builtin(),
     };
-    Ok(Arc::new(App::new(dbs, tz, labels, secure)?))
+    App::new(dbs, tz, labels, secure)
 }
 
 pub async fn serve(a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -227,7 +230,9 @@ pub async fn serve(a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<
             a.listen
         );
     }
-    let app = app(&a.db, a.connections, a.labels.as_deref(), tls.is_some()).await?;
+    let mut app = app(&a.db, a.connections, a.labels.as_deref(), tls.is_some()).await?;
+    app.cache_for = std::time::Duration::from_secs(a.form_cache_s);
+    let app = Arc::new(app);
     if let Some(path) = &a.notify {
         let cfg = notify::Config::load(path)?;
         let db = a.db.open().await?;
