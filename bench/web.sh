@@ -55,8 +55,11 @@ run() { # run PORT LABEL
 
 cached=$(free_port); serve "$cached" 10
 uncached=$(free_port); serve "$uncached" 0
-# The ingest at RATE/s into the same database, for the whole of both runs.
-"$bin/gatehouse-demo" bench-ingest --broker-port "$mport" --database "$db" --instances 1 \
+# The ingest at RATE/s into the same PostgreSQL (a database of its own there, so its report
+# counts only its records), for the whole of both runs.
+as_pg "$pgbin/createdb" -h 127.0.0.1 -p "$pport" -U postgres ingest
+"$bin/gatehouse-demo" bench-ingest --broker-port "$mport" \
+  --database "postgres://postgres@127.0.0.1:$pport/ingest" --instances 1 \
   --rate "$rate" --seconds $((secs * 2 + 20)) >"$work/ingest.json" 2>&1 &
 ingest=$!
 pids="$pids $ingest"
@@ -74,6 +77,7 @@ weigh() { printf '  %-48s %s\n' "$2" "$(curl -s -b "$1" -o /dev/null -w '%{size_
 printf '  %-48s %s\n' /login "$(curl -s -o /dev/null -w '%{size_download}' "http://127.0.0.1:$cached/login")"
 weigh "$wk" "/c/330106001001?date=$day"
 for k in entry temperature visitor vehicle outings health; do weigh "$wk" "/c/330106001001/forms/$k?date=$day"; done
+weigh "$wk" "/c/330106001001/forms/vehicle?date=$day&page=9999"
 weigh "$of" "/s/$street?date=$day"
 weigh "$op" "/d/330106?date=$day"
 weigh "$op" /fleet

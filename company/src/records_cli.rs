@@ -19,14 +19,16 @@ use tokio::sync::watch;
 /// Where the records are: `sqlite:PATH` (the embedded default) or `postgres://…`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DbArgs {
+    // Global: `user --database … add …` and `user add … --database …` both work.
     #[arg(
         long,
+        global = true,
         env = "GATEHOUSE_DATABASE",
         default_value = "sqlite:gatehouse-records.db"
     )]
     pub database: String,
     /// The communities' time zone: a day on a form is a local day.
-    #[arg(long, default_value = "Asia/Shanghai")]
+    #[arg(long, global = true, default_value = "Asia/Shanghai")]
     pub timezone: String,
 }
 

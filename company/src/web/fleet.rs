@@ -3,9 +3,10 @@
 //! acknowledge them (audited; the same acknowledgement record the gate's console writes), and
 //! the orders issued with what became of them.
 use super::auth::{self, check_csrf, permit_company, Who};
+use super::pages::pager;
 use super::store::{self, ALARM_DAYS};
 use super::{chart, layout, App, Failure};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::html;
@@ -55,10 +56,29 @@ pub fn shown(s: Option<&store::GatewayStatus>, now: i64) -> Shown {
     }
 }
 
-pub async fn gateways(State(app): State<Arc<App>>, who: Who) -> Result<Response, Failure> {
+/// Gateways on one page of the fleet (a company runs hundreds; the page stays light).
+const PAGE_GATEWAYS: usize = 200;
+
+#[derive(Deserialize)]
+pub struct Page {
+    page: Option<usize>,
+}
+
+pub async fn gateways(
+    State(app): State<Arc<App>>,
+    who: Who,
+    Query(q): Query<Page>,
+) -> Result<Response, Failure> {
     permit_company(&who)?;
     let now = auth::now_ms();
-    let rows = store::fleet(app.db(), now - ALARM_DAYS * DAY_MS).await?;
+    let mut rows = store::fleet(app.db(), now - ALARM_DAYS * DAY_MS).await?;
+    // What needs someone first: offline, stale, never heard, then open alarms, then the rest.
+    rows.sort_by_key(|r| {
+        (
+            shown(r.status.as_ref(), now) == Shown::Online,
+            r.open_alarms == 0 && r.devices_offline == 0,
+        )
+    });
     let count = |want: Shown| {
         rows.iter()
             .filter(|r| shown(r.status.as_ref(), now) == want)
@@ -72,16 +92,19 @@ pub async fn gateways(State(app): State<Arc<App>>, who: Who) -> Result<Response,
         ),
         (app.t("stale").to_string(), count(Shown::Stale)),
     ];
+    let pages = rows.len().div_ceil(PAGE_GATEWAYS).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, pages);
     let body = html! {
         h1 { (app.t("fleet")) }
         (chart::bars(app.t("chart_gateways"), &states, "#2f6db3"))
+        (pager(&app, page, pages, &|p| format!("/fleet?page={p}")))
         div.wrap { table {
             thead { tr {
                 th { (app.t("gateway")) } th { (app.t("street")) } th { (app.t("community")) }
                 th { (app.t("state")) } th { (app.t("mode")) } th { (app.t("outbox")) } th { (app.t("registry_version")) }
                 th { (app.t("devices_offline")) } th { (app.t("open_alarms")) } th { (app.t("last_status")) }
             } }
-            tbody { @for r in &rows {
+            tbody { @for r in rows.iter().skip((page - 1) * PAGE_GATEWAYS).take(PAGE_GATEWAYS) {
                 @let st = r.status.as_ref();
                 tr {
                     td { (r.gw.rsplit('/').next().unwrap_or(&r.gw)) }

@@ -17,15 +17,21 @@ use std::time::Instant;
 
 /// The longest span a page or an export covers (a quarter).
 const MAX_DAYS: u64 = 93;
-/// Forms built in the last `App::cache_for`, by what they are.
+/// A form as built, when, and as of what time.
+type Built = (Instant, Arc<Form>, i64);
+
+/// Forms built in the last `App::cache_for`, by what they are. Each has a lock of its own, held
+/// while it is built: a hundred people asking at once when it has just expired wait for one
+/// build instead of making a hundred.
 #[derive(Default)]
-pub struct FormCache(Mutex<HashMap<String, (Instant, Arc<Form>, i64)>>);
+pub struct FormCache(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Built>>>>>);
 
 #[derive(Deserialize, Default)]
 pub struct Dates {
     date: Option<String>,
     to: Option<String>,
     format: Option<String>,
+    page: Option<usize>,
 }
 
 impl Dates {
@@ -84,23 +90,39 @@ async fn form(
     scope: &Scope,
     (from, to): (NaiveDate, NaiveDate),
 ) -> Result<(Arc<Form>, i64), Failure> {
+    let build = || async {
+        let now = auth::now_ms();
+        let f = forms::build(app.db(), kind, scope, app.tz, (from, to), now).await?;
+        Ok::<_, Failure>((Arc::new(f), now))
+    };
+    if app.cache_for.is_zero() {
+        return build().await;
+    }
     let key = format!("{kind:?}|{scope:?}|{from}|{to}");
-    if let Ok(c) = app.cache.0.lock() {
-        if let Some((at, f, made)) = c.get(&key) {
-            if at.elapsed() < app.cache_for {
-                return Ok((f.clone(), *made));
-            }
-        }
-    }
-    let now = auth::now_ms();
-    let f = Arc::new(forms::build(app.db(), kind, scope, app.tz, (from, to), now).await?);
-    if let (false, Ok(mut c)) = (app.cache_for.is_zero(), app.cache.0.lock()) {
+    let slot = {
+        let mut c = app
+            .cache
+            .0
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the form cache's lock is poisoned"))?;
         if c.len() > 1000 {
-            c.retain(|_, (at, _, _)| at.elapsed() < app.cache_for);
+            // Forgotten: entries no one is waiting on and that are out of date.
+            c.retain(|_, slot| {
+                slot.try_lock()
+                    .is_ok_and(|b| b.as_ref().is_some_and(|b| b.0.elapsed() < app.cache_for))
+            });
         }
-        c.insert(key, (Instant::now(), f.clone(), now));
+        c.entry(key).or_default().clone()
+    };
+    let mut slot = slot.lock().await;
+    if let Some((at, f, made)) = slot.as_ref() {
+        if at.elapsed() < app.cache_for {
+            return Ok((f.clone(), *made));
+        }
     }
-    Ok((f, now))
+    let (f, made) = build().await?;
+    *slot = Some((Instant::now(), f.clone(), made));
+    Ok((f, made))
 }
 
 fn local_time(app: &App, ms: i64) -> String {
@@ -123,16 +145,55 @@ fn dates_form(app: &App, from: NaiveDate, to: NaiveDate) -> Markup {
 }
 
 /// A form as an HTML table; `link` makes a first-column code a link (drill-down).
-fn form_table(app: &App, f: &Form, link: Option<&dyn Fn(&str) -> Option<String>>) -> Markup {
+/// Rows of a form on one page: a day's vehicle list at a large estate runs to thousands, and no
+/// page may weigh over 300 KB (the downloads have every row).
+pub const PAGE_ROWS: usize = 500;
+
+/// The rows of page `page` (from 1), the totals row (its first cell 合计) kept on every page;
+/// and how many pages there are.
+pub fn page_of(rows: &[Vec<Cell>], page: usize, per: usize) -> (Vec<&Vec<Cell>>, usize) {
+    let total = rows
+        .last()
+        .filter(|r| matches!(r.first(), Some(Cell::Text(t)) if t == "合计"));
+    let body = &rows[..rows.len() - total.is_some() as usize];
+    let pages = body.len().div_ceil(per).max(1);
+    let page = page.clamp(1, pages);
+    let mut out: Vec<&Vec<Cell>> = body.iter().skip((page - 1) * per).take(per).collect();
+    out.extend(total);
+    (out, pages)
+}
+
+/// Links to the other pages of a long list.
+pub fn pager(app: &App, page: usize, pages: usize, href: &dyn Fn(usize) -> String) -> Markup {
+    html! {
+        @if pages > 1 {
+            p.pager {
+                @if page > 1 { a href=(href(page - 1)) { (app.t("prev")) } " " }
+                (app.t("page")) " " (page) " / " (pages)
+                @if page < pages { " " a href=(href(page + 1)) { (app.t("next")) } }
+            }
+        }
+    }
+}
+
+fn form_table(
+    app: &App,
+    f: &Form,
+    link: Option<&dyn Fn(&str) -> Option<String>>,
+    (page, href): (usize, &dyn Fn(usize) -> String),
+) -> Markup {
+    let (rows, pages) = page_of(&f.rows, page, PAGE_ROWS);
+    let page = page.clamp(1, pages);
     html! {
         h2 { (f.title) }
         p.sub { (f.subtitle) }
         @if f.rows.is_empty() {
             p { (app.t("no_rows")) }
         } @else {
+            (pager(app, page, pages, href))
             div.wrap { table {
                 thead { tr { @for h in &f.headers { th { (h) } } } }
-                tbody { @for row in &f.rows { tr {
+                tbody { @for row in rows { tr {
                     @for (i, c) in row.iter().enumerate() {
                         @match c {
                             Cell::Text(s) => {
@@ -149,6 +210,7 @@ fn form_table(app: &App, f: &Form, link: Option<&dyn Fn(&str) -> Option<String>>
                     }
                 } } }
             } }
+            (pager(app, page, pages, href))
         }
         @if !f.notes.is_empty() {
             ul.notes { @for n in &f.notes { li { (n) } } }
@@ -403,7 +465,9 @@ pub async fn community_form(
     let body = html! {
         p { a href=(format!("/c/{community}{query}")) { "← " (app.t("community")) " " (community) } }
         (dates_form(&app, from, to))
-        (form_table(&app, &f, None))
+        (form_table(&app, &f, None, (q.page.unwrap_or(1), &|p| {
+            format!("/c/{community}/forms/{kind}{query}&page={p}")
+        })))
         p.sub { (app.t("as_of")) " " (local_time(&app, made)) }
         (downloads(&app, &format!("/c/{community}/forms/{kind}/export"), &query))
     };
@@ -452,7 +516,7 @@ async fn summary_page(app: &App, who: &Who, scope: Scope, q: &Dates) -> Result<R
     let body = html! {
         h1 { (level) " " (code) }
         (dates_form(app, from, to))
-        (form_table(app, &f, Some(&link)))
+        (form_table(app, &f, Some(&link), (q.page.unwrap_or(1), &|p| format!("{query}&page={p}"))))
         p.sub { (app.t("as_of")) " " (local_time(app, made)) }
         (downloads(app, &base, &query))
     };
@@ -521,4 +585,27 @@ pub async fn district_export(
         q.format.as_deref(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_is_paged_and_its_totals_row_is_on_every_page() {
+        let mut rows: Vec<Vec<Cell>> = (0..1201).map(|i| vec![Cell::Int(i)]).collect();
+        rows.push(vec![Cell::text("合计"), Cell::Int(1201)]);
+        let (first, pages) = page_of(&rows, 1, PAGE_ROWS);
+        assert_eq!(pages, 3);
+        assert_eq!(first.len(), PAGE_ROWS + 1);
+        assert_eq!(first[0][0], Cell::Int(0));
+        let (last, _) = page_of(&rows, 3, PAGE_ROWS);
+        assert_eq!(last.len(), 201 + 1);
+        assert_eq!(last[0][0], Cell::Int(1000));
+        assert_eq!(last.last().unwrap()[0], Cell::text("合计"));
+        // Out of range: the nearest page.
+        assert_eq!(page_of(&rows, 99, PAGE_ROWS).0[0][0], Cell::Int(1000));
+        assert_eq!(page_of(&rows, 0, PAGE_ROWS).0[0][0], Cell::Int(0));
+        assert_eq!(page_of(&[], 1, PAGE_ROWS), (vec![], 1));
+    }
 }

@@ -128,7 +128,10 @@ pub async fn run(a: UserArgs) -> anyhow::Result<()> {
             let (p, made) = password(password_stdin)?;
             add(&db, &name, role, &scope, &p).await?;
             store::audit(&db, "(command line)", "", "user_add", &name).await?;
-            println!("user {name} added ({} {scope})", role.as_str());
+            println!(
+                "user {name} added ({})",
+                format!("{} {scope}", role.as_str()).trim_end()
+            );
             if made {
                 println!("password: {p}");
             }

@@ -77,7 +77,9 @@ impl Postgres {
                 .keepalives_idle(Duration::from_secs(10))
                 .keepalives_interval(Duration::from_secs(5))
                 .keepalives_retries(3)
-                .tcp_user_timeout(Duration::from_secs(30));
+                .tcp_user_timeout(Duration::from_secs(30))
+                // The migrations' `IF NOT EXISTS` notices are not news at every start.
+                .options("-c client_min_messages=warning");
             let (client, connection) = config
                 .connect(NoTls)
                 .await
