@@ -22,18 +22,34 @@ getent passwd gatehouse-company >/dev/null || fail "no gatehouse-company user"
 [ "$(stat -c '%U %a' /var/lib/gatehouse-company)" = "gatehouse-company 700" ] || fail "state directory"
 [ "$(stat -c '%G %a' /etc/gatehouse-company/company.toml)" = "gatehouse-company 640" ] || fail "config permissions"
 grep -qx /etc/gatehouse-company/company.toml /var/lib/dpkg/info/gatehouse-company.conffiles || fail "config not a conffile"
-unit=$(dpkg -L gatehouse-company | grep 'systemd/system/gatehouse-company.service$') || fail "no unit installed"
-if command -v systemd-analyze >/dev/null; then
-  out=$(systemd-analyze verify "$unit" 2>&1 || true)
-  if echo "$out" | grep -q "gatehouse-company.service"; then
-    fail "unit does not verify: $out"
+for name in gatehouse-company gatehouse-company-web; do
+  unit=$(dpkg -L gatehouse-company | grep "systemd/system/$name.service$") || fail "no $name unit installed"
+  if command -v systemd-analyze >/dev/null; then
+    out=$(systemd-analyze verify "$unit" 2>&1 || true)
+    if echo "$out" | grep -q "$name.service"; then
+      fail "$name unit does not verify: $out"
+    fi
   fi
-fi
+done
 step "the example's database, as the service's user"
 runuser -u gatehouse-company -- /usr/bin/gatehouse-company form --form entry --community 330106001001 \
   --database sqlite:/var/lib/gatehouse-company/records.db | grep -q '出入登记' || fail "form from the embedded database"
+step "the pages, as the web service starts them, with a user added by the command"
+echo "an operator's password" | runuser -u gatehouse-company -- /usr/bin/gatehouse-company user add \
+  operator --role company --password-stdin --database sqlite:/var/lib/gatehouse-company/records.db \
+  | grep -q 'user operator added' || fail "user add"
+runuser -u gatehouse-company -- /usr/bin/gatehouse-company serve --config /etc/gatehouse-company/company.toml \
+  >/tmp/gatehouse-company-web.log 2>&1 &
+web=$!
+ok=
+for _ in $(seq 100); do
+  if curl -sf http://127.0.0.1:8080/login | grep -q 'name="csrf"'; then ok=1; break; fi
+  sleep 0.1
+done
+kill "$web"; wait "$web" 2>/dev/null || true
+[ -n "$ok" ] || fail "serve --config: no login page ($(cat /tmp/gatehouse-company-web.log))"
 runuser -u gatehouse-company -- /usr/bin/gatehouse-company migrate --down \
-  --database sqlite:/var/lib/gatehouse-company/records.db | grep -q 'rolled back migration 1' || fail "migrate --down"
+  --database sqlite:/var/lib/gatehouse-company/records.db | grep -q 'rolled back migration 2' || fail "migrate --down"
 
 step "purge"
 dpkg --purge gatehouse-company >/dev/null

@@ -14,6 +14,49 @@ pub struct Config {
     pub retention: RetentionSection,
     #[serde(default)]
     pub ingest: Ingest,
+    /// The web pages (`gatehouse-company serve --config`).
+    #[serde(default)]
+    pub web: Web,
+    /// Alarms that need someone now, by webhook and e-mail (none without it).
+    pub notify: Option<crate::web::notify::Config>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Another language's labels (the built-in ones are Chinese).
+    pub labels: Option<PathBuf>,
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    #[serde(default = "default_form_cache_s")]
+    pub form_cache_s: u64,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
+            labels: None,
+            connections: default_connections(),
+            form_cache_s: default_form_cache_s(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_connections() -> usize {
+    4
+}
+fn default_form_cache_s() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +223,48 @@ pub fn check(c: &Config) -> Checked {
     if !(1..=10_000).contains(&c.ingest.batch_max) {
         problem("ingest.batch_max", "1–10,000 messages".into());
     }
+    let w = &c.web;
+    match w.listen.parse::<std::net::SocketAddr>() {
+        Err(_) => problem(
+            "web.listen",
+            format!("{:?} is not an address:port", w.listen),
+        ),
+        Ok(a) if !a.ip().is_loopback() && w.tls_cert.is_none() => problem(
+            "web.listen",
+            format!(
+                "{a} is not loopback and there is no TLS: logins would cross the network in \
+                 the clear; give web.tls_cert and web.tls_key, or listen on 127.0.0.1 behind \
+                 the company's TLS proxy"
+            ),
+        ),
+        Ok(_) => {}
+    }
+    if w.tls_cert.is_some() != w.tls_key.is_some() {
+        problem("web.tls_cert", "tls_cert and tls_key go together".into());
+    }
+    for (key, file) in [
+        ("web.tls_cert", &w.tls_cert),
+        ("web.tls_key", &w.tls_key),
+        ("web.labels", &w.labels),
+    ] {
+        if let Some(f) = file.as_ref().filter(|f| !f.exists()) {
+            problem(key, format!("{} does not exist", f.display()));
+        }
+    }
+    if let Some(Err(e)) = w
+        .labels
+        .as_ref()
+        .filter(|f| f.exists())
+        .map(|f| crate::web::labels::Labels::load(f))
+    {
+        problem("web.labels", format!("{e:#}"));
+    }
+    if !(1..=64).contains(&w.connections) {
+        problem("web.connections", "1–64 database connections".into());
+    }
+    if let Some(Err(e)) = c.notify.as_ref().map(|n| n.check()) {
+        problem("notify", format!("{e:#}"));
+    }
     let r = &c.retention;
     if r.passages_days == 0 {
         out.warnings
@@ -223,6 +308,11 @@ mod tests {
             passages_days = 0
             [ingest]
             batch_max = 0
+            [web]
+            listen = "0.0.0.0:8080"
+            connections = 0
+            [notify]
+            kinds = ["fever"]
             "#,
         )
         .unwrap();
@@ -235,6 +325,9 @@ mod tests {
             "database.url",
             "database.timezone",
             "ingest.batch_max",
+            "web.listen",
+            "web.connections",
+            "notify",
         ] {
             assert!(
                 c.problems.iter().any(|p| p.starts_with(key)),

@@ -100,6 +100,8 @@ impl IngestArgs {
             },
             retention: Default::default(),
             ingest: Default::default(),
+            web: Default::default(),
+            notify: None,
         })
     }
 }

@@ -176,9 +176,14 @@ pub async fn run(a: UserArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gatehouse-company serve`: the web pages.
+/// `gatehouse-company serve`: the web pages, from the service's configuration file (its
+/// `[database]`, `[web]` and `[notify]`), or from flags.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
+    /// The configuration file (`/etc/gatehouse-company/company.toml`); the flags below are
+    /// for a quick start without one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub db: DbArgs,
     /// Where to listen. Without TLS keep it on loopback, behind the company's proxy.
@@ -222,7 +227,28 @@ pub async fn app(
     App::new(dbs, tz, labels, secure)
 }
 
-pub async fn serve(a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve(mut a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut notify_cfg = None;
+    if let Some(path) = a.config.take() {
+        let (c, checked) = crate::config::load(&path).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            checked.problems.is_empty(),
+            "{}: {}",
+            path.display(),
+            checked.problems.join("; ")
+        );
+        a.db = DbArgs {
+            database: c.database.url,
+            timezone: c.database.timezone,
+        };
+        a.listen = c.web.listen.parse()?;
+        (a.tls_cert, a.tls_key, a.labels) = (c.web.tls_cert, c.web.tls_key, c.web.labels);
+        (a.connections, a.form_cache_s) = (c.web.connections, c.web.form_cache_s);
+        notify_cfg = c.notify;
+    }
+    if let Some(path) = &a.notify {
+        notify_cfg = Some(notify::Config::load(path)?);
+    }
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Some(super::tls_acceptor(c, k)?),
         _ => None,
@@ -236,8 +262,7 @@ pub async fn serve(a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<
     let mut app = app(&a.db, a.connections, a.labels.as_deref(), tls.is_some()).await?;
     app.cache_for = std::time::Duration::from_secs(a.form_cache_s);
     let app = Arc::new(app);
-    if let Some(path) = &a.notify {
-        let cfg = notify::Config::load(path)?;
+    if let Some(cfg) = notify_cfg {
         let db = a.db.open().await?;
         tokio::spawn(notify::run(db, cfg, stop.clone()));
     }
