@@ -12,7 +12,7 @@ out=target/debian
 mkdir -p "$out"
 if [ "${1:-}" = --company ]; then
   if [ "${2:-}" = --debug ]; then
-    [ -x target/debug/gatehouse-company ] || cargo build --locked -p gatehouse-company --bin gatehouse-company
+    cargo build --locked --quiet -p gatehouse-company --bin gatehouse-company
     cargo deb -p gatehouse-company --no-build --profile dev --strip --fast --output "$out" -q
   else
     cargo deb -p gatehouse-company --locked --output "$out" -q
@@ -26,7 +26,7 @@ case "${1:-}" in
       --target aarch64-unknown-linux-gnu --output "$out" -q
     ;;
   --debug)
-    [ -x target/debug/gatehouse ] || cargo build --locked -p gatehouse --bin gatehouse
+    cargo build --locked --quiet -p gatehouse --bin gatehouse
     cargo deb -p gatehouse --no-build --profile dev --strip --fast --output "$out" -q
     ;;
   "")
