@@ -176,10 +176,13 @@ pub fn pager(app: &App, page: usize, pages: usize, href: &dyn Fn(usize) -> Strin
     }
 }
 
+/// A first-column code's drill-down link, if it has one.
+type Link<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 fn form_table(
     app: &App,
     f: &Form,
-    link: Option<&dyn Fn(&str) -> Option<String>>,
+    link: Option<Link>,
     (page, href): (usize, &dyn Fn(usize) -> String),
 ) -> Markup {
     let (rows, pages) = page_of(&f.rows, page, PAGE_ROWS);
@@ -327,7 +330,7 @@ pub async fn community(
     let avg = |v: i64| format!("{:.1}", v as f64 / per as f64);
     // People in per hour of the span (a day: 24 bars), and fevers per day over the last 14.
     let hourly = store::hourly(db, &community, span).await?;
-    let mut per_hour = vec![0i64; 24];
+    let mut per_hour = [0i64; 24];
     for (hour_ms, n, _) in &hourly {
         let h = local_time(&app, *hour_ms)
             .get(11..13)
