@@ -28,6 +28,9 @@ pub struct Web {
     pub listen: String,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The company's TLS proxy in front (its address): it names the client in
+    /// `X-Forwarded-For`, and cookies are marked `Secure` (the browser sees HTTPS).
+    pub trusted_proxy: Option<std::net::IpAddr>,
     /// Another language's labels (the built-in ones are Chinese).
     pub labels: Option<PathBuf>,
     #[serde(default = "default_connections")]
@@ -42,6 +45,7 @@ impl Default for Web {
             listen: default_listen(),
             tls_cert: None,
             tls_key: None,
+            trusted_proxy: None,
             labels: None,
             connections: default_connections(),
             form_cache_s: default_form_cache_s(),
@@ -238,6 +242,13 @@ pub fn check(c: &Config) -> Checked {
             ),
         ),
         Ok(_) => {}
+    }
+    if w.tls_cert.is_none() && w.trusted_proxy.is_none() {
+        out.warnings.push(
+            "web: neither TLS (tls_cert, tls_key) nor a TLS proxy (trusted_proxy): session cookies \
+             go without Secure, and every client looks like the proxy to the login limits"
+                .into(),
+        );
     }
     if w.tls_cert.is_some() != w.tls_key.is_some() {
         problem("web.tls_cert", "tls_cert and tls_key go together".into());

@@ -40,6 +40,8 @@ CREATE TABLE notifications (
 -- When the company received an alarm (the gateway's own time may be wrong): what the
 -- notifications look back over.
 ALTER TABLE alarms ADD COLUMN received_ms INTEGER NOT NULL DEFAULT 0;
+-- Alarms from before: received when they were raised, as near as is known.
+UPDATE alarms SET received_ms = at_ms;
 CREATE INDEX alarms_by_received ON alarms (received_ms);
 ALTER TABLE gateway_status ADD COLUMN registry_version INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE gateway_status ADD COLUMN clock_unsynced INTEGER NOT NULL DEFAULT 0;

@@ -119,14 +119,20 @@ impl tokio_postgres::types::ToSql for Value {
         out: &mut bytes::BytesMut,
     ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
         use tokio_postgres::types::{IsNull, Type};
-        match self {
-            Value::Null => Ok(IsNull::Yes),
-            Value::Int(v) if *ty == Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
-            Value::Int(v) if *ty == Type::BOOL => (*v != 0).to_sql(ty, out),
-            Value::Int(v) => v.to_sql(ty, out),
-            Value::Real(v) => v.to_sql(ty, out),
-            Value::Text(s) => s.to_sql(ty, out),
-            Value::Bool(b) => b.to_sql(ty, out),
+        // Each value only as the type PostgreSQL asks for: a mismatch is an error, never bytes
+        // read as something else.
+        match (self, ty) {
+            (Value::Null, _) => Ok(IsNull::Yes),
+            (Value::Int(v), &Type::INT8) => v.to_sql(ty, out),
+            (Value::Int(v), &Type::INT4) => i32::try_from(*v)?.to_sql(ty, out),
+            (Value::Int(v), &Type::INT2) => i16::try_from(*v)?.to_sql(ty, out),
+            (Value::Int(v), &Type::BOOL) => (*v != 0).to_sql(ty, out),
+            (Value::Real(v), &Type::FLOAT8) => v.to_sql(ty, out),
+            (Value::Text(s), &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME) => {
+                s.to_sql(ty, out)
+            }
+            (Value::Bool(b), &Type::BOOL) => b.to_sql(ty, out),
+            (v, ty) => Err(format!("{v:?} given where PostgreSQL expects {ty}").into()),
         }
     }
     fn accepts(_: &tokio_postgres::types::Type) -> bool {

@@ -195,20 +195,27 @@ pub struct StatusRow {
     pub outbox_depth: i64,
 }
 
-/// An order seen issued: kept once; if its result came first, the order fills in its row.
+/// An order seen issued (`gw`: where it was sent — a gateway, or a place's `_all`): kept once
+/// — a later copy under the same id never rewrites it; if its result came first, the order
+/// fills in that row.
 pub const ORDER_ISSUED_SQL: &str =
     "INSERT INTO orders (gw, command_id, kind, issued_ms, expires_ms,
         applied, refused, detail, result_ms)
      VALUES ($1, $2, $3, $4, $5, NULL, '', '', NULL)
      ON CONFLICT (gw, command_id) DO UPDATE SET kind = excluded.kind,
-        issued_ms = excluded.issued_ms, expires_ms = excluded.expires_ms";
-/// An order's result: the gateway answers each id once, so the newest answer is the answer.
+        issued_ms = excluded.issued_ms, expires_ms = excluded.expires_ms
+     WHERE orders.kind = ''";
+/// An order's result, from the gateway that answered (`gw`): each gateway answers an id once.
 pub const ORDER_RESULT_SQL: &str =
     "INSERT INTO orders (gw, command_id, kind, issued_ms, expires_ms,
         applied, refused, detail, result_ms)
      VALUES ($1, $2, '', 0, 0, $3, $4, $5, $6)
      ON CONFLICT (gw, command_id) DO UPDATE SET applied = excluded.applied,
         refused = excluded.refused, detail = excluded.detail, result_ms = excluded.result_ms";
+
+/// An alarm acknowledged at the gate: the first acknowledgement, wherever made, stands.
+pub const GATE_ACK_SQL: &str = "INSERT INTO alarm_acks (gw, seq, at_ms, by_user, acked_ms, source)
+     VALUES ($1, $2, $3, $4, $5, 'gateway') ON CONFLICT (gw, seq, at_ms) DO NOTHING";
 
 /// The database, either kind.
 pub enum Db {

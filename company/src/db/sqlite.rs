@@ -5,7 +5,7 @@ use super::{
     denial_total, rollup_sql, AlarmListRow, Applied, Batch, DenialRow, FeverRow, GatewayRow,
     Migration, PassageRow, Retention, RollupRow, Scope, StatsRow, StatusRow, Table, Which,
 };
-use super::{generic, ORDER_ISSUED_SQL, ORDER_RESULT_SQL};
+use super::{generic, GATE_ACK_SQL, ORDER_ISSUED_SQL, ORDER_RESULT_SQL};
 use crate::ingest::decode::{OrderSeen, Row};
 use crate::ingest::rollup::{self, COLUMNS};
 use anyhow::Context;
@@ -464,6 +464,7 @@ fn apply(
              WHERE (excluded.boot, excluded.seq) > (gateway_status.boot, gateway_status.seq)",
         )?;
         let mut order_issued = tx.prepare_cached(&generic::sqlite_sql(ORDER_ISSUED_SQL))?;
+        let mut gate_ack = tx.prepare_cached(&generic::sqlite_sql(GATE_ACK_SQL))?;
         let mut order_result = tx.prepare_cached(&generic::sqlite_sql(ORDER_RESULT_SQL))?;
         let mut twin = tx.prepare_cached(
             "INSERT INTO twins (gw, device, lane, online, arm, fault_code, last_seen_ms,
@@ -476,16 +477,7 @@ fn apply(
         )?;
         let mut seen_gw: Option<&str> = None;
         for row in rows {
-            let gw = match row {
-                Row::Passage(p) => &p.gw,
-                Row::Temperature(t) => &t.gw,
-                Row::Alarm(a) => &a.gw,
-                Row::Stats(s) => &s.gw,
-                Row::Status(s) => &s.gw,
-                Row::Twin(t) => &t.gw,
-                Row::Order(o) => &o.gw,
-            };
-            if seen_gw != Some(gw.path.as_str()) {
+            if let Some(gw) = row.gateway().filter(|g| seen_gw != Some(g.path.as_str())) {
                 gateway.execute(params![gw.path, gw.district, gw.street, gw.community])?;
                 seen_gw = Some(gw.path.as_str());
             }
@@ -583,6 +575,16 @@ fn apply(
                     ])?;
                     continue;
                 }
+                Row::Ack(k) => {
+                    gate_ack.execute(params![
+                        k.gw.path,
+                        k.alarm_seq,
+                        k.alarm_time_ms,
+                        k.by,
+                        k.acked_at_ms
+                    ])?;
+                    continue;
+                }
                 Row::Order(o) => {
                     match &o.what {
                         OrderSeen::Issued {
@@ -590,7 +592,7 @@ fn apply(
                             issued_ms,
                             expires_ms,
                         } => order_issued.execute(params![
-                            o.gw.path,
+                            o.target,
                             o.command_id,
                             kind,
                             issued_ms,
@@ -602,7 +604,7 @@ fn apply(
                             detail,
                             gateway_time_ms,
                         } => order_result.execute(params![
-                            o.gw.path,
+                            o.target,
                             o.command_id,
                             applied,
                             refused,

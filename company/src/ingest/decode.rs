@@ -151,10 +151,22 @@ pub struct TwinRow {
     pub gateway_time_ms: i64,
 }
 
-/// An order seen on a gateway's `cmd` topic, or its result from `cmd/result`.
+/// An alarm acknowledged at the gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckRow {
+    pub gw: Arc<Gw>,
+    pub alarm_seq: i64,
+    pub alarm_time_ms: i64,
+    pub by: String,
+    pub acked_at_ms: i64,
+}
+
+/// An order seen on a `cmd` topic, or its result from a gateway's `cmd/result`. `target` is
+/// the path below `gh/v1/` it was sent to: a gateway's, or a community's, street's or
+/// district's with `_all`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderRow {
-    pub gw: Arc<Gw>,
+    pub target: String,
     pub command_id: String,
     pub what: OrderSeen,
 }
@@ -183,6 +195,24 @@ pub enum Row {
     Status(StatusRow),
     Twin(TwinRow),
     Order(OrderRow),
+    Ack(AckRow),
+}
+
+impl Row {
+    /// The gateway the row came from — none for an order, which is addressed to a place (and
+    /// may be for a whole community: never a gateway of its own).
+    pub fn gateway(&self) -> Option<&Arc<Gw>> {
+        match self {
+            Row::Passage(p) => Some(&p.gw),
+            Row::Temperature(t) => Some(&t.gw),
+            Row::Alarm(a) => Some(&a.gw),
+            Row::Stats(s) => Some(&s.gw),
+            Row::Status(s) => Some(&s.gw),
+            Row::Twin(t) => Some(&t.gw),
+            Row::Ack(k) => Some(&k.gw),
+            Row::Order(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -202,6 +232,14 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
             payload.len()
         ));
     }
+    // An order for a whole street or district (a community's parses as gateway `_all`).
+    if let Some(target) = topic
+        .strip_prefix("gh/v1/")
+        .and_then(|t| t.strip_suffix("/_all/cmd"))
+        .filter(|t| (1..=2).contains(&t.matches('/').count()))
+    {
+        return order(format!("{target}/_all"), payload);
+    }
     let Some((path, channel)) = topics::parse(topic) else {
         return Decoded::Quarantine("not a gateway channel topic".into());
     };
@@ -213,7 +251,22 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
             Err(e) => bad("not an EventBatch", e),
         },
         Channel::Alarms => match v1::AlarmBatch::decode(payload) {
-            Ok(b) => Decoded::Rows(b.alarms.into_iter().map(|a| alarm(&gw, a)).collect()),
+            Ok(b) => Decoded::Rows(
+                b.alarms
+                    .into_iter()
+                    .map(|a| alarm(&gw, a))
+                    .chain(b.acks.into_iter().map(|k| {
+                        Row::Ack(AckRow {
+                            gw: gw.clone(),
+                            // As the alarm's own `seq` is kept (`alarm`), so the two match.
+                            alarm_seq: k.alarm_seq as i64,
+                            alarm_time_ms: k.alarm_time_ms,
+                            by: k.by,
+                            acked_at_ms: k.acked_at_ms,
+                        })
+                    }))
+                    .collect(),
+            ),
             Err(e) => bad("not an AlarmBatch", e),
         },
         Channel::Stats => match v1::StatsBatch::decode(payload) {
@@ -234,7 +287,11 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
                 registry_version: s.registry_version.min(i64::MAX as u64) as i64,
                 clock_unsynced: s.clock_unsynced,
                 store_degraded: s.store_degraded,
-                period_ms: s.status_period_ms.min(i64::MAX as u64) as i64,
+                // A second to an hour (0: not said): what a stale status is judged by.
+                period_ms: match s.status_period_ms {
+                    0 => 0,
+                    p => p.clamp(1_000, 3_600_000) as i64,
+                },
             })]),
             Err(e) => bad("not a Status", e),
         },
@@ -251,28 +308,12 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
             })]),
             Err(e) => bad("not a DeviceTwin", e),
         },
-        Channel::Cmd => match v1::SignedCommand::decode(payload)
-            .and_then(|s| v1::Command::decode(s.command.as_slice()))
-        {
-            Ok(c) => match order_kind(&c) {
-                Some(kind) => Decoded::Rows(vec![Row::Order(OrderRow {
-                    gw,
-                    command_id: c.id,
-                    what: OrderSeen::Issued {
-                        kind,
-                        issued_ms: c.issued_at_ms,
-                        expires_ms: c.expires_at_ms,
-                    },
-                })]),
-                None => Decoded::Skipped,
-            },
-            Err(e) => bad("not a SignedCommand", e),
-        },
+        Channel::Cmd => order(gw.path.clone(), payload),
         Channel::CmdResult => match v1::CommandResult::decode(payload) {
             // The answer to an order too broken to have an id: nothing to show it against.
             Ok(r) if r.command_id.is_empty() => Decoded::Skipped,
             Ok(r) => Decoded::Rows(vec![Row::Order(OrderRow {
-                gw,
+                target: gw.path.clone(),
                 command_id: r.command_id,
                 what: OrderSeen::Result {
                     applied: r.applied,
@@ -283,6 +324,26 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
             })]),
             Err(e) => bad("not a CommandResult", e),
         },
+    }
+}
+
+/// An order (signed; shown as seen — the gateways check the signature) sent to `target`.
+fn order(target: String, payload: &[u8]) -> Decoded {
+    match v1::SignedCommand::decode(payload).and_then(|s| v1::Command::decode(s.command.as_slice()))
+    {
+        Ok(c) => match order_kind(&c) {
+            Some(kind) if !c.id.is_empty() => Decoded::Rows(vec![Row::Order(OrderRow {
+                target,
+                command_id: c.id,
+                what: OrderSeen::Issued {
+                    kind,
+                    issued_ms: c.issued_at_ms,
+                    expires_ms: c.expires_at_ms,
+                },
+            })]),
+            _ => Decoded::Skipped,
+        },
+        Err(e) => Decoded::Quarantine(format!("not a SignedCommand: {e}")),
     }
 }
 

@@ -28,15 +28,18 @@ use tokio::sync::{mpsc, watch};
 /// MQTT's largest packet (its remaining length is at most 268,435,455 bytes).
 const MQTT_MAX_PACKET: usize = 268_435_460;
 
-/// The channels the ingest keeps, below each gateway's path, split among the instances of a
-/// group (a shared subscription).
-pub const CHANNELS: [&str; 5] = [
-    "events",
-    "alarms",
-    "stats",
-    // Orders to one gateway and what became of them: the operator's page.
-    "cmd",
-    "cmd/result",
+/// What the ingest keeps, split among the instances of a group (a shared subscription): each
+/// gateway's channels, and the orders for a whole street or district (a gateway's own and a
+/// whole community's are its `cmd`) — the operator's page shows orders and their results. Each
+/// with the name its group is told apart by.
+pub const CHANNELS: [(&str, &str); 7] = [
+    ("events", "+/+/+/+/+/events"),
+    ("alarms", "+/+/+/+/+/alarms"),
+    ("stats", "+/+/+/+/+/stats"),
+    ("cmd", "+/+/+/+/+/cmd"),
+    ("cmd-result", "+/+/+/+/+/cmd/result"),
+    ("cmd-street", "+/+/+/_all/cmd"),
+    ("cmd-district", "+/+/_all/cmd"),
 ];
 
 /// The retained channels — a gateway's status (its will when it is gone) and its devices'
@@ -53,11 +56,25 @@ pub const RETAINED: [&str; 2] = ["status", "twin/+"];
 pub fn filters(group: &str) -> Vec<String> {
     CHANNELS
         .iter()
-        .map(|c| {
-            let name = c.replace('/', "-");
-            format!("$share/{group}-{name}/gh/v1/+/+/+/+/+/{c}")
-        })
+        .map(|(name, tail)| format!("$share/{group}-{name}/gh/v1/{tail}"))
         .chain(RETAINED.iter().map(|c| format!("gh/v1/+/+/+/+/+/{c}")))
+        .collect()
+}
+
+/// The filters an instance of an earlier version subscribed to in its session (one group over
+/// every channel), from this version's: `$share/{group}-events/…` gives the group.
+fn legacy_filters(filters: &[String]) -> Vec<String> {
+    let Some(group) = filters
+        .first()
+        .and_then(|f| f.strip_prefix("$share/"))
+        .and_then(|f| f.split('/').next())
+        .and_then(|g| g.strip_suffix("-events"))
+    else {
+        return Vec::new();
+    };
+    ["events", "alarms", "stats", "status", "twin/+"]
+        .iter()
+        .map(|c| format!("$share/{group}/gh/v1/+/+/+/+/+/{c}"))
         .collect()
 }
 
@@ -330,6 +347,13 @@ async fn poll(
                     c.session_present
                 );
                 to_subscribe = filters.clone();
+                // A session from before the groups were per channel still holds one group
+                // over every channel: dropped, or each record would come twice.
+                if c.session_present {
+                    for f in legacy_filters(&filters) {
+                        let _ = client.try_unsubscribe(f);
+                    }
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -343,5 +367,23 @@ async fn poll(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_channel_has_a_group_of_its_own_and_the_old_one_is_dropped() {
+        let f = super::filters("gi");
+        assert_eq!(f[0], "$share/gi-events/gh/v1/+/+/+/+/+/events");
+        assert!(f.contains(&"$share/gi-cmd-street/gh/v1/+/+/+/_all/cmd".to_string()));
+        assert!(f.contains(&"gh/v1/+/+/+/+/+/status".to_string()));
+        let groups: std::collections::HashSet<_> =
+            f.iter().filter_map(|f| f.split('/').nth(1)).collect();
+        assert_eq!(groups.len(), super::CHANNELS.len() + 1, "{f:?}");
+        assert_eq!(
+            super::legacy_filters(&f)[3],
+            "$share/gi/gh/v1/+/+/+/+/+/status"
+        );
     }
 }

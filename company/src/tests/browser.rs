@@ -196,6 +196,7 @@ async fn gateway(port: u16) -> (AsyncClient, tokio::task::JoinHandle<()>) {
             subject_id: "R000042".into(),
             ..Default::default()
         }],
+        ..Default::default()
     };
     client
         .publish(
@@ -326,7 +327,7 @@ async fn a_worker_finds_the_fever_on_a_phone_and_the_operator_sees_the_gateway_g
     // The operator: the gateway online, then offline once it is stopped (its will).
     let desk = browser(&driver, (1280, 800), downloads.path()).await;
     log_in(&desk, &base, "operator", "operator password 1").await;
-    let fleet = until_shown(&desk, "在线", Duration::from_secs(10)).await;
+    let fleet = until_shown(&desk, "td class=\"ok\">在线", Duration::from_secs(10)).await;
     assert!(fleet.contains(COMMUNITY));
     screenshot(&desk, "fleet").await;
     desk.goto(&format!("{base}/fleet/alarms")).await.unwrap();

@@ -589,6 +589,7 @@ async fn the_days_lists(db: &Db) {
                 "",
             ),
         ],
+        ..Default::default()
     };
     put(
         db,

@@ -309,6 +309,7 @@ async fn on_the_embedded_broker_interleaved_events_and_alarms_are_all_stored() {
                 kind: v1::AlarmKind::Fever as i32,
                 ..Default::default()
             }],
+            ..Default::default()
         };
         client
             .publish(

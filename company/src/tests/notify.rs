@@ -96,27 +96,36 @@ fn alarm(seq: u64, kind: v1::AlarmKind, at: i64) -> Vec<u8> {
             lane: "east".into(),
             ..Default::default()
         }],
+        ..Default::default()
     }
     .encode_to_vec()
 }
 
+/// On SQLite and on a real PostgreSQL.
 #[tokio::test]
 async fn fire_tamper_and_offline_go_out_once_by_webhook_and_email() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&format!("sqlite:{}", dir.path().join("r.db").display()), TZ)
         .await
         .unwrap();
+    once_each(&db).await;
+    if let Some(pg) = super::pg::Pg::start() {
+        once_each(&Db::open(&pg.url, TZ).await.unwrap()).await;
+    }
+}
+
+async fn once_each(db: &Db) {
     let now = crate::web::auth::now_ms();
     let t = |gw: &str, ch: &str| format!("{PLACE}/{gw}/{ch}");
     put(
-        &db,
+        db,
         &t("gw-1", "alarms"),
         &alarm(1, v1::AlarmKind::FireMode, now),
         now,
     )
     .await;
     put(
-        &db,
+        db,
         &t("gw-1", "alarms"),
         &alarm(2, v1::AlarmKind::Tamper, now),
         now,
@@ -124,7 +133,7 @@ async fn fire_tamper_and_offline_go_out_once_by_webhook_and_email() {
     .await;
     // A fever is for the pages, not for a phone at night.
     put(
-        &db,
+        db,
         &t("gw-1", "alarms"),
         &alarm(3, v1::AlarmKind::Fever, now),
         now,
@@ -136,7 +145,7 @@ async fn fire_tamper_and_offline_go_out_once_by_webhook_and_email() {
         seq: 0x1_FFFF_FFFF,
         ..Default::default()
     };
-    put(&db, &t("gw-2", "status"), &offline.encode_to_vec(), now).await;
+    put(db, &t("gw-2", "status"), &offline.encode_to_vec(), now).await;
 
     let (hook_port, hooks) = webhook(1).await;
     let (smtp_port, mails) = smtp().await;
@@ -147,7 +156,7 @@ async fn fire_tamper_and_offline_go_out_once_by_webhook_and_email() {
         }),
         email: Some(Email {
             server: "127.0.0.1".into(),
-            port: smtp_port,
+            port: Some(smtp_port),
             security: "none".into(),
             username: None,
             password: None,
@@ -158,21 +167,21 @@ async fn fire_tamper_and_offline_go_out_once_by_webhook_and_email() {
     };
     cfg.check().unwrap();
     assert_eq!(
-        notify::find(&db, &cfg, now).await.unwrap(),
+        notify::find(db, &cfg, now).await.unwrap(),
         6,
         "3 alarms × 2 channels"
     );
-    assert_eq!(notify::find(&db, &cfg, now).await.unwrap(), 0, "made once");
+    assert_eq!(notify::find(db, &cfg, now).await.unwrap(), 0, "made once");
     // The webhook's first answer is a 500: that one waits for its retry.
-    assert_eq!(notify::send_due(&db, &cfg, now).await.unwrap(), 5);
+    assert_eq!(notify::send_due(db, &cfg, now).await.unwrap(), 5);
     assert_eq!(
-        notify::send_due(&db, &cfg, now + 1000).await.unwrap(),
+        notify::send_due(db, &cfg, now + 1000).await.unwrap(),
         0,
         "not due yet"
     );
-    assert_eq!(notify::send_due(&db, &cfg, now + 11_000).await.unwrap(), 1);
+    assert_eq!(notify::send_due(db, &cfg, now + 11_000).await.unwrap(), 1);
     assert_eq!(
-        notify::send_due(&db, &cfg, now + 3_600_000).await.unwrap(),
+        notify::send_due(db, &cfg, now + 3_600_000).await.unwrap(),
         0,
         "sent once"
     );

@@ -57,6 +57,7 @@ fn alarm(seq: u64, at_ms: i64, kind: v1::AlarmKind, device: &str, detail: &str) 
             detail: detail.into(),
             ..Default::default()
         }],
+        ..Default::default()
     }
     .encode_to_vec()
 }
@@ -271,6 +272,16 @@ async fn every_route_refuses_whoever_is_outside_its_scope() {
                 };
                 asked += 1;
                 if allowed {
+                    // A redirect, but never to the login page (the session was taken) — but
+                    // for logging out, which goes there.
+                    assert!(
+                        r.path == "/logout"
+                            || a.headers
+                                .get(header::LOCATION)
+                                .is_none_or(|l| l != "/login"),
+                        "{} {path} as {role:?} {scope}: sent to log in",
+                        r.method
+                    );
                     assert!(
                         a.status == StatusCode::OK || a.status == StatusCode::SEE_OTHER,
                         "{} {path} as {role:?} {scope}: {} {}",
@@ -745,6 +756,50 @@ async fn queries(db: &Db) {
         .map(|f| f.open_alarms)
         .sum();
     assert_eq!(open, 3);
+    // Acknowledged at the gate (the guard's console's record, up with the alarms): shown so
+    // here; the gate acknowledging what the company acknowledged first changes nothing, nor
+    // the company acknowledging what the gate did.
+    let b = alarms.iter().find(|a| a.gw != first.gw).unwrap();
+    let gate_ack = |a: &crate::web::store::AlarmItem| {
+        v1::AlarmBatch {
+            acks: vec![v1::AlarmAck {
+                alarm_seq: a.seq as u64,
+                alarm_time_ms: a.at_ms,
+                by: "guard-1".into(),
+                acked_at_ms: now,
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    put(db, &format!("gh/v1/{}/alarms", b.gw), &gate_ack(b), now).await;
+    put(
+        db,
+        &format!("gh/v1/{}/alarms", first.gw),
+        &gate_ack(first),
+        now,
+    )
+    .await;
+    let acked: Vec<_> = store::alarms(db, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|a| a.acked.map(|k| (a.gw, k.0, k.2)))
+        .collect();
+    assert_eq!(acked.len(), 2, "{acked:?}");
+    assert!(
+        acked.contains(&(b.gw.clone(), "guard-1".into(), "gateway".into())),
+        "{acked:?}"
+    );
+    assert!(
+        acked.contains(&(first.gw.clone(), "op".into(), "company".into())),
+        "{acked:?}"
+    );
+    assert!(
+        !store::acknowledge(db, (&b.gw, b.seq, b.at_ms), "op", "company", now)
+            .await
+            .unwrap()
+    );
     // An order seen on a gateway's `cmd` topic and its result from `cmd/result`, in either
     // order.
     let order = |id: &str| {
@@ -789,6 +844,46 @@ async fn queries(db: &Db) {
     .await;
     put(db, &topic_of(A, "gw-1", "cmd"), &order("o-2"), now).await;
     put(db, &topic_of(A, "gw-1", "cmd"), &order("o-3"), now).await;
+    // An order for the whole street, answered by two of its gateways; and a forged copy of
+    // o-1 under the same id (a gateway publishing on its own `cmd`) rewrites nothing.
+    put(
+        db,
+        &format!("gh/v1/3301/{}/{}/_all/cmd", A.2, A.1),
+        &order("o-4"),
+        now,
+    )
+    .await;
+    put(
+        db,
+        &topic_of(A, "gw-1", "cmd/result"),
+        &result("o-4", true),
+        now,
+    )
+    .await;
+    put(
+        db,
+        &topic_of(B, "gw-1", "cmd/result"),
+        &result("o-4", false),
+        now,
+    )
+    .await;
+    let forged = v1::SignedCommand {
+        command: v1::Command {
+            id: "o-1".into(),
+            issued_at_ms: 1,
+            payload: Some(v1::command::Payload::Ping(v1::Ping {})),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        ..Default::default()
+    };
+    put(
+        db,
+        &topic_of(A, "gw-1", "cmd"),
+        &forged.encode_to_vec(),
+        now,
+    )
+    .await;
     let mut orders = store::orders(db, 10).await.unwrap();
     orders.sort_by(|a, b| a.command_id.cmp(&b.command_id));
     let seen: Vec<_> = orders
@@ -798,16 +893,69 @@ async fn queries(db: &Db) {
                 o.command_id.as_str(),
                 o.kind.as_str(),
                 o.applied,
-                o.refused.as_str(),
+                o.refused,
+                o.why.as_str(),
             )
         })
         .collect();
     assert_eq!(
         seen,
         [
-            ("o-1", "set_mode lockdown", Some(true), ""),
-            ("o-2", "set_mode lockdown", Some(false), "fire_mode"),
-            ("o-3", "set_mode lockdown", None, ""),
+            ("o-1", "set_mode lockdown", 1, 0, ""),
+            ("o-2", "set_mode lockdown", 0, 1, "fire_mode"),
+            ("o-3", "set_mode lockdown", 0, 0, ""),
+            ("o-4", "set_mode lockdown", 1, 1, "fire_mode"),
         ]
     );
+    assert_eq!(orders[3].target, format!("3301/{}/{}/_all", A.2, A.1));
+    assert_eq!(orders[0].issued_ms, now, "the forged copy changed nothing");
+    // No gateway `_all` was made of a community's order, nor of the street's.
+    put(
+        db,
+        &format!("gh/v1/3301/{}/{}/{}/_all/cmd", A.2, A.1, A.0),
+        &order("o-5"),
+        now,
+    )
+    .await;
+    assert!(store::fleet(db, 0)
+        .await
+        .unwrap()
+        .iter()
+        .all(|f| !f.gw.ends_with("_all")));
+}
+
+/// Behind the company's TLS proxy every peer is the proxy: the client is the last address it
+/// vouches for in `X-Forwarded-For`; from anyone else that header is ignored.
+#[tokio::test]
+async fn the_client_address_is_the_proxys_word_only_when_the_peer_is_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&format!("sqlite:{}", dir.path().join("r.db").display()), TZ)
+        .await
+        .unwrap();
+    let mut app = App::new(vec![db], TZ, Labels::builtin(), true).unwrap();
+    app.trusted_proxy = Some("127.0.0.1".parse().unwrap());
+    let mut h = axum::http::HeaderMap::new();
+    h.insert(
+        "x-forwarded-for",
+        "203.0.113.9, 198.51.100.7".parse().unwrap(),
+    );
+    let proxy = SocketAddr::from(([127, 0, 0, 1], 50000));
+    let other = SocketAddr::from(([192, 0, 2, 5], 50000));
+    assert_eq!(auth::client_address(&app, proxy, &h), "198.51.100.7");
+    assert_eq!(auth::client_address(&app, other, &h), "192.0.2.5");
+    assert_eq!(
+        auth::client_address(&app, proxy, &axum::http::HeaderMap::new()),
+        "127.0.0.1"
+    );
+    // Served as secure: the session cookie says Secure, and HSTS goes with every answer.
+    let router = web::router(Arc::new(app));
+    let page = ask(&router, "GET", "/login", None, None).await;
+    assert!(page.headers[header::STRICT_TRANSPORT_SECURITY]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age="));
+    assert!(page.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("; Secure"));
 }

@@ -105,11 +105,31 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn address(parts: &Parts) -> String {
+/// The client's address: the peer's, or — when the peer is the company's TLS proxy — the last
+/// address the proxy put in `X-Forwarded-For` (the only one it vouches for).
+pub fn client_address(app: &App, peer: SocketAddr, headers: &HeaderMap) -> String {
+    if app.trusted_proxy == Some(peer.ip()) {
+        // The rightmost entry only (what a client sent itself comes before it); one that does
+        // not read as an address is no one's word.
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok());
+        if let Some(a) = forwarded {
+            return a.to_string();
+        }
+    }
+    peer.ip().to_string()
+}
+
+fn address(app: &App, parts: &Parts) -> String {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| client_address(app, c.0, &parts.headers))
         .unwrap_or_default()
 }
 
@@ -121,7 +141,7 @@ impl FromRequestParts<Arc<App>> for Who {
         let mut who = store::session(app.db(), &token_hash(token), now_ms())
             .await?
             .ok_or(Failure::SignIn)?;
-        who.address = address(parts);
+        who.address = address(app, parts);
         Ok(who)
     }
 }
@@ -139,14 +159,17 @@ pub async fn permit_community(app: &App, who: &Who, community: &str) -> Result<(
     let ok = match who.role {
         Role::Company => true,
         Role::Community => who.scope == community,
+        // The codes nest (a community's holds its street's, a street's its district's), and
+        // every gateway of the community must say the same.
         Role::Street | Role::District => {
-            match store::community_parents(app.db(), community).await? {
-                Some((street, district)) => {
-                    (who.role == Role::Street && who.scope == street)
-                        || (who.role == Role::District && who.scope == district)
+            community.starts_with(&who.scope)
+                && match store::community_parents(app.db(), community).await? {
+                    Some((street, district)) => {
+                        (who.role == Role::Street && who.scope == street)
+                            || (who.role == Role::District && who.scope == district)
+                    }
+                    None => false,
                 }
-                None => false,
-            }
         }
     };
     ok.then_some(()).ok_or(Failure::Forbidden)
@@ -157,7 +180,9 @@ pub async fn permit_street(app: &App, who: &Who, street: &str) -> Result<(), Fai
         Role::Company => true,
         Role::Street => who.scope == street,
         Role::District => {
-            store::street_district(app.db(), street).await?.as_deref() == Some(who.scope.as_str())
+            street.starts_with(&who.scope)
+                && store::street_district(app.db(), street).await?.as_deref()
+                    == Some(who.scope.as_str())
         }
         Role::Community => false,
     };
@@ -175,56 +200,98 @@ pub fn permit_company(who: &Who) -> Result<(), Failure> {
         .ok_or(Failure::Forbidden)
 }
 
-/// Failed logins per user and per address, over a sliding quarter of an hour: past the limit a
-/// login is refused before its password is checked (no hashing work to spend, no answer to
-/// learn from).
-#[derive(Default)]
+/// Login attempts per user and per address, over a sliding quarter of an hour. An attempt is
+/// counted *before* its password is checked (and forgiven when it succeeds), so a burst of
+/// parallel guesses cannot all slip in under the limit; past the limit a login is refused before
+/// any hashing. Keys are hashed (a long made-up name costs no memory), and the table is bounded.
+/// At most `VERIFYING` passwords are hashed at once (each argon2 verification takes 19 MiB and a
+/// core for a while): more logins at the same moment are asked to try again.
 pub struct Limiter {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    attempts: Mutex<HashMap<(u8, u64), Vec<Instant>>>,
+    keys: std::collections::hash_map::RandomState,
+    pub verifying: tokio::sync::Semaphore,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            attempts: Mutex::default(),
+            keys: Default::default(),
+            verifying: tokio::sync::Semaphore::new(VERIFYING),
+        }
+    }
 }
 
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 const PER_USER: usize = 5;
 const PER_ADDRESS: usize = 20;
+const VERIFYING: usize = 4;
+const MAX_KEYS: usize = 100_000;
+
+/// What the limiter says of one login attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// Go on (counted; forgiven if it succeeds).
+    Allowed,
+    /// Refused; `first` when this refusal is the one that reached the limit (audited once).
+    Limited { first: bool },
+}
 
 impl Limiter {
-    fn count(map: &mut HashMap<String, Vec<Instant>>, key: &str) -> usize {
+    fn key(&self, kind: u8, s: &str) -> (u8, u64) {
+        use std::hash::BuildHasher;
+        (kind, self.keys.hash_one(s))
+    }
+
+    /// Checks and counts an attempt, in one step.
+    pub fn attempt(&self, user: &str, address: &str) -> Attempt {
+        let Ok(mut m) = self.attempts.lock() else {
+            return Attempt::Limited { first: false };
+        };
         let now = Instant::now();
-        match map.get_mut(key) {
-            Some(v) => {
-                v.retain(|t| now.duration_since(*t) < WINDOW);
-                v.len()
-            }
-            None => 0,
-        }
-    }
-
-    pub fn allowed(&self, user: &str, address: &str) -> bool {
-        let Ok(mut m) = self.failures.lock() else {
-            return false;
-        };
-        Self::count(&mut m, &format!("u:{user}")) < PER_USER
-            && Self::count(&mut m, &format!("a:{address}")) < PER_ADDRESS
-    }
-
-    pub fn failed(&self, user: &str, address: &str) {
-        let Ok(mut m) = self.failures.lock() else {
-            return;
-        };
-        // Bounded: a flood of made-up names forgets the oldest windows, never grows for ever.
-        if m.len() > 100_000 {
-            let now = Instant::now();
+        if m.len() > MAX_KEYS {
             m.retain(|_, v| v.last().is_some_and(|t| now.duration_since(*t) < WINDOW));
+            // Still full (a flood from many addresses): the keys idle longest go first.
+            if m.len() > MAX_KEYS {
+                let mut lasts: Vec<Instant> =
+                    m.values().filter_map(|v| v.last().copied()).collect();
+                lasts.sort_unstable();
+                let cut = lasts[lasts.len() - MAX_KEYS * 9 / 10];
+                m.retain(|_, v| v.last().is_some_and(|t| *t >= cut));
+            }
         }
-        let now = Instant::now();
-        for k in [format!("u:{user}"), format!("a:{address}")] {
-            m.entry(k).or_default().push(now);
+        let (u, a) = (self.key(0, user), self.key(1, address));
+        let mut count = |k| {
+            let v: &mut Vec<Instant> = m.entry(k).or_default();
+            v.retain(|t| now.duration_since(*t) < WINDOW);
+            v.len()
+        };
+        let (nu, na) = (count(u), count(a));
+        let limited = nu >= PER_USER || na >= PER_ADDRESS;
+        // A refused attempt counts too (the window slides on while the guessing goes on), up to
+        // one past the limit: the count stays bounded, and reaching it is seen once.
+        for (k, n, limit) in [(u, nu, PER_USER), (a, na, PER_ADDRESS)] {
+            if n <= limit {
+                m.entry(k).or_default().push(now);
+            }
+        }
+        if limited {
+            Attempt::Limited {
+                first: nu == PER_USER || na == PER_ADDRESS,
+            }
+        } else {
+            Attempt::Allowed
         }
     }
 
-    pub fn succeeded(&self, user: &str) {
-        if let Ok(mut m) = self.failures.lock() {
-            m.remove(&format!("u:{user}"));
+    /// A login that succeeded: its user's count starts again, its address's attempt forgiven.
+    pub fn succeeded(&self, user: &str, address: &str) {
+        let (u, a) = (self.key(0, user), self.key(1, address));
+        if let Ok(mut m) = self.attempts.lock() {
+            m.remove(&u);
+            if let Some(v) = m.get_mut(&a) {
+                v.pop();
+            }
         }
     }
 }
@@ -301,19 +368,37 @@ pub async fn login(
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, Failure> {
-    let address = peer.ip().to_string();
+    let address = client_address(&app, peer, &headers);
     if !cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same(c, &f.csrf)) {
         return Err(Failure::Csrf);
     }
-    if !app.limiter.allowed(&f.name, &address) {
-        store::audit(app.db(), &f.name, &address, "login_limited", "").await?;
-        return Ok(login_response(
+    // What is kept of a name from outside: no more than a real one can be.
+    let name: String = f.name.chars().take(64).collect();
+    let limited = || {
+        login_response(
             &app,
             StatusCode::TOO_MANY_REQUESTS,
             Some(app.t("login_limited")),
-        ));
+        )
+    };
+    match app.limiter.attempt(&name, &address) {
+        Attempt::Allowed => {}
+        Attempt::Limited { first } => {
+            if first {
+                store::audit(app.db(), &name, &address, "login_limited", "").await?;
+            }
+            return Ok(limited());
+        }
     }
-    let user = store::user(app.db(), &f.name).await?;
+    // Hashing is costly: a few at a time, the rest asked to try again.
+    let Ok(_permit) = app.limiter.verifying.try_acquire() else {
+        return Ok(limited());
+    };
+    let user = if f.name.len() > 64 || f.password.len() > 1024 {
+        None
+    } else {
+        store::user(app.db(), &name).await?
+    };
     let hash = match &user {
         Some(u) if !u.disabled => u.hash.clone(),
         _ => NOBODY.clone(),
@@ -323,15 +408,14 @@ pub async fn login(
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|u| ok && !u.disabled) else {
-        app.limiter.failed(&f.name, &address);
-        store::audit(app.db(), &f.name, &address, "login_failed", "").await?;
+        store::audit(app.db(), &name, &address, "login_failed", "").await?;
         return Ok(login_response(
             &app,
             StatusCode::UNAUTHORIZED,
             Some(app.t("login_failed")),
         ));
     };
-    app.limiter.succeeded(&f.name);
+    app.limiter.succeeded(&name, &address);
     let token = random_token();
     let now = now_ms();
     store::open_session(
@@ -387,6 +471,46 @@ pub async fn logout(
 
 #[cfg(test)]
 mod tests {
+    use super::{Attempt, Limiter};
+
+    #[test]
+    fn attempts_are_counted_before_the_password_and_forgiven_after() {
+        let l = Limiter::default();
+        for _ in 0..5 {
+            assert_eq!(l.attempt("wang", "192.0.2.1"), Attempt::Allowed);
+        }
+        // The sixth, even if it is right, is refused before any hashing; audited once.
+        assert_eq!(
+            l.attempt("wang", "192.0.2.1"),
+            Attempt::Limited { first: true }
+        );
+        assert_eq!(
+            l.attempt("wang", "192.0.2.9"),
+            Attempt::Limited { first: false }
+        );
+        // Another user from the same address goes on, until the address's own limit.
+        assert_eq!(l.attempt("li", "192.0.2.1"), Attempt::Allowed);
+        l.succeeded("li", "192.0.2.1");
+        for i in 0..14 {
+            assert_eq!(
+                l.attempt(&format!("u{i}"), "192.0.2.1"),
+                Attempt::Allowed,
+                "{i}"
+            );
+        }
+        assert_eq!(
+            l.attempt("zhao", "192.0.2.1"),
+            Attempt::Limited { first: true }
+        );
+        // A success forgives its user's count.
+        let l = Limiter::default();
+        for _ in 0..4 {
+            l.attempt("chen", "192.0.2.2");
+        }
+        l.succeeded("chen", "192.0.2.2");
+        assert_eq!(l.attempt("chen", "192.0.2.2"), Attempt::Allowed);
+    }
+
     #[test]
     fn the_nobody_hash_parses_and_matches_nothing() {
         assert!(argon2::password_hash::PasswordHash::new(&super::NOBODY).is_ok());

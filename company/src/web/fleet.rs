@@ -92,10 +92,14 @@ pub async fn gateways(
         ),
         (app.t("stale").to_string(), count(Shown::Stale)),
     ];
+    let given_up = super::notify::given_up(app.db()).await?;
     let pages = rows.len().div_ceil(PAGE_GATEWAYS).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);
     let body = html! {
         h1 { (app.t("fleet")) }
+        @if given_up > 0 {
+            p.bad role="alert" { (app.t("notifications_failed")) ": " (given_up) }
+        }
         (chart::bars(app.t("chart_gateways"), &states, "#2f6db3"))
         (pager(&app, page, pages, &|p| format!("/fleet?page={p}")))
         div.wrap { table {
@@ -216,23 +220,29 @@ pub async fn acknowledge(
 
 pub async fn orders(State(app): State<Arc<App>>, who: Who) -> Result<Response, Failure> {
     permit_company(&who)?;
+    let now = auth::now_ms();
     let rows = store::orders(app.db(), 300).await?;
     let body = html! {
         h1 { (app.t("orders")) }
         div.wrap { table {
             thead { tr {
-                th { (app.t("issued")) } th { (app.t("gateway")) } th { (app.t("order_id")) }
+                th { (app.t("issued")) } th { (app.t("order_target")) } th { (app.t("order_id")) }
                 th { (app.t("order_kind")) } th { (app.t("result")) } th { (app.t("detail")) }
             } }
             tbody { @for o in &rows { tr {
-                td { (local(&app, o.issued_ms)) }
-                td { (o.gw.rsplit('/').next().unwrap_or(&o.gw)) }
+                td { @if o.issued_ms > 0 { (local(&app, o.issued_ms)) } }
+                td { (o.target) }
                 td { (o.command_id) }
                 td { (o.kind) }
-                @match o.applied {
-                    Some(true) => td.ok { (app.t("applied")) },
-                    Some(false) => td.bad { (app.t("refused")) ": " (o.refused) },
-                    None => td.warn { (app.t("pending")) },
+                @if o.refused > 0 {
+                    td.bad { (app.t("refused")) " " (o.refused) ": " (o.why)
+                        @if o.applied > 0 { "; " (app.t("applied")) " " (o.applied) } }
+                } @else if o.applied > 0 {
+                    td.ok { (app.t("applied")) " " (o.applied) }
+                } @else if o.expires_ms > 0 && now > o.expires_ms {
+                    td.bad { (app.t("expired")) }
+                } @else {
+                    td.warn { (app.t("pending")) }
                 }
                 td { (o.detail) }
             } } }

@@ -63,5 +63,18 @@ mod tests {
             used > 50,
             "only {used} labels found: is the pattern still right?"
         );
+        // And the labels named at run time.
+        let dynamic = crate::web::pages::COMMUNITY_FORMS
+            .iter()
+            .map(|(_, l)| l.to_string())
+            .chain(crate::web::pages::FIGURES.iter().map(|l| l.to_string()))
+            .chain(
+                crate::web::store::ACK_KINDS
+                    .iter()
+                    .map(|k| format!("alarm_{k}")),
+            );
+        for key in dynamic {
+            assert!(labels.contains_key(&key), "no label for {key:?}");
+        }
     }
 }

@@ -107,8 +107,11 @@ pub struct App {
     next: AtomicUsize,
     pub tz: Tz,
     pub labels: Labels,
-    /// Cookies marked `Secure` (served over TLS).
+    /// Cookies marked `Secure` and HSTS sent (served over TLS, here or by the proxy).
     pub secure: bool,
+    /// The company's TLS proxy in front (plain HTTP on loopback): its `X-Forwarded-For` names
+    /// the client.
+    pub trusted_proxy: Option<std::net::IpAddr>,
     pub limiter: Limiter,
     cache: pages::FormCache,
     /// How long a built form is served again (0: never): a street's day is read by many at
@@ -125,6 +128,7 @@ impl App {
             tz,
             labels,
             secure,
+            trusted_proxy: None,
             limiter: Limiter::default(),
             cache: Default::default(),
             cache_for: std::time::Duration::from_secs(10),
@@ -146,15 +150,27 @@ pub fn router(app: Arc<App>) -> Router {
         r = r.route(route.path, handler(route));
     }
     r.fallback(|| async { Failure::NotFound })
-        .layer(axum::middleware::map_response(harden))
+        .layer(axum::middleware::map_response_with_state(
+            app.clone(),
+            harden,
+        ))
         .with_state(app)
 }
 
 /// Headers every answer carries: no framing (clickjacking), no sniffing, no scripts at all
 /// (the pages have none, so an injected one cannot run even if escaping ever failed), and
 /// pages with someone's data are not cached by a shared browser.
-async fn harden(mut r: Response) -> Response {
+async fn harden(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    mut r: Response,
+) -> Response {
     let h = r.headers_mut();
+    if app.secure {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            axum::http::HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
         h.insert(k, axum::http::HeaderValue::from_static(v));
     };
@@ -221,7 +237,13 @@ pub struct Listen {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
-/// Serves until `stop`.
+/// Connections served at once; more wait in the kernel's backlog, then are refused.
+const MAX_CONNECTIONS: usize = 1024;
+/// A client has this long to send a request's headers (a slow or idle one is let go) and a TLS
+/// handshake.
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `stop`, over TLS when `tls` is given.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
@@ -229,13 +251,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let service = router(app);
-    let Some(tls) = tls else {
-        let app = service.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopped(&mut stop).await })
-            .await?;
-        return Ok(());
-    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -249,27 +265,50 @@ pub async fn serve(
             },
             _ = stopped(&mut stop) => return Ok(()),
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         let (tls, service) = (tls.clone(), service.clone());
         tokio::spawn(async move {
-            // A client that never finishes its handshake is dropped.
-            let handshake =
-                tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(tcp)).await;
-            let Ok(Ok(stream)) = handshake else { return };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                let mut s = service.clone();
-                async move {
-                    use tower::Service;
-                    s.call(req.map(axum::body::Body::new)).await
+            let _slot = slot;
+            match tls {
+                None => connection(tcp, peer, service).await,
+                Some(tls) => {
+                    // A client that never finishes its handshake is dropped.
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(CLIENT_TIMEOUT, tls.accept(tcp)).await
+                    {
+                        connection(stream, peer, service).await
+                    }
                 }
-            });
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+            }
         });
     }
+}
+
+/// One client's connection, HTTP/1.1, its address given to the handlers.
+async fn connection<S>(stream: S, peer: SocketAddr, service: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let mut s = service.clone();
+        async move {
+            use tower::Service;
+            s.call(req.map(axum::body::Body::new)).await
+        }
+    });
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(CLIENT_TIMEOUT);
+    let _ = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }
 
 /// Until `stop` says so (or its sender is gone).

@@ -39,9 +39,9 @@ pub struct Webhook {
 #[serde(deny_unknown_fields)]
 pub struct Email {
     pub server: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// `starttls` (the default), `tls` (port 465), or `none` (a relay on the same host).
+    /// By default 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    pub port: Option<u16>,
+    /// `starttls` (the default), `tls`, or `none` (a relay on the same host).
     #[serde(default = "default_security")]
     pub security: String,
     pub username: Option<String>,
@@ -50,9 +50,6 @@ pub struct Email {
     pub to: Vec<String>,
 }
 
-fn default_port() -> u16 {
-    587
-}
 fn default_security() -> String {
     "starttls".into()
 }
@@ -108,6 +105,17 @@ pub struct Notice {
     pub kind: String,
     pub gw: String,
     pub detail: String,
+}
+
+/// Notifications given up on (tried `MAX_ATTEMPTS` times): the operator's page shows them.
+pub async fn given_up(db: &Db) -> anyhow::Result<i64> {
+    let rows = db
+        .query(
+            "SELECT count(*) FROM notifications WHERE sent_ms IS NULL AND attempts >= $1",
+            vec![MAX_ATTEMPTS.into()],
+        )
+        .await?;
+    Ok(rows.first().map_or(0, |r| r.int(0)))
 }
 
 /// Finds what is new and makes its rows (once: the key is the alarm, or the gateway's status).
@@ -191,8 +199,18 @@ pub async fn find(db: &Db, cfg: &Config, now: i64) -> anyhow::Result<u64> {
     Ok(made)
 }
 
-/// Sends what is due; returns how many went out.
+/// Sends what is due as of `now`; returns how many went out. Each row's claim and outcome are
+/// timed by the clock as it is then (`clock`): a round of slow servers takes minutes.
 pub async fn send_due(db: &Db, cfg: &Config, now: i64) -> anyhow::Result<u64> {
+    send_due_with(db, cfg, now, &|| now).await
+}
+
+async fn send_due_with(
+    db: &Db,
+    cfg: &Config,
+    now: i64,
+    clock: &(dyn Fn() -> i64 + Sync),
+) -> anyhow::Result<u64> {
     let due = db
         .query(
             "SELECT key, kind, gw, detail, attempts, next_ms FROM notifications
@@ -204,11 +222,12 @@ pub async fn send_due(db: &Db, cfg: &Config, now: i64) -> anyhow::Result<u64> {
     let mut sent = 0;
     for r in due {
         let (key, attempts, next) = (r.text(0), r.int(4), r.int(5));
-        // Claimed for a minute: another instance that read the same row finds it changed.
+        // Claimed for a minute (longer than a send may take: 20 s at most): another instance
+        // that read the same row finds it changed.
         let claimed = db
             .execute(
                 "UPDATE notifications SET next_ms = $1 WHERE key = $2 AND next_ms = $3",
-                vec![(now + 60_000).into(), key.clone().into(), next.into()],
+                vec![(clock() + 60_000).into(), key.clone().into(), next.into()],
             )
             .await?;
         if claimed != 1 {
@@ -229,7 +248,7 @@ pub async fn send_due(db: &Db, cfg: &Config, now: i64) -> anyhow::Result<u64> {
             Ok(()) => {
                 db.execute(
                     "UPDATE notifications SET sent_ms = $1, attempts = $2 WHERE key = $3",
-                    vec![now.into(), (attempts + 1).into(), key.into()],
+                    vec![clock().into(), (attempts + 1).into(), key.into()],
                 )
                 .await?;
                 sent += 1;
@@ -246,7 +265,7 @@ pub async fn send_due(db: &Db, cfg: &Config, now: i64) -> anyhow::Result<u64> {
                      WHERE key = $4",
                     vec![
                         attempts.into(),
-                        (now + delay).into(),
+                        (clock() + delay).into(),
                         format!("{e:#}").into(),
                         key.into(),
                     ],
@@ -319,7 +338,11 @@ async fn email(cfg: &Config, n: &Notice) -> anyhow::Result<()> {
         "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&e.server)?,
         _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&e.server),
     }
-    .port(e.port)
+    .port(e.port.unwrap_or(match e.security.as_str() {
+        "tls" => 465,
+        "none" => 25,
+        _ => 587,
+    }))
     .timeout(Some(Duration::from_secs(20)));
     if let (Some(u), Some(p)) = (&e.username, &e.password) {
         t = t.credentials(lettre::transport::smtp::authentication::Credentials::new(
@@ -336,12 +359,10 @@ pub async fn run(db: Db, cfg: Config, mut stop: watch::Receiver<bool>) {
     let mut failures = 0u64;
     loop {
         let now = super::auth::now_ms();
-        let r = async {
-            find(&db, &cfg, now).await?;
-            send_due(&db, &cfg, now).await
-        }
-        .await;
-        if let Err(e) = r {
+        // A failure to find new ones never holds back sending those already found.
+        let found = find(&db, &cfg, now).await;
+        let sent = send_due_with(&db, &cfg, now, &super::auth::now_ms).await;
+        if let Err(e) = found.and(sent) {
             failures += 1;
             if crate::ingest::worth_logging(failures) {
                 tracing::warn!("notifications: {e:#} ({failures} rounds failed so far)");

@@ -50,6 +50,10 @@ impl Dates {
                 "{from}..{to}: at most {MAX_DAYS} days, in order"
             )));
         }
+        // A day the zone cannot place (year 262143, and the like), and the week before it.
+        let week_before = from.checked_sub_days(chrono::Days::new(7)).unwrap_or(from);
+        forms::span(app.tz, week_before, to)
+            .map_err(|e| Failure::BadRequest(format!("{from}..{to}: {e}")))?;
         Ok((from, to))
     }
 
@@ -74,7 +78,7 @@ fn community_kind(name: &str) -> Option<Kind> {
     })
 }
 
-const COMMUNITY_FORMS: [(&str, &str); 6] = [
+pub(crate) const COMMUNITY_FORMS: [(&str, &str); 6] = [
     ("entry", "form_entry"),
     ("temperature", "form_temperature"),
     ("visitor", "form_visitor"),
@@ -95,7 +99,8 @@ async fn form(
         let f = forms::build(app.db(), kind, scope, app.tz, (from, to), now).await?;
         Ok::<_, Failure>((Arc::new(f), now))
     };
-    if app.cache_for.is_zero() {
+    // Only a day's forms are kept (what many read at once); a range is built for who asks.
+    if app.cache_for.is_zero() || from != to {
         return build().await;
     }
     let key = format!("{kind:?}|{scope:?}|{from}|{to}");
@@ -105,14 +110,18 @@ async fn form(
             .0
             .lock()
             .map_err(|_| anyhow::anyhow!("the form cache's lock is poisoned"))?;
-        if c.len() > 1000 {
+        if c.len() > 200 {
             // Forgotten: entries no one is waiting on and that are out of date.
             c.retain(|_, slot| {
                 slot.try_lock()
                     .is_ok_and(|b| b.as_ref().is_some_and(|b| b.0.elapsed() < app.cache_for))
             });
         }
-        c.entry(key).or_default().clone()
+        // Full of fresh forms (someone walking through every day): built, not kept.
+        (c.len() <= 2000 || c.contains_key(&key)).then(|| c.entry(key).or_default().clone())
+    };
+    let Some(slot) = slot else {
+        return build().await;
     };
     let mut slot = slot.lock().await;
     if let Some((at, f, made)) = slot.as_ref() {
@@ -145,6 +154,9 @@ fn dates_form(app: &App, from: NaiveDate, to: NaiveDate) -> Markup {
 }
 
 /// A form as an HTML table; `link` makes a first-column code a link (drill-down).
+/// The comparison's figures, in `store::Totals`' order (their labels).
+pub(crate) const FIGURES: [&str; 5] = ["entries", "exits", "vehicles", "screened", "denials"];
+
 /// Rows of a form on one page: a day's vehicle list at a large estate runs to thousands, and no
 /// page may weigh over 300 KB (the downloads have every row).
 pub const PAGE_ROWS: usize = 500;
@@ -248,17 +260,32 @@ fn file_part(s: &str) -> String {
 async fn download(
     app: &App,
     who: &Who,
-    (f, kind, code): (&Form, &str, &str),
+    (f, kind, code): (&Arc<Form>, &str, &str),
     (from, to): (NaiveDate, NaiveDate),
     format: Option<&str>,
 ) -> Result<Response, Failure> {
+    // Writing a quarter's list takes a while: off the threads that answer everyone else.
+    let off = |xlsx: bool| {
+        let f = f.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                if xlsx {
+                    export::xlsx(&f)
+                } else {
+                    Ok(export::csv(&f))
+                }
+            })
+            .await
+            .map_err(anyhow::Error::from)?
+        }
+    };
     let (body, mime, ext) = match format {
         Some("xlsx") => (
-            export::xlsx(f)?,
+            off(true).await?,
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             "xlsx",
         ),
-        Some("csv") => (export::csv(f), "text/csv; charset=utf-8", "csv"),
+        Some("csv") => (off(false).await?, "text/csv; charset=utf-8", "csv"),
         other => {
             return Err(Failure::BadRequest(format!(
                 "format {other:?}: xlsx or csv"
@@ -355,38 +382,14 @@ pub async fn community(
         }
     }
     let q = Dates::query(from, to);
-    let figures: [(&str, i64, String, i64); 5] = [
-        (
-            "entries",
-            mine.entries,
-            avg(street_total.entries),
-            last_week.entries,
-        ),
-        (
-            "exits",
-            mine.exits,
-            avg(street_total.exits),
-            last_week.exits,
-        ),
-        (
-            "vehicles",
-            mine.vehicles,
-            avg(street_total.vehicles),
-            last_week.vehicles,
-        ),
-        (
-            "screened",
-            mine.screened,
-            avg(street_total.screened),
-            last_week.screened,
-        ),
-        (
-            "denials",
-            mine.denied,
-            avg(street_total.denied),
-            last_week.denied,
-        ),
-    ];
+    let values = |t: &store::Totals| [t.entries, t.exits, t.vehicles, t.screened, t.denied];
+    let figures: Vec<(&str, i64, String, i64)> = FIGURES
+        .iter()
+        .zip(values(&mine))
+        .zip(values(&street_total))
+        .zip(values(&last_week))
+        .map(|(((label, v), s), w)| (*label, v, avg(s), w))
+        .collect();
     let mut reasons: Vec<&str> = my_denials
         .iter()
         .chain(&street_denials)

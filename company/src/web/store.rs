@@ -6,7 +6,7 @@ use crate::db::Db;
 /// The alarms someone must acknowledge (the rest are information: a device back online, a fire
 /// input cleared). The queries use `ack_kinds_sql!`, kept equal to this by a test.
 #[cfg(test)]
-const ACK_KINDS: &[&str] = &[
+pub(crate) const ACK_KINDS: &[&str] = &[
     "ALARM_KIND_FEVER",
     "ALARM_KIND_TAMPER",
     "ALARM_KIND_FIRE_MODE",
@@ -30,7 +30,7 @@ macro_rules! ack_kinds_sql {
     };
 }
 #[cfg(test)]
-const ACK_KINDS_SQL: &str = ack_kinds_sql!();
+pub(crate) const ACK_KINDS_SQL: &str = ack_kinds_sql!();
 
 /// How far back the alarm pages look (an alarm older than this, still open, is in the
 /// community's health form).
@@ -230,28 +230,36 @@ pub async fn audit_trail(
         .collect())
 }
 
-/// The street and district a community's gateways are in.
+/// The street and district a community's gateways are in — none unless all of them agree (a
+/// gateway publishing under a wrong path never opens a community to another street).
 pub async fn community_parents(
     db: &Db,
     community: &str,
 ) -> anyhow::Result<Option<(String, String)>> {
     let rows = db
         .query(
-            "SELECT street, district FROM gateways WHERE community = $1 LIMIT 1",
+            "SELECT DISTINCT street, district FROM gateways WHERE community = $1 LIMIT 2",
             vec![community.into()],
         )
         .await?;
-    Ok(rows.first().map(|r| (r.text(0), r.text(1))))
+    Ok(match rows.as_slice() {
+        [r] => Some((r.text(0), r.text(1))),
+        _ => None,
+    })
 }
 
+/// The district a street's gateways are in, if they all agree.
 pub async fn street_district(db: &Db, street: &str) -> anyhow::Result<Option<String>> {
     let rows = db
         .query(
-            "SELECT district FROM gateways WHERE street = $1 LIMIT 1",
+            "SELECT DISTINCT district FROM gateways WHERE street = $1 LIMIT 2",
             vec![street.into()],
         )
         .await?;
-    Ok(rows.first().map(|r| r.text(0)))
+    Ok(match rows.as_slice() {
+        [r] => Some(r.text(0)),
+        _ => None,
+    })
 }
 
 /// What the comparison table shows, summed over a scope and span.
@@ -500,35 +508,49 @@ pub async fn acknowledge(
     Ok(n == 1)
 }
 
+/// An order and what became of it: one row per order id, over every gateway that answered (an
+/// order for a whole street is answered by each of its gateways).
 #[derive(Debug, Clone)]
 pub struct OrderItem {
-    pub gw: String,
     pub command_id: String,
+    /// Where it was sent (a gateway, or a place's `_all`); the answering gateway when the
+    /// order itself was not seen.
+    pub target: String,
     pub kind: String,
     pub issued_ms: i64,
-    pub applied: Option<bool>,
-    pub refused: String,
+    pub expires_ms: i64,
+    pub applied: i64,
+    pub refused: i64,
+    /// A refusal's reason and detail, if any.
+    pub why: String,
     pub detail: String,
 }
 
 pub async fn orders(db: &Db, limit: i64) -> anyhow::Result<Vec<OrderItem>> {
     let rows = db
         .query(
-            "SELECT gw, command_id, kind, issued_ms, applied, refused, detail FROM orders
-             ORDER BY issued_ms DESC, command_id LIMIT $1",
+            "SELECT command_id, coalesce(max(CASE WHEN kind <> '' THEN gw END), max(gw)),
+                max(kind), max(issued_ms), max(expires_ms),
+                CAST(sum(CASE WHEN applied = TRUE THEN 1 ELSE 0 END) AS BIGINT),
+                CAST(sum(CASE WHEN applied = FALSE THEN 1 ELSE 0 END) AS BIGINT),
+                max(refused), max(detail)
+             FROM orders GROUP BY command_id
+             ORDER BY max(issued_ms) DESC, command_id LIMIT $1",
             vec![limit.into()],
         )
         .await?;
     Ok(rows
         .iter()
         .map(|r| OrderItem {
-            gw: r.text(0),
-            command_id: r.text(1),
+            command_id: r.text(0),
+            target: r.text(1),
             kind: r.text(2),
             issued_ms: r.int(3),
-            applied: r.opt_bool(4),
-            refused: r.text(5),
-            detail: r.text(6),
+            expires_ms: r.int(4),
+            applied: r.int(5),
+            refused: r.int(6),
+            why: r.text(7),
+            detail: r.text(8),
         })
         .collect())
 }

@@ -197,6 +197,10 @@ pub struct ServeArgs {
     /// The pages' language: a labels file (default: the built-in Chinese).
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// The company's TLS proxy in front (its address): its X-Forwarded-For names the client,
+    /// and cookies are marked Secure.
+    #[arg(long)]
+    pub trusted_proxy: Option<std::net::IpAddr>,
     /// Database connections the pages use in turn.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -243,6 +247,7 @@ pub async fn serve(mut a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Res
         };
         a.listen = c.web.listen.parse()?;
         (a.tls_cert, a.tls_key, a.labels) = (c.web.tls_cert, c.web.tls_key, c.web.labels);
+        a.trusted_proxy = c.web.trusted_proxy;
         (a.connections, a.form_cache_s) = (c.web.connections, c.web.form_cache_s);
         notify_cfg = c.notify;
     }
@@ -259,7 +264,9 @@ pub async fn serve(mut a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Res
             a.listen
         );
     }
-    let mut app = app(&a.db, a.connections, a.labels.as_deref(), tls.is_some()).await?;
+    let secure = tls.is_some() || a.trusted_proxy.is_some();
+    let mut app = app(&a.db, a.connections, a.labels.as_deref(), secure).await?;
+    app.trusted_proxy = a.trusted_proxy;
     app.cache_for = std::time::Duration::from_secs(a.form_cache_s);
     let app = Arc::new(app);
     if let Some(cfg) = notify_cfg {

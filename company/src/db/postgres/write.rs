@@ -1,7 +1,7 @@
 //! One batch's transaction in PostgreSQL: every table's rows in as arrays (`UNNEST`), in key
 //! order, the new ones back (`RETURNING`), their rollups added in one upsert, the quarantine.
 use super::Param;
-use crate::db::{rollup_sql, Applied, Batch, ORDER_ISSUED_SQL, ORDER_RESULT_SQL};
+use crate::db::{rollup_sql, Applied, Batch, GATE_ACK_SQL, ORDER_ISSUED_SQL, ORDER_RESULT_SQL};
 use crate::ingest::decode::{OrderSeen, Row};
 use crate::ingest::rollup::{self, COLUMNS};
 use chrono_tz::Tz;
@@ -17,7 +17,8 @@ fn row_key(r: &Row) -> (u8, &str, i64) {
         Row::Stats(s) => (3, &s.gw.path, s.stats_seq),
         Row::Status(s) => (4, &s.gw.path, s.seq),
         Row::Twin(t) => (5, &t.gw.path, t.gateway_time_ms),
-        Row::Order(o) => (6, &o.gw.path, 0),
+        Row::Order(o) => (6, &o.target, 0),
+        Row::Ack(k) => (7, &k.gw.path, k.alarm_seq),
     }
 }
 
@@ -178,19 +179,10 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
                     stats.int[i].push(v);
                 }
             }
-            Row::Status(_) | Row::Twin(_) | Row::Order(_) => {}
+            Row::Status(_) | Row::Twin(_) | Row::Order(_) | Row::Ack(_) => {}
         }
-        let gw = match row {
-            Row::Passage(p) => &p.gw,
-            Row::Temperature(t) => &t.gw,
-            Row::Alarm(a) => &a.gw,
-            Row::Stats(s) => &s.gw,
-            Row::Status(s) => &s.gw,
-            Row::Twin(t) => &t.gw,
-            Row::Order(o) => &o.gw,
-        };
         // One look-up per row, not a scan of the gateways seen.
-        if seen.insert(gw.path.as_str()) {
+        if let Some(gw) = row.gateway().filter(|g| seen.insert(g.path.as_str())) {
             gateways.insert((
                 gw.path.clone(),
                 gw.district.clone(),
@@ -349,7 +341,7 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
                     } => {
                         tx.execute(
                             ORDER_ISSUED_SQL,
-                            &[&o.gw.path, &o.command_id, kind, issued_ms, expires_ms],
+                            &[&o.target, &o.command_id, kind, issued_ms, expires_ms],
                         )
                         .await?
                     }
@@ -362,7 +354,7 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
                         tx.execute(
                             ORDER_RESULT_SQL,
                             &[
-                                &o.gw.path,
+                                &o.target,
                                 &o.command_id,
                                 applied,
                                 refused,
@@ -373,6 +365,19 @@ pub(super) async fn apply(c: &mut Client, batch: &Batch, tz: Tz) -> anyhow::Resu
                         .await?
                     }
                 };
+            }
+            Row::Ack(k) => {
+                tx.execute(
+                    GATE_ACK_SQL,
+                    &[
+                        &k.gw.path,
+                        &k.alarm_seq,
+                        &k.alarm_time_ms,
+                        &k.by,
+                        &k.acked_at_ms,
+                    ],
+                )
+                .await?;
             }
             _ => {}
         }
