@@ -284,6 +284,7 @@ async fn a_device_is_bound_to_its_own_topics() {
     }
     // The terminal's credentials can't read the gate's commands either.
     let pw = device_password("thermal-1");
+    h.terminal.stop();
     let (mut terminal_creds, _) = Raw::connect(&url, "y", Some(("thermal-1", &pw)), true).await;
     assert_eq!(
         terminal_creds.subscribe("devices/gate-1/cmd").await,
@@ -351,6 +352,7 @@ async fn idle_sockets_cannot_lock_the_devices_out() {
     let started = Instant::now();
     let mut r = Raw::open_from(&url, [127, 0, 0, 2]).await.unwrap();
     let pw = device_password("thermal-1");
+    h.terminal.stop();
     let ack = r.hello("t", Some(("thermal-1", &pw)), false, 30).await;
     assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Success));
     println!(
@@ -393,6 +395,7 @@ async fn a_devices_own_address_gets_in_past_idle_sockets_from_many_strangers() {
     .await;
     let url = h.devices.url();
     let pw = device_password("thermal-1");
+    h.terminal.stop();
     let mut elsewhere = Raw::open_from(&url, [127, 0, 0, 7]).await.unwrap();
     let ack = elsewhere
         .hello("t", Some(("thermal-1", &pw)), false, 30)
@@ -425,6 +428,7 @@ async fn an_oversized_or_retained_message_is_acked_and_counted_and_the_lane_keep
     let mut h = Harness::start().await;
     let url = h.devices.url();
     let pw = device_password("thermal-1");
+    h.terminal.stop();
     let (mut t, _) = Raw::connect(&url, "t", Some(("thermal-1", &pw)), false).await;
     // 2 MiB at QoS 1: skipped unread, acknowledged (never redelivered forever), counted.
     let errors = Metrics::get(&h.daemon.metrics.decode_errors);
@@ -491,6 +495,7 @@ async fn an_oversized_or_retained_message_is_acked_and_counted_and_the_lane_keep
     // An oversized publish that is malformed besides (QoS 3) is a violation: the connection ends,
     // counted, and the lane goes on.
     let pw = device_password("thermal-1");
+    h.terminal.stop();
     let (mut bad, _) = Raw::connect(&url, "t2", Some(("thermal-1", &pw)), false).await;
     let refusals = Metrics::get(&h.daemon.metrics.device_refusals);
     // PUBLISH, QoS 3, remaining length 2 MiB (0x80 0x80 0x80 0x01), topic "x", packet id 1.

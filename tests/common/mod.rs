@@ -375,6 +375,16 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Stops it for good: no more reconnecting. A test that logs in as this device itself
+    /// needs it quiet — a client's reconnect takes the device's connection over (one
+    /// connection per device), which on a loaded machine came mid-test and cut the test's own
+    /// connection, its later messages written to a closed socket.
+    pub fn stop(&self) {
+        self.poller.abort();
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         self.poller.abort();

@@ -14,7 +14,7 @@ fn day() -> NaiveDate {
 }
 
 /// Stores one message as the ingest would, received at `received_ms`.
-async fn put(db: &Db, topic: &str, payload: &[u8], received_ms: i64) -> Applied {
+pub(super) async fn put(db: &Db, topic: &str, payload: &[u8], received_ms: i64) -> Applied {
     let mut b = Batch {
         received_ms,
         ..Default::default()

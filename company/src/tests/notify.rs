@@ -1,6 +1,6 @@
 //! Alarms that need someone now go out once by webhook and by e-mail, to a webhook and an SMTP
 //! server of the test's own; a failing webhook is tried again later, never twice for one alarm.
-use super::web::put;
+use super::conformance::put;
 use super::*;
 use crate::db::Db;
 use crate::web::notify::{self, Config, Email, Webhook};

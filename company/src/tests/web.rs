@@ -2,10 +2,10 @@
 //! places inside and outside its scope, without a session, without the CSRF token; device
 //! strings carrying markup and formulas; logins guessed; and the pages' queries on both
 //! databases.
+use super::conformance::put;
 use super::pg::Pg;
 use super::*;
-use crate::db::{Batch, Db, Quarantined};
-use crate::ingest::decode::{decode, Decoded};
+use crate::db::Db;
 use crate::web::auth::{self, Role};
 use crate::web::labels::Labels;
 use crate::web::{self, Access, App};
@@ -26,24 +26,6 @@ const D: Place = ("330107001001", "330107001", "330107");
 
 fn topic_of(p: Place, gw: &str, channel: &str) -> String {
     format!("gh/v1/3301/{}/{}/{}/{gw}/{channel}", p.2, p.1, p.0)
-}
-
-/// Stores one message as the ingest would.
-pub async fn put(db: &Db, topic: &str, payload: &[u8], received_ms: i64) {
-    let mut b = Batch {
-        received_ms,
-        ..Default::default()
-    };
-    match decode(topic, payload) {
-        Decoded::Rows(rows) => b.rows = rows,
-        Decoded::Quarantine(error) => b.quarantine.push(Quarantined {
-            topic: topic.into(),
-            error,
-            payload: payload.to_vec(),
-        }),
-        Decoded::Skipped => {}
-    }
-    db.apply(&b).await.unwrap();
 }
 
 fn alarm(seq: u64, at_ms: i64, kind: v1::AlarmKind, device: &str, detail: &str) -> Vec<u8> {

@@ -546,16 +546,24 @@ pub async fn street_export(
     Query(q): Query<Dates>,
 ) -> Result<Response, Failure> {
     permit_street(&app, &who, &street).await?;
-    let span = q.span(&app)?;
-    let (f, _) = form(&app, Kind::Summary, &Scope::Street(street.clone()), span).await?;
-    download(
-        &app,
-        &who,
-        (&f, "street", &street),
-        span,
-        q.format.as_deref(),
-    )
-    .await
+    summary_export(&app, &who, Scope::Street(street), &q).await
+}
+
+/// A street's or a district's summary as a download.
+async fn summary_export(
+    app: &App,
+    who: &Who,
+    scope: Scope,
+    q: &Dates,
+) -> Result<Response, Failure> {
+    let span = q.span(app)?;
+    let (f, _) = form(app, Kind::Summary, &scope, span).await?;
+    let (level, code) = match &scope {
+        Scope::Street(s) => ("street", s),
+        Scope::District(d) => ("district", d),
+        Scope::Community(c) => ("community", c),
+    };
+    download(app, who, (&f, level, code), span, q.format.as_deref()).await
 }
 
 pub async fn district(
@@ -575,22 +583,7 @@ pub async fn district_export(
     Query(q): Query<Dates>,
 ) -> Result<Response, Failure> {
     permit_district(&who, &district)?;
-    let span = q.span(&app)?;
-    let (f, _) = form(
-        &app,
-        Kind::Summary,
-        &Scope::District(district.clone()),
-        span,
-    )
-    .await?;
-    download(
-        &app,
-        &who,
-        (&f, "district", &district),
-        span,
-        q.format.as_deref(),
-    )
-    .await
+    summary_export(&app, &who, Scope::District(district), &q).await
 }
 
 #[cfg(test)]
