@@ -72,7 +72,7 @@ async fn pages(
     port: u16,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use gatehouse_company::web::{self, auth::Role, store, users};
+    use gatehouse_company::web::{self, store, users, who::Role};
     let people = [
         (
             "worker",

@@ -7,7 +7,7 @@
 use super::*;
 use crate::db::Db;
 use crate::ingest::{self, Counters, Settings};
-use crate::web::{self, auth::Role, labels::Labels, App};
+use crate::web::{self, labels::Labels, who::Role, App};
 use fantoccini::{Client, ClientBuilder, Locator};
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //! form a cookie-bound one of its own); failed logins are limited per user and per address.
 //! The scope rules — which community, street or district a person may see — are `permit_*`,
 //! here and nowhere else.
+use super::who::{Role, Who};
 use super::{layout, store, App, Failure};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -21,53 +22,6 @@ const SESSION_COOKIE: &str = "gh_session";
 const LOGIN_COOKIE: &str = "gh_login";
 /// A session lasts a working day.
 pub const SESSION_MS: i64 = 12 * 3_600_000;
-
-/// The level a person works at; their scope is that level's code (the company's is empty).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    Community,
-    Street,
-    District,
-    Company,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Community => "community",
-            Role::Street => "street",
-            Role::District => "district",
-            Role::Company => "company",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::Community, Role::Street, Role::District, Role::Company]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }
-}
-
-/// The signed-in person.
-#[derive(Debug, Clone)]
-pub struct Who {
-    pub name: String,
-    pub role: Role,
-    pub scope: String,
-    pub csrf: String,
-    pub address: String,
-}
-
-impl Who {
-    /// Their first page.
-    pub fn home(&self) -> String {
-        match self.role {
-            Role::Community => format!("/c/{}", self.scope),
-            Role::Street => format!("/s/{}", self.scope),
-            Role::District => format!("/d/{}", self.scope),
-            Role::Company => "/fleet".into(),
-        }
-    }
-}
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

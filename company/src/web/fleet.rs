@@ -2,9 +2,10 @@
 //! than its period is never shown as fresh), the alarms that need someone with a way to
 //! acknowledge them (audited; the same acknowledgement record the gate's console writes), and
 //! the orders issued with what became of them.
-use super::auth::{self, check_csrf, permit_company, Who};
+use super::auth::{self, check_csrf, permit_company};
 use super::pages::pager;
 use super::store::{self, ALARM_DAYS};
+use super::who::Who;
 use super::{chart, layout, App, Failure};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};

@@ -1,6 +1,6 @@
 //! The frame of every page: one small inline stylesheet (phone first: the community worker reads
 //! between rounds), the person's links and the logout form.
-use super::auth::{Role, Who};
+use super::who::{Role, Who};
 use super::App;
 use axum::response::Html;
 use maud::{html, Markup, PreEscaped, DOCTYPE};

@@ -16,9 +16,10 @@ pub mod notify;
 mod pages;
 pub mod store;
 pub mod users;
+pub mod who;
 
 use crate::db::Db;
-use auth::{Limiter, Who};
+use auth::Limiter;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
@@ -29,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
+use who::Who;
 
 /// Who may ask for a route: anyone, anyone signed in, or someone whose scope holds the place
 /// the path names (`:community`, `:street`, `:district`), or the company alone.

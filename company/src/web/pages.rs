@@ -1,7 +1,8 @@
 //! The forms' pages: a community's day (its forms, and its figures beside its street's — what
 //! never came back down before), a street's and a district's communities side by side, and
 //! every form's XLSX/CSV download (audited).
-use super::auth::{self, permit_community, permit_district, permit_street, Role, Who};
+use super::auth::{self, permit_community, permit_district, permit_street};
+use super::who::{Role, Who};
 use super::{chart, layout, store, App, Failure};
 use crate::db::Scope;
 use crate::forms::{self, export, Cell, Form, Kind};

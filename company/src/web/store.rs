@@ -1,5 +1,5 @@
 //! The web pages' queries, each written once for both databases (`db::generic`).
-use super::auth::{Role, Who};
+use super::who::{Role, Who};
 use crate::db::generic::Row;
 use crate::db::Db;
 
@@ -202,7 +202,7 @@ pub async fn audit(
     db.execute(
         "INSERT INTO audit (at_ms, user_name, address, action, detail) VALUES ($1, $2, $3, $4, $5)",
         vec![
-            super::auth::now_ms().into(),
+            chrono::Utc::now().timestamp_millis().into(),
             user.into(),
             address.into(),
             action.into(),

@@ -1,6 +1,7 @@
 //! `gatehouse-company user …` (who may log in, at which level) and `gatehouse-company serve`.
-use super::auth::{self, Role};
+use super::auth;
 use super::labels::Labels;
+use super::who::Role;
 use super::{notify, store, App};
 use crate::records_cli::DbArgs;
 use anyhow::Context;
