@@ -8,6 +8,7 @@ mod ingest;
 mod notify;
 pub mod pg;
 mod web;
+mod web_queries;
 
 use gatehouse_contract::proto::v1;
 use prost::Message;

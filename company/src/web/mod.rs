@@ -20,17 +20,16 @@ pub mod who;
 
 use crate::db::Db;
 use auth::Limiter;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::Router;
 use chrono_tz::Tz;
 use labels::Labels;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
-use who::Who;
 
 /// Who may ask for a route: anyone, anyone signed in, or someone whose scope holds the place
 /// the path names (`:community`, `:street`, `:district`), or the company alone.
@@ -219,7 +218,12 @@ impl IntoResponse for Failure {
             Failure::BadRequest(why) => (StatusCode::BAD_REQUEST, format!("400 {why}")),
             Failure::Csrf => (StatusCode::FORBIDDEN, "403 csrf".to_string()),
             Failure::Server(e) => {
-                tracing::warn!("web: {e:#}");
+                // A database gone answers every request so: logged at the 1st, 10th, 100th….
+                static FAILED: AtomicU64 = AtomicU64::new(0);
+                let n = FAILED.fetch_add(1, Ordering::Relaxed) + 1;
+                if crate::ingest::worth_logging(n) {
+                    tracing::warn!("web: {e:#} ({n} requests failed so far)");
+                }
                 (StatusCode::SERVICE_UNAVAILABLE, "503".to_string())
             }
         };
@@ -230,13 +234,6 @@ impl IntoResponse for Failure {
         )
             .into_response()
     }
-}
-
-/// How the service is reached: plain HTTP on loopback (behind the company's proxy), or HTTPS
-/// with the given certificate and key (PEM).
-pub struct Listen {
-    pub addr: SocketAddr,
-    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Connections served at once; more wait in the kernel's backlog, then are refused.
@@ -344,12 +341,4 @@ pub fn tls_acceptor(
     .with_no_client_auth()
     .with_single_cert(certs, key)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// The signed-in person of a request, or the way to the login page.
-pub type Signed = Who;
-
-/// `Method` from a route's name (the tests' requests).
-pub fn method(r: &Route) -> Method {
-    Method::from_bytes(r.method.as_bytes()).unwrap_or(Method::GET)
 }
