@@ -664,8 +664,6 @@ fn the_box_links_nothing_of_the_company_side() {
         "rust_xlsxwriter",
         "axum",
         "askama",
-        "maud",
-        "argon2",
         "fantoccini",
         "thirtyfour",
     ];

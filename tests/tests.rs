@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod clock;
 mod commands;
+mod console;
 mod crash;
 mod degraded;
 mod durability;

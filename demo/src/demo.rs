@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub log: PathBuf,
     /// The company's pages (another port when it is taken).
     pub web_port: u16,
+    /// The guard's console (another port when it is taken).
+    pub console_port: u16,
 }
 
 pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
@@ -41,6 +43,33 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
     let result = run_in(&dir, o).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// The console's port, or any free one when it is taken.
+fn console_addr(port: u16) -> std::net::SocketAddr {
+    let free = std::net::TcpListener::bind(("127.0.0.1", port))
+        .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .and_then(|l| l.local_addr());
+    free.unwrap_or_else(|_| ([127, 0, 0, 1], port).into())
+}
+
+/// A guard and a supervisor with fresh passwords: (name, password, role).
+fn console_logins(path: &Path) -> anyhow::Result<Vec<(String, String, &'static str)>> {
+    use gatehouse::daemon::console::users::{self, Role, User};
+    let mut all = Vec::new();
+    let mut said = Vec::new();
+    for (name, role) in [("guard", Role::Guard), ("supervisor", Role::Supervisor)] {
+        let password = users::new_password();
+        all.push(User {
+            name: name.into(),
+            role,
+            enabled: true,
+            hash: users::hash_password(&password)?,
+        });
+        said.push((name.to_string(), password, role.as_str()));
+    }
+    users::save(path, &all)?;
+    Ok(said)
 }
 
 /// A fresh password for a demo device's API.
@@ -95,8 +124,10 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
             barrier: barrier_addr,
             auto_close: true,
         }),
+        console: Some(console_addr(o.console_port)),
         ..DemoConfig::new(dir, port, company)
     };
+    let logins = console_logins(&dir.join("console-users"))?;
     let config = Config::load(&demo.write()?)?;
     let topics = Topics::new(&config.gateway.path());
     let place = config.gateway.path();
@@ -120,6 +151,12 @@ async fn run_in(dir: &Path, o: DemoOptions) -> anyhow::Result<()> {
         turnstile_pty.path.display(),
         terminal3.addr
     );
+    if let Some(addr) = demo.console {
+        println!("the guard's console: http://{addr}/ — log in as");
+        for (name, password, role) in &logins {
+            println!("  {name:<10} password {password}   ({role})");
+        }
+    }
     println!(
         "uplink topics: {}/{{events,alarms,status}}    the daemon's log: {}    Ctrl-C stops.\n",
         topics.base(),

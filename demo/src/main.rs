@@ -29,6 +29,9 @@ struct Cli {
     /// The company's web pages, on loopback (another port when this one is taken).
     #[arg(long, default_value_t = 8080)]
     web_port: u16,
+    /// The guard's console, on loopback (another port when this one is taken).
+    #[arg(long, default_value_t = 8081)]
+    console_port: u16,
     /// A bench instead of the demo.
     #[command(subcommand)]
     bench: Option<Cmd>,
@@ -239,6 +242,7 @@ async fn run(cli: Cli, log: Option<PathBuf>) -> anyhow::Result<()> {
             fire_after_s: cli.fire_after_s,
             log: log.unwrap_or_default(),
             web_port: cli.web_port,
+            console_port: cli.console_port,
         })
         .await;
     };

@@ -3,6 +3,7 @@
 pub use crate::problem::Problem;
 
 // One file a section, each with its checks beside it; validate.rs calls them in order.
+mod console;
 pub mod device_http;
 mod device_side;
 mod gateway;
@@ -16,6 +17,7 @@ pub mod secrets;
 mod store;
 mod uplink;
 mod validate;
+pub use console::ConsoleSection;
 pub use device_http::{ApiAuth, DeviceApiSection, DeviceHttpSection, PushMode};
 pub use device_side::{BrokerMode, DeviceBrokerSection};
 pub use gateway::GatewaySection;
@@ -69,6 +71,8 @@ pub struct Config {
     pub clock: ClockSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub console: ConsoleSection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -103,6 +107,13 @@ impl Config {
             }
         };
         fix(&mut self.store.dir);
+        fix(&mut self.console.users);
+        for p in [&mut self.console.tls_cert, &mut self.console.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
         for p in [
             &mut self.registry.import,
             &mut self.registry.passes,

@@ -31,6 +31,7 @@ impl Config {
         self.store.problems("store", &mut out);
         self.rules.problems("rules", &mut out);
         self.orders.problems("commands", &mut out);
+        self.console.problems("console", production, &mut out);
         let mut seen = Seen::default();
         // What spans sections: each device against the device side and the security level.
         let mut side = DeviceSide::new(self, secrets);

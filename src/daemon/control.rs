@@ -22,6 +22,15 @@ use tracing::{info, warn};
 pub enum Control {
     SetMode(Mode, Origin, oneshot::Sender<Result<(), String>>),
     FireReset(oneshot::Sender<Result<(), String>>),
+    /// A lane opened from the guard's console: the same open as an order's (`remote_open`),
+    /// with the guard's login and reason in its record. Answered with what became of the gate
+    /// command (sent, or why not).
+    Open {
+        lane: String,
+        by: String,
+        reason: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 pub fn socket_path(store_dir: &Path) -> PathBuf {

@@ -55,6 +55,10 @@ pub struct DecisionLoop {
     clock_out: Vec<Output>,
     /// Decisions counted for `/metrics`, when it is served.
     pub scoreboard: Option<Arc<super::exporter::DecisionMetrics>>,
+    /// Why the last gate command could not be handed over, for the console's answer.
+    not_sent: Option<&'static str>,
+    /// Opens from the console this run, to name each (`console:{boot}:{n}`).
+    console_opens: u64,
 }
 
 /// Everything that reaches the decision loop, a channel per kind.
@@ -184,6 +188,8 @@ impl DecisionLoop {
             reply: None,
             clock_out: Vec::new(),
             scoreboard: None,
+            not_sent: None,
+            console_opens: 0,
         }
     }
 
@@ -404,6 +410,12 @@ impl DecisionLoop {
     async fn control(&mut self, c: Control) {
         let mut out = Vec::new();
         let (reply, result) = match c {
+            Control::Open {
+                lane,
+                by,
+                reason,
+                reply,
+            } => return self.open_from_console(lane, by, reason, reply).await,
             Control::SetMode(mode, origin, reply) => {
                 let r = self.core.set_mode(mode, origin, &mut out).map_err(|_| {
                     "fire mode holds until a local `gatehouse fire-reset`".to_string()
@@ -433,6 +445,48 @@ impl DecisionLoop {
             let _ = reply.send(result);
         });
         self.emit(out, Some(answer)).await;
+    }
+
+    /// The guard opens a lane at the console: the core's remote open (the interlock decides a
+    /// barrier's command), answered once its record is durable with whether the command left.
+    async fn open_from_console(
+        &mut self,
+        lane: String,
+        by: String,
+        reason: String,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    ) {
+        let mut out = Vec::new();
+        let now = self.now();
+        self.console_opens += 1;
+        let id = format!("console:{}:{}", self.status.boot, self.console_opens);
+        if self
+            .core
+            .remote_open(&lane, (by.clone(), reason), id, now, &mut out)
+            .is_none()
+        {
+            let _ = reply.send(Err(format!("no lane {lane:?} with a gate")));
+            return;
+        }
+        info!(lane, by, "Lane opened from the console.");
+        self.not_sent = None;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let answer: outbox::Ack = Box::new(move || {
+            let _ = tx.send(());
+        });
+        self.emit(out, Some(answer)).await;
+        let result = match self.not_sent.take() {
+            Some(why) => Err(format!("the command did not leave: {why}")),
+            // Whether the arm went up shows on the lane (the barrier's read-back, an
+            // `uncertain` outcome when it did not).
+            None => Ok("sent".to_string()),
+        };
+        tokio::spawn(async move {
+            // The answer waits for the record to be durable, as every control answer does.
+            if rx.await.is_ok() {
+                let _ = reply.send(result);
+            }
+        });
     }
 
     /// The status shows the mode in force; a change goes up at once.
@@ -480,6 +534,7 @@ impl DecisionLoop {
         why: &'static str,
         out: &mut std::collections::VecDeque<Output>,
     ) {
+        self.not_sent = Some(why);
         let mut more = Vec::new();
         self.core.command_not_written(gate, command, why, &mut more);
         out.extend(more);

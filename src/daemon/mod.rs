@@ -15,6 +15,7 @@
 //! says "offline" and disconnects.
 pub mod actuate;
 pub mod boot;
+pub mod console;
 pub mod control;
 pub mod decisions;
 pub mod exporter;
@@ -155,6 +156,15 @@ impl Daemon {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let mut intake = intake::start(&config, &mut plan, &metrics, events_tx, &shutdown).await?;
         let (control_tx, control) = mpsc::channel(CONTROL_REQUESTS);
+        let console = ConsoleWiring {
+            to_core: control_tx.clone(),
+            appends: writer.appends.clone(),
+            tap: &writer.tap,
+            status: &status,
+        };
+        intake
+            .joins
+            .extend(serve_console(&config, console, &shutdown).await);
         intake
             .joins
             .extend(serve_control(&config, control_tx, &status, &shutdown));
@@ -322,6 +332,80 @@ fn serve_control(
     served
         .map_err(|e| error!(error = %e, "Control socket unavailable: `gatehouse mode` and `gatehouse fire-reset` cannot reach this daemon."))
         .ok()
+}
+
+/// What the console takes from the rest of the daemon.
+struct ConsoleWiring<'a> {
+    to_core: mpsc::Sender<control::Control>,
+    appends: mpsc::Sender<Append>,
+    tap: &'a tokio::sync::broadcast::Sender<outbox::Record>,
+    status: &'a StatusSource,
+}
+
+/// The guard's console, when configured. A gate without it still works: a console that cannot
+/// start (its port taken, its certificate unreadable) is logged, never a reason to stop.
+async fn serve_console(
+    config: &Config,
+    w: ConsoleWiring<'_>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let c = &config.console;
+    let Some(listen) = c.listen else {
+        return Vec::new();
+    };
+    let lanes = config
+        .lanes
+        .iter()
+        .map(|l| console::live::Lane {
+            id: l.id.clone(),
+            direction: match l.direction {
+                crate::decision::Direction::In => "in",
+                crate::decision::Direction::Out => "out",
+            },
+            devices: (l.devices.iter())
+                .map(|d| (d.id.clone(), d.role.as_str().into(), d.profile.clone()))
+                .collect(),
+        })
+        .collect();
+    let tls = match c.tls() {
+        None => None,
+        Some((cert, key)) => match crate::mqtt_client::tls_acceptor(cert, key, None) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                error!(error = %e, "Console not started: its certificate or key is unreadable.");
+                return Vec::new();
+            }
+        },
+    };
+    let view = Arc::new(console::live::View::new(
+        w.status.clone(),
+        lanes,
+        &config.store.dir,
+    ));
+    let feed = tokio::spawn(console::live::feed(
+        view.clone(),
+        w.tap.subscribe(),
+        shutdown.clone(),
+    ));
+    let start = console::Start {
+        listen,
+        tls,
+        users: c.users.clone(),
+        store_dir: config.store.dir.clone(),
+        to_core: w.to_core,
+        appends: w.appends,
+        view,
+        clock: w.status.clock.clone(),
+        gateway: config.gateway.id.clone(),
+    };
+    match console::serve(start, shutdown.clone()).await {
+        Ok((_, served)) => vec![feed, served],
+        Err(e) => {
+            error!(error = %e, "Console not started; the gate works without it.");
+            feed.abort();
+            Vec::new()
+        }
+    }
 }
 
 /// The operations team's `/metrics` and `/health`, when configured; a gate without them still

@@ -27,7 +27,7 @@ use redb::{Durability, ReadableTable};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 /// Something to keep until the uplink broker has it.
@@ -35,6 +35,8 @@ use tracing::{error, info, warn};
 pub enum Record {
     Event(v1::Event),
     Alarm(v1::Alarm),
+    /// An alarm acknowledged at the gate: goes up with the alarms, in `AlarmBatch.acks`.
+    AlarmAck(v1::AlarmAck),
 }
 
 impl Record {
@@ -43,6 +45,7 @@ impl Record {
         match self {
             Record::Event(e) => e.clock_unsynced = true,
             Record::Alarm(a) => a.clock_unsynced = true,
+            Record::AlarmAck(_) => {}
         }
     }
 
@@ -51,6 +54,7 @@ impl Record {
         match self {
             Record::Event(e) => e.not_durable = true,
             Record::Alarm(a) => a.not_durable = true,
+            Record::AlarmAck(_) => {}
         }
     }
 
@@ -62,7 +66,7 @@ impl Record {
                 ..
             }) => Class::Passage,
             Record::Event(_) => Class::Routine,
-            Record::Alarm(_) => Class::Alarm,
+            Record::Alarm(_) | Record::AlarmAck(_) => Class::Alarm,
         }
     }
 }
@@ -116,6 +120,10 @@ impl WriterConfig {
 /// the record is sent again later (a duplicate, never a loss).
 pub const APPEND_CAPACITY: usize = 8192;
 pub const DELETE_CAPACITY: usize = 1024;
+/// `AlarmBatch.acks`: the field an acknowledgement is kept as.
+pub const ACK_FIELD: u32 = 2;
+/// Records the tap holds for a watcher that has not read them yet; past it the oldest go.
+const TAP_CAPACITY: usize = 4096;
 /// Longest the writer sleeps at a time while a batch lingers (the default interval is one step).
 const LINGER_STEP: Duration = Duration::from_millis(10);
 
@@ -135,6 +143,8 @@ pub struct WriterHandle {
     pub join: tokio::task::JoinHandle<()>,
     /// This run's count (`Store::next_run_generation`): the status's `boot`.
     pub generation: u64,
+    /// Every record as it gets its seq (`subscribe` to watch).
+    pub tap: broadcast::Sender<Record>,
 }
 
 pub fn spawn(
@@ -157,7 +167,9 @@ pub fn spawn(
     let (delete_tx, delete_rx) = mpsc::channel(DELETE_CAPACITY);
     let (committed_tx, committed_rx) = watch::channel(ledger.next_seq - 1);
     let (done_tx, done_rx) = oneshot::channel();
+    let (tap, _) = broadcast::channel(TAP_CAPACITY);
     let w = Writer {
+        tap: tap.clone(),
         store,
         max_bytes: cfg.max_bytes,
         cfg,
@@ -187,6 +199,7 @@ pub fn spawn(
         appends_done: done_rx,
         join,
         generation,
+        tap,
     })
 }
 
@@ -222,9 +235,22 @@ struct Writer {
     held: Held,
     /// Alarms of the writer's own (degraded, durable again) for the next commit.
     notices: Vec<Record>,
+    /// A copy of every record once it has its seq, for whoever watches (the guard's console).
+    tap: broadcast::Sender<Record>,
 }
 
 impl Writer {
+    /// Copies the records to the tap's watchers, if any: never waits (a watcher that falls
+    /// behind loses the oldest and is told so), costs nothing without one.
+    pub(super) fn show(&self, records: &[Record]) {
+        if self.tap.receiver_count() == 0 {
+            return;
+        }
+        for r in records {
+            let _ = self.tap.send(r.clone());
+        }
+    }
+
     async fn run(mut self, done: oneshot::Sender<()>) {
         let mut done = Some(done);
         let mut appends_open = true;
@@ -569,6 +595,7 @@ impl Writer {
         self.ledger = ledger;
         self.last_sweep = tokio::time::Instant::now();
         for a in taken {
+            self.show(&a.records);
             if let Some(ack) = a.ack {
                 ack();
             }
@@ -745,6 +772,12 @@ fn encode(r: &mut Record, gateway: &str, seq: u64, now: i64) -> Vec<u8> {
             al.seq = seq;
             al.alarm_id = id;
             al.encode(&mut buf).expect("a Vec grows as needed");
+        }
+        // Kept as its field of the `AlarmBatch` (key and length): an alarm's bytes start with
+        // its `alarm_id` (field 1, never empty), an ack's with field 2 — the uplink copies it
+        // into the batch as it is (`uplink::frame`).
+        Record::AlarmAck(ack) => {
+            prost::encoding::message::encode(ACK_FIELD, ack, &mut buf);
         }
     }
     buf

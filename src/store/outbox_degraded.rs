@@ -93,6 +93,7 @@ impl Writer {
                 let seq = self.ledger.next_seq;
                 self.ledger.next_seq += 1;
                 let row = encode(&mut r, &self.cfg.gateway, seq, now);
+                self.show(std::slice::from_ref(&r));
                 // Counted with the store's evictions: reported upstream the same way.
                 let evicted = spill.push(r.class(), seq, row);
                 for (total, n) in self.ledger.evicted.iter_mut().zip(evicted) {

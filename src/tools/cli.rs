@@ -100,6 +100,16 @@ enum Cmd {
         #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
         config: PathBuf,
     },
+    /// The guard's console logins (`[console] users`): add, reset, disable, enable, list.
+    ConsoleUser {
+        #[arg(long, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+        /// The users file itself, instead of the one the config names.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(subcommand)]
+        action: super::console_user::ConsoleUser,
+    },
     /// Run a device simulator against a broker.
     Simulate {
         #[command(subcommand)]
@@ -205,6 +215,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             } else {
                 print!("{}", crate::tools::status::render(&parsed, crate::now_ms()));
             }
+        }
+        Cmd::ConsoleUser {
+            config,
+            file,
+            action,
+        } => {
+            let file = match file {
+                Some(f) => f,
+                None => super::console_user::file(&config)?,
+            };
+            super::console_user::run(action, &file)?;
         }
         Cmd::Simulate { profile } => super::simulate::simulate(profile).await?,
     }

@@ -75,7 +75,7 @@ impl StatusSource {
     }
 
     /// What a status would say now, unnumbered.
-    fn now(&self, state: v1::GatewayState) -> v1::Status {
+    pub fn now(&self, state: v1::GatewayState) -> v1::Status {
         v1::Status {
             boot: self.boot,
             seq: 0,

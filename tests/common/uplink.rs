@@ -6,6 +6,8 @@ use super::*;
 pub enum Upstream {
     Events(Vec<v1::Event>),
     Alarms(Vec<v1::Alarm>),
+    /// Alarms acknowledged at the gate (`AlarmBatch.acks`).
+    Acks(Vec<v1::AlarmAck>),
     Status {
         status: Box<v1::Status>,
         retained: bool,
@@ -57,11 +59,19 @@ impl Uplink {
                                     .events,
                             )
                         } else if p.topic.ends_with("/alarms") {
-                            Upstream::Alarms(
-                                v1::AlarmBatch::decode(p.payload.as_ref())
-                                    .expect("alarms decode")
-                                    .alarms,
-                            )
+                            {
+                                let b = v1::AlarmBatch::decode(p.payload.as_ref())
+                                    .expect("alarms decode");
+                                if !b.acks.is_empty()
+                                    && tx.send(Upstream::Acks(b.acks)).await.is_err()
+                                {
+                                    return;
+                                }
+                                if b.alarms.is_empty() {
+                                    continue;
+                                }
+                                Upstream::Alarms(b.alarms)
+                            }
                         } else if p.topic.ends_with("/stats") {
                             Upstream::Stats(
                                 v1::StatsBatch::decode(p.payload.as_ref()).expect("stats decode"),
@@ -261,6 +271,15 @@ impl Uplink {
                 // An older state of that device: set aside as an empty twin nobody asks for.
                 Err(Upstream::Twin(Box::default()))
             }
+            m => Err(m),
+        })
+        .await
+    }
+
+    /// The next acknowledgements the gateway sends up.
+    pub async fn acks(&mut self) -> Vec<v1::AlarmAck> {
+        self.next("alarm acknowledgements", |m| match m {
+            Upstream::Acks(a) => Ok(a),
             m => Err(m),
         })
         .await

@@ -116,6 +116,8 @@ pub struct DemoConfig {
     pub rtu_barriers: Vec<(u8, PathBuf)>,
     /// `/metrics` and `/health` here (off when none).
     pub metrics: Option<std::net::SocketAddr>,
+    /// The guard's console here, its logins in `console-users` (off when none).
+    pub console: Option<std::net::SocketAddr>,
 }
 
 impl DemoConfig {
@@ -140,6 +142,7 @@ impl DemoConfig {
             fire_panel: None,
             rtu_barriers: Vec::new(),
             metrics: None,
+            console: None,
         }
     }
 
@@ -362,6 +365,13 @@ from = "127.0.0.1"
         }
         if let Some(addr) = self.metrics {
             text.push_str(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));
+        }
+        if let Some(addr) = self.console {
+            let users = self.dir.join("console-users");
+            text.push_str(&format!(
+                "\n[console]\nlisten = \"{addr}\"\nusers = \"{}\"\n",
+                users.display()
+            ));
         }
         for (n, path) in &self.rtu_barriers {
             text.push_str(&format!(
