@@ -14,15 +14,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const GUARD_PW: &str = "guard-password-1";
-const CHIEF_PW: &str = "chief-password-1";
+pub(crate) const GUARD_PW: &str = "guard-password-1";
+pub(crate) const CHIEF_PW: &str = "chief-password-1";
 
 /// A gateway with its console on a free loopback port, a guard and a supervisor.
 async fn gateway() -> (Harness, SocketAddr) {
+    gateway_with(|t| t).await
+}
+
+/// [`gateway`] with the config text edited first.
+pub(crate) async fn gateway_with(edit: impl FnOnce(String) -> String) -> (Harness, SocketAddr) {
     let port = free_port();
     let broker = start_broker();
     let h = Harness::start_with(broker.clone(), broker, |t| {
-        format!("{t}\n[console]\nlisten = \"127.0.0.1:{port}\"\nusers = \"console-users\"\n")
+        edit(format!(
+            "{t}\n[console]\nlisten = \"127.0.0.1:{port}\"\nusers = \"console-users\"\n"
+        ))
     })
     .await;
     let all = vec![
@@ -43,20 +50,20 @@ fn user(name: &str, role: Role, password: &str) -> User {
 }
 
 /// A browser of sorts: one request a connection, cookies kept.
-struct Browser {
-    addr: SocketAddr,
+pub(crate) struct Browser {
+    pub addr: SocketAddr,
     from: Option<std::net::IpAddr>,
     cookies: HashMap<String, String>,
 }
 
-struct Reply {
-    code: u16,
-    headers: String,
-    body: String,
+pub(crate) struct Reply {
+    pub code: u16,
+    pub headers: String,
+    pub body: String,
 }
 
 impl Reply {
-    fn location(&self) -> Option<&str> {
+    pub fn location(&self) -> Option<&str> {
         self.headers
             .lines()
             .find_map(|l| l.strip_prefix("location: "))
@@ -64,7 +71,7 @@ impl Reply {
 }
 
 impl Browser {
-    fn new(addr: SocketAddr) -> Browser {
+    pub fn new(addr: SocketAddr) -> Browser {
         Browser {
             addr,
             from: None,
@@ -80,7 +87,7 @@ impl Browser {
         socket.connect(self.addr).await.unwrap()
     }
 
-    async fn send(
+    pub async fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -116,7 +123,14 @@ impl Browser {
             .unwrap();
         let raw = String::from_utf8_lossy(&raw).to_string();
         let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let head = head.to_ascii_lowercase();
+        // Names in lower case, values as sent.
+        let head: String = head
+            .lines()
+            .map(|l| match l.split_once(": ") {
+                Some((k, v)) => format!("{}: {v}\n", k.to_ascii_lowercase()),
+                None => format!("{l}\n"),
+            })
+            .collect();
         for line in head.lines() {
             if let Some(c) = line.strip_prefix("set-cookie: ") {
                 let (kv, _) = c.split_once(';').unwrap_or((c, ""));
@@ -136,16 +150,16 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Reply {
+    pub async fn get(&mut self, path: &str) -> Reply {
         self.send("GET", path, &[], "").await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
         self.send("POST", path, form, "").await
     }
 
     /// Logs in; the page's CSRF token.
-    async fn login(&mut self, name: &str, password: &str) -> Result<String, String> {
+    pub async fn login(&mut self, name: &str, password: &str) -> Result<String, String> {
         let page = self.get("/login").await;
         let csrf = field(&page.body, "csrf");
         let r = self
@@ -163,7 +177,7 @@ impl Browser {
     }
 
     /// The live stream's first event (the whole picture).
-    async fn hello(&self) -> serde_json::Value {
+    pub async fn hello(&self) -> serde_json::Value {
         let mut s = self.connect().await;
         let cookies: Vec<String> = self
             .cookies
@@ -247,9 +261,9 @@ async fn without_a_session_a_lan_host_gets_nothing_but_the_login_page() {
     assert!(r
         .headers
         .contains("content-security-policy: default-src 'none'; script-src 'self'"));
-    assert!(r.headers.contains("x-frame-options: deny"));
+    assert!(r.headers.contains("x-frame-options: DENY"));
     assert!(r.headers.contains("set-cookie: gh_login="));
-    assert!(r.headers.contains("httponly; samesite=strict"));
+    assert!(r.headers.contains("HttpOnly; SameSite=Strict"));
     drop(h);
 }
 

@@ -31,6 +31,12 @@ pub enum Control {
         reason: String,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// A visitor pass registered at the console, already in the store: it admits from now on
+    /// (refused for a household the lists do not know, and in lockdown).
+    AddPass(
+        Box<crate::store::local_passes::LocalPass>,
+        oneshot::Sender<Result<(), String>>,
+    ),
 }
 
 pub fn socket_path(store_dir: &Path) -> PathBuf {

@@ -13,6 +13,7 @@ use crate::device::GateCommandName;
 use crate::metrics::Metrics;
 use crate::sources::modbus::BarrierReport;
 use crate::sources::{Input, LinkChange, SourceEvent};
+use crate::store::local_passes::LocalPass;
 use crate::store::outbox::{self, Append, Record};
 use crate::uplink::stats::{finished_state, Pending, Stats};
 use crate::uplink::StatusSource;
@@ -55,6 +56,8 @@ pub struct DecisionLoop {
     clock_out: Vec<Output>,
     /// Decisions counted for `/metrics`, when it is served.
     pub scoreboard: Option<Arc<super::exporter::DecisionMetrics>>,
+    /// Visitor passes registered at the console, by id (kept to add again after a sync).
+    pub local_passes: HashMap<String, LocalPass>,
     /// Why the last gate command could not be handed over, for the console's answer.
     not_sent: Option<&'static str>,
     /// Opens from the console this run, to name each (`console:{boot}:{n}`).
@@ -190,6 +193,7 @@ impl DecisionLoop {
             scoreboard: None,
             not_sent: None,
             console_opens: 0,
+            local_passes: HashMap::new(),
         }
     }
 
@@ -399,6 +403,8 @@ impl DecisionLoop {
                 "Registry synced from above."
             );
             self.core.registry = registry;
+            // A registry read from the store before a pass was registered lacks it.
+            self.readd_local_passes();
             self.status
                 .registry_version
                 .store(s.version, Ordering::Relaxed);
@@ -416,6 +422,10 @@ impl DecisionLoop {
                 reason,
                 reply,
             } => return self.open_from_console(lane, by, reason, reply).await,
+            Control::AddPass(pass, reply) => {
+                let _ = reply.send(self.add_pass(*pass));
+                return;
+            }
             Control::SetMode(mode, origin, reply) => {
                 let r = self.core.set_mode(mode, origin, &mut out).map_err(|_| {
                     "fire mode holds until a local `gatehouse fire-reset`".to_string()
@@ -487,6 +497,34 @@ impl DecisionLoop {
                 let _ = reply.send(result);
             }
         });
+    }
+
+    /// A pass the console registered: into the running registry at once.
+    fn add_pass(&mut self, pass: LocalPass) -> Result<(), String> {
+        // A pass already known changes (is withdrawn) whatever the mode.
+        let new = !self.local_passes.contains_key(&pass.id);
+        if new && self.core.mode() == Mode::Lockdown {
+            return Err("lockdown: no visitors".into());
+        }
+        if new && !self.core.registry.knows_household(&pass.host_household) {
+            return Err(format!(
+                "no household {:?} in the lists",
+                pass.host_household
+            ));
+        }
+        add_to(&mut self.core.registry, &pass);
+        info!(pass = %pass.id, host = %pass.host_household, by = %pass.issued_by, "Visitor pass registered at the console.");
+        self.local_passes.insert(pass.id.clone(), pass);
+        Ok(())
+    }
+
+    /// The console's passes still running, into a registry just swapped in.
+    fn readd_local_passes(&mut self) {
+        let now = self.status.clock.now();
+        self.local_passes.retain(|_, p| p.valid_until_ms >= now);
+        for p in self.local_passes.values() {
+            add_to(&mut self.core.registry, p);
+        }
     }
 
     /// The status shows the mode in force; a change goes up at once.
@@ -785,6 +823,18 @@ impl DecisionLoop {
             error!("Outbox writer gone; decision not recorded (its device event stays unacknowledged).");
         }
     }
+}
+
+fn add_to(registry: &mut crate::decision::Registry, p: &LocalPass) {
+    registry.add_pass(crate::decision::PassRow {
+        id: &p.id,
+        host_household: &p.host_household,
+        valid_from_ms: p.valid_from_ms,
+        valid_until_ms: p.valid_until_ms,
+        uses: p.uses,
+        credentials: &p.credentials(),
+        plates: &p.plates(),
+    });
 }
 
 #[cfg(test)]

@@ -80,6 +80,12 @@ impl Daemon {
     pub async fn start(config: Config, profiles: Profiles) -> anyhow::Result<Daemon> {
         config.validate(&profiles)?;
         let boot = boot::boot(&config)?;
+        // The console's visitor passes, to add again after each sync from above.
+        let local_passes = (boot.store.local_passes())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.id.clone(), p))
+            .collect();
         let metrics = Arc::new(Metrics::default());
         let clock = clock_watch(&config);
         let mut plan = LanePlan::build(&config, &profiles);
@@ -121,6 +127,7 @@ impl Daemon {
             store_created: Arc::new(AtomicI64::new(0)),
             clock: clock.clone(),
         };
+        let console_store = boot.store.clone();
         let (store, results) = (boot.store.clone(), results_tx.clone());
         let desk = OrderDesk::new(
             &config,
@@ -161,6 +168,7 @@ impl Daemon {
             appends: writer.appends.clone(),
             tap: &writer.tap,
             status: &status,
+            store: console_store,
         };
         intake
             .joins
@@ -179,6 +187,7 @@ impl Daemon {
             stats_pending,
         );
         decisions.scoreboard = scoreboard;
+        decisions.local_passes = local_passes;
         let inbox = Inbox {
             input: intake.input,
             control,
@@ -340,6 +349,7 @@ struct ConsoleWiring<'a> {
     appends: mpsc::Sender<Append>,
     tap: &'a tokio::sync::broadcast::Sender<outbox::Record>,
     status: &'a StatusSource,
+    store: crate::store::Store,
 }
 
 /// The guard's console, when configured. A gate without it still works: a console that cannot
@@ -397,6 +407,8 @@ async fn serve_console(
         view,
         clock: w.status.clock.clone(),
         gateway: config.gateway.id.clone(),
+        store: w.store,
+        visitor_retention_days: c.visitor_retention_days,
     };
     match console::serve(start, shutdown.clone()).await {
         Ok((_, served)) => vec![feed, served],

@@ -197,6 +197,21 @@ impl Registry {
         self.passes.len()
     }
 
+    /// A household the lists name (a visitor's host must be one).
+    pub fn knows_household(&self, household: &str) -> bool {
+        self.households.get(household).is_some()
+    }
+
+    /// A visitor pass added to a running registry (one registered at the gate's console): its
+    /// credentials and plates now stand for it, over any the lists gave.
+    pub fn add_pass(&mut self, pass: PassRow<'_>) {
+        let mut b = RegistryBuilder {
+            registry: std::mem::take(self),
+        };
+        b.insert_pass(pass);
+        *self = b.registry;
+    }
+
     pub fn household_id(&self, r: &Resident) -> &str {
         self.household_name(r.household)
     }

@@ -22,6 +22,7 @@
 //! record whose device event was acknowledged is there (acks go out only after that commit).
 //! Deletions are committed without fsync: a crash may bring acked records back, which the uplink
 //! sends again with the same event ids (at-least-once).
+pub mod local_passes;
 pub mod outbox;
 /// The list files' formats live in the contract the company's tools share.
 pub use gatehouse_contract::lists as residents;
@@ -666,6 +667,20 @@ impl Store {
             .open_table(META)?
             .get(&*MetaKey::RegistryVersion.name())?
             .map_or(0, |v| v.value());
+        drop(lists);
+        drop(txn);
+        // The gate's own passes last: their credentials stand over the lists'.
+        for p in self.local_passes()? {
+            b.insert_pass(crate::decision::PassRow {
+                id: &p.id,
+                host_household: &p.host_household,
+                valid_from_ms: p.valid_from_ms,
+                valid_until_ms: p.valid_until_ms,
+                uses: p.uses,
+                credentials: &p.credentials(),
+                plates: &p.plates(),
+            });
+        }
         Ok((b.build(version), problems))
     }
 }

@@ -3,6 +3,11 @@
 "use strict";
 (function () {
   const $ = (s, el) => (el || document).querySelector(s);
+  // Times the server wrote as unix ms, in the booth's local time.
+  document.querySelectorAll("time[data-ms]").forEach((t) => {
+    t.textContent = new Date(Number(t.dataset.ms)).toLocaleString("zh-CN", { hour12: false });
+  });
+  if (!$("#lanes")) return;
   const csrf = $("meta[name=csrf]").content;
   const lanes = Array.from(document.querySelectorAll("article.lane"));
   const KIND = { resident: "住户", visitor: "访客", credential: "卡/码", plate: "车牌", unknown: "未识别" };

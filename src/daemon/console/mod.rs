@@ -13,6 +13,7 @@ pub mod auth;
 pub mod live;
 mod page;
 pub mod users;
+mod visitors;
 
 use super::control::Control;
 use crate::decision::{Mode, Origin};
@@ -66,6 +67,9 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/logout", Access::Guard),
     ("POST", "/open", Access::Guard),
     ("POST", "/ack", Access::Guard),
+    ("POST", "/visitor", Access::Guard),
+    ("GET", "/pass", Access::Guard),
+    ("POST", "/withdraw", Access::Guard),
     ("POST", "/mode", Access::Supervisor),
 ];
 
@@ -81,6 +85,7 @@ pub struct Console {
     /// Served over TLS: cookies `Secure`, HSTS.
     secure: bool,
     audit: audit::Audit,
+    store: crate::store::Store,
 }
 
 pub struct Start {
@@ -93,6 +98,8 @@ pub struct Start {
     pub view: Arc<View>,
     pub clock: Arc<crate::clock::ClockWatch>,
     pub gateway: String,
+    pub store: crate::store::Store,
+    pub visitor_retention_days: u32,
 }
 
 /// Binds and serves until shutdown.
@@ -115,6 +122,18 @@ pub async fn serve(
         clock: s.clock,
         secure: s.tls.is_some(),
         audit: audit::Audit::new(&s.store_dir),
+        store: s.store,
+    });
+    // Visitor data goes when retention says, checked hourly.
+    let (purging, days, mut stop) = (console.clone(), s.visitor_retention_days, shutdown.clone());
+    tokio::spawn(async move {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = hourly.tick() => purging.purge(days).await,
+                _ = stop.changed() => break,
+            }
+        }
     });
     info!(listen = %addr, tls = console.secure, "Guard's console up.");
     let slots = crate::sources::slots::Slots::new(CONNECTIONS, PER_ADDRESS, Default::default());
@@ -191,11 +210,16 @@ fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>
     r
 }
 
-fn see_other(to: &'static str) -> Answer {
+fn see_other(to: &str) -> Answer {
     let mut r = answer(StatusCode::SEE_OTHER, "text/plain", "");
-    r.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static(to));
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
     r
+}
+
+fn html(m: maud::Markup) -> Answer {
+    answer(StatusCode::OK, "text/html; charset=utf-8", m.into_string())
 }
 
 fn cookie(req: &Request<Incoming>, name: &str) -> Option<String> {
@@ -283,6 +307,11 @@ impl Console {
                     return r;
                 }
                 "/open" => self.open(&session, &form).await,
+                "/visitor" => match self.register(&session, &form).await {
+                    Ok(id) => return see_other(&format!("/pass?id={id}")),
+                    Err(why) => format!("访客未登记：{why}"),
+                },
+                "/withdraw" => self.withdraw(&session, &form).await,
                 "/ack" => self.ack(&session, &form).await,
                 _ => self.mode(&session, &form).await,
             };
@@ -291,11 +320,27 @@ impl Console {
         }
         match path.as_str() {
             "/live" => self.live(token),
-            _ => answer(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                page::console(self, &session).into_string(),
-            ),
+            "/pass" => {
+                let id = req.uri().query().and_then(|q| {
+                    form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == "id")
+                        .map(|(_, v)| v.into_owned())
+                });
+                let pass = self
+                    .passes()
+                    .into_iter()
+                    .find(|p| Some(&p.id) == id.as_ref());
+                match pass {
+                    Some(p) => html(page::pass(&p, &session)),
+                    None => answer(StatusCode::NOT_FOUND, "text/plain", "no such pass\n"),
+                }
+            }
+            _ => {
+                let now = self.clock.now();
+                let mut passes = self.passes();
+                passes.retain(|p| p.valid_until_ms > now);
+                html(page::console(self, &session, &passes))
+            }
         }
     }
 

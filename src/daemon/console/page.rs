@@ -3,8 +3,10 @@
 //! stream, as text (never as markup).
 use super::auth::Session;
 use super::users::Role;
+use super::visitors::{MAX_ENTRIES, MAX_HOURS};
 use super::Console;
-use maud::{html, Markup, DOCTYPE};
+use crate::store::local_passes::LocalPass;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 pub const STYLESHEET: &str = include_str!("console.css");
 pub const SCRIPT: &str = include_str!("console.js");
@@ -43,7 +45,7 @@ pub fn login(gateway: &str, csrf: &str, said: Option<&str>) -> Markup {
     )
 }
 
-pub fn console(c: &Console, s: &Session) -> Markup {
+pub fn console(c: &Console, s: &Session, passes: &[LocalPass]) -> Markup {
     let lanes = &c.view.lanes;
     frame(
         "岗亭控制台",
@@ -95,6 +97,57 @@ pub fn console(c: &Console, s: &Session) -> Markup {
                     }
                 }
             }
+            section #visitors {
+                h2 { "登记访客" }
+                form.visitor method="post" action="/visitor" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    label { "被访住户" input name="host" required maxlength="32" placeholder="住户编号，如 H012"; }
+                    label { "事由" input name="purpose" required maxlength="40" placeholder="探亲、送货、维修…"; }
+                    label { "访客姓名（仅存本机）" input name="name" maxlength="20"; }
+                    label { "进入次数" input name="entries" type="number" min="1" max=(MAX_ENTRIES) value="1" required; }
+                    label { "有效时长"
+                        select name="hours" {
+                            option value="2" { "2 小时" }
+                            option value="4" selected { "4 小时" }
+                            option value="8" { "8 小时" }
+                            option value="24" { "24 小时" }
+                            option value=(MAX_HOURS) { (MAX_HOURS) " 小时" }
+                        }
+                    }
+                    label { "车牌（开车来访）" input name="plate" maxlength="10"; }
+                    label { "凭证"
+                        select name="medium" {
+                            option value="qr" { "二维码（终端扫码）" }
+                            option value="card" { "访客卡（填卡号）" }
+                        }
+                    }
+                    label { "卡号" input name="card" maxlength="20" inputmode="numeric"; }
+                    button type="submit" { "登记并发放通行证" }
+                }
+                @if !passes.is_empty() {
+                    table.passes {
+                        thead { tr { th { "通行证" } th { "住户" } th { "事由" } th { "次数" } th { "有效至" } th {} } }
+                        tbody {
+                            @for p in passes {
+                                tr {
+                                    td { a href=(format!("/pass?id={}", p.id)) { (p.id) } }
+                                    td { (p.host_household) }
+                                    td { (p.purpose) }
+                                    td { (p.uses) }
+                                    td { time data-ms=(p.valid_until_ms) { (p.valid_until_ms) } }
+                                    td {
+                                        form.inline method="post" action="/withdraw" {
+                                            input type="hidden" name="csrf" value=(s.csrf);
+                                            input type="hidden" name="id" value=(p.id);
+                                            button type="submit" { "撤销" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             @if s.role == Role::Supervisor {
                 section #supervisor {
                     form.inline method="post" action="/mode" {
@@ -109,6 +162,45 @@ pub fn console(c: &Console, s: &Session) -> Markup {
                         }
                         button type="submit" { "更改模式" }
                     }
+                }
+            }
+            script src="/static/console.js" {}
+        },
+    )
+}
+
+/// One pass, to show the visitor (the QR code for the terminal's reader) or to hand over the
+/// card's number.
+pub fn pass(p: &LocalPass, s: &Session) -> Markup {
+    // Digits (and a card's ':'), checked where the pass was made: nothing to escape.
+    let qr = (p.medium == "qr")
+        .then(|| qrcode::QrCode::new(p.code.as_bytes()).ok())
+        .flatten()
+        .map(|q| {
+            q.render::<qrcode::render::svg::Color>()
+                .min_dimensions(260, 260)
+                .build()
+        });
+    frame(
+        "访客通行证",
+        html! {
+            main.pass {
+                p { a href="/" { "← 返回控制台" } " · " (s.user) }
+                h1 { "访客通行证 " (p.id) }
+                @if let Some(svg) = qr {
+                    div.qr { (PreEscaped(svg)) }
+                    p.muted { "请访客在闸机终端上扫描此二维码（或用手机拍下后出示）。" }
+                } @else {
+                    p.muted { "请把这张访客卡交给访客：" }
+                }
+                p.code { (p.code) }
+                table {
+                    tr { th { "被访住户" } td { (p.host_household) } }
+                    tr { th { "事由" } td { (p.purpose) } }
+                    @if !p.visitor_name.is_empty() { tr { th { "访客" } td { (p.visitor_name) } } }
+                    @if let Some(plate) = &p.plate { tr { th { "车牌" } td { (plate) } } }
+                    tr { th { "进入次数" } td { (p.uses) } }
+                    tr { th { "有效至" } td { time data-ms=(p.valid_until_ms) { (p.valid_until_ms) } } }
                 }
             }
             script src="/static/console.js" {}

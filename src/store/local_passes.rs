@@ -1,0 +1,105 @@
+//! Visitor passes registered at the gate's console, kept apart from the company's lists (table
+//! `local_passes`): a list sync from above replaces the company's lists whole and never these —
+//! a visitor standing at the gate is not wiped by a sync made before they came. The registry
+//! adds them after the company's passes (`Store::load_registry_checked`), so a credential in
+//! both stands for the local pass while it lasts. Each goes, with what it says of the visitor,
+//! `[console] visitor_retention_days` after it ends.
+use super::{Store, StoreError};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+pub(crate) const LOCAL_PASSES: TableDefinition<&str, &[u8]> = TableDefinition::new("local_passes");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPass {
+    /// `L` and the code: unique, and names the pass in records.
+    pub id: String,
+    /// What the visitor presents: the QR code's number or the card's.
+    pub code: String,
+    /// `qr` or `card`.
+    pub medium: String,
+    pub host_household: String,
+    pub purpose: String,
+    /// Kept at the box only (never upstream), for the guard; may be empty.
+    pub visitor_name: String,
+    pub plate: Option<String>,
+    /// Entries allowed in all.
+    pub uses: u32,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    /// The console login that registered it.
+    pub issued_by: String,
+}
+
+impl LocalPass {
+    pub fn credentials(&self) -> Vec<String> {
+        vec![self.code.clone()]
+    }
+
+    pub fn plates(&self) -> Vec<String> {
+        self.plate.iter().cloned().collect()
+    }
+}
+
+impl Store {
+    /// Keeps a pass (a new one, or one withdrawn: its end moved to now).
+    pub fn put_local_pass(&self, p: &LocalPass) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(p).expect("a pass serialises");
+        let txn = self.db()?.begin_write()?;
+        txn.open_table(LOCAL_PASSES)?
+            .insert(p.id.as_str(), bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a pass (one the decision loop refused).
+    pub fn delete_local_pass(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
+        txn.open_table(LOCAL_PASSES)?.remove(id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every pass kept; one that does not read back is left out (and logged).
+    pub fn local_passes(&self) -> Result<Vec<LocalPass>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let t = match txn.open_table(LOCAL_PASSES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            match serde_json::from_slice(v.value()) {
+                Ok(p) => out.push(p),
+                Err(e) => {
+                    tracing::error!(pass = k.value(), error = %e, "Stored visitor pass unreadable; left out.")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the passes that ended before `before_ms`; how many.
+    pub fn purge_local_passes(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let doomed: Vec<String> = self
+            .local_passes()?
+            .into_iter()
+            .filter(|p| p.valid_until_ms < before_ms)
+            .map(|p| p.id)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut t = txn.open_table(LOCAL_PASSES)?;
+            for id in &doomed {
+                t.remove(id.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(doomed.len())
+    }
+}
