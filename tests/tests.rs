@@ -7,6 +7,7 @@ mod cli;
 mod clock;
 mod commands;
 mod console;
+mod console_browser;
 mod console_passes;
 mod crash;
 mod degraded;

@@ -126,7 +126,7 @@
     const tr = el("tr", d.allow ? "allow" : "deny");
     tr.append(el("td", "t", time(d.at)));
     tr.append(el("td", null, (KIND[d.kind] || d.kind) + (d.subject ? " " + d.subject : "")));
-    tr.append(el("td", d.fever ? "fever" : null, d.t == null ? "" : d.t.toFixed(1) + "℃"));
+    tr.append(el("td", d.fever ? "fever" : null, d.t == null ? "" : d.t.toFixed(1) + " °C"));
     let verdict = (d.allow ? "✓ " : "✗ ") + (REASON[d.reason] || d.reason);
     if (d.by) verdict += "（" + d.by + "：" + d.why + "）";
     if (d.not_actuated) verdict += "（未动作）";
@@ -174,7 +174,7 @@
     li.dataset.seq = a.seq;
     li.append(el("span", "t", time(a.at)), " ");
     li.append(el("strong", null, ALARM[a.kind] || a.kind), " ");
-    const where = [a.lane, a.device, a.subject, a.t == null ? "" : a.t.toFixed(1) + "℃"].filter((x) => x);
+    const where = [a.lane, a.device, a.subject, a.t == null ? "" : a.t.toFixed(1) + " °C"].filter((x) => x);
     li.append(el("span", null, where.join(" · ")), " ");
     li.append(el("span", "muted", a.detail), " ");
     const f = el("form", "inline");
