@@ -24,6 +24,21 @@ fi
 echo "operator-set-uplink-password" > /etc/gatehouse/uplink.pass
 /usr/bin/gatehouse check-config /etc/gatehouse/gatehouse.toml >/dev/null || fail "check-config on the installed example"
 getent passwd gatehouse >/dev/null || fail "no gatehouse user"
+# The console: a certificate made at install, its key for the daemon only; logins added by the
+# command, readable by the daemon; the console on the LAN with TLS passes the check.
+openssl x509 -in /etc/gatehouse/console.crt -noout -subject 2>/dev/null | grep -q "gatehouse console" \
+  || grep -q "BEGIN CERTIFICATE" /etc/gatehouse/console.crt || fail "no console certificate"
+[ "$(stat -c '%G %a' /etc/gatehouse/console.key)" = "gatehouse 640" ] || fail "console.key: $(stat -c '%G %a' /etc/gatehouse/console.key)"
+echo 'guard password 1' | /usr/bin/gatehouse console-user add guard1 --role guard --password-stdin >/dev/null \
+  || fail "console-user add"
+[ "$(stat -c '%G %a' /etc/gatehouse/console-users)" = "gatehouse 640" ] || fail "console-users: $(stat -c '%G %a' /etc/gatehouse/console-users)"
+/usr/bin/gatehouse console-user list | grep -q "^guard1	guard	enabled" || fail "console-user list"
+cp /etc/gatehouse/gatehouse.toml /tmp/console-check.toml
+printf '\n[console]\nlisten = "0.0.0.0:8443"\nusers = "/etc/gatehouse/console-users"\n' >> /tmp/console-check.toml
+/usr/bin/gatehouse check-config /tmp/console-check.toml >/dev/null 2>&1 && fail "check-config passed a LAN console without TLS in production"
+printf 'tls_cert = "/etc/gatehouse/console.crt"\ntls_key = "/etc/gatehouse/console.key"\n' >> /tmp/console-check.toml
+/usr/bin/gatehouse check-config /tmp/console-check.toml >/dev/null || fail "check-config on a console with TLS"
+rm -f /tmp/console-check.toml
 [ "$(stat -c '%U %a' /var/lib/gatehouse)" = "gatehouse 700" ] || fail "state directory: $(stat -c '%U %a' /var/lib/gatehouse)"
 [ "$(stat -c '%G %a' /etc/gatehouse/gatehouse.toml)" = "gatehouse 640" ] || fail "config permissions"
 unit=$(dpkg -L gatehouse | grep 'systemd/system/gatehouse.service$') || fail "no unit installed"

@@ -110,6 +110,18 @@ enum Cmd {
         #[command(subcommand)]
         action: super::console_user::ConsoleUser,
     },
+    /// A self-signed certificate and key for the console (`console.crt`, `console.key` in DIR),
+    /// unless they exist; what the .deb runs at install.
+    ConsoleCert {
+        #[arg(long, default_value = "/etc/gatehouse")]
+        dir: PathBuf,
+        /// Another name or address the booth reaches the box at (repeatable).
+        #[arg(long)]
+        name: Vec<String>,
+        /// Make a new pair over existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run a device simulator against a broker.
     Simulate {
         #[command(subcommand)]
@@ -227,6 +239,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             };
             super::console_user::run(action, &file)?;
         }
+        Cmd::ConsoleCert { dir, name, force } => super::console_cert::make(&dir, &name, force)?,
         Cmd::Simulate { profile } => super::simulate::simulate(profile).await?,
     }
     Ok(ExitCode::SUCCESS)

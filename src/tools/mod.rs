@@ -4,6 +4,7 @@
 //! their own (`company/`, `demo/`): a gate box carries none of them.
 pub mod broker_config;
 pub mod cli;
+pub mod console_cert;
 pub mod console_user;
 pub mod sim;
 pub mod simulate;
