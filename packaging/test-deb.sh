@@ -33,10 +33,10 @@ echo 'guard password 1' | /usr/bin/gatehouse console-user add guard1 --role guar
   || fail "console-user add"
 [ "$(stat -c '%G %a' /etc/gatehouse/console-users)" = "gatehouse 640" ] || fail "console-users: $(stat -c '%G %a' /etc/gatehouse/console-users)"
 /usr/bin/gatehouse console-user list | grep -q "^guard1	guard	enabled" || fail "console-user list"
-cp /etc/gatehouse/gatehouse.toml /tmp/console-check.toml
-printf '\n[console]\nlisten = "0.0.0.0:8443"\nusers = "/etc/gatehouse/console-users"\n' >> /tmp/console-check.toml
+sed 's|^# listen = "192.168.10.1:8443"|listen = "0.0.0.0:8443"|' /etc/gatehouse/gatehouse.toml > /tmp/console-check.toml
+grep -q '^listen = "0.0.0.0:8443"' /tmp/console-check.toml || fail "the example's [console] listen line moved"
 /usr/bin/gatehouse check-config /tmp/console-check.toml >/dev/null 2>&1 && fail "check-config passed a LAN console without TLS in production"
-printf 'tls_cert = "/etc/gatehouse/console.crt"\ntls_key = "/etc/gatehouse/console.key"\n' >> /tmp/console-check.toml
+sed -i 's|^# tls_cert = "/etc/gatehouse/console.crt"|tls_cert = "/etc/gatehouse/console.crt"|; s|^# tls_key = "/etc/gatehouse/console.key"|tls_key = "/etc/gatehouse/console.key"|' /tmp/console-check.toml
 /usr/bin/gatehouse check-config /tmp/console-check.toml >/dev/null || fail "check-config on a console with TLS"
 rm -f /tmp/console-check.toml
 [ "$(stat -c '%U %a' /var/lib/gatehouse)" = "gatehouse 700" ] || fail "state directory: $(stat -c '%U %a' /var/lib/gatehouse)"
