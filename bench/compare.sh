@@ -18,6 +18,10 @@
 # `hikvision-isapi`, gate-1 stays on the referee's broker. Rows: floor (floor-http), node-red,
 # engine; pass HTTP_LOADGEN_ARGS (e.g. '--http-conns 32 --picture-bytes 100000') through.
 #
+# CONSOLE=20: the direct row with the guard's console on and 20 live streams held open on it
+# (bench/console_streams.py), to set against the row without (issue 31: the console must not move
+# the gate).
+#
 # usage: bench/compare.sh [RATES] [SECONDS] [ENGINES]     e.g. bench/compare.sh 5000 10 floor,direct
 #        HTTP=1 bench/compare.sh 200,1000 10 floor,engine
 #        DIRECT=minimal bench/compare.sh 5000 10 floor,direct
@@ -56,6 +60,17 @@ printf 'thermal-1 bench-terminal-pw\ngate-1 bench-gate-pw\n' >"$work/direct/devi
 chmod 600 "$work/direct/devices.secrets"
 write_config "$work/direct" $'secrets_file = "devices.secrets"' "mqtt://127.0.0.1:$uport"
 export DIRECT_CMD="sh -c 'rm -rf $work/direct/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/direct/gatehouse.toml --endpoint-port {port}'"
+if [[ ${CONSOLE:-0} != 0 ]]; then
+  # The guard's console on the direct row, with CONSOLE browsers' worth of live streams held
+  # open on it the whole time (bench/console_streams.py logs in again after each restart).
+  cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  printf '\n[console]\nlisten = "127.0.0.1:%s"\nusers = "console-users"\n' "$cport" >>"$work/direct/gatehouse.toml"
+  echo 'bench-guard-password' | "$here/target/release/gatehouse" console-user --file "$work/direct/console-users" \
+    add bench --role guard --password-stdin >/dev/null
+  python3 "$here/bench/console_streams.py" "127.0.0.1:$cport" bench bench-guard-password "$CONSOLE" & spid=$!
+  trap '[ -n "$upid" ] && kill "$upid" 2>/dev/null; kill "$spid" 2>/dev/null; rm -rf "$work"' EXIT
+  echo "CONSOLE=$CONSOLE: $CONSOLE live streams held on the direct row's console (127.0.0.1:$cport)" >&2
+fi
 if [[ ${DIRECT:-} == minimal || ${DIRECT:-} == minimal-durable ]]; then
   # The calibration: a minimal engine on its own endpoint (examples/minimal_endpoint.rs).
   cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"

@@ -197,7 +197,7 @@ async fn a_guard_registers_a_visitor_acknowledges_a_fever_and_opens_a_lane_in_a_
     // Open the lane with a reason.
     fill(&c, "#lane-0 input[name=reason]", "救护车").await;
     click(&c, "#lane-0 form.open button").await;
-    until_text(&c, "p.said", "开闸指令已发出").await;
+    until_text(&c, "p[role=status]", "开闸指令已发出").await;
     let opened = loop {
         let (_, p) = h.uplink.passage_from("gate-1").await;
         if p.reason == "remote_open" {

@@ -184,6 +184,10 @@ async fn a_pass_obeys_the_mode_and_the_clock_and_can_be_withdrawn() {
     let (mut h, addr) = gateway_with(|t| t.replace("trusted = true", "trusted = false")).await;
     let mut guard = Browser::new(addr);
     let csrf = guard.login("guard", GUARD_PW).await.unwrap();
+    let store = h.dir.path().join("store");
+    let said = gatehouse::daemon::control::send(&store, "test-clock-synced true").await;
+    assert_eq!(said.unwrap(), "ok");
+    synced(&guard, true).await;
     // A household the lists do not know is no host.
     let r = guard
         .post(
@@ -199,10 +203,6 @@ async fn a_pass_obeys_the_mode_and_the_clock_and_can_be_withdrawn() {
         .await;
     assert_eq!(r.location(), Some("/"));
     assert!(guard.get("/").await.body.contains("H999"));
-    let store = h.dir.path().join("store");
-    let said = gatehouse::daemon::control::send(&store, "test-clock-synced true").await;
-    assert_eq!(said.unwrap(), "ok");
-    synced(&guard, true).await;
     let (id, code) = register(&mut guard, &csrf, "5").await;
 
     // The clock not known to be right: the pass waits (a window read on a wrong clock admits
@@ -212,6 +212,21 @@ async fn a_pass_obeys_the_mode_and_the_clock_and_can_be_withdrawn() {
     synced(&guard, false).await;
     let p = read(&mut h, 601, &code).await;
     assert_eq!(p.reason, "clock_unsynced");
+    // Nor is one registered on such a clock (its window would be written on it).
+    let r = guard
+        .post(
+            "/visitor",
+            &[
+                ("csrf", &csrf),
+                ("host", "H001"),
+                ("purpose", "x"),
+                ("entries", "1"),
+                ("hours", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), Some("/"));
+    assert!(guard.get("/").await.body.contains("时钟未同步"));
     gatehouse::daemon::control::send(&store, "test-clock-synced true")
         .await
         .unwrap();

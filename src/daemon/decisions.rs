@@ -512,16 +512,23 @@ impl DecisionLoop {
                 pass.host_household
             ));
         }
+        if new {
+            let now = self.status.clock.now();
+            credentials_free(&self.core.registry, &pass, now)?;
+        }
         add_to(&mut self.core.registry, &pass);
         info!(pass = %pass.id, host = %pass.host_household, by = %pass.issued_by, "Visitor pass registered at the console.");
         self.local_passes.insert(pass.id.clone(), pass);
         Ok(())
     }
 
-    /// The console's passes still running, into a registry just swapped in.
+    /// The console's passes, into a registry just swapped in: every one this run knows, ended
+    /// ones too (a registry read from the store before a withdrawal was written has it still
+    /// running); a day after its end one is no longer kept here.
     fn readd_local_passes(&mut self) {
         let now = self.status.clock.now();
-        self.local_passes.retain(|_, p| p.valid_until_ms >= now);
+        self.local_passes
+            .retain(|_, p| p.valid_until_ms.saturating_add(DAY_MS) >= now);
         for p in self.local_passes.values() {
             add_to(&mut self.core.registry, p);
         }
@@ -825,6 +832,40 @@ impl DecisionLoop {
     }
 }
 
+const DAY_MS: i64 = 86_400_000;
+
+/// A new pass's card or code and plate must not be anyone else's: a resident's, a blacklisted or
+/// allow-listed plate, or another pass still running. (A pass stands over what the lists say
+/// for its credentials: without this a guard could let a blacklisted car in as a visitor.)
+fn credentials_free(
+    registry: &crate::decision::Registry,
+    pass: &LocalPass,
+    now: i64,
+) -> Result<(), String> {
+    use crate::decision::{Holder, PlateHolder};
+    let running = |i: u32| registry.pass(i).is_some_and(|p| p.valid_until_ms >= now);
+    match registry.card(&pass.code) {
+        Some(Holder::Resident(_)) => return Err("that card belongs to a resident".into()),
+        Some(Holder::Pass(i)) if running(*i) => {
+            return Err("that card or code is on another pass still running".into())
+        }
+        _ => {}
+    }
+    if let Some(plate) = pass.plate.as_deref().and_then(|p| registry.plate(p)) {
+        match plate.holder {
+            PlateHolder::Pass(i) if !running(i) => {}
+            PlateHolder::Pass(_) => {
+                return Err("that plate is on another pass still running".into())
+            }
+            PlateHolder::Blacklisted => return Err("that plate is blacklisted".into()),
+            PlateHolder::Resident { .. } | PlateHolder::AllowListed => {
+                return Err("that plate is already on the lists".into())
+            }
+        }
+    }
+    Ok(())
+}
+
 fn add_to(registry: &mut crate::decision::Registry, p: &LocalPass) {
     registry.add_pass(crate::decision::PassRow {
         id: &p.id,
@@ -840,6 +881,59 @@ fn add_to(registry: &mut crate::decision::Registry, p: &LocalPass) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guard cannot hand a visitor a resident's card, a blacklisted or listed plate, or the
+    /// code of another pass still running; an ended pass's card may be handed out again.
+    #[test]
+    fn a_local_pass_takes_no_credential_someone_else_holds() {
+        use crate::decision::{PassRow, PlateKind, RegistryBuilder, ResidentStatus};
+        let mut b = RegistryBuilder::with_capacity(1);
+        b.insert("R1", "H1", ResidentStatus::Active, i64::MAX);
+        b.insert_card("C-1", "R1");
+        b.insert_plate("BAD", PlateKind::Blacklist, "", i64::MAX, false);
+        b.insert_plate("AMB", PlateKind::AllowList, "", i64::MAX, true);
+        b.insert_plate("OWN", PlateKind::Resident, "H1", i64::MAX, false);
+        for (id, until, card) in [("P-run", 2_000, "C-2"), ("P-old", 500, "C-3")] {
+            b.insert_pass(PassRow {
+                id,
+                host_household: "H1",
+                valid_from_ms: 0,
+                valid_until_ms: until,
+                uses: 1,
+                credentials: &[card.to_string()],
+                plates: &[],
+            });
+        }
+        let r = b.build(1);
+        let pass = |code: &str, plate: Option<&str>| LocalPass {
+            id: "L1".into(),
+            code: code.into(),
+            medium: "card".into(),
+            host_household: "H1".into(),
+            purpose: "x".into(),
+            visitor_name: String::new(),
+            plate: plate.map(Into::into),
+            uses: 1,
+            valid_from_ms: 1_000,
+            valid_until_ms: 5_000,
+            issued_by: "g".into(),
+        };
+        let now = 1_000;
+        for (code, plate) in [
+            ("C-1", None),
+            ("C-2", None),
+            ("C-9", Some("BAD")),
+            ("C-9", Some("AMB")),
+            ("C-9", Some("OWN")),
+        ] {
+            assert!(
+                credentials_free(&r, &pass(code, plate), now).is_err(),
+                "{code} {plate:?}"
+            );
+        }
+        assert!(credentials_free(&r, &pass("C-3", Some("NEW")), now).is_ok());
+        assert!(credentials_free(&r, &pass("0123456789", None), now).is_ok());
+    }
 
     /// A device flooding the box cannot keep the fire panel or the guard waiting: with a
     /// thousand device events queued, the fire reading and the guard's command are taken first,

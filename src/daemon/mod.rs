@@ -82,7 +82,10 @@ impl Daemon {
         let boot = boot::boot(&config)?;
         // The console's visitor passes, to add again after each sync from above.
         let local_passes = (boot.store.local_passes())
-            .unwrap_or_default()
+            .unwrap_or_else(|e| {
+                error!(error = %e, "The console's visitor passes cannot be read; they do not admit until they can.");
+                Vec::new()
+            })
             .into_iter()
             .map(|p| (p.id.clone(), p))
             .collect();
@@ -99,6 +102,8 @@ impl Daemon {
         let writer_config = WriterConfig::from_config(gateway, &config.store, clock.clone());
         let writer = outbox::spawn(boot.store.clone(), writer_config, metrics.clone())?;
         status.boot = writer.generation;
+        // The console watches from before the first record: the start's own alarms included.
+        let console_tap = config.console.listen.map(|_| writer.tap.subscribe());
         if !boot.alarms.is_empty() {
             let (records, state) = (boot.alarms, Vec::new());
             let _ = writer
@@ -166,7 +171,7 @@ impl Daemon {
         let console = ConsoleWiring {
             to_core: control_tx.clone(),
             appends: writer.appends.clone(),
-            tap: &writer.tap,
+            tap: console_tap,
             status: &status,
             store: console_store,
         };
@@ -347,7 +352,7 @@ fn serve_control(
 struct ConsoleWiring<'a> {
     to_core: mpsc::Sender<control::Control>,
     appends: mpsc::Sender<Append>,
-    tap: &'a tokio::sync::broadcast::Sender<outbox::Record>,
+    tap: Option<outbox::TapRx>,
     status: &'a StatusSource,
     store: crate::store::Store,
 }
@@ -360,7 +365,7 @@ async fn serve_console(
     shutdown: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let c = &config.console;
-    let Some(listen) = c.listen else {
+    let (Some(listen), Some(tap)) = (c.listen, w.tap) else {
         return Vec::new();
     };
     let lanes = config
@@ -392,11 +397,7 @@ async fn serve_console(
         lanes,
         &config.store.dir,
     ));
-    let feed = tokio::spawn(console::live::feed(
-        view.clone(),
-        w.tap.subscribe(),
-        shutdown.clone(),
-    ));
+    let feed = tokio::spawn(console::live::feed(view.clone(), tap, shutdown.clone()));
     let start = console::Start {
         listen,
         tls,

@@ -669,8 +669,14 @@ impl Store {
             .map_or(0, |v| v.value());
         drop(lists);
         drop(txn);
-        // The gate's own passes last: their credentials stand over the lists'.
-        for p in self.local_passes()? {
+        // The gate's own passes last, those still running (a credential is given to a pass only
+        // when no one else holds it: `decisions::credentials_free`).
+        let now = crate::now_ms();
+        for p in self
+            .local_passes()?
+            .iter()
+            .filter(|p| p.valid_until_ms >= now)
+        {
             b.insert_pass(crate::decision::PassRow {
                 id: &p.id,
                 host_household: &p.host_household,

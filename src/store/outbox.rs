@@ -123,7 +123,53 @@ pub const DELETE_CAPACITY: usize = 1024;
 /// `AlarmBatch.acks`: the field an acknowledgement is kept as.
 pub const ACK_FIELD: u32 = 2;
 /// Records the tap holds for a watcher that has not read them yet; past it the oldest go.
-const TAP_CAPACITY: usize = 4096;
+const TAP_PASSAGES: usize = 4096;
+/// Alarms and acknowledgements have room of their own: a flood of passages never pushes one out.
+const TAP_ALARMS: usize = 16384;
+
+/// A copy of every passage, alarm and acknowledgement once it has its seq, for whoever watches
+/// (the guard's console). Never waits: a watcher that falls behind loses the oldest and is told
+/// how many (`RecvError::Lagged`); nothing is copied while no one watches.
+#[derive(Clone)]
+pub struct Tap {
+    passages: broadcast::Sender<Record>,
+    alarms: broadcast::Sender<Record>,
+}
+
+/// A watcher's end of the [`Tap`].
+pub struct TapRx {
+    pub passages: broadcast::Receiver<Record>,
+    pub alarms: broadcast::Receiver<Record>,
+}
+
+impl Tap {
+    fn new() -> Tap {
+        Tap {
+            passages: broadcast::channel(TAP_PASSAGES).0,
+            alarms: broadcast::channel(TAP_ALARMS).0,
+        }
+    }
+
+    pub fn subscribe(&self) -> TapRx {
+        TapRx {
+            passages: self.passages.subscribe(),
+            alarms: self.alarms.subscribe(),
+        }
+    }
+
+    fn show(&self, records: &[Record]) {
+        for r in records {
+            let to = match r.class() {
+                Class::Alarm => &self.alarms,
+                Class::Passage => &self.passages,
+                Class::Routine => continue,
+            };
+            if to.receiver_count() > 0 {
+                let _ = to.send(r.clone());
+            }
+        }
+    }
+}
 /// Longest the writer sleeps at a time while a batch lingers (the default interval is one step).
 const LINGER_STEP: Duration = Duration::from_millis(10);
 
@@ -143,8 +189,8 @@ pub struct WriterHandle {
     pub join: tokio::task::JoinHandle<()>,
     /// This run's count (`Store::next_run_generation`): the status's `boot`.
     pub generation: u64,
-    /// Every record as it gets its seq (`subscribe` to watch).
-    pub tap: broadcast::Sender<Record>,
+    /// Every passage and alarm as it gets its seq (`subscribe` to watch).
+    pub tap: Tap,
 }
 
 pub fn spawn(
@@ -167,7 +213,7 @@ pub fn spawn(
     let (delete_tx, delete_rx) = mpsc::channel(DELETE_CAPACITY);
     let (committed_tx, committed_rx) = watch::channel(ledger.next_seq - 1);
     let (done_tx, done_rx) = oneshot::channel();
-    let (tap, _) = broadcast::channel(TAP_CAPACITY);
+    let tap = Tap::new();
     let w = Writer {
         tap: tap.clone(),
         store,
@@ -235,20 +281,14 @@ struct Writer {
     held: Held,
     /// Alarms of the writer's own (degraded, durable again) for the next commit.
     notices: Vec<Record>,
-    /// A copy of every record once it has its seq, for whoever watches (the guard's console).
-    tap: broadcast::Sender<Record>,
+    /// A copy of the records once they have their seqs, for whoever watches (the console).
+    tap: Tap,
 }
 
 impl Writer {
-    /// Copies the records to the tap's watchers, if any: never waits (a watcher that falls
-    /// behind loses the oldest and is told so), costs nothing without one.
+    /// Copies the records to the tap's watchers, if any.
     pub(super) fn show(&self, records: &[Record]) {
-        if self.tap.receiver_count() == 0 {
-            return;
-        }
-        for r in records {
-            let _ = self.tap.send(r.clone());
-        }
+        self.tap.show(records);
     }
 
     async fn run(mut self, done: oneshot::Sender<()>) {

@@ -31,8 +31,15 @@ pub fn make(dir: &Path, names: &[String], force: bool) -> anyhow::Result<()> {
     params.not_before = rcgen::date_time_ymd(2026, 1, 1);
     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
     let cert = params.self_signed(&key).context("signing")?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(&key_path, key.serialize_pem())
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&key_path)
+        .and_then(|mut f| f.write_all(key.serialize_pem().as_bytes()))
         .with_context(|| key_path.display().to_string())?;
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o640))?;
     std::fs::write(&cert_path, cert.pem()).with_context(|| cert_path.display().to_string())?;

@@ -89,12 +89,14 @@
     lanes.forEach((l, i) => {
       const body = $("tbody", l);
       body.textContent = "";
+      lastSeq[i] = 0;
       (d.lanes[i] || []).slice().reverse().forEach((x) => addDecision(i, x));
     });
     alarms.clear();
     $("#alarm-list").textContent = "";
     d.alarms.slice().reverse().forEach(addAlarm);
     gate(d.gate);
+    missed(d.missed);
     countAlarms();
   });
   es.addEventListener("batch", (e) => {
@@ -104,8 +106,15 @@
     d.alarms.forEach(addAlarm);
     d.closed.forEach((c) => closeAlarm(c.seq));
     if (d.gate) gate(d.gate);
+    missed(d.missed);
     countAlarms();
   });
+  // Records the console fell behind on (the gate decided them; the company has them).
+  function missed(m) {
+    const el = $("#missed");
+    el.hidden = !(m && (m[0] || m[1]));
+    if (!el.hidden) el.textContent = "控制台处理不及：" + m[0] + " 条通行、" + m[1] + " 条报警未显示（记录已上传公司）";
+  }
   es.addEventListener("ping", (e) => hear(JSON.parse(e.data)));
   es.onerror = () => {
     if (es.readyState === EventSource.CLOSED) {
@@ -119,9 +128,11 @@
   };
 
   // --- lanes --------------------------------------------------------------------------------
+  const lastSeq = [];
   function addDecision(lane, d) {
     const l = lanes[lane];
-    if (!l) return;
+    if (!l || d.seq <= (lastSeq[lane] || 0)) return;
+    lastSeq[lane] = d.seq;
     const body = $("tbody", l);
     const tr = el("tr", d.allow ? "allow" : "deny");
     tr.append(el("td", "t", time(d.at)));

@@ -1,20 +1,23 @@
 //! What the console shows, kept current from a copy of the records (the outbox writer's tap,
 //! each record once it has its seq) and the status the uplink reports: every lane's last
 //! decisions, the alarms not yet acknowledged, each device's state, the mode and the clock.
-//! Never on the decision path: the tap never waits for us (a console that falls behind loses
-//! the oldest copies and sends its browsers the whole picture again), and what we hold is
-//! bounded.
+//! Never on the decision path: the tap never waits for us — a console that falls behind loses
+//! the oldest copies, counts them and says so on the page (alarms travel apart from passages,
+//! so a flood of passages never pushes one out) — and what we hold is bounded: a lane's last 8
+//! passages, 500 open alarms. Passages are turned into what the page shows only when sent, at
+//! most 8 a lane each flush, whatever the rate.
 //!
 //! To browsers as server-sent events: `hello` (the whole picture; first, and again after a
 //! gap), `batch` (what changed, at most 4 a second), `ping` (every 2 s: a page that hears
 //! nothing for 6 s says it is not live).
 use crate::proto::v1;
-use crate::store::outbox::Record;
+use crate::store::outbox::{Record, TapRx};
 use crate::uplink::StatusSource;
 use prost::Message;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -46,26 +49,30 @@ pub struct View {
     /// This run: a page that sees another knows the daemon restarted.
     pub run: String,
     pub lanes: Vec<Lane>,
+    /// A write of the open alarms is under way.
+    saving: AtomicBool,
 }
 
 #[derive(Default)]
 struct State {
-    /// Per lane (config order): newest first.
-    decisions: Vec<VecDeque<Value>>,
+    /// Per lane (config order): its last passages, newest first, as recorded.
+    decisions: Vec<VecDeque<v1::Event>>,
+    /// Per lane: how many of those came since the last batch.
+    fresh: Vec<usize>,
     /// Open alarms by seq.
     alarms: BTreeMap<u64, v1::Alarm>,
     /// Open alarms dropped for room since the start.
     alarms_dropped: u64,
+    /// Records the tap dropped for us since the start (we fell behind).
+    missed_passages: u64,
+    missed_alarms: u64,
     /// What changed since the last batch.
-    new_decisions: Vec<Value>,
     new_alarms: Vec<Value>,
     closed: Vec<Value>,
     /// The open alarms changed since they were last written.
     unsaved: bool,
     /// The gate's state as last sent.
     gate: Value,
-    /// The tap dropped records for us: the next batch is the whole picture.
-    resync: bool,
 }
 
 impl View {
@@ -73,6 +80,7 @@ impl View {
         let file = store_dir.join("console-alarms.pb");
         let mut state = State {
             decisions: vec![VecDeque::new(); lanes.len()],
+            fresh: vec![0; lanes.len()],
             ..State::default()
         };
         // The alarms open when the daemon stopped stay open: an acknowledgement is a person's.
@@ -93,6 +101,7 @@ impl View {
             file,
             run,
             lanes,
+            saving: AtomicBool::new(false),
         }
     }
 
@@ -108,19 +117,37 @@ impl View {
 
     pub fn hello(&self) -> Arc<str> {
         let s = self.state();
+        let lanes: Vec<Vec<Value>> = (s.decisions.iter())
+            .map(|d| d.iter().filter_map(decision_json).collect())
+            .collect();
         let data = json!({
             "run": self.run,
             "gate": self.gate(),
-            "lanes": s.decisions.iter().map(|d| d.iter().collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "lanes": lanes,
             "alarms": s.alarms.values().rev().map(alarm_json).collect::<Vec<_>>(),
             "alarms_dropped": s.alarms_dropped,
+            "missed": [s.missed_passages, s.missed_alarms],
         });
         sse("hello", &data)
     }
 
-    /// Open alarm by seq, for an acknowledgement.
-    pub fn open_alarm(&self, seq: u64) -> Option<v1::Alarm> {
-        self.state().alarms.get(&seq).cloned()
+    /// Takes an open alarm for its acknowledgement: closed at once on every page, so a second
+    /// click (or the booth's other screen) finds nothing to acknowledge. `None` if it is not
+    /// open.
+    pub fn claim(&self, seq: u64, by: &str) -> Option<v1::Alarm> {
+        let mut s = self.state();
+        let alarm = s.alarms.remove(&seq)?;
+        s.closed.push(json!({"seq": seq.to_string(), "by": by}));
+        s.unsaved = true;
+        Some(alarm)
+    }
+
+    /// An acknowledgement that could not be recorded: the alarm is open again.
+    pub fn unclaim(&self, alarm: v1::Alarm) {
+        let mut s = self.state();
+        s.new_alarms.push(alarm_json(&alarm));
+        s.alarms.insert(alarm.seq, alarm);
+        s.unsaved = true;
     }
 
     pub fn open_alarms(&self) -> usize {
@@ -157,17 +184,16 @@ impl View {
         let mut s = self.state();
         match r {
             Record::Event(e) => {
-                let Some(v1::event::Body::Passage(p)) = &e.body else {
+                if !matches!(e.body, Some(v1::event::Body::Passage(_))) {
                     return;
-                };
+                }
                 let Some(lane) = self.lanes.iter().position(|l| l.id == e.lane) else {
                     return;
                 };
-                let d = decision_json(&e, p);
                 let list = &mut s.decisions[lane];
-                list.push_front(d.clone());
+                list.push_front(e);
                 list.truncate(LANE_DECISIONS);
-                s.new_decisions.push(json!({"lane": lane, "d": d}));
+                s.fresh[lane] = (s.fresh[lane] + 1).min(LANE_DECISIONS);
             }
             Record::Alarm(a) => {
                 // Back online is the device list's news, not an alarm to acknowledge.
@@ -192,32 +218,29 @@ impl View {
         }
     }
 
-    /// What changed since the last flush, as one event; the whole picture after a gap.
+    /// What changed since the last flush, as one event.
     fn flush(&self, pinged: &mut tokio::time::Instant) {
         let gate = self.gate();
         let mut s = self.state();
-        if std::mem::take(&mut s.resync) {
-            s.new_decisions.clear();
-            s.new_alarms.clear();
-            s.closed.clear();
-            s.gate = gate;
-            drop(s);
-            let _ = self.events.send(self.hello());
-            *pinged = tokio::time::Instant::now();
-            return;
+        // Each lane's new passages, oldest first (the page puts each on top).
+        let mut decisions = Vec::new();
+        for lane in 0..s.fresh.len() {
+            let n = std::mem::take(&mut s.fresh[lane]);
+            for e in s.decisions[lane].iter().take(n).rev() {
+                if let Some(d) = decision_json(e) {
+                    decisions.push(json!({"lane": lane, "d": d}));
+                }
+            }
         }
         let gate_changed = s.gate != gate;
-        if !gate_changed
-            && s.new_decisions.is_empty()
-            && s.new_alarms.is_empty()
-            && s.closed.is_empty()
-        {
+        if !gate_changed && decisions.is_empty() && s.new_alarms.is_empty() && s.closed.is_empty() {
             return;
         }
         let mut data = json!({
-            "decisions": std::mem::take(&mut s.new_decisions),
+            "decisions": decisions,
             "alarms": std::mem::take(&mut s.new_alarms),
             "closed": std::mem::take(&mut s.closed),
+            "missed": [s.missed_passages, s.missed_alarms],
         });
         if gate_changed {
             data["gate"] = gate.clone();
@@ -226,6 +249,24 @@ impl View {
         drop(s);
         let _ = self.events.send(sse("batch", &data));
         *pinged = tokio::time::Instant::now();
+    }
+
+    /// Records the tap dropped for us: counted, logged at the 1st, 10th, 100th…, on the page.
+    fn missed(&self, n: u64, alarms: bool) {
+        let mut s = self.state();
+        let total = if alarms {
+            s.missed_alarms += n;
+            s.missed_alarms
+        } else {
+            s.missed_passages += n;
+            s.missed_passages
+        };
+        if crate::metrics::worth_logging(total) {
+            warn!(
+                records = n,
+                total, alarms, "Console fell behind the records; some are not shown."
+            );
+        }
     }
 
     /// Writes the open alarms if they changed: off the decision path, at most once a flush.
@@ -252,22 +293,21 @@ impl View {
 }
 
 /// Reads the tap until shutdown: records in, batches out.
-pub async fn feed(
-    view: Arc<View>,
-    mut tap: broadcast::Receiver<Record>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn feed(view: Arc<View>, mut tap: TapRx, mut shutdown: watch::Receiver<bool>) {
     let mut flush = tokio::time::interval(FLUSH);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pinged = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            r = tap.recv() => match r {
+            // Alarms first: they are what the guard must not miss.
+            r = tap.alarms.recv() => match r {
                 Ok(r) => view.apply(r),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    warn!(records = n, "Console fell behind the records; sending the whole picture again.");
-                    view.state().resync = true;
-                }
+                Err(broadcast::error::RecvError::Lagged(n)) => view.missed(n, true),
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            r = tap.passages.recv() => match r {
+                Ok(r) => view.apply(r),
+                Err(broadcast::error::RecvError::Lagged(n)) => view.missed(n, false),
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             _ = flush.tick() => {
@@ -276,9 +316,15 @@ pub async fn feed(
                     let _ = view.events.send(sse("ping", &json!({"run": view.run})));
                     pinged = tokio::time::Instant::now();
                 }
-                let v = view.clone();
-                // A slow disk must not hold the flushes.
-                let _ = tokio::task::spawn_blocking(move || v.save()).await;
+                // One write at a time, never waited for here: a slow disk must not hold the
+                // tap's reading.
+                if !view.saving.swap(true, Ordering::AcqRel) {
+                    let v = view.clone();
+                    tokio::task::spawn_blocking(move || {
+                        v.save();
+                        v.saving.store(false, Ordering::Release);
+                    });
+                }
             }
             _ = shutdown.changed() => break,
         }
@@ -290,8 +336,13 @@ fn sse(event: &str, data: &Value) -> Arc<str> {
     format!("event: {event}\ndata: {data}\n\n").into()
 }
 
-fn decision_json(e: &v1::Event, p: &v1::PassageDecision) -> Value {
-    json!({
+fn decision_json(e: &v1::Event) -> Option<Value> {
+    let Some(v1::event::Body::Passage(p)) = &e.body else {
+        return None;
+    };
+    Some(json!({
+        // The page shows each once: a batch may repeat what a fresh page's hello had.
+        "seq": e.seq,
         "at": e.gateway_time_ms,
         "device": e.device,
         "kind": match p.subject_kind() {
@@ -309,7 +360,7 @@ fn decision_json(e: &v1::Event, p: &v1::PassageDecision) -> Value {
         "by": p.operator_id,
         "why": p.operator_reason,
         "not_actuated": p.not_actuated,
-    })
+    }))
 }
 
 pub fn alarm_json(a: &v1::Alarm) -> Value {

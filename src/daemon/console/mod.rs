@@ -38,7 +38,7 @@ use users::Role;
 /// Connections at once, and from one address: a booth has a PC and a tablet; more is someone
 /// else.
 const CONNECTIONS: usize = 64;
-const PER_ADDRESS: usize = 16;
+const PER_ADDRESS: usize = 32;
 /// Live streams at once (each a browser tab).
 const STREAMS: usize = 32;
 /// A request's headers (and a TLS handshake) must arrive within this.
@@ -76,7 +76,9 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
 pub struct Console {
     pub gateway: String,
     auth: Auth,
-    hashing: Semaphore,
+    hashing: Arc<Semaphore>,
+    /// Login attempts refused by the limiter, for the log's 1st, 10th, 100th…
+    limited: std::sync::atomic::AtomicU64,
     streams: Arc<Semaphore>,
     to_core: mpsc::Sender<Control>,
     appends: mpsc::Sender<Append>,
@@ -114,7 +116,8 @@ pub async fn serve(
     let console = Arc::new(Console {
         gateway: s.gateway,
         auth: Auth::new(s.users),
-        hashing: Semaphore::new(HASHING),
+        hashing: Arc::new(Semaphore::new(HASHING)),
+        limited: Default::default(),
         streams: Arc::new(Semaphore::new(STREAMS)),
         to_core: s.to_core,
         appends: s.appends,
@@ -328,6 +331,7 @@ impl Console {
                 });
                 let pass = self
                     .passes()
+                    .await
                     .into_iter()
                     .find(|p| Some(&p.id) == id.as_ref());
                 match pass {
@@ -337,7 +341,7 @@ impl Console {
             }
             _ => {
                 let now = self.clock.now();
-                let mut passes = self.passes();
+                let mut passes = self.passes().await;
                 passes.retain(|p| p.valid_until_ms > now);
                 html(page::console(self, &session, &passes))
             }
@@ -369,16 +373,34 @@ impl Console {
         if bound.is_empty() || !auth::same(&field("csrf"), &bound) {
             return self.login_page(Some("表单已过期，请重试。"));
         }
+        // No such name can exist: refused unhashed, uncounted (and never logged as typed).
+        if !users::name_ok(&name) || password.len() > 1024 {
+            return self.login_page(Some("用户名或密码不对。"));
+        }
         if let Err(why) = self.auth.attempt(&name, from) {
-            self.audit.write(&name, "login_limited", &from.to_string());
-            warn!(user = %name, %from, "Console: {why}.");
+            // A flood of these is counted, not written line by line (the audit keeps room for
+            // what people did).
+            let n = self
+                .limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if crate::metrics::worth_logging(n) {
+                warn!(user = %name, %from, refused = n, "Console: {why}.");
+                self.audit
+                    .write(&name, "login_limited", &format!("{from} ({n} so far)"));
+            }
             return self.login_page(Some("尝试次数过多，请 15 分钟后再试。"));
         }
-        let Ok(_permit) = self.hashing.acquire().await else {
+        let Ok(permit) = self.hashing.clone().acquire_owned().await else {
             return self.login_page(None);
         };
         let (me, n) = (self.clone(), name.clone());
-        let done = tokio::task::spawn_blocking(move || me.auth.login(&n, &password)).await;
+        // The permit goes with the hash: a client that hangs up does not free it early.
+        let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            me.auth.login(&n, &password)
+        })
+        .await;
         let Ok(Some((token, session))) = done else {
             self.audit.write(&name, "login_failed", &from.to_string());
             return self.login_page(Some("用户名或密码不对。"));
@@ -427,20 +449,25 @@ impl Console {
 
     /// An alarm acknowledged: one record, up with the alarms; every console closes it.
     async fn ack(&self, s: &Session, form: &Form) -> String {
+        let by = format!("console:{}", s.user);
         let seq = form.get("seq").and_then(|v| v.parse::<u64>().ok());
-        let Some(alarm) = seq.and_then(|seq| self.view.open_alarm(seq)) else {
+        // Claimed before it is written: two clicks, or the booth's two screens, make one.
+        let Some(alarm) = seq.and_then(|seq| self.view.claim(seq, &by)) else {
             return "该报警已确认或不存在。".into();
         };
         let ack = v1::AlarmAck {
             alarm_seq: alarm.seq,
             alarm_time_ms: alarm.gateway_time_ms,
-            by: format!("console:{}", s.user),
+            by,
             acked_at_ms: self.clock.now(),
         };
         self.audit.write(&s.user, "ack", &alarm.alarm_id);
         match self.append(Record::AlarmAck(ack)).await {
             Ok(()) => "报警已确认。".into(),
-            Err(e) => format!("未能记录确认：{e}"),
+            Err(e) => {
+                self.view.unclaim(alarm);
+                format!("未能记录确认：{e}")
+            }
         }
     }
 
@@ -543,9 +570,11 @@ fn frame(s: &Arc<str>) -> Result<Frame<Bytes>, Infallible> {
 type Form = std::collections::HashMap<String, String>;
 
 async fn read_form(req: Request<Incoming>) -> Result<Form, &'static str> {
-    let body = Limited::new(req.into_body(), FORM_MAX)
-        .collect()
+    let body = Limited::new(req.into_body(), FORM_MAX).collect();
+    // A body trickled in a byte at a time holds no connection past this.
+    let body = tokio::time::timeout(CLIENT_TIMEOUT, body)
         .await
+        .map_err(|_| "form too slow\n")?
         .map_err(|_| "form too large or cut short\n")?
         .to_bytes();
     Ok(form_urlencoded::parse(&body).into_owned().collect())

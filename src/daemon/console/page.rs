@@ -66,6 +66,7 @@ pub fn console(c: &Console, s: &Session, passes: &[LocalPass]) -> Markup {
                 }
             }
             div #banner role="alert" hidden {}
+            p #missed.said hidden {}
             @if let Some(f) = &s.flash { p.said role="status" { (f) } }
             noscript { p.said { "实时画面需要浏览器启用 JavaScript。" } }
             section #fire hidden {

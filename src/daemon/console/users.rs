@@ -3,7 +3,6 @@
 //! the daemon, again whenever it changes (a disabled guard's session ends at their next request).
 //! Nobody is there by default.
 use anyhow::Context;
-use std::io::Read;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +110,19 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<User>> {
 /// Writes the file whole (a temporary file renamed over it), readable by its owner and group
 /// only: the hashes are slow to crack, not impossible.
 pub fn save(path: &Path, users: &[User]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::fs::PermissionsExt;
     let tmp = path.with_extension("new");
-    std::fs::write(&tmp, render(users)).with_context(|| tmp.display().to_string())?;
+    // Made private: never readable by others, not even for a moment under a loose umask.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(render(users).as_bytes()))
+        .with_context(|| tmp.display().to_string())?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;
     // Keep the group the installer gave the old file (the daemon's).
     if let Ok(old) = std::fs::metadata(path) {
@@ -123,11 +132,20 @@ pub fn save(path: &Path, users: &[User]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
 }
 
+/// From the kernel's CSPRNG by `getrandom(2)`: no file descriptor to run out of, and once the
+/// pool is initialised at boot it does not fail.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    // The kernel's CSPRNG; it does not fail on Linux once booted.
-    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        panic!("/dev/urandom unreadable: {e}");
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: the pointer and length name the unfilled rest of `b`, which we own.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), N - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // ENOSYS before Linux 3.17 only; nothing random can be made on such a kernel.
+            std::process::abort();
+        }
     }
     b
 }

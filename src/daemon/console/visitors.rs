@@ -18,6 +18,8 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 /// The longest pass the console issues: a visit, not a tenancy (those come from the company).
 pub const MAX_HOURS: i64 = 72;
 pub const MAX_ENTRIES: u32 = 20;
+/// Passes running at once: a busy gate's day of visitors, not a list (those come from above).
+const MAX_ACTIVE: usize = 2000;
 
 /// What the guard typed, checked: the pass, or what is wrong, in the guard's words.
 pub fn from_form(form: &Form, by: &str, now_ms: i64) -> Result<LocalPass, String> {
@@ -111,7 +113,18 @@ impl Console {
     /// Registers a visitor: the pass into the store, then into the running registry, then
     /// upstream. The pass's id, or what stopped it.
     pub(super) async fn register(&self, s: &Session, form: &Form) -> Result<String, String> {
-        let pass = from_form(form, &s.user, self.clock.now())?;
+        // A window written on a clock that may be years off would admit anyone or no one.
+        if !self.clock.trusted() {
+            return Err("网关时钟未同步，暂不能登记访客。".into());
+        }
+        let now = self.clock.now();
+        let active = (self.passes().await.iter())
+            .filter(|p| p.valid_until_ms > now)
+            .count();
+        if active >= MAX_ACTIVE {
+            return Err(format!("已有 {active} 张有效通行证，请先撤销不用的。"));
+        }
+        let pass = from_form(form, &s.user, now)?;
         self.keep(&pass, false).await?;
         self.audit.write(
             &s.user,
@@ -127,7 +140,7 @@ impl Console {
     /// A pass withdrawn: its end moved to now, everywhere.
     pub(super) async fn withdraw(&self, s: &Session, form: &Form) -> String {
         let id = form.get("id").cloned().unwrap_or_default();
-        let Some(mut pass) = self.passes().into_iter().find(|p| p.id == id) else {
+        let Some(mut pass) = self.passes().await.into_iter().find(|p| p.id == id) else {
             return "没有这张通行证。".into();
         };
         let now = self.clock.now();
@@ -142,42 +155,60 @@ impl Console {
         }
     }
 
+    /// The decision loop first (it checks the pass and adds it to the running registry), then
+    /// the store, then upstream. A store that refuses it takes it back out of the registry.
     async fn keep(&self, pass: &LocalPass, withdrawn: bool) -> Result<(), String> {
+        self.to_loop(pass).await?;
         let (store, p) = (self.store.clone(), pass.clone());
         let written = tokio::task::spawn_blocking(move || store.put_local_pass(&p)).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("the store refused it: {e}")),
-            Err(_) => return Err("the daemon is stopping".into()),
+        let failed = match written {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("the store refused it: {e}")),
+            Err(_) => Some("the daemon is stopping".into()),
+        };
+        if let Some(why) = failed {
+            if !withdrawn {
+                let mut ended = pass.clone();
+                ended.valid_until_ms = ended.valid_from_ms;
+                let _ = self.to_loop(&ended).await;
+            }
+            return Err(why);
         }
+        self.append(record(pass, withdrawn, self.clock.now())).await
+    }
+
+    async fn to_loop(&self, pass: &LocalPass) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         let asked = Control::AddPass(Box::new(pass.clone()), tx);
         if self.to_core.send(asked).await.is_err() {
             return Err("the daemon is stopping".into());
         }
-        match rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) if !withdrawn => {
-                // Not admitted: not kept either.
-                let (store, id) = (self.store.clone(), pass.id.clone());
-                let _ = tokio::task::spawn_blocking(move || store.delete_local_pass(&id)).await;
-                return Err(why);
-            }
-            Ok(Err(why)) => return Err(why),
-            Err(_) => return Err("the daemon is stopping".into()),
-        }
-        self.append(record(pass, withdrawn, self.clock.now())).await
+        rx.await
+            .unwrap_or_else(|_| Err("the daemon is stopping".into()))
     }
 
-    /// The passes kept, newest first.
-    pub(super) fn passes(&self) -> Vec<LocalPass> {
-        let mut all = self.store.local_passes().unwrap_or_default();
+    /// The passes kept, newest first (read off the async threads).
+    pub(super) async fn passes(&self) -> Vec<LocalPass> {
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || store.local_passes()).await;
+        let mut all = match read {
+            Ok(Ok(all)) => all,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "Console: the visitor passes cannot be read.");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
         all.sort_by_key(|p| std::cmp::Reverse(p.valid_from_ms));
         all
     }
 
     /// Deletes what retention says is past keeping; hourly.
     pub(super) async fn purge(&self, days: u32) {
+        // A clock that may be ahead would delete passes still running.
+        if !self.clock.trusted() {
+            return;
+        }
         let before = self.clock.now() - i64::from(days) * DAY_MS;
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.purge_local_passes(before)).await {
