@@ -129,43 +129,48 @@ const TAP_ALARMS: usize = 16384;
 
 /// A copy of every passage, alarm and acknowledgement once it has its seq, for whoever watches
 /// (the guard's console). Never waits: a watcher that falls behind loses the oldest and is told
-/// how many (`RecvError::Lagged`); nothing is copied while no one watches.
-#[derive(Clone)]
+/// how many (`RecvError::Lagged`). Made at the first `subscribe` (a box without a console pays
+/// nothing); each copy is one `Arc`, shared by every slot that holds it.
+#[derive(Clone, Default)]
 pub struct Tap {
-    passages: broadcast::Sender<Record>,
-    alarms: broadcast::Sender<Record>,
+    channels: Arc<std::sync::OnceLock<TapChannels>>,
+}
+
+struct TapChannels {
+    passages: broadcast::Sender<Arc<Record>>,
+    alarms: broadcast::Sender<Arc<Record>>,
 }
 
 /// A watcher's end of the [`Tap`].
 pub struct TapRx {
-    pub passages: broadcast::Receiver<Record>,
-    pub alarms: broadcast::Receiver<Record>,
+    pub passages: broadcast::Receiver<Arc<Record>>,
+    pub alarms: broadcast::Receiver<Arc<Record>>,
 }
 
 impl Tap {
-    fn new() -> Tap {
-        Tap {
+    pub fn subscribe(&self) -> TapRx {
+        let c = self.channels.get_or_init(|| TapChannels {
             passages: broadcast::channel(TAP_PASSAGES).0,
             alarms: broadcast::channel(TAP_ALARMS).0,
-        }
-    }
-
-    pub fn subscribe(&self) -> TapRx {
+        });
         TapRx {
-            passages: self.passages.subscribe(),
-            alarms: self.alarms.subscribe(),
+            passages: c.passages.subscribe(),
+            alarms: c.alarms.subscribe(),
         }
     }
 
     fn show(&self, records: &[Record]) {
+        let Some(c) = self.channels.get() else {
+            return;
+        };
         for r in records {
             let to = match r.class() {
-                Class::Alarm => &self.alarms,
-                Class::Passage => &self.passages,
+                Class::Alarm => &c.alarms,
+                Class::Passage => &c.passages,
                 Class::Routine => continue,
             };
             if to.receiver_count() > 0 {
-                let _ = to.send(r.clone());
+                let _ = to.send(Arc::new(r.clone()));
             }
         }
     }
@@ -213,7 +218,7 @@ pub fn spawn(
     let (delete_tx, delete_rx) = mpsc::channel(DELETE_CAPACITY);
     let (committed_tx, committed_rx) = watch::channel(ledger.next_seq - 1);
     let (done_tx, done_rx) = oneshot::channel();
-    let tap = Tap::new();
+    let tap = Tap::default();
     let w = Writer {
         tap: tap.clone(),
         store,

@@ -180,9 +180,9 @@ impl View {
         })
     }
 
-    fn apply(&self, r: Record) {
+    fn apply(&self, r: std::sync::Arc<Record>) {
         let mut s = self.state();
-        match r {
+        match Record::clone(&r) {
             Record::Event(e) => {
                 if !matches!(e.body, Some(v1::event::Body::Passage(_))) {
                     return;
