@@ -36,9 +36,16 @@ max_skew_s = 30
 
 [[commands.keys]]
 id = "company"
-public_key = "{}"
+public_key = "{company}"
 levels = ["gateway", "community", "street", "district"]
 kinds = ["set_mode", "remote_open", "ping", "registry", "set_threshold"]
+
+# The company's pages: acknowledgements only.
+[[commands.keys]]
+id = "company-web"
+public_key = "{company}"
+levels = ["gateway"]
+kinds = ["ack_alarm"]
 
 [[commands.keys]]
 id = "street-office"
@@ -52,9 +59,9 @@ public_key = "{}"
 levels = ["street"]
 kinds = ["fire"]
 "#,
-        to_hex(company().verifying_key().as_bytes()),
         to_hex(street_office().verifying_key().as_bytes()),
-        to_hex(emergency().verifying_key().as_bytes())
+        to_hex(emergency().verifying_key().as_bytes()),
+        company = to_hex(company().verifying_key().as_bytes()),
     )
 }
 

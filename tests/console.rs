@@ -500,3 +500,49 @@ async fn five_hundred_idle_connections_and_a_slow_client_leave_every_lane_decidi
     slow.abort();
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_made_on_the_company_pages_closes_the_alarm_at_the_gate() {
+    use crate::commands::{company, keys_toml, send};
+    let (mut h, addr) = gateway_with(|t| t + &keys_toml()).await;
+    let mut guard = Browser::new(addr);
+    guard.login("guard", GUARD_PW).await.unwrap();
+    h.identify(81, Some("R000081"), 38.9, Unit::Celsius).await;
+    let alarm = h.uplink.alarm_of(v1::AlarmKind::Fever).await;
+    within("the fever on the console", LONG, async {
+        while guard.hello().await["alarms"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // What the company's pages send when an operator acknowledges it there.
+    let gw = BASE.trim_start_matches("gh/v1/");
+    let (topic, signed) = gatehouse_company::web::acks_down::order(
+        gw,
+        (alarm.seq as i64, alarm.gateway_time_ms),
+        "ops1",
+        gatehouse::now_ms(),
+        "company-web",
+        &company(),
+    )
+    .unwrap();
+    assert_eq!(topic, format!("{BASE}/cmd"));
+    let admin = Client::connect(&h.broker, "company-web").await;
+    send(&admin, &topic, &signed).await;
+    assert!(h.uplink.result().await.applied);
+    let acks = h.uplink.acks().await;
+    assert_eq!(acks[0].by, "company:ops1");
+    assert_eq!(acks[0].alarm_seq, alarm.seq);
+    within("the alarm closed on the console", LONG, async {
+        while !guard.hello().await["alarms"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}

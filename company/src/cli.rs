@@ -287,7 +287,7 @@ pub async fn order(a: OrderArgs) -> anyhow::Result<Vec<String>> {
 }
 
 /// Publishes every payload at QoS 1 and waits for all their PUBACKs.
-async fn publish_all(
+pub(crate) async fn publish_all(
     url: &BrokerUrl,
     broker: &BrokerArgs,
     topic: &str,
@@ -357,7 +357,7 @@ pub fn keygen(out: &Path) -> anyhow::Result<String> {
     Ok(hex::to_hex(key.verifying_key().as_bytes()))
 }
 
-fn read_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     let bytes = hex::parse_hex(text.trim()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let seed: [u8; 32] = bytes

@@ -37,6 +37,17 @@ pub struct Web {
     pub connections: usize,
     #[serde(default = "default_form_cache_s")]
     pub form_cache_s: u64,
+    /// Acknowledgements sent down to the gateways as signed orders (none without it).
+    pub orders: Option<WebOrders>,
+}
+
+/// `[web.orders]`: the key the pages sign their orders with (`gatehouse-company keygen`); the
+/// gateways list its public key for `ack_alarm` at the gateway level.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebOrders {
+    pub key: PathBuf,
+    pub key_id: String,
 }
 
 impl Default for Web {
@@ -49,6 +60,7 @@ impl Default for Web {
             labels: None,
             connections: default_connections(),
             form_cache_s: default_form_cache_s(),
+            orders: None,
         }
     }
 }

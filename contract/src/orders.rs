@@ -37,6 +37,8 @@ pub enum Kind {
     /// Replace or change the lists (residents, households, plates, passes).
     Registry,
     SetThreshold,
+    /// An alarm acknowledged on the company's pages (`ack_alarm`): closes it on the gate's console.
+    AckAlarm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -183,6 +185,7 @@ pub fn verify(
             | v1::command::Payload::SnapshotChunk(_),
         ) => Kind::Registry,
         Some(v1::command::Payload::SetThreshold(_)) => Kind::SetThreshold,
+        Some(v1::command::Payload::AckAlarm(_)) => Kind::AckAlarm,
         None => return Err(refuse(id, "malformed", "no payload".into())),
     };
     // A remote open's validity read on a clock that may be decades off proves nothing.

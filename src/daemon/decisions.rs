@@ -716,6 +716,16 @@ impl DecisionLoop {
                     ));
                 }
                 Output::Alarm(a) => records.push(records::alarm(&self.core.policy, a, now_ms)),
+                Output::Acknowledged {
+                    alarm_seq,
+                    alarm_time_ms,
+                    by,
+                } => records.push(Record::AlarmAck(crate::proto::v1::AlarmAck {
+                    alarm_seq,
+                    alarm_time_ms,
+                    by,
+                    acked_at_ms: now_ms,
+                })),
                 Output::HoldAll(hold) => {
                     self.last_fire_assert = Instant::now();
                     for g in 0..self.actuators.len() {

@@ -365,6 +365,15 @@ impl OrderDesk {
                 return None;
             }
             Some(Payload::SnapshotChunk(c)) => self.chunk(&v.key_id, c, now),
+            Some(Payload::AckAlarm(a)) => {
+                // The company's login, marked as theirs (the console's say `console:`).
+                out.push(Output::Acknowledged {
+                    alarm_seq: a.alarm_seq,
+                    alarm_time_ms: a.alarm_time_ms,
+                    by: format!("company:{}", a.by.chars().take(64).collect::<String>()),
+                });
+                APPLIED
+            }
             Some(Payload::Ping(_)) | None => APPLIED,
         };
         Some(self.result(id, refused, detail, now))

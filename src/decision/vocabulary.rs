@@ -274,6 +274,12 @@ pub enum Output {
         inputs: Option<BarrierInputs>,
         arm: Arm,
     },
+    /// An alarm acknowledged from above (an order): recorded, and closed on the console.
+    Acknowledged {
+        alarm_seq: u64,
+        alarm_time_ms: i64,
+        by: String,
+    },
 }
 
 /// One device message, normalised, as it reaches the core.

@@ -358,6 +358,7 @@ fn order_kind(c: &v1::Command) -> Option<String> {
         Payload::RegistrySnapshot(_) => "registry_snapshot".into(),
         Payload::RegistryDelta(_) => "registry_delta".into(),
         Payload::SetThreshold(_) => "set_threshold".into(),
+        Payload::AckAlarm(a) => format!("ack_alarm {}", a.alarm_seq),
         Payload::SnapshotChunk(k) if k.index == 0 => {
             format!("registry_snapshot ({} chunks)", k.count)
         }

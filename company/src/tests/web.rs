@@ -121,11 +121,17 @@ async fn session_for(db: &Db, name: &str, role: Role, scope: &str) -> (String, S
 }
 
 async fn site() -> Site {
+    site_with(None).await
+}
+
+async fn site_with(acks_down: Option<Arc<web::acks_down::AcksDown>>) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("records.db").display());
     let db = Db::open(&url, TZ).await.unwrap();
     let pages = Db::open(&url, TZ).await.unwrap();
-    let app = Arc::new(App::new(vec![pages], TZ, Labels::builtin(), false).unwrap());
+    let mut app = App::new(vec![pages], TZ, Labels::builtin(), false).unwrap();
+    app.acks_down = acks_down;
+    let app = Arc::new(app);
     Site {
         router: web::router(app),
         db,
@@ -655,4 +661,89 @@ async fn the_client_address_is_the_proxys_word_only_when_the_peer_is_the_proxy()
         .to_str()
         .unwrap()
         .contains("; Secure"));
+}
+
+/// With `[web.orders]`, an acknowledgement goes down to its gateway as an order signed with the
+/// pages' key, once.
+#[tokio::test]
+async fn an_acknowledgement_goes_down_to_its_gateway_as_a_signed_order() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let port = crate::broker::free_port().unwrap();
+    crate::broker::start(([127, 0, 0, 1], port).into()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let key_file = dir.path().join("web.key");
+    std::fs::write(&key_file, gatehouse_contract::hex::to_hex(&[7; 32])).unwrap();
+    let broker: crate::config::Broker = toml::from_str(&format!(
+        "url = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"pages\""
+    ))
+    .unwrap();
+    let orders = crate::config::WebOrders {
+        key: key_file,
+        key_id: "company-web".into(),
+    };
+    let down = Arc::new(web::acks_down::AcksDown::new(&broker, &orders).unwrap());
+    let s = site_with(Some(down)).await;
+    let now = auth::now_ms();
+    seed(&s.db, now).await;
+    let (op, csrf) = session_for(&s.db, "operator", Role::Company, "").await;
+
+    // The gateway's side of the broker: its command topics.
+    let (gw, mut el) = AsyncClient::new(MqttOptions::new("gw", "127.0.0.1", port), 16);
+    gw.subscribe("gh/v1/+/+/+/+/+/cmd", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = tx.send(None).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(Some((p.topic, p.payload.to_vec()))).await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    });
+    assert!(rx.recv().await.unwrap().is_none(), "subscribed");
+
+    let a = web::store::alarms(&s.db, 0, 10).await.unwrap().remove(0);
+    let form = format!("csrf={csrf}&gw={}&seq={}&at_ms={}", a.gw, a.seq, a.at_ms);
+    for _ in 0..2 {
+        let r = ask(
+            &s.router,
+            "POST",
+            "/fleet/alarms/ack",
+            Some(&op),
+            Some(form.clone()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+    }
+    let wait = std::time::Duration::from_secs(10);
+    let (topic, payload) = tokio::time::timeout(wait, rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(topic, format!("gh/v1/{}/cmd", a.gw));
+    let signed: v1::SignedCommand = prost::Message::decode(payload.as_slice()).unwrap();
+    assert_eq!(signed.key_id, "company-web");
+    let c: v1::Command = prost::Message::decode(signed.command.as_slice()).unwrap();
+    let Some(v1::command::Payload::AckAlarm(ack)) = c.payload else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        (ack.alarm_seq as i64, ack.alarm_time_ms, ack.by.as_str()),
+        (a.seq, a.at_ms, "operator")
+    );
+    use ed25519_dalek::Verifier;
+    let sig = ed25519_dalek::Signature::from_slice(&signed.signature).unwrap();
+    assert!(key.verifying_key().verify(&signed.command, &sig).is_ok());
+    // The second click acknowledged nothing new: nothing more goes down.
+    let more = tokio::time::timeout(std::time::Duration::from_millis(500), rx.recv()).await;
+    assert!(more.is_err(), "{more:?}");
 }

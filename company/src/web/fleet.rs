@@ -215,6 +215,10 @@ pub async fn acknowledge(
             &format!("{} {} {}", f.gw, f.seq, f.at_ms),
         )
         .await?;
+        // Down to the gate too: its guard's console closes the alarm.
+        if let Some(down) = &app.acks_down {
+            down.send(&f.gw, f.seq, f.at_ms, &who.name, now);
+        }
     }
     Ok(Redirect::to("/fleet/alarms").into_response())
 }

@@ -7,6 +7,7 @@
 //! it, and the tests walk it to ask every route as someone who must be refused. Pages are
 //! rendered on the server (maud: escaped at compile time), charts are inline SVG, there is no
 //! JavaScript.
+pub mod acks_down;
 pub mod auth;
 mod chart;
 pub mod fleet;
@@ -118,6 +119,8 @@ pub struct App {
     /// How long a built form is served again (0: never): a street's day is read by many at
     /// once, and each page says when its form was made.
     pub cache_for: std::time::Duration,
+    /// Acknowledgements sent down to the gateways (`[web.orders]`).
+    pub acks_down: Option<Arc<acks_down::AcksDown>>,
 }
 
 impl App {
@@ -133,6 +136,7 @@ impl App {
             limiter: Limiter::default(),
             cache: Default::default(),
             cache_for: std::time::Duration::from_secs(10),
+            acks_down: None,
         })
     }
 

@@ -234,6 +234,7 @@ pub async fn app(
 
 pub async fn serve(mut a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut notify_cfg = None;
+    let mut acks_down = None;
     if let Some(path) = a.config.take() {
         let (c, checked) = crate::config::load(&path).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
@@ -251,6 +252,9 @@ pub async fn serve(mut a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Res
         a.trusted_proxy = c.web.trusted_proxy;
         (a.connections, a.form_cache_s) = (c.web.connections, c.web.form_cache_s);
         notify_cfg = c.notify;
+        if let Some(o) = &c.web.orders {
+            acks_down = Some(Arc::new(super::acks_down::AcksDown::new(&c.broker, o)?));
+        }
     }
     if let Some(path) = &a.notify {
         notify_cfg = Some(notify::Config::load(path)?);
@@ -269,6 +273,7 @@ pub async fn serve(mut a: ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Res
     let mut app = app(&a.db, a.connections, a.labels.as_deref(), secure).await?;
     app.trusted_proxy = a.trusted_proxy;
     app.cache_for = std::time::Duration::from_secs(a.form_cache_s);
+    app.acks_down = acks_down;
     let app = Arc::new(app);
     if let Some(cfg) = notify_cfg {
         let db = a.db.open().await?;

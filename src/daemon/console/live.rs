@@ -209,7 +209,9 @@ impl View {
                 s.unsaved = true;
             }
             Record::AlarmAck(ack) => {
-                if s.alarms.remove(&ack.alarm_seq).is_some() {
+                let this = |a: &v1::Alarm| a.gateway_time_ms == ack.alarm_time_ms;
+                if s.alarms.get(&ack.alarm_seq).is_some_and(this) {
+                    s.alarms.remove(&ack.alarm_seq);
                     s.unsaved = true;
                 }
                 s.closed
