@@ -499,18 +499,16 @@ impl DecisionLoop {
         });
     }
 
-    /// A pass the console registered: into the running registry at once.
+    /// A pass the console registered: into the running registry at once. A refusal is in the
+    /// guard's words (the console shows it as it is).
     fn add_pass(&mut self, pass: LocalPass) -> Result<(), String> {
         // A pass already known changes (is withdrawn) whatever the mode.
         let new = !self.local_passes.contains_key(&pass.id);
         if new && self.core.mode() == Mode::Lockdown {
-            return Err("lockdown: no visitors".into());
+            return Err("封控期间不接待访客（lockdown）".into());
         }
         if new && !self.core.registry.knows_household(&pass.host_household) {
-            return Err(format!(
-                "no household {:?} in the lists",
-                pass.host_household
-            ));
+            return Err(format!("名单中没有住户 {}", pass.host_household));
         }
         if new {
             let now = self.status.clock.now();
@@ -855,21 +853,19 @@ fn credentials_free(
     use crate::decision::{Holder, PlateHolder};
     let running = |i: u32| registry.pass(i).is_some_and(|p| p.valid_until_ms >= now);
     match registry.card(&pass.code) {
-        Some(Holder::Resident(_)) => return Err("that card belongs to a resident".into()),
+        Some(Holder::Resident(_)) => return Err("该卡属于住户".into()),
         Some(Holder::Pass(i)) if running(*i) => {
-            return Err("that card or code is on another pass still running".into())
+            return Err("该卡号或码正被另一张有效通行证使用".into())
         }
         _ => {}
     }
     if let Some(plate) = pass.plate.as_deref().and_then(|p| registry.plate(p)) {
         match plate.holder {
             PlateHolder::Pass(i) if !running(i) => {}
-            PlateHolder::Pass(_) => {
-                return Err("that plate is on another pass still running".into())
-            }
-            PlateHolder::Blacklisted => return Err("that plate is blacklisted".into()),
+            PlateHolder::Pass(_) => return Err("该车牌正被另一张有效通行证使用".into()),
+            PlateHolder::Blacklisted => return Err("该车牌在黑名单上".into()),
             PlateHolder::Resident { .. } | PlateHolder::AllowListed => {
-                return Err("that plate is already on the lists".into())
+                return Err("该车牌已在名单上".into())
             }
         }
     }
