@@ -6,10 +6,9 @@ pub use crate::connect::BrokerArgs;
 use crate::lists::{self, Envelope};
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
-use gatehouse_contract::mqtt::{self as mqtt_client, BrokerUrl};
+use gatehouse_contract::mqtt::BrokerUrl;
 use gatehouse_contract::{hex, proto::v1};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -231,7 +230,7 @@ fn target(t: &str) -> anyhow::Result<v1::Scope> {
 /// snapshot is several). What it published is said in the one line returned.
 pub async fn order(a: OrderArgs) -> anyhow::Result<Vec<String>> {
     use v1::command::Payload;
-    let key = read_key(&a.key)?;
+    let key = crate::connect::read_key(&a.key)?;
     let now = now_ms();
     let id = a.id.clone().unwrap_or_else(|| format!("cmd-{now}"));
     let e = Envelope {
@@ -276,7 +275,7 @@ pub async fn order(a: OrderArgs) -> anyhow::Result<Vec<String>> {
     Ok(match (a.publish, a.topic) {
         (Some(broker), Some(topic)) => {
             let url = BrokerUrl::parse(&broker).map_err(|e| anyhow!(e))?;
-            publish_all(&url, &a.broker, &topic, &payloads).await?;
+            crate::connect::publish_all(&url, &a.broker, &topic, &payloads).await?;
             vec![format!(
                 "published {id} to {topic} ({} message(s))",
                 payloads.len()
@@ -284,44 +283,6 @@ pub async fn order(a: OrderArgs) -> anyhow::Result<Vec<String>> {
         }
         _ => payloads.iter().map(|p| hex::to_hex(p)).collect(),
     })
-}
-
-/// Publishes every payload at QoS 1 and waits for all their PUBACKs.
-pub(crate) async fn publish_all(
-    url: &BrokerUrl,
-    broker: &BrokerArgs,
-    topic: &str,
-    payloads: &[Vec<u8>],
-) -> anyhow::Result<()> {
-    use rumqttc::{AsyncClient, Event, Packet, QoS};
-    let mut opts = broker.options(url, &format!("gatehouse-cli-{}", std::process::id()))?;
-    let largest = payloads.iter().map(Vec::len).max().unwrap_or(0);
-    // (incoming, outgoing): what we send may be as large as the largest order.
-    opts.set_max_packet_size(1 << 20, largest + 4096);
-    let (client, mut el) = AsyncClient::new(opts, payloads.len() + 8);
-    el.set_network_options(mqtt_client::network_options());
-    for p in payloads {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, p.clone())
-            .await?;
-    }
-    let mut acked = 0;
-    let all = tokio::time::timeout(Duration::from_secs(30), async {
-        while acked < payloads.len() {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    })
-    .await;
-    match all {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(anyhow!("{acked} of {} PUBACKs within 30 s", payloads.len())),
-    }
 }
 
 /// Hands every record under the filter to `out` as a JSON line, until `stop`.
@@ -355,15 +316,6 @@ pub fn keygen(out: &Path) -> anyhow::Result<String> {
         .with_context(|| out.display().to_string())?;
     writeln!(f, "{}", hex::to_hex(&seed)).with_context(|| out.display().to_string())?;
     Ok(hex::to_hex(key.verifying_key().as_bytes()))
-}
-
-pub(crate) fn read_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-    let bytes = hex::parse_hex(text.trim()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let seed: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| anyhow!("{}: not a 32-byte key", path.display()))?;
-    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
 fn now_ms() -> i64 {

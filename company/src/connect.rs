@@ -1,8 +1,9 @@
 //! How the company's tools reach its broker: the flags (`--ca`, `--client-cert`/`--client-key`,
 //! `--username`/`--password-file`) and the MQTT options made from them.
-use anyhow::Context;
+use anyhow::{anyhow, Context};
+use gatehouse_contract::hex;
 use gatehouse_contract::mqtt::{self as mqtt_client, BrokerUrl, TlsFiles};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where to publish or read, and how to prove who we are.
@@ -48,4 +49,52 @@ impl BrokerArgs {
         }
         Ok(o)
     }
+}
+
+/// Publishes every payload at QoS 1 and waits for all their PUBACKs.
+pub(crate) async fn publish_all(
+    url: &BrokerUrl,
+    broker: &BrokerArgs,
+    topic: &str,
+    payloads: &[Vec<u8>],
+) -> anyhow::Result<()> {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let mut opts = broker.options(url, &format!("gatehouse-cli-{}", std::process::id()))?;
+    let largest = payloads.iter().map(Vec::len).max().unwrap_or(0);
+    // (incoming, outgoing): what we send may be as large as the largest order.
+    opts.set_max_packet_size(1 << 20, largest + 4096);
+    let (client, mut el) = AsyncClient::new(opts, payloads.len() + 8);
+    el.set_network_options(mqtt_client::network_options());
+    for p in payloads {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, p.clone())
+            .await?;
+    }
+    let mut acked = 0;
+    let all = tokio::time::timeout(Duration::from_secs(30), async {
+        while acked < payloads.len() {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match all {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(anyhow!("{acked} of {} PUBACKs within 30 s", payloads.len())),
+    }
+}
+
+/// An order-signing key file (`gatehouse-company keygen`): the 32-byte seed in hex.
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let bytes = hex::parse_hex(text.trim()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow!("{}: not a 32-byte key", path.display()))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }

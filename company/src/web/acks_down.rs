@@ -33,7 +33,7 @@ impl AcksDown {
                 username: broker.username.clone(),
                 password_file: broker.password_file.clone(),
             },
-            key: crate::cli::read_key(&orders.key)?,
+            key: crate::connect::read_key(&orders.key)?,
             key_id: orders.key_id.clone(),
         })
     }
@@ -52,7 +52,8 @@ impl AcksDown {
         let me = self.clone();
         let payload = prost::Message::encode_to_vec(&signed);
         tokio::spawn(async move {
-            if let Err(e) = crate::cli::publish_all(&me.url, &me.tls, &topic, &[payload]).await {
+            if let Err(e) = crate::connect::publish_all(&me.url, &me.tls, &topic, &[payload]).await
+            {
                 tracing::warn!(topic, "acknowledgement not sent down: {e:#}");
             }
         });
