@@ -339,20 +339,13 @@ async fn a_supervisor_changes_the_mode_and_the_console_never_ends_fire() {
     chief
         .post("/mode", &[("csrf", &csrf), ("mode", "lockdown")])
         .await;
-    let action = loop {
-        let found = h
-            .uplink
-            .batch()
-            .await
-            .into_iter()
-            .find_map(|e| match e.body {
-                Some(v1::event::Body::OperatorAction(a)) => Some(a),
-                _ => None,
-            });
-        if let Some(a) = found {
-            break a;
-        }
-    };
+    let action = h
+        .uplink
+        .event_body(|b| match b {
+            v1::event::Body::OperatorAction(a) => Some(a),
+            _ => None,
+        })
+        .await;
     assert_eq!(
         (
             action.by.as_str(),

@@ -48,6 +48,21 @@ async fn register(b: &mut Browser, csrf: &str, entries: &str) -> (String, String
     (to[9..].to_string(), code_on(&page.body))
 }
 
+/// A registration for `host` is refused, and the console says `why`.
+async fn refused(b: &mut Browser, csrf: &str, host: &str, why: &str) {
+    let form = [
+        ("csrf", csrf),
+        ("host", host),
+        ("purpose", "x"),
+        ("entries", "1"),
+        ("hours", "2"),
+    ];
+    let r = b.post("/visitor", &form).await;
+    assert_eq!(r.location(), Some("/"));
+    let page = b.get("/").await.body;
+    assert!(page.contains(why), "{why:?} not said: {page}");
+}
+
 /// The terminal reads the code; the decision that comes of it.
 async fn read(h: &mut Harness, serial: u64, code: &str) -> v1::PassageDecision {
     read_on(&h.terminal, &mut h.uplink, serial, code).await
@@ -75,20 +90,13 @@ async fn a_pass_from_the_console_opens_at_once_goes_up_nameless_and_outlives_a_r
     let (id, code) = register(&mut guard, &csrf, "3").await;
 
     // Upstream: what the visitor register needs, and no name.
-    let issued = loop {
-        let found = h
-            .uplink
-            .batch()
-            .await
-            .into_iter()
-            .find_map(|e| match e.body {
-                Some(v1::event::Body::VisitorPass(p)) => Some(p),
-                _ => None,
-            });
-        if let Some(p) = found {
-            break p;
-        }
-    };
+    let issued = h
+        .uplink
+        .event_body(|b| match b {
+            v1::event::Body::VisitorPass(p) => Some(p),
+            _ => None,
+        })
+        .await;
     assert_eq!(issued.pass_id, id);
     assert_eq!(
         (issued.host_household.as_str(), issued.entries),
@@ -189,20 +197,7 @@ async fn a_pass_obeys_the_mode_and_the_clock_and_can_be_withdrawn() {
     assert_eq!(said.unwrap(), "ok");
     synced(&guard, true).await;
     // A household the lists do not know is no host.
-    let r = guard
-        .post(
-            "/visitor",
-            &[
-                ("csrf", &csrf),
-                ("host", "H999"),
-                ("purpose", "x"),
-                ("entries", "1"),
-                ("hours", "2"),
-            ],
-        )
-        .await;
-    assert_eq!(r.location(), Some("/"));
-    assert!(guard.get("/").await.body.contains("H999"));
+    refused(&mut guard, &csrf, "H999", "名单中没有住户 H999").await;
     let (id, code) = register(&mut guard, &csrf, "5").await;
 
     // The clock not known to be right: the pass waits (a window read on a wrong clock admits
@@ -213,20 +208,7 @@ async fn a_pass_obeys_the_mode_and_the_clock_and_can_be_withdrawn() {
     let p = read(&mut h, 601, &code).await;
     assert_eq!(p.reason, "clock_unsynced");
     // Nor is one registered on such a clock (its window would be written on it).
-    let r = guard
-        .post(
-            "/visitor",
-            &[
-                ("csrf", &csrf),
-                ("host", "H001"),
-                ("purpose", "x"),
-                ("entries", "1"),
-                ("hours", "2"),
-            ],
-        )
-        .await;
-    assert_eq!(r.location(), Some("/"));
-    assert!(guard.get("/").await.body.contains("时钟未同步"));
+    refused(&mut guard, &csrf, "H001", "时钟未同步").await;
     gatehouse::daemon::control::send(&store, "test-clock-synced true")
         .await
         .unwrap();
@@ -237,20 +219,7 @@ async fn a_pass_obeys_the_mode_and_the_clock_and_can_be_withdrawn() {
     let said = gatehouse::daemon::control::send(&store, "mode lockdown").await;
     assert_eq!(said.unwrap(), "ok");
     assert_eq!(read(&mut h, 603, &code).await.reason, "lockdown");
-    let r = guard
-        .post(
-            "/visitor",
-            &[
-                ("csrf", &csrf),
-                ("host", "H001"),
-                ("purpose", "x"),
-                ("entries", "1"),
-                ("hours", "2"),
-            ],
-        )
-        .await;
-    assert_eq!(r.location(), Some("/"));
-    assert!(guard.get("/").await.body.contains("lockdown"));
+    refused(&mut guard, &csrf, "H001", "封控期间不接待访客").await;
     gatehouse::daemon::control::send(&store, "mode normal")
         .await
         .unwrap();
@@ -261,19 +230,12 @@ async fn a_pass_obeys_the_mode_and_the_clock_and_can_be_withdrawn() {
         .await;
     assert_eq!(r.code, 303);
     assert_eq!(read(&mut h, 604, &code).await.reason, "expired");
-    let withdrawn = loop {
-        let found = h
-            .uplink
-            .batch()
-            .await
-            .into_iter()
-            .find_map(|e| match e.body {
-                Some(v1::event::Body::VisitorPass(p)) if p.withdrawn => Some(p),
-                _ => None,
-            });
-        if let Some(p) = found {
-            break p;
-        }
-    };
+    let withdrawn = h
+        .uplink
+        .event_body(|b| match b {
+            v1::event::Body::VisitorPass(p) if p.withdrawn => Some(p),
+            _ => None,
+        })
+        .await;
     assert_eq!(withdrawn.pass_id, id);
 }

@@ -873,15 +873,7 @@ fn credentials_free(
 }
 
 fn add_to(registry: &mut crate::decision::Registry, p: &LocalPass) {
-    registry.add_pass(crate::decision::PassRow {
-        id: &p.id,
-        host_household: &p.host_household,
-        valid_from_ms: p.valid_from_ms,
-        valid_until_ms: p.valid_until_ms,
-        uses: p.uses,
-        credentials: &p.credentials(),
-        plates: &p.plates(),
-    });
+    p.as_row(|row| registry.add_pass(row));
 }
 
 #[cfg(test)]

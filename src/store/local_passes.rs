@@ -32,12 +32,19 @@ pub struct LocalPass {
 }
 
 impl LocalPass {
-    pub fn credentials(&self) -> Vec<String> {
-        vec![self.code.clone()]
-    }
-
-    pub fn plates(&self) -> Vec<String> {
-        self.plate.iter().cloned().collect()
+    /// The pass as the registry takes it (`insert_pass`, `add_pass`).
+    pub fn as_row<R>(&self, f: impl FnOnce(crate::decision::PassRow<'_>) -> R) -> R {
+        let credentials = [self.code.clone()];
+        let plates: Vec<String> = self.plate.iter().cloned().collect();
+        f(crate::decision::PassRow {
+            id: &self.id,
+            host_household: &self.host_household,
+            valid_from_ms: self.valid_from_ms,
+            valid_until_ms: self.valid_until_ms,
+            uses: self.uses,
+            credentials: &credentials,
+            plates: &plates,
+        })
     }
 }
 

@@ -677,15 +677,7 @@ impl Store {
             .iter()
             .filter(|p| p.valid_until_ms >= now)
         {
-            b.insert_pass(crate::decision::PassRow {
-                id: &p.id,
-                host_household: &p.host_household,
-                valid_from_ms: p.valid_from_ms,
-                valid_until_ms: p.valid_until_ms,
-                uses: p.uses,
-                credentials: &p.credentials(),
-                plates: &p.plates(),
-            });
+            p.as_row(|row| b.insert_pass(row));
         }
         Ok((b.build(version), problems))
     }

@@ -276,6 +276,21 @@ impl Uplink {
         .await
     }
 
+    /// The first event whose body `pick` takes, from the batches as they come (the rest of each
+    /// batch is passed over).
+    pub async fn event_body<T>(&mut self, pick: impl Fn(v1::event::Body) -> Option<T>) -> T {
+        loop {
+            let found = self
+                .batch()
+                .await
+                .into_iter()
+                .find_map(|e| e.body.and_then(&pick));
+            if let Some(t) = found {
+                return t;
+            }
+        }
+    }
+
     /// The next acknowledgements the gateway sends up.
     pub async fn acks(&mut self) -> Vec<v1::AlarmAck> {
         self.next("alarm acknowledgements", |m| match m {
