@@ -110,3 +110,43 @@ impl Store {
         Ok(doomed.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass(id: &str, until: i64) -> LocalPass {
+        LocalPass {
+            id: id.into(),
+            code: format!("99{until}"),
+            medium: "qr".into(),
+            host_household: "H1".into(),
+            purpose: "x".into(),
+            visitor_name: "李四".into(),
+            plate: None,
+            uses: 1,
+            valid_from_ms: 0,
+            valid_until_ms: until,
+            issued_by: "g".into(),
+        }
+    }
+
+    /// Kept apart from the lists, read back whole, and gone — with the visitor's name — once
+    /// retention has passed; a withdrawn one is kept with its new end.
+    #[test]
+    fn passes_are_kept_until_retention_and_then_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.local_passes().unwrap().is_empty());
+        store.put_local_pass(&pass("L1", 1_000)).unwrap();
+        store.put_local_pass(&pass("L2", 5_000)).unwrap();
+        let mut withdrawn = pass("L2", 2_000);
+        withdrawn.visitor_name.clear();
+        store.put_local_pass(&withdrawn).unwrap();
+        assert_eq!(store.local_passes().unwrap().len(), 2);
+        assert_eq!(store.purge_local_passes(1_500).unwrap(), 1);
+        assert_eq!(store.local_passes().unwrap(), vec![withdrawn]);
+        store.delete_local_pass("L2").unwrap();
+        assert!(store.local_passes().unwrap().is_empty());
+    }
+}
