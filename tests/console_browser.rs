@@ -76,6 +76,18 @@ async fn browser(driver: &Chromedriver, (w, h): (u32, u32)) -> Client {
         .expect("a WebDriver session")
 }
 
+/// Sizes the window so that the page itself is `w`×`h` (a window is taller than its page).
+async fn viewport(c: &Client, w: u32, h: u32) {
+    c.set_window_size(w, h).await.unwrap();
+    let inner = c
+        .execute("return [window.innerWidth, window.innerHeight]", vec![])
+        .await
+        .unwrap();
+    let got = |i: usize| inner[i].as_u64().unwrap_or(0) as u32;
+    let (dw, dh) = (w.saturating_sub(got(0)), h.saturating_sub(got(1)));
+    c.set_window_size(w + dw, h + dh).await.unwrap();
+}
+
 async fn fill(c: &Client, css: &str, text: &str) {
     let e = c.find(Locator::Css(css)).await.unwrap();
     e.clear().await.unwrap();
@@ -131,6 +143,7 @@ async fn a_guard_registers_a_visitor_acknowledges_a_fever_and_opens_a_lane_in_a_
     let (mut h, addr) = gateway_with(|t| t).await;
     let base = format!("http://{addr}");
     let c = browser(&driver, (1280, 800)).await;
+    viewport(&c, 1280, 800).await;
 
     // Log in.
     c.goto(&format!("{base}/login")).await.unwrap();
@@ -210,7 +223,7 @@ async fn a_guard_registers_a_visitor_acknowledges_a_fever_and_opens_a_lane_in_a_
     );
 
     // A tablet on its side.
-    c.set_window_size(800, 1280).await.unwrap();
+    viewport(&c, 800, 1280).await;
     c.refresh().await.unwrap();
     until_text(&c, "#live", "实时").await;
     screenshot(&c, "console-800x1280").await;

@@ -174,6 +174,7 @@ impl Daemon {
             tap: console_tap,
             status: &status,
             store: console_store,
+            gated: plan.policy.lanes.iter().map(|l| l.gate.is_some()).collect(),
         };
         intake
             .joins
@@ -355,6 +356,8 @@ struct ConsoleWiring<'a> {
     tap: Option<outbox::TapRx>,
     status: &'a StatusSource,
     store: crate::store::Store,
+    /// Which lanes have a gate, in config order.
+    gated: Vec<bool>,
 }
 
 /// The guard's console, when configured. A gate without it still works: a console that cannot
@@ -368,10 +371,9 @@ async fn serve_console(
     let (Some(listen), Some(tap)) = (c.listen, w.tap) else {
         return Vec::new();
     };
-    let lanes = config
-        .lanes
-        .iter()
-        .map(|l| console::live::Lane {
+    let lanes = (config.lanes.iter().enumerate())
+        .map(|(i, l)| console::live::Lane {
+            has_gate: w.gated.get(i).copied().unwrap_or(false),
             id: l.id.clone(),
             direction: match l.direction {
                 crate::decision::Direction::In => "in",

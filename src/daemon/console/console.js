@@ -28,6 +28,7 @@
     order_topic_poisoned: "指令通道异常",
   };
   const MODE = { normal: "正常", epidemic: "防疫", lockdown: "封控", fire: "消防" };
+  const FIRE_INPUT = { normal: "正常", fire: "火警", unknown: "不可读" };
   const LOUD = new Set(["fever", "fire_mode", "fire_input_unknown"]);
 
   let run = null;
@@ -159,7 +160,7 @@
     $("#fire").hidden = g.mode !== "fire";
     const fire = g.devices.filter((d) => d.fire_input);
     $("#fire-inputs").textContent = fire.length
-      ? "消防报警输入：" + fire.map((d) => d.id + " " + ({ normal: "正常", fire: "火警", unknown: "不可读" }[d.fire_input] || d.fire_input)).join("，")
+      ? "消防报警输入：" + fire.map((d) => d.id + " " + (FIRE_INPUT[d.fire_input] || d.fire_input)).join("，")
       : "没有接入消防报警输入。";
     g.devices.forEach((d) => {
       document.querySelectorAll('li[data-device="' + CSS.escape(d.id) + '"]').forEach((li) => {
@@ -171,7 +172,7 @@
         if (d.arming_loop) parts.push("检测地感有车");
         if (d.fault) parts.push("故障码 " + d.fault);
         if (d.uncertain) parts.push(d.uncertain + " 次指令未确认");
-        if (d.fire_input) parts.push("消防输入 " + d.fire_input);
+        if (d.fire_input) parts.push("消防输入 " + (FIRE_INPUT[d.fire_input] || d.fire_input));
         $(".state", li).textContent = parts.join(" · ");
       });
     });

@@ -38,6 +38,8 @@ pub struct Lane {
     pub direction: &'static str,
     /// Its devices: id, role, profile.
     pub devices: Vec<(String, String, String)>,
+    /// It has a gate to open (a fire panel's lane has none).
+    pub has_gate: bool,
 }
 
 pub struct View {

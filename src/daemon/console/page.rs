@@ -89,11 +89,13 @@ pub fn console(c: &Console, s: &Session, passes: &[LocalPass]) -> Markup {
                             }
                         }
                         table.decisions { tbody {} }
-                        form.open method="post" action="/open" {
-                            input type="hidden" name="csrf" value=(s.csrf);
-                            input type="hidden" name="lane" value=(lane.id);
-                            input name="reason" required maxlength="100" placeholder="开闸原因";
-                            button type="submit" { "开闸" }
+                        @if lane.has_gate {
+                            form.open method="post" action="/open" {
+                                input type="hidden" name="csrf" value=(s.csrf);
+                                input type="hidden" name="lane" value=(lane.id);
+                                input name="reason" required maxlength="100" placeholder="开闸原因";
+                                button type="submit" { "开闸" }
+                            }
                         }
                     }
                 }
