@@ -183,6 +183,15 @@ async fn a_guard_registers_a_visitor_acknowledges_a_fever_and_opens_a_lane_in_a_
     until_text(&c, "#alarm-list", "体温异常").await;
     until_text(&c, "#alarm-count", "").await;
     assert!(text(&c, "#alarm-list").await.contains("38.7"));
+    // It sounds until silenced; silencing is not acknowledging: the alarm stays.
+    let silence = c.find(Locator::Css("#silence")).await.unwrap();
+    assert!(
+        silence.is_displayed().await.unwrap(),
+        "the silence button shows"
+    );
+    silence.click().await.unwrap();
+    assert!(!silence.is_displayed().await.unwrap(), "silenced");
+    assert!(text(&c, "#alarm-list").await.contains("体温异常"));
     // A device-supplied string with markup: shown as text, never run.
     let hostile = "<img src=x onerror=\"document.title='pwned'\">";
     // A host on the LAN logs in to the device endpoint under that name: refused, and the

@@ -23,6 +23,16 @@ fn code_on(page: &str) -> String {
 }
 
 async fn register(b: &mut Browser, csrf: &str, entries: &str) -> (String, String) {
+    register_as(b, csrf, entries, ("qr", "")).await
+}
+
+/// A pass presented as `medium` (`qr`, or `card` with the card's number).
+async fn register_as(
+    b: &mut Browser,
+    csrf: &str,
+    entries: &str,
+    (medium, card): (&str, &str),
+) -> (String, String) {
     let r = b
         .post(
             "/visitor",
@@ -34,7 +44,8 @@ async fn register(b: &mut Browser, csrf: &str, entries: &str) -> (String, String
                 ("entries", entries),
                 ("hours", "4"),
                 ("plate", ""),
-                ("medium", "qr"),
+                ("medium", medium),
+                ("card", card),
             ],
         )
         .await;
@@ -44,7 +55,11 @@ async fn register(b: &mut Browser, csrf: &str, entries: &str) -> (String, String
         .to_string();
     assert!(to.starts_with("/pass?id=L"), "{to} {}", r.body);
     let page = b.get(&to).await;
-    assert!(page.body.contains("<svg"), "a QR code to scan");
+    assert_eq!(
+        page.body.contains("<svg"),
+        medium == "qr",
+        "a QR code to scan"
+    );
     (to[9..].to_string(), code_on(&page.body))
 }
 
@@ -122,6 +137,14 @@ async fn a_pass_from_the_console_opens_at_once_goes_up_nameless_and_outlives_a_r
     let p = read(&mut h, 502, "0000000000").await;
     assert_eq!(p.reason, "unknown_subject");
 
+    // A visitor card handed back and out again: the new pass holds it, the old one nothing.
+    let (first, _) = register_as(&mut guard, &csrf, "1", ("card", "5555")).await;
+    let r = guard
+        .post("/withdraw", &[("csrf", &csrf), ("id", &first)])
+        .await;
+    assert_eq!(r.code, 303);
+    let (second, _) = register_as(&mut guard, &csrf, "3", ("card", "5555")).await;
+
     // A restart: the pass is still there.
     let Harness {
         dir,
@@ -164,6 +187,12 @@ async fn a_pass_from_the_console_opens_at_once_goes_up_nameless_and_outlives_a_r
     // Its third and last entry.
     let p = read_on(&terminal, &mut uplink, 504, &code).await;
     assert_eq!(p.reason, "ok", "after a snapshot from above");
+    let p = read_on(&terminal, &mut uplink, 506, "5555").await;
+    assert_eq!(
+        (p.reason.as_str(), p.subject_id.as_str()),
+        ("ok", second.as_str()),
+        "a card handed out again belongs to its newest pass, after a restart and a sync"
+    );
     let p = read_on(&terminal, &mut uplink, 505, &code).await;
     assert_eq!(p.reason, "expired", "three entries, used");
 }

@@ -59,7 +59,14 @@ pub(crate) async fn publish_all(
     payloads: &[Vec<u8>],
 ) -> anyhow::Result<()> {
     use rumqttc::{AsyncClient, Event, Packet, QoS};
-    let mut opts = broker.options(url, &format!("gatehouse-cli-{}", std::process::id()))?;
+    // Each connection its own id: two at once under one id would throw each other off.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let id = format!("gatehouse-cli-{}-{n}-{nanos:x}", std::process::id());
+    let mut opts = broker.options(url, &id)?;
     let largest = payloads.iter().map(Vec::len).max().unwrap_or(0);
     // (incoming, outgoing): what we send may be as large as the largest order.
     opts.set_max_packet_size(1 << 20, largest + 4096);

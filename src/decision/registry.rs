@@ -162,6 +162,9 @@ pub struct Registry {
     plate_data: Vec<Plate>,
     /// Version of the list this came from (0 for a local file import).
     pub version: u64,
+    /// Households below this index came from the lists; those after, only from the gate's own
+    /// visitor passes (`None`: all from the lists).
+    listed_households: Option<u32>,
 }
 
 impl Registry {
@@ -197,9 +200,11 @@ impl Registry {
         self.passes.len()
     }
 
-    /// A household the lists name (a visitor's host must be one).
+    /// A household the lists name (a visitor's host must be one): not one only the gate's own
+    /// passes named.
     pub fn knows_household(&self, household: &str) -> bool {
-        self.households.get(household).is_some()
+        let listed = |i: u32| self.listed_households.is_none_or(|n| i < n);
+        self.households.get(household).is_some_and(listed)
     }
 
     /// A visitor pass added to a running registry (one registered at the gate's console): its
@@ -208,6 +213,7 @@ impl Registry {
         let mut b = RegistryBuilder {
             registry: std::mem::take(self),
         };
+        b.close_lists();
         b.insert_pass(pass);
         *self = b.registry;
     }
@@ -356,6 +362,13 @@ impl RegistryBuilder {
             r.residents.intern(person_id),
             resident,
         );
+    }
+
+    /// What follows is the gate's own (visitor passes registered at the console), not the
+    /// lists': its hosts are no hosts for a new pass.
+    pub fn close_lists(&mut self) {
+        let n = self.registry.households.len() as u32;
+        self.registry.listed_households.get_or_insert(n);
     }
 
     pub fn build(mut self, version: u64) -> Registry {

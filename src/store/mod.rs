@@ -671,12 +671,12 @@ impl Store {
         drop(txn);
         // The gate's own passes last, those still running (a credential is given to a pass only
         // when no one else holds it: `decisions::credentials_free`).
+        // Oldest first: a card handed out again belongs to its newest pass.
+        b.close_lists();
         let now = crate::now_ms();
-        for p in self
-            .local_passes()?
-            .iter()
-            .filter(|p| p.valid_until_ms >= now)
-        {
+        let mut local = self.local_passes()?;
+        local.sort_by_key(|p| p.valid_from_ms);
+        for p in local.iter().filter(|p| p.valid_until_ms >= now) {
             p.as_row(|row| b.insert_pass(row));
         }
         Ok((b.build(version), problems))

@@ -1,6 +1,7 @@
 //! The outbox writer's tests: group commit, byte bound and eviction by class, time-to-live,
 //! the clock.
 use super::*;
+use prost::Message;
 use std::sync::atomic::AtomicUsize;
 
 fn cfg(max_bytes: u64) -> WriterConfig {

@@ -687,7 +687,7 @@ impl Uplink {
         // messages, each behind its field key and length. No decode, no re-encode.
         let mut payload = Vec::with_capacity(rows.iter().map(|r| r.message.len() + 4).sum());
         for r in &rows {
-            frame(&r.message, &mut payload);
+            crate::store::outbox::frame(&r.message, &mut payload);
         }
         let channel = if classes.contains(&Class::Alarm) {
             Channel::Alarms
@@ -709,20 +709,6 @@ impl Uplink {
             }
         }
     }
-}
-
-/// One stored record into its batch: behind field 1's key and length, unless it is an alarm
-/// acknowledgement, kept already as `AlarmBatch.acks` (`store::outbox::ACK_FIELD`).
-fn frame(message: &[u8], payload: &mut Vec<u8>) {
-    use prost::encoding::{encode_key, encode_varint, WireType};
-    let ack_key = (crate::store::outbox::ACK_FIELD << 3) as u8 | WireType::LengthDelimited as u8;
-    if message.first() == Some(&ack_key) {
-        payload.extend_from_slice(message);
-        return;
-    }
-    encode_key(1, WireType::LengthDelimited, payload);
-    encode_varint(message.len() as u64, payload);
-    payload.extend_from_slice(message);
 }
 
 /// Where the uplink is in the outbox. Alarms and events are read apart so alarms jump the queue;

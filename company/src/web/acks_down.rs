@@ -9,8 +9,9 @@ use gatehouse_contract::proto::v1;
 use gatehouse_contract::topics::{self, Topics};
 use std::sync::Arc;
 
-/// An order lives this long: a gateway offline longer gets none (its guard acknowledges there).
-const LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// An order lives this long: a gateway offline longer gets none (its guard acknowledges
+/// there). A minute: what any gateway's `max_lifetime_s` allows.
+const LIFETIME_MS: i64 = 60 * 1000;
 
 pub struct AcksDown {
     url: BrokerUrl,
@@ -75,7 +76,8 @@ pub fn order(
     let seq = u64::try_from(seq).map_err(|_| anyhow::anyhow!("seq {seq}"))?;
     let command = v1::Command {
         // One order per alarm: the gateway applies an id once.
-        id: format!("ack:{}:{seq}", place.gateway),
+        // (After a lost store a gateway's seqs start again: the time tells two alarms apart.)
+        id: format!("ack:{}:{seq}:{at_ms}", place.gateway),
         issued_at_ms: now_ms,
         expires_at_ms: now_ms + LIFETIME_MS,
         target: Some(v1::Scope {

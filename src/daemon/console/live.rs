@@ -212,12 +212,13 @@ impl View {
             }
             Record::AlarmAck(ack) => {
                 let this = |a: &v1::Alarm| a.gateway_time_ms == ack.alarm_time_ms;
+                // Only the alarm it names, seq and time: pages close what the server closed.
                 if s.alarms.get(&ack.alarm_seq).is_some_and(this) {
                     s.alarms.remove(&ack.alarm_seq);
                     s.unsaved = true;
+                    s.closed
+                        .push(json!({"seq": ack.alarm_seq.to_string(), "by": ack.by}));
                 }
-                s.closed
-                    .push(json!({"seq": ack.alarm_seq.to_string(), "by": ack.by}));
             }
         }
     }
@@ -303,6 +304,7 @@ pub async fn feed(view: Arc<View>, mut tap: TapRx, mut shutdown: watch::Receiver
     let mut pinged = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            biased;
             // Alarms first: they are what the guard must not miss.
             r = tap.alarms.recv() => match r {
                 Ok(r) => view.apply(r),

@@ -144,10 +144,12 @@ impl Console {
             return "没有这张通行证。".into();
         };
         let now = self.clock.now();
-        if pass.valid_until_ms <= now {
+        if pass.valid_until_ms <= now || pass.valid_until_ms == pass.valid_from_ms {
             return "该通行证已失效。".into();
         }
-        pass.valid_until_ms = now;
+        // Its window closed whatever the clock says (one running ahead would otherwise leave it
+        // open once corrected); the record's own time says when.
+        pass.valid_until_ms = pass.valid_from_ms;
         self.audit.write(&s.user, "pass_withdrawn", &pass.id);
         match self.keep(&pass, true).await {
             Ok(()) => format!("通行证 {} 已撤销。", pass.id),
@@ -158,23 +160,30 @@ impl Console {
     /// The decision loop first (it checks the pass and adds it to the running registry), then
     /// the store, then upstream. A store that refuses it takes it back out of the registry.
     async fn keep(&self, pass: &LocalPass, withdrawn: bool) -> Result<(), String> {
+        // A withdrawal narrows a pass: safe to keep first, so a failure leaves it as it was.
+        if withdrawn {
+            self.store_pass(pass).await?;
+            self.to_loop(pass).await?;
+            return self.append(record(pass, true, self.clock.now())).await;
+        }
         self.to_loop(pass).await?;
-        let (store, p) = (self.store.clone(), pass.clone());
-        let written = tokio::task::spawn_blocking(move || store.put_local_pass(&p)).await;
-        let failed = match written {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("the store refused it: {e}")),
-            Err(_) => Some("the daemon is stopping".into()),
-        };
-        if let Some(why) = failed {
-            if !withdrawn {
-                let mut ended = pass.clone();
-                ended.valid_until_ms = ended.valid_from_ms;
-                let _ = self.to_loop(&ended).await;
-            }
+        if let Err(why) = self.store_pass(pass).await {
+            // Not kept: not admitted either.
+            let mut ended = pass.clone();
+            ended.valid_until_ms = ended.valid_from_ms;
+            let _ = self.to_loop(&ended).await;
             return Err(why);
         }
-        self.append(record(pass, withdrawn, self.clock.now())).await
+        self.append(record(pass, false, self.clock.now())).await
+    }
+
+    async fn store_pass(&self, pass: &LocalPass) -> Result<(), String> {
+        let (store, p) = (self.store.clone(), pass.clone());
+        match tokio::task::spawn_blocking(move || store.put_local_pass(&p)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the store refused it: {e}")),
+            Err(_) => Err("the daemon is stopping".into()),
+        }
     }
 
     async fn to_loop(&self, pass: &LocalPass) -> Result<(), String> {
