@@ -444,13 +444,15 @@ async fn logins_are_limited_before_hashing_and_a_disabled_guard_is_out_at_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_idle_connections_and_a_slow_client_leave_every_lane_deciding() {
-    let (mut h, addr) = gateway().await;
-    // Another host on the LAN (127.0.0.2) holds 500 connections open and sends nothing, and
-    // one more sends its headers a byte a second.
+    // The booth's PC is 127.0.0.1.
+    let (mut h, addr) = gateway_with(|t| t + "booth = [\"127.0.0.1\"]\n").await;
+    // Twenty other hosts on the LAN (127.0.0.2–21) hold 500 connections open and send nothing
+    // — every slot strangers may have — and one more sends its headers a byte a second.
     let mut idle = Vec::new();
-    for _ in 0..500 {
+    for i in 0..500 {
         let s = tokio::net::TcpSocket::new_v4().unwrap();
-        s.bind(SocketAddr::new([127, 0, 0, 2].into(), 0)).unwrap();
+        let from = [127, 0, 0, 2 + (i % 20) as u8];
+        s.bind(SocketAddr::new(from.into(), 0)).unwrap();
         if let Ok(c) = s.connect(addr).await {
             idle.push(c);
         }
@@ -485,7 +487,7 @@ async fn five_hundred_idle_connections_and_a_slow_client_leave_every_lane_decidi
         .filter(|e| matches!(e.body, Some(v1::event::Body::Passage(_))))
         .count();
     assert_eq!(passages, 50);
-    // The guard, from the booth's own address, still gets in and sees the lane live.
+    // The guard, at the booth's own screen, still gets in and sees the lane live.
     let mut guard = Browser::new(addr);
     guard.login("guard", GUARD_PW).await.unwrap();
     let hello = guard.hello().await;

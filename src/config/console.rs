@@ -18,6 +18,10 @@ pub struct ConsoleSection {
     /// allows on loopback only.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The booth's own screens (its PC, its tablet): each has connections of its own that no
+    /// other host on the LAN can take.
+    #[serde(default)]
+    pub booth: Vec<std::net::IpAddr>,
     /// Visitor passes registered at the gate are kept this long after they end, then deleted
     /// with the host, purpose and plate they carry.
     #[serde(default = "default_visitor_retention")]
@@ -31,6 +35,7 @@ impl Default for ConsoleSection {
             users: default_users(),
             tls_cert: None,
             tls_key: None,
+            booth: Vec::new(),
             visitor_retention_days: default_visitor_retention(),
         }
     }

@@ -404,6 +404,7 @@ async fn serve_console(
         listen,
         tls,
         users: c.users.clone(),
+        booth: c.booth.clone(),
         store_dir: config.store.dir.clone(),
         to_core: w.to_core,
         appends: w.appends,

@@ -94,6 +94,8 @@ pub struct Start {
     pub listen: SocketAddr,
     pub tls: Option<rumqttc::tokio_rustls::TlsAcceptor>,
     pub users: std::path::PathBuf,
+    /// The booth's screens: connections of their own (`[console] booth`).
+    pub booth: Vec<IpAddr>,
     pub store_dir: std::path::PathBuf,
     pub to_core: mpsc::Sender<Control>,
     pub appends: mpsc::Sender<Append>,
@@ -139,7 +141,9 @@ pub async fn serve(
         }
     });
     info!(listen = %addr, tls = console.secure, "Guard's console up.");
-    let slots = crate::sources::slots::Slots::new(CONNECTIONS, PER_ADDRESS, Default::default());
+    // Other hosts share CONNECTIONS; the booth's screens are never crowded out by them.
+    let booth = s.booth.iter().copied().collect();
+    let slots = crate::sources::slots::Slots::new(CONNECTIONS, PER_ADDRESS, booth);
     let tls = s.tls;
     let join = tokio::spawn(async move {
         loop {
