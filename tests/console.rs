@@ -178,6 +178,11 @@ impl Browser {
 
     /// The live stream's first event (the whole picture).
     pub async fn hello(&self) -> serde_json::Value {
+        self.live().await.1
+    }
+
+    /// The live stream, open, and its first event (the whole picture).
+    pub async fn live(&self) -> (tokio::net::TcpStream, serde_json::Value) {
         let mut s = self.connect().await;
         let cookies: Vec<String> = self
             .cookies
@@ -185,7 +190,7 @@ impl Browser {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let req = format!(
-            "GET /live HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\n\r\n",
+            "GET /live HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\nConnection: close\r\n\r\n",
             self.addr,
             cookies.join("; ")
         );
@@ -200,7 +205,8 @@ impl Browser {
                 if let Some(i) = text.find("event: hello\ndata: ") {
                     let rest = &text[i + 19..];
                     if let Some(end) = rest.find("\n\n") {
-                        return serde_json::from_str(&rest[..end]).unwrap();
+                        let hello = serde_json::from_str(&rest[..end]).unwrap();
+                        return (s, hello);
                     }
                 }
             }
@@ -433,10 +439,16 @@ async fn logins_are_limited_before_hashing_and_a_disabled_guard_is_out_at_once()
     assert!(audit.contains("\"login_failed\""), "{audit}");
 
     // Disabled with the command: the session ends at the next request, the stream with it.
+    let (mut stream, _) = chief.live().await;
     let path = h.dir.path().join("console-users");
     let mut all = users::load(&path).unwrap();
     all.iter_mut().for_each(|u| u.enabled = u.name != "chief");
     users::save(&path, &all).unwrap();
+    within("the disabled user's stream to end", LONG, async {
+        let mut buf = [0u8; 65536];
+        while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
     let r = chief.get("/").await;
     assert_eq!((r.code, r.location()), (303, Some("/login")));
     assert!(chief.login("chief", CHIEF_PW).await.is_err());

@@ -23,16 +23,17 @@ pub enum Control {
     SetMode(Mode, Origin, oneshot::Sender<Result<(), String>>),
     FireReset(oneshot::Sender<Result<(), String>>),
     /// A lane opened from the guard's console: the same open as an order's (`remote_open`),
-    /// with the guard's login and reason in its record. Answered with what became of the gate
-    /// command (sent, or why not).
+    /// with the guard's login and reason in its record. Refused if its gate command could not
+    /// leave (and why).
     Open {
         lane: String,
         by: String,
         reason: String,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<(), String>>,
     },
-    /// A visitor pass registered at the console, already in the store: it admits from now on
-    /// (refused for a household the lists do not know, and in lockdown).
+    /// A visitor pass registered (or withdrawn) at the console: it admits from now on (a new
+    /// one is refused for a household the lists do not know, in lockdown, and for a credential
+    /// someone else holds).
     AddPass(
         Box<crate::store::local_passes::LocalPass>,
         oneshot::Sender<Result<(), String>>,

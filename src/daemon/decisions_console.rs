@@ -15,7 +15,7 @@ impl DecisionLoop {
         lane: String,
         by: String,
         reason: String,
-        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     ) {
         let mut out = Vec::new();
         let now = self.now();
@@ -40,7 +40,7 @@ impl DecisionLoop {
             Some(why) => Err(format!("the command did not leave: {why}")),
             // Whether the arm went up shows on the lane (the barrier's read-back, an
             // `uncertain` outcome when it did not).
-            None => Ok("sent".to_string()),
+            None => Ok(()),
         };
         tokio::spawn(async move {
             // The answer waits for the record to be durable, as every control answer does.

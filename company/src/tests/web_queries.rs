@@ -178,46 +178,25 @@ async fn queries(db: &Db) {
         }
         .encode_to_vec()
     };
-    put(db, &topic_of(A, "gw-1", "cmd"), &order("o-1"), now).await;
-    put(
-        db,
-        &topic_of(A, "gw-1", "cmd/result"),
-        &result("o-1", true),
-        now,
-    )
-    .await;
-    put(
-        db,
-        &topic_of(A, "gw-1", "cmd/result"),
-        &result("o-2", false),
-        now,
-    )
-    .await;
-    put(db, &topic_of(A, "gw-1", "cmd"), &order("o-2"), now).await;
-    put(db, &topic_of(A, "gw-1", "cmd"), &order("o-3"), now).await;
-    // An order for the whole street, answered by two of its gateways; and a forged copy of
-    // o-1 under the same id (a gateway publishing on its own `cmd`) rewrites nothing.
-    put(
-        db,
-        &format!("gh/v1/3301/{}/{}/_all/cmd", A.2, A.1),
-        &order("o-4"),
-        now,
-    )
-    .await;
-    put(
-        db,
-        &topic_of(A, "gw-1", "cmd/result"),
-        &result("o-4", true),
-        now,
-    )
-    .await;
-    put(
-        db,
-        &topic_of(B, "gw-1", "cmd/result"),
-        &result("o-4", false),
-        now,
-    )
-    .await;
+    let (own, answers) = (
+        topic_of(A, "gw-1", "cmd"),
+        topic_of(A, "gw-1", "cmd/result"),
+    );
+    // An order for the whole street (o-4), answered by two of its gateways; below, a forged
+    // copy of o-1 under the same id (a gateway publishing on its own `cmd`) rewrites nothing.
+    let street = format!("gh/v1/3301/{}/{}/_all/cmd", A.2, A.1);
+    for (topic, payload) in [
+        (&own, order("o-1")),
+        (&answers, result("o-1", true)),
+        (&answers, result("o-2", false)),
+        (&own, order("o-2")),
+        (&own, order("o-3")),
+        (&street, order("o-4")),
+        (&answers, result("o-4", true)),
+        (&topic_of(B, "gw-1", "cmd/result"), result("o-4", false)),
+    ] {
+        put(db, topic, &payload, now).await;
+    }
     let forged = v1::SignedCommand {
         command: v1::Command {
             id: "o-1".into(),

@@ -110,11 +110,14 @@
     missed(d.missed);
     countAlarms();
   });
-  // Records the console fell behind on (the gate decided them; the company has them).
+  // Records the console fell behind on (the gate decided them; the company has them), and open
+  // alarms past the 500 it keeps.
   function missed(m) {
     const el = $("#missed");
-    el.hidden = !(m && (m[0] || m[1]));
-    if (!el.hidden) el.textContent = "控制台处理不及：" + m[0] + " 条通行、" + m[1] + " 条报警未显示（记录已上传公司）";
+    el.hidden = !(m && (m[0] || m[1] || m[2]));
+    if (el.hidden) return;
+    el.textContent = "控制台处理不及：" + m[0] + " 条通行、" + m[1] + " 条报警未显示；" +
+      m[2] + " 条最早的未确认报警因超过 500 条已移出本页（记录均已上传公司）";
   }
   es.addEventListener("ping", (e) => hear(JSON.parse(e.data)));
   es.onerror = () => {
@@ -156,7 +159,8 @@
     clock.className = "badge " + (g.clock_synced ? "good" : "bad");
     const up = $("#uplink");
     up.textContent = g.uplink ? "已连公司" : "未连公司（记录暂存 " + g.outbox + " 条）";
-    up.className = "badge " + (g.uplink ? "good" : "warn");
+    if (!g.store_durable) up.textContent += " · 存储故障：记录暂存内存";
+    up.className = "badge " + (g.uplink && g.store_durable ? "good" : g.store_durable ? "warn" : "bad");
     $("#fire").hidden = g.mode !== "fire";
     const fire = g.devices.filter((d) => d.fire_input);
     $("#fire-inputs").textContent = fire.length

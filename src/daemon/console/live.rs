@@ -13,6 +13,7 @@
 use crate::proto::v1;
 use crate::store::outbox::{Record, TapRx};
 use crate::uplink::StatusSource;
+use bytes::Bytes;
 use prost::Message;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -44,7 +45,8 @@ pub struct Lane {
 
 pub struct View {
     state: Mutex<State>,
-    events: broadcast::Sender<Arc<str>>,
+    /// Each event once, as the bytes every stream writes (a clone is a reference count).
+    events: broadcast::Sender<Bytes>,
     status: StatusSource,
     /// Where the open alarms are kept across a restart.
     file: PathBuf,
@@ -112,12 +114,12 @@ impl View {
     }
 
     /// A browser's stream: the whole picture first, then the changes.
-    pub fn subscribe(&self) -> (Arc<str>, broadcast::Receiver<Arc<str>>) {
+    pub fn subscribe(&self) -> (Bytes, broadcast::Receiver<Bytes>) {
         let rx = self.events.subscribe();
         (self.hello(), rx)
     }
 
-    pub fn hello(&self) -> Arc<str> {
+    pub fn hello(&self) -> Bytes {
         let s = self.state();
         let lanes: Vec<Vec<Value>> = (s.decisions.iter())
             .map(|d| d.iter().filter_map(decision_json).collect())
@@ -127,8 +129,7 @@ impl View {
             "gate": self.gate(),
             "lanes": lanes,
             "alarms": s.alarms.values().rev().map(alarm_json).collect::<Vec<_>>(),
-            "alarms_dropped": s.alarms_dropped,
-            "missed": [s.missed_passages, s.missed_alarms],
+            "missed": [s.missed_passages, s.missed_alarms, s.alarms_dropped],
         });
         sse("hello", &data)
     }
@@ -150,10 +151,6 @@ impl View {
         s.new_alarms.push(alarm_json(&alarm));
         s.alarms.insert(alarm.seq, alarm);
         s.unsaved = true;
-    }
-
-    pub fn open_alarms(&self) -> usize {
-        self.state().alarms.len()
     }
 
     /// The mode, the clock, the fire inputs and every device, as the page shows them.
@@ -184,7 +181,8 @@ impl View {
 
     fn apply(&self, r: std::sync::Arc<Record>) {
         let mut s = self.state();
-        match Record::clone(&r) {
+        // Only what is kept is copied: a lane's passages, the alarms.
+        match &*r {
             Record::Event(e) => {
                 if !matches!(e.body, Some(v1::event::Body::Passage(_))) {
                     return;
@@ -193,7 +191,7 @@ impl View {
                     return;
                 };
                 let list = &mut s.decisions[lane];
-                list.push_front(e);
+                list.push_front(e.clone());
                 list.truncate(LANE_DECISIONS);
                 s.fresh[lane] = (s.fresh[lane] + 1).min(LANE_DECISIONS);
             }
@@ -202,10 +200,13 @@ impl View {
                 if a.kind() == v1::AlarmKind::DeviceOnline {
                     return;
                 }
-                s.new_alarms.push(alarm_json(&a));
-                s.alarms.insert(a.seq, a);
+                s.new_alarms.push(alarm_json(a));
+                s.alarms.insert(a.seq, a.clone());
+                // Past room the oldest goes, from every page too (the page says how many).
                 while s.alarms.len() > OPEN_ALARMS {
-                    s.alarms.pop_first();
+                    if let Some((seq, _)) = s.alarms.pop_first() {
+                        s.closed.push(json!({"seq": seq.to_string(), "by": ""}));
+                    }
                     s.alarms_dropped += 1;
                 }
                 s.unsaved = true;
@@ -245,7 +246,7 @@ impl View {
             "decisions": decisions,
             "alarms": std::mem::take(&mut s.new_alarms),
             "closed": std::mem::take(&mut s.closed),
-            "missed": [s.missed_passages, s.missed_alarms],
+            "missed": [s.missed_passages, s.missed_alarms, s.alarms_dropped],
         });
         if gate_changed {
             data["gate"] = gate.clone();
@@ -338,8 +339,8 @@ pub async fn feed(view: Arc<View>, mut tap: TapRx, mut shutdown: watch::Receiver
     view.save();
 }
 
-fn sse(event: &str, data: &Value) -> Arc<str> {
-    format!("event: {event}\ndata: {data}\n\n").into()
+fn sse(event: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
 fn decision_json(e: &v1::Event) -> Option<Value> {

@@ -432,21 +432,18 @@ impl Console {
         if reason.is_empty() || reason.chars().count() > 100 {
             return "开闸需填写原因（100 字以内）。".into();
         }
-        let (tx, rx) = oneshot::channel();
-        let asked = Control::Open {
-            lane: lane.clone(),
-            by: s.user.clone(),
-            reason: reason.to_string(),
-            reply: tx,
-        };
-        let result = match self.to_core.send(asked).await {
-            Ok(()) => rx.await.unwrap_or(Err("the daemon is stopping".into())),
-            Err(_) => Err("the daemon is stopping".into()),
-        };
+        let result = self
+            .ask(|reply| Control::Open {
+                lane: lane.clone(),
+                by: s.user.clone(),
+                reason: reason.to_string(),
+                reply,
+            })
+            .await;
         self.audit
             .write(&s.user, "open", &format!("{lane} {reason} → {result:?}"));
         match result {
-            Ok(_) => format!("{lane}：开闸指令已发出。"),
+            Ok(()) => format!("{lane}：开闸指令已发出。"),
             Err(why) => format!("{lane}：未开闸 — {why}"),
         }
     }
@@ -480,15 +477,9 @@ impl Console {
         let Some(mode) = form.get("mode").and_then(|m| Mode::parse(m)) else {
             return "未知模式。".into();
         };
-        let (tx, rx) = oneshot::channel();
-        let result = match self
-            .to_core
-            .send(Control::SetMode(mode, Origin::Local, tx))
-            .await
-        {
-            Ok(()) => rx.await.unwrap_or(Err("the daemon is stopping".into())),
-            Err(_) => Err("the daemon is stopping".into()),
-        };
+        let result = self
+            .ask(|reply| Control::SetMode(mode, Origin::Local, reply))
+            .await;
         self.audit.write(
             &s.user,
             "set_mode",
@@ -512,6 +503,19 @@ impl Console {
             Ok(()) => format!("模式已改为 {}。", mode.as_str()),
             Err(why) => format!("模式未改：{why}"),
         }
+    }
+
+    /// A request to the decision loop, as the CLI's go; its answer.
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Control,
+    ) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        if self.to_core.send(make(tx)).await.is_err() {
+            return Err("the daemon is stopping".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the daemon is stopping".into()))
     }
 
     /// One record straight to the outbox writer; back once it is durable.
@@ -541,23 +545,18 @@ impl Console {
             );
         };
         let (hello, rx) = self.view.subscribe();
-        let me = self.clone();
-        let state = (Some(hello), rx, me, token, permit);
-        let stream =
-            futures_util::stream::unfold(state, |(first, mut rx, me, token, p)| async move {
-                if let Some(h) = first {
-                    return Some((frame(&h), (None, rx, me, token, p)));
-                }
-                let next = match rx.recv().await {
-                    Ok(e) => e,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => me.view.hello(),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                };
-                // A session ended (logout, a disabled user, a new password) ends its stream.
-                me.auth.session(&token, false)?;
-                Some((frame(&next), (None, rx, me, token, p)))
-            });
-        let mut r = Response::new(StreamBody::new(stream).boxed());
+        let stream = Stream {
+            rx,
+            console: self.clone(),
+            token,
+            checked: std::time::Instant::now(),
+            _permit: permit,
+        };
+        use futures_util::StreamExt;
+        let first = async move { Ok::<_, Infallible>(Frame::data(hello)) };
+        let stream = futures_util::stream::once(first)
+            .chain(futures_util::stream::unfold(stream, Stream::next));
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -567,8 +566,33 @@ impl Console {
     }
 }
 
-fn frame(s: &Arc<str>) -> Result<Frame<Bytes>, Infallible> {
-    Ok(Frame::data(Bytes::copy_from_slice(s.as_bytes())))
+/// One browser's live stream after its first event.
+struct Stream {
+    rx: tokio::sync::broadcast::Receiver<Bytes>,
+    console: Arc<Console>,
+    token: String,
+    /// When its session was last found good.
+    checked: std::time::Instant,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Stream {
+    async fn next(mut self) -> Option<(Result<Frame<Bytes>, Infallible>, Stream)> {
+        use tokio::sync::broadcast::error::RecvError;
+        let next = match self.rx.recv().await {
+            Ok(e) => e,
+            // Fell behind: the whole picture again.
+            Err(RecvError::Lagged(_)) => self.console.view.hello(),
+            Err(RecvError::Closed) => return None,
+        };
+        // A session that ended (logout, a disabled user, a new password) ends its stream,
+        // found within a second.
+        if self.checked.elapsed() >= Duration::from_secs(1) {
+            self.console.auth.session(&self.token, false)?;
+            self.checked = std::time::Instant::now();
+        }
+        Some((Ok(Frame::data(next)), self))
+    }
 }
 
 type Form = std::collections::HashMap<String, String>;

@@ -11,7 +11,6 @@ use crate::daemon::control::Control;
 use crate::proto::v1;
 use crate::store::local_passes::LocalPass;
 use crate::store::outbox::Record;
-use tokio::sync::oneshot;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -110,8 +109,8 @@ pub fn record(p: &LocalPass, withdrawn: bool, now_ms: i64) -> Record {
 }
 
 impl Console {
-    /// Registers a visitor: the pass into the store, then into the running registry, then
-    /// upstream. The pass's id, or what stopped it.
+    /// Registers a visitor (`keep`: the running registry, the store, upstream). The pass's
+    /// id, or what stopped it.
     pub(super) async fn register(&self, s: &Session, form: &Form) -> Result<String, String> {
         // A window written on a clock that may be years off would admit anyone or no one.
         if !self.clock.trusted() {
@@ -137,7 +136,7 @@ impl Console {
         Ok(pass.id)
     }
 
-    /// A pass withdrawn: its end moved to now, everywhere.
+    /// A pass withdrawn: its window closed, everywhere.
     pub(super) async fn withdraw(&self, s: &Session, form: &Form) -> String {
         let id = form.get("id").cloned().unwrap_or_default();
         let Some(mut pass) = self.passes().await.into_iter().find(|p| p.id == id) else {
@@ -187,13 +186,8 @@ impl Console {
     }
 
     async fn to_loop(&self, pass: &LocalPass) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        let asked = Control::AddPass(Box::new(pass.clone()), tx);
-        if self.to_core.send(asked).await.is_err() {
-            return Err("the daemon is stopping".into());
-        }
-        rx.await
-            .unwrap_or_else(|_| Err("the daemon is stopping".into()))
+        self.ask(|reply| Control::AddPass(Box::new(pass.clone()), reply))
+            .await
     }
 
     /// The passes kept, newest first (read off the async threads).
