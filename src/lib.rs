@@ -26,6 +26,24 @@ pub mod uplink;
 pub use gatehouse_contract::mqtt as mqtt_client;
 pub use gatehouse_contract::{hex, orders, proto, timefmt};
 
+/// From the kernel's CSPRNG by `getrandom(2)`: no file descriptor to run out of, and once the
+/// pool is initialised at boot it does not fail.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        // SAFETY: the pointer and length name the unfilled rest of `b`, which we own.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), N - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // ENOSYS before Linux 3.17 only; nothing random can be made on such a kernel.
+            std::process::abort();
+        }
+    }
+    b
+}
+
 /// Wall-clock time, unix milliseconds. Only the wiring reads the clock; the core is given it.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

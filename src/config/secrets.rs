@@ -91,21 +91,17 @@ pub fn read_secrets(path: &Path) -> Result<HashMap<String, String>, String> {
 }
 
 /// A new random device password and its `password_hash` line for the config.
-pub fn generate() -> std::io::Result<(String, String)> {
-    use std::io::Read;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+pub fn generate() -> (String, String) {
+    let bytes = crate::random_bytes::<24>();
     let password = crate::hex::to_hex(&bytes[..16]);
     let salt = &bytes[16..];
     let hash = Secret::hash_of(salt, &password);
-    Ok((
-        password,
-        format!(
-            "sha256:{}:{}",
-            crate::hex::to_hex(salt),
-            crate::hex::to_hex(&hash)
-        ),
-    ))
+    let line = format!(
+        "sha256:{}:{}",
+        crate::hex::to_hex(salt),
+        crate::hex::to_hex(&hash)
+    );
+    (password, line)
 }
 
 #[cfg(test)]
@@ -114,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_hash_admits_its_password_only() {
-        let (pw, line) = generate().unwrap();
+        let (pw, line) = generate();
         let s = Secret::parse_hash(&line).unwrap();
         assert!(s.admits(Some(&pw)));
         assert!(!s.admits(Some("guess")));

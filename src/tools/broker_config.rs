@@ -161,12 +161,10 @@ pub fn generate(
 /// the format `mosquitto_passwd` wrote before 2.0 and every mosquitto 2 still reads.
 fn password_line(user: &str, password: &str) -> anyhow::Result<String> {
     use base64::Engine;
-    use std::io::Read;
     if user.contains(':') || user.contains(char::is_whitespace) {
         bail!("{user:?}: a username for mosquitto has no ':' nor spaces");
     }
-    let mut salt = [0u8; 12];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut salt)?;
+    let salt = crate::random_bytes::<12>();
     let mut h = Sha512::new();
     h.update(password.as_bytes());
     h.update(salt);

@@ -170,8 +170,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, RunError> {
             );
         }
         Cmd::DeviceSecret => {
-            let (password, hash) =
-                crate::config::secrets::generate().map_err(anyhow::Error::from)?;
+            let (password, hash) = crate::config::secrets::generate();
             println!("password      = {password}    # configure the device with this");
             println!("password_hash = \"{hash}\"    # in its [[lanes.devices]] entry");
         }

@@ -58,7 +58,7 @@ fn token_hash(token: &str) -> String {
 }
 
 pub fn new_token() -> String {
-    to_hex(&users::random_bytes::<32>())
+    to_hex(&crate::random_bytes::<32>())
 }
 
 impl Auth {

@@ -132,30 +132,12 @@ pub fn save(path: &Path, users: &[User]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
 }
 
-/// From the kernel's CSPRNG by `getrandom(2)`: no file descriptor to run out of, and once the
-/// pool is initialised at boot it does not fail.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: the pointer and length name the unfilled rest of `b`, which we own.
-        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), N - filled, 0) };
-        if n > 0 {
-            filled += n as usize;
-        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            // ENOSYS before Linux 3.17 only; nothing random can be made on such a kernel.
-            std::process::abort();
-        }
-    }
-    b
-}
-
 /// argon2id with the crate's defaults (19 MiB, 2 passes): OWASP's recommended minimum. About
 /// 0.1 s on the box's Cortex-A53 cores; the console hashes one login at a time.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt =
-        SaltString::encode_b64(&random_bytes::<16>()).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let salt = SaltString::encode_b64(&crate::random_bytes::<16>())
+        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -175,7 +157,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 /// `console-user add` prints when none is given on stdin.
 pub fn new_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    random_bytes::<16>()
+    crate::random_bytes::<16>()
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()

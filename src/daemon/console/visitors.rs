@@ -65,10 +65,7 @@ pub fn from_form(form: &Form, by: &str, now_ms: i64) -> Result<LocalPass, String
         _ => ("qr", new_code()),
     };
     Ok(LocalPass {
-        id: format!(
-            "L{}",
-            crate::hex::to_hex(&super::users::random_bytes::<5>())
-        ),
+        id: format!("L{}", crate::hex::to_hex(&crate::random_bytes::<5>())),
         code,
         medium: medium.into(),
         host_household: host,
@@ -85,7 +82,7 @@ pub fn from_form(form: &Form, by: &str, now_ms: i64) -> Result<LocalPass, String
 /// Ten random digits: what QR readers of the installed terminals report as a card number
 /// (Hikvision `cardNo`, Dahua `CardNo`, the RS-485 reader's 0x22 frame).
 fn new_code() -> String {
-    let n = u64::from_le_bytes(super::users::random_bytes::<8>()) % 10_000_000_000;
+    let n = u64::from_le_bytes(crate::random_bytes::<8>()) % 10_000_000_000;
     format!("{n:010}")
 }
 

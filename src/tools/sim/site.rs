@@ -124,9 +124,7 @@ impl DemoConfig {
     /// The first lane only, devices on the endpoint at `port`, uplink to `uplink_port`, with
     /// the residents.
     pub fn new(dir: &Path, port: u16, uplink_port: u16) -> DemoConfig {
-        let secret_seed = crate::config::secrets::generate()
-            .map(|(p, _)| p)
-            .unwrap_or_else(|_| format!("{}-{port}", std::process::id()));
+        let secret_seed = crate::config::secrets::generate().0;
         DemoConfig {
             dir: dir.to_path_buf(),
             port,
