@@ -10,6 +10,7 @@
 # TAIL_ENGINE=minimal runs examples/minimal_endpoint.rs instead (the calibration: parse, check,
 # answer inline on one thread, nothing durable); TAIL_ENGINE=minimal-durable adds its durable work
 # (group commit with an fsync on a writer thread, PUBACK after the commit).
+# TAIL_BIN=path runs that gatehouse binary instead (a build with symbols, for perf).
 # TAIL_UPLINK=none points the uplink at a closed port (records stay in the outbox: the uplink's
 # work and its broker's leave the machine); TAIL_SED='sed expression' edits the config.
 #
@@ -59,7 +60,7 @@ for ((run = 1; run <= runs; run++)); do
     rm -rf "$work/minimal"
     "$here/target/release/examples/minimal_endpoint" "$port" --durable "$work/minimal" 2>"$work/gh.log" & gpid=$!
   else
-    RUST_LOG=warn "$here/target/release/gatehouse" run --config "$work/gatehouse.toml" --endpoint-port "$port" 2>"$work/gh.log" & gpid=$!
+    RUST_LOG=warn "${TAIL_BIN:-$here/target/release/gatehouse}" run --config "$work/gatehouse.toml" --endpoint-port "$port" 2>"$work/gh.log" & gpid=$!
   fi
   sleep 3
   threads "$gpid" >"$work/before"
