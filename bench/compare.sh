@@ -49,6 +49,10 @@ cp "$work"/*.csv "$work/http/"
 printf 'thermal-1 bench-terminal-pw\n' >"$work/http/devices.secrets"
 chmod 600 "$work/http/devices.secrets"
 write_config "$work/http" $'mode = "external"\nurl = "mqtt://127.0.0.1:1883"\nsecrets_file = "devices.secrets"' "mqtt://127.0.0.1:1883" hikvision-isapi
+# The load generator's connections (HTTP_LOADGEN_ARGS --http-conns, up to 64) stand in for as many
+# terminals, all from 127.0.0.1: past the per-address slots a box gives one host (8) the rest
+# would be refused, as a LAN host opening that many would be.
+printf '\n[device_http]\nmax_per_address = 64\n' >>"$work/http/gatehouse.toml"
 export HTTP_ENGINE_CMD="sh -c 'rm -rf $work/http/store; RUST_LOG=warn exec $here/target/release/gatehouse run --config $work/http/gatehouse.toml --broker-port {port} --http-port {http_port}'"
 export HTTP_PATH=/push/thermal-1/bench-terminal-pw
 
