@@ -11,6 +11,10 @@
 # answer inline on one thread, nothing durable); TAIL_ENGINE=minimal-durable adds its durable work
 # (group commit with an fsync on a writer thread, PUBACK after the commit).
 # TAIL_BIN=path runs that gatehouse binary instead (a build with symbols, for perf).
+# TAIL_METRICS=1 turns the daemon's /metrics on and prints, after the load, its decision-latency
+# histogram (device message read -> gate command handed on) as cumulative shares.
+# TAIL_PERF_SCHED=S records `perf sched` for S seconds from a third of the way into the load and
+# prints per task how long it waited for a core after waking (p50/p90/p99/max) and how long it ran.
 # TAIL_UPLINK=none points the uplink at a closed port (records stay in the outbox: the uplink's
 # work and its broker's leave the machine); TAIL_SED='sed expression' edits the config.
 #
@@ -40,6 +44,8 @@ uplink="mqtt://127.0.0.1:$uport"
 [[ ${TAIL_UPLINK:-} == none ]] && uplink="mqtt://127.0.0.1:$(free_port)"
 write_config "$work" $'secrets_file = "devices.secrets"' "$uplink"
 [[ -n ${TAIL_SED:-} ]] && sed -i "$TAIL_SED" "$work/gatehouse.toml"
+mport=$(free_port)
+[[ -n ${TAIL_METRICS:-} ]] && printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "$mport" >>"$work/gatehouse.toml"
 
 # Per thread: name, CPU ticks (utime + stime), voluntary and involuntary switches.
 threads() { # pid
@@ -64,13 +70,44 @@ for ((run = 1; run <= runs; run++)); do
   fi
   sleep 3
   threads "$gpid" >"$work/before"
+  spid=
+  if [[ -n ${TAIL_PERF_SCHED:-} ]]; then
+    (sleep $((secs / 3)) && exec perf sched record -a -o "$work/sched.data" -- sleep "$TAIL_PERF_SCHED") >/dev/null 2>&1 &
+    spid=$!
+  fi
   line=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" \
     --pub-user thermal-1 --pub-pass tail-terminal --sub-user gate-1 --sub-pass tail-gate \
     --cmd-filter devices/gate-1/cmd)
   threads "$gpid" >"$work/after"
+  hist=
+  if [[ -n ${TAIL_METRICS:-} && -z ${TAIL_ENGINE:-} ]]; then
+    hist=$(curl -s "http://127.0.0.1:$mport/metrics" | python3 -c '
+import sys
+b = [(l.split("le=\"")[1].split("\"")[0], float(l.split()[-1])) for l in sys.stdin if l.startswith("gatehouse_decision_latency_seconds_bucket")]
+n = b[-1][1] or 1
+print("  decision latency: " + ", ".join(f"≤{float(le)*1e6:.0f} µs {c/n:.2%}" for le, c in b[:6]) + f" (of {n:.0f})")')
+  fi
   kill "$gpid"; wait "$gpid" 2>/dev/null || true; gpid=
   events=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["received"])' "$line")
   echo "run $run: $line"
+  [[ -n $hist ]] && echo "$hist"
+  if [[ -n $spid ]]; then
+    wait "$spid" || true
+    perf sched timehist -i "$work/sched.data" 2>/dev/null | python3 -c '
+import sys, collections
+delay, ran = collections.defaultdict(list), collections.defaultdict(list)
+for line in sys.stdin:
+    f = line.split()
+    try:
+        name, d, r = f[2].split("[")[0], float(f[4]), float(f[5])
+    except (IndexError, ValueError):
+        continue
+    if name != "<idle>":
+        delay[name].append(d * 1000); ran[name].append(r * 1000)
+for name in sorted(delay, key=lambda k: -len(delay[k]))[:5]:
+    d, r = sorted(delay[name]), sorted(ran[name]); n = len(d)
+    print(f"  {name:16} waited for a core p50 {d[n//2]:.0f} p90 {d[n*9//10]:.0f} p99 {d[n*99//100]:.0f} max {d[-1]:.0f} µs; ran p50 {r[n//2]:.0f} p99 {r[n*99//100]:.0f} µs ({n} runs)")'
+  fi
   # Thread groups: the runtime's workers, the writer, everything else (blocking pool, main).
   python3 - "$work/before" "$work/after" "$events" <<'PY'
 import sys
