@@ -10,6 +10,9 @@
 #           do, so the row's floor on this machine. DIRECT=minimal-durable adds the durable work
 #           gatehouse guarantees (record and dedupe key group-committed with an fsync, PUBACK
 #           after the commit, gate command first): the least engine doing the same durable work.
+#           DIRECT=minimal-uplink adds the rest of gatehouse's record: the dedupe window's oldest
+#           key removed per event, each commit's records read back, sent as one QoS 1 batch to
+#           the uplink's mosquitto and deleted after its PUBACK.
 # One lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents and
 # 20,000 plates (the registry issue 7 sizes the box for), a fresh store for every run.
 #
@@ -26,6 +29,7 @@
 #        HTTP=1 bench/compare.sh 200,1000 10 floor,engine
 #        DIRECT=minimal bench/compare.sh 5000 10 floor,direct
 #        DIRECT=minimal-durable bench/compare.sh 5000 20 direct
+#        DIRECT=minimal-uplink bench/compare.sh 5000 20 direct
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 referee=${REFEREE:-$here/../shared/bench/compare.sh}
@@ -75,12 +79,14 @@ if [[ ${CONSOLE:-0} != 0 ]]; then
   trap '[ -n "$upid" ] && kill "$upid" 2>/dev/null; kill "$spid" 2>/dev/null; rm -rf "$work"' EXIT
   echo "CONSOLE=$CONSOLE: $CONSOLE live streams held on the direct row's console (127.0.0.1:$cport)" >&2
 fi
-if [[ ${DIRECT:-} == minimal || ${DIRECT:-} == minimal-durable ]]; then
+if [[ ${DIRECT:-} == minimal* ]]; then
   # The calibration: a minimal engine on its own endpoint (examples/minimal_endpoint.rs).
   cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"
   export DIRECT_CMD="$here/target/release/examples/minimal_endpoint {port}"
   if [[ $DIRECT == minimal-durable ]]; then
     export DIRECT_CMD="sh -c 'rm -rf $work/minimal; exec $here/target/release/examples/minimal_endpoint {port} --durable $work/minimal'"
+  elif [[ $DIRECT == minimal-uplink ]]; then
+    export DIRECT_CMD="sh -c 'rm -rf $work/minimal; exec $here/target/release/examples/minimal_endpoint {port} --durable $work/minimal --uplink $uport'"
   fi
   echo "DIRECT=$DIRECT: the direct row is examples/minimal_endpoint.rs, not gatehouse" >&2
 fi

@@ -9,12 +9,19 @@
 #
 # TAIL_ENGINE=minimal runs examples/minimal_endpoint.rs instead (the calibration: parse, check,
 # answer inline on one thread, nothing durable); TAIL_ENGINE=minimal-durable adds its durable work
-# (group commit with an fsync on a writer thread, PUBACK after the commit).
+# (group commit with an fsync on a writer thread, PUBACK after the commit); TAIL_ENGINE=minimal-uplink
+# adds the dedupe window and the uplink (each commit read back, one QoS 1 batch, delete after PUBACK).
+# The uplink's mosquitto is measured too (line `uplink-broker`).
 # TAIL_BIN=path runs that gatehouse binary instead (a build with symbols, for perf).
 # TAIL_METRICS=1 turns the daemon's /metrics on and prints, after the load, its decision-latency
 # histogram (device message read -> gate command handed on) as cumulative shares.
 # TAIL_PERF_SCHED=S records `perf sched` for S seconds from a third of the way into the load and
 # prints per task how long it waited for a core after waking (p50/p90/p99/max) and how long it ran.
+# TAIL_STRACE=S counts the engine's system calls (all threads) for S seconds from a third of the way
+# into the load and prints them per event (strace -c; it slows the engine while attached).
+# TAIL_PERF=S samples the engine's threads with `perf record -g` for S seconds from a third of the
+# way in and prints where their time went (kernel/user, by library, the top symbols); with
+# TAIL_BIN=target/profile/release/gatehouse (bench/profile.sh perf's build) the symbols are named.
 # TAIL_UPLINK=none points the uplink at a closed port (records stay in the outbox: the uplink's
 # work and its broker's leave the machine); TAIL_SED='sed expression' edits the config.
 #
@@ -65,20 +72,35 @@ for ((run = 1; run <= runs; run++)); do
   elif [[ ${TAIL_ENGINE:-} == minimal-durable ]]; then
     rm -rf "$work/minimal"
     "$here/target/release/examples/minimal_endpoint" "$port" --durable "$work/minimal" 2>"$work/gh.log" & gpid=$!
+  elif [[ ${TAIL_ENGINE:-} == minimal-uplink ]]; then
+    rm -rf "$work/minimal"
+    "$here/target/release/examples/minimal_endpoint" "$port" --durable "$work/minimal" --uplink "$uport" 2>"$work/gh.log" & gpid=$!
   else
     RUST_LOG=warn "${TAIL_BIN:-$here/target/release/gatehouse}" run --config "$work/gatehouse.toml" --endpoint-port "$port" 2>"$work/gh.log" & gpid=$!
   fi
   sleep 3
   threads "$gpid" >"$work/before"
+  threads "$upid" | sed 's/^[^ ]*/uplink-broker/' >>"$work/before"
   spid=
   if [[ -n ${TAIL_PERF_SCHED:-} ]]; then
     (sleep $((secs / 3)) && exec perf sched record -a -o "$work/sched.data" -- sleep "$TAIL_PERF_SCHED") >/dev/null 2>&1 &
     spid=$!
   fi
+  tpid=
+  if [[ -n ${TAIL_STRACE:-} ]]; then
+    (sleep $((secs / 3)) && exec timeout -s INT "$TAIL_STRACE" strace -c -f -o "$work/strace" -p "$gpid") >/dev/null 2>&1 &
+    tpid=$!
+  fi
+  ppid=
+  if [[ -n ${TAIL_PERF:-} ]]; then
+    (sleep $((secs / 3)) && exec perf record -F 1999 -g -p "$gpid" -o "$work/perf.data" -- sleep "$TAIL_PERF") >/dev/null 2>&1 &
+    ppid=$!
+  fi
   line=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" \
     --pub-user thermal-1 --pub-pass tail-terminal --sub-user gate-1 --sub-pass tail-gate \
     --cmd-filter devices/gate-1/cmd)
   threads "$gpid" >"$work/after"
+  threads "$upid" | sed 's/^[^ ]*/uplink-broker/' >>"$work/after"
   hist=
   if [[ -n ${TAIL_METRICS:-} && -z ${TAIL_ENGINE:-} ]]; then
     hist=$(curl -s "http://127.0.0.1:$mport/metrics" | python3 -c '
@@ -91,6 +113,16 @@ print("  decision latency: " + ", ".join(f"≤{float(le)*1e6:.0f} µs {c/n:.2%}"
   events=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["received"])' "$line")
   echo "run $run: $line"
   [[ -n $hist ]] && echo "$hist"
+  if [[ -n $tpid ]]; then
+    wait "$tpid" || true
+    # Per event at the offered rate over the attached seconds.
+    awk -v n="$((rate * TAIL_STRACE))" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" && $4 / n >= 0.01 {printf "  syscall %-16s %5.2f/event\n", $NF, $4 / n}' "$work/strace"
+  fi
+  if [[ -n $ppid ]]; then
+    wait "$ppid" || true
+    perf report -i "$work/perf.data" --no-children --sort dso -g none 2>/dev/null | grep -E '^ +[0-9]' | head -8 | sed 's/^/  dso /'
+    perf report -i "$work/perf.data" --no-children --sort sym -g none 2>/dev/null | grep -E '^ +[0-9]' | head -"${TAIL_PERF_TOP:-25}" | sed 's/^/  sym /'
+  fi
   if [[ -n $spid ]]; then
     wait "$spid" || true
     perf sched timehist -i "$work/sched.data" 2>/dev/null | python3 -c '
