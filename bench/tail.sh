@@ -31,7 +31,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 rate=${1:-5000}
 secs=${2:-20}
 runs=${3:-3}
-cargo build --release --quiet -p gatehouse --manifest-path "$here/Cargo.toml"
+[[ -z ${TAIL_BIN:-} ]] && cargo build --release --quiet -p gatehouse --manifest-path "$here/Cargo.toml"
 [[ ${TAIL_ENGINE:-} == minimal* ]] && cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"
 target=${LOADGEN_TARGET:-$HOME/.cache/bench-loadgen}
 cargo build -q --release --manifest-path "$here/../shared/bench/loadgen/Cargo.toml" --target-dir "$target"

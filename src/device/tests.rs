@@ -453,3 +453,32 @@ fn a_zhenshi_mqtt_read_is_named_by_its_id_and_time_and_says_whether_it_was_store
         (Some(1_800_000_000_000), None)
     );
 }
+
+/// A JSON value of a few levels whose keys and indices the pointers below can hit.
+fn json_tree() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a-c0-9/~]{0,3}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map("[a-c0-9/~]{0,3}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// The decoder's own pointer walk finds exactly what serde_json's `pointer` finds, for any
+    /// pointer over the keys' alphabet (signs, leading zeros, escapes and empty tokens included).
+    #[test]
+    fn the_pointer_walk_agrees_with_serde_json(
+        v in json_tree(),
+        pointer in "(/[a-c0-9+~]{0,3}){0,4}|[a-c0-9]{0,2}",
+    ) {
+        proptest::prop_assert_eq!(super::codec::at(&v, &pointer), v.pointer(&pointer));
+    }
+}
