@@ -37,12 +37,15 @@ case $what in
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     RUST_LOG=warn target/profile/release/gatehouse run --config "$work/gatehouse.toml" --endpoint-port "$port" 2>"$work/gh.log" & gpid=$!
     sleep 3
-    perf record -F 999 -g -p "$gpid" -o "$work/perf.data" -- sleep 8 >/dev/null 2>&1 &
+    perf record -F 2999 --call-graph dwarf,16384 -p "$gpid" -o "$work/perf.data" -- sleep 6 >/dev/null 2>&1 &
     "$target/release/loadgen" --port "$port" --rate "$rate" --seconds 8 \
       --pub-user thermal-1 --pub-pass profile-terminal --sub-user gate-1 --sub-pass profile-gate \
       --cmd-filter devices/gate-1/cmd
     wait %2 2>/dev/null || sleep 1
-    perf report -i "$work/perf.data" --no-children --sort symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *- *- *$//' | head -30
+    perf report -i "$work/perf.data" --no-children --sort symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *- *- *$//' | head -30 || true
+    echo "--- gatehouse's functions with what they call (share of the daemon's samples):"
+    perf report -i "$work/perf.data" --children --sort symbol -g none --percent-limit 1 2>/dev/null |
+      grep -E '^ +[0-9].*\[\.\] (gatehouse|serde_json|redb)::' | cut -c1-160 | head -25 || true
     ;;
   *) echo "usage: bench/profile.sh rss|perf [RATE]" >&2; exit 2 ;;
 esac

@@ -380,7 +380,9 @@ pub(crate) fn at<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
         .try_fold(v, |target, token| match target {
             Value::Object(map) => map.get(token),
             // As serde_json: no sign and no leading zero in an index.
-            Value::Array(list) if !token.starts_with('+') && (token == "0" || !token.starts_with('0')) => {
+            Value::Array(list)
+                if !token.starts_with('+') && (token == "0" || !token.starts_with('0')) =>
+            {
                 token.parse::<usize>().ok().and_then(|i| list.get(i))
             }
             _ => None,
