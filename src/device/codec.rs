@@ -2,6 +2,7 @@
 //! observation, and a gate command encoded into the model's JSON or frame. Fields the profile does
 //! not name are never looked at; bad input is a clear [`DecodeError`], never a panic.
 use super::frame;
+use super::pointer::at;
 use super::profile::{Encoding, GateCommandName, Profile, StatusKind, Var, MAX_PAYLOAD};
 use crate::decision::{CredentialKind, Decoded, Direction, StateReport};
 use serde_json::Value;
@@ -362,31 +363,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// `v.pointer(pointer)` (RFC 6901) without its two allocations per token: a decode looks up a
-/// dozen pointers per event, on every event. Only a pointer with an escape (`~0`, `~1`), which
-/// no shipped profile has, takes serde_json's way.
-pub(crate) fn at<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
-    if pointer.is_empty() {
-        return Some(v);
-    }
-    if pointer.contains('~') {
-        return v.pointer(pointer);
-    }
-    pointer
-        .strip_prefix('/')?
-        .split('/')
-        .try_fold(v, |target, token| match target {
-            Value::Object(map) => map.get(token),
-            // As serde_json: no sign and no leading zero in an index.
-            Value::Array(list)
-                if !token.starts_with('+') && (token == "0" || !token.starts_with('0')) =>
-            {
-                token.parse::<usize>().ok().and_then(|i| list.get(i))
-            }
-            _ => None,
-        })
 }
 
 fn wrong(pointer: &str, expected: &'static str, got: &Value) -> DecodeError {

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod frame;
 pub mod modbus_map;
+pub mod pointer;
 pub mod profile;
 pub mod xml;
 

@@ -374,7 +374,7 @@ pub struct Marker {
 impl Marker {
     /// `None` when the field is absent; else whether its value means yes.
     pub fn matches(&self, v: &serde_json::Value) -> Option<bool> {
-        let found = super::codec::at(v, &self.pointer).filter(|x| !x.is_null())?;
+        let found = super::pointer::at(v, &self.pointer).filter(|x| !x.is_null())?;
         Some(self.values.is_empty() || self.values.contains(found))
     }
 }

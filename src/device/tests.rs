@@ -479,6 +479,6 @@ proptest::proptest! {
         v in json_tree(),
         pointer in "(/[a-c0-9+~]{0,3}){0,4}|[a-c0-9]{0,2}",
     ) {
-        proptest::prop_assert_eq!(super::codec::at(&v, &pointer), v.pointer(&pointer));
+        proptest::prop_assert_eq!(super::pointer::at(&v, &pointer), v.pointer(&pointer));
     }
 }
