@@ -79,7 +79,7 @@ if [[ ${CONSOLE:-0} != 0 ]]; then
   trap '[ -n "$upid" ] && kill "$upid" 2>/dev/null; kill "$spid" 2>/dev/null; rm -rf "$work"' EXIT
   echo "CONSOLE=$CONSOLE: $CONSOLE live streams held on the direct row's console (127.0.0.1:$cport)" >&2
 fi
-if [[ ${DIRECT:-} == minimal* ]]; then
+if [[ ${DIRECT:-} == minimal || ${DIRECT:-} == minimal-durable || ${DIRECT:-} == minimal-uplink ]]; then
   # The calibration: a minimal engine on its own endpoint (examples/minimal_endpoint.rs).
   cargo build --release --quiet -p gatehouse --example minimal_endpoint --manifest-path "$here/Cargo.toml"
   export DIRECT_CMD="$here/target/release/examples/minimal_endpoint {port}"
@@ -89,6 +89,9 @@ if [[ ${DIRECT:-} == minimal* ]]; then
     export DIRECT_CMD="sh -c 'rm -rf $work/minimal; exec $here/target/release/examples/minimal_endpoint {port} --durable $work/minimal --uplink $uport'"
   fi
   echo "DIRECT=$DIRECT: the direct row is examples/minimal_endpoint.rs, not gatehouse" >&2
+elif [[ -n ${DIRECT:-} ]]; then
+  echo "DIRECT=$DIRECT: unknown (minimal, minimal-durable or minimal-uplink)" >&2
+  exit 2
 fi
 export DIRECT_LOADGEN_ARGS="--pub-client-id hik-terminal --pub-user thermal-1 --pub-pass bench-terminal-pw --sub-client-id gate-controller --sub-user gate-1 --sub-pass bench-gate-pw --cmd-filter devices/gate-1/cmd"
 if [[ ${HTTP:-0} != 0 ]]; then

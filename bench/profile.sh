@@ -45,7 +45,7 @@ case $what in
     perf report -i "$work/perf.data" --no-children --sort symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *- *- *$//' | head -30 || true
     echo "--- gatehouse's functions with what they call (share of the daemon's samples):"
     perf report -i "$work/perf.data" --children --sort symbol -g none --percent-limit 1 2>/dev/null |
-      grep -E '^ +[0-9].*\[\.\] (gatehouse|serde_json|redb)::' | cut -c1-160 | head -25 || true
+      grep -E '^ +[0-9].*\[\.\] <?(gatehouse|serde_json|redb)::' | cut -c1-160 | head -25 || true
     ;;
   *) echo "usage: bench/profile.sh rss|perf [RATE]" >&2; exit 2 ;;
 esac

@@ -22,7 +22,7 @@
 # TAIL_PERF=S samples the engine's threads with `perf record -g` for S seconds from a third of the
 # way in and prints where their time went (kernel/user, by library, the top symbols); with
 # TAIL_BIN=target/profile/release/gatehouse (bench/profile.sh perf's build) the symbols are named.
-# TAIL_UPLINK=none points the uplink at a closed port (records stay in the outbox: the uplink's
+# TAIL_UPLINK=none (gatehouse only) points the uplink at a closed port (records stay in the outbox: the uplink's
 # work and its broker's leave the machine); TAIL_SED='sed expression' edits the config.
 #
 # usage: bench/tail.sh [RATE] [SECONDS] [RUNS]        e.g. GATEHOUSE_BENCH_WORKERS=1 bench/tail.sh 5000 20 3
@@ -88,7 +88,7 @@ for ((run = 1; run <= runs; run++)); do
   fi
   tpid=
   if [[ -n ${TAIL_STRACE:-} ]]; then
-    (sleep $((secs / 3)) && exec timeout -s INT "$TAIL_STRACE" strace -c -f -o "$work/strace" -p "$gpid") >/dev/null 2>&1 &
+    (sleep $((secs / 3)) && exec timeout -s INT "${TAIL_STRACE%s}" strace -c -f -o "$work/strace" -p "$gpid") >/dev/null 2>&1 &
     tpid=$!
   fi
   ppid=
@@ -115,13 +115,20 @@ print("  decision latency: " + ", ".join(f"≤{float(le)*1e6:.0f} µs {c/n:.2%}"
   [[ -n $hist ]] && echo "$hist"
   if [[ -n $tpid ]]; then
     wait "$tpid" || true
-    # Per event at the offered rate over the attached seconds.
-    awk -v n="$((rate * TAIL_STRACE))" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" && $4 / n >= 0.01 {printf "  syscall %-16s %5.2f/event\n", $NF, $4 / n}' "$work/strace"
+    [[ -s $work/strace ]] || echo "  (strace recorded nothing: not installed, or not allowed to attach)"
+    touch "$work/strace"
+    # Per event at the offered rate over the attached seconds (TAIL_STRACE in whole seconds).
+    awk -v n="$((rate * ${TAIL_STRACE%s}))" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" && $4 / n >= 0.01 {printf "  syscall %-16s %5.2f/event\n", $NF, $4 / n}' "$work/strace" || true
+    rm -f "$work/strace"
   fi
   if [[ -n $ppid ]]; then
     wait "$ppid" || true
-    perf report -i "$work/perf.data" --no-children --sort dso -g none 2>/dev/null | grep -E '^ +[0-9]' | head -8 | sed 's/^/  dso /'
-    perf report -i "$work/perf.data" --no-children --sort sym -g none 2>/dev/null | grep -E '^ +[0-9]' | head -"${TAIL_PERF_TOP:-25}" | sed 's/^/  sym /'
+    [[ -s $work/perf.data ]] || echo "  (perf recorded nothing: not installed, or not allowed)"
+    perf report -i "$work/perf.data" --no-children --sort dso -g none 2>/dev/null |
+      awk '/^ +[0-9]/ && n++ < 8 {print "  dso " $0}' || true
+    perf report -i "$work/perf.data" --no-children --sort sym -g none 2>/dev/null |
+      awk -v top="${TAIL_PERF_TOP:-25}" '/^ +[0-9]/ && n++ < top {print "  sym " $0}' || true
+    rm -f "$work/perf.data"
   fi
   if [[ -n $spid ]]; then
     wait "$spid" || true

@@ -326,7 +326,10 @@ fn spawn_uplink(
     s.set_nodelay(true)?;
     let bad = |e: rumqttc::mqttbytes::Error| std::io::Error::other(e.to_string());
     let mut out = BytesMut::new();
-    Packet::Connect(Connect::new("minimal-uplink"))
+    let mut connect = Connect::new("minimal-uplink");
+    // No pings from this thread: the broker must not drop a quiet uplink.
+    connect.keep_alive = 0;
+    Packet::Connect(connect)
         .write(&mut out, usize::MAX)
         .map_err(bad)?;
     s.write_all(&out)?;
@@ -347,7 +350,10 @@ fn spawn_uplink(
             buf.extend_from_slice(&chunk[..n]);
         }
     };
-    next(&mut s)?;
+    match next(&mut s)? {
+        Packet::ConnAck(a) if a.code == ConnectReturnCode::Success => {}
+        p => return Err(std::io::Error::other(format!("uplink refused: {p:?}"))),
+    }
     let (tx, rx) = std_mpsc::channel::<u64>();
     std::thread::Builder::new()
         .name("uplink".into())
@@ -372,6 +378,9 @@ fn spawn_uplink(
                                 break;
                             }
                         }
+                    }
+                    if batch.is_empty() {
+                        return Err(std::io::Error::other("committed records missing"));
                     }
                     pkid = pkid % u16::MAX + 1;
                     let mut p = Publish::new("gh/v1/minimal/events", QoS::AtLeastOnce, batch);

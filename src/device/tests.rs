@@ -460,25 +460,33 @@ fn json_tree() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),
         any::<i64>().prop_map(serde_json::Value::from),
-        "[a-c0-9/~]{0,3}".prop_map(serde_json::Value::from),
+        "[ab0]{0,2}".prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-            proptest::collection::btree_map("[a-c0-9/~]{0,3}", inner, 0..4)
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map("[ab0/~]{0,2}", inner, 0..4)
                 .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
 proptest::proptest! {
-    /// The decoder's own pointer walk finds exactly what serde_json's `pointer` finds, for any
-    /// pointer over the keys' alphabet (signs, leading zeros, escapes and empty tokens included).
+    /// The decoder's own pointer walk finds exactly what serde_json's `pointer` finds: tokens
+    /// from the keys' own alphabet, so most steps hit something, and the index forms serde_json
+    /// refuses (sign, leading zero, `-`, a space) and the escapes.
     #[test]
     fn the_pointer_walk_agrees_with_serde_json(
         v in json_tree(),
-        pointer in "(/[a-c0-9+~]{0,3}){0,4}|[a-c0-9]{0,2}",
+        tokens in proptest::collection::vec(
+            "[ab0]{0,2}|1|3|4|00|01|\\+0|\\+1|-| 1|~0|~1|a~1b|~",
+            0..4,
+        ),
+        bare in proptest::prelude::any::<bool>(),
     ) {
+        let pointer: String = tokens.iter().map(|t| format!("/{t}")).collect();
+        // Without its leading slash: no pointer at all, to both.
+        let pointer = if bare { pointer.trim_start_matches('/').to_string() } else { pointer };
         proptest::prop_assert_eq!(super::pointer::at(&v, &pointer), v.pointer(&pointer));
     }
 }
