@@ -81,21 +81,13 @@ for ((run = 1; run <= runs; run++)); do
   sleep 3
   threads "$gpid" >"$work/before"
   threads "$upid" | sed 's/^[^ ]*/uplink-broker/' >>"$work/before"
-  spid=
-  if [[ -n ${TAIL_PERF_SCHED:-} ]]; then
-    (sleep $((secs / 3)) && exec perf sched record -a -o "$work/sched.data" -- sleep "$TAIL_PERF_SCHED") >/dev/null 2>&1 &
-    spid=$!
-  fi
-  tpid=
-  if [[ -n ${TAIL_STRACE:-} ]]; then
-    (sleep $((secs / 3)) && exec timeout -s INT "${TAIL_STRACE%s}" strace -c -f -o "$work/strace" -p "$gpid") >/dev/null 2>&1 &
-    tpid=$!
-  fi
-  ppid=
-  if [[ -n ${TAIL_PERF:-} ]]; then
-    (sleep $((secs / 3)) && exec perf record -F 1999 -g -p "$gpid" -o "$work/perf.data" -- sleep "$TAIL_PERF") >/dev/null 2>&1 &
-    ppid=$!
-  fi
+  # The observers start a third of the way into the load, each in the background.
+  later() { (sleep $((secs / 3)) && exec "$@") >/dev/null 2>&1 & }
+  spid= tpid= ppid=
+  rm -f "$work/sched.data" "$work/strace" "$work/perf.data"
+  [[ -n ${TAIL_PERF_SCHED:-} ]] && later perf sched record -a -o "$work/sched.data" -- sleep "$TAIL_PERF_SCHED" && spid=$!
+  [[ -n ${TAIL_STRACE:-} ]] && later timeout -s INT "${TAIL_STRACE%s}" strace -c -f -o "$work/strace" -p "$gpid" && tpid=$!
+  [[ -n ${TAIL_PERF:-} ]] && later perf record -F 1999 -g -p "$gpid" -o "$work/perf.data" -- sleep "$TAIL_PERF" && ppid=$!
   line=$("$target/release/loadgen" --port "$port" --rate "$rate" --seconds "$secs" \
     --pub-user thermal-1 --pub-pass tail-terminal --sub-user gate-1 --sub-pass tail-gate \
     --cmd-filter devices/gate-1/cmd)
@@ -116,10 +108,8 @@ print("  decision latency: " + ", ".join(f"≤{float(le)*1e6:.0f} µs {c/n:.2%}"
   if [[ -n $tpid ]]; then
     wait "$tpid" || true
     [[ -s $work/strace ]] || echo "  (strace recorded nothing: not installed, or not allowed to attach)"
-    touch "$work/strace"
     # Per event at the offered rate over the attached seconds (TAIL_STRACE in whole seconds).
-    awk -v n="$((rate * ${TAIL_STRACE%s}))" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" && $4 / n >= 0.01 {printf "  syscall %-16s %5.2f/event\n", $NF, $4 / n}' "$work/strace" || true
-    rm -f "$work/strace"
+    [[ -s $work/strace ]] && awk -v n="$((rate * ${TAIL_STRACE%s}))" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" && $4 / n >= 0.01 {printf "  syscall %-16s %5.2f/event\n", $NF, $4 / n}' "$work/strace" || true
   fi
   if [[ -n $ppid ]]; then
     wait "$ppid" || true
@@ -128,10 +118,10 @@ print("  decision latency: " + ", ".join(f"≤{float(le)*1e6:.0f} µs {c/n:.2%}"
       awk '/^ +[0-9]/ && n++ < 8 {print "  dso " $0}' || true
     perf report -i "$work/perf.data" --no-children --sort sym -g none 2>/dev/null |
       awk -v top="${TAIL_PERF_TOP:-25}" '/^ +[0-9]/ && n++ < top {print "  sym " $0}' || true
-    rm -f "$work/perf.data"
   fi
   if [[ -n $spid ]]; then
     wait "$spid" || true
+    [[ -s $work/sched.data ]] || echo "  (perf sched recorded nothing: not installed, or not allowed)"
     perf sched timehist -i "$work/sched.data" 2>/dev/null | python3 -c '
 import sys, collections
 delay, ran = collections.defaultdict(list), collections.defaultdict(list)

@@ -386,21 +386,21 @@ fn id_at(v: &Value, pointer: &str) -> Result<Option<String>, DecodeError> {
 /// A number, or a string holding one (firmware that quotes its numbers: `"36.5"`). NaN and
 /// infinities are refused.
 fn number_at(v: &Value, pointer: &str) -> Result<Option<f64>, DecodeError> {
-    let n = match at(v, pointer) {
+    let found = match at(v, pointer) {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-        Some(other) => return Err(wrong(pointer, "a number", other)),
+        Some(found) => found,
+    };
+    let (n, text) = match found {
+        Value::Number(n) => (n.as_f64(), None),
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => (s.trim().parse::<f64>().ok(), Some(s)),
+        other => return Err(wrong(pointer, "a number", other)),
     };
     match n.filter(|n| n.is_finite()) {
         Some(n) => Ok(Some(n)),
         None => Err(DecodeError::NotANumber {
             pointer: pointer.to_string(),
-            text: match at(v, pointer) {
-                Some(Value::String(s)) => s.clone(),
-                other => other.map(Value::to_string).unwrap_or_default(),
-            },
+            text: text.cloned().unwrap_or_else(|| found.to_string()),
         }),
     }
 }
