@@ -5,7 +5,7 @@
 # switches per event (voluntary: it waited for something; involuntary: it was preempted), read
 # from /proc/PID/task/*/{stat,status} before and after the load. The load generator's own
 # latency line comes first. Environment variables pass through to the daemon, so one change is
-# tried at a time: GATEHOUSE_BENCH_WORKERS=1, GATEHOUSE_BENCH_WRITER_NICE=10, …
+# tried at a time: GATEHOUSE_BENCH_WORKERS=1, GATEHOUSE_BENCH_WRITER_QUIET=0 (commits never quiet), …
 #
 # TAIL_ENGINE=minimal runs examples/minimal_endpoint.rs instead (the calibration: parse, check,
 # answer inline on one thread, nothing durable); TAIL_ENGINE=minimal-durable adds its durable work
@@ -22,6 +22,7 @@
 # TAIL_PERF=S samples the engine's threads with `perf record -g` for S seconds from a third of the
 # way in and prints where their time went (kernel/user, by library, the top symbols); with
 # TAIL_BIN=target/profile/release/gatehouse (bench/profile.sh perf's build) the symbols are named.
+# TAIL_PERF_KEEP=FILE keeps the recording (e.g. `perf report -i FILE --comm gh-writer`).
 # TAIL_UPLINK=none (gatehouse only) points the uplink at a closed port (records stay in the outbox: the uplink's
 # work and its broker's leave the machine); TAIL_SED='sed expression' edits the config.
 #
@@ -114,6 +115,7 @@ print("  decision latency: " + ", ".join(f"≤{float(le)*1e6:.0f} µs {c/n:.2%}"
   if [[ -n $ppid ]]; then
     wait "$ppid" || true
     [[ -s $work/perf.data ]] || echo "  (perf recorded nothing: not installed, or not allowed)"
+    [[ -n ${TAIL_PERF_KEEP:-} && -s $work/perf.data ]] && cp "$work/perf.data" "$TAIL_PERF_KEEP"
     perf report -i "$work/perf.data" --no-children --sort dso -g none 2>/dev/null |
       awk '/^ +[0-9]/ && n++ < 8 {print "  dso " $0}' || true
     perf report -i "$work/perf.data" --no-children --sort sym -g none 2>/dev/null |

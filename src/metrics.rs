@@ -136,36 +136,6 @@ pub fn bench_knob(name: &str) -> Option<i64> {
         .ok()
 }
 
-/// `GATEHOUSE_BENCH_WRITER_NICE` as the calling thread's nice value and
-/// `GATEHOUSE_BENCH_WRITER_POLICY` as its scheduling policy (3 batch, 5 idle), where set (bench
-/// knobs, read once).
-pub fn writer_priority() {
-    static KNOBS: std::sync::OnceLock<(Option<i64>, Option<i64>)> = std::sync::OnceLock::new();
-    let (nice, policy) =
-        *KNOBS.get_or_init(|| (bench_knob("WRITER_NICE"), bench_knob("WRITER_POLICY")));
-    if let Some(nice) = nice {
-        // SAFETY: plain syscall; on Linux PRIO_PROCESS with 0 is the calling thread.
-        unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, 0, nice as libc::c_int);
-        }
-    }
-    if let Some(policy) = policy {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscall on the calling thread (0) with a valid parameter.
-        unsafe {
-            libc::sched_setscheduler(0, policy as libc::c_int, &param);
-        }
-    }
-}
-
-/// Names the calling thread (for `/proc/PID/task/*/comm`, `top -H`, `bench/tail.sh`).
-pub fn name_thread(name: &std::ffi::CStr) {
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes (longer is cut).
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
-    }
-}
-
 /// `GATEHOUSE_TEST_STALL_{PART}_AFTER_MS` makes that loop stop turning after so long, as a hung
 /// one would. A release build never reads it, so no environment can hang a gate in production.
 #[cfg(debug_assertions)]

@@ -178,6 +178,8 @@ pub enum StoreError {
     },
     #[error("store: being reopened after an I/O error")]
     Reopening,
+    #[error("store: cannot start the outbox's commit threads: {0}")]
+    Threads(std::io::Error),
 }
 
 macro_rules! from_redb {

@@ -122,6 +122,7 @@ pub fn spawn(
     let (committed_tx, committed_rx) = watch::channel(ledger.next_seq - 1);
     let (done_tx, done_rx) = oneshot::channel();
     let tap = Tap::default();
+    let commits = Commits::start(cfg.commit_interval).map_err(StoreError::Threads)?;
     let w = Writer {
         tap: tap.clone(),
         store,
@@ -144,6 +145,7 @@ pub fn spawn(
         last_probe: tokio::time::Instant::now(),
         held: Held::default(),
         notices: Vec::new(),
+        commits,
     };
     let join = tokio::spawn(w.run(done_tx));
     Ok(WriterHandle {
@@ -191,6 +193,8 @@ struct Writer {
     notices: Vec<Record>,
     /// A copy of the records once they have their seqs, for whoever watches (the console).
     tap: Tap,
+    /// The threads the commits run on.
+    commits: Commits,
 }
 
 impl Writer {
@@ -482,37 +486,34 @@ impl Writer {
             self.record_commits += 1;
         }
         let panic_now = self.panic_at == Some(self.record_commits) && records(&taken) > 0;
-        let result = tokio::task::spawn_blocking(move || {
-            crate::metrics::name_thread(c"gh-writer");
-            crate::metrics::writer_priority();
-            if panic_now {
-                panic!("test hook: this commit panics");
-            }
-            let r = write(
-                &store,
-                &gateway,
-                ledger,
-                limits,
-                durable,
-                (&mut taken, &dels),
-                &back,
-            );
-            (r, taken, dels, back)
-        })
-        .await;
-        let (r, taken, dels, back) = match result {
-            Ok(x) => x,
-            // The runtime is shutting down under us: nothing more will run either way, and the
-            // batch's events were never acknowledged.
-            Err(e) if e.is_cancelled() => return Ok(()),
-            Err(e) => {
-                // The write panicked (a bug in redb or here) and took its batch with it: the
-                // acks of those events would never run and the in-order ack queue would jam
-                // behind them. Die as a release build does (panic = abort): systemd restarts
-                // the daemon and the broker sends the unacknowledged events again.
-                error!(error = %e, "Outbox commit task panicked; aborting so nothing is lost quietly.");
-                std::process::abort();
-            }
+        // Closed by its size, or appends queued behind it (each one event's records and state).
+        let busy =
+            records(&taken) >= self.cfg.commit_max || self.append_rx.len() >= APPEND_CAPACITY / 8;
+        let result = self
+            .commits
+            .run(busy, move || {
+                if panic_now {
+                    panic!("test hook: this commit panics");
+                }
+                let r = write(
+                    &store,
+                    &gateway,
+                    ledger,
+                    limits,
+                    durable,
+                    (&mut taken, &dels),
+                    &back,
+                );
+                (r, taken, dels, back)
+            })
+            .await;
+        let Ok((r, taken, dels, back)) = result else {
+            // The write panicked (a bug in redb or here) and took its batch with it: the acks
+            // of those events would never run and the in-order ack queue would jam behind them.
+            // Die as a release build does (panic = abort): systemd restarts the daemon and the
+            // broker sends the unacknowledged events again.
+            error!("Outbox commit panicked; aborting so nothing is lost quietly.");
+            std::process::abort();
         };
         let (ledger, depth_change) = match r {
             Ok(x) => x,
@@ -734,6 +735,9 @@ fn pop_oldest_if(
 mod record;
 use record::encode;
 pub use record::{frame, Record, Tap, TapRx, ACK_FIELD};
+#[path = "outbox_commits.rs"]
+mod commits;
+use commits::Commits;
 #[path = "outbox_degraded.rs"]
 mod degraded;
 #[path = "outbox_ledger.rs"]
