@@ -49,8 +49,9 @@ fn main() -> ExitCode {
                 .max(1) as usize,
         )
         .thread_name("gh-worker")
-        // Commits, signature checks and snapshot loads run on blocking threads; bounded so the
-        // unit's TasksMax can never be reached by the runtime (4 threads measured under load).
+        // Signature checks and snapshot loads run on blocking threads (the outbox's commits on a
+        // thread of their own); bounded so the unit's TasksMax can never be reached by the
+        // runtime (5 threads measured under load).
         .max_blocking_threads(16)
         .enable_all()
         .build()
