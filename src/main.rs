@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         .thread_name("gh-worker")
         // Signature checks and snapshot loads run on blocking threads (the outbox's commits on a
         // thread of their own); bounded so the unit's TasksMax can never be reached by the
-        // runtime (5 threads measured under load).
+        // runtime (4 threads measured under load: main, two workers, the commit thread).
         .max_blocking_threads(16)
         .enable_all()
         .build()

@@ -178,7 +178,7 @@ pub enum StoreError {
     },
     #[error("store: being reopened after an I/O error")]
     Reopening,
-    #[error("store: cannot start the outbox's commit threads: {0}")]
+    #[error("store: cannot start the outbox's commit thread: {0}")]
     Threads(std::io::Error),
 }
 

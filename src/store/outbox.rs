@@ -193,7 +193,7 @@ struct Writer {
     notices: Vec<Record>,
     /// A copy of the records once they have their seqs, for whoever watches (the console).
     tap: Tap,
-    /// The threads the commits run on.
+    /// The thread the commits run on, and its priority.
     commits: Commits,
 }
 

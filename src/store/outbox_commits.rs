@@ -41,8 +41,6 @@ pub(super) struct Commits {
     loud_until: Option<Instant>,
     /// How long the last commit took, from the writer's asking to its answer.
     last_took: Duration,
-    /// A raise was refused before (said once).
-    raise_refused: bool,
 }
 
 /// The commit's thread is gone: it panicked (a bug in redb or here).
@@ -81,7 +79,6 @@ impl Commits {
             interval,
             loud_until: None,
             last_took: Duration::ZERO,
-            raise_refused: false,
         })
     }
 
@@ -123,12 +120,11 @@ impl Commits {
         r
     }
 
+    /// Back to normal priority; refused (it never is where the probe passed), the commits are
+    /// never quiet again, so this is said once.
     fn raise(&mut self) {
         if let Err(e) = set_idle(self.tid, false) {
-            if !self.raise_refused {
-                self.raise_refused = true;
-                tracing::warn!(error = %e, "Cannot raise the commit thread; commits stay at normal priority.");
-            }
+            tracing::warn!(error = %e, "Cannot raise the commit thread; commits stay at normal priority.");
             self.may_quiet = false;
         }
     }
