@@ -13,6 +13,9 @@
 #           DIRECT=minimal-uplink adds the rest of gatehouse's record: the dedupe window's oldest
 #           key removed per event, each commit's records read back, sent as one QoS 1 batch to
 #           the uplink's mosquitto and deleted after its PUBACK.
+#           ENGINE=minimal-durable and ENGINE=minimal-uplink put examples/minimal_client.rs in the
+#           engine row: the floor relay plus the same durable work (and uplink, to the referee's
+#           broker as gatehouse's goes there): the least engine doing it via mosquitto.
 # One lane (thermal-1 hikvision-acs-event → gate-1 generic-gate-mqtt), 100,000 residents and
 # 20,000 plates (the registry issue 7 sizes the box for), a fresh store for every run.
 #
@@ -30,6 +33,7 @@
 #        DIRECT=minimal bench/compare.sh 5000 10 floor,direct
 #        DIRECT=minimal-durable bench/compare.sh 5000 20 direct
 #        DIRECT=minimal-uplink bench/compare.sh 5000 20 direct
+#        ENGINE=minimal-uplink bench/compare.sh 5000 20 engine
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 referee=${REFEREE:-$here/../shared/bench/compare.sh}
@@ -91,6 +95,18 @@ if [[ ${DIRECT:-} == minimal || ${DIRECT:-} == minimal-durable || ${DIRECT:-} ==
   echo "DIRECT=$DIRECT: the direct row is examples/minimal_endpoint.rs, not gatehouse" >&2
 elif [[ -n ${DIRECT:-} ]]; then
   echo "DIRECT=$DIRECT: unknown (minimal, minimal-durable or minimal-uplink)" >&2
+  exit 2
+fi
+if [[ ${ENGINE:-} == minimal-durable || ${ENGINE:-} == minimal-uplink ]]; then
+  # The calibration for the engine row: the floor relay plus gatehouse's durable work
+  # (examples/minimal_client.rs), its uplink on the referee's broker as gatehouse's is.
+  cargo build --release --quiet -p gatehouse --example minimal_client --manifest-path "$here/Cargo.toml"
+  flag=
+  [[ $ENGINE == minimal-uplink ]] && flag=--uplink
+  export ENGINE_CMD="sh -c 'rm -rf $work/minimal-client; exec $here/target/release/examples/minimal_client {port} --durable $work/minimal-client $flag'"
+  echo "ENGINE=$ENGINE: the engine row is examples/minimal_client.rs, not gatehouse" >&2
+elif [[ -n ${ENGINE:-} ]]; then
+  echo "ENGINE=$ENGINE: unknown (minimal-durable or minimal-uplink)" >&2
   exit 2
 fi
 export DIRECT_LOADGEN_ARGS="--pub-client-id hik-terminal --pub-user thermal-1 --pub-pass bench-terminal-pw --sub-client-id gate-controller --sub-user gate-1 --sub-pass bench-gate-pw --cmd-filter devices/gate-1/cmd"
