@@ -4,7 +4,7 @@
 //! `minimal_client BROKER_PORT --durable DIR [--uplink]` is the referee's floor relay
 //! (`../shared/bench/loadgen/src/bin/floor.rs`: one rumqttc connection on one thread, parse,
 //! threshold, set lookup, the gate command published at QoS 0 from the event's read) plus what
-//! gatehouse guarantees and nothing else (`calibration/durable.rs`): each event's record and
+//! gatehouse guarantees and nothing else (`calibration/shared.rs`): each event's record and
 //! dedupe key group-committed to redb with an fsync, the event's PUBACK to the broker only after
 //! the commit; with `--uplink`, the dedupe window kept at 4,096 keys and each commit's records read
 //! back, published as one QoS 1 batch to the same broker (as the `engine` row's gatehouse sends
@@ -16,8 +16,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-#[path = "calibration/durable.rs"]
-mod durable;
+#[path = "calibration/shared.rs"]
+mod shared;
 
 const USAGE: &str = "usage: minimal_client BROKER_PORT --durable DIR [--uplink]";
 
@@ -35,7 +35,7 @@ fn main() -> std::io::Result<()> {
         eprintln!("{USAGE}");
         std::process::exit(2);
     };
-    let writer = durable::spawn_writer(std::path::Path::new(dir), uplink.then_some(port))?;
+    let writer = shared::spawn_writer(std::path::Path::new(dir), uplink.then_some(port))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -66,24 +66,17 @@ fn main() -> std::io::Result<()> {
             };
             match ev {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&p.payload).unwrap_or_default();
-                    let e = &v["AccessControllerEvent"];
-                    let person = e["employeeNoString"].as_str().unwrap_or("");
-                    let celsius = e["currTemperature"].as_f64().unwrap_or(f64::MAX);
-                    let open = celsius < 37.3 && residents.contains(person);
-                    let command = format!(
-                        r#"{{"action":"{}","cause":"{}"}}"#,
-                        if open { "open" } else { "deny" },
-                        e["serialNo"]
-                    );
-                    c.try_publish("devices/gate-1/cmd", QoS::AtMostOnce, false, command)
-                        .map_err(std::io::Error::other)?;
+                    let d = shared::decide(&p.payload, &residents);
+                    c.try_publish(
+                        "devices/gate-1/cmd",
+                        QoS::AtMostOnce,
+                        false,
+                        d.command.clone(),
+                    )
+                    .map_err(std::io::Error::other)?;
                     let ack = (p.qos == QoS::AtLeastOnce).then(|| (p.pkid, acks_tx.clone()));
                     writer
-                        .send(durable::ToWriter::Event(durable::event(
-                            e, person, celsius, open, ack,
-                        )))
+                        .send(shared::ToWriter::Event(d.durable(ack)))
                         .map_err(|_| std::io::Error::other("writer gone"))?;
                 }
                 Ok(_) => {}

@@ -37,9 +37,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-#[path = "calibration/durable.rs"]
-mod durable;
-use durable::{event, spawn_writer, ToWriter};
+#[path = "calibration/shared.rs"]
+mod shared;
+use shared::{decide, spawn_writer, ToWriter};
 
 /// The gate's connection, once it has logged in as `gate-1`.
 type Gate = Rc<RefCell<Option<Rc<TcpStream>>>>;
@@ -137,33 +137,21 @@ async fn connection(
                 }
                 Packet::Publish(p) => {
                     spin();
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&p.payload).unwrap_or_default();
-                    let e = &v["AccessControllerEvent"];
-                    let person = e["employeeNoString"].as_str().unwrap_or("");
-                    let celsius = e["currTemperature"].as_f64().unwrap_or(f64::MAX);
-                    let open = celsius < 37.3 && residents.contains(person);
-                    let command = format!(
-                        r#"{{"action":"{}","cause":"{}"}}"#,
-                        if open { "open" } else { "deny" },
-                        e["serialNo"]
-                    );
+                    let d = decide(&p.payload, &residents);
                     let mut b = BytesMut::new();
-                    Packet::Publish(Publish::new("devices/gate-1/cmd", QoS::AtMostOnce, command))
-                        .write(&mut b, usize::MAX)
-                        .map_err(bad)?;
+                    Packet::Publish(Publish::new(
+                        "devices/gate-1/cmd",
+                        QoS::AtMostOnce,
+                        d.command.clone(),
+                    ))
+                    .write(&mut b, usize::MAX)
+                    .map_err(bad)?;
                     if let Some(g) = gate.borrow().as_ref() {
                         write_now(g, &b)?;
                     }
                     let ack = p.qos == QoS::AtLeastOnce;
                     if let Some(w) = &writer {
-                        let d = event(
-                            e,
-                            person,
-                            celsius,
-                            open,
-                            ack.then(|| (p.pkid, acks_tx.clone())),
-                        );
+                        let d = d.durable(ack.then(|| (p.pkid, acks_tx.clone())));
                         w.send(ToWriter::Event(d))
                             .map_err(|_| std::io::Error::other("writer gone"))?;
                     } else if ack {

@@ -1,11 +1,12 @@
-//! The durable work the calibrations share (`examples/minimal_endpoint.rs --durable`,
-//! `examples/minimal_client.rs --durable`): what gatehouse guarantees for each event and nothing
+//! What the calibrations share (`examples/minimal_endpoint.rs`, `examples/minimal_client.rs`):
+//! the referee's check on an event, and the durable work gatehouse guarantees for it and nothing
 //! else — its record and dedupe key group-committed to redb with an fsync, the device's PUBACK
 //! only after the commit, and (with an uplink) the records read back, sent upstream at QoS 1 and
 //! deleted after the broker's PUBACK.
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
+use std::collections::HashSet;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -30,26 +31,47 @@ const WINDOW: usize = 4096;
 const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
 const SEEN: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("seen");
 
-/// The event's record (about 200 bytes) and dedupe key, as both calibrations write them.
-pub fn event(
-    e: &serde_json::Value,
-    person: &str,
-    celsius: f64,
-    open: bool,
-    ack: Option<(u16, mpsc::UnboundedSender<u16>)>,
-) -> Durable {
-    let at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let serial = &e["serialNo"];
-    Durable {
-        record: format!(
-            r#"{{"serial":{serial},"person":"{person}","celsius":{celsius},"open":{open},"at":{at}}}"#
-        )
-        .into_bytes(),
-        key: format!("seen/thermal-1/{serial}"),
-        ack,
+/// One event put through the referee's check: a resident below 37.3 °C opens.
+pub struct Decided {
+    doc: serde_json::Value,
+    pub open: bool,
+    /// The gate command, as the referee reads it.
+    pub command: String,
+}
+
+pub fn decide(payload: &[u8], residents: &HashSet<String>) -> Decided {
+    let doc: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let e = &doc["AccessControllerEvent"];
+    let person = e["employeeNoString"].as_str().unwrap_or("");
+    let celsius = e["currTemperature"].as_f64().unwrap_or(f64::MAX);
+    let open = celsius < 37.3 && residents.contains(person);
+    let command = format!(
+        r#"{{"action":"{}","cause":"{}"}}"#,
+        if open { "open" } else { "deny" },
+        e["serialNo"]
+    );
+    Decided { doc, open, command }
+}
+
+impl Decided {
+    /// The event's record (about 200 bytes) and dedupe key, for the writer.
+    pub fn durable(&self, ack: Option<(u16, mpsc::UnboundedSender<u16>)>) -> Durable {
+        let e = &self.doc["AccessControllerEvent"];
+        let (serial, open) = (&e["serialNo"], self.open);
+        let person = e["employeeNoString"].as_str().unwrap_or("");
+        let celsius = e["currTemperature"].as_f64().unwrap_or(f64::MAX);
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        Durable {
+            record: format!(
+                r#"{{"serial":{serial},"person":"{person}","celsius":{celsius},"open":{open},"at":{at}}}"#
+            )
+            .into_bytes(),
+            key: format!("seen/thermal-1/{serial}"),
+            ack,
+        }
     }
 }
 
