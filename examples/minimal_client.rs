@@ -11,6 +11,8 @@
 //! its uplink there) and deleted after its PUBACK.
 //!
 //! Run by `ENGINE=minimal-durable` or `ENGINE=minimal-uplink bench/compare.sh 5000 20 engine`.
+//! `MINIMAL_SPIN_AFTER_US=N` in the environment adds N µs of busy work after each gate command is
+//! written: what more CPU per event does to the row when no command waits for it.
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, Publish, QoS};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -79,6 +81,8 @@ fn main() -> std::io::Result<()> {
                         .send(shared::ToWriter::Event(d.durable(ack)))
                         .map_err(|_| std::io::Error::other("writer gone"))?;
                 }
+                // The gate command is on the wire (flushed by the poll that returns this).
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => spin_after(),
                 Ok(_) => {}
                 Err(e) => return Err(std::io::Error::other(e)),
             }
@@ -91,4 +95,22 @@ fn ack(c: &AsyncClient, pkid: u16) -> std::io::Result<()> {
     let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
     p.pkid = pkid;
     c.try_ack(&p).map_err(std::io::Error::other)
+}
+
+/// `MINIMAL_SPIN_AFTER_US=N`: N µs of busy work on this thread after each gate command has been
+/// written — more CPU per event that no command waits for, and nothing else.
+fn spin_after() {
+    static US: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let us = *US.get_or_init(|| {
+        std::env::var("MINIMAL_SPIN_AFTER_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    if us > 0 {
+        let end = std::time::Instant::now() + Duration::from_micros(us);
+        while std::time::Instant::now() < end {
+            std::hint::spin_loop();
+        }
+    }
 }
