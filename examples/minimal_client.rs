@@ -38,6 +38,7 @@ fn main() -> std::io::Result<()> {
         std::process::exit(2);
     };
     let writer = shared::spawn_writer(std::path::Path::new(dir), uplink.then_some(port))?;
+    let spin_after = shared::Spin::from_env("MINIMAL_SPIN_AFTER_US");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -68,12 +69,12 @@ fn main() -> std::io::Result<()> {
             };
             match ev {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let d = shared::decide(&p.payload, &residents);
+                    let mut d = shared::decide(&p.payload, &residents);
                     c.try_publish(
                         "devices/gate-1/cmd",
                         QoS::AtMostOnce,
                         false,
-                        d.command.clone(),
+                        std::mem::take(&mut d.command),
                     )
                     .map_err(std::io::Error::other)?;
                     let ack = (p.qos == QoS::AtLeastOnce).then(|| (p.pkid, acks_tx.clone()));
@@ -82,7 +83,7 @@ fn main() -> std::io::Result<()> {
                         .map_err(|_| std::io::Error::other("writer gone"))?;
                 }
                 // The gate command is on the wire (flushed by the poll that returns this).
-                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => spin_after(),
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => spin_after.run(),
                 Ok(_) => {}
                 Err(e) => return Err(std::io::Error::other(e)),
             }
@@ -95,22 +96,4 @@ fn ack(c: &AsyncClient, pkid: u16) -> std::io::Result<()> {
     let mut p = Publish::new("", QoS::AtLeastOnce, Vec::new());
     p.pkid = pkid;
     c.try_ack(&p).map_err(std::io::Error::other)
-}
-
-/// `MINIMAL_SPIN_AFTER_US=N`: N µs of busy work on this thread after each gate command has been
-/// written — more CPU per event that no command waits for, and nothing else.
-fn spin_after() {
-    static US: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let us = *US.get_or_init(|| {
-        std::env::var("MINIMAL_SPIN_AFTER_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    });
-    if us > 0 {
-        let end = std::time::Instant::now() + Duration::from_micros(us);
-        while std::time::Instant::now() < end {
-            std::hint::spin_loop();
-        }
-    }
 }

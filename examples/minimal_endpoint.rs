@@ -33,13 +33,12 @@ use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::rc::Rc;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 #[path = "calibration/shared.rs"]
 mod shared;
-use shared::{decide, spawn_writer, ToWriter};
+use shared::{decide, spawn_writer, Spin, ToWriter};
 
 /// The gate's connection, once it has logged in as `gate-1`.
 type Gate = Rc<RefCell<Option<Rc<TcpStream>>>>;
@@ -74,6 +73,7 @@ fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
+    let spin = Spin::from_env("MINIMAL_SPIN_US");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -88,7 +88,7 @@ fn main() -> std::io::Result<()> {
             s.set_nodelay(true)?;
             let (r, g, w) = (residents.clone(), gate.clone(), writer.clone());
             tokio::task::spawn_local(async move {
-                if let Err(e) = connection(Rc::new(s), r, g, w).await {
+                if let Err(e) = connection(Rc::new(s), r, g, w, spin).await {
                     eprintln!("minimal_endpoint: {e}");
                 }
             });
@@ -101,6 +101,7 @@ async fn connection(
     residents: Rc<HashSet<String>>,
     gate: Gate,
     writer: Option<std_mpsc::Sender<ToWriter>>,
+    spin: Spin,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(8192);
     let mut out = BytesMut::new();
@@ -136,13 +137,13 @@ async fn connection(
                     PingResp.write(&mut out).map_err(bad)?;
                 }
                 Packet::Publish(p) => {
-                    spin();
-                    let d = decide(&p.payload, &residents);
+                    spin.run();
+                    let mut d = decide(&p.payload, &residents);
                     let mut b = BytesMut::new();
                     Packet::Publish(Publish::new(
                         "devices/gate-1/cmd",
                         QoS::AtMostOnce,
-                        d.command.clone(),
+                        std::mem::take(&mut d.command),
                     ))
                     .write(&mut b, usize::MAX)
                     .map_err(bad)?;
@@ -197,22 +198,5 @@ fn write_now(s: &TcpStream, b: &[u8]) -> std::io::Result<()> {
             b.len()
         ))),
         Err(e) => Err(e),
-    }
-}
-
-/// `MINIMAL_SPIN_US`: busy work per event, read once.
-fn spin() {
-    static US: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let us = *US.get_or_init(|| {
-        std::env::var("MINIMAL_SPIN_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    });
-    if us > 0 {
-        let end = std::time::Instant::now() + Duration::from_micros(us);
-        while std::time::Instant::now() < end {
-            std::hint::spin_loop();
-        }
     }
 }

@@ -75,6 +75,36 @@ impl Decided {
     }
 }
 
+/// Busy work on the calling thread (the calibrations' `MINIMAL_SPIN_*` knobs): more CPU per
+/// event and nothing else.
+#[derive(Clone, Copy)]
+pub struct Spin(Duration);
+
+impl Spin {
+    /// From the environment variable `name`, in µs (unset: none). A value that is not a number
+    /// ends the calibration, rather than measuring without the spin it asked for.
+    pub fn from_env(name: &str) -> Spin {
+        let us = match std::env::var(name) {
+            Err(_) => 0,
+            Ok(v) => v.parse().unwrap_or_else(|_| {
+                eprintln!("calibration: {name}={v:?} is not a number of µs");
+                std::process::exit(2);
+            }),
+        };
+        Spin(Duration::from_micros(us))
+    }
+
+    pub fn run(self) {
+        if self.0.is_zero() {
+            return;
+        }
+        let end = std::time::Instant::now() + self.0;
+        while std::time::Instant::now() < end {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// The group-committing writer: waits for a first message, lingers 10 ms asleep, takes what came
 /// (at most 1,024 in all), writes them in one redb transaction with an fsync, then sends their
 /// PUBACKs and tells the uplink (if any) how far the store is committed.
