@@ -126,7 +126,6 @@ pub fn worth_logging(count: u64) -> bool {
     }
 }
 
-/// Fault injection for the watchdog tests, in debug builds only (what `cargo test` builds):
 /// `GATEHOUSE_BENCH_{NAME}`: a number that changes how the daemon runs, for the benchmarks
 /// that measure one change at a time (`bench/tail.sh`); never set in production.
 pub fn bench_knob(name: &str) -> Option<i64> {
@@ -136,6 +135,7 @@ pub fn bench_knob(name: &str) -> Option<i64> {
         .ok()
 }
 
+/// Fault injection for the watchdog tests, in debug builds only (what `cargo test` builds):
 /// `GATEHOUSE_TEST_STALL_{PART}_AFTER_MS` makes that loop stop turning after so long, as a hung
 /// one would. A release build never reads it, so no environment can hang a gate in production.
 #[cfg(debug_assertions)]

@@ -125,6 +125,7 @@ pub(super) async fn serve<S>(
         inflight_bytes: 0,
         skip: Skip::None,
         out: BytesMut::new(),
+        command_out: false,
     };
     let end = session
         .run(
@@ -301,6 +302,8 @@ struct Session {
     skip: Skip,
     /// Bytes waiting to be written.
     out: BytesMut,
+    /// A gate command is among them.
+    command_out: bool,
 }
 
 impl Session {
@@ -333,7 +336,12 @@ impl Session {
                 // A device that does not read its socket must not hold this task (and the
                 // decision loop's input with it) for ever.
                 match tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&self.out)).await {
-                    Ok(Ok(())) => self.out.clear(),
+                    Ok(Ok(())) => {
+                        self.out.clear();
+                        if std::mem::take(&mut self.command_out) {
+                            crate::sources::after_command_written();
+                        }
+                    }
                     Ok(Err(_)) => return End::Closed("write failed"),
                     Err(_) => return End::Violation("does not read its socket".into()),
                 }
@@ -398,6 +406,7 @@ impl Session {
             _ => Packet::PubAck(PubAck::new(a.pkid)),
         };
         let _ = p.write(&mut self.out, usize::MAX);
+        self.command_out = true;
     }
 
     fn write_command(&mut self, c: Command) {
