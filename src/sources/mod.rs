@@ -24,20 +24,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-/// Called once a gate command is on the wire: gives this core away for a moment. Whoever carries
-/// the command on (the broker, or the gate's own reader) was just woken, often onto this core,
-/// and the kernel lets a running thread finish its slice before a woken one runs; what this
-/// thread would do next (a record, the next event, an ack) can wait, the gate should not.
-/// `GATEHOUSE_BENCH_YIELD_AFTER_COMMAND=0` turns it off (the benchmarks' before/after).
-pub fn after_command_written() {
-    static ON: std::sync::LazyLock<bool> =
-        std::sync::LazyLock::new(|| crate::metrics::bench_knob("YIELD_AFTER_COMMAND") != Some(0));
-    if *ON {
-        // SAFETY: no arguments; it cannot fail on Linux.
-        unsafe { libc::sched_yield() };
-    }
-}
-
 /// One decoded device message on its way to the decision loop.
 pub struct Input {
     pub device: usize,

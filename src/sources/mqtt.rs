@@ -19,7 +19,7 @@ use crate::sources::SourceEvent;
 pub use crate::sources::{decode, Input, Route, INPUT_CAPACITY};
 use crate::store::outbox::{Ack, APPEND_CAPACITY};
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, Packet, QoS, SubscribeFilter};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -264,10 +264,6 @@ pub fn spawn_commands(
                     warn!(topic = %p.topic, "A command was retained on the device broker; cleared.");
                     let _ = c.try_publish(p.topic.as_str(), QoS::AtLeastOnce, true, Vec::new());
                 }
-                // rumqttc reports the publish once it is flushed to the socket.
-                Ok(Event::Outgoing(Outgoing::Publish(_))) => {
-                    crate::sources::after_command_written()
-                }
                 Ok(_) => {}
                 Err(e) => {
                     flag.store(false, Ordering::Relaxed);
@@ -298,7 +294,7 @@ pub async fn disconnect(client: &AsyncClient, el: &mut rumqttc::EventLoop) {
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         loop {
             match el.poll().await {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
                 Ok(_) => {}
             }
         }

@@ -125,7 +125,6 @@ pub(super) async fn serve<S>(
         inflight_bytes: 0,
         skip: Skip::None,
         out: BytesMut::new(),
-        command_out: false,
     };
     let end = session
         .run(
@@ -302,8 +301,6 @@ struct Session {
     skip: Skip,
     /// Bytes waiting to be written.
     out: BytesMut,
-    /// A gate command is among them.
-    command_out: bool,
 }
 
 impl Session {
@@ -336,12 +333,7 @@ impl Session {
                 // A device that does not read its socket must not hold this task (and the
                 // decision loop's input with it) for ever.
                 match tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&self.out)).await {
-                    Ok(Ok(())) => {
-                        self.out.clear();
-                        if std::mem::take(&mut self.command_out) {
-                            crate::sources::after_command_written();
-                        }
-                    }
+                    Ok(Ok(())) => self.out.clear(),
                     Ok(Err(_)) => return End::Closed("write failed"),
                     Err(_) => return End::Violation("does not read its socket".into()),
                 }
@@ -406,7 +398,6 @@ impl Session {
             _ => Packet::PubAck(PubAck::new(a.pkid)),
         };
         let _ = p.write(&mut self.out, usize::MAX);
-        self.command_out = true;
     }
 
     fn write_command(&mut self, c: Command) {
