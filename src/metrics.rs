@@ -128,11 +128,19 @@ pub fn worth_logging(count: u64) -> bool {
 
 /// `GATEHOUSE_BENCH_{NAME}`: a number that changes how the daemon runs, for the benchmarks
 /// that measure one change at a time (`bench/tail.sh`); never set in production.
+/// A value that is not a number is said and ignored: a run that asked for a change and silently
+/// measured without it would be read as the change's effect.
 pub fn bench_knob(name: &str) -> Option<i64> {
-    std::env::var(format!("GATEHOUSE_BENCH_{name}"))
-        .ok()?
-        .parse()
-        .ok()
+    let value = std::env::var(format!("GATEHOUSE_BENCH_{name}")).ok()?;
+    let parsed = value.parse().ok();
+    if parsed.is_none() {
+        tracing::warn!(
+            knob = name,
+            value,
+            "A GATEHOUSE_BENCH_* value is not a number; ignored (the run measures without it)."
+        );
+    }
+    parsed
 }
 
 /// Fault injection for the watchdog tests, in debug builds only (what `cargo test` builds):
